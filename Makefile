@@ -1,0 +1,42 @@
+# Every target sets itself up on a fresh machine: a virtualenv in .venv with the project installed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is the CPU wheel that lies on this kind of machine's disk; pinning it keeps pip
+# from pulling a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup test test-fast lint demo bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps openai-clip==1.0.1
+	touch $@
+
+setup: $(BIN)/.installed
+
+lint: setup
+	$(BIN)/ruff check crossgap_jax tests benchmarks
+
+# The full suite, real-size parity included (what CI runs).
+test: setup
+	$(BIN)/ruff check crossgap_jax tests benchmarks
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
+
+# Tiny-config tests only (a few minutes).
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
+
+demo: setup
+	$(BIN)/crossgap-jax demo
+
+bench: setup
+	$(BIN)/python benchmarks/bench_encode.py
+	$(BIN)/python benchmarks/bench_retrieval.py
+	$(BIN)/python benchmarks/bench_inversion.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,141 @@
+"""CLIP architectures as small config records, and the registry of known names.
+
+Architectures (shapes) are kept separate from pretrained-weight sources (see
+``crossgap_jax.models.checkpoints``), following open_clip's split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+SOT_TOKEN_ID = 49406
+EOT_TOKEN_ID = 49407
+VOCAB_SIZE = 49408
+CONTEXT_LENGTH = 77
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+    """ViT image tower."""
+
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """Causal text transformer."""
+
+    context_length: int = CONTEXT_LENGTH
+    vocab_size: int = VOCAB_SIZE
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    eot_token_id: int = EOT_TOKEN_ID
+    sot_token_id: int = SOT_TOKEN_ID
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    """A whole CLIP model: both towers, the joint embedding size and the activation.
+
+    ``quick_gelu`` is True for the OpenAI checkpoints (x * sigmoid(1.702 x)) and False
+    for most open_clip checkpoints (exact erf GELU).
+    """
+
+    name: str = "ViT-B/32"
+    embed_dim: int = 512
+    vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    quick_gelu: bool = True
+    layer_norm_eps: float = 1e-5
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
+        d = dict(d)
+        d["vision"] = VisionConfig(**d["vision"])
+        d["text"] = TextConfig(**d["text"])
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        return cls(**d)
+
+    def replace(self, **kw: Any) -> CLIPConfig:
+        return dataclasses.replace(self, **kw)
+
+
+def _vit(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=True) -> CLIPConfig:
+    return CLIPConfig(
+        name=name,
+        embed_dim=embed,
+        vision=VisionConfig(image_size=res, patch_size=patch, width=vw, layers=vl, heads=vh),
+        text=TextConfig(width=tw, layers=tl, heads=th),
+        quick_gelu=quick_gelu,
+    )
+
+
+_REGISTRY: dict[str, CLIPConfig] = {
+    # OpenAI releases (quick_gelu).
+    "ViT-B/32": _vit("ViT-B/32", 512, 224, 32, 768, 12, 12, 512, 12, 8),
+    "ViT-B/16": _vit("ViT-B/16", 512, 224, 16, 768, 12, 12, 512, 12, 8),
+    "ViT-L/14": _vit("ViT-L/14", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    "ViT-L/14@336px": _vit("ViT-L/14@336px", 768, 336, 14, 1024, 24, 16, 768, 12, 12),
+    # open_clip names (exact GELU; the "-quickgelu" variants match OpenAI's activation).
+    "ViT-B-32": _vit("ViT-B-32", 512, 224, 32, 768, 12, 12, 512, 12, 8, quick_gelu=False),
+    "ViT-B-16": _vit("ViT-B-16", 512, 224, 16, 768, 12, 12, 512, 12, 8, quick_gelu=False),
+    "ViT-L-14": _vit("ViT-L-14", 768, 224, 14, 1024, 24, 16, 768, 12, 12, quick_gelu=False),
+    "ViT-B-32-quickgelu": _vit("ViT-B-32-quickgelu", 512, 224, 32, 768, 12, 12, 512, 12, 8),
+    "ViT-L-14-quickgelu": _vit("ViT-L-14-quickgelu", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    # Tiny configs for tests and smoke runs (real tokenizer vocabulary and context).
+    "tiny": _vit("tiny", 32, 32, 8, 64, 2, 4, 64, 2, 4),
+    "tiny-gelu": _vit("tiny-gelu", 32, 32, 8, 64, 2, 4, 64, 2, 4, quick_gelu=False),
+}
+
+
+def list_architectures() -> list[str]:
+    """Names accepted by :func:`get_config`."""
+    return list(_REGISTRY)
+
+
+def get_config(name: str) -> CLIPConfig:
+    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``, ...).
+
+    Raises:
+        KeyError: for an unknown name; the message lists the known ones.
+    """
+    if isinstance(name, CLIPConfig):
+        return name
+    if name not in _REGISTRY:
+        raise KeyError(
+            f"unknown CLIP architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def register_architecture(config: CLIPConfig, overwrite: bool = False) -> None:
+    """Add an architecture to the registry (e.g. a custom small model)."""
+    if config.name in _REGISTRY and not overwrite:
+        raise ValueError(f"architecture {config.name!r} already registered")
+    _REGISTRY[config.name] = config

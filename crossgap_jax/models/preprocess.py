@@ -1,0 +1,94 @@
+"""CLIP image preprocessing, NumPy/PIL only (no torch, no torchvision).
+
+Same steps as OpenAI's ``clip.load(...)[1]`` transform: RGB, resize the shortest side to
+the model resolution with PIL bicubic, centre crop, scale to [0, 1], normalise with the
+CLIP mean/std. Output layout is NHWC float32 (JAX convention).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from crossgap_jax.models.configs import OPENAI_MEAN, OPENAI_STD
+
+
+class ImageDecodeError(ValueError):
+    """An image file is missing, corrupt or truncated; the message names the file."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image file as RGB.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageDecodeError: the file cannot be decoded (corrupt or truncated).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()  # force the full decode so truncation is caught here
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageDecodeError(f"cannot decode image {path}: {e}") from e
+
+
+def resize_shortest_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is ``size`` (bicubic), keeping the aspect ratio.
+
+    The long side is ``int(size * long / short)``, as torchvision's ``Resize(int)`` does.
+    """
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return image
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return image.resize((new_w, new_h), Image.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Centre crop to ``size x size`` with torchvision's rounding of the offsets.
+
+    Images smaller than ``size`` (only possible for odd inputs) are zero padded first.
+    """
+    w, h = image.size
+    if w < size or h < size:
+        canvas = Image.new(image.mode, (max(w, size), max(h, size)))
+        canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        image, (w, h) = canvas, canvas.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess_image(
+    image: Image.Image,
+    image_size: int = 224,
+    mean: Sequence[float] = OPENAI_MEAN,
+    std: Sequence[float] = OPENAI_STD,
+) -> np.ndarray:
+    """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    image = image.convert("RGB")
+    image = center_crop(resize_shortest_side(image, image_size), image_size)
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def preprocess_images(
+    images: Sequence[Image.Image],
+    image_size: int = 224,
+    mean: Sequence[float] = OPENAI_MEAN,
+    std: Sequence[float] = OPENAI_STD,
+) -> np.ndarray:
+    """A list of PIL images -> ``(N, image_size, image_size, 3)`` float32 array."""
+    if len(images) == 0:
+        return np.zeros((0, image_size, image_size, 3), np.float32)
+    return np.stack([preprocess_image(im, image_size, mean, std) for im in images])
