@@ -109,8 +109,9 @@ _REGISTRY: dict[str, CLIPConfig] = {
     "ViT-B-32-quickgelu": _vit("ViT-B-32-quickgelu", 512, 224, 32, 768, 12, 12, 512, 12, 8),
     "ViT-L-14-quickgelu": _vit("ViT-L-14-quickgelu", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
     # Tiny configs for tests and smoke runs (real tokenizer vocabulary and context).
-    "tiny": _vit("tiny", 32, 32, 8, 64, 2, 4, 64, 2, 4),
-    "tiny-gelu": _vit("tiny-gelu", 32, 32, 8, 64, 2, 4, 64, 2, 4, quick_gelu=False),
+    # (vision heads = width // 64, the rule OpenAI's ``build_model`` uses).
+    "tiny": _vit("tiny", 32, 32, 8, 128, 2, 2, 64, 2, 4),
+    "tiny-gelu": _vit("tiny-gelu", 32, 32, 8, 128, 2, 2, 64, 2, 4, quick_gelu=False),
 }
 
 

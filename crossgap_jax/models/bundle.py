@@ -1,0 +1,174 @@
+"""The user-facing CLIP bundle: config + params + tokenizer + preprocessing + jitted encoders."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossgap_jax.models import clip as clip_lib
+from crossgap_jax.models.configs import CLIPConfig, get_config
+from crossgap_jax.models.preprocess import preprocess_images
+from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
+           "bf16": jnp.bfloat16}
+
+
+def resolve_dtype(dtype: Any) -> Any:
+    """``"float32"``/``"bfloat16"`` (or a jnp dtype) -> jnp dtype."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown compute dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    return dtype
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _encode_image_jit(params, pixels, *, config, dtype):
+    return clip_lib.encode_image(params, pixels, config=config, dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _encode_text_jit(params, ids, eot, *, config, dtype):
+    return clip_lib.encode_text(params, ids, eot, config=config, dtype=dtype)
+
+
+def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
+             progress: bool | None) -> np.ndarray:
+    """Run ``fn`` over fixed-size padded batches (one compilation), concatenate the rows."""
+    n = len(arrays[0])
+    if progress is None:
+        progress = n > 4 * batch_size
+    outs = []
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress):
+        chunk = [a[start : start + batch_size] for a in arrays]
+        m = len(chunk[0])
+        if m < batch_size and n > batch_size:  # pad the ragged last batch: no recompile
+            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, axis=0)]) for c in chunk]
+        outs.append(np.asarray(fn(*chunk))[:m])
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+@dataclasses.dataclass
+class CLIP:
+    """A loaded CLIP model.
+
+    Attributes:
+        config: architecture (:class:`CLIPConfig`); hashable, used as a static jit arg.
+        params: float32 params pytree (OpenAI-mirroring names).
+        dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``).
+        info: where the weights came from (source, format, sha256, ...).
+
+    The pure functions for jit/vmap use are :attr:`fns` (``embed_tokens``,
+    ``encode_text_embeddings``, ``encode_text``, ``embed_image_patches``,
+    ``encode_image_tokens``, ``encode_image``), each with ``config``/``dtype`` bound.
+    """
+
+    config: CLIPConfig
+    params: Any
+    dtype: Any = jnp.float32
+    info: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 64
+
+    def __post_init__(self):
+        self.dtype = resolve_dtype(self.dtype)
+
+    # --- text -----------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> CLIPTokenizer:
+        return get_tokenizer(self.config.text.context_length)
+
+    def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Texts -> ``(N, context_length)`` int32 ids (SOT ... EOT, zero padded, truncated)."""
+        return self.tokenizer(texts)
+
+    def encode_text(self, ids: np.ndarray | jax.Array, eot_index: np.ndarray | None = None, *,
+                    batch_size: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """``(N, L)`` token ids -> ``(N, embed_dim)`` float32 features (not normalised).
+
+        The EOT position is the first ``eot_token_id`` of each row unless given.
+        """
+        ids = np.asarray(ids, dtype=np.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"token ids must be (N, L), got shape {ids.shape}")
+        if eot_index is None:
+            eot_index = eot_indices(ids, self.config.text.eot_token_id)
+        fn = functools.partial(_encode_text_jit, self.params, config=self.config,
+                               dtype=self.dtype)
+        return _batched(fn, [ids, np.asarray(eot_index, np.int32)],
+                        batch_size or self.batch_size, "encode text", progress)
+
+    # --- image ----------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+        """PIL images -> ``(N, H, W, 3)`` float32, CLIP-normalised (NHWC)."""
+        c = self.config
+        return preprocess_images(images, c.vision.image_size, c.mean, c.std)
+
+    def encode_image(self, pixels: np.ndarray | jax.Array, *, batch_size: int | None = None,
+                     progress: bool | None = None) -> np.ndarray:
+        """``(N, H, W, 3)`` preprocessed pixels -> ``(N, embed_dim)`` float32 features."""
+        pixels = np.asarray(pixels, dtype=np.float32)
+        s = self.config.vision.image_size
+        if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
+            raise ValueError(f"pixels must be (N, {s}, {s}, 3) NHWC, got {pixels.shape}")
+        fn = functools.partial(_encode_image_jit, self.params, config=self.config,
+                               dtype=self.dtype)
+        return _batched(fn, [pixels], batch_size or self.batch_size, "encode images", progress)
+
+    # --- pure functions -------------------------------------------------------------
+    @property
+    def fns(self) -> Any:
+        """Pure apply functions with ``config`` and ``dtype`` bound (take ``params`` first)."""
+        names = ("embed_tokens", "encode_text_embeddings", "encode_text", "embed_image_patches",
+                 "encode_image_tokens", "encode_image")
+        bound = {n: functools.partial(getattr(clip_lib, n), config=self.config, dtype=self.dtype)
+                 for n in names}
+        return type("CLIPFns", (), bound)
+
+    def with_dtype(self, dtype: Any) -> CLIP:
+        return dataclasses.replace(self, dtype=resolve_dtype(dtype))
+
+
+def create_clip(arch: str | CLIPConfig, seed: int = 0, dtype: Any = "float32") -> CLIP:
+    """A randomly initialised CLIP (tests, training from scratch). Never a demo model."""
+    config = get_config(arch)
+    return CLIP(config, clip_lib.init_params(config, seed), dtype=dtype,
+                info={"source": f"random init (seed {seed})", "format": "random"})
+
+
+def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
+              dtype: Any = "float32", quick_gelu: bool | None = None,
+              allow_pickle: bool = False, cache_dir: str | None = None) -> CLIP:
+    """Load a CLIP model.
+
+    Args:
+        name_or_path: an architecture name (``"ViT-B/32"``, ``"ViT-L-14"``, ...), or, with
+            ``checkpoint=None``, a checkpoint path / hub id whose architecture is inferred.
+        checkpoint: a file, directory, Hugging Face hub id (``"openai/clip-vit-base-patch32"``),
+            ``"hf-hub:<repo>"`` (open_clip on the hub) or ``"openai"`` (OpenAI's release URL for
+            that architecture). ``None`` with an architecture name means the architecture's
+            default release.
+        dtype: compute dtype, ``"float32"`` (default) or ``"bfloat16"``; params stay float32.
+        quick_gelu: override the activation (needed for open_clip ``-quickgelu`` weights loaded
+            from a bare state dict).
+        allow_pickle: let ``torch.load`` run with ``weights_only=False`` (only for files you
+            trust).
+        cache_dir: where downloads are cached.
+
+    Returns:
+        A :class:`CLIP` bundle.
+    """
+    from crossgap_jax.models.checkpoints import load_checkpoint
+
+    config, params, info = load_checkpoint(
+        name_or_path, checkpoint, quick_gelu=quick_gelu, allow_pickle=allow_pickle,
+        cache_dir=cache_dir,
+    )
+    return CLIP(config, params, dtype=dtype, info=info)

@@ -1,0 +1,342 @@
+"""Flax linen CLIP: ViT image tower and causal text transformer.
+
+Parameter names mirror OpenAI's PyTorch ``model.py`` so that checkpoint conversion is a
+set of string rules plus transposes:
+
+=====================================  ==========================================
+PyTorch (OpenAI / open_clip)           Flax params path
+=====================================  ==========================================
+``visual.conv1.weight``                ``visual/conv1/kernel`` (HWIO)
+``visual.class_embedding``             ``visual/class_embedding``
+``visual.positional_embedding``        ``visual/positional_embedding``
+``visual.ln_pre.{weight,bias}``        ``visual/ln_pre/{scale,bias}``
+``visual.transformer.resblocks.i.*``   ``visual/transformer/resblocks_i/*``
+``*.attn.in_proj_{weight,bias}``       ``*/attn/in_proj/{kernel,bias}`` (fused q|k|v)
+``*.attn.out_proj.{weight,bias}``      ``*/attn/out_proj/{kernel,bias}``
+``*.mlp.c_fc`` / ``*.mlp.c_proj``      ``*/mlp/c_fc`` / ``*/mlp/c_proj``
+``visual.ln_post`` / ``visual.proj``   ``visual/ln_post`` / ``visual/proj``
+``token_embedding.weight``             ``token_embedding/embedding``
+``positional_embedding``               ``positional_embedding``
+``transformer.resblocks.i.*``          ``transformer/resblocks_i/*``
+``ln_final`` / ``text_projection``     ``ln_final`` / ``text_projection``
+``logit_scale``                        ``logit_scale``
+=====================================  ==========================================
+
+The entry points the inverters need are exposed as pure functions of a params pytree:
+:func:`encode_text_embeddings` (text from token *embeddings* and an explicit EOT index)
+and :func:`encode_image_tokens` (image from patch *tokens*, the output of ``conv1``).
+The ordinary encoders are these two after the embedding step. Params stay float32; the
+compute dtype is a module field (float32 default, bfloat16 option). LayerNorm and
+softmax always run in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from crossgap_jax.models.configs import CLIPConfig
+
+Params = Any  # a (nested dict) pytree of float32 arrays
+Dtype = Any
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """OpenAI's activation: ``x * sigmoid(1.702 x)``."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm computed in float32 (like OpenAI's fp16-safe subclass), eps 1e-5."""
+
+    epsilon: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
+        x = x.astype(jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(self.dtype)
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head self-attention with a fused ``in_proj`` (q|k|v), as PyTorch's."""
+
+    width: int
+    heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        b, n, _ = x.shape
+        head_dim = self.width // self.heads
+        qkv = nn.Dense(3 * self.width, dtype=self.dtype, name="in_proj")(x)
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        q, k, v = (t.reshape(b, n, self.heads, head_dim) for t in (q, k, v))
+        q = q * (head_dim**-0.5)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, self.width)
+        return nn.Dense(self.width, dtype=self.dtype, name="out_proj")(out)
+
+
+class MLP(nn.Module):
+    width: int
+    hidden: int
+    use_quick_gelu: bool
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.hidden, dtype=self.dtype, name="c_fc")(x)
+        x = quick_gelu(x) if self.use_quick_gelu else jax.nn.gelu(x, approximate=False)
+        return nn.Dense(self.width, dtype=self.dtype, name="c_proj")(x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    width: int
+    heads: int
+    mlp_ratio: float
+    use_quick_gelu: bool
+    eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        x = x + MultiheadAttention(self.width, self.heads, self.dtype, name="attn")(
+            LayerNorm(self.eps, self.dtype, name="ln_1")(x), mask
+        )
+        hidden = int(self.width * self.mlp_ratio)
+        x = x + MLP(self.width, hidden, self.use_quick_gelu, self.dtype, name="mlp")(
+            LayerNorm(self.eps, self.dtype, name="ln_2")(x)
+        )
+        return x
+
+
+class Transformer(nn.Module):
+    width: int
+    layers: int
+    heads: int
+    mlp_ratio: float
+    use_quick_gelu: bool
+    eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.resblocks = [
+            ResidualAttentionBlock(
+                self.width, self.heads, self.mlp_ratio, self.use_quick_gelu, self.eps, self.dtype
+            )
+            for _ in range(self.layers)
+        ]
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        for block in self.resblocks:
+            x = block(x, mask)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """ViT image tower: conv patch embedding, class token, ln_pre, blocks, ln_post, proj."""
+
+    config: CLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config.vision
+        eps = self.config.layer_norm_eps
+        self.conv1 = nn.Conv(
+            c.width, (c.patch_size, c.patch_size), strides=(c.patch_size, c.patch_size),
+            padding="VALID", use_bias=False, dtype=self.dtype,
+        )
+        scale = c.width**-0.5
+        self.class_embedding = self.param(
+            "class_embedding", nn.initializers.normal(scale), (c.width,)
+        )
+        self.positional_embedding = self.param(
+            "positional_embedding", nn.initializers.normal(scale), (c.num_patches + 1, c.width)
+        )
+        self.ln_pre = LayerNorm(eps, self.dtype)
+        self.transformer = Transformer(
+            c.width, c.layers, c.heads, c.mlp_ratio, self.config.quick_gelu, eps, self.dtype
+        )
+        self.ln_post = LayerNorm(eps, self.dtype)
+        self.proj = self.param(
+            "proj", nn.initializers.normal(scale), (c.width, self.config.embed_dim)
+        )
+
+    def embed_patches(self, pixels: jax.Array) -> jax.Array:
+        """``(B, H, W, 3)`` pixels -> ``(B, N, width)`` patch tokens (row-major grid)."""
+        x = self.conv1(pixels.astype(self.dtype))
+        b, gh, gw, w = x.shape
+        return x.reshape(b, gh * gw, w)
+
+    def encode_tokens(self, tokens: jax.Array) -> jax.Array:
+        """``(B, N, width)`` patch tokens -> ``(B, embed_dim)`` image features."""
+        b = tokens.shape[0]
+        cls = jnp.broadcast_to(self.class_embedding.astype(self.dtype), (b, 1, tokens.shape[-1]))
+        x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
+        x = x + self.positional_embedding.astype(self.dtype)
+        x = self.ln_pre(x)
+        x = self.transformer(x)
+        x = self.ln_post(x[:, 0])
+        return (x @ self.proj.astype(self.dtype)).astype(jnp.float32)
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.encode_tokens(self.embed_patches(pixels))
+
+
+class CLIPModule(nn.Module):
+    """Both towers with OpenAI's top-level parameter names.
+
+    Methods (use with ``apply(..., method=...)`` or the module-level pure functions):
+    ``embed_tokens``, ``encode_text_embeddings``, ``encode_text``, ``embed_image_patches``,
+    ``encode_image_tokens``, ``encode_image``.
+    """
+
+    config: CLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, t = self.config, self.config.text
+        self.visual = VisionTransformer(c, self.dtype)
+        self.token_embedding = nn.Embed(
+            t.vocab_size, t.width, embedding_init=nn.initializers.normal(0.02)
+        )
+        self.positional_embedding = self.param(
+            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width)
+        )
+        self.transformer = Transformer(
+            t.width, t.layers, t.heads, t.mlp_ratio, c.quick_gelu, c.layer_norm_eps, self.dtype
+        )
+        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
+        self.text_projection = self.param(
+            "text_projection", nn.initializers.normal(t.width**-0.5), (t.width, c.embed_dim)
+        )
+        self.logit_scale = self.param(
+            "logit_scale", nn.initializers.constant(jnp.log(1 / 0.07)), ()
+        )
+
+    # --- text ---------------------------------------------------------------------------
+    def embed_tokens(self, ids: jax.Array) -> jax.Array:
+        """``(B, L)`` int ids -> ``(B, L, width)`` token embeddings (no positions)."""
+        return self.token_embedding(ids)
+
+    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
+        """Token embeddings ``(B, L, width)`` and EOT positions ``(B,)`` -> ``(B, embed_dim)``.
+
+        ``L`` may be shorter than the context length: the causal mask means positions after
+        the EOT never influence the feature, so ``L = max(eot_index) + 1`` is exact.
+        """
+        length = embeddings.shape[1]
+        x = embeddings.astype(self.dtype) + self.positional_embedding[:length].astype(self.dtype)
+        mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+        x = self.transformer(x, mask)
+        x = self.ln_final(x)
+        x = x[jnp.arange(x.shape[0]), eot_index]
+        return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
+
+    def encode_text(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
+        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index)
+
+    # --- image --------------------------------------------------------------------------
+    def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
+        return self.visual.embed_patches(pixels)
+
+    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
+        return self.visual.encode_tokens(tokens)
+
+    def encode_image(self, pixels: jax.Array) -> jax.Array:
+        return self.visual(pixels)
+
+    def __call__(self, pixels: jax.Array, ids: jax.Array, eot_index: jax.Array):
+        """Image and text features (used for ``init``)."""
+        return self.encode_image(pixels), self.encode_text(ids, eot_index), self.logit_scale
+
+
+@functools.lru_cache(maxsize=64)
+def _module(config: CLIPConfig, dtype: Any) -> CLIPModule:
+    return CLIPModule(config, dtype=dtype)
+
+
+def init_params(config: CLIPConfig, rng: jax.Array | int = 0) -> Params:
+    """Randomly initialised float32 params for ``config`` (for tests and training)."""
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    v, t = config.vision, config.text
+    pixels = jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32)
+    ids = jnp.zeros((1, t.context_length), jnp.int32)
+    return jax.jit(_module(config, jnp.float32).init)(rng, pixels, ids, jnp.zeros((1,), jnp.int32))[
+        "params"
+    ]
+
+
+def param_shapes(config: CLIPConfig) -> Params:
+    """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
+    v, t = config.vision, config.text
+    return jax.eval_shape(
+        lambda: _module(config, jnp.float32).init(
+            jax.random.PRNGKey(0),
+            jnp.zeros((1, v.image_size, v.image_size, 3)),
+            jnp.zeros((1, t.context_length), jnp.int32),
+            jnp.zeros((1,), jnp.int32),
+        )["params"]
+    )
+
+
+def _apply(method: str, params: Params, *args, config: CLIPConfig, dtype: Dtype = jnp.float32):
+    module = _module(config, dtype)
+    return module.apply({"params": params}, *args, method=getattr(CLIPModule, method))
+
+
+# Pure functions over a params pytree. ``config`` and ``dtype`` are static (hashable).
+def embed_tokens(params: Params, ids: jax.Array, *, config: CLIPConfig,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32)."""
+    del config, dtype
+    return jnp.take(params["token_embedding"]["embedding"], ids, axis=0)
+
+
+def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
+                           config: CLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)`` features."""
+    return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
+                  dtype=dtype)
+
+
+def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: CLIPConfig,
+                dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` features (not normalised)."""
+    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
+                                  config=config, dtype=dtype)
+
+
+def embed_image_patches(params: Params, pixels: jax.Array, *, config: CLIPConfig,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch tokens (``conv1`` output)."""
+    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
+
+
+def encode_image_tokens(params: Params, tokens: jax.Array, *, config: CLIPConfig,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` image features."""
+    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
+
+
+def encode_image(params: Params, pixels: jax.Array, *, config: CLIPConfig,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
+    return encode_image_tokens(params, embed_image_patches(params, pixels, config=config,
+                                                           dtype=dtype),
+                               config=config, dtype=dtype)

@@ -1,0 +1,272 @@
+"""Checkpoint state dicts (name -> array) <-> the Flax params pytree.
+
+Torch-free: callers hand in NumPy arrays (``checkpoints.py`` does the file reading).
+Conversion is string rules plus transposes, then a strict check against the shapes of
+the Flax model: a wrong shape names the tensor, missing or unexpected tensors are an
+error that lists them.
+
+Layouts:
+- ``"openai"``: OpenAI ``model.py`` names (also open_clip's for its ViT CLIP models).
+- ``"hf"``: transformers ``CLIPModel`` names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import flax.traverse_util as traverse_util
+import numpy as np
+
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
+
+# Buffers some checkpoints carry that are not parameters.
+_IGNORED = re.compile(
+    r"^(input_resolution|context_length|vocab_size|attn_mask|.*\.attn_mask|"
+    r".*position_ids|.*num_batches_tracked)$"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model: the message names the tensors involved."""
+
+
+def _strip_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Unwrap ``{"state_dict": ...}`` training checkpoints and DDP ``module.`` prefixes."""
+    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    out = {}
+    for k, v in sd.items():
+        while k.startswith("module."):
+            k = k[len("module.") :]
+        out[k] = v
+    return out
+
+
+def detect_layout(sd: Mapping[str, Any]) -> str:
+    """``"openai"`` (also open_clip) or ``"hf"`` from the tensor names."""
+    keys = set(sd)
+    if "visual.conv1.weight" in keys and "token_embedding.weight" in keys:
+        return "openai"
+    if "vision_model.embeddings.patch_embedding.weight" in keys:
+        return "hf"
+    if any(k.startswith("text.") for k in keys) and "visual.conv1.weight" in keys:
+        raise CheckpointError(
+            "this open_clip checkpoint uses a custom text tower ('text.*' keys); only the "
+            "standard CLIP text transformer is supported"
+        )
+    sample = ", ".join(sorted(keys)[:8])
+    raise CheckpointError(f"unrecognised checkpoint layout; first tensor names: {sample}")
+
+
+def infer_config(sd: Mapping[str, Any], name: str = "custom", quick_gelu: bool = True,
+                 layout: str | None = None) -> CLIPConfig:
+    """Architecture from tensor shapes (heads = width // 64, as OpenAI's ``build_model``)."""
+    sd = _strip_prefixes(sd)
+    layout = layout or detect_layout(sd)
+    if layout == "hf":
+        sd = hf_to_openai_names(sd)
+    shape = lambda k: tuple(np.shape(sd[k]))
+    vw = shape("visual.conv1.weight")[0]
+    patch = shape("visual.conv1.weight")[-1]
+    n_pos = shape("visual.positional_embedding")[0]
+    grid = int(round((n_pos - 1) ** 0.5))
+    vl = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
+    tw = shape("ln_final.weight")[0]
+    tl = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+    return CLIPConfig(
+        name=name,
+        embed_dim=shape("text_projection")[1],
+        vision=VisionConfig(image_size=grid * patch, patch_size=patch, width=vw, layers=vl,
+                            heads=vw // 64),
+        text=TextConfig(context_length=shape("positional_embedding")[0],
+                        vocab_size=shape("token_embedding.weight")[0], width=tw, layers=tl,
+                        heads=tw // 64),
+        quick_gelu=quick_gelu,
+    )
+
+
+def hf_to_openai_names(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Rename (and fuse/transpose where needed) a transformers ``CLIPModel`` state dict.
+
+    q/k/v projections are concatenated into ``in_proj``; ``visual_projection`` and
+    ``text_projection`` are PyTorch ``Linear`` weights ``(out, in)`` and are transposed
+    to OpenAI's ``(in, out)`` matrices.
+    """
+    out: dict[str, np.ndarray] = {}
+    qkv: dict[str, dict[str, np.ndarray]] = {}
+    simple = {
+        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+        "text_model.embeddings.position_embedding.weight": "positional_embedding",
+        "text_model.final_layer_norm.weight": "ln_final.weight",
+        "text_model.final_layer_norm.bias": "ln_final.bias",
+        "vision_model.embeddings.class_embedding": "visual.class_embedding",
+        "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
+        "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+        "vision_model.pre_layrnorm.weight": "visual.ln_pre.weight",
+        "vision_model.pre_layrnorm.bias": "visual.ln_pre.bias",
+        "vision_model.post_layernorm.weight": "visual.ln_post.weight",
+        "vision_model.post_layernorm.bias": "visual.ln_post.bias",
+        "logit_scale": "logit_scale",
+    }
+    layer_re = re.compile(r"^(text|vision)_model\.encoder\.layers\.(\d+)\.(.+)$")
+    sub = {
+        "layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+        "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj",
+    }
+    for k, v in sd.items():
+        v = np.asarray(v)
+        if k in simple:
+            out[simple[k]] = v
+        elif k == "visual_projection.weight":
+            out["visual.proj"] = v.T
+        elif k == "text_projection.weight":
+            out["text_projection"] = v.T
+        elif m := layer_re.match(k):
+            tower, i, rest = m.groups()
+            prefix = ("visual.transformer" if tower == "vision" else "transformer")
+            prefix = f"{prefix}.resblocks.{i}"
+            qm = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)$", rest)
+            if qm:
+                qkv.setdefault(f"{prefix}.attn.in_proj_{qm.group(2)}", {})[qm.group(1)] = v
+                continue
+            for a, b in sub.items():
+                if rest.startswith(a + "."):
+                    rest = b + rest[len(a):]
+                    break
+            else:
+                out[k] = v  # left for the unexpected-tensor report
+                continue
+            out[f"{prefix}.{rest}"] = v
+        else:
+            out[k] = v
+    for name, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise CheckpointError(f"{name}: incomplete q/k/v projections ({sorted(parts)})")
+        out[name] = np.concatenate([parts["q"], parts["k"], parts["v"]], axis=0)
+    return out
+
+
+def _openai_name_to_path(name: str) -> tuple[tuple[str, ...], str] | None:
+    """OpenAI tensor name -> (flax path, transform) or None if not a parameter we know."""
+    parts = name.split(".")
+    leaf = parts[-1]
+    # resblocks.{i} -> resblocks_{i}
+    fixed: list[str] = []
+    i = 0
+    while i < len(parts) - 1:
+        if parts[i] == "resblocks":
+            fixed.append(f"resblocks_{parts[i + 1]}")
+            i += 2
+        else:
+            fixed.append(parts[i])
+            i += 1
+    module = tuple(fixed)
+    if name in ("visual.class_embedding", "visual.positional_embedding", "visual.proj",
+                "positional_embedding", "text_projection", "logit_scale"):
+        return tuple(parts), "none"
+    if name == "visual.conv1.weight":
+        return ("visual", "conv1", "kernel"), "conv"
+    if name == "token_embedding.weight":
+        return ("token_embedding", "embedding"), "none"
+    if leaf in ("in_proj_weight", "in_proj_bias"):
+        kind = "kernel" if leaf == "in_proj_weight" else "bias"
+        return (*module, "in_proj", kind), ("linear" if kind == "kernel" else "none")
+    if module and module[-1].startswith("ln_"):
+        return (*module, "scale" if leaf == "weight" else "bias"), "none"
+    if leaf == "weight":
+        return (*module, "kernel"), "linear"
+    if leaf == "bias":
+        return (*module, "bias"), "none"
+    return None
+
+
+def _transform(v: np.ndarray, how: str) -> np.ndarray:
+    if how == "linear":
+        return v.T
+    if how == "conv":  # torch OIHW -> flax HWIO
+        return v.transpose(2, 3, 1, 0)
+    return v
+
+
+def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
+                         layout: str | None = None) -> dict:
+    """Convert a PyTorch-layout state dict (NumPy values) to the Flax params pytree.
+
+    Args:
+        sd: tensor name -> array (float16/bfloat16/float32; cast to float32).
+        config: the architecture the params must fit.
+        layout: ``"openai"`` or ``"hf"``; detected from the names when None.
+
+    Raises:
+        CheckpointError: a shape mismatch (naming the tensor), or missing / unexpected
+            tensors (listing them).
+    """
+    from crossgap_jax.models.clip import param_shapes
+
+    sd = _strip_prefixes(sd)
+    layout = layout or detect_layout(sd)
+    if layout == "hf":
+        sd = hf_to_openai_names(sd)
+    expected = traverse_util.flatten_dict(param_shapes(config))
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    unexpected, mismatched = [], []
+    for name, value in sd.items():
+        if _IGNORED.match(name):
+            continue
+        mapped = _openai_name_to_path(name)
+        if mapped is None or mapped[0] not in expected:
+            unexpected.append(name)
+            continue
+        path, how = mapped
+        arr = _transform(np.asarray(value, dtype=np.float32), how)
+        want = tuple(expected[path].shape)
+        if tuple(arr.shape) != want:
+            mismatched.append(f"{name}: checkpoint {tuple(arr.shape)} vs model {want} "
+                              f"(at {'/'.join(path)})")
+            continue
+        flat[path] = arr
+    missing = ["/".join(p) for p in expected if p not in flat and not _is_mismatched(p, mismatched)]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
+    if missing:
+        problems.append("missing tensors (Flax paths):\n  " + "\n  ".join(missing))
+    if unexpected:
+        problems.append("unexpected tensors:\n  " + "\n  ".join(sorted(unexpected)))
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not fit architecture {config.name!r} ({layout} layout):\n"
+            + "\n".join(problems)
+        )
+    return traverse_util.unflatten_dict(flat)
+
+
+def _is_mismatched(path: tuple[str, ...], mismatched: list[str]) -> bool:
+    return any(m.endswith(f"(at {'/'.join(path)})") for m in mismatched)
+
+
+def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`state_dict_to_params` for the OpenAI layout (float32 NumPy)."""
+    out = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        v = np.asarray(value, dtype=np.float32)
+        *mod, leaf = path
+        mod = [m.replace("resblocks_", "resblocks.") for m in mod]
+        if path == ("visual", "conv1", "kernel"):
+            out["visual.conv1.weight"] = v.transpose(3, 2, 0, 1)
+        elif path == ("token_embedding", "embedding"):
+            out["token_embedding.weight"] = v
+        elif mod and mod[-1] == "in_proj":
+            out[".".join(mod[:-1]) + (".in_proj_weight" if leaf == "kernel" else ".in_proj_bias")
+                ] = v.T if leaf == "kernel" else v
+        elif leaf == "kernel":
+            out[".".join(mod) + ".weight"] = v.T
+        elif leaf == "scale":
+            out[".".join(mod) + ".weight"] = v
+        elif leaf == "bias":
+            out[".".join(mod) + ".bias"] = v
+        else:
+            out[".".join([*mod, leaf])] = v
+    return out

@@ -1,0 +1,150 @@
+"""The CLIP BPE tokenizer, through ``transformers`` (Rust ``tokenizers`` backend).
+
+The vocabulary and merges are derived from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``
+(shipped as package data, MIT licensed). OpenAI's text cleaning (``ftfy.fix_text``,
+HTML unescaping twice, whitespace collapsing, lower-casing) runs before the BPE so that
+ids equal OpenAI's reference ``simple_tokenizer`` — the fast tokenizer alone does not
+unescape HTML entities nor fix mojibake.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import html
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import regex
+
+from crossgap_jax.models.configs import CONTEXT_LENGTH, EOT_TOKEN_ID, SOT_TOKEN_ID
+
+BPE_PATH = os.path.join(os.path.dirname(__file__), "assets", "bpe_simple_vocab_16e6.txt.gz")
+# Number of merges OpenAI uses from the file: 49152 - 256 - 2.
+_NUM_MERGES = 49152 - 256 - 2
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (a fact of the vocabulary format)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, codes)))
+
+
+@functools.lru_cache(maxsize=None)
+def load_vocab_and_merges(bpe_path: str = BPE_PATH) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary (token -> id) and merge list from the OpenAI BPE file."""
+    with gzip.open(bpe_path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
+    byte_symbols = list(_bytes_to_unicode().values())
+    tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    assert vocab["<|startoftext|>"] == SOT_TOKEN_ID and vocab["<|endoftext|>"] == EOT_TOKEN_ID
+    return vocab, merges
+
+
+_WS = regex.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """OpenAI CLIP's text normalisation: ftfy, HTML unescape (twice), whitespace, lower case."""
+    import ftfy
+
+    text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
+    return _WS.sub(" ", text).strip().lower()
+
+
+class CLIPTokenizer:
+    """CLIP tokenizer producing fixed-length ``int32`` id arrays.
+
+    Args:
+        context_length: output length (77 for every CLIP model here).
+        truncate: when True, texts longer than the context are cut and the last position
+            is set to EOT (as OpenAI's ``clip.tokenize(..., truncate=True)``, which the
+            paper's code uses); when False such a text raises ``ValueError``.
+    """
+
+    def __init__(self, context_length: int = CONTEXT_LENGTH, truncate: bool = True,
+                 bpe_path: str = BPE_PATH):
+        from transformers import CLIPTokenizer as _HFCLIPTokenizer
+
+        vocab, merges = load_vocab_and_merges(bpe_path)
+        self._hf = _HFCLIPTokenizer(vocab=dict(vocab), merges=list(merges))
+        self.context_length = context_length
+        self.truncate = truncate
+        self.sot_token_id = SOT_TOKEN_ID
+        self.eot_token_id = EOT_TOKEN_ID
+        self.vocab_size = len(vocab)
+
+    def encode(self, text: str) -> list[int]:
+        """BPE ids of one text, without SOT/EOT."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """BPE ids of several texts, without SOT/EOT (batched in the Rust backend)."""
+        cleaned = [clean_text(t) for t in texts]
+        out = self._hf(cleaned, add_special_tokens=False)["input_ids"]
+        return [list(ids) for ids in out]
+
+    def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Texts -> ``(N, context_length)`` int32 ids: SOT, BPE ids, EOT, zero padding."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"tokenizer expects strings, got {type(t).__name__}: {t!r}")
+        result = np.zeros((len(texts), self.context_length), dtype=np.int32)
+        for i, ids in enumerate(self.encode_batch(texts)):
+            tokens = [self.sot_token_id, *ids, self.eot_token_id]
+            if len(tokens) > self.context_length:
+                if not self.truncate:
+                    raise ValueError(
+                        f"text {i} has {len(tokens)} tokens, more than the context length "
+                        f"{self.context_length}: {texts[i][:80]!r}..."
+                    )
+                tokens = tokens[: self.context_length]
+                tokens[-1] = self.eot_token_id
+            result[i, : len(tokens)] = tokens
+        return result
+
+    def eot_indices(self, ids: np.ndarray) -> np.ndarray:
+        """Position of the first EOT token in each row of ``ids`` ``(N, L)`` -> ``(N,)``."""
+        return eot_indices(ids, self.eot_token_id)
+
+
+def eot_indices(ids, eot_token_id: int = EOT_TOKEN_ID) -> np.ndarray:
+    """Position of the first ``eot_token_id`` in each row of ``ids`` ``(N, L)`` -> ``(N,)``.
+
+    Raises:
+        ValueError: a row holds no EOT token (a truncated or malformed id array).
+    """
+    ids = np.asarray(ids)
+    is_eot = ids == eot_token_id
+    missing = ~is_eot.any(axis=-1)
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} token rows have no EOT token ({eot_token_id}); "
+            f"first such row: {int(np.argmax(missing))}"
+        )
+    return np.argmax(is_eot, axis=-1).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def get_tokenizer(context_length: int = CONTEXT_LENGTH) -> CLIPTokenizer:
+    """A cached shared tokenizer instance."""
+    return CLIPTokenizer(context_length=context_length)
