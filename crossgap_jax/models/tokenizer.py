@@ -42,7 +42,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, codes)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_vocab_and_merges(bpe_path: str = BPE_PATH) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary (token -> id) and merge list from the OpenAI BPE file."""
     with gzip.open(bpe_path, "rt", encoding="utf-8") as f:
