@@ -19,6 +19,8 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # Other processes compete for the CPU on shared machines: keep the load with the numbers.
+        "load_average_1m_5m_15m": list(os.getloadavg()),
     }
     try:
         import jax

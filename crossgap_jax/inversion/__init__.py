@@ -1,0 +1,28 @@
+"""OTI and OVI: the whole optimisation as one compiled XLA program per batch.
+
+Public: :func:`oti`, :func:`ovi` (bundle in, :class:`InversionResult` out), and the
+functional cores :func:`oti_fn`, :func:`ovi_fn`, :func:`oti_features`,
+:func:`ovi_features` for users who jit/vmap/shard themselves.
+"""
+
+from crossgap_jax.inversion.core import HParams, RawInversion, cosine_loss, run_inversion
+from crossgap_jax.inversion.inverters import (
+    DEFAULT_TEMPLATE,
+    InversionResult,
+    Template,
+    expand_patch_tokens,
+    oti,
+    oti_features,
+    oti_fn,
+    ovi,
+    ovi_features,
+    ovi_fn,
+    prepare_template,
+)
+from crossgap_jax.inversion.sharding import make_mesh, process_shard
+
+__all__ = [
+    "DEFAULT_TEMPLATE", "HParams", "InversionResult", "RawInversion", "Template",
+    "cosine_loss", "expand_patch_tokens", "make_mesh", "oti", "oti_features", "oti_fn", "ovi",
+    "ovi_features", "ovi_fn", "prepare_template", "process_shard", "run_inversion",
+]

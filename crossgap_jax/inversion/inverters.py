@@ -1,0 +1,384 @@
+"""OTI and OVI: functional cores (jit-compiled, one XLA program each) and the user API.
+
+OTI (image -> text side): pseudo word-token embeddings ``(R, text_width)`` replace the
+embeddings of the ``£`` placeholder tokens of a template such as ``"a photo of {}"``;
+the text encoder's feature of that sentence is matched to an image feature.
+
+OVI (text -> image side): pseudo patch tokens ``(P, vision_width)`` are expanded to the
+``N`` patch positions by nearest-neighbour interpolation (position ``i`` takes token
+``floor(i * P / N)``) and replace the patch-embedding output; the image encoder's
+feature is matched to a text feature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossgap_jax.inversion import sharding as shd
+from crossgap_jax.inversion.core import HParams, RawInversion, normal_init, run_inversion
+from crossgap_jax.inversion.core import validate_steps as _validate_steps
+from crossgap_jax.models import clip as clip_lib
+from crossgap_jax.models.configs import CLIPConfig
+
+PLACEHOLDER = "£"
+DEFAULT_TEMPLATE = "a photo of {}"
+
+
+# ---------------------------------------------------------------------------------------
+# Functional cores
+# ---------------------------------------------------------------------------------------
+def oti_features(params: Any, tokens: jax.Array, base_embeddings: jax.Array, *,
+                 config: CLIPConfig, placeholder_index: int, eot_index: int,
+                 dtype: Any = jnp.float32) -> jax.Array:
+    """Text features of the template with pseudo tokens placed at the placeholder.
+
+    Args:
+        params: CLIP params pytree.
+        tokens: ``(N, R, text_width)`` pseudo word-token embeddings.
+        base_embeddings: ``(L, text_width)`` token embeddings of the tokenized template
+            (``L`` may be truncated to ``eot_index + 1``: exact, the encoder is causal).
+        placeholder_index: position of the first placeholder token (static).
+        eot_index: position of the EOT token (static, < L).
+
+    Returns:
+        ``(N, embed_dim)`` features (not normalised).
+    """
+    n, r, _ = tokens.shape
+    base = jnp.broadcast_to(base_embeddings, (n, *base_embeddings.shape))
+    emb = jnp.concatenate(
+        [base[:, :placeholder_index], tokens.astype(base.dtype),
+         base[:, placeholder_index + r:]], axis=1)
+    eot = jnp.full((n,), eot_index, jnp.int32)
+    return clip_lib.encode_text_embeddings(params, emb, eot, config=config, dtype=dtype)
+
+
+def expand_patch_tokens(tokens: jax.Array, num_patches: int) -> jax.Array:
+    """Nearest-neighbour expansion ``(N, P, w) -> (N, num_patches, w)``: ``i -> floor(i P / n)``."""
+    p = tokens.shape[1]
+    idx = (np.arange(num_patches) * p) // num_patches
+    return tokens[:, idx]
+
+
+def ovi_features(params: Any, tokens: jax.Array, *, config: CLIPConfig,
+                 dtype: Any = jnp.float32) -> jax.Array:
+    """Image features from ``(N, P, vision_width)`` pseudo patch tokens -> ``(N, embed_dim)``."""
+    expanded = expand_patch_tokens(tokens, config.vision.num_patches)
+    return clip_lib.encode_image_tokens(params, expanded, config=config, dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "placeholder_index", "eot_index",
+                                             "steps", "record_steps", "dtype"))
+def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: jax.Array,
+           hparams: HParams, *, config: CLIPConfig, placeholder_index: int, eot_index: int,
+           steps: int = 150, record_steps: tuple[int, ...] = (),
+           dtype: Any = jnp.float32) -> RawInversion:
+    """The whole OTI optimisation as one compiled program.
+
+    Args:
+        params: CLIP params (replicated when sharded).
+        targets: ``(N, embed_dim)`` image features.
+        init: ``(N, R, text_width)`` initial pseudo tokens.
+        base_embeddings: ``(L, text_width)`` template token embeddings (see
+            :func:`prepare_template`).
+        hparams: :class:`HParams` of traced scalars.
+
+    Returns:
+        :class:`~crossgap_jax.inversion.core.RawInversion` with ``losses`` ``(steps, N)``.
+    """
+    fn = functools.partial(oti_features, params, base_embeddings=base_embeddings, config=config,
+                           placeholder_index=placeholder_index, eot_index=eot_index, dtype=dtype)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "steps", "record_steps", "dtype"))
+def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams, *,
+           config: CLIPConfig, steps: int = 1000, record_steps: tuple[int, ...] = (),
+           dtype: Any = jnp.float32) -> RawInversion:
+    """The whole OVI optimisation as one compiled program.
+
+    Args:
+        targets: ``(N, embed_dim)`` text features.
+        init: ``(N, P, vision_width)`` initial pseudo patch tokens.
+    """
+    fn = functools.partial(ovi_features, params, config=config, dtype=dtype)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps)
+
+
+# ---------------------------------------------------------------------------------------
+# Template handling (Python, outside the compiled program)
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A tokenized OTI template.
+
+    Attributes:
+        text: the formatted sentence (``template.format(" £ " * R)``).
+        ids: ``(context_length,)`` int32 token ids.
+        placeholder_index: position of the first of the R placeholder tokens.
+        eot_index: position of EOT.
+        num_tokens: R.
+    """
+
+    text: str
+    ids: np.ndarray
+    placeholder_index: int
+    eot_index: int
+    num_tokens: int
+
+
+def prepare_template(template: str, num_tokens: int, tokenizer: Any) -> Template:
+    """Tokenize ``template`` with R placeholders and locate them.
+
+    The placeholder id is whatever the tokenizer produces for ``"£"`` (1950 with the
+    OpenAI BPE: the byte-level symbol for UTF-8 C2 A3, not the vocabulary entry ``£</w>``).
+
+    Raises:
+        ValueError: the template lacks exactly one ``{}``, the placeholders are not R
+            consecutive tokens, or the sentence does not fit the context.
+    """
+    if template.count("{}") != 1:
+        raise ValueError(f"template must contain exactly one '{{}}': {template!r}")
+    if num_tokens < 1:
+        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+    if PLACEHOLDER in template:
+        raise ValueError(f"template may not contain the placeholder {PLACEHOLDER!r} itself")
+    text = template.format(f" {PLACEHOLDER} " * num_tokens)
+    placeholder_ids = tokenizer.encode(f" {PLACEHOLDER} ")
+    if len(placeholder_ids) != 1:
+        raise ValueError(f"placeholder {PLACEHOLDER!r} is not one token: {placeholder_ids}")
+    pid = placeholder_ids[0]
+    plain = tokenizer.encode(text)
+    if len(plain) + 2 > tokenizer.context_length:
+        raise ValueError(f"template with {num_tokens} pseudo tokens does not fit the context "
+                         f"({len(plain) + 2} > {tokenizer.context_length} tokens)")
+    ids = tokenizer([text])[0]
+    positions = np.flatnonzero(ids == pid)
+    first = int(positions[0]) if len(positions) else -1
+    if len(positions) != num_tokens or not np.array_equal(
+            positions, np.arange(first, first + num_tokens)):
+        raise ValueError(f"expected {num_tokens} consecutive placeholder tokens in {text!r}, "
+                         f"found them at {positions.tolist()}")
+    eot = int(np.flatnonzero(ids == tokenizer.eot_token_id)[0])
+    return Template(text, ids, first, eot, num_tokens)
+
+
+# ---------------------------------------------------------------------------------------
+# The user API: batching, padding, sharding, non-finite detection
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class InversionResult:
+    """Result of :func:`oti` / :func:`ovi` (NumPy arrays, N = number of inputs).
+
+    Attributes:
+        pseudo_tokens: ``(N, K, width)`` final pseudo tokens (K = R or P).
+        features: ``(N, embed_dim)`` encoder feature of the final pseudo tokens.
+        losses: ``(steps, N)`` per-example loss at each step's forward pass.
+        record_steps: the step counts snapshotted.
+        recorded_tokens: ``(S, N, K, width)`` pseudo tokens after each record step.
+        recorded_features: ``(S, N, embed_dim)`` features after each record step.
+        nonfinite: ``(N,)`` bool, True where a loss, token or feature was NaN/inf.
+        hparams: the hyper-parameters used.
+        seconds: wall time, compile included.
+    """
+
+    pseudo_tokens: np.ndarray
+    features: np.ndarray
+    losses: np.ndarray
+    record_steps: tuple[int, ...]
+    recorded_tokens: np.ndarray
+    recorded_features: np.ndarray
+    nonfinite: np.ndarray
+    hparams: dict
+    seconds: float = 0.0
+
+    def features_at(self, step: int) -> np.ndarray:
+        """``(N, embed_dim)`` features after ``step`` steps (a record step or the last)."""
+        if step in self.record_steps:
+            return self.recorded_features[self.record_steps.index(step)]
+        if step == self.hparams["steps"]:
+            return self.features
+        raise KeyError(f"step {step} was not recorded; recorded: {self.record_steps}")
+
+
+def _check_targets(x: Any, dim: int, what: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{what} must be (N, {dim}), got shape {x.shape}")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} rows contain NaN/inf "
+                         f"(first: row {int(np.argmax(bad))})")
+    zero = np.linalg.norm(x, axis=1) == 0
+    if zero.any():
+        raise ValueError(f"{what}: {int(zero.sum())} rows are all zeros (no direction to match)")
+    return x
+
+
+def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad the leading axis to ``size`` by repeating the last row (harmless, discarded)."""
+    if len(x) == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+
+
+_init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
+
+
+def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, int],
+           init: Any, seed: int, batch_size: int, steps: int, record_steps: tuple[int, ...],
+           devices: Sequence[jax.Device] | None, progress: bool | None, on_nonfinite: str,
+           hparams: dict, params: Any) -> InversionResult:
+    if on_nonfinite not in ("warn", "raise"):
+        raise ValueError(f"on_nonfinite must be 'warn' or 'raise', got {on_nonfinite!r}")
+    t0 = time.perf_counter()
+    n = len(targets)
+    if init is not None:
+        init = np.asarray(init, np.float32)
+        if init.shape != (n, *token_shape):
+            raise ValueError(f"init must be {(n, *token_shape)}, got {init.shape}")
+        if not np.isfinite(init).all():
+            raise ValueError("init contains NaN/inf")
+    mesh = shd.make_mesh(devices) if (devices is None or len(devices) > 1) else None
+    n_dev = mesh.size if mesh is not None else 1
+    if mesh is not None and n_dev == 1:
+        mesh = None
+    # One fixed batch shape per call: no recompilation for a ragged last batch, and a
+    # second call with the same N / batch_size reuses the compiled program.
+    bsz = shd.round_up(min(batch_size, n), n_dev)
+    if mesh is not None:
+        params = shd.replicate(params, mesh)
+    key = jax.random.PRNGKey(seed)
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "tokens", "features", "losses", "rec_tokens", "rec_features")}
+    starts = range(0, n, bsz)
+    show = progress if progress is not None else len(starts) > 1
+    for start in tqdm(starts, desc=kind.upper(), unit="batch", disable=not show):
+        stop = min(start + bsz, n)
+        idx = np.arange(start, stop)
+        if init is None:
+            x0 = np.asarray(_init_jit(key, jnp.asarray(_pad_rows(idx, bsz)), shape=token_shape,
+                                      std=0.02))
+        else:
+            x0 = _pad_rows(init[start:stop], bsz)
+        t = _pad_rows(targets[start:stop], bsz)
+        if mesh is not None:
+            t, x0 = shd.shard_examples((t, x0), mesh)
+        raw = run_batch(params, t, x0)
+        m = stop - start
+        outs["tokens"].append(np.asarray(raw.tokens)[:m])
+        outs["features"].append(np.asarray(raw.features)[:m])
+        outs["losses"].append(np.asarray(raw.losses)[:, :m])
+        outs["rec_tokens"].append(np.asarray(raw.recorded_tokens)[:, :m])
+        outs["rec_features"].append(np.asarray(raw.recorded_features)[:, :m])
+    tokens = np.concatenate(outs["tokens"])
+    features = np.concatenate(outs["features"])
+    losses = np.concatenate(outs["losses"], axis=1)
+    rec_tokens = np.concatenate(outs["rec_tokens"], axis=1)
+    rec_features = np.concatenate(outs["rec_features"], axis=1)
+    nonfinite = ~(np.isfinite(losses).all(0) & np.isfinite(features).all(1)
+                  & np.isfinite(tokens.reshape(n, -1)).all(1))
+    if nonfinite.any():
+        bad = np.flatnonzero(nonfinite)
+        msg = (f"{kind.upper()}: {len(bad)} of {n} examples produced non-finite losses, tokens "
+               f"or features (indices {bad[:20].tolist()}{'...' if len(bad) > 20 else ''}); "
+               f"see result.nonfinite")
+        if on_nonfinite == "raise":
+            raise FloatingPointError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return InversionResult(
+        pseudo_tokens=tokens, features=features, losses=losses, record_steps=record_steps,
+        recorded_tokens=rec_tokens, recorded_features=rec_features, nonfinite=nonfinite,
+        hparams=dict(hparams, steps=steps, seed=seed, batch_size=bsz, devices=n_dev),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
+        learning_rate: float = 2e-2, weight_decay: float = 0.01,
+        template: str = DEFAULT_TEMPLATE, seed: int = 0, init: Any = None,
+        record_steps: Sequence[int] = (), *, batch_size: int = 64, truncate: bool = True,
+        b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+        devices: Sequence[jax.Device] | None = None, progress: bool | None = None,
+        on_nonfinite: str = "warn") -> InversionResult:
+    """Optimization-based Textual Inversion: image features -> pseudo word tokens.
+
+    Args:
+        clip: a :class:`~crossgap_jax.models.bundle.CLIP` bundle (its compute dtype is used).
+        image_features: ``(N, embed_dim)`` image features (normalisation optional).
+        steps: optimisation steps (paper: 150).
+        num_tokens: R, pseudo tokens per example (paper: 1).
+        learning_rate, weight_decay, b1, b2, eps: AdamW (PyTorch semantics).
+        template: sentence with one ``{}`` where the R pseudo tokens go.
+        seed: PRNG seed of the N(0, 0.02^2) init; example i's init depends only on
+            ``seed`` and i.
+        init: optional ``(N, R, text_width)`` starting tokens.
+        record_steps: steps after which tokens and features are snapshotted.
+        batch_size: examples per compiled batch (rounded up to the device count).
+        truncate: run the text encoder only over the positions up to EOT (exact).
+        devices: devices to shard examples over (default: all local devices).
+        progress: show a progress bar (default: when there is more than one batch).
+        on_nonfinite: ``"warn"`` (report indices, flag in ``result.nonfinite``) or
+            ``"raise"``.
+
+    Returns:
+        :class:`InversionResult` with ``pseudo_tokens`` ``(N, R, text_width)``.
+    """
+    config = clip.config
+    record_steps = _validate_steps(steps, record_steps)
+    targets = _check_targets(image_features, config.embed_dim, "image_features")
+    tpl = prepare_template(template, num_tokens, clip.tokenizer)
+    length = tpl.eot_index + 1 if truncate else config.text.context_length
+    base = jnp.take(clip.params["token_embedding"]["embedding"], jnp.asarray(tpl.ids[:length]),
+                    axis=0)
+    h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
+    run = lambda p, t, x0: oti_fn(p, t, x0, base, h, config=config,
+                                  placeholder_index=tpl.placeholder_index,
+                                  eot_index=tpl.eot_index, steps=steps,
+                                  record_steps=record_steps, dtype=clip.dtype)
+    hp = dict(method="oti", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
+              eps=eps, num_tokens=num_tokens, template=template, truncate=truncate,
+              template_text=tpl.text)
+    return _drive("oti", run, targets, (num_tokens, config.text.width), init, seed, batch_size,
+                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params)
+
+
+def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
+        learning_rate: float = 2e-2, weight_decay: float = 0.01, seed: int = 0,
+        init: Any = None, record_steps: Sequence[int] = (), *, batch_size: int = 64,
+        b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+        devices: Sequence[jax.Device] | None = None, progress: bool | None = None,
+        on_nonfinite: str = "warn") -> InversionResult:
+    """Optimization-based Visual Inversion: text features -> pseudo patch tokens.
+
+    Args:
+        clip: a CLIP bundle.
+        text_features: ``(N, embed_dim)`` text features.
+        steps: optimisation steps (paper: 1000).
+        num_tokens: P, pseudo patch tokens (paper: 1 for CLIP B/32, 4 for L/14).
+        Other arguments as :func:`oti`.
+
+    Returns:
+        :class:`InversionResult` with ``pseudo_tokens`` ``(N, P, vision_width)``.
+    """
+    config = clip.config
+    record_steps = _validate_steps(steps, record_steps)
+    targets = _check_targets(text_features, config.embed_dim, "text_features")
+    if not 1 <= num_tokens <= config.vision.num_patches:
+        raise ValueError(f"num_tokens must be in 1..{config.vision.num_patches}, got {num_tokens}")
+    h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
+    run = lambda p, t, x0: ovi_fn(p, t, x0, h, config=config, steps=steps,
+                                  record_steps=record_steps, dtype=clip.dtype)
+    hp = dict(method="ovi", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
+              eps=eps, num_tokens=num_tokens)
+    return _drive("ovi", run, targets, (num_tokens, config.vision.width), init, seed, batch_size,
+                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params)
