@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from crossgap_jax.inversion import sharding as shd
 from crossgap_jax.inversion.core import HParams, RawInversion, normal_init, run_inversion
 from crossgap_jax.inversion.core import validate_steps as _validate_steps
-from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.configs import CLIPConfig
+from crossgap_jax.models.families import family_of
 
 PLACEHOLDER = "£"
 DEFAULT_TEMPLATE = "a photo of {}"
@@ -59,7 +59,8 @@ def oti_features(params: Any, tokens: jax.Array, base_embeddings: jax.Array, *,
         [base[:, :placeholder_index], tokens.astype(base.dtype),
          base[:, placeholder_index + r:]], axis=1)
     eot = jnp.full((n,), eot_index, jnp.int32)
-    return clip_lib.encode_text_embeddings(params, emb, eot, config=config, dtype=dtype)
+    return family_of(config).encode_text_embeddings(params, emb, eot, config=config,
+                                                    dtype=dtype)
 
 
 def expand_patch_tokens(tokens: jax.Array, num_patches: int) -> jax.Array:
@@ -73,7 +74,7 @@ def ovi_features(params: Any, tokens: jax.Array, *, config: CLIPConfig,
                  dtype: Any = jnp.float32) -> jax.Array:
     """Image features from ``(N, P, vision_width)`` pseudo patch tokens -> ``(N, embed_dim)``."""
     expanded = expand_patch_tokens(tokens, config.vision.num_patches)
-    return clip_lib.encode_image_tokens(params, expanded, config=config, dtype=dtype)
+    return family_of(config).encode_image_tokens(params, expanded, config=config, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "placeholder_index", "eot_index",
@@ -337,9 +338,11 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
     record_steps = _validate_steps(steps, record_steps)
     targets = _check_targets(image_features, config.embed_dim, "image_features")
     tpl = prepare_template(template, num_tokens, clip.tokenizer)
-    length = tpl.eot_index + 1 if truncate else config.text.context_length
-    base = jnp.take(clip.params["token_embedding"]["embedding"], jnp.asarray(tpl.ids[:length]),
-                    axis=0)
+    # Truncation is exact only for a causal text encoder (CLIP); others use the full context.
+    exact = truncate and getattr(family_of(config), "CAUSAL_TEXT", False)
+    length = tpl.eot_index + 1 if exact else config.text.context_length
+    base = family_of(config).embed_tokens(clip.params, jnp.asarray(tpl.ids[:length]),
+                                          config=config)
     h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
     run = lambda p, t, x0: oti_fn(p, t, x0, base, h, config=config,
                                   placeholder_index=tpl.placeholder_index,

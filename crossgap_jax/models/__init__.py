@@ -1,0 +1,25 @@
+"""Flax CLIP towers, architecture registry, checkpoint conversion, tokenizer, preprocessing."""
+
+from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, resolve_dtype
+from crossgap_jax.models.configs import (
+    CLIPConfig,
+    TextConfig,
+    VisionConfig,
+    get_config,
+    list_architectures,
+    register_architecture,
+)
+from crossgap_jax.models.preprocess import (
+    ImageDecodeError,
+    load_image,
+    preprocess_image,
+    preprocess_images,
+)
+from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
+
+__all__ = [
+    "CLIP", "CLIPConfig", "CLIPTokenizer", "ImageDecodeError", "TextConfig", "VisionConfig",
+    "create_clip", "eot_indices", "get_config", "get_tokenizer", "list_architectures",
+    "load_clip", "load_image", "preprocess_image", "preprocess_images", "register_architecture",
+    "resolve_dtype",
+]

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.configs import CLIPConfig, get_config
+from crossgap_jax.models.families import family_of
 from crossgap_jax.models.preprocess import preprocess_images
-from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
+from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
            "bf16": jnp.bfloat16}
@@ -32,12 +32,12 @@ def resolve_dtype(dtype: Any) -> Any:
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype"))
 def _encode_image_jit(params, pixels, *, config, dtype):
-    return clip_lib.encode_image(params, pixels, config=config, dtype=dtype)
+    return family_of(config).encode_image(params, pixels, config=config, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype"))
 def _encode_text_jit(params, ids, eot, *, config, dtype):
-    return clip_lib.encode_text(params, ids, eot, config=config, dtype=dtype)
+    return family_of(config).encode_text(params, ids, eot, config=config, dtype=dtype)
 
 
 def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
@@ -83,7 +83,7 @@ class CLIP:
     # --- text -----------------------------------------------------------------------
     @property
     def tokenizer(self) -> CLIPTokenizer:
-        return get_tokenizer(self.config.text.context_length)
+        return family_of(self.config).get_tokenizer(self.config)
 
     def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
         """Texts -> ``(N, context_length)`` int32 ids (SOT ... EOT, zero padded, truncated)."""
@@ -128,7 +128,8 @@ class CLIP:
         """Pure apply functions with ``config`` and ``dtype`` bound (take ``params`` first)."""
         names = ("embed_tokens", "encode_text_embeddings", "encode_text", "embed_image_patches",
                  "encode_image_tokens", "encode_image")
-        bound = {n: functools.partial(getattr(clip_lib, n), config=self.config, dtype=self.dtype)
+        family = family_of(self.config)
+        bound = {n: functools.partial(getattr(family, n), config=self.config, dtype=self.dtype)
                  for n in names}
         return type("CLIPFns", (), bound)
 
@@ -139,7 +140,7 @@ class CLIP:
 def create_clip(arch: str | CLIPConfig, seed: int = 0, dtype: Any = "float32") -> CLIP:
     """A randomly initialised CLIP (tests, training from scratch). Never a demo model."""
     config = get_config(arch)
-    return CLIP(config, clip_lib.init_params(config, seed), dtype=dtype,
+    return CLIP(config, family_of(config).init_params(config, seed), dtype=dtype,
                 info={"source": f"random init (seed {seed})", "format": "random"})
 
 

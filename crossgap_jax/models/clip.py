@@ -41,6 +41,10 @@ import jax.numpy as jnp
 
 from crossgap_jax.models.configs import CLIPConfig
 
+# The text encoder is causal and pools at EOT: positions after the EOT never influence
+# the feature, so encoding only the first EOT + 1 positions is exact.
+CAUSAL_TEXT = True
+
 Params = Any  # a (nested dict) pytree of float32 arrays
 Dtype = Any
 
@@ -340,3 +344,10 @@ def encode_image(params: Params, pixels: jax.Array, *, config: CLIPConfig,
     return encode_image_tokens(params, embed_image_patches(params, pixels, config=config,
                                                            dtype=dtype),
                                config=config, dtype=dtype)
+
+
+def get_tokenizer(config: CLIPConfig) -> Any:
+    """The CLIP BPE tokenizer for ``config``'s context length."""
+    from crossgap_jax.models.tokenizer import get_tokenizer as _get
+
+    return _get(config.text.context_length)

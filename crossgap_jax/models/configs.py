@@ -62,6 +62,7 @@ class CLIPConfig:
     """
 
     name: str = "ViT-B/32"
+    family: str = "clip"
     embed_dim: int = 512
     vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
