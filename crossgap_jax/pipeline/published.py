@@ -1,0 +1,20 @@
+"""The paper's published averages (PAPER.md, poster table), for side-by-side tables."""
+
+from __future__ import annotations
+
+# preset -> {"image": (image->image, OTI->image), "text": (text->text, OVI->text),
+#            "zero_shot": (standard, OTI)} in percent.
+PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
+    "clip_vitb32": {"image": (39.2, 41.2), "text": (37.7, 40.6), "zero_shot": (61.9, 56.4)},
+    "clip_vitl14": {"image": (52.0, 55.3), "text": (38.2, 41.3), "zero_shot": (72.2, 68.4)},
+    "openclip_vitb32": {"image": (47.3, 49.5), "text": (42.8, 45.3), "zero_shot": (69.4, 66.1)},
+    "openclip_vitl14": {"image": (60.4, 63.6), "text": (45.1, 47.0), "zero_shot": (78.9, 77.0)},
+    "siglip_vitb16": {"image": (55.5, 58.3), "text": (40.8, 44.4), "zero_shot": (75.1, 66.3)},
+    "slip_vitb16": {"image": (35.1, 35.3)},
+    "slip_vitl16": {"image": (36.7, 37.1)},
+}
+
+
+def published_row(preset: str | None) -> dict[str, tuple[float, float]]:
+    """The published averages of ``preset`` ({} when the paper has none)."""
+    return dict(PUBLISHED.get(preset or "", {}))

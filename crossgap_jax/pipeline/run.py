@@ -1,0 +1,310 @@
+"""End-to-end runs: features -> inversion -> retrieval / zero-shot -> metrics and tables.
+
+Every artefact lives under one run folder::
+
+    <run_dir>/config.json                         resolved configuration
+    <run_dir>/features/<dataset>/<split>-<modality>-<key>.npz
+    <run_dir>/inversions/<oti|ovi>/<dataset>/<split>-<key>/   resumable shards
+    <run_dir>/metrics.json, <run_dir>/table.md     results
+
+Keys hash everything an artefact depends on (model weights, preprocessing, template,
+hyper-parameters), so a restarted run reuses finished work and a changed setting never
+silently reuses stale work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from crossgap_jax import retrieval
+from crossgap_jax.data import RetrievalTask, get_dataset, get_task
+from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
+from crossgap_jax.models import CLIP, load_clip
+from crossgap_jax.pipeline.features import cached_split_features
+from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE, class_prompt
+from crossgap_jax.pipeline.published import published_row
+from crossgap_jax.pipeline.store import FeatureSet, meta_key
+
+log = logging.getLogger(__name__)
+
+FEATURE_TYPES = ("image", "text", "oti", "ovi")
+
+
+@dataclasses.dataclass
+class Run:
+    """A run folder, its resolved configuration and the loaded model.
+
+    Attributes:
+        run_dir: output folder.
+        cfg: resolved preset (see :mod:`crossgap_jax.pipeline.presets`).
+        clip: the loaded CLIP bundle.
+        data_root: dataset root (``None``: ``$CROSSGAP_SHARED_DATA``).
+        progress: show progress bars.
+        on_error: corrupt images: ``"skip"`` (counted) or ``"raise"``.
+        record_steps: OTI/OVI steps to snapshot (Figure-2 analysis).
+    """
+
+    run_dir: str
+    cfg: dict
+    clip: CLIP
+    data_root: str | None = None
+    progress: bool = True
+    on_error: str = "skip"
+    record_steps: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        os.makedirs(self.run_dir, exist_ok=True)
+        atomic_write_json(os.path.join(self.run_dir, "config.json"), self.cfg)
+
+    # --- features ---------------------------------------------------------------------
+    def features(self, split, template: str = "{}") -> FeatureSet:
+        return cached_split_features(self.clip, split, self.run_dir, template=template,
+                                     batch_size=self.cfg["batch_size"], on_error=self.on_error,
+                                     progress=self.progress)
+
+    def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
+        """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
+        from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
+
+        kwargs = self.inversion_kwargs(method)
+        key = meta_key({"features": fs.meta, "method": method, **kwargs,
+                        "record_steps": list(self.record_steps)})
+        safe = fs.meta["dataset"].replace(":", "_").replace("/", "_")
+        out = os.path.join(self.run_dir, "inversions", method, safe, f"{fs.meta['split']}-{key}")
+        invert_dataset(self.clip, fs.items, fs.features, out, method=method,
+                       record_steps=self.record_steps, progress=self.progress, **kwargs)
+        names, arrays = load_inverted(out)
+        meta = dict(fs.meta, inversion={"method": method, **kwargs}, inversion_dir=out)
+        inv = FeatureSet(list(names), arrays["features"], meta)
+        inv.extra = arrays  # losses, pseudo tokens, recorded features
+        return inv
+
+    def inversion_kwargs(self, method: str) -> dict:
+        c = self.cfg
+        kw = dict(steps=int(c[f"{method}_steps"]), learning_rate=float(c["learning_rate"]),
+                  weight_decay=float(c["weight_decay"]), seed=int(c["seed"]),
+                  batch_size=int(c["batch_size"]))
+        if method == "oti":
+            kw.update(num_tokens=int(c["num_pseudo_tokens"]), template=c["template_sentence"])
+        else:
+            kw.update(num_tokens=int(c["ovi_num_pseudo_tokens"]))
+        return kw
+
+    # --- tasks ------------------------------------------------------------------------
+    def task(self, dataset: str) -> RetrievalTask:
+        return get_task(dataset, self.data_root)
+
+    def side_features(self, split, feature_type: str) -> FeatureSet:
+        """Features of ``split`` of type ``image|text|oti|ovi``."""
+        if feature_type not in FEATURE_TYPES:
+            raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
+        base = self.features(split)
+        if feature_type in ("image", "text"):
+            if split.modality != feature_type:
+                raise ValueError(f"{split.name}/{split.split} is a {split.modality} split; "
+                                 f"feature type {feature_type!r} does not apply")
+            return base
+        needed = "image" if feature_type == "oti" else "text"
+        if split.modality != needed:
+            raise ValueError(f"{feature_type.upper()} inverts {needed} features, but "
+                             f"{split.name}/{split.split} is a {split.modality} split")
+        return self.inverted(base, feature_type)
+
+    def retrieve(self, dataset: str, query_type: str | None = None,
+                 gallery_type: str | None = None) -> dict:
+        """Retrieval metrics for one dataset (defaults: the modality of each side)."""
+        task = self.task(dataset)
+        q = self.side_features(task.query, query_type or task.query.modality)
+        g = self.side_features(task.gallery, gallery_type or task.gallery.modality)
+        metrics = evaluate_task(task, q, g)
+        metrics["query_type"] = query_type or task.query.modality
+        metrics["gallery_type"] = gallery_type or task.gallery.modality
+        return metrics
+
+    def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
+                 split: str = "test") -> dict:
+        """Zero-shot accuracy: standard (inter-modal) and the intra-modal OTI/OVI variants.
+
+        - ``inter``: image features vs the text classifier of CoOp's class prompts.
+        - ``oti``: OTI features of the images vs that text classifier.
+        - ``ovi``: image features vs a classifier of OVI-inverted class prompts.
+        """
+        images = get_dataset(dataset, self.data_root, split)
+        if images.modality != "image" or not images.classnames or images.labels is None:
+            raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
+                             "with class names")
+        fi = self.features(images)
+        labels = _labels_for(images, fi.items)
+        prompt = class_prompt(dataset)
+        classes = _classnames_split(dataset, images.classnames)
+        ft = self.features(classes, template=prompt)
+        classifier = retrieval.build_classifier(ft.features)
+        out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames)}
+        if "inter" in variants:
+            out["inter"] = retrieval.zero_shot_accuracy(fi.features, classifier, labels)
+        if "oti" in variants:
+            inv = self.inverted(fi, "oti")
+            out["oti"] = retrieval.zero_shot_accuracy(inv.features, classifier, labels)
+        if "ovi" in variants:
+            inv_c = self.inverted(ft, "ovi")
+            out["ovi"] = retrieval.zero_shot_accuracy(
+                fi.features, retrieval.build_classifier(inv_c.features), labels)
+        return out
+
+
+def _classnames_split(dataset: str, classnames: Sequence[str]):
+    from crossgap_jax.data import TextSplit
+
+    return TextSplit(name=f"{dataset}-classnames", split="classes",
+                     items=[f"class{i:05d}" for i in range(len(classnames))],
+                     texts=list(classnames), labels=np.arange(len(classnames)))
+
+
+def _labels_for(split, items: Sequence[str]) -> np.ndarray:
+    pos = {it: i for i, it in enumerate(split.items)}
+    return np.asarray([split.labels[pos[it]] for it in items])
+
+
+def _aligned(split, fs: FeatureSet) -> tuple[Any, np.ndarray]:
+    """The split restricted to the items that have features, and those features in order."""
+    pos = {it: i for i, it in enumerate(fs.items)}
+    keep = [i for i, it in enumerate(split.items) if it in pos]
+    sub = split if len(keep) == len(split) else split.subset(keep)
+    feats = fs.features[[pos[split.items[i]] for i in keep]]
+    return sub, feats
+
+
+def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet) -> dict:
+    """Metrics of ``task`` for the given query / gallery features (percent).
+
+    Items missing from a feature set (corrupt images that were skipped) are left out and
+    counted in ``num_query_items_missing`` / ``num_gallery_items_missing``.
+    """
+    q_split, qf = _aligned(task.query, query)
+    g_split, gf = _aligned(task.gallery, gallery)
+    missing = {"num_query_items_missing": len(task.query) - len(q_split),
+               "num_gallery_items_missing": len(task.gallery) - len(g_split)}
+    if task.relevance == "revisitop":
+        if any(missing.values()):
+            raise ValueError(f"{task.name}: revisitop needs every query and gallery image; "
+                             f"missing: {missing}")
+        res = retrieval.revisitop_evaluate(qf, gf, task.gnd)
+        return {**_flatten(res), **missing}
+    exclude_self = task.exclude_self
+    if task.relevance in ("label", "group"):
+        attr = "labels" if task.relevance == "label" else "groups"
+        rel = (getattr(q_split, attr), getattr(g_split, attr))
+        if exclude_self and len(q_split) != len(g_split):
+            raise ValueError("exclude_self with differing query/gallery items after skips")
+        res = retrieval.evaluate(qf, gf, rel, exclude_self=exclude_self)
+    else:
+        res = retrieval.evaluate(qf, gf, task.qrels, query_ids=q_split.items,
+                                 gallery_ids=g_split.items)
+    return {**res, **missing}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float, np.floating, np.integer)):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# reproduce: baseline vs inverted retrieval for presets x datasets, with tables
+# ---------------------------------------------------------------------------------------
+def paper_modes(modality: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(baseline, inverted) (query type, gallery type) pairs for a dataset modality."""
+    if modality == "image":
+        return ("image", "image"), ("oti", "image")
+    return ("text", "text"), ("ovi", "text")
+
+
+def reproduce(run: Run, datasets: Sequence[str]) -> dict:
+    """Intra-modal baseline vs inverted retrieval on each dataset; writes metrics + table.
+
+    Returns:
+        The metrics dict written to ``<run_dir>/metrics.json``.
+    """
+    results: dict[str, Any] = {"config": run.cfg, "datasets": {}}
+    for ds in datasets:
+        task = run.task(ds)
+        base_mode, inv_mode = paper_modes(task.query.modality)
+        entry = {"modality": task.query.modality,
+                 "baseline": run.retrieve(ds, *base_mode),
+                 "inverted": run.retrieve(ds, *inv_mode)}
+        results["datasets"][ds] = entry
+        atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
+    results["average"] = _averages(results["datasets"])
+    results["published"] = published_row(run.cfg.get("preset"))
+    atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
+    atomic_write_bytes(os.path.join(run.run_dir, "table.md"), results_table(results).encode())
+    return results
+
+
+def _main_metric(m: dict) -> float | None:
+    for k in ("mAP", "medium/mAP", "M/mAP"):
+        if k in m:
+            return float(m[k])
+    return None
+
+
+def _averages(per_ds: dict) -> dict:
+    out = {}
+    for modality in ("image", "text"):
+        rows = [v for v in per_ds.values() if v["modality"] == modality]
+        if rows:
+            out[modality] = {
+                side: float(np.mean([_main_metric(r[side]) for r in rows]))
+                for side in ("baseline", "inverted")}
+            out[modality]["num_datasets"] = len(rows)
+    return out
+
+
+def results_table(results: dict) -> str:
+    """Markdown table: per dataset and average, baseline vs inverted mAP, with the paper's."""
+    names = {"image": ("image->image", "OTI->image"), "text": ("text->text", "OVI->text")}
+    lines = ["| dataset | mode | baseline mAP | inverted mAP | gain |", "|---|---|---|---|---|"]
+    for ds, v in results["datasets"].items():
+        b, i = _main_metric(v["baseline"]), _main_metric(v["inverted"])
+        mode = " vs ".join(names[v["modality"]])
+        lines.append(f"| {ds} | {mode} | {b:.2f} | {i:.2f} | {i - b:+.2f} |")
+    pub = results.get("published") or {}
+    for modality, avg in results.get("average", {}).items():
+        mode = " vs ".join(names[modality])
+        b, i = avg["baseline"], avg["inverted"]
+        lines.append(f"| **average** ({avg['num_datasets']} datasets) | {mode} | {b:.2f} | "
+                     f"{i:.2f} | {i - b:+.2f} |")
+        if modality in pub:
+            pb, pi = pub[modality]
+            lines.append(f"| *paper (avg. over its datasets)* | {mode} | {pb:.1f} | {pi:.1f} | "
+                         f"{pi - pb:+.1f} |")
+    cfg = results.get("config", {})
+    head = (f"# Results: preset `{cfg.get('preset')}`, model `{cfg.get('model')}`\n\n"
+            "mAP in percent. Paper rows are the poster averages over the paper's datasets "
+            "(per-dataset numbers are not available here).\n\n")
+    return head + "\n".join(lines) + "\n"
+
+
+def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress: bool = True,
+             on_error: str = "skip", record_steps: Sequence[int] = (),
+             checkpoint: str | None = None, dtype: str = "float32") -> Run:
+    """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run."""
+    source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
+    clip = load_clip(cfg["model"], source, dtype=dtype)
+    cfg = dict(cfg, checkpoint=source, dtype=dtype)
+    return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
+               record_steps=tuple(record_steps))
+
+
+__all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",
+           "DEFAULT_CLASS_TEMPLATE"]

@@ -1,0 +1,122 @@
+"""On-disk artefacts of a run: feature caches keyed by what produced them, atomic writes.
+
+A feature file is an ``.npz`` (``items``, ``features``) plus its metadata (model
+fingerprint, dataset, split, preprocessing or text template) stored inside it as JSON.
+Loading checks that metadata against what the caller expects: features computed with
+another model (or other preprocessing) are refused, never silently reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from crossgap_jax.fileio import atomic_write_bytes
+
+
+class StaleArtifactError(ValueError):
+    """A cached artefact was built with different settings than the ones asked for."""
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Features of the items of one split.
+
+    Attributes:
+        items: ``N`` item names, aligned with ``features``.
+        features: ``(N, D)`` float32 (not normalised).
+        meta: what produced them (model fingerprint, dataset, split, preprocessing, ...).
+        skipped: items that could not be encoded (corrupt files), with reasons.
+    """
+
+    items: list[str]
+    features: np.ndarray
+    meta: dict
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def align(self, items: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows for ``items`` in that order -> ``(features (M, D), found mask (len(items),))``."""
+        pos = {it: i for i, it in enumerate(self.items)}
+        found = np.array([it in pos for it in items], bool)
+        idx = np.array([pos[it] for it in items if it in pos], np.int64)
+        return self.features[idx], found
+
+
+def params_fingerprint(params: Any) -> str:
+    """sha256 over every parameter's path, shape, dtype and bytes (stable across runs)."""
+    import flax.traverse_util as tu
+
+    h = hashlib.sha256()
+    for path, leaf in sorted(tu.flatten_dict(params, sep="/").items()):
+        arr = np.asarray(leaf)
+        h.update(f"{path}:{arr.shape}:{arr.dtype}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(clip: Any) -> dict:
+    """Identity of a CLIP bundle's weights and compute settings (cached in ``clip.info``)."""
+    if "params_sha256" not in clip.info:
+        clip.info["params_sha256"] = params_fingerprint(clip.params)
+    return {
+        "architecture": clip.config.name,
+        "family": getattr(clip.config, "family", "clip"),
+        "params_sha256": clip.info["params_sha256"],
+        "dtype": np.dtype(clip.dtype).name,
+        "source": str(clip.info.get("source", "")),
+    }
+
+
+def meta_key(meta: Mapping[str, Any]) -> str:
+    """Short stable hash of a metadata dict (file names of cache entries)."""
+    blob = json.dumps(meta, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_features(path: str, fs: FeatureSet) -> None:
+    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, items=np.asarray(fs.items, dtype=object).astype(str),
+             features=np.asarray(fs.features, np.float32),
+             meta=np.asarray(json.dumps(fs.meta, sort_keys=True, default=str)),
+             skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_features(path: str, expect: Mapping[str, Any] | None = None) -> FeatureSet:
+    """Read a feature file; with ``expect``, every expected key must match its metadata.
+
+    Raises:
+        FileNotFoundError: no such file.
+        StaleArtifactError: the metadata differs from ``expect`` (names the keys).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"feature file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        fs = FeatureSet(items=[str(x) for x in z["items"]], features=z["features"],
+                        meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])))
+    if expect is not None:
+        check_meta(fs.meta, expect, path)
+    return fs
+
+
+def check_meta(found: Mapping[str, Any], expect: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`StaleArtifactError` listing every key where ``found`` != ``expect``."""
+    norm = lambda v: json.loads(json.dumps(v, sort_keys=True, default=str))
+    diffs = [f"{k}: cached {norm(found.get(k))!r} vs requested {norm(v)!r}"
+             for k, v in expect.items() if norm(found.get(k)) != norm(v)]
+    if diffs:
+        raise StaleArtifactError(
+            f"{where} was built with different settings; refusing to reuse it:\n  "
+            + "\n  ".join(diffs) + "\n(delete it or choose another output folder)")
