@@ -1,0 +1,66 @@
+"""Retrieval and evaluation metrics as pure functions on feature / score arrays.
+
+Main entry points (see docs/retrieval.md):
+
+* :func:`evaluate` / :func:`evaluate_per_query`: mAP, mAP@R, R-precision, Recall@k of
+  queries against a gallery, chunked over queries (relevance as a bool matrix, label vectors
+  or qrels; ``exclude_self`` for all-vs-all splits).
+* :func:`average_precision` / :func:`per_query_metrics`: the same metrics from a score matrix.
+* :func:`revisitop_evaluate` / :func:`revisitop_metrics` / :func:`load_revisitop_gnd`:
+  ROxford5k / RParis6k Easy, Medium, Hard.
+* :func:`build_classifier` / :func:`zero_shot_accuracy`: zero-shot classification.
+* :func:`modality_gap` / :func:`similarity_statistics` / :func:`similarity_distributions`:
+  modality-gap statistics.
+"""
+
+from crossgap_jax.retrieval._common import l2_normalize
+from crossgap_jax.retrieval.engine import (
+    cosine_similarity,
+    evaluate,
+    evaluate_per_query,
+    qrels_to_csr,
+)
+from crossgap_jax.retrieval.gap import (
+    modality_gap,
+    paired_similarities,
+    similarity_distributions,
+    similarity_statistics,
+)
+from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
+from crossgap_jax.retrieval.revisitop import (
+    REVISITOP_PROTOCOLS,
+    load_revisitop_gnd,
+    revisitop_evaluate,
+    revisitop_gnd_list,
+    revisitop_metrics,
+)
+from crossgap_jax.retrieval.zeroshot import (
+    build_classifier,
+    class_ranks,
+    zero_shot_accuracy,
+    zero_shot_predict,
+)
+
+__all__ = [
+    "REVISITOP_PROTOCOLS",
+    "average_precision",
+    "build_classifier",
+    "class_ranks",
+    "cosine_similarity",
+    "evaluate",
+    "evaluate_per_query",
+    "l2_normalize",
+    "load_revisitop_gnd",
+    "modality_gap",
+    "paired_similarities",
+    "per_query_metrics",
+    "qrels_to_csr",
+    "revisitop_evaluate",
+    "revisitop_gnd_list",
+    "revisitop_metrics",
+    "similarity_distributions",
+    "similarity_statistics",
+    "summarize",
+    "zero_shot_accuracy",
+    "zero_shot_predict",
+]

@@ -1,0 +1,527 @@
+"""Chunked retrieval evaluation from features: ``evaluate`` and ``evaluate_per_query``.
+
+The (Q, G) score matrix is never materialised: queries are processed in chunks of rows, each
+chunk computes its (B, G) cosine-similarity block, its (B, G) relevance block (from a boolean
+matrix, from label vectors or from qrels) and the per-query metrics of
+:mod:`crossgap_jax.retrieval.metrics`, then the block is dropped.
+
+Backends: ``"numpy"`` (CPU: BLAS matmul plus NumPy's SIMD value sort, chunks spread over a small
+thread pool since both release the GIL) and ``"jax"`` (one ``jit``-compiled function per chunk
+shape; the last chunk is padded so the shape stays static). ``"auto"`` picks ``"jax"`` on
+GPU/TPU and ``"numpy"`` on CPU, where XLA's sort is an order of magnitude slower than NumPy's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from crossgap_jax.retrieval._common import (
+    ArrayLike,
+    auto_chunk_size,
+    check_chunk_size,
+    check_ks,
+    check_ties,
+    default_num_threads,
+    features_jax,
+    features_numpy,
+    is_jax_array,
+    l2_normalize_jax,
+    l2_normalize_numpy,
+    progress_iter,
+    resolve_backend,
+    want_progress,
+)
+from crossgap_jax.retrieval.metrics import (
+    _JAX_BLOCK_ELEMENTS,
+    _NUMPY_BLOCK_ELEMENTS,
+    block_metrics_jax,
+    block_metrics_numpy,
+    summarize,
+)
+
+# --------------------------------------------------------------------------------------------
+# Relevance sources: each yields (B, G) boolean blocks on demand
+# --------------------------------------------------------------------------------------------
+
+
+class _Relevance:
+    """Relevance of (query, gallery item) pairs, materialised one block of queries at a time."""
+
+    num_queries: int
+    num_gallery: int
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Fresh, writable (stop - start, G) bool block."""
+        raise NotImplementedError
+
+    def counts(self) -> np.ndarray:
+        """(Q,) number of relevant gallery items per query (self not excluded)."""
+        raise NotImplementedError
+
+    def self_relevant(self) -> np.ndarray:
+        """(Q,) whether query i is relevant to gallery item i (needs Q <= G)."""
+        raise NotImplementedError
+
+
+class _MaskRelevance(_Relevance):
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+        self.num_queries, self.num_gallery = mask.shape
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return self.mask[start:stop].copy()
+
+    def counts(self) -> np.ndarray:
+        return self.mask.sum(axis=1, dtype=np.int64)
+
+    def self_relevant(self) -> np.ndarray:
+        idx = np.arange(self.num_queries)
+        return self.mask[idx, idx]
+
+
+class _LabelRelevance(_Relevance):
+    """Same label = relevant; labels are mapped to integer codes once."""
+
+    def __init__(self, query_labels: Any, gallery_labels: Any, num_queries: int, num_gallery: int):
+        ql = np.asarray(query_labels)
+        gl = np.asarray(gallery_labels)
+        if ql.ndim != 1 or gl.ndim != 1:
+            raise ValueError(
+                f"label vectors must be 1-D, got query {ql.shape} and gallery {gl.shape}"
+            )
+        if ql.shape[0] != num_queries:
+            raise ValueError(f"{ql.shape[0]} query labels for {num_queries} query features")
+        if gl.shape[0] != num_gallery:
+            raise ValueError(f"{gl.shape[0]} gallery labels for {num_gallery} gallery features")
+        try:
+            _, codes = np.unique(np.concatenate([ql, gl]), return_inverse=True)
+        except TypeError as e:  # unorderable mixture of label types
+            raise ValueError(f"labels cannot be compared: {e}") from e
+        codes = codes.reshape(-1).astype(np.int32)
+        self.query_codes = codes[:num_queries]
+        self.gallery_codes = codes[num_queries:]
+        self.num_queries, self.num_gallery = num_queries, num_gallery
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return self.query_codes[start:stop, None] == self.gallery_codes[None, :]
+
+    def counts(self) -> np.ndarray:
+        per_code = np.bincount(self.gallery_codes, minlength=int(self.query_codes.max()) + 1)
+        return per_code[self.query_codes].astype(np.int64)
+
+    def self_relevant(self) -> np.ndarray:
+        return self.query_codes == self.gallery_codes[: self.num_queries]
+
+
+class _SparseRelevance(_Relevance):
+    """CSR lists of relevant gallery indices per query (built from qrels)."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, num_gallery: int):
+        self.indptr, self.indices = indptr, indices
+        self.num_queries, self.num_gallery = indptr.shape[0] - 1, num_gallery
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, self.num_gallery), bool)
+        lo, hi = self.indptr[start], self.indptr[stop]
+        rows = np.repeat(np.arange(stop - start), np.diff(self.indptr[start : stop + 1]))
+        out[rows, self.indices[lo:hi]] = True
+        return out
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr).astype(np.int64)
+
+    def self_relevant(self) -> np.ndarray:
+        rows = np.repeat(np.arange(self.num_queries), np.diff(self.indptr))
+        out = np.zeros(self.num_queries, bool)
+        out[rows[self.indices == rows]] = True
+        return out
+
+
+def qrels_to_csr(
+    qrels: Mapping[Hashable, Iterable[Hashable] | Mapping[Hashable, float]],
+    query_ids: Sequence[Hashable],
+    gallery_ids: Sequence[Hashable],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn BEIR-style qrels into CSR relevance lists.
+
+    Args:
+        qrels: query id -> relevant doc ids, either an iterable of ids or a mapping
+            doc id -> grade (grade > 0 is relevant, as in BEIR).
+        query_ids: (Q,) id of each query row.
+        gallery_ids: (G,) id of each gallery row.
+
+    Returns:
+        ``(indptr (Q + 1,), indices (nnz,))``: relevant gallery indices of query i are
+        ``indices[indptr[i]:indptr[i + 1]]`` (sorted, unique). Doc ids absent from the gallery
+        and queries absent from ``query_ids`` are ignored.
+
+    Raises:
+        ValueError: duplicate ids, or qrels that match no (query, gallery) pair at all (a sign
+            of mismatched id types, e.g. int vs str).
+    """
+    gallery_index = {gid: j for j, gid in enumerate(gallery_ids)}
+    if len(gallery_index) != len(gallery_ids):
+        raise ValueError("gallery_ids has duplicates")
+    if len(set(query_ids)) != len(query_ids):
+        raise ValueError("query_ids has duplicates")
+    lists = []
+    total_given = 0
+    for qid in query_ids:
+        docs = qrels.get(qid, ())
+        if isinstance(docs, Mapping):
+            docs = [d for d, grade in docs.items() if grade > 0]
+        elif isinstance(docs, (str, bytes)):
+            docs = [docs]
+        docs = list(docs)
+        total_given += len(docs)
+        lists.append(sorted({gallery_index[d] for d in docs if d in gallery_index}))
+    nnz = sum(len(x) for x in lists)
+    if nnz == 0 and (total_given > 0 or len(qrels) > 0):
+        raise ValueError(
+            "qrels match no (query id, gallery id) pair: check that the ids have the same type "
+            "and spelling as query_ids / gallery_ids"
+        )
+    indptr = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum([len(x) for x in lists], out=indptr[1:])
+    indices = np.fromiter((j for x in lists for j in x), dtype=np.int64, count=nnz)
+    return indptr, indices
+
+
+def _make_relevance(
+    relevant: Any,
+    num_queries: int,
+    num_gallery: int,
+    query_ids: Sequence[Hashable] | None,
+    gallery_ids: Sequence[Hashable] | None,
+) -> _Relevance:
+    if relevant is None:
+        raise ValueError("relevant is required: a (Q, G) bool matrix, a label pair or qrels")
+    if isinstance(relevant, Mapping):
+        qids = list(range(num_queries)) if query_ids is None else list(query_ids)
+        gids = list(range(num_gallery)) if gallery_ids is None else list(gallery_ids)
+        if len(qids) != num_queries:
+            raise ValueError(f"{len(qids)} query_ids for {num_queries} query features")
+        if len(gids) != num_gallery:
+            raise ValueError(f"{len(gids)} gallery_ids for {num_gallery} gallery features")
+        indptr, indices = qrels_to_csr(relevant, qids, gids)
+        return _SparseRelevance(indptr, indices, num_gallery)
+    if query_ids is not None or gallery_ids is not None:
+        raise ValueError("query_ids / gallery_ids are only used with qrels (a mapping)")
+    if isinstance(relevant, (tuple, list)):
+        if len(relevant) != 2:
+            raise ValueError(
+                "relevant as a tuple/list must be (query_labels, gallery_labels); pass a "
+                "boolean matrix as an array"
+            )
+        return _LabelRelevance(relevant[0], relevant[1], num_queries, num_gallery)
+    mask = np.asarray(relevant)
+    if mask.shape != (num_queries, num_gallery):
+        raise ValueError(
+            f"relevant matrix has shape {mask.shape}, expected (Q, G) = "
+            f"({num_queries}, {num_gallery})"
+        )
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.integer):
+            raise ValueError(f"relevant matrix must be bool or 0/1 integers, got {mask.dtype}")
+        mask = mask > 0
+    return _MaskRelevance(mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+
+
+def _run_numpy(
+    qn: np.ndarray,
+    gn: np.ndarray,
+    rel: _Relevance,
+    exclude_self: bool,
+    recall_ks: tuple[int, ...],
+    ties: str,
+    chunk: int,
+    num_threads: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    num_q = qn.shape[0]
+    keys = ["AP", "AP@R", "P@R", *(f"R@{k}" for k in recall_ks)]
+    out = {k: np.zeros(num_q, np.float64) for k in keys}
+    out["num_relevant"] = np.zeros(num_q, np.int64)
+    gt = gn.T
+
+    def task(start: int) -> int:
+        stop = min(num_q, start + chunk)
+        scores = np.matmul(qn[start:stop], gt)  # (B, G) float32, fresh: sorted in place below
+        relevant = rel.block(start, stop)
+        if exclude_self:
+            idx = np.arange(stop - start)
+            scores[idx, start + idx] = -np.inf
+            relevant[idx, start + idx] = False
+        res = block_metrics_numpy(scores, relevant, recall_ks, ties)
+        for k, v in res.items():
+            out[k][start:stop] = v
+        return stop - start
+
+    starts = list(range(0, num_q, chunk))
+    if num_threads <= 1 or len(starts) == 1:
+        for start in progress_iter(starts, len(starts), progress, "retrieval metrics"):
+            task(start)
+    else:
+        with ThreadPoolExecutor(max_workers=min(num_threads, len(starts))) as pool:
+            futures = [pool.submit(task, s) for s in starts]
+            for fut in progress_iter(
+                as_completed(futures), len(futures), progress, "retrieval metrics"
+            ):
+                fut.result()  # re-raise worker errors
+    return out
+
+
+def _jax_chunk_scores(qpad, gn, start, block, exclude_self):
+    q = lax.dynamic_slice_in_dim(qpad, start, block, axis=0)
+    scores = jnp.matmul(q, gn.T, precision=lax.Precision.HIGHEST)
+    self_mask = None
+    if exclude_self:
+        rows = start + jnp.arange(block)
+        self_mask = jnp.arange(gn.shape[0])[None, :] == rows[:, None]
+        scores = jnp.where(self_mask, -jnp.inf, scores)
+    return scores, self_mask
+
+
+@functools.partial(
+    jax.jit, static_argnames=("block", "exclude_self", "recall_ks", "pessimistic")
+)
+def _jax_block_labels(qpad, gn, start, qlab_pad, glab, *, block, exclude_self, recall_ks,
+                      pessimistic):
+    scores, self_mask = _jax_chunk_scores(qpad, gn, start, block, exclude_self)
+    ql = lax.dynamic_slice_in_dim(qlab_pad, start, block)
+    relevant = ql[:, None] == glab[None, :]
+    if exclude_self:
+        relevant = relevant & ~self_mask
+    return block_metrics_jax(scores, relevant, recall_ks, pessimistic)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("block", "exclude_self", "recall_ks", "pessimistic")
+)
+def _jax_block_mask(qpad, gn, start, relevant, *, block, exclude_self, recall_ks, pessimistic):
+    scores, self_mask = _jax_chunk_scores(qpad, gn, start, block, exclude_self)
+    if exclude_self:
+        relevant = relevant & ~self_mask
+    return block_metrics_jax(scores, relevant, recall_ks, pessimistic)
+
+
+def _run_jax(
+    qn: jax.Array,
+    gn: jax.Array,
+    rel: _Relevance,
+    exclude_self: bool,
+    recall_ks: tuple[int, ...],
+    ties: str,
+    chunk: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    num_q = qn.shape[0]
+    num_chunks = -(-num_q // chunk)
+    qpad = jnp.pad(qn, ((0, num_chunks * chunk - num_q), (0, 0)))
+    static = dict(block=chunk, exclude_self=exclude_self, recall_ks=recall_ks,
+                  pessimistic=ties == "pessimistic")
+    if isinstance(rel, _LabelRelevance):
+        qlab = np.full(num_chunks * chunk, -1, np.int32)  # -1 never equals a gallery code
+        qlab[:num_q] = rel.query_codes
+        qlab, glab = jnp.asarray(qlab), jnp.asarray(rel.gallery_codes)
+    out: dict[str, list[np.ndarray]] = {}
+    pending: list[tuple[int, dict]] = []
+
+    def fetch(n: int, res: dict) -> None:
+        for k, v in jax.device_get(res).items():
+            out.setdefault(k, []).append(np.asarray(v)[:n])
+
+    for c in progress_iter(range(num_chunks), num_chunks, progress, "retrieval metrics"):
+        start = c * chunk
+        stop = min(num_q, start + chunk)
+        if isinstance(rel, _LabelRelevance):
+            res = _jax_block_labels(qpad, gn, start, qlab, glab, **static)
+        else:
+            blk = np.zeros((chunk, rel.num_gallery), bool)
+            blk[: stop - start] = rel.block(start, stop)
+            res = _jax_block_mask(qpad, gn, start, blk, **static)
+        pending.append((stop - start, res))  # dispatched asynchronously
+        if len(pending) > 2:  # keep at most two chunks in flight (bounded memory)
+            fetch(*pending.pop(0))
+    for n, res in pending:
+        fetch(n, res)
+    return {
+        k: np.concatenate(v).astype(np.int64 if k == "num_relevant" else np.float64)
+        for k, v in out.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def cosine_similarity(a: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Cosine similarities of L2-normalised rows.
+
+    Args:
+        a: (N, D) features.
+        b: (M, D) features.
+
+    Returns:
+        (N, M) float32 similarities; a JAX array if ``a`` or ``b`` is one, NumPy otherwise.
+        Materialises the whole matrix: use :func:`evaluate` for large galleries.
+    """
+    if is_jax_array(a) or is_jax_array(b):
+        an = l2_normalize_jax(features_jax(a, "a"), "a")
+        bn = l2_normalize_jax(features_jax(b, "b"), "b")
+        if an.shape[1] != bn.shape[1]:
+            raise ValueError(f"feature dims differ: {an.shape[1]} vs {bn.shape[1]}")
+        return jnp.matmul(an, bn.T, precision=lax.Precision.HIGHEST)
+    an = l2_normalize_numpy(features_numpy(a, "a"), "a")
+    bn = l2_normalize_numpy(features_numpy(b, "b"), "b")
+    if an.shape[1] != bn.shape[1]:
+        raise ValueError(f"feature dims differ: {an.shape[1]} vs {bn.shape[1]}")
+    return an @ bn.T
+
+
+def evaluate_per_query(
+    query_features: ArrayLike,
+    gallery_features: ArrayLike,
+    relevant: Any,
+    exclude_self: bool = False,
+    *,
+    query_ids: Sequence[Hashable] | None = None,
+    gallery_ids: Sequence[Hashable] | None = None,
+    recall_ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+    chunk_size: int | None = None,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-query retrieval metrics; see :func:`evaluate` for the arguments.
+
+    Returns:
+        dict of (Q,) NumPy arrays: ``"AP"``, ``"AP@R"``, ``"P@R"``, ``"R@{k}"`` (float64 in
+        [0, 1]) and ``"num_relevant"`` (int64, after ``exclude_self``). Queries without a
+        relevant item have 0 in every metric and ``num_relevant == 0``.
+    """
+    check_ties(ties)
+    check_chunk_size(chunk_size)
+    recall_ks = check_ks(recall_ks)
+    backend = resolve_backend(backend)
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+
+    if backend == "jax":
+        qf = features_jax(query_features, "query_features")
+        gf = features_jax(gallery_features, "gallery_features")
+    else:
+        qf = features_numpy(query_features, "query_features")
+        gf = features_numpy(gallery_features, "gallery_features")
+    num_q, num_g = qf.shape[0], gf.shape[0]
+    if qf.shape[1] != gf.shape[1]:
+        raise ValueError(
+            f"query features have dim {qf.shape[1]}, gallery features {gf.shape[1]}"
+        )
+    if exclude_self and num_q != num_g:
+        raise ValueError(
+            f"exclude_self needs queries and gallery to be the same items (Q == G), got "
+            f"Q={num_q}, G={num_g}"
+        )
+    rel = _make_relevance(relevant, num_q, num_g, query_ids, gallery_ids)
+    num_relevant = rel.counts()
+    if exclude_self:
+        num_relevant = num_relevant - rel.self_relevant()
+    if not (num_relevant > 0).any():
+        raise ValueError("no query has a relevant item in the gallery: the metrics are undefined")
+
+    show = want_progress(progress, num_q, num_g)
+    if backend == "jax":
+        qn = l2_normalize_jax(qf, "query_features")
+        gn = l2_normalize_jax(gf, "gallery_features")
+        chunk = chunk_size or auto_chunk_size(num_q, num_g, _JAX_BLOCK_ELEMENTS)
+        out = _run_jax(qn, gn, rel, exclude_self, recall_ks, ties, min(chunk, num_q), show)
+    else:
+        qn = l2_normalize_numpy(qf, "query_features")
+        gn = l2_normalize_numpy(gf, "gallery_features")
+        chunk = chunk_size or auto_chunk_size(num_q, num_g, _NUMPY_BLOCK_ELEMENTS)
+        threads = num_threads or default_num_threads()
+        out = _run_numpy(qn, gn, rel, exclude_self, recall_ks, ties, chunk, threads, show)
+    if not np.array_equal(out["num_relevant"], num_relevant):  # internal consistency check
+        raise AssertionError("relevance counts disagree between the blocks and the source")
+    return out
+
+
+def evaluate(
+    query_features: ArrayLike,
+    gallery_features: ArrayLike,
+    relevant: Any,
+    exclude_self: bool = False,
+    *,
+    query_ids: Sequence[Hashable] | None = None,
+    gallery_ids: Sequence[Hashable] | None = None,
+    recall_ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+    chunk_size: int | None = None,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, float | int]:
+    """Retrieval metrics of queries against a gallery, in percent.
+
+    Both feature sets are L2-normalised here (so raw encoder outputs are fine) and scored by
+    cosine similarity. Per query, AP is computed over the whole gallery ranking (torchmetrics
+    ``retrieval_average_precision`` semantics), AP@R over the top R (R = number of relevant
+    items), R-precision, and Recall@k (a relevant item in the top k); see
+    :mod:`crossgap_jax.retrieval.metrics` for the exact definitions and the tie rule.
+
+    Args:
+        query_features: (Q, D) NumPy or JAX array.
+        gallery_features: (G, D) NumPy or JAX array.
+        relevant: one of
+
+            * a (Q, G) bool (or 0/1 integer) matrix;
+            * a ``(query_labels (Q,), gallery_labels (G,))`` tuple: same label = relevant
+              (labels may be ints or strings; no Q x G matrix is built on the host);
+            * qrels, a mapping query id -> relevant doc ids (an iterable, or a mapping
+              doc id -> grade with grade > 0 relevant), with ``query_ids`` / ``gallery_ids``
+              naming the rows (default: the row indices).
+        exclude_self: queries and gallery are the same items (Q == G, same order): remove
+            query i from its own gallery (CUB all/all, SOP test/test).
+        query_ids: (Q,) ids of the query rows, for qrels only.
+        gallery_ids: (G,) ids of the gallery rows, for qrels only.
+        recall_ks: cut-offs k of the ``"R@k"`` entries.
+        ties: ``"pessimistic"`` (default: among equal scores relevant items rank last) or
+            ``"optimistic"``.
+        chunk_size: query rows per block (default: about 16M scores per block on CPU, 32M on
+            the JAX backend).
+        backend: ``"auto"`` (JAX on GPU/TPU, NumPy on CPU), ``"numpy"`` or ``"jax"``.
+        num_threads: worker threads of the NumPy backend (default: usable cores, at most 8).
+        progress: tqdm bar over chunks; ``None`` shows one when Q * G >= 2**30.
+
+    Returns:
+        ``{"mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10", "num_queries", "num_evaluated",
+        "num_skipped_no_relevant"}``: metrics are means in percent over the queries that have
+        at least one relevant item; queries without one are left out and counted in
+        ``num_skipped_no_relevant`` (never NaN).
+
+    Raises:
+        ValueError: bad shapes, NaN/inf or all-zero feature rows, label/id length mismatch,
+            ``exclude_self`` with Q != G, or no query with a relevant item.
+    """
+    per_query = evaluate_per_query(
+        query_features, gallery_features, relevant, exclude_self,
+        query_ids=query_ids, gallery_ids=gallery_ids, recall_ks=recall_ks, ties=ties,
+        chunk_size=chunk_size, backend=backend, num_threads=num_threads, progress=progress,
+    )
+    return summarize(per_query)
