@@ -45,6 +45,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="dataset root (default $CROSSGAP_SHARED_DATA)")
     g.add_argument("--on-error", default="skip", choices=["skip", "raise"],
                    help="corrupt images: skip and count, or stop")
+    g.add_argument("--max-queries", type=int, default=None,
+                   help="smoke runs: a seeded random subset of the queries")
+    g.add_argument("--max-gallery", type=int, default=None,
+                   help="smoke runs: gallery capped (positives of the chosen queries first)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (multi-host runs)")
     o = p.add_argument_group("preset overrides (the authors' keys)")
@@ -63,7 +67,8 @@ def _make_run(args, record_steps: Sequence[int] = ()):
     run_dir = args.run_dir or os.path.join("results", args.preset)
     return make_run(run_dir, cfg, data_root=args.data_root, progress=not args.quiet,
                     on_error=args.on_error, record_steps=record_steps,
-                    checkpoint=args.checkpoint, dtype=args.dtype)
+                    checkpoint=args.checkpoint, dtype=args.dtype,
+                    max_queries=args.max_queries, max_gallery=args.max_gallery)
 
 
 def _print_json(obj) -> None:

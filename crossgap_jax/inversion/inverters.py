@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crossgap_jax.inversion import sharding as shd
+from crossgap_jax.inversion import text_prefix
 from crossgap_jax.inversion.core import HParams, RawInversion, normal_init, run_inversion
 from crossgap_jax.inversion.core import validate_steps as _validate_steps
 from crossgap_jax.models.configs import CLIPConfig
@@ -53,14 +54,21 @@ def oti_features(params: Any, tokens: jax.Array, base_embeddings: jax.Array, *,
     Returns:
         ``(N, embed_dim)`` features (not normalised).
     """
-    n, r, _ = tokens.shape
-    base = jnp.broadcast_to(base_embeddings, (n, *base_embeddings.shape))
-    emb = jnp.concatenate(
-        [base[:, :placeholder_index], tokens.astype(base.dtype),
-         base[:, placeholder_index + r:]], axis=1)
-    eot = jnp.full((n,), eot_index, jnp.int32)
-    return family_of(config).encode_text_embeddings(params, emb, eot, config=config,
-                                                    dtype=dtype)
+    r = tokens.shape[1]
+    encode = family_of(config).encode_text_embeddings
+
+    def one(tok: jax.Array) -> jax.Array:  # (R, width) -> (embed_dim,)
+        emb = jnp.concatenate([base_embeddings[:placeholder_index],
+                               tok.astype(base_embeddings.dtype),
+                               base_embeddings[placeholder_index + r:]], axis=0)
+        eot = jnp.full((1,), eot_index, jnp.int32)
+        return encode(params, emb[None], eot, config=config, dtype=dtype)[0]
+
+    # vmap over the examples instead of one batched call: the encoder pools with
+    # ``x[arange(B), eot]``, a gather the SPMD partitioner cannot split along a sharded
+    # batch (it inserted an all-reduce and an all-gather into every step); under vmap it
+    # is a batch-parallel gather and the sharded program needs no communication.
+    return jax.vmap(one)(tokens)
 
 
 def expand_patch_tokens(tokens: jax.Array, num_patches: int) -> jax.Array:
@@ -77,12 +85,39 @@ def ovi_features(params: Any, tokens: jax.Array, *, config: CLIPConfig,
     return family_of(config).encode_image_tokens(params, expanded, config=config, dtype=dtype)
 
 
+def oti_features_cached(params: Any, tokens: jax.Array, kv: text_prefix.KV,
+                        suffix_embeddings: jax.Array, *, config: CLIPConfig, pool_index: int,
+                        dtype: Any = jnp.float32) -> jax.Array:
+    """:func:`oti_features` over the positions from the placeholder on, prefix cached.
+
+    Args:
+        params: CLIP params pytree.
+        tokens: ``(N, R, text_width)`` pseudo word-token embeddings.
+        kv: :func:`~crossgap_jax.inversion.text_prefix.prefix_kv` of the template positions
+            before the first placeholder.
+        suffix_embeddings: ``(S, text_width)`` template embeddings from the first placeholder
+            on (its first R rows are replaced by the pseudo tokens).
+        pool_index: EOT position relative to the first placeholder (static).
+
+    Returns:
+        ``(N, embed_dim)`` features (not normalised).
+    """
+    r = tokens.shape[1]
+
+    def one(tok: jax.Array) -> jax.Array:
+        emb = jnp.concatenate([tok.astype(suffix_embeddings.dtype), suffix_embeddings[r:]], 0)
+        return text_prefix.suffix_features(params, emb, kv, pool_index=pool_index,
+                                           config=config, dtype=dtype)
+
+    return jax.vmap(one)(tokens)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "placeholder_index", "eot_index",
-                                             "steps", "record_steps", "dtype"))
+                                             "steps", "record_steps", "dtype", "cache_prefix"))
 def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: jax.Array,
            hparams: HParams, *, config: CLIPConfig, placeholder_index: int, eot_index: int,
            steps: int = 150, record_steps: tuple[int, ...] = (),
-           dtype: Any = jnp.float32) -> RawInversion:
+           dtype: Any = jnp.float32, cache_prefix: bool = True) -> RawInversion:
     """The whole OTI optimisation as one compiled program.
 
     Args:
@@ -92,12 +127,25 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
         base_embeddings: ``(L, text_width)`` template token embeddings (see
             :func:`prepare_template`).
         hparams: :class:`HParams` of traced scalars.
+        cache_prefix: compute the template positions before the placeholder once per call
+            instead of in every step (exact for the causal CLIP text tower; ignored for
+            other families, see :mod:`~crossgap_jax.inversion.text_prefix`).
 
     Returns:
         :class:`~crossgap_jax.inversion.core.RawInversion` with ``losses`` ``(steps, N)``.
     """
-    fn = functools.partial(oti_features, params, base_embeddings=base_embeddings, config=config,
-                           placeholder_index=placeholder_index, eot_index=eot_index, dtype=dtype)
+    if cache_prefix and placeholder_index > 0 and text_prefix.supports_prefix_cache(config):
+        # Loop-invariant: computed once, outside the scan over steps.
+        kv = text_prefix.prefix_kv(params, base_embeddings[:placeholder_index], config=config,
+                                   dtype=dtype)
+        fn = functools.partial(oti_features_cached, params, kv=kv,
+                               suffix_embeddings=base_embeddings[placeholder_index:],
+                               config=config, pool_index=eot_index - placeholder_index,
+                               dtype=dtype)
+    else:
+        fn = functools.partial(oti_features, params, base_embeddings=base_embeddings,
+                               config=config, placeholder_index=placeholder_index,
+                               eot_index=eot_index, dtype=dtype)
     return run_inversion(fn, targets, init, hparams, steps, record_steps)
 
 
@@ -154,6 +202,18 @@ def prepare_template(template: str, num_tokens: int, tokenizer: Any) -> Template
     if PLACEHOLDER in template:
         raise ValueError(f"template may not contain the placeholder {PLACEHOLDER!r} itself")
     text = template.format(f" {PLACEHOLDER} " * num_tokens)
+    # Family hook: a tokenizer with ``template_ids(text, placeholder) -> (ids, positions,
+    # pool_index)`` places the placeholders itself (SigLIP's SentencePiece, which pools at
+    # the last position rather than at EOT).
+    if hasattr(tokenizer, "template_ids"):
+        ids, positions, pool = tokenizer.template_ids(text, PLACEHOLDER)
+        positions = np.asarray(positions, np.int64)
+        first = int(positions[0]) if len(positions) else -1
+        if len(positions) != num_tokens or not np.array_equal(
+                positions, np.arange(first, first + num_tokens)):
+            raise ValueError(f"expected {num_tokens} consecutive placeholder tokens in {text!r}, "
+                             f"found them at {positions.tolist()}")
+        return Template(text, np.asarray(ids, np.int32), first, int(pool), num_tokens)
     placeholder_ids = tokenizer.encode(f" {PLACEHOLDER} ")
     if len(placeholder_ids) != 1:
         raise ValueError(f"placeholder {PLACEHOLDER!r} is not one token: {placeholder_ids}")
@@ -215,6 +275,8 @@ def _check_targets(x: Any, dim: int, what: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{what} must be (N, {dim}), got shape {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{what}: no examples (N = 0)")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise ValueError(f"{what}: {int(bad.sum())} rows contain NaN/inf "
@@ -238,7 +300,7 @@ _init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
 def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, int],
            init: Any, seed: int, batch_size: int, steps: int, record_steps: tuple[int, ...],
            devices: Sequence[jax.Device] | None, progress: bool | None, on_nonfinite: str,
-           hparams: dict, params: Any) -> InversionResult:
+           hparams: dict, params: Any, consts: Any) -> InversionResult:
     if on_nonfinite not in ("warn", "raise"):
         raise ValueError(f"on_nonfinite must be 'warn' or 'raise', got {on_nonfinite!r}")
     t0 = time.perf_counter()
@@ -256,8 +318,13 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
     # One fixed batch shape per call: no recompilation for a ragged last batch, and a
     # second call with the same N / batch_size reuses the compiled program.
     bsz = shd.round_up(min(batch_size, n), n_dev)
+    # Everything the program reads besides the examples (params, template embeddings,
+    # hyper-parameters) goes to the same devices as the examples: replicated over the mesh,
+    # or onto the one device asked for (arrays committed elsewhere would make jit refuse).
     if mesh is not None:
-        params = shd.replicate(params, mesh)
+        params, consts = shd.replicate((params, consts), mesh)
+    elif devices is not None:
+        params, consts = jax.device_put((params, consts), devices[0])
     key = jax.random.PRNGKey(seed)
     outs: dict[str, list[np.ndarray]] = {k: [] for k in (
         "tokens", "features", "losses", "rec_tokens", "rec_features")}
@@ -274,7 +341,9 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
         t = _pad_rows(targets[start:stop], bsz)
         if mesh is not None:
             t, x0 = shd.shard_examples((t, x0), mesh)
-        raw = run_batch(params, t, x0)
+        elif devices is not None:
+            t, x0 = jax.device_put((t, x0), devices[0])
+        raw = run_batch(params, consts, t, x0)
         m = stop - start
         outs["tokens"].append(np.asarray(raw.tokens)[:m])
         outs["features"].append(np.asarray(raw.features)[:m])
@@ -308,7 +377,7 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
         learning_rate: float = 2e-2, weight_decay: float = 0.01,
         template: str = DEFAULT_TEMPLATE, seed: int = 0, init: Any = None,
         record_steps: Sequence[int] = (), *, batch_size: int = 64, truncate: bool = True,
-        b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+        cache_prefix: bool = True, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         devices: Sequence[jax.Device] | None = None, progress: bool | None = None,
         on_nonfinite: str = "warn") -> InversionResult:
     """Optimization-based Textual Inversion: image features -> pseudo word tokens.
@@ -326,6 +395,8 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
         record_steps: steps after which tokens and features are snapshotted.
         batch_size: examples per compiled batch (rounded up to the device count).
         truncate: run the text encoder only over the positions up to EOT (exact).
+        cache_prefix: compute the template positions before the placeholder once per call,
+            not in every step (exact; CLIP family only).
         devices: devices to shard examples over (default: all local devices).
         progress: show a progress bar (default: when there is more than one batch).
         on_nonfinite: ``"warn"`` (report indices, flag in ``result.nonfinite``) or
@@ -344,15 +415,17 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
     base = family_of(config).embed_tokens(clip.params, jnp.asarray(tpl.ids[:length]),
                                           config=config)
     h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
-    run = lambda p, t, x0: oti_fn(p, t, x0, base, h, config=config,
-                                  placeholder_index=tpl.placeholder_index,
-                                  eot_index=tpl.eot_index, steps=steps,
-                                  record_steps=record_steps, dtype=clip.dtype)
+    run = lambda p, c, t, x0: oti_fn(p, t, x0, c[0], c[1], config=config,
+                                     placeholder_index=tpl.placeholder_index,
+                                     eot_index=tpl.eot_index, steps=steps,
+                                     record_steps=record_steps, dtype=clip.dtype,
+                                     cache_prefix=cache_prefix)
     hp = dict(method="oti", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
               eps=eps, num_tokens=num_tokens, template=template, truncate=truncate,
-              template_text=tpl.text)
+              cache_prefix=cache_prefix, template_text=tpl.text)
     return _drive("oti", run, targets, (num_tokens, config.text.width), init, seed, batch_size,
-                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params)
+                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params,
+                  (base, h))
 
 
 def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
@@ -379,9 +452,9 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
     if not 1 <= num_tokens <= config.vision.num_patches:
         raise ValueError(f"num_tokens must be in 1..{config.vision.num_patches}, got {num_tokens}")
     h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
-    run = lambda p, t, x0: ovi_fn(p, t, x0, h, config=config, steps=steps,
-                                  record_steps=record_steps, dtype=clip.dtype)
+    run = lambda p, c, t, x0: ovi_fn(p, t, x0, c, config=config, steps=steps,
+                                     record_steps=record_steps, dtype=clip.dtype)
     hp = dict(method="ovi", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
               eps=eps, num_tokens=num_tokens)
     return _drive("ovi", run, targets, (num_tokens, config.vision.width), init, seed, batch_size,
-                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params)
+                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params, h)

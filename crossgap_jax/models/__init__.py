@@ -23,3 +23,7 @@ __all__ = [
     "load_clip", "load_image", "preprocess_image", "preprocess_images", "register_architecture",
     "resolve_dtype",
 ]
+
+# Register the SigLIP and SLIP architectures (their modules call register_architecture).
+from crossgap_jax.models import siglip as _siglip  # noqa: E402,F401
+from crossgap_jax.models import slip as _slip  # noqa: E402,F401

@@ -69,6 +69,9 @@ class CLIP:
     The pure functions for jit/vmap use are :attr:`fns` (``embed_tokens``,
     ``encode_text_embeddings``, ``encode_text``, ``embed_image_patches``,
     ``encode_image_tokens``, ``encode_image``), each with ``config``/``dtype`` bound.
+
+    ``tokenizer_file``: the tokenizer model for families whose vocabulary is not shipped
+    with this package (SigLIP's ``spiece.model``); None for CLIP / SLIP.
     """
 
     config: CLIPConfig
@@ -76,6 +79,7 @@ class CLIP:
     dtype: Any = jnp.float32
     info: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 64
+    tokenizer_file: str | None = None
 
     def __post_init__(self):
         self.dtype = resolve_dtype(self.dtype)
@@ -83,7 +87,10 @@ class CLIP:
     # --- text -----------------------------------------------------------------------
     @property
     def tokenizer(self) -> CLIPTokenizer:
-        return family_of(self.config).get_tokenizer(self.config)
+        family = family_of(self.config)
+        if self.tokenizer_file is not None:
+            return family.get_tokenizer(self.config, self.tokenizer_file)
+        return family.get_tokenizer(self.config)
 
     def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
         """Texts -> ``(N, context_length)`` int32 ids (SOT ... EOT, zero padded, truncated)."""
@@ -93,13 +100,17 @@ class CLIP:
                     batch_size: int | None = None, progress: bool | None = None) -> np.ndarray:
         """``(N, L)`` token ids -> ``(N, embed_dim)`` float32 features (not normalised).
 
-        The EOT position is the first ``eot_token_id`` of each row unless given.
+        The pooled position is, unless given, the family's ``pool_indices(ids, config)``
+        when it has one (SigLIP: the last position), else the first ``eot_token_id`` of
+        each row (CLIP).
         """
         ids = np.asarray(ids, dtype=np.int32)
         if ids.ndim != 2:
             raise ValueError(f"token ids must be (N, L), got shape {ids.shape}")
         if eot_index is None:
-            eot_index = eot_indices(ids, self.config.text.eot_token_id)
+            pool = getattr(family_of(self.config), "pool_indices", None)
+            eot_index = (pool(ids, self.config) if pool is not None
+                         else eot_indices(ids, self.config.text.eot_token_id))
         fn = functools.partial(_encode_text_jit, self.params, config=self.config,
                                dtype=self.dtype)
         return _batched(fn, [ids, np.asarray(eot_index, np.int32)],
@@ -107,8 +118,15 @@ class CLIP:
 
     # --- image ----------------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """PIL images -> ``(N, H, W, 3)`` float32, CLIP-normalised (NHWC)."""
+        """PIL images -> ``(N, H, W, 3)`` float32, normalised (NHWC).
+
+        The family's ``preprocess(images, config)`` when it has one (SigLIP: squash resize;
+        SLIP: bilinear resize, ImageNet mean/std), else CLIP's resize + centre crop.
+        """
         c = self.config
+        hook = getattr(family_of(c), "preprocess", None)
+        if hook is not None:
+            return hook(images, c)
         return preprocess_images(images, c.vision.image_size, c.mean, c.std)
 
     def encode_image(self, pixels: np.ndarray | jax.Array, *, batch_size: int | None = None,
@@ -144,9 +162,25 @@ def create_clip(arch: str | CLIPConfig, seed: int = 0, dtype: Any = "float32") -
                 info={"source": f"random init (seed {seed})", "format": "random"})
 
 
+def _load_family(name_or_path: Any, checkpoint: str | None) -> Any:
+    """The family module that loads this request, when it is not plain CLIP (else None)."""
+    from crossgap_jax.models.configs import list_architectures
+    from crossgap_jax.models.families import detect_family, family_module
+
+    if isinstance(name_or_path, CLIPConfig) or (isinstance(name_or_path, str)
+                                                and name_or_path in list_architectures()):
+        family = family_of(get_config(name_or_path))
+    elif checkpoint is None and isinstance(name_or_path, str):
+        family = family_module(detect_family(name_or_path))
+    else:
+        return None
+    return family if hasattr(family, "load_checkpoint") else None
+
+
 def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
               dtype: Any = "float32", quick_gelu: bool | None = None,
-              allow_pickle: bool = False, cache_dir: str | None = None) -> CLIP:
+              allow_pickle: bool = False, cache_dir: str | None = None,
+              tokenizer: str | None = None) -> CLIP:
     """Load a CLIP model.
 
     Args:
@@ -162,11 +196,26 @@ def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
         allow_pickle: let ``torch.load`` run with ``weights_only=False`` (only for files you
             trust).
         cache_dir: where downloads are cached.
+        tokenizer: the tokenizer model file for families that need one (SigLIP's
+            ``spiece.model``); default: the one found beside the checkpoint.
+
+    Other families (``config.family``: ``"siglip"``, ``"slip"``) load through their own
+    ``load_checkpoint``: an architecture of that family by name, or a checkpoint path
+    that the family recognises (``families.detect_family``).
 
     Returns:
         A :class:`CLIP` bundle.
     """
     from crossgap_jax.models.checkpoints import load_checkpoint
+
+    family = _load_family(name_or_path, checkpoint)
+    if family is not None:
+        config, params, info = family.load_checkpoint(
+            name_or_path, checkpoint, quick_gelu=quick_gelu, allow_pickle=allow_pickle,
+            cache_dir=cache_dir, tokenizer=tokenizer)
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        return CLIP(config, params, dtype=dtype, info=info,
+                    tokenizer_file=info.get("tokenizer_file"))
 
     config, params, info = load_checkpoint(
         name_or_path, checkpoint, quick_gelu=quick_gelu, allow_pickle=allow_pickle,

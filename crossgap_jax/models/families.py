@@ -4,7 +4,15 @@ A family is a module (or object) with ``embed_tokens``, ``encode_text_embeddings
 ``encode_text``, ``embed_image_patches``, ``encode_image_tokens``, ``encode_image``,
 ``init_params``, ``param_shapes``, ``get_tokenizer(config)`` and the flag
 ``CAUSAL_TEXT`` (True when positions after the pooled one never influence the text
-feature, which makes OTI's context truncation exact). The config's ``family`` attribute
+feature, which makes OTI's context truncation exact).
+
+Optional hooks, used when present: ``pool_indices(ids, config)`` (the pooled text
+position when it is not the first EOT), ``preprocess(images, config)`` (image
+preprocessing other than CLIP's), ``load_checkpoint(name_or_path, checkpoint, **kw)``
+and ``claims_checkpoint(path)`` (the family's own checkpoint formats, used by
+``load_clip``), ``encode_image_preproj`` / ``encode_text_preproj`` /
+``projection_matrices`` (features before the projections, for IsoCLIP), and on the
+tokenizer ``template_ids(text, placeholder)`` (OTI placeholder placement). The config's ``family`` attribute
 selects it (``"clip"`` by default), so the bundle and the inverters never hard-code one
 architecture.
 """
@@ -14,7 +22,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_FAMILIES: dict[str, str] = {"clip": "crossgap_jax.models.clip"}
+_FAMILIES: dict[str, str] = {
+    "clip": "crossgap_jax.models.clip",
+    "siglip": "crossgap_jax.models.siglip",
+    "slip": "crossgap_jax.models.slip",
+}
 
 
 def register_family(name: str, module_path: str) -> None:
@@ -22,9 +34,25 @@ def register_family(name: str, module_path: str) -> None:
     _FAMILIES[name] = module_path
 
 
-def family_of(config: Any) -> Any:
-    """The family module of ``config`` (``config.family``, default ``"clip"``)."""
-    name = getattr(config, "family", "clip")
+def family_module(name: str) -> Any:
+    """The family module registered as ``name``."""
     if name not in _FAMILIES:
         raise KeyError(f"unknown model family {name!r}; known: {', '.join(_FAMILIES)}")
     return importlib.import_module(_FAMILIES[name])
+
+
+def family_of(config: Any) -> Any:
+    """The family module of ``config`` (``config.family``, default ``"clip"``)."""
+    return family_module(getattr(config, "family", "clip"))
+
+
+def detect_family(source: str) -> str:
+    """The family whose ``claims_checkpoint(source)`` hook recognises a checkpoint path
+    (SigLIP directory or ``.npz``, SLIP ``.pt``), else ``"clip"``."""
+    for name, path in _FAMILIES.items():
+        if name == "clip":
+            continue
+        claims = getattr(importlib.import_module(path), "claims_checkpoint", None)
+        if claims is not None and claims(source):
+            return name
+    return "clip"

@@ -57,6 +57,8 @@ class Run:
     progress: bool = True
     on_error: str = "skip"
     record_steps: tuple[int, ...] = ()
+    max_queries: int | None = None
+    max_gallery: int | None = None
 
     def __post_init__(self):
         os.makedirs(self.run_dir, exist_ok=True)
@@ -98,7 +100,10 @@ class Run:
 
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str) -> RetrievalTask:
-        return get_task(dataset, self.data_root)
+        task = get_task(dataset, self.data_root)
+        if self.max_queries or self.max_gallery:
+            task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
+        return task
 
     def side_features(self, split, feature_type: str) -> FeatureSet:
         """Features of ``split`` of type ``image|text|oti|ovi``."""
@@ -136,6 +141,9 @@ class Run:
         - ``ovi``: image features vs a classifier of OVI-inverted class prompts.
         """
         images = get_dataset(dataset, self.data_root, split)
+        if self.max_queries and self.max_queries < len(images):
+            rng = np.random.default_rng(int(self.cfg["seed"]))
+            images = images.subset(np.sort(rng.choice(len(images), self.max_queries, False)))
         if images.modality != "image" or not images.classnames or images.labels is None:
             raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
                              "with class names")
@@ -156,6 +164,45 @@ class Run:
             out["ovi"] = retrieval.zero_shot_accuracy(
                 fi.features, retrieval.build_classifier(inv_c.features), labels)
         return out
+
+
+def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | None,
+               seed: int = 0) -> RetrievalTask:
+    """A smaller task for smoke runs: a seeded random subset of the queries, and a gallery
+    that keeps the positives of the chosen queries first, then random other items.
+
+    Metrics on a limited task are not comparable with the paper's; the run's config
+    records the limits.
+    """
+    if task.relevance == "revisitop":
+        raise ValueError("revisitop tasks cannot be subset (the ground truth indexes the "
+                         "full gallery)")
+    rng = np.random.default_rng(seed)
+    q = task.query
+    if max_queries and max_queries < len(q):
+        q = q.subset(np.sort(rng.choice(len(q), max_queries, replace=False)))
+    g = task.gallery
+    if task.exclude_self:
+        g = q
+    elif max_gallery and max_gallery < len(g):
+        if task.relevance in ("label", "group"):
+            attr = "labels" if task.relevance == "label" else "groups"
+            pos = np.isin(getattr(g, attr), getattr(q, attr))
+        else:
+            keep_q = set(q.items)
+            wanted = {d for qi, r in (task.qrels or {}).items() if qi in keep_q
+                      for d, v in r.items() if v > 0}
+            pos = np.array([it in wanted for it in g.items])
+        first = np.flatnonzero(pos)
+        rest = np.flatnonzero(~pos)
+        first = rng.permutation(first)[:max_gallery]
+        fill = rng.permutation(rest)[: max(0, max_gallery - len(first))]
+        g = g.subset(np.sort(np.concatenate([first, fill])))
+    qrels = task.qrels
+    if qrels is not None:
+        keep_q = set(q.items)
+        qrels = {k: v for k, v in qrels.items() if k in keep_q}
+    return dataclasses.replace(task, query=q, gallery=g, qrels=qrels)
 
 
 def _classnames_split(dataset: str, classnames: Sequence[str]):
@@ -297,13 +344,16 @@ def results_table(results: dict) -> str:
 
 def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress: bool = True,
              on_error: str = "skip", record_steps: Sequence[int] = (),
-             checkpoint: str | None = None, dtype: str = "float32") -> Run:
+             checkpoint: str | None = None, dtype: str = "float32",
+             max_queries: int | None = None, max_gallery: int | None = None) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run."""
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
     clip = load_clip(cfg["model"], source, dtype=dtype)
-    cfg = dict(cfg, checkpoint=source, dtype=dtype)
+    cfg = dict(cfg, checkpoint=source, dtype=dtype, max_queries=max_queries,
+               max_gallery=max_gallery)
     return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
-               record_steps=tuple(record_steps))
+               record_steps=tuple(record_steps), max_queries=max_queries,
+               max_gallery=max_gallery)
 
 
 __all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",
