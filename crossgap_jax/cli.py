@@ -49,6 +49,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="smoke runs: a seeded random subset of the queries")
     g.add_argument("--max-gallery", type=int, default=None,
                    help="smoke runs: gallery capped (positives of the chosen queries first)")
+    g.add_argument("--shard-size", type=int, default=256,
+                   help="items per atomic inversion result file (resumable unit)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (multi-host runs)")
     o = p.add_argument_group("preset overrides (the authors' keys)")
@@ -68,7 +70,8 @@ def _make_run(args, record_steps: Sequence[int] = ()):
     return make_run(run_dir, cfg, data_root=args.data_root, progress=not args.quiet,
                     on_error=args.on_error, record_steps=record_steps,
                     checkpoint=args.checkpoint, dtype=args.dtype,
-                    max_queries=args.max_queries, max_gallery=args.max_gallery)
+                    max_queries=args.max_queries, max_gallery=args.max_gallery,
+                    shard_size=args.shard_size)
 
 
 def _print_json(obj) -> None:
@@ -112,10 +115,8 @@ def cmd_encode(args) -> int:
 
 
 def cmd_invert(args) -> int:
-    from crossgap_jax.data import get_task
-
     run = _make_run(args, record_steps=_ints(args.record_steps))
-    task = get_task(args.dataset, run.data_root)
+    task = run.task(args.dataset)
     split = task.query if args.split in (None, "query") else (
         task.gallery if args.split == "gallery" else None)
     if split is None:

@@ -41,7 +41,7 @@ def _encode_text_jit(params, ids, eot, *, config, dtype):
 
 
 def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
-             progress: bool | None) -> np.ndarray:
+             progress: bool | None, out_dim: int) -> np.ndarray:
     """Run ``fn`` over fixed-size padded batches (one compilation), concatenate the rows."""
     n = len(arrays[0])
     if progress is None:
@@ -53,7 +53,7 @@ def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
         if m < batch_size and n > batch_size:  # pad the ragged last batch: no recompile
             chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, axis=0)]) for c in chunk]
         outs.append(np.asarray(fn(*chunk))[:m])
-    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+    return np.concatenate(outs) if outs else np.zeros((0, out_dim), np.float32)
 
 
 @dataclasses.dataclass
@@ -114,7 +114,8 @@ class CLIP:
         fn = functools.partial(_encode_text_jit, self.params, config=self.config,
                                dtype=self.dtype)
         return _batched(fn, [ids, np.asarray(eot_index, np.int32)],
-                        batch_size or self.batch_size, "encode text", progress)
+                        batch_size or self.batch_size, "encode text", progress,
+                        self.config.embed_dim)
 
     # --- image ----------------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
@@ -138,7 +139,8 @@ class CLIP:
             raise ValueError(f"pixels must be (N, {s}, {s}, 3) NHWC, got {pixels.shape}")
         fn = functools.partial(_encode_image_jit, self.params, config=self.config,
                                dtype=self.dtype)
-        return _batched(fn, [pixels], batch_size or self.batch_size, "encode images", progress)
+        return _batched(fn, [pixels], batch_size or self.batch_size, "encode images", progress,
+                        self.config.embed_dim)
 
     # --- pure functions -------------------------------------------------------------
     @property

@@ -51,10 +51,10 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
         inv = sub.inverted(qf, "oti")
         maps = []
         for i in range(len(rec)):
-            snap = dataclasses.replace(inv, features=inv.extra["recorded_features"][i])
+            snap = dataclasses.replace(inv, features=inv.extra["recorded_features"][:, i])
             maps.append(evaluate_task(task, snap, gf)["mAP"])
         curves[f"R={r}"] = {"steps": list(rec), "mAP": maps}
-        losses[f"R={r}"] = np.asarray(inv.extra["losses"]).mean(axis=1).tolist()
+        losses[f"R={r}"] = np.asarray(inv.extra["losses"]).mean(axis=0).tolist()  # (N, steps)
         if last_inv is None:
             last_inv = inv
     # Similarity distributions and the modality gap on the queries.

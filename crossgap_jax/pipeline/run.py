@@ -46,6 +46,7 @@ class Run:
         clip: the loaded CLIP bundle.
         data_root: dataset root (``None``: ``$CROSSGAP_SHARED_DATA``).
         progress: show progress bars.
+        shard_size: items per atomic result file of an inversion (what a kill can lose).
         on_error: corrupt images: ``"skip"`` (counted) or ``"raise"``.
         record_steps: OTI/OVI steps to snapshot (Figure-2 analysis).
     """
@@ -59,6 +60,7 @@ class Run:
     record_steps: tuple[int, ...] = ()
     max_queries: int | None = None
     max_gallery: int | None = None
+    shard_size: int = 256
 
     def __post_init__(self):
         os.makedirs(self.run_dir, exist_ok=True)
@@ -80,12 +82,12 @@ class Run:
         safe = fs.meta["dataset"].replace(":", "_").replace("/", "_")
         out = os.path.join(self.run_dir, "inversions", method, safe, f"{fs.meta['split']}-{key}")
         invert_dataset(self.clip, fs.items, fs.features, out, method=method,
-                       record_steps=self.record_steps, progress=self.progress, **kwargs)
+                       shard_size=self.shard_size, record_steps=self.record_steps,
+                       progress=self.progress, **kwargs)
         names, arrays = load_inverted(out)
         meta = dict(fs.meta, inversion={"method": method, **kwargs}, inversion_dir=out)
-        inv = FeatureSet(list(names), arrays["features"], meta)
-        inv.extra = arrays  # losses, pseudo tokens, recorded features
-        return inv
+        # extra is item-major: losses (N, steps), recorded_features (N, S, D), ...
+        return FeatureSet(list(names), arrays["features"], meta, extra=arrays)
 
     def inversion_kwargs(self, method: str) -> dict:
         c = self.cfg
@@ -345,7 +347,8 @@ def results_table(results: dict) -> str:
 def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress: bool = True,
              on_error: str = "skip", record_steps: Sequence[int] = (),
              checkpoint: str | None = None, dtype: str = "float32",
-             max_queries: int | None = None, max_gallery: int | None = None) -> Run:
+             max_queries: int | None = None, max_gallery: int | None = None,
+             shard_size: int = 256) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run."""
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
     clip = load_clip(cfg["model"], source, dtype=dtype)
@@ -353,7 +356,7 @@ def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress:
                max_gallery=max_gallery)
     return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
                record_steps=tuple(record_steps), max_queries=max_queries,
-               max_gallery=max_gallery)
+               max_gallery=max_gallery, shard_size=shard_size)
 
 
 __all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",

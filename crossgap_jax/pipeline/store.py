@@ -33,12 +33,14 @@ class FeatureSet:
         features: ``(N, D)`` float32 (not normalised).
         meta: what produced them (model fingerprint, dataset, split, preprocessing, ...).
         skipped: items that could not be encoded (corrupt files), with reasons.
+        extra: further per-item arrays (an inversion's losses, pseudo tokens, snapshots).
     """
 
     items: list[str]
     features: np.ndarray
     meta: dict
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,0 +1,156 @@
+"""End-to-end pipeline and CLI tests on a tiny model over the real data (subsets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from crossgap_jax.cli import main
+from crossgap_jax.models import create_clip
+from crossgap_jax.models.checkpoints import save_native
+from crossgap_jax.pipeline.presets import get_preset
+from crossgap_jax.pipeline.store import StaleArtifactError, load_features
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    clip = create_clip("tiny", seed=3)
+    save_native(path, clip.config, clip.params)
+    return path
+
+
+def _common(tiny_ckpt, shared_data, run_dir, *extra):
+    return ["--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(shared_data),
+            "--run-dir", str(run_dir), "--batch-size", "8", "--oti-steps", "4",
+            "--ovi-steps", "3", *extra]
+
+
+def test_presets_resolve_and_reject_unknown():
+    cfg = get_preset("clip_vitl14", oti_steps="50")
+    assert cfg["oti_steps"] == 50 and cfg["ovi_num_pseudo_tokens"] == 4
+    assert cfg["learning_rate"] == 2e-2 and cfg["template_sentence"] == "a photo of {}"
+    with pytest.raises(KeyError, match="known"):
+        get_preset("nope")
+    with pytest.raises(KeyError, match="unknown preset key"):
+        get_preset("clip_vitb32", lr=1.0)
+
+
+def test_reproduce_end_to_end(tiny_ckpt, shared_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["--quiet", "reproduce", "--datasets", "caltech101,coco_text",
+            *_common(tiny_ckpt, shared_data, run_dir, "--max-queries", "12",
+                     "--max-gallery", "40")]
+    assert main(argv) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = (run_dir / "table.md").read_text()
+    assert set(metrics["datasets"]) == {"caltech101", "coco_text"}
+    for ds, entry in metrics["datasets"].items():
+        for side in ("baseline", "inverted"):
+            assert 0.0 <= entry[side]["mAP"] <= 100.0, (ds, side)
+            assert entry[side]["num_evaluated"] > 0
+    assert metrics["datasets"]["caltech101"]["inverted"]["query_type"] == "oti"
+    assert metrics["datasets"]["coco_text"]["inverted"]["query_type"] == "ovi"
+    assert "OTI->image" in table and "paper" in table  # published row for clip_vitb32
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["model"] == "tiny" and cfg["oti_steps"] == 4 and cfg["max_queries"] == 12
+    # A second run reuses every artefact: no inversion shard is rewritten.
+    shards = sorted(p for p in (run_dir / "inversions").rglob("*") if p.is_file())
+    mtimes = [p.stat().st_mtime_ns for p in shards]
+    assert main(argv) == 0
+    assert [p.stat().st_mtime_ns for p in shards] == mtimes
+    assert json.loads((run_dir / "metrics.json").read_text())["datasets"] == metrics["datasets"]
+
+
+def test_feature_cache_refuses_other_model(tiny_ckpt, shared_data, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "encode", "--dataset", "coco_text", "--split", "test",
+                 *_common(tiny_ckpt, shared_data, run_dir)]) == 0
+    (path,) = list((run_dir / "features").rglob("*.npz"))
+    fs = load_features(str(path))
+    assert fs.features.shape == (25000, 32) and len(set(fs.items)) == 25000
+    other = create_clip("tiny", seed=4)
+    from crossgap_jax.pipeline.store import model_fingerprint
+
+    expect = dict(fs.meta, model=model_fingerprint(other))
+    with pytest.raises(StaleArtifactError, match="params_sha256"):
+        load_features(str(path), expect=expect)
+
+
+def test_wrong_root_names_expected_layout(tiny_ckpt, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["--quiet", "encode", "--dataset", "caltech101", "--split", "test",
+               "--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(empty),
+               "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "split_zhou_Caltech101.json" in err
+
+
+def test_classify_and_analyze(tiny_ckpt, shared_data, tmp_path):
+    run_dir = tmp_path / "run"
+    common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "30")
+    assert main(["--quiet", "classify", "--dataset", "caltech101", *common]) == 0
+    res = json.loads((run_dir / "classify-caltech101.json").read_text())
+    assert res["num_classes"] == 100 and res["prompt"] == "a photo of a {}."
+    for variant in ("inter", "oti", "ovi"):
+        assert 0.0 <= res[variant]["top1"] <= res[variant]["top5"] <= 100.0
+        assert res[variant]["num_samples"] == 10
+    assert main(["--quiet", "analyze", "--dataset", "caltech101", "--num-tokens", "1,2",
+                 "--record-steps", "1,2,4", *common]) == 0
+    out = run_dir / "analysis" / "caltech101"
+    result = json.loads((out / "analysis.json").read_text())
+    assert set(result["curves"]) == {"R=1", "R=2"}
+    assert result["curves"]["R=1"]["steps"] == [1, 2, 4]
+    assert all(np.isfinite(result["curves"]["R=2"]["mAP"]))
+    assert 0.0 <= result["modality_gap"]["image-text"] <= 2.0
+    for png in ("map_vs_steps.png", "loss.png", "similarities.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_killed_inversion_resumes_without_loss_or_duplicates(tiny_ckpt, shared_data, tmp_path):
+    """Kill the CLI mid-OTI, restart it, and compare with an uninterrupted run."""
+    common = ["--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(shared_data),
+              "--batch-size", "8", "--shard-size", "16", "--oti-steps", "60",
+              "--max-queries", "64", "--max-gallery", "64"]
+    cmd = [sys.executable, "-m", "crossgap_jax.cli", "--quiet"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "oti", "--dataset", "caltech101", "--run-dir", str(killed),
+                             *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    shards: list = []
+    while time.time() < deadline and proc.poll() is None:
+        shards = [p for p in killed.rglob("*.npz") if "inversions" in str(p)]
+        if shards:
+            break
+        time.sleep(0.2)
+    assert shards, "no shard appeared before the deadline"
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len([p for p in killed.rglob("*.npz") if "inversions" in str(p)])
+    subprocess.run([*cmd, "oti", "--dataset", "caltech101", "--run-dir", str(killed), *common],
+                   check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run([*cmd, "oti", "--dataset", "caltech101", "--run-dir", str(clean), *common],
+                   check=True, capture_output=True)
+    from crossgap_jax.inversion.resumable import load_inverted
+
+    (dir_a,) = {p.parent for p in killed.rglob("*.npz") if "inversions" in str(p)}
+    (dir_b,) = {p.parent for p in clean.rglob("*.npz") if "inversions" in str(p)}
+    names_a, arr_a = load_inverted(str(dir_a))
+    names_b, arr_b = load_inverted(str(dir_b))
+    assert 1 <= n_before < 4, "the kill should land between the first and the last shard"
+    assert list(names_a) == list(names_b) and len(set(names_a)) == len(names_a) == 64
+    np.testing.assert_allclose(arr_a["features"], arr_b["features"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(arr_a["losses"], arr_b["losses"], rtol=0, atol=1e-6)
+    assert os.path.exists(dir_a)
