@@ -81,9 +81,12 @@ class Run:
                         "record_steps": list(self.record_steps)})
         safe = fs.meta["dataset"].replace(":", "_").replace("/", "_")
         out = os.path.join(self.run_dir, "inversions", method, safe, f"{fs.meta['split']}-{key}")
+        # Multi-host: each process inverts its share of the items into the shared folder,
+        # then all wait for each other before the shards are gathered.
         invert_dataset(self.clip, fs.items, fs.features, out, method=method,
                        shard_size=self.shard_size, record_steps=self.record_steps,
                        progress=self.progress, **kwargs)
+        _barrier(f"inverted:{out}")
         names, arrays = load_inverted(out)
         meta = dict(fs.meta, inversion={"method": method, **kwargs}, inversion_dir=out)
         # extra is item-major: losses (N, steps), recorded_features (N, S, D), ...
@@ -166,6 +169,23 @@ class Run:
             out["ovi"] = retrieval.zero_shot_accuracy(
                 fi.features, retrieval.build_classifier(inv_c.features), labels)
         return out
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process of a multi-host run (no-op on one host)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def is_writer() -> bool:
+    """Whether this process writes run-level results (process 0 of a multi-host run)."""
+    import jax
+
+    return jax.process_index() == 0
 
 
 def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | None,
@@ -292,11 +312,14 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
                  "baseline": run.retrieve(ds, *base_mode),
                  "inverted": run.retrieve(ds, *inv_mode)}
         results["datasets"][ds] = entry
-        atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
+        if is_writer():
+            atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
     results["average"] = _averages(results["datasets"])
     results["published"] = published_row(run.cfg.get("preset"))
-    atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
-    atomic_write_bytes(os.path.join(run.run_dir, "table.md"), results_table(results).encode())
+    if is_writer():
+        atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
+        atomic_write_bytes(os.path.join(run.run_dir, "table.md"),
+                           results_table(results).encode())
     return results
 
 

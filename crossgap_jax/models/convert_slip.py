@@ -1,0 +1,309 @@
+"""SLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.slip`.
+
+SLIP's released files (``slip_base_100ep.pt``, ...) are ``torch.save`` dicts
+``{"epoch", "state_dict", "optimizer", "scaler", "best_acc1", "args"}`` whose
+``state_dict`` keys carry DDP's ``module.`` prefix. ``args`` is an
+``argparse.Namespace``: the file is read with ``torch.load(weights_only=True)`` and
+``argparse.Namespace`` allowed as a safe global (a plain attribute container), so no
+arbitrary pickled code runs; ``allow_pickle=True`` falls back to a full unpickling for
+other files you trust. The SimCLR projection head (``image_mlp.*``) is dropped (it is
+not used by the image-text model); anything else unknown is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import flax.traverse_util as traverse_util
+import numpy as np
+
+from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
+from crossgap_jax.models.convert import CheckpointError
+from crossgap_jax.models.slip import PRETRAINED, SLIPConfig, param_shapes
+
+_IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
+_NORMS = {"norm1", "norm2", "norm", "ln_1", "ln_2", "ln_final"}
+_PLAIN = {"visual.cls_token", "visual.pos_embed", "image_projection", "text_projection",
+          "positional_embedding", "logit_scale"}
+
+
+def strip_state_dict(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Unwrap ``{"state_dict": ...}`` and DDP ``module.`` prefixes."""
+    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    out = {}
+    for k, v in sd.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    return out
+
+
+def _path(name: str) -> tuple[tuple[str, ...], str] | None:
+    """SLIP tensor name -> (Flax path, transform: none | linear | conv)."""
+    if name in _PLAIN:
+        return tuple(name.split(".")), "none"
+    if name == "token_embedding.weight":
+        return ("token_embedding", "embedding"), "none"
+    if name == "visual.patch_embed.proj.weight":
+        return ("visual", "patch_embed", "proj", "kernel"), "conv"
+    parts = name.split(".")
+    fixed: list[str] = []
+    i = 0
+    while i < len(parts) - 1:
+        if parts[i] in ("blocks", "resblocks") and parts[i + 1].isdigit():
+            fixed.append(f"{parts[i]}_{parts[i + 1]}")
+            i += 2
+        else:
+            fixed.append(parts[i])
+            i += 1
+    leaf = parts[-1]
+    if leaf in ("in_proj_weight", "in_proj_bias"):
+        return ((*fixed, "in_proj", "kernel"), "linear") if leaf == "in_proj_weight" else \
+            ((*fixed, "in_proj", "bias"), "none")
+    if not fixed:
+        return None
+    if leaf == "bias":
+        return (*fixed, "bias"), "none"
+    if leaf == "weight":
+        if fixed[-1] in _NORMS:
+            return (*fixed, "scale"), "none"
+        return (*fixed, "kernel"), "linear"
+    return None
+
+
+def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
+                         ) -> tuple[dict, list[str]]:
+    """A SLIP state dict (NumPy values) -> ``(Flax params, ignored tensor names)``.
+
+    Raises:
+        CheckpointError: shape mismatches (named), missing or unexpected tensors (listed).
+    """
+    sd = strip_state_dict(sd)
+    expected = traverse_util.flatten_dict(param_shapes(config))
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    ignored, unexpected, mismatched = [], [], []
+    for name, value in sd.items():
+        if _IGNORED.match(name):
+            ignored.append(name)
+            continue
+        mapped = _path(name)
+        if mapped is None or mapped[0] not in expected:
+            unexpected.append(name)
+            continue
+        path, how = mapped
+        v = np.asarray(value, np.float32)
+        v = v.T if how == "linear" else v.transpose(2, 3, 1, 0) if how == "conv" else v
+        want = tuple(expected[path].shape)
+        if v.shape != want:
+            mismatched.append(f"{name}: checkpoint {v.shape} vs model {want} "
+                              f"(at {'/'.join(path)})")
+            continue
+        flat[path] = v
+    bad = {m.rsplit("(at ", 1)[1][:-1] for m in mismatched}
+    missing = ["/".join(p) for p in expected if p not in flat and "/".join(p) not in bad]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
+    if missing:
+        problems.append("missing tensors (Flax paths):\n  " + "\n  ".join(missing))
+    if unexpected:
+        problems.append("unexpected tensors:\n  " + "\n  ".join(sorted(unexpected)))
+    if problems:
+        raise CheckpointError(f"checkpoint does not fit SLIP architecture {config.name!r}:\n"
+                              + "\n".join(problems))
+    return traverse_util.unflatten_dict(flat), sorted(ignored)
+
+
+def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`state_dict_to_params` (SLIP names without ``module.``)."""
+    out = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        v = np.asarray(value, np.float32)
+        *mod, leaf = path
+        mod = [re.sub(r"^(blocks|resblocks)_(\d+)$", r"\1.\2", m) for m in mod]
+        if path == ("token_embedding", "embedding"):
+            out["token_embedding.weight"] = v
+        elif mod and mod[-1] == "in_proj":
+            out[".".join(mod[:-1]) + (".in_proj_weight" if leaf == "kernel" else ".in_proj_bias")
+                ] = v.T if leaf == "kernel" else v
+        elif leaf == "kernel":
+            out[".".join(mod) + ".weight"] = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
+        elif leaf == "scale":
+            out[".".join(mod) + ".weight"] = v
+        else:
+            out[".".join([*mod, leaf])] = v
+    return out
+
+
+def infer_config(sd: Mapping[str, Any], name: str = "custom-slip") -> SLIPConfig:
+    """Architecture from tensor shapes (heads = width // 64 in both towers, as SLIP's
+    timm towers and its 512-wide, 8-head text transformer)."""
+    sd = strip_state_dict(sd)
+    need = ["visual.cls_token", "visual.pos_embed", "visual.patch_embed.proj.weight",
+            "image_projection", "text_projection", "positional_embedding", "ln_final.weight",
+            "token_embedding.weight"]
+    missing = [k for k in need if k not in sd]
+    if missing:
+        raise CheckpointError(f"not a SLIP image-text checkpoint: missing {missing}")
+    shape = lambda k: tuple(np.shape(sd[k]))
+    vw, _, patch, _ = shape("visual.patch_embed.proj.weight")
+    grid = int(round((shape("visual.pos_embed")[1] - 1) ** 0.5))
+    count = lambda pre: len({k[len(pre):].split(".")[0] for k in sd if k.startswith(pre)})
+    tw = shape("ln_final.weight")[0]
+    v_mlp = shape("visual.blocks.0.mlp.fc1.weight")[0] if "visual.blocks.0.mlp.fc1.weight" in sd \
+        else 4 * vw
+    return SLIPConfig(
+        name=name, embed_dim=shape("image_projection")[1],
+        vision=VisionConfig(image_size=grid * patch, patch_size=patch, width=vw,
+                            layers=count("visual.blocks."), heads=vw // 64,
+                            mlp_ratio=v_mlp / vw),
+        text=TextConfig(context_length=shape("positional_embedding")[0],
+                        vocab_size=shape("token_embedding.weight")[0], width=tw,
+                        layers=count("transformer.resblocks."), heads=tw // 64),
+    )
+
+
+def _shapes_differ(a: SLIPConfig, b: SLIPConfig) -> list[str]:
+    diffs = [f"embed_dim: {a.embed_dim} vs {b.embed_dim}"] if a.embed_dim != b.embed_dim else []
+    for tower in ("vision", "text"):
+        for f in ("image_size", "patch_size", "width", "layers", "mlp_ratio", "context_length",
+                  "vocab_size"):
+            x, y = getattr(getattr(a, tower), f, None), getattr(getattr(b, tower), f, None)
+            if x != y:
+                diffs.append(f"{tower}.{f}: {x} vs {y}")
+    return diffs
+
+
+def _registered_match(config: SLIPConfig) -> str | None:
+    for name in list_architectures():
+        c = get_config(name)
+        if isinstance(c, SLIPConfig) and not _shapes_differ(c, config):
+            return name
+    return None
+
+
+def is_slip_checkpoint(source: str) -> bool:
+    """A torch zip file whose pickle names SLIP tensors (read without unpickling)."""
+    path = os.path.expanduser(str(source))
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not pkl:
+                return False
+            head = z.read(pkl[0])
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return b"visual.patch_embed.proj.weight" in head and b"image_projection" in head
+
+
+def read_slip_file(path: str, allow_pickle: bool = False) -> tuple[dict[str, np.ndarray],
+                                                                   dict[str, Any]]:
+    """``(state dict as NumPy, extra)`` of a SLIP ``.pt`` file; ``extra`` has the training
+    ``args`` (as a dict) and ``epoch`` when the file holds them."""
+    import argparse
+
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - torch is a test dependency
+        raise CheckpointError(f"{path} is a PyTorch file; reading it needs torch") from e
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types here
+        if not allow_pickle:
+            raise CheckpointError(
+                f"torch.load(weights_only=True) refused {path} even with argparse.Namespace "
+                f"allowed: {e}. If you trust the file, pass allow_pickle=True.") from e
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict, found a {type(obj).__name__}")
+    extra: dict[str, Any] = {}
+    if isinstance(obj.get("args"), argparse.Namespace):
+        extra["args"] = {k: v for k, v in vars(obj["args"]).items()
+                         if isinstance(v, (str, int, float, bool, type(None)))}
+    if "epoch" in obj:
+        extra["epoch"] = obj["epoch"]
+    sd = obj["state_dict"] if isinstance(obj.get("state_dict"), Mapping) else obj
+    out = {}
+    for k, v in sd.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+            out[k] = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
+    if not out:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return out, extra
+
+
+def load_slip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
+              cache_dir: str | None = None, quick_gelu: bool | None = None, **_: Any
+              ) -> tuple[SLIPConfig, dict, dict[str, Any]]:
+    """Load SLIP weights as a Flax params pytree.
+
+    Args:
+        name_or_path: a registered SLIP architecture name (``"SLIP-ViT-B-16"``) or config;
+            or, with ``checkpoint=None``, a SLIP ``.pt`` (architecture from tensor shapes).
+        checkpoint: a SLIP ``.pt`` / safetensors file, or the tag ``"slip"`` (the release
+            file, downloaded into the cache).
+        allow_pickle: allow full unpickling for files that need more than tensors and an
+            ``argparse.Namespace``.
+        cache_dir: download cache directory (default ``checkpoints.default_cache_dir()``).
+        quick_gelu: override the *text* tower's activation.
+
+    Returns:
+        ``(config, params, info)``; ``info["ignored"]`` lists dropped tensors (``image_mlp.*``).
+    """
+    from crossgap_jax.models import checkpoints as ckpt
+
+    arch: SLIPConfig | None = None
+    if isinstance(name_or_path, SLIPConfig):
+        arch = name_or_path
+    elif checkpoint is not None or name_or_path in list_architectures():
+        arch = get_config(name_or_path)
+        if not isinstance(arch, SLIPConfig):
+            raise CheckpointError(f"{name_or_path!r} is not a SLIP architecture")
+    source = checkpoint if arch is not None else name_or_path
+    info: dict[str, Any] = {"source": source}
+    if arch is not None and (source is None or (arch.name, source) in PRETRAINED):
+        if (arch.name, source or "slip") not in PRETRAINED:
+            raise CheckpointError(f"no released SLIP weights for {arch.name!r}; pass checkpoint=")
+        url = PRETRAINED[(arch.name, source or "slip")]
+        dest = os.path.join(cache_dir or ckpt.default_cache_dir(), "slip", url.rsplit("/", 1)[1])
+        path = ckpt.download_url(url, dest)
+        info.update(origin="url", url=url)
+    else:
+        path = os.path.expanduser(str(source))
+        if not os.path.isfile(path):
+            raise ckpt.CheckpointNotFoundError(f"no such SLIP checkpoint file: {source}",
+                                               target=path)
+        info["origin"] = "local"
+    if ckpt.sniff_format(path) == "safetensors":
+        sd, _ = ckpt.read_safetensors(path)
+        extra: dict[str, Any] = {}
+        fmt = "safetensors"
+    else:
+        sd, extra = read_slip_file(path, allow_pickle=allow_pickle)
+        fmt = "torch-state-dict"
+    declared = infer_config(sd)
+    if arch is not None:
+        diffs = _shapes_differ(arch, declared)
+        if diffs:
+            raise CheckpointError(f"{path} does not have the shapes of {arch.name!r} (requested "
+                                  f"vs file): {'; '.join(diffs)}")
+        config = arch
+    else:
+        match = _registered_match(declared)
+        config = get_config(match) if match else declared
+    if quick_gelu is not None:
+        config = config.replace(quick_gelu=bool(quick_gelu))
+    params, ignored = state_dict_to_params(sd, config)
+    info.update(path=path, format=fmt, layout="slip", family="slip", architecture=config.name,
+                config_source="architecture" if arch is not None else "tensor shapes",
+                ignored=ignored, tokenizer_file=None, **extra)
+    return config, params, info

@@ -1,0 +1,585 @@
+"""Flax linen SigLIP (Zhai et al. 2023): the ``"siglip"`` model family.
+
+Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
+
+- image tower: conv patch embedding *with* bias, learned position embedding over the N
+  patches (**no class token**), pre-norm encoder blocks, ``post_layernorm`` over all
+  tokens, then a multi-head attention-pooling head (MAP: a learned probe attends over the
+  tokens, LayerNorm, residual MLP). The pooled vector *is* the image embedding (no
+  projection).
+- text tower: token + position embedding (64 positions), **non-causal** encoder, final
+  LayerNorm, the feature of the **last position** (``L - 1``: with max-length padding a
+  pad / EOS token) through a linear ``head`` (with bias).
+- GELU with the tanh approximation (``gelu_pytorch_tanh``), LayerNorm eps 1e-6,
+  ``logit_scale`` and ``logit_bias`` (sigmoid loss).
+
+Parameter names mirror transformers' ``SiglipModel`` so conversion is mechanical:
+
+==================================================  ===========================================
+transformers ``SiglipModel``                        Flax params path
+==================================================  ===========================================
+``vision_model.embeddings.patch_embedding``         ``vision_model/embeddings/patch_embedding``
+``vision_model.embeddings.position_embedding``      ``.../position_embedding/embedding``
+``*.encoder.layers.i.{layer_norm1,layer_norm2}``    ``*/encoder/layers_i/{layer_norm1,...}``
+``*.encoder.layers.i.self_attn.{q,k,v,out}_proj``   ``*/encoder/layers_i/self_attn/{q_proj,...}``
+``*.encoder.layers.i.mlp.{fc1,fc2}``                ``*/encoder/layers_i/mlp/{fc1,fc2}``
+``vision_model.post_layernorm``                     ``vision_model/post_layernorm``
+``vision_model.head.probe``                         ``vision_model/head/probe`` ``(1, 1, w)``
+``vision_model.head.attention.in_proj_*``           ``vision_model/head/attention/in_proj``
+``vision_model.head.attention.out_proj``            ``vision_model/head/attention/out_proj``
+``vision_model.head.{layernorm,mlp}``               ``vision_model/head/{layernorm,mlp}``
+``text_model.embeddings.{token,position}_embedding``  ``text_model/embeddings/...``
+``text_model.final_layer_norm`` / ``.head``         ``text_model/final_layer_norm`` / ``head``
+``logit_scale`` / ``logit_bias``                    ``logit_scale`` / ``logit_bias`` ``(1,)``
+==================================================  ===========================================
+
+Modality inversion on this architecture: OVI's pseudo patch tokens replace the output
+of the patch convolution (bias included) and are expanded to all N patches; there is no
+class token to prepend. OTI's pseudo tokens replace the token embeddings of the ``£``
+placeholders and the feature is pooled at the last position (``CAUSAL_TEXT = False``:
+every position influences it, so OTI never truncates the context).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crossgap_jax.models.clip import LayerNorm
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+
+# Non-causal text encoder pooled at the last position: positions after the EOS do
+# influence the feature, so OTI must encode the whole context.
+CAUSAL_TEXT = False
+
+Params = Any
+Dtype = Any
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+# T5 / big_vision "c4_en" SentencePiece ids: <pad> 0, </s> 1, <unk> 2. SigLIP pads with
+# </s> (HF ``pad_token="</s>"``, big_vision ``pad_value=1``).
+SIGLIP_EOS_ID = 1
+
+_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class SigLIPConfig(CLIPConfig):
+    """A SigLIP model. Shapes use :class:`CLIPConfig`'s fields; SigLIP-specific ones below.
+
+    ``embed_dim`` is the text head's output size and must equal ``vision.width`` (the
+    MAP head output is the image embedding). ``text.eot_token_id`` is the EOS id that the
+    tokenizer appends (and pads with); pooling is always at the last position.
+
+    Attributes:
+        hidden_act: ``"gelu_pytorch_tanh"`` (SigLIP) or ``"gelu"`` (exact erf).
+        resize_mode: ``"squash"``: resize to ``image_size x image_size`` without keeping
+            the aspect ratio and without cropping (HF ``SiglipImageProcessor``).
+        interpolation: PIL resampling for the resize (``"bicubic"``, HF's default).
+    """
+
+    name: str = "SigLIP-ViT-B-16"
+    family: str = "siglip"
+    embed_dim: int = 768
+    vision: VisionConfig = dataclasses.field(
+        default_factory=lambda: VisionConfig(image_size=224, patch_size=16, width=768,
+                                             layers=12, heads=12))
+    text: TextConfig = dataclasses.field(
+        default_factory=lambda: TextConfig(context_length=64, vocab_size=32000, width=768,
+                                           layers=12, heads=12, eot_token_id=SIGLIP_EOS_ID,
+                                           sot_token_id=-1))
+    quick_gelu: bool = False
+    layer_norm_eps: float = 1e-6
+    mean: tuple[float, float, float] = SIGLIP_MEAN
+    std: tuple[float, float, float] = SIGLIP_STD
+    hidden_act: str = "gelu_pytorch_tanh"
+    resize_mode: str = "squash"
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {_ACTIVATIONS}, got {self.hidden_act!r}")
+        if self.embed_dim != self.vision.width:
+            raise ValueError(f"SigLIP embed_dim ({self.embed_dim}) must equal the vision width "
+                             f"({self.vision.width}): the MAP head output is the embedding")
+
+
+CONFIG_CLASS = SigLIPConfig
+
+
+def siglip_config(name: str, *, image_size: int = 224, patch_size: int = 16, width: int = 768,
+                  layers: int = 12, heads: int = 12, mlp_ratio: float = 4.0,
+                  text_width: int | None = None, text_layers: int | None = None,
+                  text_heads: int | None = None, text_mlp_ratio: float | None = None,
+                  vocab_size: int = 32000, context_length: int = 64,
+                  eos_id: int = SIGLIP_EOS_ID, **kw: Any) -> SigLIPConfig:
+    """A :class:`SigLIPConfig` from a few numbers (text tower defaults to the image's)."""
+    return SigLIPConfig(
+        name=name,
+        embed_dim=width,
+        vision=VisionConfig(image_size=image_size, patch_size=patch_size, width=width,
+                            layers=layers, heads=heads, mlp_ratio=mlp_ratio),
+        text=TextConfig(context_length=context_length, vocab_size=vocab_size,
+                        width=text_width or width, layers=text_layers or layers,
+                        heads=text_heads or heads, mlp_ratio=text_mlp_ratio or mlp_ratio,
+                        eot_token_id=eos_id, sot_token_id=-1),
+        **kw,
+    )
+
+
+ARCHITECTURES: dict[str, SigLIPConfig] = {
+    "SigLIP-ViT-B-16": siglip_config("SigLIP-ViT-B-16"),
+    # Tiny config for tests and smoke runs (small vocabulary: a test SentencePiece model).
+    "siglip-tiny": siglip_config("siglip-tiny", image_size=32, patch_size=8, width=64, layers=2,
+                                 heads=2, vocab_size=512, context_length=16),
+}
+
+# Pretrained tags -> Hugging Face hub repos (transformers SiglipModel layout).
+PRETRAINED: dict[tuple[str, str], str] = {
+    ("SigLIP-ViT-B-16", "webli"): "google/siglip-base-patch16-224",
+}
+
+
+def _register() -> None:
+    for cfg in ARCHITECTURES.values():
+        register_architecture(cfg, overwrite=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------
+def _act(name: str):
+    if name == "gelu_pytorch_tanh":
+        return functools.partial(jax.nn.gelu, approximate=True)
+    return functools.partial(jax.nn.gelu, approximate=False)
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, dtype: Dtype) -> jax.Array:
+    """``(B, Q, w), (B, K, w), (B, K, w) -> (B, Q, w)`` scaled dot-product attention."""
+    b, nq, w = q.shape
+    nk = k.shape[1]
+    hd = w // heads
+    q = q.reshape(b, nq, heads, hd) * (hd**-0.5)
+    k = k.reshape(b, nk, heads, hd)
+    v = v.reshape(b, nk, heads, hd)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, nq, w)
+
+
+class SelfAttention(nn.Module):
+    """Non-causal self-attention with separate q/k/v projections (HF ``SiglipAttention``)."""
+
+    width: int
+    heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dense = lambda name: nn.Dense(self.width, dtype=self.dtype, name=name)
+        out = _attend(dense("q_proj")(x), dense("k_proj")(x), dense("v_proj")(x), self.heads,
+                      self.dtype)
+        return dense("out_proj")(out)
+
+
+class MLP(nn.Module):
+    width: int
+    hidden: int
+    act: str
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        x = _act(self.act)(x)
+        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
+
+
+class EncoderLayer(nn.Module):
+    width: int
+    heads: int
+    mlp_ratio: float
+    act: str
+    eps: float
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        ln = lambda name: LayerNorm(self.eps, self.dtype, name=name)
+        x = x + SelfAttention(self.width, self.heads, self.dtype, name="self_attn")(
+            ln("layer_norm1")(x))
+        hidden = int(round(self.width * self.mlp_ratio))
+        return x + MLP(self.width, hidden, self.act, self.dtype, name="mlp")(ln("layer_norm2")(x))
+
+
+class Encoder(nn.Module):
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+    act: str
+    eps: float
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        # A list attribute named ``layers`` gives the submodules ``layers_0``, ``layers_1``...
+        self.layers = [
+            EncoderLayer(self.width, self.heads, self.mlp_ratio, self.act, self.eps, self.dtype)
+            for _ in range(self.depth)
+        ]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MAPHead(nn.Module):
+    """Multi-head attention pooling: a learned probe attends over the tokens.
+
+    ``attention`` mirrors ``torch.nn.MultiheadAttention``: a fused ``in_proj`` (q|k|v
+    along the output axis) and ``out_proj``.
+    """
+
+    width: int
+    heads: int
+    mlp_ratio: float
+    act: str
+    eps: float
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(B, N, w)`` tokens -> ``(B, w)`` pooled vector."""
+        b, _, w = x.shape
+        probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, w), jnp.float32)
+        probe = jnp.broadcast_to(probe.astype(self.dtype), (b, 1, w))
+        attn = _MHAParams(w, self.dtype, name="attention")
+        q, _, _ = attn.project(probe)
+        _, k, v = attn.project(x)
+        y = attn.out(_attend(q, k, v, self.heads, self.dtype))
+        hidden = int(round(w * self.mlp_ratio))
+        y = y + MLP(w, hidden, self.act, self.dtype, name="mlp")(
+            LayerNorm(self.eps, self.dtype, name="layernorm")(y))
+        return y[:, 0]
+
+
+class _MHAParams(nn.Module):
+    """Parameters of ``torch.nn.MultiheadAttention`` (``in_proj`` fused, ``out_proj``)."""
+
+    width: int
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.in_proj = nn.Dense(3 * self.width, dtype=self.dtype)
+        self.out_proj = nn.Dense(self.width, dtype=self.dtype)
+
+    def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        q, k, v = jnp.split(self.in_proj(x), 3, axis=-1)
+        return q, k, v
+
+    def out(self, x: jax.Array) -> jax.Array:
+        return self.out_proj(x)
+
+
+class VisionEmbeddings(nn.Module):
+    config: SigLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config.vision
+        self.patch_embedding = nn.Conv(c.width, (c.patch_size, c.patch_size),
+                                       strides=(c.patch_size, c.patch_size), padding="VALID",
+                                       use_bias=True, dtype=self.dtype)
+        self.position_embedding = nn.Embed(c.num_patches, c.width,
+                                           embedding_init=nn.initializers.normal(c.width**-0.5))
+
+    def patches(self, pixels: jax.Array) -> jax.Array:
+        x = self.patch_embedding(pixels.astype(self.dtype))
+        b, gh, gw, w = x.shape
+        return x.reshape(b, gh * gw, w)
+
+    def positions(self) -> jax.Array:
+        return self.position_embedding.embedding
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.patches(pixels) + self.positions().astype(self.dtype)
+
+
+class VisionModel(nn.Module):
+    config: SigLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, v = self.config, self.config.vision
+        self.embeddings = VisionEmbeddings(c, self.dtype)
+        self.encoder = Encoder(v.width, v.layers, v.heads, v.mlp_ratio, c.hidden_act,
+                               c.layer_norm_eps, self.dtype)
+        self.post_layernorm = LayerNorm(c.layer_norm_eps, self.dtype)
+        self.head = MAPHead(v.width, v.heads, v.mlp_ratio, c.hidden_act, c.layer_norm_eps,
+                            self.dtype)
+
+    def embed_patches(self, pixels: jax.Array) -> jax.Array:
+        """``(B, H, W, 3)`` -> ``(B, N, width)`` patch-conv output (bias included, no positions)."""
+        return self.embeddings.patches(pixels)
+
+    def encode_tokens(self, tokens: jax.Array) -> jax.Array:
+        """``(B, N, width)`` patch tokens -> ``(B, width)`` MAP-pooled embedding."""
+        x = tokens.astype(self.dtype) + self.embeddings.positions().astype(self.dtype)
+        x = self.post_layernorm(self.encoder(x))
+        return self.head(x).astype(jnp.float32)
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.encode_tokens(self.embed_patches(pixels))
+
+
+class TextEmbeddings(nn.Module):
+    config: SigLIPConfig
+
+    def setup(self):
+        t = self.config.text
+        self.token_embedding = nn.Embed(t.vocab_size, t.width,
+                                        embedding_init=nn.initializers.normal(t.width**-0.5))
+        self.position_embedding = nn.Embed(t.context_length, t.width,
+                                           embedding_init=nn.initializers.normal(t.width**-0.5))
+
+    def tokens(self, ids: jax.Array) -> jax.Array:
+        return self.token_embedding(ids)
+
+    def positions(self) -> jax.Array:
+        return self.position_embedding.embedding
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return self.tokens(ids) + self.positions()[: ids.shape[1]]
+
+
+class TextModel(nn.Module):
+    config: SigLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, t = self.config, self.config.text
+        self.embeddings = TextEmbeddings(c)
+        self.encoder = Encoder(t.width, t.layers, t.heads, t.mlp_ratio, c.hidden_act,
+                               c.layer_norm_eps, self.dtype)
+        self.final_layer_norm = LayerNorm(c.layer_norm_eps, self.dtype)
+        self.head = nn.Dense(c.embed_dim, dtype=self.dtype)
+
+    def embed_tokens(self, ids: jax.Array) -> jax.Array:
+        return self.embeddings.tokens(ids)
+
+    def pooled(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
+        """``(B, L, w)`` token embeddings, ``(B,)`` pool positions -> ``(B, w)`` pre-head."""
+        length = embeddings.shape[1]
+        x = embeddings.astype(self.dtype) + self.embeddings.positions()[:length].astype(self.dtype)
+        x = self.final_layer_norm(self.encoder(x))
+        return x[jnp.arange(x.shape[0]), pool_index]
+
+    def encode_embeddings(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
+        return self.head(self.pooled(embeddings, pool_index)).astype(jnp.float32)
+
+    def __call__(self, ids: jax.Array, pool_index: jax.Array) -> jax.Array:
+        return self.encode_embeddings(self.embed_tokens(ids), pool_index)
+
+
+class SigLIPModule(nn.Module):
+    """Both towers with transformers' ``SiglipModel`` names (``vision_model``, ``text_model``)."""
+
+    config: SigLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.vision_model = VisionModel(self.config, self.dtype)
+        self.text_model = TextModel(self.config, self.dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(10.0)),
+                                      (1,))
+        self.logit_bias = self.param("logit_bias", nn.initializers.constant(-10.0), (1,))
+
+    # --- text ---------------------------------------------------------------------------
+    def embed_tokens(self, ids: jax.Array) -> jax.Array:
+        return self.text_model.embed_tokens(ids)
+
+    def encode_text_embeddings(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
+        return self.text_model.encode_embeddings(embeddings, pool_index)
+
+    def encode_text_preproj(self, ids: jax.Array, pool_index: jax.Array) -> jax.Array:
+        return self.text_model.pooled(self.embed_tokens(ids), pool_index).astype(jnp.float32)
+
+    def encode_text(self, ids: jax.Array, pool_index: jax.Array) -> jax.Array:
+        return self.text_model(ids, pool_index)
+
+    # --- image --------------------------------------------------------------------------
+    def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
+        return self.vision_model.embed_patches(pixels)
+
+    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
+        return self.vision_model.encode_tokens(tokens)
+
+    def encode_image(self, pixels: jax.Array) -> jax.Array:
+        return self.vision_model(pixels)
+
+    def __call__(self, pixels: jax.Array, ids: jax.Array, pool_index: jax.Array):
+        return (self.encode_image(pixels), self.encode_text(ids, pool_index), self.logit_scale,
+                self.logit_bias)
+
+
+@functools.lru_cache(maxsize=32)
+def _module(config: SigLIPConfig, dtype: Any) -> SigLIPModule:
+    return SigLIPModule(config, dtype=dtype)
+
+
+def _dummy_inputs(config: SigLIPConfig):
+    v, t = config.vision, config.text
+    return (jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32),
+            jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
+
+
+def init_params(config: SigLIPConfig, rng: jax.Array | int = 0) -> Params:
+    """Randomly initialised float32 params for ``config`` (tests, training from scratch)."""
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    return jax.jit(_module(config, jnp.float32).init)(rng, *_dummy_inputs(config))["params"]
+
+
+def param_shapes(config: SigLIPConfig) -> Params:
+    """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
+    return jax.eval_shape(lambda: _module(config, jnp.float32).init(
+        jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
+
+
+def _apply(method: str, params: Params, *args, config: SigLIPConfig, dtype: Dtype = jnp.float32):
+    return _module(config, dtype).apply({"params": params}, *args,
+                                        method=getattr(SigLIPModule, method))
+
+
+# ---------------------------------------------------------------------------------------
+# The family's pure functions (same signatures as crossgap_jax.models.clip)
+# ---------------------------------------------------------------------------------------
+def embed_tokens(params: Params, ids: jax.Array, *, config: SigLIPConfig,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions)."""
+    del config, dtype
+    return jnp.take(params["text_model"]["embeddings"]["token_embedding"]["embedding"], ids,
+                    axis=0)
+
+
+def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
+                           config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L, text_width)`` embeddings + ``(B,)`` pool positions -> ``(B, embed_dim)``.
+
+    SigLIP pools at the last position: pass ``L - 1`` (what :func:`pool_indices` and the
+    SigLIP tokenizer's ``template_ids`` give). The argument keeps CLIP's name.
+    """
+    return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
+                  dtype=dtype)
+
+
+def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: SigLIPConfig,
+                dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised)."""
+    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
+                                  config=config, dtype=dtype)
+
+
+def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
+                        config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, text_width)`` pooled feature before the text ``head``."""
+    return _apply("encode_text_preproj", params, ids, eot_index, config=config, dtype=dtype)
+
+
+def embed_image_patches(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch-conv output (with bias)."""
+    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
+
+
+def encode_image_tokens(params: Params, tokens: jax.Array, *, config: SigLIPConfig,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (positions added here)."""
+    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
+
+
+def encode_image(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
+    return _apply("encode_image", params, pixels, config=config, dtype=dtype)
+
+
+def encode_image_preproj(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
+                         dtype: Dtype = jnp.float32) -> jax.Array:
+    """SigLIP has no image projection: the same as :func:`encode_image`."""
+    return encode_image(params, pixels, config=config, dtype=dtype)
+
+
+def projection_matrices(params: Params, config: SigLIPConfig) -> tuple[jax.Array, jax.Array]:
+    """``(W_i (vision_width, D), W_t (text_width, D))``: identity for the image side (no
+    projection), the text ``head`` kernel for the text side (its bias is not included)."""
+    w_t = params["text_model"]["head"]["kernel"]
+    return jnp.eye(config.vision.width, config.embed_dim, dtype=w_t.dtype), w_t
+
+
+def pool_indices(ids: Any, config: SigLIPConfig) -> np.ndarray:
+    """``(N, L)`` ids -> ``(N,)`` pooling positions: always ``L - 1`` (the last position)."""
+    ids = np.asarray(ids)
+    return np.full((ids.shape[0],), ids.shape[1] - 1, np.int32)
+
+
+def get_tokenizer(config: SigLIPConfig, path: str | None = None) -> Any:
+    """The SentencePiece tokenizer of ``config`` from ``path`` (an ``spiece.model`` file or
+    a directory holding one).
+
+    Raises:
+        ValueError: no path given (SigLIP's vocabulary is not shipped with this package).
+    """
+    from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
+
+    if path is None:
+        raise ValueError(
+            f"{config.name} needs its SentencePiece model: load the model with "
+            f"load_clip(..., tokenizer='path/to/spiece.model') (a transformers SiglipModel "
+            f"directory provides it), or set bundle.tokenizer_file")
+    return load_siglip_tokenizer(path, config.text.context_length)
+
+
+def preprocess(images: Sequence[Any], config: SigLIPConfig) -> np.ndarray:
+    """PIL images -> ``(N, S, S, 3)`` float32: RGB, squash-resize to ``S x S`` (no crop, aspect
+    ratio not kept) with ``config.interpolation``, scale to [0, 1], normalise with 0.5/0.5."""
+    from PIL import Image
+
+    s = config.vision.image_size
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[config.interpolation]
+    out = np.zeros((len(images), s, s, 3), np.float32)
+    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+    for i, im in enumerate(images):
+        if not isinstance(im, Image.Image):
+            raise TypeError(f"expected a PIL.Image.Image, got {type(im).__name__}")
+        im = im.convert("RGB")
+        if im.size != (s, s):
+            im = im.resize((s, s), resample)
+        out[i] = (np.asarray(im, np.float32) / 255.0 - mean) / std
+    return out
+
+
+def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
+    """See :func:`crossgap_jax.models.convert_siglip.load_siglip`."""
+    from crossgap_jax.models.convert_siglip import load_siglip
+
+    return load_siglip(name_or_path, checkpoint, **kw)
+
+
+def claims_checkpoint(source: str) -> bool:
+    """Whether ``source`` (path) is a SigLIP checkpoint this family reads."""
+    from crossgap_jax.models.convert_siglip import is_siglip_checkpoint
+
+    return is_siglip_checkpoint(source)
+
+
+_register()

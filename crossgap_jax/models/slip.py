@@ -1,0 +1,434 @@
+"""Flax linen SLIP (Mu et al. 2022): the ``"slip"`` model family.
+
+SLIP's CLIP part is a timm ``VisionTransformer`` image tower (``num_classes=0``) plus
+OpenAI's causal text transformer, joined by two projection matrices:
+
+- image: conv patch embedding with bias, class token, position embedding over N + 1
+  tokens, pre-norm blocks (``norm1``/``attn.qkv``/``attn.proj``/``norm2``/``mlp.fc1``/
+  ``mlp.fc2``; exact erf GELU, LayerNorm eps 1e-6), final ``norm``, class token,
+  ``@ image_projection``;
+- text: OpenAI CLIP's text tower (``token_embedding``, ``positional_embedding``,
+  ``transformer.resblocks``, ``ln_final``, ``text_projection``; causal mask, feature at
+  EOT, LayerNorm eps 1e-5). Its activation is QuickGELU (SLIP copied OpenAI's
+  ``ResidualAttentionBlock``); :attr:`SLIPConfig.quick_gelu` makes it configurable.
+
+Parameter names mirror the SLIP state dict (``module.`` stripped):
+
+===============================================  ======================================
+SLIP checkpoint                                  Flax params path
+===============================================  ======================================
+``visual.cls_token`` / ``visual.pos_embed``      ``visual/cls_token`` / ``visual/pos_embed``
+``visual.patch_embed.proj.{weight,bias}``        ``visual/patch_embed/proj/{kernel,bias}``
+``visual.blocks.i.{norm1,norm2}``                ``visual/blocks_i/{norm1,norm2}``
+``visual.blocks.i.attn.{qkv,proj}``              ``visual/blocks_i/attn/{qkv,proj}``
+``visual.blocks.i.mlp.{fc1,fc2}``                ``visual/blocks_i/mlp/{fc1,fc2}``
+``visual.norm``                                  ``visual/norm``
+``image_projection`` / ``text_projection``       same (``(in, out)`` matrices)
+``token_embedding`` ... ``ln_final``             as :mod:`crossgap_jax.models.clip`
+===============================================  ======================================
+
+The SimCLR head (``image_mlp.*``) is not part of the image-text model and is ignored.
+
+Modality inversion: OVI's pseudo patch tokens replace the patch-conv output (bias
+included); the class token is prepended and the positions added after the expansion,
+as for CLIP. OTI is CLIP's (same tokenizer, same causal text tower).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crossgap_jax.models.clip import LayerNorm, Transformer
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+
+# Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
+CAUSAL_TEXT = True
+
+Params = Any
+Dtype = Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class SLIPConfig(CLIPConfig):
+    """A SLIP model. Shapes use :class:`CLIPConfig`'s fields; SLIP-specific ones below.
+
+    ``quick_gelu`` and ``layer_norm_eps`` are the *text* tower's (OpenAI's
+    ``ResidualAttentionBlock``).
+
+    Attributes:
+        vision_quick_gelu: the image tower's activation (False: timm's exact GELU).
+        vision_layer_norm_eps: the image tower's LayerNorm eps (timm: 1e-6).
+        interpolation: PIL resampling of the shorter-side resize (SLIP's evaluation
+            transform ``Resize(224)`` uses torchvision's default, bilinear).
+    """
+
+    name: str = "SLIP-ViT-B-16"
+    family: str = "slip"
+    embed_dim: int = 512
+    vision: VisionConfig = dataclasses.field(
+        default_factory=lambda: VisionConfig(image_size=224, patch_size=16, width=768,
+                                             layers=12, heads=12))
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    quick_gelu: bool = True
+    layer_norm_eps: float = 1e-5
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    vision_quick_gelu: bool = False
+    vision_layer_norm_eps: float = 1e-6
+    interpolation: str = "bilinear"
+
+
+CONFIG_CLASS = SLIPConfig
+
+
+def slip_config(name: str, width: int, layers: int, heads: int, *, image_size: int = 224,
+                patch_size: int = 16, embed_dim: int = 512, text_width: int = 512,
+                text_layers: int = 12, text_heads: int = 8, **kw: Any) -> SLIPConfig:
+    """A :class:`SLIPConfig` from a few numbers (text tower: SLIP's 512 x 12, 8 heads)."""
+    return SLIPConfig(
+        name=name, embed_dim=embed_dim,
+        vision=VisionConfig(image_size=image_size, patch_size=patch_size, width=width,
+                            layers=layers, heads=heads),
+        text=TextConfig(width=text_width, layers=text_layers, heads=text_heads),
+        **kw,
+    )
+
+
+ARCHITECTURES: dict[str, SLIPConfig] = {
+    # timm vit_small / vit_base / vit_large_patch16_224 towers (SLIP's models.py).
+    "SLIP-ViT-S-16": slip_config("SLIP-ViT-S-16", 384, 12, 6),
+    "SLIP-ViT-B-16": slip_config("SLIP-ViT-B-16", 768, 12, 12),
+    "SLIP-ViT-L-16": slip_config("SLIP-ViT-L-16", 1024, 24, 16),
+    # Tiny config for tests and smoke runs (real tokenizer vocabulary and context).
+    "slip-tiny": slip_config("slip-tiny", 64, 2, 2, image_size=32, patch_size=8, embed_dim=32,
+                             text_width=64, text_layers=2, text_heads=4),
+}
+
+# Pretrained tags -> release URLs (SLIP's README; 100-epoch YFCC15M models).
+PRETRAINED: dict[tuple[str, str], str] = {
+    ("SLIP-ViT-S-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_small_100ep.pt",
+    ("SLIP-ViT-B-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_base_100ep.pt",
+    ("SLIP-ViT-L-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_large_100ep.pt",
+}
+
+
+def _register() -> None:
+    for cfg in ARCHITECTURES.values():
+        register_architecture(cfg, overwrite=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------
+def _gelu(x: jax.Array, quick: bool) -> jax.Array:
+    return x * jax.nn.sigmoid(1.702 * x) if quick else jax.nn.gelu(x, approximate=False)
+
+
+class TimmAttention(nn.Module):
+    """timm ``Attention``: fused ``qkv`` Linear (q | k | v along the output axis), ``proj``."""
+
+    width: int
+    heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, n, w = x.shape
+        hd = w // self.heads
+        qkv = nn.Dense(3 * w, dtype=self.dtype, name="qkv")(x).reshape(b, n, 3, self.heads, hd)
+        q, k, v = qkv[:, :, 0] * (hd**-0.5), qkv[:, :, 1], qkv[:, :, 2]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, w)
+        return nn.Dense(w, dtype=self.dtype, name="proj")(out)
+
+
+class TimmMlp(nn.Module):
+    width: int
+    hidden: int
+    quick_gelu: bool
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = _gelu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x), self.quick_gelu)
+        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
+
+
+class TimmBlock(nn.Module):
+    width: int
+    heads: int
+    mlp_ratio: float
+    quick_gelu: bool
+    eps: float
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + TimmAttention(self.width, self.heads, self.dtype, name="attn")(
+            LayerNorm(self.eps, self.dtype, name="norm1")(x))
+        hidden = int(round(self.width * self.mlp_ratio))
+        return x + TimmMlp(self.width, hidden, self.quick_gelu, self.dtype, name="mlp")(
+            LayerNorm(self.eps, self.dtype, name="norm2")(x))
+
+
+class PatchEmbed(nn.Module):
+    width: int
+    patch_size: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        p = self.patch_size
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=True,
+                    dtype=self.dtype, name="proj")(pixels.astype(self.dtype))
+        b, gh, gw, w = x.shape
+        return x.reshape(b, gh * gw, w)
+
+
+class TimmViT(nn.Module):
+    """timm ``VisionTransformer`` with ``num_classes=0``: the class token after ``norm``."""
+
+    config: SLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config.vision
+        q, eps = self.config.vision_quick_gelu, self.config.vision_layer_norm_eps
+        self.patch_embed = PatchEmbed(c.width, c.patch_size, self.dtype)
+        self.cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, c.width))
+        self.pos_embed = self.param("pos_embed", nn.initializers.normal(0.02),
+                                    (1, c.num_patches + 1, c.width))
+        self.blocks = [TimmBlock(c.width, c.heads, c.mlp_ratio, q, eps, self.dtype)
+                       for _ in range(c.layers)]
+        self.norm = LayerNorm(eps, self.dtype)
+
+    def embed_patches(self, pixels: jax.Array) -> jax.Array:
+        return self.patch_embed(pixels)
+
+    def encode_tokens(self, tokens: jax.Array) -> jax.Array:
+        """``(B, N, w)`` patch tokens -> ``(B, w)`` class token after the final norm."""
+        b, _, w = tokens.shape
+        cls = jnp.broadcast_to(self.cls_token.astype(self.dtype), (b, 1, w))
+        x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
+        x = x + self.pos_embed.astype(self.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, 0]
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.encode_tokens(self.embed_patches(pixels))
+
+
+class SLIPModule(nn.Module):
+    """SLIP's image-text model with the checkpoint's top-level names."""
+
+    config: SLIPConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, t, v = self.config, self.config.text, self.config.vision
+        self.visual = TimmViT(c, self.dtype)
+        self.image_projection = self.param("image_projection",
+                                           nn.initializers.normal(v.width**-0.5),
+                                           (v.width, c.embed_dim))
+        self.token_embedding = nn.Embed(t.vocab_size, t.width,
+                                        embedding_init=nn.initializers.normal(0.02))
+        self.positional_embedding = self.param(
+            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width))
+        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, c.quick_gelu,
+                                       c.layer_norm_eps, self.dtype)
+        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
+        self.text_projection = self.param("text_projection",
+                                          nn.initializers.normal(t.width**-0.5),
+                                          (t.width, c.embed_dim))
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)),
+                                      ())
+
+    # --- text ---------------------------------------------------------------------------
+    def embed_tokens(self, ids: jax.Array) -> jax.Array:
+        return self.token_embedding(ids)
+
+    def text_preproj(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
+        length = embeddings.shape[1]
+        x = embeddings.astype(self.dtype) + self.positional_embedding[:length].astype(self.dtype)
+        mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+        x = self.ln_final(self.transformer(x, mask))
+        return x[jnp.arange(x.shape[0]), eot_index]
+
+    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
+        x = self.text_preproj(embeddings, eot_index)
+        return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
+
+    def encode_text_preproj(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
+        return self.text_preproj(self.embed_tokens(ids), eot_index).astype(jnp.float32)
+
+    def encode_text(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
+        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index)
+
+    # --- image --------------------------------------------------------------------------
+    def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
+        return self.visual.embed_patches(pixels)
+
+    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
+        x = self.visual.encode_tokens(tokens)
+        return (x @ self.image_projection.astype(self.dtype)).astype(jnp.float32)
+
+    def encode_image_preproj(self, pixels: jax.Array) -> jax.Array:
+        return self.visual(pixels).astype(jnp.float32)
+
+    def encode_image(self, pixels: jax.Array) -> jax.Array:
+        return self.encode_image_tokens(self.embed_image_patches(pixels))
+
+    def __call__(self, pixels: jax.Array, ids: jax.Array, eot_index: jax.Array):
+        return self.encode_image(pixels), self.encode_text(ids, eot_index), self.logit_scale
+
+
+@functools.lru_cache(maxsize=32)
+def _module(config: SLIPConfig, dtype: Any) -> SLIPModule:
+    return SLIPModule(config, dtype=dtype)
+
+
+def _dummy_inputs(config: SLIPConfig):
+    v, t = config.vision, config.text
+    return (jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32),
+            jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
+
+
+def init_params(config: SLIPConfig, rng: jax.Array | int = 0) -> Params:
+    """Randomly initialised float32 params for ``config``."""
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    return jax.jit(_module(config, jnp.float32).init)(rng, *_dummy_inputs(config))["params"]
+
+
+def param_shapes(config: SLIPConfig) -> Params:
+    """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
+    return jax.eval_shape(lambda: _module(config, jnp.float32).init(
+        jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
+
+
+def _apply(method: str, params: Params, *args, config: SLIPConfig, dtype: Dtype = jnp.float32):
+    return _module(config, dtype).apply({"params": params}, *args,
+                                        method=getattr(SLIPModule, method))
+
+
+# ---------------------------------------------------------------------------------------
+# The family's pure functions (same signatures as crossgap_jax.models.clip)
+# ---------------------------------------------------------------------------------------
+def embed_tokens(params: Params, ids: jax.Array, *, config: SLIPConfig,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions)."""
+    del config, dtype
+    return jnp.take(params["token_embedding"]["embedding"], ids, axis=0)
+
+
+def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
+                           config: SLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)``.
+
+    ``L`` may stop after the last EOT (causal mask: exact).
+    """
+    return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
+                  dtype=dtype)
+
+
+def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: SLIPConfig,
+                dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` (not normalised)."""
+    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
+                                  config=config, dtype=dtype)
+
+
+def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
+                        config: SLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, text_width)`` EOT feature before ``text_projection``."""
+    return _apply("encode_text_preproj", params, ids, eot_index, config=config, dtype=dtype)
+
+
+def embed_image_patches(params: Params, pixels: jax.Array, *, config: SLIPConfig,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch-conv output (with bias)."""
+    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
+
+
+def encode_image_tokens(params: Params, tokens: jax.Array, *, config: SLIPConfig,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (class token prepended and
+    positions added here)."""
+    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
+
+
+def encode_image(params: Params, pixels: jax.Array, *, config: SLIPConfig,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
+    return _apply("encode_image", params, pixels, config=config, dtype=dtype)
+
+
+def encode_image_preproj(params: Params, pixels: jax.Array, *, config: SLIPConfig,
+                         dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` -> ``(B, vision_width)`` class token before ``image_projection``."""
+    return _apply("encode_image_preproj", params, pixels, config=config, dtype=dtype)
+
+
+def projection_matrices(params: Params, config: SLIPConfig) -> tuple[jax.Array, jax.Array]:
+    """``(image_projection (vision_width, D), text_projection (text_width, D))``."""
+    del config
+    return params["image_projection"], params["text_projection"]
+
+
+def get_tokenizer(config: SLIPConfig) -> Any:
+    """OpenAI's CLIP BPE tokenizer (SLIP uses it unchanged), context ``text.context_length``."""
+    from crossgap_jax.models.tokenizer import get_tokenizer as _get
+
+    return _get(config.text.context_length)
+
+
+def preprocess(images: Sequence[Any], config: SLIPConfig) -> np.ndarray:
+    """PIL images -> ``(N, S, S, 3)`` float32, SLIP's evaluation transform: RGB, shorter side
+    to ``S`` (``config.interpolation``), centre crop, [0, 1], ImageNet mean/std."""
+    from PIL import Image
+
+    from crossgap_jax.models.preprocess import center_crop
+
+    s = config.vision.image_size
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[config.interpolation]
+    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+    out = np.zeros((len(images), s, s, 3), np.float32)
+    for i, im in enumerate(images):
+        if not isinstance(im, Image.Image):
+            raise TypeError(f"expected a PIL.Image.Image, got {type(im).__name__}")
+        im = im.convert("RGB")
+        w, h = im.size
+        if min(w, h) != s:  # torchvision Resize(int): long side int(s * long / short)
+            im = im.resize((s, int(s * h / w)) if w <= h else (int(s * w / h), s), resample)
+        out[i] = (np.asarray(center_crop(im, s), np.float32) / 255.0 - mean) / std
+    return out
+
+
+def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
+    """See :func:`crossgap_jax.models.convert_slip.load_slip`."""
+    from crossgap_jax.models.convert_slip import load_slip
+
+    return load_slip(name_or_path, checkpoint, **kw)
+
+
+def claims_checkpoint(source: str) -> bool:
+    """Whether ``source`` is a SLIP ``.pt`` (a torch zip whose tensor names are SLIP's)."""
+    from crossgap_jax.models.convert_slip import is_slip_checkpoint
+
+    return is_slip_checkpoint(source)
+
+
+_register()
