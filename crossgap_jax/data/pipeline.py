@@ -119,6 +119,9 @@ class ImageBatchLoader:
         image_size: output resolution (shortest-side bicubic resize + centre crop).
         mean: normalisation mean (CLIP's by default).
         std: normalisation std.
+        resize: ``"shortest"`` (shorter side + centre crop) or ``"squash"`` (see
+            :func:`~crossgap_jax.models.preprocess.preprocess_image`).
+        interpolation: ``"bicubic"`` or ``"bilinear"``.
         num_threads: decode threads (default: CPU count, at least 2).
         prefetch_batches: batches decoded ahead of the consumer (bounded memory:
             ``(prefetch_batches + 1) * batch_size`` images in flight).
@@ -150,6 +153,8 @@ class ImageBatchLoader:
         image_size: int = 224,
         mean: Sequence[float] = OPENAI_MEAN,
         std: Sequence[float] = OPENAI_STD,
+        resize: str = "shortest",
+        interpolation: str = "bicubic",
         num_threads: int | None = None,
         prefetch_batches: int = 2,
         process_index: int = 0,
@@ -170,6 +175,7 @@ class ImageBatchLoader:
         self.batch_size = batch_size
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
+        self.resize, self.interpolation = resize, interpolation
         self.num_threads = num_threads or max(2, os.cpu_count() or 1)
         self.prefetch_batches = max(0, prefetch_batches)
         self.process_index, self.process_count = process_index, process_count
@@ -213,7 +219,8 @@ class ImageBatchLoader:
             if self.on_error == "raise":
                 raise
             return e
-        return preprocess_image(img, self.image_size, self.mean, self.std)
+        return preprocess_image(img, self.image_size, self.mean, self.std, resize=self.resize,
+                                interpolation=self.interpolation)
 
     def __iter__(self) -> Iterator[ImageBatch]:
         self.skipped = []

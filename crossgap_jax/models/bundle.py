@@ -119,16 +119,15 @@ class CLIP:
 
     # --- image ----------------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """PIL images -> ``(N, H, W, 3)`` float32, normalised (NHWC).
+        """PIL images -> ``(N, H, W, 3)`` float32, normalised (NHWC), as the family does it
+        (CLIP: bicubic shortest-side resize + centre crop; SigLIP: squash resize; SLIP:
+        bilinear + ImageNet mean/std)."""
+        return preprocess_images(images, **self.preprocess_options)
 
-        The family's ``preprocess(images, config)`` when it has one (SigLIP: squash resize;
-        SLIP: bilinear resize, ImageNet mean/std), else CLIP's resize + centre crop.
-        """
-        c = self.config
-        hook = getattr(family_of(c), "preprocess", None)
-        if hook is not None:
-            return hook(images, c)
-        return preprocess_images(images, c.vision.image_size, c.mean, c.std)
+    @property
+    def preprocess_options(self) -> dict:
+        """Keyword arguments of :func:`~crossgap_jax.models.preprocess.preprocess_image`."""
+        return family_of(self.config).preprocess_options(self.config)
 
     def encode_image(self, pixels: np.ndarray | jax.Array, *, batch_size: int | None = None,
                      progress: bool | None = None) -> np.ndarray:

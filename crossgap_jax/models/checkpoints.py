@@ -646,7 +646,10 @@ def match_registered(config: CLIPConfig, prefer: str | None = None) -> str | Non
     or None. ``config.name`` wins if it matches, then names starting with ``prefer``
     (``"ViT-B-32"`` -> ``"ViT-B-32-quickgelu"``), then registry order (OpenAI names first).
     """
-    names = [n for n in list_architectures() if not _architecture_diff(get_config(n), config)]
+    family = getattr(config, "family", "clip")
+    names = [n for n in list_architectures()
+             if getattr(get_config(n), "family", "clip") == family
+             and not _architecture_diff(get_config(n), config)]
     if config.name in names:
         return config.name
     for n in names:
@@ -662,7 +665,7 @@ def match_registered(config: CLIPConfig, prefer: str | None = None) -> str | Non
 
 def save_native(path: str, config: CLIPConfig, params: Params,
                 metadata: Mapping[str, Any] | None = None) -> str:
-    """Write params + config as one safetensors file readable without torch.
+    """Write params + config (any model family) as one safetensors file readable without torch.
 
     Tensors are the flattened Flax params with ``"/"``-joined paths
     (``visual/conv1/kernel``), float32. The safetensors metadata holds ``format``
@@ -676,9 +679,6 @@ def save_native(path: str, config: CLIPConfig, params: Params,
     import flax.traverse_util as traverse_util
     from safetensors.numpy import save_file
 
-    if getattr(config, "family", "clip") != "clip" or type(config) is not CLIPConfig:
-        raise CheckpointError(f"the native format holds CLIP-family models only, not "
-                              f"{getattr(config, 'family', type(config).__name__)!r}")
     flat = traverse_util.flatten_dict(params, sep="/")
     # np.array(..., order="C"), not np.ascontiguousarray: the latter turns 0-d into (1,).
     tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in flat.items()}
@@ -699,10 +699,10 @@ def save_native(path: str, config: CLIPConfig, params: Params,
 def _check_tree(flat: Mapping[str, np.ndarray], config: CLIPConfig, source: str) -> None:
     import flax.traverse_util as traverse_util
 
-    from crossgap_jax.models.clip import param_shapes
+    from crossgap_jax.models.families import family_of
 
     want = {k: tuple(v.shape) for k, v in
-            traverse_util.flatten_dict(param_shapes(config), sep="/").items()}
+            traverse_util.flatten_dict(family_of(config).param_shapes(config), sep="/").items()}
     got = {k: tuple(v.shape) for k, v in flat.items()}
     problems = [f"{k}: file {got[k]} vs model {want[k]}" for k in sorted(set(want) & set(got))
                 if got[k] != want[k]]
@@ -729,7 +729,10 @@ def load_native(path: str) -> tuple[CLIPConfig, Params, dict[str, Any]]:
     if meta.get("format_version") != NATIVE_VERSION:
         raise CheckpointError(f"{path}: native format version {meta.get('format_version')!r} "
                               f"is not supported (this version reads {NATIVE_VERSION!r})")
-    config = CLIPConfig.from_dict(json.loads(meta["config"]))
+    from crossgap_jax.models.families import family_module
+
+    cfg = json.loads(meta["config"])
+    config = family_module(cfg.get("family", "clip")).CONFIG_CLASS.from_dict(cfg)
     _check_tree(flat, config, path)
     params = traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()},
                                           sep="/")

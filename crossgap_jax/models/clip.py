@@ -41,6 +41,8 @@ import jax.numpy as jnp
 
 from crossgap_jax.models.configs import CLIPConfig
 
+CONFIG_CLASS = CLIPConfig
+
 # The text encoder is causal and pools at EOT: positions after the EOT never influence
 # the feature, so encoding only the first EOT + 1 positions is exact.
 CAUSAL_TEXT = True
@@ -351,3 +353,10 @@ def get_tokenizer(config: CLIPConfig) -> Any:
     from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
     return _get(config.text.context_length)
+
+
+def preprocess_options(config: CLIPConfig) -> dict:
+    """Keyword arguments of :func:`~crossgap_jax.models.preprocess.preprocess_image` for
+    ``config``: shortest-side bicubic resize, centre crop, the config's mean/std."""
+    return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
+            "std": tuple(config.std), "resize": "shortest", "interpolation": "bicubic"}

@@ -2,15 +2,16 @@
 
 A family is a module (or object) with ``embed_tokens``, ``encode_text_embeddings``,
 ``encode_text``, ``embed_image_patches``, ``encode_image_tokens``, ``encode_image``,
-``init_params``, ``param_shapes``, ``get_tokenizer(config)`` and the flag
+``init_params``, ``param_shapes``, ``get_tokenizer(config)``, ``preprocess_options(config)``
+(keyword arguments of ``preprocess_image``: resize mode, interpolation, mean/std),
+``CONFIG_CLASS`` and the flag
 ``CAUSAL_TEXT`` (True when positions after the pooled one never influence the text
 feature, which makes OTI's context truncation exact). The config's ``family`` attribute
 selects it (``"clip"`` by default), so the bundle and the inverters never hard-code one
 architecture.
 
 Optional hooks, used when present: ``pool_indices(ids, config)`` (the pooled text
-position when it is not the first EOT), ``preprocess(images, config)`` (image
-preprocessing other than CLIP's), ``load_checkpoint(name_or_path, checkpoint, **kw)``
+position when it is not the first EOT), ``load_checkpoint(name_or_path, checkpoint, **kw)``
 and ``claims_checkpoint(path)`` (the family's own checkpoint formats, used by
 ``load_clip``), ``encode_image_preproj`` / ``encode_text_preproj`` /
 ``projection_matrices`` (features before the projections, for IsoCLIP), and on the

@@ -38,8 +38,18 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageDecodeError(f"cannot decode image {path}: {e}") from e
 
 
-def resize_shortest_side(image: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bicubic), keeping the aspect ratio.
+RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def _resample(interpolation: str) -> int:
+    if interpolation not in RESAMPLE:
+        raise ValueError(f"interpolation must be one of {sorted(RESAMPLE)}, got {interpolation!r}")
+    return RESAMPLE[interpolation]
+
+
+def resize_shortest_side(image: Image.Image, size: int,
+                         interpolation: str = "bicubic") -> Image.Image:
+    """Resize so the shorter side is ``size``, keeping the aspect ratio.
 
     The long side is ``int(size * long / short)``, as torchvision's ``Resize(int)`` does.
     """
@@ -49,7 +59,7 @@ def resize_shortest_side(image: Image.Image, size: int) -> Image.Image:
         return image
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return image.resize((new_w, new_h), Image.BICUBIC)
+    return image.resize((new_w, new_h), _resample(interpolation))
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -72,12 +82,27 @@ def preprocess_image(
     image_size: int = 224,
     mean: Sequence[float] = OPENAI_MEAN,
     std: Sequence[float] = OPENAI_STD,
+    *,
+    resize: str = "shortest",
+    interpolation: str = "bicubic",
 ) -> np.ndarray:
-    """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array."""
+    """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array.
+
+    Args:
+        resize: ``"shortest"`` (CLIP, SLIP: shorter side to ``image_size``, centre crop)
+            or ``"squash"`` (SigLIP: resize to ``image_size x image_size``, no crop).
+        interpolation: ``"bicubic"`` (CLIP, SigLIP) or ``"bilinear"`` (SLIP).
+    """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
     image = image.convert("RGB")
-    image = center_crop(resize_shortest_side(image, image_size), image_size)
+    if resize == "shortest":
+        image = center_crop(resize_shortest_side(image, image_size, interpolation), image_size)
+    elif resize == "squash":
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), _resample(interpolation))
+    else:
+        raise ValueError(f"resize must be 'shortest' or 'squash', got {resize!r}")
     x = np.asarray(image, dtype=np.float32) / 255.0
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
@@ -87,8 +112,12 @@ def preprocess_images(
     image_size: int = 224,
     mean: Sequence[float] = OPENAI_MEAN,
     std: Sequence[float] = OPENAI_STD,
+    *,
+    resize: str = "shortest",
+    interpolation: str = "bicubic",
 ) -> np.ndarray:
     """A list of PIL images -> ``(N, image_size, image_size, 3)`` float32 array."""
     if len(images) == 0:
         return np.zeros((0, image_size, image_size, 3), np.float32)
-    return np.stack([preprocess_image(im, image_size, mean, std) for im in images])
+    return np.stack([preprocess_image(im, image_size, mean, std, resize=resize,
+                                      interpolation=interpolation) for im in images])

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -549,23 +548,12 @@ def get_tokenizer(config: SigLIPConfig, path: str | None = None) -> Any:
     return load_siglip_tokenizer(path, config.text.context_length)
 
 
-def preprocess(images: Sequence[Any], config: SigLIPConfig) -> np.ndarray:
-    """PIL images -> ``(N, S, S, 3)`` float32: RGB, squash-resize to ``S x S`` (no crop, aspect
-    ratio not kept) with ``config.interpolation``, scale to [0, 1], normalise with 0.5/0.5."""
-    from PIL import Image
-
-    s = config.vision.image_size
-    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[config.interpolation]
-    out = np.zeros((len(images), s, s, 3), np.float32)
-    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
-    for i, im in enumerate(images):
-        if not isinstance(im, Image.Image):
-            raise TypeError(f"expected a PIL.Image.Image, got {type(im).__name__}")
-        im = im.convert("RGB")
-        if im.size != (s, s):
-            im = im.resize((s, s), resample)
-        out[i] = (np.asarray(im, np.float32) / 255.0 - mean) / std
-    return out
+def preprocess_options(config: SigLIPConfig) -> dict:
+    """Preprocessing of SigLIP: squash-resize to ``S x S`` (no crop, aspect ratio not kept)
+    with ``config.interpolation``, scale to [0, 1], normalise with the config's 0.5/0.5."""
+    return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
+            "std": tuple(config.std), "resize": "squash",
+            "interpolation": config.interpolation}
 
 
 def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -395,26 +394,12 @@ def get_tokenizer(config: SLIPConfig) -> Any:
     return _get(config.text.context_length)
 
 
-def preprocess(images: Sequence[Any], config: SLIPConfig) -> np.ndarray:
-    """PIL images -> ``(N, S, S, 3)`` float32, SLIP's evaluation transform: RGB, shorter side
-    to ``S`` (``config.interpolation``), centre crop, [0, 1], ImageNet mean/std."""
-    from PIL import Image
-
-    from crossgap_jax.models.preprocess import center_crop
-
-    s = config.vision.image_size
-    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[config.interpolation]
-    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
-    out = np.zeros((len(images), s, s, 3), np.float32)
-    for i, im in enumerate(images):
-        if not isinstance(im, Image.Image):
-            raise TypeError(f"expected a PIL.Image.Image, got {type(im).__name__}")
-        im = im.convert("RGB")
-        w, h = im.size
-        if min(w, h) != s:  # torchvision Resize(int): long side int(s * long / short)
-            im = im.resize((s, int(s * h / w)) if w <= h else (int(s * w / h), s), resample)
-        out[i] = (np.asarray(center_crop(im, s), np.float32) / 255.0 - mean) / std
-    return out
+def preprocess_options(config: SLIPConfig) -> dict:
+    """SLIP's evaluation transform: shorter side to ``S`` with ``config.interpolation``,
+    centre crop, [0, 1], ImageNet mean/std."""
+    return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
+            "std": tuple(config.std), "resize": "shortest",
+            "interpolation": config.interpolation}
 
 
 def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):

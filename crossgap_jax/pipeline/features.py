@@ -29,10 +29,7 @@ def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{
             "modality": split.modality, "num_items": len(split),
             "items_sha256": hashlib.sha256("\n".join(split.items).encode()).hexdigest()}
     if split.modality == "image":
-        c = clip.config
-        meta["preprocessing"] = {"image_size": c.vision.image_size, "mean": list(c.mean),
-                                 "std": list(c.std), "resize": "shortest-side bicubic",
-                                 "crop": "center"}
+        meta["preprocessing"] = clip.preprocess_options
     else:
         meta["template"] = template
         meta["context_length"] = clip.config.text.context_length
@@ -64,10 +61,8 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
     """
     meta = feature_meta(clip, split, template=template)
     if split.modality == "image":
-        c = clip.config
-        loader = ImageBatchLoader(split, batch_size, image_size=c.vision.image_size, mean=c.mean,
-                                  std=c.std, on_error=on_error, error_log=error_log,
-                                  fast_decode=fast_decode)
+        loader = ImageBatchLoader(split, batch_size, on_error=on_error, error_log=error_log,
+                                  fast_decode=fast_decode, **clip.preprocess_options)
         names, feats = [], []
         bar = tqdm(loader, total=len(loader), desc=f"encode {split.name}/{split.split}",
                    unit="batch", disable=not progress)
