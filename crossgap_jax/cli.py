@@ -223,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("retrieve", help="retrieval metrics with chosen feature types")
     _add_run_args(s)
     s.add_argument("--dataset", required=True)
-    s.add_argument("--query-type", choices=["image", "text", "oti", "ovi"], default=None)
-    s.add_argument("--gallery-type", choices=["image", "text"], default=None)
+    s.add_argument("--query-type", choices=["image", "text", "oti", "ovi", "isoclip"],
+                   default=None)
+    s.add_argument("--gallery-type", choices=["image", "text", "isoclip"], default=None,
+                   help="isoclip on both sides: the training-free IsoCLIP baseline")
     s.set_defaults(fn=cmd_retrieve)
 
     s = sub.add_parser("classify", help="zero-shot: inter-modal vs OTI / OVI variants")

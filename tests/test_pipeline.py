@@ -154,3 +154,20 @@ def test_killed_inversion_resumes_without_loss_or_duplicates(tiny_ckpt, shared_d
     np.testing.assert_allclose(arr_a["features"], arr_b["features"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(arr_a["losses"], arr_b["losses"], rtol=0, atol=1e-6)
     assert os.path.exists(dir_a)
+
+
+def test_retrieve_isoclip_feature_type(tiny_ckpt, shared_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
+    assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "isoclip",
+                 "--gallery-type", "isoclip", *common]) == 0
+    out = json.loads((run_dir / "retrieve-caltech101-isoclip-isoclip.json").read_text())
+    assert out["num_queries"] == 10 and 0.0 <= out["mAP"] <= 100.0
+    # Pre-projection features are cached separately from the projected ones.
+    metas = [load_features(str(p)).meta for p in (run_dir / "features").rglob("*.npz")]
+    assert metas and all(m["projected"] is False for m in metas)
+    assert {load_features(str(p)).features.shape[1]
+            for p in (run_dir / "features").rglob("*.npz")} == {128}  # tiny vision width
+    # A bad combination is a clear error, not a silent result.
+    rc = main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "ovi", *common])
+    assert rc == 2 and "OVI inverts text features" in capsys.readouterr().err

@@ -26,7 +26,6 @@ outputs of ``ln_post`` / ``ln_final`` captured from the Flax module).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -183,95 +182,21 @@ def isoclip_similarity(queries: Any, gallery: Any, mapping_q: Any, mapping_g: An
     return zq @ zg.T
 
 
-# ---------------------------------------------------------------------------------------
-# Bundle helpers: pre-projection features and projections of a loaded model
-# ---------------------------------------------------------------------------------------
-def _clip_capture(params: Any, x: jax.Array, eot: jax.Array | None, config: Any,
-                  dtype: Any) -> jax.Array:
-    """CLIP family fallback: capture ``ln_post`` (image) / ``ln_final`` (text) outputs."""
-    from crossgap_jax.models.clip import CLIPModule
-
-    module = CLIPModule(config, dtype=dtype)
-    want = "ln_post" if eot is None else "ln_final"
-    method = CLIPModule.encode_image if eot is None else CLIPModule.encode_text
-    args = (x,) if eot is None else (x, eot)
-    _, state = module.apply({"params": params}, *args, method=method,
-                            capture_intermediates=lambda m, name: m.name == want
-                            and name == "__call__", mutable=["intermediates"])
-    inter = state["intermediates"]
-    out = (inter["visual"]["ln_post"] if eot is None else inter["ln_final"])["__call__"][0]
-    out = out.astype(jnp.float32)
-    return out if eot is None else out[jnp.arange(out.shape[0]), eot]
-
-
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _image_preproj(params, pixels, *, config, dtype):
-    from crossgap_jax.models.families import family_of
-
-    fam = family_of(config)
-    if hasattr(fam, "encode_image_preproj"):
-        return fam.encode_image_preproj(params, pixels, config=config, dtype=dtype)
-    return _clip_capture(params, pixels, None, config, dtype)
-
-
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _text_preproj(params, ids, eot, *, config, dtype):
-    from crossgap_jax.models.families import family_of
-
-    fam = family_of(config)
-    if hasattr(fam, "encode_text_preproj"):
-        return fam.encode_text_preproj(params, ids, eot, config=config, dtype=dtype)
-    return _clip_capture(params, ids, eot, config, dtype)
-
-
-def _batched(fn, arrays: list[np.ndarray], batch_size: int, out_dim: int) -> np.ndarray:
-    """``fn`` over fixed-size batches (the ragged last one padded: one compilation)."""
-    n = len(arrays[0])
-    outs = []
-    for start in range(0, n, batch_size):
-        chunk = [a[start:start + batch_size] for a in arrays]
-        m = len(chunk[0])
-        if m < batch_size and n > batch_size:
-            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, axis=0)])
-                     for c in chunk]
-        outs.append(np.asarray(fn(*chunk))[:m])
-    return np.concatenate(outs) if outs else np.zeros((0, out_dim), np.float32)
-
-
 def projection_matrices(clip: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(W_i (d_i, D), W_t (d_t, D))`` of a bundle (family hook, else CLIP's
-    ``visual/proj`` and ``text_projection``)."""
-    from crossgap_jax.models.families import family_of
-
-    fam = family_of(clip.config)
-    if hasattr(fam, "projection_matrices"):
-        wi, wt = fam.projection_matrices(clip.params, clip.config)
-    else:
-        wi, wt = clip.params["visual"]["proj"], clip.params["text_projection"]
-    return np.asarray(wi, np.float32), np.asarray(wt, np.float32)
+    """``(W_i (d_i, D), W_t (d_t, D))`` of a bundle."""
+    return clip.projection_matrices()
 
 
 def preprojection_image_features(clip: Any, pixels: Any, *, batch_size: int | None = None
                                  ) -> np.ndarray:
     """``(N, H, W, 3)`` preprocessed pixels -> ``(N, d_i)`` features before the projection."""
-    pixels = np.asarray(pixels, np.float32)
-    fn = functools.partial(_image_preproj, clip.params, config=clip.config, dtype=clip.dtype)
-    return _batched(fn, [pixels], batch_size or clip.batch_size,
-                    projection_matrices(clip)[0].shape[0])
+    return clip.encode_image(pixels, batch_size=batch_size, project=False)
 
 
 def preprojection_text_features(clip: Any, ids: Any, *, batch_size: int | None = None
                                 ) -> np.ndarray:
     """``(N, L)`` token ids -> ``(N, d_t)`` features before the projection."""
-    from crossgap_jax.models.families import family_of
-    from crossgap_jax.models.tokenizer import eot_indices
-
-    ids = np.asarray(ids, np.int32)
-    pool = getattr(family_of(clip.config), "pool_indices", None)
-    eot = pool(ids, clip.config) if pool else eot_indices(ids, clip.config.text.eot_token_id)
-    fn = functools.partial(_text_preproj, clip.params, config=clip.config, dtype=clip.dtype)
-    return _batched(fn, [ids, np.asarray(eot, np.int32)], batch_size or clip.batch_size,
-                    projection_matrices(clip)[1].shape[0])
+    return clip.encode_text(ids, batch_size=batch_size, project=False)
 
 
 def isoclip_basis_for(clip: Any, **kw: Any) -> IsoCLIPBasis:

@@ -30,14 +30,18 @@ def resolve_dtype(dtype: Any) -> Any:
     return dtype
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _encode_image_jit(params, pixels, *, config, dtype):
-    return family_of(config).encode_image(params, pixels, config=config, dtype=dtype)
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "project"))
+def _encode_image_jit(params, pixels, *, config, dtype, project=True):
+    family = family_of(config)
+    fn = family.encode_image if project else family.encode_image_preproj
+    return fn(params, pixels, config=config, dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _encode_text_jit(params, ids, eot, *, config, dtype):
-    return family_of(config).encode_text(params, ids, eot, config=config, dtype=dtype)
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "project"))
+def _encode_text_jit(params, ids, eot, *, config, dtype, project=True):
+    family = family_of(config)
+    fn = family.encode_text if project else family.encode_text_preproj
+    return fn(params, ids, eot, config=config, dtype=dtype)
 
 
 def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
@@ -97,8 +101,11 @@ class CLIP:
         return self.tokenizer(texts)
 
     def encode_text(self, ids: np.ndarray | jax.Array, eot_index: np.ndarray | None = None, *,
-                    batch_size: int | None = None, progress: bool | None = None) -> np.ndarray:
+                    batch_size: int | None = None, progress: bool | None = None,
+                    project: bool = True) -> np.ndarray:
         """``(N, L)`` token ids -> ``(N, embed_dim)`` float32 features (not normalised).
+
+        ``project=False``: the features before the text projection ``(N, text_width)``.
 
         The pooled position is, unless given, the family's ``pool_indices(ids, config)``
         when it has one (SigLIP: the last position), else the first ``eot_token_id`` of
@@ -112,10 +119,10 @@ class CLIP:
             eot_index = (pool(ids, self.config) if pool is not None
                          else eot_indices(ids, self.config.text.eot_token_id))
         fn = functools.partial(_encode_text_jit, self.params, config=self.config,
-                               dtype=self.dtype)
+                               dtype=self.dtype, project=project)
+        dim = self.config.embed_dim if project else self.projection_matrices()[1].shape[0]
         return _batched(fn, [ids, np.asarray(eot_index, np.int32)],
-                        batch_size or self.batch_size, "encode text", progress,
-                        self.config.embed_dim)
+                        batch_size or self.batch_size, "encode text", progress, dim)
 
     # --- image ----------------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
@@ -130,16 +137,25 @@ class CLIP:
         return family_of(self.config).preprocess_options(self.config)
 
     def encode_image(self, pixels: np.ndarray | jax.Array, *, batch_size: int | None = None,
-                     progress: bool | None = None) -> np.ndarray:
-        """``(N, H, W, 3)`` preprocessed pixels -> ``(N, embed_dim)`` float32 features."""
+                     progress: bool | None = None, project: bool = True) -> np.ndarray:
+        """``(N, H, W, 3)`` preprocessed pixels -> ``(N, embed_dim)`` float32 features.
+
+        ``project=False``: the features before the image projection ``(N, vision_width)``.
+        """
         pixels = np.asarray(pixels, dtype=np.float32)
         s = self.config.vision.image_size
         if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
             raise ValueError(f"pixels must be (N, {s}, {s}, 3) NHWC, got {pixels.shape}")
         fn = functools.partial(_encode_image_jit, self.params, config=self.config,
-                               dtype=self.dtype)
+                               dtype=self.dtype, project=project)
+        dim = self.config.embed_dim if project else self.projection_matrices()[0].shape[0]
         return _batched(fn, [pixels], batch_size or self.batch_size, "encode images", progress,
-                        self.config.embed_dim)
+                        dim)
+
+    def projection_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(W_i (d_i, embed_dim), W_t (d_t, embed_dim))``: pre-projection -> joint space."""
+        wi, wt = family_of(self.config).projection_matrices(self.params, self.config)
+        return np.asarray(wi, np.float32), np.asarray(wt, np.float32)
 
     # --- pure functions -------------------------------------------------------------
     @property

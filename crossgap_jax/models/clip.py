@@ -188,8 +188,9 @@ class VisionTransformer(nn.Module):
         b, gh, gw, w = x.shape
         return x.reshape(b, gh * gw, w)
 
-    def encode_tokens(self, tokens: jax.Array) -> jax.Array:
-        """``(B, N, width)`` patch tokens -> ``(B, embed_dim)`` image features."""
+    def encode_tokens(self, tokens: jax.Array, project: bool = True) -> jax.Array:
+        """``(B, N, width)`` patch tokens -> ``(B, embed_dim)`` image features
+        (``(B, width)``, the ``ln_post`` output, with ``project=False``)."""
         b = tokens.shape[0]
         cls = jnp.broadcast_to(self.class_embedding.astype(self.dtype), (b, 1, tokens.shape[-1]))
         x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
@@ -197,6 +198,8 @@ class VisionTransformer(nn.Module):
         x = self.ln_pre(x)
         x = self.transformer(x)
         x = self.ln_post(x[:, 0])
+        if not project:
+            return x.astype(jnp.float32)
         return (x @ self.proj.astype(self.dtype)).astype(jnp.float32)
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
@@ -239,8 +242,10 @@ class CLIPModule(nn.Module):
         """``(B, L)`` int ids -> ``(B, L, width)`` token embeddings (no positions)."""
         return self.token_embedding(ids)
 
-    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
-        """Token embeddings ``(B, L, width)`` and EOT positions ``(B,)`` -> ``(B, embed_dim)``.
+    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
+                               project: bool = True) -> jax.Array:
+        """Token embeddings ``(B, L, width)`` and EOT positions ``(B,)`` -> ``(B, embed_dim)``
+        (``(B, width)``, the ``ln_final`` output at EOT, with ``project=False``).
 
         ``L`` may be shorter than the context length: the causal mask means positions after
         the EOT never influence the feature, so ``L = max(eot_index) + 1`` is exact.
@@ -251,10 +256,13 @@ class CLIPModule(nn.Module):
         x = self.transformer(x, mask)
         x = self.ln_final(x)
         x = x[jnp.arange(x.shape[0]), eot_index]
+        if not project:
+            return x.astype(jnp.float32)
         return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
 
-    def encode_text(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index)
+    def encode_text(self, ids: jax.Array, eot_index: jax.Array, project: bool = True
+                    ) -> jax.Array:
+        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index, project)
 
     # --- image --------------------------------------------------------------------------
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
@@ -263,8 +271,8 @@ class CLIPModule(nn.Module):
     def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
         return self.visual.encode_tokens(tokens)
 
-    def encode_image(self, pixels: jax.Array) -> jax.Array:
-        return self.visual(pixels)
+    def encode_image(self, pixels: jax.Array, project: bool = True) -> jax.Array:
+        return self.visual.encode_tokens(self.visual.embed_patches(pixels), project)
 
     def __call__(self, pixels: jax.Array, ids: jax.Array, eot_index: jax.Array):
         """Image and text features (used for ``init``)."""
@@ -346,6 +354,24 @@ def encode_image(params: Params, pixels: jax.Array, *, config: CLIPConfig,
     return encode_image_tokens(params, embed_image_patches(params, pixels, config=config,
                                                            dtype=dtype),
                                config=config, dtype=dtype)
+
+
+def encode_image_preproj(params: Params, pixels: jax.Array, *, config: CLIPConfig,
+                         dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` pixels -> ``(B, vision_width)`` features before ``visual.proj``."""
+    return _apply("encode_image", params, pixels, False, config=config, dtype=dtype)
+
+
+def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
+                        config: CLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, text_width)`` features before ``text_projection``."""
+    return _apply("encode_text", params, ids, eot_index, False, config=config, dtype=dtype)
+
+
+def projection_matrices(params: Params, config: CLIPConfig) -> tuple[jax.Array, jax.Array]:
+    """``(W_i (vision_width, embed_dim), W_t (text_width, embed_dim))``."""
+    del config
+    return params["visual"]["proj"], params["text_projection"]
 
 
 def get_tokenizer(config: CLIPConfig) -> Any:

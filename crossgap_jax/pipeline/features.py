@@ -23,11 +23,13 @@ from crossgap_jax.pipeline.store import (
 log = logging.getLogger(__name__)
 
 
-def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{}") -> dict:
+def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{}",
+                 project: bool = True) -> dict:
     """Everything a split's features depend on (the cache key)."""
     meta = {"model": model_fingerprint(clip), "dataset": split.name, "split": split.split,
             "modality": split.modality, "num_items": len(split),
-            "items_sha256": hashlib.sha256("\n".join(split.items).encode()).hexdigest()}
+            "items_sha256": hashlib.sha256("\n".join(split.items).encode()).hexdigest(),
+            "projected": project}
     if split.modality == "image":
         meta["preprocessing"] = clip.preprocess_options
     else:
@@ -38,7 +40,8 @@ def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{
 
 def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 64,
                  template: str = "{}", on_error: str = "skip", error_log: str | None = None,
-                 progress: bool = True, fast_decode: bool = False) -> FeatureSet:
+                 progress: bool = True, fast_decode: bool = False,
+                 project: bool = True) -> FeatureSet:
     """Features of every item of ``split``.
 
     Images go through the threaded decode/preprocess pipeline in fixed-size masked batches
@@ -53,13 +56,14 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
         on_error: corrupt images: ``"skip"`` (counted, listed in ``skipped``) or ``"raise"``.
         error_log: file receiving the names of skipped images.
         progress: show a progress bar.
+        project: False gives the features before the projection (IsoCLIP's input).
         fast_decode: decode large JPEGs at reduced size (faster, ~0.65 grey levels off);
             False (default) keeps the reference preprocessing bit for bit.
 
     Returns:
         A :class:`FeatureSet` (``features`` ``(N', embed_dim)``, N' = N minus skipped items).
     """
-    meta = feature_meta(clip, split, template=template)
+    meta = feature_meta(clip, split, template=template, project=project)
     if split.modality == "image":
         loader = ImageBatchLoader(split, batch_size, on_error=on_error, error_log=error_log,
                                   fast_decode=fast_decode, **clip.preprocess_options)
@@ -67,7 +71,8 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
         bar = tqdm(loader, total=len(loader), desc=f"encode {split.name}/{split.split}",
                    unit="batch", disable=not progress)
         for batch in bar:
-            f = clip.encode_image(batch.images, batch_size=batch_size, progress=False)
+            f = clip.encode_image(batch.images, batch_size=batch_size, progress=False,
+                                  project=project)
             names += [n for n, m in zip(batch.names, batch.mask) if m]
             feats.append(f[batch.mask])
         skipped = dict(loader.skipped)
@@ -82,30 +87,30 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
                           unit="batch", disable=not progress):
             texts = [template.format(t) for t in batch.texts]
             ids = clip.tokenize(texts)
-            f = clip.encode_text(ids, batch_size=batch_size, progress=False)
+            f = clip.encode_text(ids, batch_size=batch_size, progress=False, project=project)
             names += [n for n, m in zip(batch.names, batch.mask) if m]
             feats.append(f[batch.mask])
     features = (np.concatenate(feats).astype(np.float32) if feats
-                else np.zeros((0, clip.config.embed_dim), np.float32))
+                else np.zeros((0, 0), np.float32))
     return FeatureSet(names, features, meta, skipped)
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,
                           template: str = "{}", batch_size: int = 64, on_error: str = "skip",
-                          progress: bool = True) -> FeatureSet:
+                          progress: bool = True, project: bool = True) -> FeatureSet:
     """:func:`encode_split`, cached under ``cache_dir`` keyed by the model and settings.
 
     An existing file is reused only if its metadata equals what is asked for (model
     weights hash, dataset, split, preprocessing / template); otherwise
     :class:`~crossgap_jax.pipeline.store.StaleArtifactError` is raised.
     """
-    meta = feature_meta(clip, split, template=template)
+    meta = feature_meta(clip, split, template=template, project=project)
     safe = split.name.replace(":", "_").replace("/", "_")
     path = os.path.join(cache_dir, "features", safe,
                         f"{split.split}-{split.modality}-{meta_key(meta)}.npz")
     if os.path.exists(path):
         return load_features(path, expect=meta)
     fs = encode_split(clip, split, batch_size=batch_size, template=template, on_error=on_error,
-                      error_log=path[:-4] + ".skipped.txt", progress=progress)
+                      error_log=path[:-4] + ".skipped.txt", progress=progress, project=project)
     save_features(path, fs)
     return fs

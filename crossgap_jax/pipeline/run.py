@@ -33,7 +33,7 @@ from crossgap_jax.pipeline.store import FeatureSet, meta_key
 
 log = logging.getLogger(__name__)
 
-FEATURE_TYPES = ("image", "text", "oti", "ovi")
+FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip")
 
 
 @dataclasses.dataclass
@@ -61,16 +61,31 @@ class Run:
     max_queries: int | None = None
     max_gallery: int | None = None
     shard_size: int = 256
+    _isoclip_basis: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         os.makedirs(self.run_dir, exist_ok=True)
         atomic_write_json(os.path.join(self.run_dir, "config.json"), self.cfg)
 
     # --- features ---------------------------------------------------------------------
-    def features(self, split, template: str = "{}") -> FeatureSet:
+    def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
         return cached_split_features(self.clip, split, self.run_dir, template=template,
                                      batch_size=self.cfg["batch_size"], on_error=self.on_error,
-                                     progress=self.progress)
+                                     progress=self.progress, project=project)
+
+    def isoclip(self, split) -> FeatureSet:
+        """IsoCLIP features of ``split``: its pre-projection features mapped into the
+        approximately isotropic aligned subspace of the projections (training-free)."""
+        from crossgap_jax.inversion.isoclip import isoclip_basis_for, isoclip_features
+
+        if self._isoclip_basis is None:
+            self._isoclip_basis = isoclip_basis_for(self.clip)
+        basis = self._isoclip_basis
+        pre = self.features(split, project=False)
+        mapping = basis.image_map if split.modality == "image" else basis.text_map
+        return dataclasses.replace(pre, features=np.asarray(isoclip_features(pre.features,
+                                                                             mapping)),
+                                   meta=dict(pre.meta, isoclip=True))
 
     def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
@@ -111,9 +126,11 @@ class Run:
         return task
 
     def side_features(self, split, feature_type: str) -> FeatureSet:
-        """Features of ``split`` of type ``image|text|oti|ovi``."""
+        """Features of ``split`` of type ``image|text|oti|ovi|isoclip``."""
         if feature_type not in FEATURE_TYPES:
             raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
+        if feature_type == "isoclip":
+            return self.isoclip(split)
         base = self.features(split)
         if feature_type in ("image", "text"):
             if split.modality != feature_type:
