@@ -24,19 +24,21 @@ lint: setup
 # The full suite, real-size parity included (what CI runs).
 test: setup
 	$(BIN)/ruff check crossgap_jax tests benchmarks
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=25 tests
 
 # Tiny-config tests only (a few minutes).
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 
 demo: setup
 	$(BIN)/crossgap-jax demo
 
 bench: setup
 	$(BIN)/python benchmarks/bench_encode.py
+	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_retrieval.py
 	$(BIN)/python benchmarks/bench_inversion.py
+	$(BIN)/python benchmarks/bench_isoclip.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
