@@ -803,7 +803,7 @@ def _read_file(path: str, allow_pickle: bool) -> _Loaded:
     open_clip = (base.startswith("open_clip") or wrapped
                  or any(k.startswith("module.") for k in sd))
     loaded = _Loaded(sd, fmt, paths, open_clip=open_clip)
-    layout = convert.detect_layout(convert._strip_prefixes(sd))
+    layout = convert.detect_layout(convert.strip_prefixes(sd))
     if layout == "hf" and os.path.isfile(os.path.join(folder, "config.json")):
         mean, std = _hf_mean_std(os.path.join(folder, "preprocessor_config.json"))
         loaded.declared = config_from_hf(_read_json(os.path.join(folder, "config.json")),
@@ -1018,7 +1018,7 @@ def load_checkpoint(name_or_path: str | CLIPConfig, checkpoint: str | None = Non
 
     # --- decide the config ---------------------------------------------------------------
     sd_layout = ("native" if loaded.native is not None
-                 else convert.detect_layout(convert._strip_prefixes(loaded.sd)))
+                 else convert.detect_layout(convert.strip_prefixes(loaded.sd)))
     declared = loaded.declared
     if arch_config is not None:
         config, config_source = arch_config, f"architecture {arch_config.name!r}"

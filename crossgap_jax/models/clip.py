@@ -32,13 +32,13 @@ softmax always run in float32.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossgap_jax.models._module_fns import ModuleFns
 from crossgap_jax.models.configs import CLIPConfig
 
 CONFIG_CLASS = CLIPConfig
@@ -279,39 +279,11 @@ class CLIPModule(nn.Module):
         return self.encode_image(pixels), self.encode_text(ids, eot_index), self.logit_scale
 
 
-@functools.lru_cache(maxsize=64)
-def _module(config: CLIPConfig, dtype: Any) -> CLIPModule:
-    return CLIPModule(config, dtype=dtype)
-
-
-def init_params(config: CLIPConfig, rng: jax.Array | int = 0) -> Params:
-    """Randomly initialised float32 params for ``config`` (for tests and training)."""
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    v, t = config.vision, config.text
-    pixels = jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32)
-    ids = jnp.zeros((1, t.context_length), jnp.int32)
-    return jax.jit(_module(config, jnp.float32).init)(rng, pixels, ids, jnp.zeros((1,), jnp.int32))[
-        "params"
-    ]
-
-
-def param_shapes(config: CLIPConfig) -> Params:
-    """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
-    v, t = config.vision, config.text
-    return jax.eval_shape(
-        lambda: _module(config, jnp.float32).init(
-            jax.random.PRNGKey(0),
-            jnp.zeros((1, v.image_size, v.image_size, 3)),
-            jnp.zeros((1, t.context_length), jnp.int32),
-            jnp.zeros((1,), jnp.int32),
-        )["params"]
-    )
-
-
-def _apply(method: str, params: Params, *args, config: CLIPConfig, dtype: Dtype = jnp.float32):
-    module = _module(config, dtype)
-    return module.apply({"params": params}, *args, method=getattr(CLIPModule, method))
+_FNS = ModuleFns(CLIPModule)
+_module = _FNS.module
+_apply = _FNS.apply
+init_params = _FNS.init_params
+param_shapes = _FNS.param_shapes
 
 
 # Pure functions over a params pytree. ``config`` and ``dtype`` are static (hashable).

@@ -32,7 +32,7 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model: the message names the tensors involved."""
 
 
-def _strip_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
+def strip_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
     """Unwrap ``{"state_dict": ...}`` training checkpoints and DDP ``module.`` prefixes."""
     if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
         sd = sd["state_dict"]
@@ -63,7 +63,7 @@ def detect_layout(sd: Mapping[str, Any]) -> str:
 def infer_config(sd: Mapping[str, Any], name: str = "custom", quick_gelu: bool = True,
                  layout: str | None = None) -> CLIPConfig:
     """Architecture from tensor shapes (heads = width // 64, as OpenAI's ``build_model``)."""
-    sd = _strip_prefixes(sd)
+    sd = strip_prefixes(sd)
     layout = layout or detect_layout(sd)
     if layout == "hf":
         sd = hf_to_openai_names(sd)
@@ -205,7 +205,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
     """
     from crossgap_jax.models.clip import param_shapes
 
-    sd = _strip_prefixes(sd)
+    sd = strip_prefixes(sd)
     layout = layout or detect_layout(sd)
     if layout == "hf":
         sd = hf_to_openai_names(sd)

@@ -22,25 +22,13 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import CheckpointError
+from crossgap_jax.models.convert import CheckpointError, strip_prefixes
 from crossgap_jax.models.slip import PRETRAINED, SLIPConfig, param_shapes
 
 _IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
 _NORMS = {"norm1", "norm2", "norm", "ln_1", "ln_2", "ln_final"}
 _PLAIN = {"visual.cls_token", "visual.pos_embed", "image_projection", "text_projection",
           "positional_embedding", "logit_scale"}
-
-
-def strip_state_dict(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """Unwrap ``{"state_dict": ...}`` and DDP ``module.`` prefixes."""
-    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-        sd = sd["state_dict"]
-    out = {}
-    for k, v in sd.items():
-        while k.startswith("module."):
-            k = k[len("module."):]
-        out[k] = v
-    return out
 
 
 def _path(name: str) -> tuple[tuple[str, ...], str] | None:
@@ -83,7 +71,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
     Raises:
         CheckpointError: shape mismatches (named), missing or unexpected tensors (listed).
     """
-    sd = strip_state_dict(sd)
+    sd = strip_prefixes(sd)
     expected = traverse_util.flatten_dict(param_shapes(config))
     flat: dict[tuple[str, ...], np.ndarray] = {}
     ignored, unexpected, mismatched = [], [], []
@@ -143,7 +131,7 @@ def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def infer_config(sd: Mapping[str, Any], name: str = "custom-slip") -> SLIPConfig:
     """Architecture from tensor shapes (heads = width // 64 in both towers, as SLIP's
     timm towers and its 512-wide, 8-head text transformer)."""
-    sd = strip_state_dict(sd)
+    sd = strip_prefixes(sd)
     need = ["visual.cls_token", "visual.pos_embed", "visual.patch_embed.proj.weight",
             "image_projection", "text_projection", "positional_embedding", "ln_final.weight",
             "token_embedding.weight"]

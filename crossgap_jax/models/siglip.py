@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.models._module_fns import ModuleFns
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 
@@ -430,33 +431,11 @@ class SigLIPModule(nn.Module):
                 self.logit_bias)
 
 
-@functools.lru_cache(maxsize=32)
-def _module(config: SigLIPConfig, dtype: Any) -> SigLIPModule:
-    return SigLIPModule(config, dtype=dtype)
-
-
-def _dummy_inputs(config: SigLIPConfig):
-    v, t = config.vision, config.text
-    return (jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32),
-            jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
-
-
-def init_params(config: SigLIPConfig, rng: jax.Array | int = 0) -> Params:
-    """Randomly initialised float32 params for ``config`` (tests, training from scratch)."""
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    return jax.jit(_module(config, jnp.float32).init)(rng, *_dummy_inputs(config))["params"]
-
-
-def param_shapes(config: SigLIPConfig) -> Params:
-    """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
-    return jax.eval_shape(lambda: _module(config, jnp.float32).init(
-        jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
-
-
-def _apply(method: str, params: Params, *args, config: SigLIPConfig, dtype: Dtype = jnp.float32):
-    return _module(config, dtype).apply({"params": params}, *args,
-                                        method=getattr(SigLIPModule, method))
+_FNS = ModuleFns(SigLIPModule)
+_module = _FNS.module
+_apply = _FNS.apply
+init_params = _FNS.init_params
+param_shapes = _FNS.param_shapes
 
 
 # ---------------------------------------------------------------------------------------

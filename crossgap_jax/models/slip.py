@@ -37,7 +37,6 @@ as for CLIP. OTI is CLIP's (same tokenizer, same causal text tower).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -45,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.models._module_fns import ModuleFns
 from crossgap_jax.models.clip import LayerNorm, Transformer
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 
@@ -294,33 +294,11 @@ class SLIPModule(nn.Module):
         return self.encode_image(pixels), self.encode_text(ids, eot_index), self.logit_scale
 
 
-@functools.lru_cache(maxsize=32)
-def _module(config: SLIPConfig, dtype: Any) -> SLIPModule:
-    return SLIPModule(config, dtype=dtype)
-
-
-def _dummy_inputs(config: SLIPConfig):
-    v, t = config.vision, config.text
-    return (jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32),
-            jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
-
-
-def init_params(config: SLIPConfig, rng: jax.Array | int = 0) -> Params:
-    """Randomly initialised float32 params for ``config``."""
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    return jax.jit(_module(config, jnp.float32).init)(rng, *_dummy_inputs(config))["params"]
-
-
-def param_shapes(config: SLIPConfig) -> Params:
-    """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
-    return jax.eval_shape(lambda: _module(config, jnp.float32).init(
-        jax.random.PRNGKey(0), *_dummy_inputs(config))["params"])
-
-
-def _apply(method: str, params: Params, *args, config: SLIPConfig, dtype: Dtype = jnp.float32):
-    return _module(config, dtype).apply({"params": params}, *args,
-                                        method=getattr(SLIPModule, method))
+_FNS = ModuleFns(SLIPModule)
+_module = _FNS.module
+_apply = _FNS.apply
+init_params = _FNS.init_params
+param_shapes = _FNS.param_shapes
 
 
 # ---------------------------------------------------------------------------------------

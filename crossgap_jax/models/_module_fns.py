@@ -1,0 +1,49 @@
+"""The plumbing every model family shares: a cached Flax module per (config, dtype), random
+init, abstract param shapes and ``apply`` of a named method over a params pytree."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+class ModuleFns:
+    """Pure-function access to a Flax module class whose ``__call__(pixels, ids, pool_index)``
+    touches every parameter (so ``init`` creates them all).
+
+    Args:
+        module_cls: the family's ``nn.Module`` class, constructed as
+            ``module_cls(config, dtype=dtype)``.
+    """
+
+    def __init__(self, module_cls: type):
+        self.module_cls = module_cls
+        self.module = functools.lru_cache(maxsize=64)(
+            lambda config, dtype: module_cls(config, dtype=dtype))
+
+    @staticmethod
+    def dummy_inputs(config: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+        v, t = config.vision, config.text
+        return (jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32),
+                jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
+
+    def init_params(self, config: Any, rng: jax.Array | int = 0) -> Any:
+        """Randomly initialised float32 params for ``config`` (tests, training from scratch)."""
+        if isinstance(rng, int):
+            rng = jax.random.PRNGKey(rng)
+        init = jax.jit(self.module(config, jnp.float32).init)
+        return init(rng, *self.dummy_inputs(config))["params"]
+
+    def param_shapes(self, config: Any) -> Any:
+        """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""
+        return jax.eval_shape(lambda: self.module(config, jnp.float32).init(
+            jax.random.PRNGKey(0), *self.dummy_inputs(config))["params"])
+
+    def apply(self, method: str, params: Any, *args: Any, config: Any,
+              dtype: Any = jnp.float32) -> Any:
+        """``module.apply({"params": params}, *args, method=<method>)``."""
+        return self.module(config, dtype).apply(
+            {"params": params}, *args, method=getattr(self.module_cls, method))
