@@ -2,7 +2,8 @@
 
 Public: :func:`oti`, :func:`ovi` (bundle in, :class:`InversionResult` out), and the
 functional cores :func:`oti_fn`, :func:`ovi_fn`, :func:`oti_features`,
-:func:`ovi_features` for users who jit/vmap/shard themselves.
+:func:`ovi_features` for users who jit/vmap/shard themselves; :func:`invert_dataset` /
+:func:`load_inverted` for resumable (multi-host) runs over a dataset. See docs/inversion.md.
 """
 
 from crossgap_jax.inversion.core import HParams, RawInversion, cosine_loss, run_inversion
@@ -19,10 +20,12 @@ from crossgap_jax.inversion.inverters import (
     ovi_fn,
     prepare_template,
 )
+from crossgap_jax.inversion.resumable import ResumeMismatchError, invert_dataset, load_inverted
 from crossgap_jax.inversion.sharding import make_mesh, process_shard
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "HParams", "InversionResult", "RawInversion", "Template",
-    "cosine_loss", "expand_patch_tokens", "make_mesh", "oti", "oti_features", "oti_fn", "ovi",
-    "ovi_features", "ovi_fn", "prepare_template", "process_shard", "run_inversion",
+    "DEFAULT_TEMPLATE", "HParams", "InversionResult", "RawInversion", "ResumeMismatchError",
+    "Template", "cosine_loss", "expand_patch_tokens", "invert_dataset", "load_inverted",
+    "make_mesh", "oti", "oti_features", "oti_fn", "ovi", "ovi_features", "ovi_fn",
+    "prepare_template", "process_shard", "run_inversion",
 ]

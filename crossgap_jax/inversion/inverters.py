@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crossgap_jax.inversion import sharding as shd
-from crossgap_jax.inversion import text_prefix
+from crossgap_jax.inversion import shortcuts
 from crossgap_jax.inversion.core import HParams, RawInversion, normal_init, run_inversion
 from crossgap_jax.inversion.core import validate_steps as _validate_steps
 from crossgap_jax.models.configs import CLIPConfig
@@ -79,13 +79,21 @@ def expand_patch_tokens(tokens: jax.Array, num_patches: int) -> jax.Array:
 
 
 def ovi_features(params: Any, tokens: jax.Array, *, config: CLIPConfig,
-                 dtype: Any = jnp.float32) -> jax.Array:
-    """Image features from ``(N, P, vision_width)`` pseudo patch tokens -> ``(N, embed_dim)``."""
+                 dtype: Any = jnp.float32, pooled_only: bool = False) -> jax.Array:
+    """Image features from ``(N, P, vision_width)`` pseudo patch tokens -> ``(N, embed_dim)``.
+
+    Args:
+        pooled_only: run the last block at the class token only (exact; CLIP family, see
+            :mod:`~crossgap_jax.inversion.shortcuts`); otherwise the model's encoder.
+    """
     expanded = expand_patch_tokens(tokens, config.vision.num_patches)
+    if pooled_only and shortcuts.supports(config):
+        return jax.vmap(lambda t: shortcuts.image_features(params, t, config=config,
+                                                           dtype=dtype))(expanded)
     return family_of(config).encode_image_tokens(params, expanded, config=config, dtype=dtype)
 
 
-def oti_features_cached(params: Any, tokens: jax.Array, kv: text_prefix.KV,
+def oti_features_cached(params: Any, tokens: jax.Array, kv: shortcuts.KV,
                         suffix_embeddings: jax.Array, *, config: CLIPConfig, pool_index: int,
                         dtype: Any = jnp.float32) -> jax.Array:
     """:func:`oti_features` over the positions from the placeholder on, prefix cached.
@@ -93,7 +101,7 @@ def oti_features_cached(params: Any, tokens: jax.Array, kv: text_prefix.KV,
     Args:
         params: CLIP params pytree.
         tokens: ``(N, R, text_width)`` pseudo word-token embeddings.
-        kv: :func:`~crossgap_jax.inversion.text_prefix.prefix_kv` of the template positions
+        kv: :func:`~crossgap_jax.inversion.shortcuts.prefix_kv` of the template positions
             before the first placeholder.
         suffix_embeddings: ``(S, text_width)`` template embeddings from the first placeholder
             on (its first R rows are replaced by the pseudo tokens).
@@ -106,8 +114,8 @@ def oti_features_cached(params: Any, tokens: jax.Array, kv: text_prefix.KV,
 
     def one(tok: jax.Array) -> jax.Array:
         emb = jnp.concatenate([tok.astype(suffix_embeddings.dtype), suffix_embeddings[r:]], 0)
-        return text_prefix.suffix_features(params, emb, kv, pool_index=pool_index,
-                                           config=config, dtype=dtype)
+        return shortcuts.suffix_features(params, emb, kv, pool_index=pool_index,
+                                         config=config, dtype=dtype)
 
     return jax.vmap(one)(tokens)
 
@@ -129,15 +137,16 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
         hparams: :class:`HParams` of traced scalars.
         cache_prefix: compute the template positions before the placeholder once per call
             instead of in every step (exact for the causal CLIP text tower; ignored for
-            other families, see :mod:`~crossgap_jax.inversion.text_prefix`).
+            other families, see :mod:`~crossgap_jax.inversion.shortcuts`); this path also
+            runs the last block at the EOT position only.
 
     Returns:
         :class:`~crossgap_jax.inversion.core.RawInversion` with ``losses`` ``(steps, N)``.
     """
-    if cache_prefix and placeholder_index > 0 and text_prefix.supports_prefix_cache(config):
+    if cache_prefix and placeholder_index > 0 and shortcuts.supports(config):
         # Loop-invariant: computed once, outside the scan over steps.
-        kv = text_prefix.prefix_kv(params, base_embeddings[:placeholder_index], config=config,
-                                   dtype=dtype)
+        kv = shortcuts.prefix_kv(params, base_embeddings[:placeholder_index], config=config,
+                                 dtype=dtype)
         fn = functools.partial(oti_features_cached, params, kv=kv,
                                suffix_embeddings=base_embeddings[placeholder_index:],
                                config=config, pool_index=eot_index - placeholder_index,
@@ -149,17 +158,25 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
     return run_inversion(fn, targets, init, hparams, steps, record_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "steps", "record_steps", "dtype"))
+@functools.partial(jax.jit, static_argnames=("config", "steps", "record_steps", "dtype",
+                                             "pooled_only"))
 def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams, *,
            config: CLIPConfig, steps: int = 1000, record_steps: tuple[int, ...] = (),
-           dtype: Any = jnp.float32) -> RawInversion:
+           dtype: Any = jnp.float32, pooled_only: bool = True) -> RawInversion:
     """The whole OVI optimisation as one compiled program.
 
     Args:
+        params: CLIP params (replicated when sharded).
         targets: ``(N, embed_dim)`` text features.
         init: ``(N, P, vision_width)`` initial pseudo patch tokens.
+        hparams: :class:`HParams` of traced scalars.
+        pooled_only: run the last block at the class token only (exact; CLIP family).
+
+    Returns:
+        :class:`~crossgap_jax.inversion.core.RawInversion` with ``losses`` ``(steps, N)``.
     """
-    fn = functools.partial(ovi_features, params, config=config, dtype=dtype)
+    fn = functools.partial(ovi_features, params, config=config, dtype=dtype,
+                           pooled_only=pooled_only)
     return run_inversion(fn, targets, init, hparams, steps, record_steps)
 
 
@@ -431,7 +448,7 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
 def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
         learning_rate: float = 2e-2, weight_decay: float = 0.01, seed: int = 0,
         init: Any = None, record_steps: Sequence[int] = (), *, batch_size: int = 64,
-        b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+        pooled_only: bool = True, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         devices: Sequence[jax.Device] | None = None, progress: bool | None = None,
         on_nonfinite: str = "warn") -> InversionResult:
     """Optimization-based Visual Inversion: text features -> pseudo patch tokens.
@@ -441,6 +458,8 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
         text_features: ``(N, embed_dim)`` text features.
         steps: optimisation steps (paper: 1000).
         num_tokens: P, pseudo patch tokens (paper: 1 for CLIP B/32, 4 for L/14).
+        pooled_only: run the last transformer block at the class token only (exact; the
+            feature is read there; CLIP family only).
         Other arguments as :func:`oti`.
 
     Returns:
@@ -453,8 +472,9 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
         raise ValueError(f"num_tokens must be in 1..{config.vision.num_patches}, got {num_tokens}")
     h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
     run = lambda p, c, t, x0: ovi_fn(p, t, x0, c, config=config, steps=steps,
-                                     record_steps=record_steps, dtype=clip.dtype)
+                                     record_steps=record_steps, dtype=clip.dtype,
+                                     pooled_only=pooled_only)
     hp = dict(method="ovi", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
-              eps=eps, num_tokens=num_tokens)
+              eps=eps, num_tokens=num_tokens, pooled_only=pooled_only)
     return _drive("ovi", run, targets, (num_tokens, config.vision.width), init, seed, batch_size,
                   steps, record_steps, devices, progress, on_nonfinite, hp, clip.params, h)

@@ -1,0 +1,427 @@
+"""OTI / OVI step throughput at ViT-B/32 size: eager PyTorch reference vs the JAX paths.
+
+Random weights at the real ViT-B/32 shapes (speed does not depend on the values). Each
+variant runs in its own subprocess, so that its peak resident memory (``ru_maxrss``) is its
+own and one variant's threads or caches do not slow the next. Per variant: steady-state
+milliseconds per optimisation step (the minimum over the timed repeats), examples/s, compile
+time (separately), achieved GFLOP/s (FLOPs counted analytically for the positions each
+variant actually computes, checked against XLA's ``cost_analysis`` of one jitted step) and
+that rate as a fraction of a float32 matmul measured in the same run.
+
+Variants (OTI, text side; OVI, image side):
+
+- ``torch eager``: the paper's loop in eager PyTorch over OpenAI's ``model.py`` (OTI with
+  the full 77-token context), ``tests/inversion_reference.py``; with 1 and with 2 threads
+  (on a shared 2-core machine, OpenMP's barriers make 2 threads slower than 1 whenever
+  other processes compete for the cores). Speed-ups are against the faster of the two.
+- ``jax op-by-op``: the same step without ``jit`` (every primitive dispatched alone).
+- ``jax jit step``: one jitted step, driven by a Python loop (full context).
+- ``jax scan``: :func:`oti_fn` / :func:`ovi_fn`, all steps in one program (``lax.scan``,
+  vmapped per-example AdamW), full context.
+- ``+ truncation``: text positions up to EOT only (exact).
+- ``+ prefix cache``: positions before the placeholder computed once per call, and the
+  last block at the EOT position only (exact); with truncation this is what :func:`oti`
+  runs by default.
+- ``+ last block at CLS only`` (OVI): the last block computes the query, attention output
+  and MLP of the class token only (exact); what :func:`ovi` runs by default.
+
+Usage: python benchmarks/bench_inversion.py [--quick] [--batches 64 8] [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from common import environment, format_table, write_results  # noqa: E402
+
+TEXT_W, TEXT_L, TEXT_LAYERS, CONTEXT = 512, 12, 12, 77
+VIS_W, VIS_LAYERS, VIS_TOKENS = 768, 12, 50
+EMBED = 512
+TEMPLATE_POS = 6  # "a photo of  £ " -> SOT a photo of £ EOT
+PLACEHOLDER = 4
+PAPER_STEPS = {"oti": 150, "ovi": 1000}
+MATMUL_SHAPE = (64 * VIS_TOKENS, VIS_W, 4 * VIS_W)  # the OVI MLP matmul at batch 64
+
+
+# ---------------------------------------------------------------------------------------
+# FLOPs (multiply-add = 2), per example and optimisation step (forward + input gradient)
+# ---------------------------------------------------------------------------------------
+def transformer_step_flops(width: int, layers: int, queries: int, keys: int,
+                           last_pooled_only: bool = False) -> float:
+    """Forward + backward w.r.t. the inputs only (the weights are frozen).
+
+    Per layer and query position: q/k/v, output and the two MLP matmuls are 24 w^2 FLOPs
+    forward and the same again backward (dX = dY W^T; no dW). Attention: QK^T and PV are
+    2 * 2 * keys * w forward, twice that backward (dQ, dK, dP, dV). Every variant computes
+    the masked scores densely, so ``keys`` is the full key count. With
+    ``last_pooled_only`` the last block computes keys and values of all ``queries``
+    positions but the query, output projection and MLP of one.
+    """
+    def layer(q_rows: int, kv_rows: int) -> float:
+        matmul = 2 * width**2 * (2 * kv_rows + 1 * q_rows + 1 * q_rows + 8 * q_rows)
+        attn = 4 * q_rows * keys * width
+        return 2 * matmul + 3 * attn
+
+    if not last_pooled_only:
+        return float(layers * layer(queries, queries))
+    return float((layers - 1) * layer(queries, queries) + layer(1, queries))
+
+
+def oti_flops(variant: str) -> float:
+    if variant.endswith("prefix cache"):
+        return (transformer_step_flops(TEXT_W, TEXT_LAYERS, TEMPLATE_POS - PLACEHOLDER,
+                                       TEMPLATE_POS, last_pooled_only=True)
+                + 4 * TEXT_W * EMBED)
+    q = TEMPLATE_POS if "truncation" in variant else CONTEXT
+    return transformer_step_flops(TEXT_W, TEXT_LAYERS, q, q) + 4 * TEXT_W * EMBED
+
+
+def ovi_flops(variant: str) -> float:
+    pooled = variant.endswith("CLS only")
+    return (transformer_step_flops(VIS_W, VIS_LAYERS, VIS_TOKENS, VIS_TOKENS, pooled)
+            + 4 * VIS_W * EMBED)
+
+
+# ---------------------------------------------------------------------------------------
+# Children: one variant each
+# ---------------------------------------------------------------------------------------
+def _problem(batch: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(batch, EMBED)).astype(np.float32)
+    init = (0.02 * rng.normal(size=(batch, 1, width))).astype(np.float32)
+    return targets, init
+
+
+def _jax_clip():
+    """ViT-B/32 params drawn with NumPy (fast; no init compile): N(0, 0.02), LN identity."""
+    import jax
+
+    from crossgap_jax.models import clip as clip_lib
+    from crossgap_jax.models.bundle import CLIP
+    from crossgap_jax.models.configs import get_config
+
+    config = get_config("ViT-B/32")
+    rng = np.random.default_rng(0)
+
+    def draw(path, s):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            return np.ones(s.shape, np.float32)
+        if "bias" in name:
+            return np.zeros(s.shape, np.float32)
+        return (0.02 * rng.standard_normal(s.shape)).astype(np.float32)
+
+    shapes = clip_lib.param_shapes(config)
+    params = jax.device_put(jax.tree_util.tree_map_with_path(draw, shapes))
+    return CLIP(config, params)
+
+
+def _timed_loop(step, n_warm: int, n_timed: int) -> list[float]:
+    for _ in range(n_warm):
+        step()
+    times = []
+    for _ in range(n_timed):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def child_torch(method: str, batch: int, n_timed: int, threads: int) -> dict[str, Any]:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    import inversion_reference as ref
+
+    model = ref.random_openai_vit_b32(ref.load_openai_clip_file("model"), seed=0)
+    if method == "oti":
+        ids, p = ref.template_ids(ref.load_openai_clip_file("simple_tokenizer"))
+        fn, width = ref.oti_feature_fn(model, ids, p), TEXT_W
+    else:
+        fn, width = ref.ovi_feature_fn(model), VIS_W
+    targets, init = _problem(batch, width)
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick(i: int) -> None:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    last[0] = time.perf_counter()
+    ref.invert(fn, targets, init, 1 + n_timed, step_callback=tick)
+    return {"step_times": times[1:], "compile_s": None,
+            "threads": torch.get_num_threads()}
+
+
+def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
+              ) -> dict[str, Any]:
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from crossgap_jax.inversion import core, inverters
+
+    clip = _jax_clip()
+    config = clip.config
+    h = core.HParams().as_arrays()
+    width = TEXT_W if method == "oti" else VIS_W
+    targets, init = _problem(batch, width)
+    t, x0 = jnp.asarray(targets), jnp.asarray(init)
+    if method == "oti":
+        tpl = inverters.prepare_template("a photo of {}", 1, clip.tokenizer)
+        length = tpl.eot_index + 1 if "truncation" in variant else CONTEXT
+        base = clip.params["token_embedding"]["embedding"][jnp.asarray(tpl.ids[:length])]
+        cache = variant.endswith("prefix cache")
+        kw = dict(config=config, placeholder_index=tpl.placeholder_index,
+                  eot_index=tpl.eot_index)
+        feats = functools.partial(inverters.oti_features, base_embeddings=base, **kw)
+
+        def scan_program(s):
+            return inverters.oti_fn.lower(clip.params, t, x0, base, h, steps=s,
+                                          cache_prefix=cache, **kw).compile()
+
+        if cache:
+            def forward(params, tok):
+                kv = inverters.shortcuts.prefix_kv(
+                    params, base[:tpl.placeholder_index], config=config)
+                return inverters.oti_features_cached(
+                    params, tok, kv, base[tpl.placeholder_index:], config=config,
+                    pool_index=tpl.eot_index - tpl.placeholder_index)
+        else:
+            forward = feats
+    else:
+        pooled = variant.endswith("CLS only")
+        feats = functools.partial(inverters.ovi_features, config=config, pooled_only=pooled)
+        forward = feats
+
+        def scan_program(s):
+            return inverters.ovi_fn.lower(clip.params, t, x0, h, config=config, steps=s,
+                                          pooled_only=pooled).compile()
+
+    out: dict[str, Any] = {}
+    if variant.startswith("jax scan"):
+        t0 = time.perf_counter()
+        program = scan_program(steps)
+        out["compile_s"] = time.perf_counter() - t0
+        # One forward pass (the final features) is part of a call: time it alone and
+        # subtract it, so that ms/step is the steady-state cost of one step.
+        fwd = jax.jit(forward)
+        jax.block_until_ready(fwd(clip.params, x0))
+        fwd_times = _timed_loop(lambda: jax.block_until_ready(fwd(clip.params, x0)), 0, 3)
+        calls = _timed_loop(lambda: jax.block_until_ready(program(clip.params, t, x0, *(
+            (base, h) if method == "oti" else (h,)))), 0, repeats)
+        out["call_times"] = calls
+        out["forward_s"] = min(fwd_times)
+        out["step_times"] = [(c - min(fwd_times)) / steps for c in calls]
+        return out
+
+    tx = core.make_optimizer(h)
+
+    def loss(tok, params):
+        return jnp.sum(core.cosine_loss(feats(params, tok), t))
+
+    def step(params, tok, opt_state):
+        value, grads = jax.value_and_grad(loss)(tok, params)
+        updates, opt_state = jax.vmap(tx.update)(grads, opt_state, tok)
+        return tok + updates, opt_state, value
+
+    state = [x0, jax.vmap(tx.init)(x0)]
+    if variant == "jax jit step":
+        jstep = jax.jit(step)
+        t0 = time.perf_counter()
+        compiled = jstep.lower(clip.params, *state).compile()
+        out["compile_s"] = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        out["xla_flops_per_step"] = float(cost.get("flops", float("nan"))) if cost else None
+        run = compiled
+    else:  # op-by-op: no jit anywhere
+        out["compile_s"] = None
+        run = step
+
+    def one():
+        tok, opt, value = run(clip.params, *state)
+        jax.block_until_ready((tok, opt, value))
+        state[0], state[1] = tok, opt
+
+    out["step_times"] = _timed_loop(one, 1, steps)
+    return out
+
+
+def child_matmul(repeats: int) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    m, k, n = MATMUL_SHAPE
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((m, k), np.float32))
+    b = jnp.asarray(rng.standard_normal((k, n), np.float32))
+    f = jax.jit(lambda a, b: a @ b)
+    times = _timed_loop(lambda: f(a, b).block_until_ready(), 2, repeats)
+    out = {"jax_gflops": 2 * m * k * n / min(times) / 1e9}
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
+        tt = _timed_loop(lambda: ta @ tb, 2, repeats)
+        out["torch_gflops"] = 2 * m * k * n / min(tt) / 1e9
+    except ImportError:
+        pass
+    return out
+
+
+def child_main(args: argparse.Namespace) -> None:
+    load0 = os.getloadavg()[0]
+    if args.child == "matmul":
+        out = child_matmul(args.repeats)
+    elif args.child.startswith("torch"):
+        out = child_torch(args.method, args.batch, args.steps, args.threads)
+    else:
+        out = child_jax(args.method, args.child, args.batch, args.steps, args.repeats)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["load_1m"] = [load0, os.getloadavg()[0]]
+    print("RESULT " + json.dumps(out))
+
+
+# ---------------------------------------------------------------------------------------
+# Parent
+# ---------------------------------------------------------------------------------------
+def run_child(child: str, method: str = "", batch: int = 0, steps: int = 0, repeats: int = 1,
+              xla_flags: str | None = None) -> dict[str, Any]:
+    threads = 1 if child.endswith("1 thread") else (2 if child.endswith("2 threads") else 0)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", child, "--method", method,
+           "--batch", str(batch), "--steps", str(steps), "--repeats", str(repeats),
+           "--threads", str(threads)]
+    env = dict(os.environ)
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{child} {method} b{batch} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(lines[-1][len("RESULT "):])
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def plan(batch: int, quick: bool) -> list[tuple[str, str, int, int]]:
+    """(method, variant, timed steps, repeats) per batch size, sized for ~10 minutes."""
+    big = batch >= 32
+    p = [
+        ("oti", "torch eager 1 thread", 1 if (quick or big) else 2, 1),
+        ("oti", "torch eager 2 threads", 1 if quick else 2, 1),
+        ("oti", "jax op-by-op", 1 if (quick or big) else 2, 1),
+        ("oti", "jax jit step", 2 if quick else 3, 1),
+        ("oti", "jax scan", 2 if big else 4, 1),
+        ("oti", "jax scan + truncation", 10 if big else 30, 2),
+        ("oti", "jax scan + truncation + prefix cache", 20 if big else 60, 2),
+        ("ovi", "torch eager 1 thread", 1 if (quick or big) else 2, 1),
+        ("ovi", "torch eager 2 threads", 1 if quick else 2, 1),
+        ("ovi", "jax scan", 3 if big else 8, 1),
+        ("ovi", "jax scan + last block at CLS only", 3 if big else 8, 2 if not quick else 1),
+    ]
+    if quick:
+        p = [x for x in p if x[1] != "jax op-by-op"]
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="batch 8 only, fewer steps, no op-by-op row (a couple of minutes)")
+    ap.add_argument("--batches", type=int, nargs="+", default=None)
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="run only variants whose 'method variant' contains one of these")
+    ap.add_argument("--xla-flags", default=None, help="XLA_FLAGS for the JAX children")
+    ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--name", default="bench_inversion")
+    # child mode (internal)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child_main(args)
+        return
+
+    batches = args.batches or ([8] if args.quick else [64, 8])
+    env = environment()
+    print(", ".join(f"{k}={env[k]}" for k in ("jax", "torch", "torch_threads", "cpu_count",
+                                              "load_average_1m_5m_15m") if k in env),
+          flush=True)
+    matmul = [run_child("matmul", repeats=10, xla_flags=args.xla_flags)]
+    print(f"matmul {MATMUL_SHAPE}: {matmul[0]['jax_gflops']:.1f} GFLOP/s (jax), "
+          f"{matmul[0].get('torch_gflops', float('nan')):.1f} (torch)", flush=True)
+    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    for batch in batches:
+        for method, variant, steps, repeats in plan(batch, args.quick):
+            if args.only and not any(o in f"{method} {variant}" for o in args.only):
+                continue
+            flags = None if variant.startswith("torch") else args.xla_flags
+            r = run_child(variant, method, batch, steps, repeats, flags)
+            raw.append({"method": method, "variant": variant, "batch": batch, **r})
+            s = min(r["step_times"])
+            flops = batch * (oti_flops(variant) if method == "oti" else ovi_flops(variant))
+            row = {"method": method, "variant": variant, "batch": batch,
+                   "ms_per_step": 1e3 * s,
+                   "ex_steps_per_s": batch / s,
+                   "inversions_per_s": batch / (s * PAPER_STEPS[method]),
+                   "compile_s": r.get("compile_s"),
+                   "gflops": flops / s / 1e9,
+                   "peak_rss_mb": r["peak_rss_mb"],
+                   "timed": len(r["step_times"]),
+                   "load_1m": max(r["load_1m"])}
+            if r.get("xla_flops_per_step"):
+                row["xla_vs_counted_flops"] = r["xla_flops_per_step"] / flops
+            rows.append(row)
+            print(f"  {method} {variant:<40} b{batch:<3} {row['ms_per_step']:10.1f} ms/step  "
+                  f"(median {1e3 * statistics.median(r['step_times']):.1f}, "
+                  f"load {row['load_1m']:.1f}, child {r['wall_s']:.0f} s)", flush=True)
+    matmul.append(run_child("matmul", repeats=10, xla_flags=args.xla_flags))
+    mm = max(m["jax_gflops"] for m in matmul)
+    for row in rows:
+        row["pct_of_matmul"] = 100 * row["gflops"] / mm
+        ref = [r["ms_per_step"] for r in rows if r["method"] == row["method"]
+               and r["batch"] == row["batch"] and r["variant"].startswith("torch eager")]
+        row["speedup_vs_torch"] = min(ref) / row["ms_per_step"] if ref else None
+    cols = ["method", "variant", "batch", "ms_per_step", "speedup_vs_torch", "ex_steps_per_s",
+            "inversions_per_s", "compile_s", "gflops", "pct_of_matmul", "peak_rss_mb",
+            "load_1m"]
+    print(f"matmul rate (max of start/end): {mm:.1f} GFLOP/s; "
+          f"load average at end: {os.getloadavg()}")
+    print(format_table(rows, cols))
+    path = write_results(args.name, rows, {
+        "model": "ViT-B/32 (random weights)", "quick": args.quick,
+        "matmul_shape": MATMUL_SHAPE, "matmul": matmul, "xla_flags": args.xla_flags,
+        "raw": raw, "flop_counts": {"oti_full": oti_flops("jax scan"),
+                                    "oti_truncated": oti_flops("truncation"),
+                                    "oti_prefix_cache": oti_flops("prefix cache"),
+                                    "ovi": ovi_flops("jax scan"),
+                                    "ovi_cls_only": ovi_flops("CLS only")}}, out_dir=args.out_dir)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

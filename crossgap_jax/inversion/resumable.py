@@ -1,0 +1,441 @@
+"""Long OTI / OVI runs over a dataset: atomic shards keyed by item name, resumable.
+
+Layout of ``out_dir``::
+
+    manifest.json          method, hyper-parameters, model fingerprint (written first)
+    shard-<digest>.npz     one finished chunk of items (written to a temporary file in the
+                           same folder, fsync'ed, then renamed with ``os.replace``)
+
+A shard holds, for its ``n`` items (item-major, unlike :class:`InversionResult`):
+
+==================== ======================= ==========================================
+key                  shape                   meaning
+==================== ======================= ==========================================
+``names``            ``(n,)`` str            item names
+``index``            ``(n,)`` int64          position of the item in the ``names`` list
+``targets``          ``(n, D)``              the features that were inverted
+``pseudo_tokens``    ``(n, K, width)``       final pseudo tokens
+``features``         ``(n, D)``              encoder feature of the final tokens
+``losses``           ``(n, steps)``          per-step loss
+``recorded_tokens``  ``(n, S, K, width)``    tokens after each record step
+``recorded_features````(n, S, D)``           features after each record step
+``nonfinite``        ``(n,)`` bool           NaN/inf seen (see :func:`~.inverters.oti`)
+``meta``             JSON string             wall time, host, execution options
+==================== ======================= ==========================================
+
+A run killed at any point loses only the chunk in flight: a shard either exists complete
+or not at all, finished items are skipped on restart, and no item is written twice. A
+restart with different hyper-parameters, a different model, or different target features
+for an already finished item is refused (:class:`ResumeMismatchError`).
+
+Each item's initial tokens depend only on ``seed`` and the item's *name* (not on its
+position, chunk, host or restart), so the result of an item is the same however the run
+was split. Options that change only the float rounding of the (batch-invariant, exact)
+computation — ``batch_size``, ``truncate``, ``cache_prefix``, ``pooled_only``,
+``devices`` — may differ between restarts.
+
+Multi-host: every host calls :func:`invert_dataset` with the same arguments (after
+``jax.distributed.initialize()``); each takes its contiguous
+:func:`~crossgap_jax.inversion.sharding.process_shard` of the items, runs it on its local
+devices and writes its own shards, into a shared folder or one folder per host
+(:func:`load_inverted` accepts several folders).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import inspect
+import io
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossgap_jax.inversion import inverters
+from crossgap_jax.inversion.core import normal_init
+from crossgap_jax.inversion.sharding import process_shard
+
+FORMAT = "crossgap-jax/inversion-shards/1"
+MANIFEST = "manifest.json"
+SHARD_GLOB = "shard-*.npz"
+
+# Arguments of oti/ovi that change how the result is computed but not (beyond float
+# rounding) what it is: they may differ between a run and its restart.
+EXECUTION_OPTIONS = ("batch_size", "truncate", "cache_prefix", "pooled_only", "devices",
+                     "progress", "on_nonfinite")
+ARRAY_KEYS = ("index", "targets", "pseudo_tokens", "features", "losses", "recorded_tokens",
+              "recorded_features", "nonfinite")
+
+
+class ResumeMismatchError(ValueError):
+    """``out_dir`` holds results of a different run (hyper-parameters, model or targets)."""
+
+
+@dataclasses.dataclass
+class InvertSummary:
+    """What :func:`invert_dataset` did on this host.
+
+    Attributes:
+        out_dir: the output folder.
+        num_items: items assigned to this host.
+        already_done: of those, items found finished on disk (skipped).
+        inverted: items inverted by this call.
+        shards: shard files written by this call.
+        nonfinite: names of items written with a non-finite result.
+        seconds: wall time of this call.
+    """
+
+    out_dir: str
+    num_items: int
+    already_done: int
+    inverted: int
+    shards: list[str]
+    nonfinite: list[str]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------
+# Fingerprints
+# ---------------------------------------------------------------------------------------
+def _jsonable(x: Any) -> Any:
+    """A JSON round trip (tuples -> lists, numpy scalars -> Python) for comparisons."""
+    return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def params_digest(params: Any) -> str:
+    """blake2b over every leaf's path, dtype, shape and bytes (order independent of dicts)."""
+    h = hashlib.blake2b(digest_size=20)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(clip: Any) -> dict[str, Any]:
+    """Architecture, compute dtype and a digest of the weights of a CLIP bundle."""
+    config = clip.config
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
+    return _jsonable({"config": cfg, "dtype": np.dtype(clip.dtype).name,
+                      "params_digest": params_digest(clip.params)})
+
+
+def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split oti/ovi keyword arguments (defaults filled in) into hyper-parameters, execution."""
+    fn = inverters.oti if method == "oti" else inverters.ovi
+    sig = inspect.signature(fn)
+    for bad in ("clip", "image_features", "text_features", "init"):
+        if bad in kwargs:
+            raise TypeError(f"invert_dataset does not take {bad!r} (init is keyed by item name)")
+    unknown = sorted(set(kwargs) - set(sig.parameters))
+    if unknown:
+        raise TypeError(f"unknown {method} arguments: {unknown}")
+    hp, ex = {}, {}
+    for name, p in sig.parameters.items():
+        if name in ("clip", "image_features", "text_features", "init"):
+            continue
+        value = kwargs.get(name, p.default)
+        (ex if name in EXECUTION_OPTIONS else hp)[name] = value
+    hp["record_steps"] = sorted({int(s) for s in hp["record_steps"]})
+    hp["method"] = method
+    return _jsonable(hp), ex
+
+
+def _diff(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out = []
+        for k in sorted(set(stored) | set(current)):
+            out += _diff(stored.get(k, "<absent>"), current.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    return [] if stored == current else [f"{prefix[:-1]}: stored {stored!r}, now {current!r}"]
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: str, data: bytes, tmp_tag: str) -> None:
+    """Write ``data`` to ``path`` so that readers see the old state or all of it."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".tmp-{tmp_tag}-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+    _fsync_dir(folder)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _read_manifest(out_dir: str) -> dict[str, Any] | None:
+    path = os.path.join(out_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _shard_paths(out_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(out_dir, SHARD_GLOB)))
+
+
+def _load_shard(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except Exception as e:  # noqa: BLE001 - name the file, whatever went wrong
+        raise OSError(f"cannot read shard {path} ({type(e).__name__}: {e}); shards are written "
+                      "atomically, so this file was damaged afterwards: delete it and rerun "
+                      "to recompute its items") from e
+
+
+_init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
+
+
+def _item_keys(names: Sequence[str]) -> np.ndarray:
+    """A 31-bit integer per name (blake2b), the PRNG fold-in data of its init."""
+    return np.array([int.from_bytes(hashlib.blake2b(n.encode(), digest_size=4).digest(), "little")
+                     & 0x7FFFFFFF for n in names], dtype=np.int32)
+
+
+def item_init(names: Sequence[str], seed: int, token_shape: tuple[int, int],
+              std: float = 0.02) -> np.ndarray:
+    """``(n, K, width)`` N(0, std^2) initial tokens that depend only on ``seed`` and each name."""
+    keys = _item_keys(names)
+    return np.asarray(_init_jit(jax.random.PRNGKey(seed), jax.numpy.asarray(keys),
+                                shape=tuple(token_shape), std=std))
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------
+def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
+                   method: str = "oti", shard_size: int = 256, *,
+                   process_index: int | None = None, process_count: int | None = None,
+                   check_targets: bool = True, progress: bool | None = None,
+                   **kwargs: Any) -> InvertSummary:
+    """Invert ``features`` item by item into resumable shards under ``out_dir``.
+
+    Args:
+        clip: a CLIP bundle.
+        names: ``N`` unique item names (the keys of the results).
+        features: ``(N, embed_dim)`` image features (OTI) or text features (OVI).
+        out_dir: output folder (created; may already hold shards of the same run).
+        method: ``"oti"`` or ``"ovi"``.
+        shard_size: items per shard file (a multiple of ``batch_size`` wastes nothing).
+        process_index, process_count: this host's share of the items (default:
+            ``jax.process_index()`` / ``jax.process_count()``).
+        check_targets: on restart, check that the stored targets of finished items equal
+            the given features (rtol 1e-4, atol 1e-6).
+        progress: progress bar over shards (default: when there is more than one).
+        **kwargs: :func:`~crossgap_jax.inversion.oti` / :func:`~crossgap_jax.inversion.ovi`
+            arguments (``steps``, ``num_tokens``, ``learning_rate``, ``record_steps``,
+            ``seed``, ``batch_size``, ...), except ``init``.
+
+    Returns:
+        :class:`InvertSummary` of this host's work.
+
+    Raises:
+        ResumeMismatchError: ``out_dir`` holds a run with other hyper-parameters, another
+            model, or other targets for an item of the same name.
+        ValueError: bad names / features / method.
+    """
+    t0 = time.perf_counter()
+    if method not in ("oti", "ovi"):
+        raise ValueError(f"method must be 'oti' or 'ovi', got {method!r}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        seen, dups = set(), []
+        for n in names:
+            if n in seen:
+                dups.append(n)
+            seen.add(n)
+        raise ValueError(f"item names must be unique; repeated: {dups[:10]}")
+    features = np.asarray(features, np.float32)
+    if features.ndim != 2 or len(features) != len(names):
+        raise ValueError(f"features must be (len(names)={len(names)}, D), got {features.shape}")
+    hp, ex = _resolve_kwargs(method, kwargs)
+    config = clip.config
+    width = config.text.width if method == "oti" else config.vision.width
+    token_shape = (int(hp["num_tokens"]), int(width))
+    manifest = {"format": FORMAT, "method": method, "hparams": hp,
+                "model": model_fingerprint(clip), "token_shape": list(token_shape),
+                "feature_dim": int(features.shape[1])}
+
+    os.makedirs(out_dir, exist_ok=True)
+    pi = jax.process_index() if process_index is None else int(process_index)
+    pc = jax.process_count() if process_count is None else int(process_count)
+    stored = _read_manifest(out_dir)
+    if stored is None:
+        _atomic_write(os.path.join(out_dir, MANIFEST),
+                      json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
+    else:
+        diffs = _diff(_jsonable(stored), _jsonable(manifest))
+        if diffs:
+            raise ResumeMismatchError(
+                f"refusing to resume in {out_dir}: it holds a different run:\n  "
+                + "\n  ".join(diffs) + "\nuse another out_dir (or delete this one)")
+    # Leftovers of this host's killed runs (never complete shards: those are renamed).
+    for tmp in glob.glob(os.path.join(out_dir, f".tmp-p{pi}-*")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+    mine = range(len(names))[process_shard(len(names), pi, pc)]
+    position = {n: i for i, n in enumerate(names)}
+    done: set[str] = set()
+    mismatched: list[str] = []
+    for path in _shard_paths(out_dir):
+        z = _load_shard(path, ("names", "targets") if check_targets else ("names",))
+        shard_names = z["names"].tolist()
+        done.update(shard_names)
+        if check_targets:
+            idx = np.array([position.get(n, -1) for n in shard_names], np.int64)
+            known = idx >= 0
+            same = np.isclose(z["targets"][known], features[idx[known]], rtol=1e-4,
+                              atol=1e-6).all(axis=1)
+            mismatched += [n for n, ok in zip(np.asarray(shard_names)[known].tolist(), same)
+                           if not ok]
+    if mismatched:
+        raise ResumeMismatchError(
+            f"refusing to resume in {out_dir}: {len(mismatched)} finished items were inverted "
+            f"from other target features (e.g. {mismatched[:5]}); use another out_dir")
+    todo = [i for i in mine if names[i] not in done]
+    fn = inverters.oti if method == "oti" else inverters.ovi
+    run_kwargs = {k: v for k, v in hp.items() if k != "method"}
+    run_kwargs.update({k: v for k, v in ex.items() if k != "progress"})
+    batch_size = int(ex["batch_size"])
+    chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
+    show = progress if progress is not None else len(chunks) > 1
+    written, bad = [], []
+    for chunk in tqdm(chunks, desc=f"{method.upper()} shards", unit="shard", disable=not show):
+        chunk_names = [names[i] for i in chunk]
+        targets = features[chunk]
+        init = item_init(chunk_names, int(hp["seed"]), token_shape)
+        n = len(chunk)
+        if n < batch_size:  # keep the compiled batch shape of the full chunks
+            pad = np.concatenate([np.arange(n), np.full(batch_size - n, n - 1)])
+            targets, init = targets[pad], init[pad]
+        t1 = time.perf_counter()
+        res = fn(clip, targets, init=init, progress=False, **run_kwargs)
+        arrays = {
+            "names": np.array(chunk_names, dtype=str),
+            "index": np.asarray(chunk, np.int64),
+            "targets": features[chunk],
+            "pseudo_tokens": res.pseudo_tokens[:n],
+            "features": res.features[:n],
+            "losses": np.ascontiguousarray(res.losses[:, :n].T),
+            "recorded_tokens": np.ascontiguousarray(np.swapaxes(res.recorded_tokens[:, :n], 0, 1)),
+            "recorded_features": np.ascontiguousarray(
+                np.swapaxes(res.recorded_features[:, :n], 0, 1)),
+            "nonfinite": res.nonfinite[:n],
+            "meta": np.array(json.dumps({
+                "seconds": time.perf_counter() - t1, "finished": time.time(),
+                "process_index": pi, "process_count": pc, "host": os.uname().nodename,
+                "execution": _jsonable({k: v for k, v in ex.items() if k != "devices"}),
+                "devices": res.hparams.get("devices")})),
+        }
+        digest = hashlib.blake2b("\0".join(chunk_names).encode(), digest_size=10).hexdigest()
+        path = os.path.join(out_dir, f"shard-{digest}.npz")
+        _atomic_write(path, _npz_bytes(arrays), f"p{pi}")
+        written.append(path)
+        bad += [m for m, f in zip(chunk_names, res.nonfinite[:n]) if f]
+    return InvertSummary(out_dir=out_dir, num_items=len(mine), already_done=len(mine) - len(todo),
+                         inverted=len(todo), shards=written, nonfinite=bad,
+                         seconds=time.perf_counter() - t0)
+
+
+def load_inverted(out_dir: str | Sequence[str], names: Sequence[str] | None = None
+                  ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Gather the shards of one run (one folder, or several with the same manifest).
+
+    Args:
+        out_dir: the folder given to :func:`invert_dataset`, or a list of them (one per
+            host).
+        names: return these items in this order (KeyError if one is missing); default:
+            every finished item, in the order of the ``names`` list of the run.
+
+    Returns:
+        ``(names, arrays)`` with ``arrays`` keyed as the shard files (item-major, see the
+        module docstring) plus ``record_steps`` ``(S,)``.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        ValueError: the folders hold different runs, or an item appears twice.
+    """
+    dirs = [out_dir] if isinstance(out_dir, (str, os.PathLike)) else list(out_dir)
+    manifests = [_read_manifest(d) for d in dirs]
+    for d, m in zip(dirs, manifests):
+        if m is None:
+            raise FileNotFoundError(f"no {MANIFEST} in {d}: not an invert_dataset folder")
+    for d, m in zip(dirs[1:], manifests[1:]):
+        diffs = _diff(manifests[0], m)
+        if diffs:
+            raise ValueError(f"{d} holds a different run than {dirs[0]}: {diffs[:5]}")
+    parts: list[dict[str, np.ndarray]] = []
+    for d in dirs:
+        for path in _shard_paths(d):
+            parts.append(_load_shard(path, ("names", *ARRAY_KEYS)))
+    k, w = manifests[0]["token_shape"]
+    dim = manifests[0]["feature_dim"]
+    steps = manifests[0]["hparams"]["steps"]
+    rec = np.asarray(manifests[0]["hparams"]["record_steps"], np.int64)
+    if not parts:
+        empty = {"index": np.zeros((0,), np.int64), "targets": np.zeros((0, dim), np.float32),
+                 "pseudo_tokens": np.zeros((0, k, w), np.float32),
+                 "features": np.zeros((0, dim), np.float32),
+                 "losses": np.zeros((0, steps), np.float32),
+                 "recorded_tokens": np.zeros((0, len(rec), k, w), np.float32),
+                 "recorded_features": np.zeros((0, len(rec), dim), np.float32),
+                 "nonfinite": np.zeros((0,), bool)}
+        parts = [{"names": np.zeros((0,), str), **empty}]
+    all_names = np.concatenate([p["names"] for p in parts]).tolist()
+    arrays = {key: np.concatenate([p[key] for p in parts]) for key in ARRAY_KEYS}
+    pos: dict[str, int] = {}
+    dups = []
+    for i, n in enumerate(all_names):
+        if n in pos:
+            dups.append(n)
+        pos[n] = i
+    if dups:
+        raise ValueError(f"{len(dups)} items appear in more than one shard (e.g. {dups[:5]}): "
+                         "two runs wrote to the same folder concurrently")
+    if names is None:
+        order = np.lexsort((np.array(all_names, dtype=str), arrays["index"]))
+    else:
+        missing = [n for n in names if n not in pos]
+        if missing:
+            raise KeyError(f"{len(missing)} items are not (yet) inverted, e.g. {missing[:5]}")
+        order = np.array([pos[n] for n in names], np.int64)
+    out = {key: v[order] for key, v in arrays.items()}
+    out["record_steps"] = rec
+    return [all_names[i] for i in order], out
