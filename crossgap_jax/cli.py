@@ -39,6 +39,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and run")
     g.add_argument("--preset", default="clip_vitb32", help=f"one of: {', '.join(list_presets())}")
     g.add_argument("--checkpoint", help="checkpoint path / hub id (overrides the preset's source)")
+    g.add_argument("--tokenizer", default=None,
+                   help="tokenizer model for families that need one (SigLIP's spiece.model)")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     g.add_argument("--run-dir", default=None, help="output folder (default results/<preset>)")
     g.add_argument("--data-root", default=None,
@@ -71,7 +73,7 @@ def _make_run(args, record_steps: Sequence[int] = ()):
                     on_error=args.on_error, record_steps=record_steps,
                     checkpoint=args.checkpoint, dtype=args.dtype,
                     max_queries=args.max_queries, max_gallery=args.max_gallery,
-                    shard_size=args.shard_size)
+                    shard_size=args.shard_size, tokenizer=args.tokenizer)
 
 
 def _print_json(obj) -> None:

@@ -171,3 +171,27 @@ def test_retrieve_isoclip_feature_type(tiny_ckpt, shared_data, tmp_path, capsys)
     # A bad combination is a clear error, not a silent result.
     rc = main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "ovi", *common])
     assert rc == 2 and "OVI inverts text features" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["slip-tiny", "siglip-tiny"])
+def test_reproduce_other_families(arch, shared_data, tmp_path):
+    """The pipeline runs every family through the same commands (presets of SigLIP/SLIP)."""
+    from family_factories import train_spiece
+
+    clip = create_clip(arch, seed=1)
+    ckpt = str(tmp_path / f"{arch}.safetensors")
+    save_native(ckpt, clip.config, clip.params)
+    extra = []
+    if arch == "siglip-tiny":
+        extra = ["--tokenizer", train_spiece(str(tmp_path / "spiece.model"), vocab_size=200)]
+    preset = "siglip_vitb16" if arch.startswith("siglip") else "slip_vitb16"
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "reproduce", "--preset", preset, "--datasets",
+                 "caltech101,coco_text", *_common(ckpt, shared_data, run_dir, "--model", arch,
+                                                  "--max-queries", "8", "--max-gallery", "24",
+                                                  *extra)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for entry in metrics["datasets"].values():
+        assert 0.0 <= entry["inverted"]["mAP"] <= 100.0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["preset"] == preset and cfg["model"] == arch

@@ -223,14 +223,27 @@ def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
     Returns:
         A :class:`CLIP` bundle.
     """
-    from crossgap_jax.models.checkpoints import load_checkpoint
+    from crossgap_jax.models.checkpoints import is_native, load_checkpoint, load_native
+
+    source = checkpoint if checkpoint is not None else name_or_path
+    if isinstance(source, str) and is_native(source):
+        # The native format carries its config, whatever the family.
+        config, params, info = load_native(source)
+        if checkpoint is not None and not isinstance(name_or_path, CLIPConfig):
+            want = get_config(name_or_path)
+            if want.name != config.name and want != config.replace(name=want.name):
+                raise ValueError(f"{source} holds architecture {config.name!r}, "
+                                 f"not {name_or_path!r}")
+        params = jax.tree.map(lambda x: jax.device_put(np.asarray(x, np.float32)), params)
+        return CLIP(config, params, dtype=dtype, info=info, tokenizer_file=tokenizer)
 
     family = _load_family(name_or_path, checkpoint)
     if family is not None:
         config, params, info = family.load_checkpoint(
             name_or_path, checkpoint, quick_gelu=quick_gelu, allow_pickle=allow_pickle,
             cache_dir=cache_dir, tokenizer=tokenizer)
-        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        # device_put copies: jnp.asarray could alias a memory-mapped checkpoint on CPU.
+        params = jax.tree.map(lambda x: jax.device_put(np.asarray(x, np.float32)), params)
         return CLIP(config, params, dtype=dtype, info=info,
                     tokenizer_file=info.get("tokenizer_file"))
 

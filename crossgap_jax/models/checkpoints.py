@@ -713,6 +713,17 @@ def _check_tree(flat: Mapping[str, np.ndarray], config: CLIPConfig, source: str)
                               + "\n  ".join(problems))
 
 
+def is_native(path: str) -> bool:
+    """Whether ``path`` is a file written by :func:`save_native`."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        return (sniff_format(path) == "safetensors"
+                and _safetensors_metadata(path).get("format") == NATIVE_FORMAT)
+    except (OSError, ValueError):
+        return False
+
+
 def load_native(path: str) -> tuple[CLIPConfig, Params, dict[str, Any]]:
     """Read a :func:`save_native` file: ``(config, params (NumPy float32), info)``.
 

@@ -388,10 +388,13 @@ def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress:
              on_error: str = "skip", record_steps: Sequence[int] = (),
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
-             shard_size: int = 256) -> Run:
-    """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run."""
+             shard_size: int = 256, tokenizer: str | None = None) -> Run:
+    """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
+
+    ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
+    """
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
-    clip = load_clip(cfg["model"], source, dtype=dtype)
+    clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
     cfg = dict(cfg, checkpoint=source, dtype=dtype, max_queries=max_queries,
                max_gallery=max_gallery)
     return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
