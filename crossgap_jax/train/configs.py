@@ -1,0 +1,193 @@
+"""Small CLIP architectures trained in this project, and the training hyper-parameters.
+
+The architectures are ordinary :class:`~crossgap_jax.models.configs.CLIPConfig` records
+(a ViT image tower, a causal text transformer with the real 49,408-token OpenAI BPE
+vocabulary and 77-token context), registered under their names so that
+``get_config("crossgap-digits")`` and checkpoint loading work like for any other CLIP.
+They are small enough to train on a CPU in minutes.
+
+Size note: at small width the token embedding dominates (49,408 x width). The digits
+demo model has text width 64, so 3.2M of its 3.7M parameters are the token embedding; it
+ships as a float32 native checkpoint of 14.7 MB, under the 20 MB budget, with the whole
+vocabulary (no float16 storage, no pruning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from crossgap_jax.models.configs import (
+    CLIPConfig,
+    TextConfig,
+    VisionConfig,
+    get_config,
+    register_architecture,
+)
+
+# Per-channel mean/std of the pixels the models are trained on. For these small models
+# trained from scratch we keep OpenAI's constants (any fixed affine map works; keeping the
+# usual ones means ``clip.preprocess`` behaves as for every other CLIP).
+
+
+def _small(name: str, *, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
+           tl: int, th: int) -> CLIPConfig:
+    return CLIPConfig(
+        name=name,
+        embed_dim=embed,
+        vision=VisionConfig(image_size=res, patch_size=patch, width=vw, layers=vl, heads=vh),
+        text=TextConfig(width=tw, layers=tl, heads=th),
+        quick_gelu=False,
+    )
+
+
+SMALL_ARCHITECTURES: dict[str, CLIPConfig] = {
+    c.name: c
+    for c in [
+        # The shipped demo model (sklearn digits upscaled to 32 px): 4 x 4 patches of 8 px.
+        _small("crossgap-digits", embed=64, res=32, patch=8, vw=96, vl=3, vh=4, tw=64, tl=3,
+               th=4),
+        # The Caltech101 controlled experiment: 64 px, 8 px patches (8 x 8 grid).
+        _small("crossgap-caltech", embed=128, res=64, patch=8, vw=128, vl=4, vh=4, tw=128,
+               tl=4, th=4),
+        # A very small one for tests.
+        _small("crossgap-test", embed=16, res=16, patch=8, vw=32, vl=1, vh=2, tw=16, tl=1,
+               th=2),
+    ]
+}
+
+
+def register_small_architectures() -> None:
+    """Register :data:`SMALL_ARCHITECTURES` (idempotent)."""
+    for name, cfg in SMALL_ARCHITECTURES.items():
+        try:
+            existing = get_config(name)
+        except KeyError:
+            existing = None
+        if existing is None:
+            register_architecture(cfg)
+        elif existing != cfg:
+            register_architecture(cfg, overwrite=True)
+
+
+register_small_architectures()
+
+VARIANTS = ("clip", "clip+slip", "clip-t1", "clip+intra")
+VARIANT_DESCRIPTIONS = {
+    "clip": "(a) CLIP loss, learned temperature",
+    "clip+slip": "(b) CLIP loss + SLIP's intra-modal image-image term (SimCLR on an MLP head "
+                 "over the image trunk)",
+    "clip-t1": "(c) CLIP loss, temperature fixed to 1",
+    "clip+intra": "(b') CLIP loss + the intra-modal image-image term on the joint embedding "
+                  "itself (no head)",
+}
+# SLIP's projection head (variant b), scaled down from SLIP's 4096 hidden / 256 output.
+HEAD_HIDDEN = 512
+HEAD_DIM = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation applied on the fly (inside the jitted step).
+
+    Attributes:
+        crop_scale: ``(min, max)`` area fraction of the random resized crop.
+        crop_ratio: ``(min, max)`` aspect ratio of the crop.
+        flip: random horizontal flip (off for digits: a mirrored digit is another glyph).
+        brightness, contrast: maximum relative jitter (0 disables).
+    """
+
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    brightness: float = 0.3
+    contrast: float = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (with the data and the seed).
+
+    Attributes:
+        arch: architecture name (see :data:`SMALL_ARCHITECTURES`) or a CLIPConfig.
+        variant: ``"clip"`` (a), ``"clip+slip"`` (b, SLIP-style head), ``"clip-t1"`` (c),
+            or ``"clip+intra"`` (b', the image-image term on the joint embedding).
+        steps: optimiser steps.
+        batch_size: global batch (split over devices).
+        learning_rate, warmup_steps, weight_decay, b1, b2, grad_clip: AdamW with linear
+            warm-up then cosine decay to 0; decay on matrices only (not on biases, norms,
+            embeddings' scalars like logit_scale).
+        init_temperature: initial temperature of the learned-temperature variants
+            (CLIP: 0.07). Variant (c) uses 1 throughout.
+        max_logit_scale: clip the learned logit scale at this value (CLIP: 100).
+        intra_weight: weight of the image-image term in variants (b)/(b') (SLIP: 1).
+        intra_temperature: temperature of that term (SLIP/SimCLR: 0.1).
+        text_length: token positions fed to the text encoder during training (the encoder
+            is causal and pools at EOT, so any length > the longest caption is exact).
+        augment: :class:`AugmentConfig`.
+        seed: one seed for init, data order and augmentation.
+        log_every, checkpoint_every: in steps (0 disables periodic checkpoints).
+    """
+
+    arch: Any = "crossgap-caltech"
+    variant: str = "clip"
+    steps: int = 1000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.98
+    grad_clip: float = 1.0
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    intra_weight: float = 1.0
+    intra_temperature: float = 0.1
+    text_length: int = 32
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; use one of {VARIANTS}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps must be >= 1 and batch_size >= 2")
+
+    @property
+    def clip_config(self) -> CLIPConfig:
+        return get_config(self.arch)
+
+    @property
+    def learn_temperature(self) -> bool:
+        return self.variant != "clip-t1"
+
+    @property
+    def use_intra(self) -> bool:
+        """An image-image term is added (variants b and b')."""
+        return self.variant in ("clip+intra", "clip+slip")
+
+    @property
+    def intra_head(self) -> bool:
+        """The image-image term acts on an MLP head over the image trunk (SLIP, variant b)
+        rather than on the joint embedding (variant b')."""
+        return self.variant == "clip+slip"
+
+    def replace(self, **kw: Any) -> TrainConfig:
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(self.arch, CLIPConfig):
+            d["arch"] = self.arch.name
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        aug = d.get("augment")
+        if isinstance(aug, dict):
+            aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
+            d["augment"] = AugmentConfig(**aug)
+        return cls(**d)
