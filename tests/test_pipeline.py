@@ -120,7 +120,7 @@ def test_classify_and_analyze(tiny_ckpt, shared_data, tmp_path):
 def test_killed_inversion_resumes_without_loss_or_duplicates(tiny_ckpt, shared_data, tmp_path):
     """Kill the CLI mid-OTI, restart it, and compare with an uninterrupted run."""
     common = ["--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(shared_data),
-              "--batch-size", "8", "--shard-size", "16", "--oti-steps", "60",
+              "--batch-size", "8", "--shard-size", "8", "--oti-steps", "500",
               "--max-queries", "64", "--max-gallery", "64"]
     cmd = [sys.executable, "-m", "crossgap_jax.cli", "--quiet"]
     killed = tmp_path / "killed"
@@ -132,7 +132,7 @@ def test_killed_inversion_resumes_without_loss_or_duplicates(tiny_ckpt, shared_d
         shards = [p for p in killed.rglob("*.npz") if "inversions" in str(p)]
         if shards:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert shards, "no shard appeared before the deadline"
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
@@ -149,7 +149,7 @@ def test_killed_inversion_resumes_without_loss_or_duplicates(tiny_ckpt, shared_d
     (dir_b,) = {p.parent for p in clean.rglob("*.npz") if "inversions" in str(p)}
     names_a, arr_a = load_inverted(str(dir_a))
     names_b, arr_b = load_inverted(str(dir_b))
-    assert 1 <= n_before < 4, "the kill should land between the first and the last shard"
+    assert 1 <= n_before < 8, "the kill should land between the first and the last shard"
     assert list(names_a) == list(names_b) and len(set(names_a)) == len(names_a) == 64
     np.testing.assert_allclose(arr_a["features"], arr_b["features"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(arr_a["losses"], arr_b["losses"], rtol=0, atol=1e-6)
