@@ -16,14 +16,13 @@ import argparse
 import functools
 import os
 import pathlib
-import statistics
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, format_table, write_results  # noqa: E402
+from common import environment, format_table, time_call, write_results  # noqa: E402
 
 
 def _captions(n: int) -> list[str]:
@@ -36,17 +35,7 @@ def _captions(n: int) -> list[str]:
     return [f"a photo of a {w} on a table next to a window" for w in range(n)]
 
 
-def _time(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, median steady-state seconds)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+
 
 
 def bench_jax(pixels, ids, eot, repeats: int, dtype: str) -> list[dict]:
@@ -78,7 +67,7 @@ def bench_jax(pixels, ids, eot, repeats: int, dtype: str) -> list[dict]:
         t0 = time.perf_counter()
         lower()
         compile_s = time.perf_counter() - t0
-        _, steady = _time(fn, repeats)
+        _, steady = time_call(fn, repeats)
         rows.append({"backend": f"jax {dtype}", "input": what, "batch": len(ids),
                      "compile_s": compile_s, "batch_s": steady, "per_s": len(ids) / steady})
     return rows
@@ -98,7 +87,7 @@ def bench_torch(pixels, ids, repeats: int, attn: str) -> list[dict]:
     with torch.inference_mode():
         for what, fn in (("image", lambda: model.get_image_features(pixel_values=x)),
                          ("text", lambda: model.get_text_features(input_ids=t))):
-            first, steady = _time(fn, repeats)
+            first, steady = time_call(fn, repeats)
             rows.append({"backend": f"torch {attn}", "input": what, "batch": len(ids),
                          "compile_s": None, "first_call_s": first, "batch_s": steady,
                          "per_s": len(ids) / steady})

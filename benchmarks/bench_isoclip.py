@@ -20,27 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, format_table, write_results  # noqa: E402
-
-
-def _time(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, median steady-state seconds)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+from common import environment, format_table, time_call, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -77,7 +62,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # One-off per model: SVD of the projections (float64 NumPy; the first call also starts
     # the BLAS thread pool, so the steady time is reported).
     basis = isoclip_basis_for(clip, tol=2.0)
-    _, svd_s = _time(lambda: isoclip_basis_for(clip, tol=2.0), 1)
+    _, svd_s = time_call(lambda: isoclip_basis_for(clip, tol=2.0), 1)
 
     rows: list[dict] = []
 
@@ -87,25 +72,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "first_call_s": first, "batch_s": steady,
                      "ms_per_query": 1e3 * steady / n, "note": note})
 
-    add("encode", "image", None, *_time(lambda: clip.encode_image(pixels, **kw), args.repeats))
-    add("encode", "text", None, *_time(lambda: clip.encode_text(ids, **kw), args.repeats))
-    add("isoclip", "image", None, *_time(
+    add("encode", "image", None, *time_call(lambda: clip.encode_image(pixels, **kw), args.repeats))
+    add("encode", "text", None, *time_call(lambda: clip.encode_text(ids, **kw), args.repeats))
+    add("isoclip", "image", None, *time_call(
         lambda: isoclip_image_features(clip, pixels, basis, **kw), args.repeats),
         f"k={basis.num_components} of {len(basis.singular_values)}; SVD once {svd_s:.3f}s")
-    add("isoclip", "text", None, *_time(
+    add("isoclip", "text", None, *time_call(
         lambda: isoclip_text_features(clip, ids, basis, **kw), args.repeats))
 
     def run_oti():
         return oti(clip, clip.encode_image(pixels, **kw), steps=args.oti_steps, batch_size=n,
                    progress=False)
 
-    add("oti", "image", args.oti_steps, *_time(run_oti, args.repeats))
+    add("oti", "image", args.oti_steps, *time_call(run_oti, args.repeats))
 
     def run_ovi():
         return ovi(clip, clip.encode_text(ids, **kw), steps=args.ovi_steps,
                    num_tokens=args.ovi_tokens, batch_size=n, progress=False)
 
-    first, steady = _time(run_ovi, args.repeats)
+    first, steady = time_call(run_ovi, args.repeats)
     add("ovi", "text", args.ovi_steps, first, steady)
     per_step = steady / args.ovi_steps
     rows.append({"method": "ovi", "query side": "text", "steps": 1000, "first_call_s": None,

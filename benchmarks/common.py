@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -69,3 +70,16 @@ def write_results(name: str, rows: Sequence[dict[str, Any]], extra: dict[str, An
     with open(path, "w") as f:
         json.dump(payload, f, indent=2, default=float)
     return path
+
+
+def time_call(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(first call seconds, median steady-state seconds over ``repeats`` more calls)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)

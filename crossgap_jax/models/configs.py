@@ -87,7 +87,10 @@ class CLIPConfig:
         return dataclasses.replace(self, **kw)
 
 
-def _vit(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=True) -> CLIPConfig:
+def vit_config(name: str, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
+               tl: int, th: int, quick_gelu: bool = True) -> CLIPConfig:
+    """A ViT CLIP config: embed dim, image size, patch, vision width/layers/heads, text
+    width/layers/heads (context 77, the OpenAI vocabulary)."""
     return CLIPConfig(
         name=name,
         embed_dim=embed,
@@ -99,20 +102,20 @@ def _vit(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=True) -> CL
 
 _REGISTRY: dict[str, CLIPConfig] = {
     # OpenAI releases (quick_gelu).
-    "ViT-B/32": _vit("ViT-B/32", 512, 224, 32, 768, 12, 12, 512, 12, 8),
-    "ViT-B/16": _vit("ViT-B/16", 512, 224, 16, 768, 12, 12, 512, 12, 8),
-    "ViT-L/14": _vit("ViT-L/14", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
-    "ViT-L/14@336px": _vit("ViT-L/14@336px", 768, 336, 14, 1024, 24, 16, 768, 12, 12),
+    "ViT-B/32": vit_config("ViT-B/32", 512, 224, 32, 768, 12, 12, 512, 12, 8),
+    "ViT-B/16": vit_config("ViT-B/16", 512, 224, 16, 768, 12, 12, 512, 12, 8),
+    "ViT-L/14": vit_config("ViT-L/14", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    "ViT-L/14@336px": vit_config("ViT-L/14@336px", 768, 336, 14, 1024, 24, 16, 768, 12, 12),
     # open_clip names (exact GELU; the "-quickgelu" variants match OpenAI's activation).
-    "ViT-B-32": _vit("ViT-B-32", 512, 224, 32, 768, 12, 12, 512, 12, 8, quick_gelu=False),
-    "ViT-B-16": _vit("ViT-B-16", 512, 224, 16, 768, 12, 12, 512, 12, 8, quick_gelu=False),
-    "ViT-L-14": _vit("ViT-L-14", 768, 224, 14, 1024, 24, 16, 768, 12, 12, quick_gelu=False),
-    "ViT-B-32-quickgelu": _vit("ViT-B-32-quickgelu", 512, 224, 32, 768, 12, 12, 512, 12, 8),
-    "ViT-L-14-quickgelu": _vit("ViT-L-14-quickgelu", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    "ViT-B-32": vit_config("ViT-B-32", 512, 224, 32, 768, 12, 12, 512, 12, 8, quick_gelu=False),
+    "ViT-B-16": vit_config("ViT-B-16", 512, 224, 16, 768, 12, 12, 512, 12, 8, quick_gelu=False),
+    "ViT-L-14": vit_config("ViT-L-14", 768, 224, 14, 1024, 24, 16, 768, 12, 12, quick_gelu=False),
+    "ViT-B-32-quickgelu": vit_config("ViT-B-32-quickgelu", 512, 224, 32, 768, 12, 12, 512, 12, 8),
+    "ViT-L-14-quickgelu": vit_config("ViT-L-14-quickgelu", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
     # Tiny configs for tests and smoke runs (real tokenizer vocabulary and context).
     # (vision heads = width // 64, the rule OpenAI's ``build_model`` uses).
-    "tiny": _vit("tiny", 32, 32, 8, 128, 2, 2, 64, 2, 4),
-    "tiny-gelu": _vit("tiny-gelu", 32, 32, 8, 128, 2, 2, 64, 2, 4, quick_gelu=False),
+    "tiny": vit_config("tiny", 32, 32, 8, 128, 2, 2, 64, 2, 4),
+    "tiny-gelu": vit_config("tiny-gelu", 32, 32, 8, 128, 2, 2, 64, 2, 4, quick_gelu=False),
 }
 
 

@@ -228,6 +228,17 @@ def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
             continue
         flat[path] = arr
     missing = ["/".join(p) for p in expected if p not in flat and not _is_mismatched(p, mismatched)]
+    problems = fit_problems(mismatched, missing, unexpected)
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not fit architecture {config.name!r} ({layout} layout):\n"
+            + "\n".join(problems)
+        )
+    return traverse_util.unflatten_dict(flat)
+
+
+def fit_problems(mismatched: list[str], missing: list[str], unexpected: list[str]) -> list[str]:
+    """The sections of a checkpoint-does-not-fit message (empty when it fits)."""
     problems = []
     if mismatched:
         problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
@@ -235,12 +246,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
         problems.append("missing tensors (Flax paths):\n  " + "\n  ".join(missing))
     if unexpected:
         problems.append("unexpected tensors:\n  " + "\n  ".join(sorted(unexpected)))
-    if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit architecture {config.name!r} ({layout} layout):\n"
-            + "\n".join(problems)
-        )
-    return traverse_util.unflatten_dict(flat)
+    return problems
 
 
 def _is_mismatched(path: tuple[str, ...], mismatched: list[str]) -> bool:

@@ -22,7 +22,7 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import CheckpointError, strip_prefixes
+from crossgap_jax.models.convert import CheckpointError, fit_problems, strip_prefixes
 from crossgap_jax.models.slip import PRETRAINED, SLIPConfig, param_shapes
 
 _IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
@@ -94,13 +94,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
         flat[path] = v
     bad = {m.rsplit("(at ", 1)[1][:-1] for m in mismatched}
     missing = ["/".join(p) for p in expected if p not in flat and "/".join(p) not in bad]
-    problems = []
-    if mismatched:
-        problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
-    if missing:
-        problems.append("missing tensors (Flax paths):\n  " + "\n  ".join(missing))
-    if unexpected:
-        problems.append("unexpected tensors:\n  " + "\n  ".join(sorted(unexpected)))
+    problems = fit_problems(mismatched, missing, unexpected)
     if problems:
         raise CheckpointError(f"checkpoint does not fit SLIP architecture {config.name!r}:\n"
                               + "\n".join(problems))

@@ -19,10 +19,9 @@ from typing import Any
 
 from crossgap_jax.models.configs import (
     CLIPConfig,
-    TextConfig,
-    VisionConfig,
     get_config,
     register_architecture,
+    vit_config,
 )
 
 # Per-channel mean/std of the pixels the models are trained on. For these small models
@@ -32,13 +31,7 @@ from crossgap_jax.models.configs import (
 
 def _small(name: str, *, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
            tl: int, th: int) -> CLIPConfig:
-    return CLIPConfig(
-        name=name,
-        embed_dim=embed,
-        vision=VisionConfig(image_size=res, patch_size=patch, width=vw, layers=vl, heads=vh),
-        text=TextConfig(width=tw, layers=tl, heads=th),
-        quick_gelu=False,
-    )
+    return vit_config(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=False)
 
 
 SMALL_ARCHITECTURES: dict[str, CLIPConfig] = {

@@ -259,7 +259,8 @@ class TrainResult:
         config: the :class:`TrainConfig`.
         history: one dict per logged step (``step``, ``loss``, ``clip_loss``,
             ``intra_loss``, ``temperature``, ``grad_norm``, ``lr``, ``seconds``).
-        seconds: training wall time (compile included).
+        seconds: training wall time (compile included; summed over resumed segments, up to
+            the last logged step of an interrupted one).
         checkpoint: path of the saved native checkpoint, or None.
     """
 
@@ -365,6 +366,8 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
         restored = load_train_state(_state_path(out_dir), params, opt_state, cfg)
         if restored is not None:
             params, opt_state, step0, history = restored
+            # Wall time accumulates over the interrupted segments.
+            t0 -= history[-1]["seconds"] if history else 0.0
     params = jax.device_put(params, repl)
     opt_state = jax.device_put(opt_state, repl)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
