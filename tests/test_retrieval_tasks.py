@@ -221,10 +221,13 @@ def test_zero_shot_accuracy_hand_made():
     res_jax = R.zero_shot_accuracy(jnp.asarray(features), jnp.asarray(classifier), labels,
                                    ks=(1, 2, 3))
     assert res_jax == res
-    # an all-tied sample: pessimistic rank 3, optimistic rank 1
-    tied = np.array([[1, -1, 0]], np.float32)
-    assert R.class_ranks(tied, classifier, np.array([1]))[0] == 3
-    assert R.class_ranks(tied, classifier, np.array([1]), ties="optimistic")[0] == 1
+    # an all-tied sample: pessimistic rank 3, optimistic rank 1. The tie must be exact under
+    # any summation order: with a one-hot classifier each score is one feature entry times
+    # 1 plus exact zeros, and equal entries stay equal after normalisation.
+    tied = np.array([[1, 1, 1]], np.float32)
+    eye = np.eye(3, dtype=np.float32)
+    assert R.class_ranks(tied, eye, np.array([1]))[0] == 3
+    assert R.class_ranks(tied, eye, np.array([1]), ties="optimistic")[0] == 1
     with pytest.raises(ValueError, match="labels"):
         R.zero_shot_accuracy(features, classifier, np.array([0, 1, 1, 3]))
     with pytest.raises(ValueError, match="labels"):
