@@ -724,6 +724,25 @@ def is_native(path: str) -> bool:
         return False
 
 
+def native_config(path: str) -> CLIPConfig | None:
+    """The architecture config stored in a :func:`save_native` file (header only, no
+    weights read), or None when ``path`` is not a native file.
+
+    Raises:
+        CheckpointError: a native file whose config cannot be parsed.
+    """
+    if not is_native(path):
+        return None
+    from crossgap_jax.models.families import family_module
+
+    try:
+        cfg = json.loads(_safetensors_metadata(path)["config"])
+        return family_module(cfg.get("family", "clip")).CONFIG_CLASS.from_dict(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable architecture config in the native file "
+                              f"header ({e})") from e
+
+
 def load_native(path: str) -> tuple[CLIPConfig, Params, dict[str, Any]]:
     """Read a :func:`save_native` file: ``(config, params (NumPy float32), info)``.
 

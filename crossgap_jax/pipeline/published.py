@@ -18,3 +18,33 @@ PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
 def published_row(preset: str | None) -> dict[str, tuple[float, float]]:
     """The published averages of ``preset`` ({} when the paper has none)."""
     return dict(PUBLISHED.get(preset or "", {}))
+
+
+def published_for(model: str | None, pretrained: str | None,
+                  checkpoint_sha256: str | None = None) -> tuple[str, dict] | None:
+    """The paper's published averages for the model that actually ran, or None.
+
+    A row belongs to a preset's *model and weights*, not to its name: it is returned only
+    when ``model`` is the preset's architecture and the weights are the preset's release,
+    i.e. ``pretrained`` is the preset's tag (``"openai"``, ``"datacomp_xl_s13b_b90k"``, ...)
+    or, for OpenAI releases, ``checkpoint_sha256`` is the release file's published sha256
+    (a local copy of ``ViT-B-32.pt``). A run of another model under the preset's settings
+    (the demo model, a fine-tune) gets no published row.
+
+    Returns:
+        ``(preset name, row)`` as in :data:`PUBLISHED`, or None.
+    """
+    from crossgap_jax.pipeline.presets import PRESETS
+
+    for preset, row in PUBLISHED.items():
+        p = PRESETS.get(preset, {})
+        if model is None or p.get("model") != model:
+            continue
+        if pretrained is not None and pretrained == p.get("pretrained"):
+            return preset, dict(row)
+        if checkpoint_sha256 and p.get("pretrained") == "openai":
+            from crossgap_jax.models.checkpoints import OPENAI_RELEASES, openai_release
+
+            if model in OPENAI_RELEASES and openai_release(model)[1] == checkpoint_sha256:
+                return preset, dict(row)
+    return None

@@ -2,10 +2,14 @@
 
 Every artefact lives under one run folder::
 
-    <run_dir>/config.json                         resolved configuration
+    <run_dir>/records/<command>-<key>.json        one record per command and setting
     <run_dir>/features/<dataset>/<split>-<modality>-<key>.npz
     <run_dir>/inversions/<oti|ovi>/<dataset>/<split>-<key>/   resumable shards
-    <run_dir>/metrics.json, <run_dir>/table.md     results
+    <run_dir>/metrics.json, <run_dir>/table.md     the latest ``reproduce`` (also in records/)
+
+A record holds the command's results and its :func:`provenance` (model, checkpoint
+sha256, preset, every setting, subset sizes, package version); its key hashes the
+command, its arguments and that provenance, so no command rewrites another's record.
 
 Keys hash everything an artefact depends on (model weights, preprocessing, template,
 hyper-parameters), so a restarted run reuses finished work and a changed setting never
@@ -17,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +34,7 @@ from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE, class_prompt
-from crossgap_jax.pipeline.published import published_row
+from crossgap_jax.pipeline.published import published_for
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 
 log = logging.getLogger(__name__)
@@ -61,11 +67,16 @@ class Run:
     max_queries: int | None = None
     max_gallery: int | None = None
     shard_size: int = 256
+    roots: dict[str, str] = dataclasses.field(default_factory=dict)
     _isoclip_basis: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
+        # No file is written here: each command writes its own record (write_record).
         os.makedirs(self.run_dir, exist_ok=True)
-        atomic_write_json(os.path.join(self.run_dir, "config.json"), self.cfg)
+
+    def root_for(self, dataset: str) -> str | None:
+        """The data root of ``dataset``: its own (``roots``), else :attr:`data_root`."""
+        return self.roots.get(dataset, self.data_root)
 
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
@@ -119,8 +130,10 @@ class Run:
         return kw
 
     # --- tasks ------------------------------------------------------------------------
-    def task(self, dataset: str) -> RetrievalTask:
-        task = get_task(dataset, self.data_root)
+    def task(self, dataset: str, split: str | None = None) -> RetrievalTask:
+        """The dataset's retrieval task (``split``: the query split; for caption datasets
+        the split whose captions are used), limited by ``max_queries`` / ``max_gallery``."""
+        task = get_task(dataset, self.root_for(dataset), query_split=split)
         if self.max_queries or self.max_gallery:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
@@ -144,25 +157,33 @@ class Run:
         return self.inverted(base, feature_type)
 
     def retrieve(self, dataset: str, query_type: str | None = None,
-                 gallery_type: str | None = None) -> dict:
-        """Retrieval metrics for one dataset (defaults: the modality of each side)."""
-        task = self.task(dataset)
+                 gallery_type: str | None = None, split: str | None = None) -> dict:
+        """Retrieval metrics for one dataset (defaults: the modality of each side;
+        ``split``: see :meth:`task`)."""
+        task = self.task(dataset, split)
         q = self.side_features(task.query, query_type or task.query.modality)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality)
         metrics = evaluate_task(task, q, g)
         metrics["query_type"] = query_type or task.query.modality
         metrics["gallery_type"] = gallery_type or task.gallery.modality
+        metrics["query_split"] = task.query.split
+        metrics["gallery_split"] = task.gallery.split
+        metrics["num_gallery"] = len(task.gallery)
         return metrics
 
     def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
-                 split: str = "test") -> dict:
+                 split: str | None = None) -> dict:
         """Zero-shot accuracy: standard (inter-modal) and the intra-modal OTI/OVI variants.
 
         - ``inter``: image features vs the text classifier of CoOp's class prompts.
         - ``oti``: OTI features of the images vs that text classifier.
         - ``ovi``: image features vs a classifier of OVI-inverted class prompts.
+
+        ``split``: default ``test`` when the dataset has one, else its query split (an
+        image folder without split sub-folders: ``all``).
         """
-        images = get_dataset(dataset, self.data_root, split)
+        split = split or default_classify_split(dataset, self.root_for(dataset))
+        images = get_dataset(dataset, self.root_for(dataset), split)
         if self.max_queries and self.max_queries < len(images):
             rng = np.random.default_rng(int(self.cfg["seed"]))
             images = images.subset(np.sort(rng.choice(len(images), self.max_queries, False)))
@@ -175,7 +196,8 @@ class Run:
         classes = _classnames_split(dataset, images.classnames)
         ft = self.features(classes, template=prompt)
         classifier = retrieval.build_classifier(ft.features)
-        out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames)}
+        out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
+                               "split": split, "num_images": len(images)}
         if "inter" in variants:
             out["inter"] = retrieval.zero_shot_accuracy(fi.features, classifier, labels)
         if "oti" in variants:
@@ -210,14 +232,17 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     """A smaller task for smoke runs: a seeded random subset of the queries, and a gallery
     that keeps the positives of the chosen queries first, then random other items.
 
-    Metrics on a limited task are not comparable with the paper's; the run's config
-    records the limits.
+    Metrics on a limited task are not comparable with the paper's; every record and table
+    states the limits. On all-vs-all tasks (``exclude_self``: the queries are the gallery)
+    both limits cap that one set: ``min(max_queries, max_gallery)`` items.
     """
     if task.relevance == "revisitop":
         raise ValueError("revisitop tasks cannot be subset (the ground truth indexes the "
                          "full gallery)")
     rng = np.random.default_rng(seed)
     q = task.query
+    if task.exclude_self and (max_queries or max_gallery):
+        max_queries = min(x for x in (max_queries, max_gallery) if x)
     if max_queries and max_queries < len(q):
         q = q.subset(np.sort(rng.choice(len(q), max_queries, replace=False)))
     g = task.gallery
@@ -315,28 +340,64 @@ def paper_modes(modality: str) -> tuple[tuple[str, str], tuple[str, str]]:
     return ("text", "text"), ("ovi", "text")
 
 
-def reproduce(run: Run, datasets: Sequence[str]) -> dict:
+class DatasetFailure(RuntimeError):
+    """A dataset of :func:`reproduce` failed after others finished; ``results`` holds what
+    finished (already written to ``metrics.json`` / ``table.md``)."""
+
+    def __init__(self, dataset: str, error: BaseException, results: dict):
+        super().__init__(f"dataset {dataset!r} failed: {type(error).__name__}: {error} "
+                         f"(the table holds the {len(results.get('datasets', {}))} dataset(s) "
+                         f"that finished)")
+        self.dataset, self.error, self.results = dataset, error, results
+
+
+def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None) -> dict:
     """Intra-modal baseline vs inverted retrieval on each dataset; writes metrics + table.
+
+    Args:
+        run: the run (model, settings, folder).
+        datasets: dataset names, in order.
+        roots: per-dataset data roots (default: ``run.roots``, then ``run.data_root``).
 
     Returns:
         The metrics dict written to ``<run_dir>/metrics.json``.
+
+    Raises:
+        DatasetFailure: a dataset failed; the datasets before it are in its ``results``,
+            and their table was written.
     """
-    results: dict[str, Any] = {"config": run.cfg, "datasets": {}}
+    if roots:
+        run = dataclasses.replace(run, roots={**run.roots, **roots})
+    results: dict[str, Any] = {"provenance": provenance(run), "config": run.cfg,
+                               "datasets": {}}
+    failure = None
     for ds in datasets:
-        task = run.task(ds)
-        base_mode, inv_mode = paper_modes(task.query.modality)
-        entry = {"modality": task.query.modality,
-                 "baseline": run.retrieve(ds, *base_mode),
-                 "inverted": run.retrieve(ds, *inv_mode)}
+        try:
+            task = run.task(ds)
+            base_mode, inv_mode = paper_modes(task.query.modality)
+            entry = {"modality": task.query.modality,
+                     "baseline": run.retrieve(ds, *base_mode),
+                     "inverted": run.retrieve(ds, *inv_mode),
+                     "text_source": None}  # filled by the text-source provenance
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - reported after the finished ones are written
+            failure = (ds, e)
+            break
         results["datasets"][ds] = entry
         if is_writer():
             atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
     results["average"] = _averages(results["datasets"])
-    results["published"] = published_row(run.cfg.get("preset"))
-    if is_writer():
+    prov = results["provenance"]
+    match = published_for(prov["model"], prov["pretrained"], prov["checkpoint_sha256"])
+    results["published"] = match[1] if match else {}
+    results["published_preset"] = match[0] if match else None
+    if is_writer() and results["datasets"]:
         atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
         atomic_write_bytes(os.path.join(run.run_dir, "table.md"),
                            results_table(results).encode())
+    if failure is not None:
+        raise DatasetFailure(failure[0], failure[1], results) from failure[1]
     return results
 
 
@@ -359,48 +420,282 @@ def _averages(per_ds: dict) -> dict:
     return out
 
 
+def _subset_line(prov: dict) -> str | None:
+    sub = prov.get("subset") or {}
+    if not (sub.get("max_queries") or sub.get("max_gallery")):
+        return None
+    return (f"> **Caveat: subset run** (--max-queries {sub.get('max_queries')}, --max-gallery "
+            f"{sub.get('max_gallery')}): numbers are on a seeded random subset and are not "
+            "comparable with the paper's.")
+
+
+def provenance_header(prov: dict, title: str) -> str:
+    """Markdown lines naming what produced a table: model, checkpoint sha256, preset, every
+    setting, subset caveat, text sources and the package version."""
+    s = prov.get("settings", {})
+    lines = [f"# {title}", "",
+             f"- model: `{prov.get('model')}`; weights: `{prov.get('checkpoint')}`"
+             + (f" (pretrained `{prov['pretrained']}`)" if prov.get("pretrained") else ""),
+             f"- checkpoint sha256: `{prov.get('checkpoint_sha256') or 'not available'}`",
+             f"- preset (settings): `{prov.get('preset')}`; "
+             + ", ".join(f"{k}={s[k]!r}" if isinstance(s[k], str) else f"{k}={s[k]}"
+                         for k in sorted(s)),
+             f"- text sources: {prov.get('text_sources') or 'as read from the dataset files'}",
+             f"- crossgap_jax {prov.get('version')}"]
+    caveat = _subset_line(prov)
+    if caveat:
+        lines += ["", caveat]
+    return "\n".join(lines) + "\n\n"
+
+
+def _counts(m: dict) -> str:
+    return (f"{int(m.get('num_evaluated', 0))}/{int(m.get('num_queries', 0))} | "
+            f"{int(m.get('num_skipped_no_relevant', 0))} | "
+            f"{int(m.get('num_query_items_missing', 0))}")
+
+
 def results_table(results: dict) -> str:
-    """Markdown table: per dataset and average, baseline vs inverted mAP, with the paper's."""
+    """Markdown table: per dataset and average, baseline vs inverted mAP, with the paper's
+    published averages only when the run's model and weights are the paper's (see
+    :func:`~crossgap_jax.pipeline.published.published_for`). Query counts: evaluated /
+    asked, skipped for having no relevant item, missing (unreadable)."""
     names = {"image": ("image->image", "OTI->image"), "text": ("text->text", "OVI->text")}
-    lines = ["| dataset | mode | baseline mAP | inverted mAP | gain |", "|---|---|---|---|---|"]
+    lines = ["| dataset | mode | baseline mAP | inverted mAP | gain | queries evaluated | "
+             "skipped (no relevant) | missing |", "|---|---|---|---|---|---|---|---|"]
     for ds, v in results["datasets"].items():
         b, i = _main_metric(v["baseline"]), _main_metric(v["inverted"])
         mode = " vs ".join(names[v["modality"]])
-        lines.append(f"| {ds} | {mode} | {b:.2f} | {i:.2f} | {i - b:+.2f} |")
+        lines.append(f"| {ds} | {mode} | {b:.2f} | {i:.2f} | {i - b:+.2f} | "
+                     f"{_counts(v['inverted'])} |")
     pub = results.get("published") or {}
     for modality, avg in results.get("average", {}).items():
         mode = " vs ".join(names[modality])
         b, i = avg["baseline"], avg["inverted"]
         lines.append(f"| **average** ({avg['num_datasets']} datasets) | {mode} | {b:.2f} | "
-                     f"{i:.2f} | {i - b:+.2f} |")
+                     f"{i:.2f} | {i - b:+.2f} | | | |")
         if modality in pub:
             pb, pi = pub[modality]
             lines.append(f"| *paper (avg. over its datasets)* | {mode} | {pb:.1f} | {pi:.1f} | "
-                         f"{pi - pb:+.1f} |")
-    cfg = results.get("config", {})
-    head = (f"# Results: preset `{cfg.get('preset')}`, model `{cfg.get('model')}`\n\n"
-            "mAP in percent. Paper rows are the poster averages over the paper's datasets "
-            "(per-dataset numbers are not available here).\n\n")
-    return head + "\n".join(lines) + "\n"
+                         f"{pi - pb:+.1f} | | | |")
+    prov = results.get("provenance") or {"model": results.get("config", {}).get("model"),
+                                         "preset": results.get("config", {}).get("preset")}
+    head = provenance_header(prov, "Results: intra-modal baseline vs modality inversion")
+    if pub:
+        note = (f"mAP in percent. Paper rows: the published averages of "
+                f"`{results.get('published_preset')}` over the paper's datasets (per-dataset "
+                "numbers are not available here).")
+    else:
+        note = ("mAP in percent. No paper row: the paper published no numbers for this model "
+                "and weights.")
+    return head + note + "\n\n" + "\n".join(lines) + "\n"
 
 
-def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress: bool = True,
-             on_error: str = "skip", record_steps: Sequence[int] = (),
+def retrieval_table(run: Run, dataset: str, m: dict) -> str:
+    """Markdown table of one ``retrieve`` result, headed by the run's provenance."""
+    keys = [k for k in ("mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10") if k in m]
+    keys += [k for k in sorted(m) if "/" in k and k.endswith("mAP")]
+    lines = ["| dataset | query -> gallery | split | " + " | ".join(keys)
+             + " | queries evaluated | skipped (no relevant) | missing | gallery |",
+             "|" + "---|" * (len(keys) + 7)]
+    lines.append(f"| {dataset} | {m['query_type']} -> {m['gallery_type']} | "
+                 f"{m.get('query_split')}/{m.get('gallery_split')} | "
+                 + " | ".join(f"{float(m[k]):.2f}" for k in keys)
+                 + f" | {_counts(m)} | {m.get('num_gallery', '')} |")
+    return (provenance_header(provenance(run), "Retrieval") + "Metrics in percent.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def classify_table(run: Run, dataset: str, m: dict) -> str:
+    """Markdown table of one ``classify`` result, headed by the run's provenance."""
+    lines = ["| dataset | split | variant | top-1 | top-5 | images |", "|---|---|---|---|---|---|"]
+    for v in ("inter", "oti", "ovi", *sorted(k for k in m if k.startswith("isoclip"))):
+        if isinstance(m.get(v), dict):
+            r = m[v]
+            lines.append(f"| {dataset} | {m.get('split')} | {v} | {float(r['top1']):.2f} | "
+                         f"{float(r.get('top5', float('nan'))):.2f} | "
+                         f"{int(r.get('num_samples', 0))} |")
+    return (provenance_header(provenance(run), "Zero-shot classification")
+            + f"Accuracy in percent; prompt `{m.get('prompt')}`.\n\n" + "\n".join(lines)
+            + "\n")
+
+
+def pretrained_aliases() -> dict[str, str]:
+    """Pretrained names that resolve to a shipped file: ``{"demo": <the demo checkpoint>}``
+    (:data:`crossgap_jax.demo.DEMO_CHECKPOINT`, whatever model that file holds)."""
+    from crossgap_jax import demo
+
+    return {"demo": demo.DEMO_CHECKPOINT}
+
+
+PRETRAINED_ALIASES = pretrained_aliases
+
+
+def resolve_source(cfg: dict, checkpoint: str | None = None
+                   ) -> tuple[str | None, Any]:
+    """The weights a run loads, and their architecture when the file states it.
+
+    ``checkpoint`` (a path / hub id) wins over the preset's ``checkpoint`` / ``pretrained``;
+    a pretrained alias (``"demo"``) becomes its file.
+
+    Returns:
+        ``(source, config)``: ``config`` is the architecture stored in a native file
+        (:func:`~crossgap_jax.models.checkpoints.native_config`), else None.
+
+    Raises:
+        FileNotFoundError: an alias whose file is missing.
+    """
+    from crossgap_jax.models.checkpoints import native_config
+
+    source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
+    aliases = pretrained_aliases()
+    if source in aliases and not os.path.exists(source):
+        source = aliases[source]
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"the demo checkpoint {source} is missing; rebuild it "
+                                    "with: python -m crossgap_jax.train.digits")
+    if isinstance(source, str) and os.path.exists(os.path.expanduser(source)):
+        return source, native_config(os.path.expanduser(source))
+    return source, None
+
+
+def _is_tag(source: str | None) -> bool:
+    return (isinstance(source, str) and re.fullmatch(r"[a-z0-9_]+", source) is not None
+            and not os.path.exists(source))
+
+
+def default_run_dir(cfg: dict) -> str:
+    """``results/<preset>`` when the preset's own model runs, else ``results/<model>``."""
+    from crossgap_jax.pipeline.presets import PRESETS
+
+    preset = cfg.get("preset")
+    if preset in PRESETS and PRESETS[preset]["model"] == cfg.get("model"):
+        return os.path.join("results", preset)
+    return os.path.join("results", re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cfg.get("model"))))
+
+
+def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
+             progress: bool = True, on_error: str = "skip", record_steps: Sequence[int] = (),
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
-             shard_size: int = 256, tokenizer: str | None = None) -> Run:
+             shard_size: int = 256, tokenizer: str | None = None,
+             model_explicit: bool = False, roots: dict[str, str] | None = None) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
+    A native file (:func:`~crossgap_jax.models.checkpoints.save_native`) carries its
+    architecture: it is loaded as the file says, and ``cfg["model"]`` becomes that name.
+    With ``model_explicit`` (the user named ``cfg["model"]``), a file holding another
+    architecture is an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo
+    model (:func:`pretrained_aliases`).
+
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
+    ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
+
+    Raises:
+        ValueError: an explicit model that the native file contradicts; checkpoint errors
+            (:class:`~crossgap_jax.models.checkpoints.CheckpointError`).
     """
-    source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
-    clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
-    cfg = dict(cfg, checkpoint=source, dtype=dtype, max_queries=max_queries,
-               max_gallery=max_gallery)
-    return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
-               record_steps=tuple(record_steps), max_queries=max_queries,
-               max_gallery=max_gallery, shard_size=shard_size)
+    source, native = resolve_source(cfg, checkpoint)
+    if native is not None:
+        if model_explicit and cfg["model"] != native.name:
+            from crossgap_jax.models import get_config
+
+            if get_config(cfg["model"]) != native.replace(name=cfg["model"]):
+                raise ValueError(f"{source} holds architecture {native.name!r}, not "
+                                 f"{cfg['model']!r}")
+        clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
+        model = clip.config.name if not model_explicit else cfg["model"]
+    else:
+        clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
+        model = cfg["model"]
+    requested = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
+    pretrained = requested if _is_tag(requested) else None
+    cfg = dict(cfg, model=model, pretrained=pretrained, checkpoint=source, dtype=dtype,
+               max_queries=max_queries, max_gallery=max_gallery,
+               checkpoint_sha256=checkpoint_sha256(clip))
+    return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
+               progress=progress, on_error=on_error, record_steps=tuple(record_steps),
+               max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
+               roots=dict(roots or {}))
 
 
-__all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",
+def checkpoint_sha256(clip: CLIP) -> str | None:
+    """sha256 of the checkpoint file a bundle was loaded from (verified / hub-cache value
+    when the loader has it, else hashed once and kept in ``clip.info``); None for several
+    files or none."""
+    info = clip.info
+    if info.get("checkpoint_sha256") is None:
+        sha = info.get("sha256")
+        path = info.get("path")
+        if sha is None and isinstance(path, str) and os.path.isfile(path):
+            from crossgap_jax.models.checkpoints import sha256_file
+
+            sha = sha256_file(path)
+        info["checkpoint_sha256"] = sha
+    return info["checkpoint_sha256"]
+
+
+_SETTING_KEYS = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
+                 "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed",
+                 "dtype")
+
+
+def provenance(run: Run) -> dict:
+    """What produced a run's results: ``model``, ``checkpoint``, ``checkpoint_sha256``,
+    ``pretrained`` (tag, or None for a file), ``preset``, ``settings`` (every preset key and
+    the compute dtype), ``subset`` (``max_queries`` / ``max_gallery``, None = full),
+    ``text_sources`` ({dataset: source} of replaced texts; empty: as read) and ``version``."""
+    from crossgap_jax import __version__
+
+    c = run.cfg
+    settings = {k: c[k] for k in _SETTING_KEYS if k in c}
+    settings.update(on_error=run.on_error, record_steps=list(run.record_steps))
+    return {"model": c.get("model"), "checkpoint": c.get("checkpoint"),
+            "checkpoint_sha256": c.get("checkpoint_sha256") or checkpoint_sha256(run.clip),
+            "pretrained": c.get("pretrained"), "preset": c.get("preset"),
+            "settings": settings,
+            "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
+            "text_sources": dict(c.get("text_sources") or {}), "version": __version__}
+
+
+def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,
+                 argv: Sequence[str] | None = None, table: str | None = None) -> str:
+    """Write ``<run_dir>/records/<command>-<key>.json``: the results with their provenance.
+
+    The key hashes the command, ``key`` (its arguments: dataset, feature types, ...) and the
+    provenance, so a command with other settings writes another record, and a rerun with
+    the same settings rewrites only its own. Returns the path (written by process 0 only).
+    """
+    prov = provenance(run)
+    k = meta_key({"command": command, "key": key or {}, "provenance": prov})
+    path = os.path.join(run.run_dir, "records", f"{command}-{k}.json")
+    record = {"command": command, "argv": list(argv or []), "arguments": key or {},
+              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "provenance": prov, "results": results}
+    if table is not None:
+        record["table"] = table
+    if is_writer():
+        atomic_write_json(path, record)
+    return path
+
+
+def default_classify_split(dataset: str, root: str | None) -> str:
+    """``test`` when the dataset has it, else its query split (image folders: their
+    ``test`` sub-folder, else ``all``)."""
+    from crossgap_jax.data import dataset_info
+    from crossgap_jax.data.tfds_backend import PREFIX, TFDS_DEFAULTS
+
+    if dataset.startswith(PREFIX):
+        d = TFDS_DEFAULTS.get(dataset[len(PREFIX):])
+        return d.query_split if d else "test"
+    info = dataset_info(dataset)
+    if info.name == "imagefolder" and root is not None:
+        from crossgap_jax.data import images as im
+
+        splits = im.imagefolder_splits(os.fspath(root))
+        return "test" if "test" in splits else splits[0]
+    return "test" if "test" in info.splits else info.query_split
+
+
+__all__ = ["Run", "DatasetFailure", "evaluate_task", "make_run", "paper_modes", "provenance",
+           "reproduce", "resolve_source", "results_table", "write_record",
            "DEFAULT_CLASS_TEMPLATE"]
