@@ -446,14 +446,15 @@ def validate(args) -> list[tuple[str, dict]]:
         split = getattr(args, "split", None)
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):
             split = None
-        _check_dataset(args.dataset, args.data_root, "--dataset", split)
         if args.command == "retrieve" and split is not None:
             from crossgap_jax.data import dataset_info
 
-            if not args.dataset.startswith("tfds:") and dataset_info(args.dataset).protocol \
-                    not in ("label", "captions"):
-                raise CLIError(f"--split {split}: {args.dataset} has fixed query and gallery "
-                               "splits (queries / corpus); drop --split")
+            with contextlib.suppress(KeyError):  # an unknown name is reported below
+                if not args.dataset.startswith("tfds:") and dataset_info(
+                        args.dataset).protocol not in ("label", "captions"):
+                    raise CLIError(f"--split {split}: {args.dataset} has fixed query and "
+                                   "gallery splits; drop --split")
+        _check_dataset(args.dataset, args.data_root, "--dataset", split)
     return out
 
 
@@ -546,7 +547,12 @@ def cmd_encode(args) -> int:
     run = _make_run(args)
     split = get_dataset(args.dataset, run.data_root, args.split)
     fs = run.features(split, template=args.template)
+    path = _write_outputs(run, args, {"num_features": len(fs), "shape": list(fs.features.shape),
+                                      "num_skipped": len(fs.skipped), "split": split.split},
+                          key={"dataset": args.dataset, "split": split.split,
+                               "template": args.template})
     print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}")
+    print(f"record: {path}")
     return 0
 
 
@@ -560,7 +566,12 @@ def cmd_invert(args) -> int:
 
         split = get_dataset(args.dataset, run.data_root, args.split)
     inv = run.side_features(split, args.method)
+    path = _write_outputs(run, args, {"num_items": len(inv), "split": split.split,
+                                      "inversion_dir": inv.meta["inversion_dir"]},
+                          key={"dataset": args.dataset, "split": split.split,
+                               "record_steps": list(args.record_steps)})
     print(f"{args.method.upper()}: {len(inv)} items -> {inv.meta['inversion_dir']}")
+    print(f"record: {path}")
     return 0
 
 

@@ -27,10 +27,10 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-def _common(tiny_ckpt, shared_data, run_dir, *extra):
+def _common(tiny_ckpt, shared_data, run_dir, *extra, steps=True):
+    steps_args = ["--oti-steps", "4", "--ovi-steps", "3"] if steps else []
     return ["--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(shared_data),
-            "--run-dir", str(run_dir), "--batch-size", "8", "--oti-steps", "4",
-            "--ovi-steps", "3", *extra]
+            "--run-dir", str(run_dir), "--batch-size", "8", *steps_args, *extra]
 
 
 def test_presets_resolve_and_reject_unknown():
@@ -58,9 +58,12 @@ def test_reproduce_end_to_end(tiny_ckpt, shared_data, tmp_path, capsys):
             assert entry[side]["num_evaluated"] > 0
     assert metrics["datasets"]["caltech101"]["inverted"]["query_type"] == "oti"
     assert metrics["datasets"]["coco_text"]["inverted"]["query_type"] == "ovi"
-    assert "OTI->image" in table and "paper" in table  # published row for clip_vitb32
-    cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["model"] == "tiny" and cfg["oti_steps"] == 4 and cfg["max_queries"] == 12
+    # A tiny random model under clip_vitb32's settings: no published (OpenAI) row.
+    assert "OTI->image" in table and "*paper" not in table and "No paper row" in table
+    (record,) = (run_dir / "records").glob("reproduce-*.json")
+    prov = json.loads(record.read_text())["provenance"]
+    assert prov["model"] == "tiny" and prov["settings"]["oti_steps"] == 4
+    assert prov["subset"] == {"max_queries": 12, "max_gallery": 40}
     # A second run reuses every artefact: no inversion shard is rewritten.
     shards = sorted(p for p in (run_dir / "inversions").rglob("*") if p.is_file())
     mtimes = [p.stat().st_mtime_ns for p in shards]
@@ -72,7 +75,7 @@ def test_reproduce_end_to_end(tiny_ckpt, shared_data, tmp_path, capsys):
 def test_feature_cache_refuses_other_model(tiny_ckpt, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["--quiet", "encode", "--dataset", "coco_text", "--split", "test",
-                 *_common(tiny_ckpt, shared_data, run_dir)]) == 0
+                 *_common(tiny_ckpt, shared_data, run_dir, steps=False)]) == 0
     (path,) = list((run_dir / "features").rglob("*.npz"))
     fs = load_features(str(path))
     assert fs.features.shape == (25000, 32) and len(set(fs.items)) == 25000
@@ -97,13 +100,16 @@ def test_wrong_root_names_expected_layout(tiny_ckpt, tmp_path, capsys):
 
 def test_classify_and_analyze(tiny_ckpt, shared_data, tmp_path):
     run_dir = tmp_path / "run"
-    common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "30")
+    common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10")
     assert main(["--quiet", "classify", "--dataset", "caltech101", *common]) == 0
-    res = json.loads((run_dir / "classify-caltech101.json").read_text())
+    (record,) = (run_dir / "records").glob("classify-*.json")
+    res = json.loads(record.read_text())["results"]
     assert res["num_classes"] == 100 and res["prompt"] == "a photo of a {}."
     for variant in ("inter", "oti", "ovi"):
         assert 0.0 <= res[variant]["top1"] <= res[variant]["top5"] <= 100.0
         assert res[variant]["num_samples"] == 10
+    common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery",
+                     "30", "--oti-steps", "4", steps=False)
     assert main(["--quiet", "analyze", "--dataset", "caltech101", "--num-tokens", "1,2",
                  "--record-steps", "1,2,4", *common]) == 0
     out = run_dir / "analysis" / "caltech101"
@@ -161,7 +167,8 @@ def test_retrieve_isoclip_feature_type(tiny_ckpt, shared_data, tmp_path, capsys)
     common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "isoclip",
                  "--gallery-type", "isoclip", *common]) == 0
-    out = json.loads((run_dir / "retrieve-caltech101-isoclip-isoclip.json").read_text())
+    (record,) = (run_dir / "records").glob("retrieve-*.json")
+    out = json.loads(record.read_text())["results"]
     assert out["num_queries"] == 10 and 0.0 <= out["mAP"] <= 100.0
     # Pre-projection features are cached separately from the projected ones.
     metas = [load_features(str(p)).meta for p in (run_dir / "features").rglob("*.npz")]
@@ -193,5 +200,6 @@ def test_reproduce_other_families(arch, shared_data, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for entry in metrics["datasets"].values():
         assert 0.0 <= entry["inverted"]["mAP"] <= 100.0
-    cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["preset"] == preset and cfg["model"] == arch
+    (record,) = (run_dir / "records").glob("reproduce-*.json")
+    prov = json.loads(record.read_text())["provenance"]
+    assert prov["preset"] == preset and prov["model"] == arch

@@ -140,20 +140,12 @@ class Run:
 
     def side_features(self, split, feature_type: str) -> FeatureSet:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip``."""
-        if feature_type not in FEATURE_TYPES:
-            raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
+        check_feature_type(split, feature_type)
         if feature_type == "isoclip":
             return self.isoclip(split)
         base = self.features(split)
         if feature_type in ("image", "text"):
-            if split.modality != feature_type:
-                raise ValueError(f"{split.name}/{split.split} is a {split.modality} split; "
-                                 f"feature type {feature_type!r} does not apply")
             return base
-        needed = "image" if feature_type == "oti" else "text"
-        if split.modality != needed:
-            raise ValueError(f"{feature_type.upper()} inverts {needed} features, but "
-                             f"{split.name}/{split.split} is a {split.modality} split")
         return self.inverted(base, feature_type)
 
     def retrieve(self, dataset: str, query_type: str | None = None,
@@ -161,6 +153,8 @@ class Run:
         """Retrieval metrics for one dataset (defaults: the modality of each side;
         ``split``: see :meth:`task`)."""
         task = self.task(dataset, split)
+        check_feature_type(task.query, query_type or task.query.modality)  # before any work
+        check_feature_type(task.gallery, gallery_type or task.gallery.modality)
         q = self.side_features(task.query, query_type or task.query.modality)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality)
         metrics = evaluate_task(task, q, g)
@@ -208,6 +202,20 @@ class Run:
             out["ovi"] = retrieval.zero_shot_accuracy(
                 fi.features, retrieval.build_classifier(inv_c.features), labels)
         return out
+
+
+def check_feature_type(split, feature_type: str) -> None:
+    """Raise ValueError unless ``feature_type`` applies to ``split``'s modality."""
+    if feature_type not in FEATURE_TYPES:
+        raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
+    if feature_type in ("image", "text") and split.modality != feature_type:
+        raise ValueError(f"{split.name}/{split.split} is a {split.modality} split; "
+                         f"feature type {feature_type!r} does not apply")
+    if feature_type in ("oti", "ovi"):
+        needed = "image" if feature_type == "oti" else "text"
+        if split.modality != needed:
+            raise ValueError(f"{feature_type.upper()} inverts {needed} features, but "
+                             f"{split.name}/{split.split} is a {split.modality} split")
 
 
 def _barrier(name: str) -> None:
@@ -387,17 +395,28 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
         results["datasets"][ds] = entry
         if is_writer():
             atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
-    results["average"] = _averages(results["datasets"])
-    prov = results["provenance"]
-    match = published_for(prov["model"], prov["pretrained"], prov["checkpoint_sha256"])
-    results["published"] = match[1] if match else {}
-    results["published_preset"] = match[0] if match else None
+    summarize(results)
     if is_writer() and results["datasets"]:
         atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
         atomic_write_bytes(os.path.join(run.run_dir, "table.md"),
                            results_table(results).encode())
     if failure is not None:
         raise DatasetFailure(failure[0], failure[1], results) from failure[1]
+    return results
+
+
+def summarize(results: dict) -> dict:
+    """Add ``average`` (per modality) and the paper's ``published`` row to a
+    :func:`reproduce` results dict (in place; also returned). The published row is the one
+    of the model and weights in ``results["provenance"]``
+    (:func:`~crossgap_jax.pipeline.published.published_for`), ``{}`` for any other model;
+    ``published_preset`` names whose row it is."""
+    results["average"] = _averages(results["datasets"])
+    prov = results.get("provenance") or {}
+    match = published_for(prov.get("model"), prov.get("pretrained"),
+                          prov.get("checkpoint_sha256"))
+    results["published"] = match[1] if match else {}
+    results["published_preset"] = match[0] if match else None
     return results
 
 
@@ -697,5 +716,5 @@ def default_classify_split(dataset: str, root: str | None) -> str:
 
 
 __all__ = ["Run", "DatasetFailure", "evaluate_task", "make_run", "paper_modes", "provenance",
-           "reproduce", "resolve_source", "results_table", "write_record",
+           "reproduce", "resolve_source", "results_table", "summarize", "write_record",
            "DEFAULT_CLASS_TEMPLATE"]

@@ -1,0 +1,278 @@
+"""The CLI as a user meets it (issue 13 items 1, 3, 4, 5, 9): every command on the shipped
+demo model given by ``--checkpoint FILE`` alone or ``--pretrained demo``, per-command
+records that nothing else rewrites, 0644 result files, ``--output``, ``--quiet``, and
+tables that name what produced them (published rows only beside their own model)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossgap_jax import __version__
+from crossgap_jax.cli import main
+from crossgap_jax.demo import DEMO_CHECKPOINT
+from crossgap_jax.models import create_clip
+from crossgap_jax.models.checkpoints import OPENAI_RELEASES, openai_release, save_native
+from crossgap_jax.pipeline import run as runmod
+from crossgap_jax.pipeline.published import PUBLISHED, published_for
+
+
+@pytest.fixture(autouse=True)
+def _offline_umask(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory):
+    """A generic image folder (no split sub-folders): 3 classes x 4 random images."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(1)
+    for c in ("cat", "dog", "fox"):
+        (root / c).mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                root / c / f"{i}.png")
+    return root
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _record(run_dir, command):
+    (path,) = sorted((run_dir / "records").glob(f"{command}-*.json"))
+    return path, json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    out = tmp_path / "out"
+    folder = ["--data-root", str(imagefolder), "--run-dir", str(run)]
+    ckpt = ["--checkpoint", DEMO_CHECKPOINT]  # alone: no --model, no --preset
+    demo = ["--pretrained", "demo"]
+    steps = ["--batch-size", "8", "--oti-steps", "2"]
+
+    assert main(["--quiet", "encode", "--dataset", "imagefolder", *ckpt, *folder]) == 0
+    assert main(["--quiet", "oti", "--dataset", "imagefolder", *demo, *folder, *steps]) == 0
+    assert main(["--quiet", "ovi", "--dataset", "coco_text", *ckpt, "--data-root",
+                 str(shared_data), "--run-dir", str(run), "--max-queries", "3",
+                 "--max-gallery", "6", "--batch-size", "8", "--ovi-steps", "2"]) == 0
+    capsys.readouterr()
+
+    # retrieve: a printed table; all-vs-all folder: both caps apply to the one set.
+    assert main(["--quiet", "retrieve", "--dataset", "imagefolder", "--query-type", "oti",
+                 *demo, *folder, *steps, "--max-queries", "6", "--max-gallery", "5",
+                 "--output", str(out / "retrieve.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "| imagefolder | oti -> image | all/all |" in printed
+    _, rec = _record(run, "retrieve")
+    res = rec["results"]
+    assert res["num_queries"] == 5 and res["num_gallery"] == 5
+    # Brute force: a query is skipped when no other chosen item shares its class.
+    from crossgap_jax.data import get_task
+
+    task = runmod.limit_task(get_task("imagefolder", str(imagefolder)), 6, 5, seed=0)
+    labels = np.asarray(task.query.labels)
+    no_pos = sum(int((labels == lab).sum() == 1) for lab in labels)
+    assert res["num_skipped_no_relevant"] == no_pos
+    assert res["num_evaluated"] == 5 - no_pos
+    assert f"| {5 - no_pos}/5 | {no_pos} | 0 | 5 |" in printed
+
+    # classify: an image folder without split folders works without --split.
+    assert main(["--quiet", "classify", "--dataset", "imagefolder", "--variants", "inter,oti",
+                 *ckpt, *folder, *steps, "--output", str(out / "classify.json")]) == 0
+    _, rec = _record(run, "classify")
+    assert rec["results"]["split"] == "all" and rec["results"]["num_images"] == 12
+    assert rec["results"]["inter"]["num_samples"] == 12
+
+    # reproduce: per-dataset roots (the folder is its own root; coco under the default).
+    assert main(["--quiet", "reproduce", "--datasets", "imagefolder,coco_text", *demo,
+                 "--data-root", str(shared_data), "--data-root", f"imagefolder={imagefolder}",
+                 "--run-dir", str(run), "--max-queries", "4", "--max-gallery", "8",
+                 "--batch-size", "8", "--oti-steps", "2", "--ovi-steps", "2",
+                 "--output", str(out / "reproduce.json")]) == 0
+    table = (run / "table.md").read_text()
+    assert "model: `crossgap-digits`" in table
+    assert f"checkpoint sha256: `{_sha256(DEMO_CHECKPOINT)}`" in table
+    assert "preset (settings): `clip_vitb32`" in table and "oti_steps=2" in table
+    assert "learning_rate=0.02" in table and f"crossgap_jax {__version__}" in table
+    assert "Caveat: subset run** (--max-queries 4, --max-gallery 8)" in table
+    assert "*paper" not in table and "No paper row" in table  # not OpenAI's model
+    assert "| imagefolder |" in table and "| coco_text |" in table
+
+    # analyze
+    assert main(["--quiet", "analyze", "--dataset", "imagefolder", "--num-tokens", "1",
+                 "--record-steps", "1,2", *ckpt, *folder, *steps,
+                 "--output", str(out / "analyze.json")]) == 0
+
+    # One record per command, none rewritten by a later one; no shared config.json.
+    records = {p.name.split("-")[0]: p for p in (run / "records").glob("*.json")}
+    assert set(records) == {"encode", "oti", "ovi", "retrieve", "classify", "reproduce",
+                            "analyze"}
+    assert not (run / "config.json").exists()
+    before = {k: p.read_bytes() for k, p in records.items()}
+    metrics = (run / "metrics.json").read_bytes()
+    assert main(["--quiet", "classify", "--dataset", "imagefolder", "--variants", "inter,oti",
+                 *ckpt, *folder, "--batch-size", "8", "--oti-steps", "3"]) == 0
+    assert {k: p.read_bytes() for k, p in records.items()} == before
+    assert (run / "metrics.json").read_bytes() == metrics
+    assert len(list((run / "records").glob("classify-*.json"))) == 2
+
+    # --output holds the command's record; result files are 0644 under umask 022.
+    for cmd in ("retrieve", "classify", "reproduce", "analyze"):
+        assert json.loads((out / f"{cmd}.json").read_text()) == json.loads(
+            records[cmd].read_text())
+    written = [*records.values(), run / "metrics.json", run / "table.md",
+               *(out.glob("*.json"))]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {"0o644"}
+
+
+@pytest.mark.slow
+def test_reproduce_writes_finished_table_then_reports_failure(imagefolder, shared_data,
+                                                               tmp_path, capsys, monkeypatch):
+    real = runmod.Run.task
+
+    def task(self, dataset, split=None):
+        if dataset == "caltech101":
+            raise OSError("disk on fire")
+        return real(self, dataset, split)
+
+    monkeypatch.setattr(runmod.Run, "task", task)
+    run = tmp_path / "run"
+    rc = main(["--quiet", "reproduce", "--datasets", "imagefolder,caltech101",
+               "--pretrained", "demo", "--data-root", str(shared_data), "--data-root",
+               f"imagefolder={imagefolder}", "--run-dir", str(run), "--max-queries", "3",
+               "--batch-size", "8", "--oti-steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "dataset 'caltech101' failed: OSError: disk on fire" in err
+    table = (run / "table.md").read_text()
+    assert "| imagefolder |" in table and "caltech101" not in table
+    _, rec = _record(run, "reproduce")
+    assert list(rec["results"]["datasets"]) == ["imagefolder"]
+
+
+def test_quiet_silences_bars_and_info_everywhere(imagefolder, tmp_path, capsys, monkeypatch):
+    common = ["--dataset", "imagefolder", "--data-root", str(imagefolder),
+              "--pretrained", "demo"]
+    assert main(["encode", *common, "--run-dir", str(tmp_path / "a")]) == 0
+    loud = capsys.readouterr().err
+    assert "encode imagefolder/all" in loud and "100%" in loud  # the control: a bar
+    for argv in (["encode", "--quiet", *common, "--run-dir", str(tmp_path / "b")],
+                 ["--quiet", "encode", *common, "--run-dir", str(tmp_path / "c")]):
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert "%" not in err and "█" not in err and "INFO" not in err, err
+
+    calls = []
+    import crossgap_jax.demo as demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw))
+    assert main(["demo", "--quiet", "--quick", "--out", str(tmp_path / "d")]) == 0
+    assert main(["--quiet", "demo", "--out", str(tmp_path / "d")]) == 0
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    assert [c["progress"] for c in calls] == [False, False, True]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"crossgap-jax {__version__}"
+
+
+def test_list_shows_the_demo_model(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"demo               crossgap-digits  {DEMO_CHECKPOINT}" in out or \
+        "crossgap-digits" not in open(DEMO_CHECKPOINT, "rb").read(4096).decode("latin-1")
+
+
+@pytest.mark.slow
+def test_native_file_carries_its_architecture(imagefolder, tmp_path):
+    """An unregistered architecture loads from its file alone; a registered name too; an
+    explicit --model naming the same shapes is accepted."""
+    clip = create_clip("tiny", seed=2)
+    custom = clip.config.replace(name="my-net")
+    f_custom = str(tmp_path / "custom.safetensors")
+    save_native(f_custom, custom, clip.params)
+    f_tiny = str(tmp_path / "tiny.safetensors")
+    save_native(f_tiny, clip.config, clip.params)
+    folder = ["--dataset", "imagefolder", "--data-root", str(imagefolder)]
+    for ckpt, extra, model in ((f_custom, [], "my-net"), (f_tiny, [], "tiny"),
+                               (f_custom, ["--model", "tiny"], "tiny")):
+        run = tmp_path / f"run-{model}-{len(extra)}"
+        assert main(["--quiet", "encode", *folder, "--checkpoint", ckpt, *extra,
+                     "--run-dir", str(run)]) == 0
+        _, rec = _record(run, "encode")
+        assert rec["provenance"]["model"] == model
+        assert rec["provenance"]["checkpoint_sha256"] == _sha256(ckpt)
+        assert rec["results"]["shape"] == [12, 32]
+    assert runmod.default_run_dir({"preset": "clip_vitb32", "model": "my-net"}) == \
+        os.path.join("results", "my-net")
+    assert runmod.default_run_dir({"preset": "clip_vitb32", "model": "ViT-B/32"}) == \
+        os.path.join("results", "clip_vitb32")
+
+
+def test_published_rows_follow_the_model_and_weights():
+    sha_b32 = openai_release("ViT-B/32")[1]
+    assert "ViT-B/32" in OPENAI_RELEASES
+    assert published_for("ViT-B/32", "openai") == ("clip_vitb32", PUBLISHED["clip_vitb32"])
+    assert published_for("ViT-B/32", None, sha_b32)[0] == "clip_vitb32"  # local copy
+    assert published_for("ViT-B/32", None, "0" * 64) is None  # another file
+    assert published_for("ViT-B/32", "demo") is None
+    assert published_for("crossgap-digits", "demo") is None
+    assert published_for("ViT-L-14", "datacomp_xl_s13b_b90k")[0] == "openclip_vitl14"
+    assert published_for("ViT-B-32", "openai") is None  # not the preset's weights
+
+
+def _results(model, pretrained, sha, max_queries=None):
+    prov = {"model": model, "pretrained": pretrained, "checkpoint": "x",
+            "checkpoint_sha256": sha, "preset": "clip_vitb32",
+            "settings": {"oti_steps": 150, "learning_rate": 0.02},
+            "subset": {"max_queries": max_queries, "max_gallery": None},
+            "text_sources": {}, "version": __version__}
+    m = {"mAP": 40.0, "num_queries": 50, "num_evaluated": 49, "num_skipped_no_relevant": 1,
+         "num_query_items_missing": 0}
+    return runmod.summarize({"provenance": prov, "datasets": {
+        "caltech101": {"modality": "image", "baseline": dict(m), "inverted": dict(m, mAP=42.5)}}})
+
+
+def test_table_headers_and_published_rows():
+    sha = openai_release("ViT-B/32")[1]
+    openai = runmod.results_table(_results("ViT-B/32", "openai", sha))
+    assert "| *paper (avg. over its datasets)* | image->image vs OTI->image | 39.2 | 41.2 | " \
+           "+2.0 |" in openai
+    assert "published averages of `clip_vitb32`" in openai and "Caveat" not in openai
+    assert "| caltech101 | image->image vs OTI->image | 40.00 | 42.50 | +2.50 | 49/50 | 1 | 0 |" \
+        in openai
+    demo = runmod.results_table(_results("crossgap-digits", "demo", "ab" * 32, max_queries=50))
+    assert "*paper" not in demo and "No paper row" in demo
+    assert "> **Caveat: subset run** (--max-queries 50, --max-gallery None)" in demo
+    assert "model: `crossgap-digits`" in demo and f"`{'ab' * 32}`" in demo
+    assert "oti_steps=150" in demo and f"crossgap_jax {__version__}" in demo
+
+
+def test_limit_task_all_vs_all_applies_both_caps():
+    from crossgap_jax.data import ImageSplit, RetrievalTask
+
+    q = ImageSplit(name="x", split="all", items=[f"i{k}" for k in range(20)],
+                   paths=[f"/p{k}" for k in range(20)], labels=np.arange(20) % 4,
+                   classnames=["a", "b", "c", "d"])
+    task = RetrievalTask("x", q, q, "label", exclude_self=True)
+    small = runmod.limit_task(task, 10, 6, seed=0)
+    assert len(small.query) == 6 and small.gallery is small.query
+    assert len(runmod.limit_task(task, None, 7, seed=0).query) == 7
+    assert len(runmod.limit_task(task, 3, None, seed=0).query) == 3
