@@ -383,6 +383,16 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
                        f"{', '.join(splits)}")
 
 
+def _looks_like_path(source: str) -> bool:
+    """A local path rather than a hub id (``org/name``) or a pretrained tag."""
+    from crossgap_jax.models.checkpoints import _HUB_ID
+
+    if source.startswith(("/", ".", "~")) or source.endswith(
+            (".pt", ".pth", ".bin", ".safetensors", ".npz", ".json")):
+        return True
+    return os.sep in source and not _HUB_ID.match(source)
+
+
 def _check_source(args, cfg: dict) -> None:
     """The checkpoint / pretrained source exists (local paths) and fits an explicit model."""
     from crossgap_jax.pipeline.run import resolve_source
@@ -394,9 +404,7 @@ def _check_source(args, cfg: dict) -> None:
     if args.tokenizer and not os.path.exists(args.tokenizer):
         raise CLIError(f"--tokenizer {args.tokenizer}: no such file")
     if native is None:
-        if (args.checkpoint and os.sep in args.checkpoint or (args.checkpoint or "").startswith(
-                (".", "~")) or (args.checkpoint or "").endswith(
-                (".pt", ".bin", ".safetensors", ".npz", ".pth"))) and not os.path.exists(
+        if args.checkpoint and _looks_like_path(args.checkpoint) and not os.path.exists(
                 os.path.expanduser(args.checkpoint)):
             raise CLIError(f"--checkpoint {args.checkpoint}: no such file or directory")
         return
@@ -755,9 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _ARGV.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    root_logger = logging.getLogger()
-    if args.quiet:
-        root_logger.setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing is not news
     try:
         with quiet_progress(args.quiet):

@@ -90,6 +90,15 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     assert res["num_evaluated"] == 5 - no_pos
     assert f"| {5 - no_pos}/5 | {no_pos} | 0 | 5 |" in printed
 
+    # retrieve --split: the split whose captions are used.
+    assert main(["--quiet", "retrieve", "--dataset", "coco_text", "--split", "test", *demo,
+                 "--data-root", str(shared_data), "--run-dir", str(tmp_path / "coco"),
+                 "--max-queries", "3", "--max-gallery", "9"]) == 0
+    _, rec = _record(tmp_path / "coco", "retrieve")
+    assert rec["results"]["query_split"] == "test" and rec["results"]["num_queries"] == 3
+    assert rec["arguments"]["split"] == "test"
+    capsys.readouterr()
+
     # classify: an image folder without split folders works without --split.
     assert main(["--quiet", "classify", "--dataset", "imagefolder", "--variants", "inter,oti",
                  *ckpt, *folder, *steps, "--output", str(out / "classify.json")]) == 0
@@ -276,3 +285,20 @@ def test_limit_task_all_vs_all_applies_both_caps():
     assert len(small.query) == 6 and small.gallery is small.query
     assert len(runmod.limit_task(task, None, 7, seed=0).query) == 7
     assert len(runmod.limit_task(task, 3, None, seed=0).query) == 3
+
+
+def test_readme_demo_snippet_loads_the_demo_model():
+    import crossgap_jax as cg
+    from crossgap_jax.models.checkpoints import native_config
+
+    demo = cg.load_clip(DEMO_CHECKPOINT)
+    assert demo.config == native_config(DEMO_CHECKPOINT)
+
+
+def test_checkpoint_paths_vs_hub_ids():
+    from crossgap_jax.cli import _looks_like_path
+
+    assert not _looks_like_path("openai/clip-vit-base-patch32")
+    assert not _looks_like_path("openai")
+    assert _looks_like_path("/no/such/model.pt") and _looks_like_path("ckpt/b32.safetensors")
+    assert _looks_like_path("./weights")
