@@ -95,7 +95,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
                  "--data-root", str(shared_data), "--run-dir", str(tmp_path / "coco"),
                  "--max-queries", "3", "--max-gallery", "9"]) == 0
     _, rec = _record(tmp_path / "coco", "retrieve")
-    assert rec["results"]["query_split"] == "test" and rec["results"]["num_queries"] == 3
+    assert rec["results"]["query_split"] == "test_queries" and rec["results"]["num_queries"] == 3
     assert rec["arguments"]["split"] == "test"
     capsys.readouterr()
 
