@@ -376,8 +376,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
             info.load(r, info.query_split if info.query_split in splits else splits[0])
         except (FileNotFoundError, ValueError) as e:
             raise CLIError(f"{option} {name}: {_one_line(e)}") from None
-        if info.name != "imagefolder":
-            raise CLIError(f"{option} {name}: not found under {r}; expected:\n{info.layout}")
     if split is not None and split not in splits and split not in ("query", "gallery"):
         raise CLIError(f"{split_option} {split}: {info.name} has no such split; valid: "
                        f"{', '.join(splits)}")
