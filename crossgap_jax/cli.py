@@ -495,16 +495,10 @@ def _make_run(args, cfg: dict | None = None, record_steps: Sequence[int] = (),
 
 def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
     """The command's own record under ``<run_dir>/records/`` and ``--output``."""
-    from crossgap_jax.fileio import atomic_write_json
     from crossgap_jax.pipeline.run import write_record
 
-    path = write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table)
-    if getattr(args, "output", None):
-        with open(path) as f:
-            import json
-
-            atomic_write_json(args.output, json.load(f))
-    return path
+    return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
+                        also_to=getattr(args, "output", None))
 
 
 def cmd_list(args) -> int:

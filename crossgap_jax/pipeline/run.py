@@ -677,12 +677,14 @@ def provenance(run: Run) -> dict:
 
 
 def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,
-                 argv: Sequence[str] | None = None, table: str | None = None) -> str:
+                 argv: Sequence[str] | None = None, table: str | None = None,
+                 also_to: str | None = None) -> str:
     """Write ``<run_dir>/records/<command>-<key>.json``: the results with their provenance.
 
     The key hashes the command, ``key`` (its arguments: dataset, feature types, ...) and the
     provenance, so a command with other settings writes another record, and a rerun with
-    the same settings rewrites only its own. Returns the path (written by process 0 only).
+    the same settings rewrites only its own. ``also_to``: a second path for the same
+    record (the CLI's ``--output``). Returns the path (written by process 0 only).
     """
     prov = provenance(run)
     k = meta_key({"command": command, "key": key or {}, "provenance": prov})
@@ -694,6 +696,8 @@ def write_record(run: Run, command: str, results: dict, *, key: dict | None = No
         record["table"] = table
     if is_writer():
         atomic_write_json(path, record)
+        if also_to:
+            atomic_write_json(also_to, record)
     return path
 
 
