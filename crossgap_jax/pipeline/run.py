@@ -55,6 +55,9 @@ class Run:
         shard_size: items per atomic result file of an inversion (what a kill can lose).
         on_error: corrupt images: ``"skip"`` (counted) or ``"raise"``.
         record_steps: OTI/OVI steps to snapshot (Figure-2 analysis).
+        max_queries, max_gallery: subset caps of every task (None: full; see
+            :func:`limit_task`).
+        roots: per-dataset data roots (beside ``data_root``, the default).
     """
 
     run_dir: str
