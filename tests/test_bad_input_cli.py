@@ -181,6 +181,7 @@ def test_tfds_without_tensorflow_datasets(monkeypatch, tmp_path, capsys):
            "pip install 'crossgap-jax[tfds]'" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(monkeypatch, imagefolder, tmp_path,
                                                       capsys):
     """Ctrl-C after the first inversion shard: exit 130, one line naming the kept shards
