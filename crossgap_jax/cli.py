@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -391,6 +392,25 @@ def _looks_like_path(source: str) -> bool:
     return os.sep in source and not _HUB_ID.match(source)
 
 
+def _check_tag(args, model: str, source: str | None) -> None:
+    """A CLIP architecture name and pretrained tag that resolve (no download here)."""
+    from crossgap_jax.models import get_config
+    from crossgap_jax.models.checkpoints import _resolve_named
+
+    try:
+        config = get_config(model)
+    except KeyError as e:
+        opt = f"--model {model}" if args.model else f"--preset {args.preset or DEFAULT_PRESET}"
+        raise CLIError(f"{opt}: {_one_line(e)}") from None
+    if getattr(config, "family", "clip") != "clip" or (source and not re.fullmatch(
+            r"[a-z0-9_]+", source)) or (source and os.path.exists(source)):
+        return  # other families resolve their own tags; paths / hub ids are read as is
+    try:
+        _resolve_named(config.name, source)
+    except ValueError as e:
+        raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
+
+
 def _check_source(args, cfg: dict) -> None:
     """The checkpoint / pretrained source exists (local paths) and fits an explicit model."""
     from crossgap_jax.pipeline.run import resolve_source
@@ -405,6 +425,7 @@ def _check_source(args, cfg: dict) -> None:
         if args.checkpoint and _looks_like_path(args.checkpoint) and not os.path.exists(
                 os.path.expanduser(args.checkpoint)):
             raise CLIError(f"--checkpoint {args.checkpoint}: no such file or directory")
+        _check_tag(args, cfg["model"], source)
         return
     want = args.model
     if want is None and args.preset is not None:

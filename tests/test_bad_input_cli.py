@@ -17,9 +17,13 @@ from crossgap_jax.demo import DEMO_CHECKPOINT
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path_factory):
+    """No network, and empty weight caches (nothing is found, nothing big is loaded)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CROSSGAP_JAX_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hf"))
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +136,16 @@ CASES = [
     ("pretrained-tag-unknown", ["encode", "--dataset", "imagefolder", "--data-root",
                                 "{folder}", "--model", "tiny", "--pretrained", "nosuchtag"], 2,
      ["--pretrained nosuchtag: pretrained tag 'nosuchtag'"]),
+    ("model-unknown", ["encode", "--dataset", "imagefolder", "--data-root", "{folder}",
+                       "--model", "ViT-B/33"], 2,
+     ["--model ViT-B/33: unknown CLIP architecture 'ViT-B/33'"]),
+    ("arch-without-openai-weights", ["encode", "--dataset", "imagefolder", "--data-root",
+                                     "{folder}", "--model", "tiny"], 2,
+     ["--preset clip_vitb32: OpenAI released no weights for 'tiny'"]),
+    ("offline-release-missing", ["encode", "--dataset", "imagefolder", "--data-root",
+                                 "{folder}", "--model", "ViT-B-16"], 2,
+     ["--preset clip_vitb32: checkpoint not in the cache and offline mode is on",
+      "or pass --checkpoint PATH (a copy of it)"]),
     ("feature-type-mismatch", ["retrieve", "--dataset", "imagefolder", "--data-root",
                                "{folder}", "--query-type", "ovi", *DEMO], 2,
      ["OVI inverts text features"]),
