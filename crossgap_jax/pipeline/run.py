@@ -471,9 +471,13 @@ def provenance_header(prov: dict, title: str) -> str:
 
 
 def _counts(m: dict) -> str:
-    return (f"{int(m.get('num_evaluated', 0))}/{int(m.get('num_queries', 0))} | "
-            f"{int(m.get('num_skipped_no_relevant', 0))} | "
-            f"{int(m.get('num_query_items_missing', 0))}")
+    """``evaluated/asked | skipped (no relevant) | missing`` cells ("-" where the protocol
+    does not count them, e.g. revisitop)."""
+    def cell(key: str) -> str:
+        return str(int(m[key])) if key in m else "-"
+
+    return (f"{cell('num_evaluated')}/{cell('num_queries')} | "
+            f"{cell('num_skipped_no_relevant')} | {cell('num_query_items_missing')}")
 
 
 def results_table(results: dict) -> str:
@@ -530,9 +534,8 @@ def retrieval_table(run: Run, dataset: str, m: dict) -> str:
 def classify_table(run: Run, dataset: str, m: dict) -> str:
     """Markdown table of one ``classify`` result, headed by the run's provenance."""
     lines = ["| dataset | split | variant | top-1 | top-5 | images |", "|---|---|---|---|---|---|"]
-    for v in ("inter", "oti", "ovi", *sorted(k for k in m if k.startswith("isoclip"))):
-        if isinstance(m.get(v), dict):
-            r = m[v]
+    for v, r in m.items():
+        if isinstance(r, dict) and "top1" in r:
             lines.append(f"| {dataset} | {m.get('split')} | {v} | {float(r['top1']):.2f} | "
                          f"{float(r.get('top5', float('nan'))):.2f} | "
                          f"{int(r.get('num_samples', 0))} |")
@@ -548,8 +551,6 @@ def pretrained_aliases() -> dict[str, str]:
 
     return {"demo": demo.DEMO_CHECKPOINT}
 
-
-PRETRAINED_ALIASES = pretrained_aliases
 
 
 def resolve_source(cfg: dict, checkpoint: str | None = None
