@@ -329,6 +329,7 @@ def _direct(clip, texts):
     return clip.encode_text(clip.tokenize(texts), progress=False)
 
 
+@pytest.mark.slow
 def test_reproduce_uses_the_summaries(tiny_ckpt, tmp_path):
     root = tmp_path / "data"
     ids = _mini_scifact(root)
@@ -396,6 +397,7 @@ def test_reproduce_refuses_uncovered_gallery_before_compute(tiny_ckpt, tmp_path,
     assert "--authors-assets" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reproduce_20newsgroups_queries_and_labels(tiny_ckpt, tmp_path):
     root = tmp_path / "data"
     folder = root / "20newsgroups" / "20news-bydate-test"
