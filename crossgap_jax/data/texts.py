@@ -668,8 +668,9 @@ def load_text_replacements(path: str | os.PathLike) -> dict[str, str]:
     """A mapping ``{item: replacement text}`` from a JSON object or a JSONL file.
 
     JSONL lines need an id (``id``, ``_id`` or ``item``) and a text (``text`` or
-    ``summary``). Use it with :meth:`TextSplit.with_texts` (e.g. the LLM summaries the
-    authors used for gallery texts longer than CLIP's context).
+    ``summary``). Use it with :meth:`TextSplit.with_texts`. (The authors' summary pickles,
+    which replace every gallery text of nine datasets, are read by
+    :mod:`crossgap_jax.data.authors_assets`.)
     """
     path = os.fspath(path)
     with open(path, encoding="utf-8") as f:
