@@ -374,6 +374,41 @@ def test_reproduce_uses_the_summaries(tiny_ckpt, tmp_path):
     (q,) = _cached(run_dir, "nanoscifact", "queries")
     np.testing.assert_allclose(q.features, _direct(clip, ["question 0", "question 1",
                                                           "question 2"]), atol=1e-5)
+    # The reported text->text mAP is the one of the summary features (brute force).
+    qrels = {f"q{k}": set(ids[k::3]) for k in range(3)}
+    want_map = _brute_force_map(q.features, q.items, fs_sum.features, fs_sum.items, qrels)
+    assert abs(m["datasets"]["nanoscifact"]["baseline"]["mAP"] - want_map) < 1e-4
+    raw_map = _brute_force_map(q.features, q.items, fs_raw.features, fs_raw.items, qrels)
+    assert abs(want_map - raw_map) > 1e-3  # the check can tell the two apart
+
+    # encode and retrieve use them too.
+    run2 = tmp_path / "run2"
+    base = ["--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(root),
+            "--run-dir", str(run2), "--batch-size", "8", "--authors-assets", str(co)]
+    assert main(["--quiet", "encode", "--dataset", "nanoscifact", "--split", "corpus",
+                 *base]) == 0
+    (enc,) = _cached(run2, "nanoscifact", "corpus")
+    np.testing.assert_allclose(enc.features, want, atol=1e-5)
+    assert main(["--quiet", "retrieve", "--dataset", "nanoscifact", *base]) == 0
+    (rj,) = run2.glob("retrieve-nanoscifact-*.json")
+    r = json.loads(rj.read_text())
+    assert r["text_source"]["gallery"] == label and abs(r["mAP"] - want_map) < 1e-4
+
+
+def _brute_force_map(qf, q_items, gf, g_items, qrels):
+    """mAP (percent) over the whole ranking: mean over relevant items of precision@rank."""
+    qn = qf / np.linalg.norm(qf, axis=1, keepdims=True)
+    gn = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+    aps = []
+    for i, qi in enumerate(q_items):
+        order = np.argsort(-(gn @ qn[i]), kind="stable")
+        hits, precisions = 0, []
+        for rank, j in enumerate(order, 1):
+            if g_items[j] in qrels[qi]:
+                hits += 1
+                precisions.append(hits / rank)
+        aps.append(np.mean(precisions))
+    return 100.0 * float(np.mean(aps))
 
 
 def test_reproduce_refuses_uncovered_gallery_before_compute(tiny_ckpt, tmp_path, capsys):
