@@ -196,6 +196,11 @@ OPTIONS: list[Option] = [
               "all-vs-all datasets the queries are the gallery, capped by both limits"),
     _opt("--shard-size", _INVERT, type=positive_int, default=256,
          help="items per atomic inversion result file (resumable unit)"),
+    _opt("--authors-assets", ("encode", "oti", "ovi", "retrieve", "reproduce"), default=None,
+         metavar="DIR",
+         help="checkout of the paper authors' repository (or its data/summarized_texts): use "
+              "their LLM summaries as gallery texts (IMDB, 20 Newsgroups, NanoBEIR) and their "
+              "20 Newsgroups queries"),
     _opt("--distributed", RUN_COMMANDS, action="store_true",
          help="call jax.distributed.initialize() (multi-host runs)"),
     _opt("--output", _OUTPUT, default=None, metavar="FILE",
@@ -454,6 +459,13 @@ def validate(args) -> list[tuple[str, dict]]:
     Raises:
         CLIError: the first problem, naming the option.
     """
+    if getattr(args, "authors_assets", None):
+        from crossgap_jax.data.authors_assets import find_summaries_dir
+
+        try:
+            find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
+        except (ValueError, OSError) as e:
+            raise CLIError(_one_line(e)) from None
     presets = args.presets if getattr(args, "presets", None) else [args.preset or DEFAULT_PRESET]
     overrides = {k: getattr(args, k, None) for k in _OVERRIDES}
     out = []
@@ -469,6 +481,15 @@ def validate(args) -> list[tuple[str, dict]]:
         default, per = data_roots(args.data_root, args.datasets)
         for ds in args.datasets:
             _check_dataset(ds, per.get(ds, default), "--datasets")
+        if getattr(args, "authors_assets", None):
+            from crossgap_jax.data.authors_assets import check_authors_assets
+            from crossgap_jax.pipeline.run import _canonical_name
+
+            try:
+                check_authors_assets([_canonical_name(ds) for ds in args.datasets],
+                                     args.authors_assets)
+            except (ValueError, OSError) as e:
+                raise CLIError(_one_line(e)) from None
     else:
         split = getattr(args, "split", None)
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):
@@ -507,7 +528,8 @@ def _make_run(args, cfg: dict | None = None, record_steps: Sequence[int] = (),
                        max_queries=getattr(args, "max_queries", None),
                        max_gallery=getattr(args, "max_gallery", None),
                        shard_size=getattr(args, "shard_size", 256), tokenizer=args.tokenizer,
-                       model_explicit=args.model is not None)
+                       model_explicit=args.model is not None,
+                       authors_assets=getattr(args, "authors_assets", None))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
@@ -563,10 +585,8 @@ def cmd_convert(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from crossgap_jax.data import get_dataset
-
     run = _make_run(args)
-    split = get_dataset(args.dataset, run.data_root, args.split)
+    split = run.split(args.dataset, args.split)
     fs = run.features(split, template=args.template)
     path = _write_outputs(run, args, {"num_features": len(fs), "shape": list(fs.features.shape),
                                       "num_skipped": len(fs.skipped), "split": split.split},
@@ -583,9 +603,7 @@ def cmd_invert(args) -> int:
     split = task.query if args.split in (None, "query") else (
         task.gallery if args.split == "gallery" else None)
     if split is None:
-        from crossgap_jax.data import get_dataset
-
-        split = get_dataset(args.dataset, run.data_root, args.split)
+        split = run.split(args.dataset, args.split)
     inv = run.side_features(split, args.method)
     path = _write_outputs(run, args, {"num_items": len(inv), "split": split.split,
                                       "inversion_dir": inv.meta["inversion_dir"]},
@@ -649,7 +667,10 @@ def cmd_reproduce(args) -> int:
     if failures:
         for e in failures:
             print(f"{PROG} reproduce: error: {cli_words(str(e))}", file=sys.stderr)
-        return 1
+        # Bad input (a file, a layout, an asset) is status 2 as everywhere; others 1.
+        bad_input = all(isinstance(e.error, (ValueError, FileNotFoundError, KeyError))
+                        for e in failures)
+        return 2 if bad_input else 1
     return 0
 
 

@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.data import RetrievalTask, get_dataset, get_task
+from crossgap_jax.data import RetrievalTask, TextSplit, dataset_info, get_dataset, get_task
+from crossgap_jax.data.authors_assets import (
+    apply_authors_assets,
+    apply_authors_assets_to_split,
+    check_authors_assets,
+    find_summaries_dir,
+)
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
@@ -58,6 +64,11 @@ class Run:
         max_queries, max_gallery: subset caps of every task (None: full; see
             :func:`limit_task`).
         roots: per-dataset data roots (beside ``data_root``, the default).
+        authors_assets: a checkout of the paper authors' repository (or its
+            ``data/summarized_texts``): text datasets then use the authors' gallery
+            summaries and 20NG queries, as the paper did (see
+            :mod:`crossgap_jax.data.authors_assets`); ``None``: raw texts, our queries.
+        text_sources: per dataset, which texts its task used (filled by :meth:`task`).
     """
 
     run_dir: str
@@ -71,6 +82,8 @@ class Run:
     max_gallery: int | None = None
     shard_size: int = 256
     roots: dict[str, str] = dataclasses.field(default_factory=dict)
+    authors_assets: str | None = None
+    text_sources: dict = dataclasses.field(default_factory=dict)
     _isoclip_basis: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -135,8 +148,12 @@ class Run:
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str, split: str | None = None) -> RetrievalTask:
         """The dataset's retrieval task (``split``: the query split; for caption datasets
-        the split whose captions are used), limited by ``max_queries`` / ``max_gallery``."""
-        task = get_task(dataset, self.root_for(dataset), query_split=split)
+        the split whose captions are used), with the authors' texts when
+        :attr:`authors_assets` is set, limited by ``max_queries`` / ``max_gallery``."""
+        task, source = apply_authors_assets(
+            get_task(dataset, self.root_for(dataset), query_split=split), self.authors_assets)
+        if source:
+            self.text_sources[task.name] = source
         if self.max_queries or self.max_gallery:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
@@ -166,7 +183,18 @@ class Run:
         metrics["query_split"] = task.query.split
         metrics["gallery_split"] = task.gallery.split
         metrics["num_gallery"] = len(task.gallery)
+        if task.name in self.text_sources:
+            metrics["text_source"] = self.text_sources[task.name]
         return metrics
+
+    def split(self, dataset: str, split: str | None = None):
+        """One split of ``dataset``, with the authors' texts when :attr:`authors_assets` is set
+        (the gallery summaries, the 20NG queries)."""
+        data = get_dataset(dataset, self.root_for(dataset), split)
+        if isinstance(data, TextSplit):
+            name = dataset_info(dataset).name if not dataset.startswith("tfds:") else dataset
+            data, _ = apply_authors_assets_to_split(data, name, self.authors_assets)
+        return data
 
     def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
                  split: str | None = None) -> dict:
@@ -381,6 +409,7 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
         run = dataclasses.replace(run, roots={**run.roots, **roots})
     results: dict[str, Any] = {"provenance": provenance(run), "config": run.cfg,
                                "datasets": {}}
+    check_authors_assets([_canonical_name(ds) for ds in datasets], run.authors_assets)
     failure = None
     for ds in datasets:
         try:
@@ -389,7 +418,7 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
             entry = {"modality": task.query.modality,
                      "baseline": run.retrieve(ds, *base_mode),
                      "inverted": run.retrieve(ds, *inv_mode),
-                     "text_source": None}  # filled by the text-source provenance
+                     "text_source": run.text_sources.get(task.name)}  # None: as read
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - reported after the finished ones are written
@@ -398,6 +427,7 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
         results["datasets"][ds] = entry
         if is_writer():
             atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
+    results["provenance"] = provenance(run)  # now with the text sources the tasks used
     summarize(results)
     if is_writer() and results["datasets"]:
         atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
@@ -421,6 +451,24 @@ def summarize(results: dict) -> dict:
     results["published"] = match[1] if match else {}
     results["published_preset"] = match[0] if match else None
     return results
+
+
+def _canonical_name(dataset: str) -> str:
+    return dataset if dataset.startswith("tfds:") else dataset_info(dataset).name
+
+
+def _text_source_lines(per_ds: dict) -> list[str]:
+    """The table's note on which texts each text dataset used (gallery, 20NG queries)."""
+    lines = []
+    for ds, v in per_ds.items():
+        src = v.get("text_source")
+        if not src:
+            continue
+        line = f"- `{ds}`: gallery texts: {src['gallery']}"
+        if "queries" in src:
+            line += f"; queries: {src['queries']}"
+        lines.append(line)
+    return ["", "Text sources:", "", *lines] if lines else []
 
 
 def _main_metric(m: dict) -> float | None:
@@ -451,6 +499,19 @@ def _subset_line(prov: dict) -> str | None:
             "comparable with the paper's.")
 
 
+def _format_text_sources(sources: dict) -> str:
+    """One line: which texts each text dataset used (empty: as read from the files)."""
+    if not sources:
+        return "as read from the dataset files"
+    parts = []
+    for ds, src in sources.items():
+        part = f"{ds}: gallery {src.get('gallery')}"
+        if "queries" in src:
+            part += f", queries {src['queries']}"
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def provenance_header(prov: dict, title: str) -> str:
     """Markdown lines naming what produced a table: model, checkpoint sha256, preset, every
     setting, subset caveat, text sources and the package version."""
@@ -462,7 +523,7 @@ def provenance_header(prov: dict, title: str) -> str:
              f"- preset (settings): `{prov.get('preset')}`; "
              + ", ".join(f"{k}={s[k]!r}" if isinstance(s[k], str) else f"{k}={s[k]}"
                          for k in sorted(s)),
-             f"- text sources: {prov.get('text_sources') or 'as read from the dataset files'}",
+             f"- text sources: {_format_text_sources(prov.get('text_sources') or {})}",
              f"- crossgap_jax {prov.get('version')}"]
     caveat = _subset_line(prov)
     if caveat:
@@ -513,6 +574,7 @@ def results_table(results: dict) -> str:
     else:
         note = ("mAP in percent. No paper row: the paper published no numbers for this model "
                 "and weights.")
+    lines += _text_source_lines(results["datasets"])
     return head + note + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -601,7 +663,8 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
              shard_size: int = 256, tokenizer: str | None = None,
-             model_explicit: bool = False, roots: dict[str, str] | None = None) -> Run:
+             model_explicit: bool = False, roots: dict[str, str] | None = None,
+             authors_assets: str | None = None) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     A native file (:func:`~crossgap_jax.models.checkpoints.save_native`) carries its
@@ -612,11 +675,15 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
     ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
+    ``authors_assets``: see :class:`Run` (checked to be a folder with the summaries first).
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
             (:class:`~crossgap_jax.models.checkpoints.CheckpointError`).
     """
+    if authors_assets is not None:
+        find_summaries_dir(authors_assets)  # a wrong folder fails before the model loads
+        authors_assets = os.path.abspath(os.path.expanduser(authors_assets))
     source, native = resolve_source(cfg, checkpoint)
     if native is not None:
         if model_explicit and cfg["model"] != native.name:
@@ -634,11 +701,11 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
     pretrained = requested if _is_tag(requested) else None
     cfg = dict(cfg, model=model, pretrained=pretrained, checkpoint=source, dtype=dtype,
                max_queries=max_queries, max_gallery=max_gallery,
-               checkpoint_sha256=checkpoint_sha256(clip))
+               checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets)
     return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
-               roots=dict(roots or {}))
+               roots=dict(roots or {}), authors_assets=authors_assets)
 
 
 def checkpoint_sha256(clip: CLIP) -> str | None:
@@ -659,7 +726,7 @@ def checkpoint_sha256(clip: CLIP) -> str | None:
 
 _SETTING_KEYS = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
                  "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed",
-                 "dtype")
+                 "dtype", "authors_assets")
 
 
 def provenance(run: Run) -> dict:
@@ -677,7 +744,7 @@ def provenance(run: Run) -> dict:
             "pretrained": c.get("pretrained"), "preset": c.get("preset"),
             "settings": settings,
             "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
-            "text_sources": dict(c.get("text_sources") or {}), "version": __version__}
+            "text_sources": dict(run.text_sources), "version": __version__}
 
 
 def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,
