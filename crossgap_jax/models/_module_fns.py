@@ -59,7 +59,8 @@ def embed_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
 
     An id outside ``[0, V)`` gives a row of NaN (``mode="fill"``, negative ids not wrapped).
     """
-    return table.at[ids].get(mode="fill", fill_value=jnp.nan, wrap_negative_indices=False)
+    return jnp.asarray(table).at[ids].get(mode="fill", fill_value=jnp.nan,
+                                          wrap_negative_indices=False)
 
 
 def pool_rows(x: jax.Array, index: jax.Array) -> jax.Array:
