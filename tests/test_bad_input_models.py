@@ -307,9 +307,9 @@ def test_preprocess_of_16bit_equals_preprocess_of_its_8bit_version(grey16):
     np.testing.assert_array_equal(preprocess_image(img16, 16), preprocess_image(img8, 16))
 
 
-def test_pipeline_counts_rescaled_images(tmp_path, grey16):
+def _mixed_split(tmp_path, grey16):
+    """Two 16-bit PNGs and the 8-bit version of the first."""
     from crossgap_jax.data.core import ImageSplit
-    from crossgap_jax.data.pipeline import ImageBatchLoader
 
     paths = []
     for name, img in [("a16.png", Image.fromarray(grey16)),
@@ -318,8 +318,14 @@ def test_pipeline_counts_rescaled_images(tmp_path, grey16):
         p = tmp_path / name
         p.write_bytes(_png(img))
         paths.append(str(p))
-    split = ImageSplit(name="t", split="test", items=["a16", "b8", "c16"], paths=paths,
-                       labels=np.array([0, 1, 0]), root=str(tmp_path))
+    return ImageSplit(name="t", split="test", items=["a16", "b8", "c16"], paths=paths,
+                      labels=np.array([0, 1, 0]), root=str(tmp_path))
+
+
+def test_pipeline_counts_rescaled_images(tmp_path, grey16):
+    from crossgap_jax.data.pipeline import ImageBatchLoader
+
+    split = _mixed_split(tmp_path, grey16)
     loader = ImageBatchLoader(split, batch_size=2, image_size=16, num_threads=1)
     batches = list(loader)
     rep = loader.report()
@@ -327,3 +333,24 @@ def test_pipeline_counts_rescaled_images(tmp_path, grey16):
     assert rep["skipped"] == 0
     # a16 and b8 (its 8-bit version) give the same pixels.
     np.testing.assert_array_equal(batches[0].images[0], batches[0].images[1])
+
+
+def test_feature_set_reports_rescaled_images(tmp_path, grey16, bundles):
+    """encode_split names the rescaled files in the FeatureSet, the feature file keeps them,
+    and an older file without the field loads with none."""
+    from crossgap_jax.pipeline.features import encode_split
+    from crossgap_jax.pipeline.store import FeatureSet, load_features, save_features
+
+    b = bundles["tiny"]
+    fs = encode_split(b, _mixed_split(tmp_path, grey16), batch_size=2, progress=False)
+    assert fs.rescaled == {"a16": "I;16", "c16": "I;16"} and fs.skipped == {}
+    np.testing.assert_allclose(fs.features[0], fs.features[1], rtol=1e-6, atol=1e-7)  # a16 = b8
+    path = str(tmp_path / "f.npz")
+    save_features(path, fs)
+    assert load_features(path).rescaled == fs.rescaled
+    old = FeatureSet(["x"], np.zeros((1, 2), np.float32), {})
+    save_features(path, old)
+    with np.load(path) as z:
+        legacy = {k: z[k] for k in z.files if k != "rescaled"}
+    np.savez(path, **legacy)
+    assert load_features(path).rescaled == {}
