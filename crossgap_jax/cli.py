@@ -589,10 +589,12 @@ def cmd_encode(args) -> int:
     split = run.split(args.dataset, args.split)
     fs = run.features(split, template=args.template)
     path = _write_outputs(run, args, {"num_features": len(fs), "shape": list(fs.features.shape),
-                                      "num_skipped": len(fs.skipped), "split": split.split},
+                                      "num_skipped": len(fs.skipped),
+                                      "num_rescaled": len(fs.rescaled), "split": split.split},
                           key={"dataset": args.dataset, "split": split.split,
                                "template": args.template})
-    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}")
+    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}"
+          + (f"; {len(fs.rescaled)} 16-bit/float images scaled to 8 bits" if fs.rescaled else ""))
     print(f"record: {path}")
     return 0
 
