@@ -366,7 +366,7 @@ def plan(batch: int, quick: bool) -> list[tuple[str, str, int, int]]:
         ("ovi", "jax scan", 3 if big else 8, 1),
         ("ovi", "jax scan + last block at CLS only", 3 if big else 8, 2 if not quick else 1),
         ("oti", "api, progress off: truncation + prefix cache", 20 if big else 40, 3),
-        ("oti", "api, progress on: truncation + prefix cache", 20 if big else 40, 3),
+        ("oti", "api, progress on: truncation + prefix cache", 20 if big else 40, 5),
         ("ovi", "api, progress off: last block at CLS only", 3 if big else 6, 2),
         ("ovi", "api, progress on: last block at CLS only", 3 if big else 6, 2),
     ]

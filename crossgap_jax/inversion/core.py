@@ -148,13 +148,14 @@ def _make_step(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array
 # Chunked execution: the same loop as run_inversion, cut into host-visible pieces
 # ---------------------------------------------------------------------------------------
 class ChunkState(NamedTuple):
-    """State carried between chunks of :func:`run_chunk` (device arrays).
+    """State carried between chunks of :func:`run_chunk` (device arrays). Every leaf is
+    example-major (leading axis N), so one data sharding fits the whole state.
 
     Attributes:
         tokens: ``(N, K, width)`` current pseudo tokens.
         opt_state: per-example AdamW state.
-        losses: ``(steps, N)`` loss of every step run so far (later rows are zero).
-        snapshots: ``(S, N, K, width)`` tokens after each record step reached so far.
+        losses: ``(N, steps)`` loss of every step run so far (later columns are zero).
+        snapshots: ``(N, S, K, width)`` tokens after each record step reached so far.
     """
 
     tokens: jax.Array
@@ -167,9 +168,9 @@ def init_chunk_state(init: jax.Array, steps: int, num_records: int) -> ChunkStat
     """The state before step 1 (``steps``/``num_records`` static; AdamW's initial state does
     not depend on the hyper-parameter values)."""
     tx = make_optimizer(HParams())
-    return ChunkState(init, jax.vmap(tx.init)(init),
-                      jnp.zeros((steps, init.shape[0]), jnp.float32),
-                      jnp.zeros((num_records, *init.shape), init.dtype))
+    n = init.shape[0]
+    return ChunkState(init, jax.vmap(tx.init)(init), jnp.zeros((n, steps), jnp.float32),
+                      jnp.zeros((n, num_records, *init.shape[1:]), init.dtype))
 
 
 def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
@@ -179,8 +180,8 @@ def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
 
     ``start`` and ``count`` are traced (one compiled program serves every chunk length);
     ``record_steps`` is static. Each step is the same computation as in
-    :func:`run_inversion`; losses go to row ``start + j`` of ``state.losses`` and the tokens
-    after a record step to its row of ``state.snapshots``, so running ``0..steps`` in any
+    :func:`run_inversion`; losses go to column ``start + j`` of ``state.losses`` and the
+    tokens after a record step to its slot of ``state.snapshots``, so running ``0..steps`` in any
     chunks gives the single program's results.
     """
     tx = make_optimizer(hparams)
@@ -190,10 +191,11 @@ def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
     def body(j, st):
         (tokens, opt_state), losses = one_step((st.tokens, st.opt_state))
         done = start + j + 1
-        all_losses = jax.lax.dynamic_update_slice_in_dim(st.losses, losses[None], done - 1, 0)
+        all_losses = jax.lax.dynamic_update_slice_in_dim(st.losses, losses[:, None], done - 1,
+                                                         1)
         snaps = st.snapshots
         for i, r in enumerate(record_steps):
-            snaps = snaps.at[i].set(jnp.where(done == r, tokens, snaps[i]))
+            snaps = snaps.at[:, i].set(jnp.where(done == r, tokens, snaps[:, i]))
         return ChunkState(tokens, opt_state, all_losses, snaps)
 
     return jax.lax.fori_loop(0, count, body, state)
@@ -203,13 +205,13 @@ def finish_chunks(features_fn: Callable[[jax.Array], jax.Array], state: ChunkSta
                   steps: int, record_steps: Sequence[int] = ()) -> RawInversion:
     """:class:`RawInversion` of a state that has run all ``steps`` (call under ``jit``)."""
     record_steps = tuple(sorted(set(int(s) for s in record_steps)))
-    rec_feats = [features_fn(state.snapshots[i]) for i in range(len(record_steps))]
+    rec_feats = [features_fn(state.snapshots[:, i]) for i in range(len(record_steps))]
     features = (rec_feats[-1] if record_steps and record_steps[-1] == steps
                 else features_fn(state.tokens))
     n = state.tokens.shape[0]
     return RawInversion(
-        tokens=state.tokens, features=features, losses=state.losses,
-        recorded_tokens=state.snapshots,
+        tokens=state.tokens, features=features, losses=state.losses.T,
+        recorded_tokens=jnp.swapaxes(state.snapshots, 0, 1),
         recorded_features=(jnp.stack(rec_feats) if rec_feats
                            else jnp.zeros((0, n, features.shape[-1]), jnp.float32)),
     )

@@ -255,6 +255,9 @@ def run_batch_chunked(run_chunk_fn, finish_fn, x0: jax.Array, steps: int,
     """
     target = PROGRESS_SECONDS if seconds is None else float(seconds)
     state = _init_state_jit(x0, steps=steps, num_records=num_records)
+    # Example-major state: give it the examples' sharding, which the chunk program keeps, so
+    # the second chunk sees the same input shardings as the first (no recompilation).
+    state = jax.device_put(state, x0.sharding) if hasattr(x0, "sharding") else state
     done, count = 0, 1
     while done < steps:
         count = max(1, min(count, steps - done))
