@@ -39,8 +39,17 @@ _OVERRIDES = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_s
               "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed", "model",
               "pretrained")
 
-# Values of classify's --variants (extend here to add a variant).
-CLASSIFY_VARIANTS = ("inter", "oti", "ovi")
+# classify's default --variants (every accepted value: pipeline.run.CLASSIFY_VARIANTS).
+DEFAULT_VARIANTS = ("inter", "oti", "ovi")
+
+
+def isoclip_k_pair(s: str) -> tuple[int, int]:
+    """``--isoclip-k TOP,BOTTOM``: two non-negative integers."""
+    parts = [p.strip() for p in s.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected TOP,BOTTOM (two non-negative integers, e.g. 150,50), got {s!r}")
+    return int(parts[0]), int(parts[1])
 
 
 class CLIError(Exception):
@@ -127,7 +136,10 @@ def name_list(s: str) -> list[str]:
 
 
 def variant_list(s: str) -> list[str]:
-    """Comma-separated classify variants out of :data:`CLASSIFY_VARIANTS`."""
+    """Comma-separated classify variants out of
+    :data:`crossgap_jax.pipeline.run.CLASSIFY_VARIANTS`."""
+    from crossgap_jax.pipeline.run import CLASSIFY_VARIANTS
+
     out = name_list(s)
     bad = [v for v in out if v not in CLASSIFY_VARIANTS]
     if bad:
@@ -243,11 +255,20 @@ OPTIONS: list[Option] = [
     _opt("--record-steps", ("oti", "ovi", "analyze"), "command", type=positive_int_list,
          default=(), help="steps to snapshot, e.g. 17,50,150"),
     _opt("--query-type", ("retrieve",), "command",
-         choices=["image", "text", "oti", "ovi", "isoclip"], default=None),
-    _opt("--gallery-type", ("retrieve",), "command", choices=["image", "text", "isoclip"],
-         default=None, help="isoclip on both sides: the training-free IsoCLIP baseline"),
+         choices=["image", "text", "oti", "ovi", "isoclip", "isotropic-window"], default=None),
+    _opt("--gallery-type", ("retrieve",), "command",
+         choices=["image", "text", "isoclip", "isotropic-window"], default=None,
+         help="isoclip on both sides: the training-free IsoCLIP baseline; isotropic-window: "
+              "our own heuristic (not IsoCLIP)"),
     _opt("--variants", ("classify",), "command", type=variant_list,
-         default=list(CLASSIFY_VARIANTS), help=f"comma-separated: {','.join(CLASSIFY_VARIANTS)}"),
+         default=list(DEFAULT_VARIANTS),
+         help="comma separated: inter, oti, ovi (zero-shot; the default), ncm, isoclip-ncm "
+              "(nearest class mean over the train split)"),
+    _opt("--isoclip-k", ("retrieve", "classify"), "command", type=isoclip_k_pair, default=None,
+         metavar="TOP,BOTTOM",
+         help="IsoCLIP: drop the TOP largest and BOTTOM smallest singular directions "
+              "(default: the IsoCLIP authors' value for the backbone; an error when they "
+              "published none)"),
     _opt("--num-tokens", ("analyze",), "command", type=positive_int_list, default=(1, 4),
          help="OTI R values, e.g. 1,4"),
 ]
@@ -468,6 +489,7 @@ def validate(args) -> list[tuple[str, dict]]:
             raise CLIError(_one_line(e)) from None
     presets = args.presets if getattr(args, "presets", None) else [args.preset or DEFAULT_PRESET]
     overrides = {k: getattr(args, k, None) for k in _OVERRIDES}
+    overrides["isoclip_k"] = getattr(args, "isoclip_k", None)
     out = []
     for name in presets:
         try:
