@@ -203,9 +203,10 @@ OPTIONS: list[Option] = [
          help="corrupt images: skip and count, or stop"),
     _opt("--max-queries", _TASK + ("classify",), type=positive_int, default=None,
          help="smoke runs: a seeded random subset of the queries (classify: of the images)"),
-    _opt("--max-gallery", _TASK, type=positive_int, default=None,
+    _opt("--max-gallery", _TASK + ("classify",), type=positive_int, default=None,
          help="smoke runs: gallery capped (positives of the chosen queries first); on "
-              "all-vs-all datasets the queries are the gallery, capped by both limits"),
+              "all-vs-all datasets the queries are the gallery, capped by both limits; "
+              "classify: NCM's train split cut to max-gallery // classes images per class"),
     _opt("--shard-size", _INVERT, type=positive_int, default=256,
          help="items per atomic inversion result file (resumable unit)"),
     _opt("--authors-assets", ("encode", "oti", "ovi", "retrieve", "reproduce"), default=None,

@@ -290,6 +290,17 @@ def _cli(tiny_path, shared_data, run_dir, *extra):
             "--run-dir", str(run_dir), "--batch-size", "8", *extra]
 
 
+def _record(run_dir, command, **arguments):
+    """The results of the one record of ``command`` whose arguments include ``arguments``."""
+    found = []
+    for p in (run_dir / "records").glob(f"{command}-*.json"):
+        rec = json.loads(p.read_text())
+        if all(rec["arguments"].get(k) == v for k, v in arguments.items()):
+            found.append(rec["results"])
+    (res,) = found
+    return res
+
+
 def _cached(run_dir, split, projected):
     from crossgap_jax.pipeline.store import load_features
 
@@ -338,7 +349,7 @@ def test_retrieve_isoclip_recomputed(tiny, shared_data, tmp_path, capsys):
     assert "--isoclip-k TOP,BOTTOM" in capsys.readouterr().err
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "isoclip",
                  "--gallery-type", "isoclip", "--isoclip-k", "4,40", *common]) == 0
-    out = json.loads((run_dir / "retrieve-caltech101-isoclip-isoclip.json").read_text())
+    out = _record(run_dir, "retrieve", query_type="isoclip", gallery_type="isoclip")
     assert out["query_isoclip"]["k_top"] == 4 and out["query_isoclip"]["source"] == "--isoclip-k"
     q, g = _cached(run_dir, "test", False), _cached(run_dir, "train", False)
     assert q.features.shape == (10, 128) and g.features.shape == (40, 128)
@@ -351,8 +362,7 @@ def test_retrieve_isoclip_recomputed(tiny, shared_data, tmp_path, capsys):
     # The automatic window is a separately named variant.
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type",
                  "isotropic-window", "--gallery-type", "isotropic-window", *common]) == 0
-    win = json.loads((run_dir / "retrieve-caltech101-isotropic-window-isotropic-window.json")
-                     .read_text())
+    win = _record(run_dir, "retrieve", query_type="isotropic-window")
     assert "query_isotropic_window" in win and "query_isoclip" not in win
 
 
@@ -365,7 +375,7 @@ def test_classify_ncm_recomputed(tiny, shared_data, tmp_path):
                  "ncm,isoclip-ncm", "--isoclip-k", "3,40",
                  *_cli(path, shared_data, run_dir, "--max-queries", "12",
                        "--max-gallery", "200")]) == 0
-    res = json.loads((run_dir / "classify-caltech101.json").read_text())
+    res = _record(run_dir, "classify")
     te, tr = _cached(run_dir, "test", False), _cached(run_dir, "train", False)
     yte, ytr = _labels(shared_data, "test", te.items), _labels(shared_data, "train", tr.items)
     assert len(tr.items) == res["ncm_train"]["num_images"] == 200  # 2 per class

@@ -298,7 +298,7 @@ class Run:
         from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
         from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
 
-        train = get_dataset(dataset, self.data_root, train_split)
+        train = get_dataset(dataset, self.root_for(dataset), train_split)
         if list(train.classnames or []) != list(images.classnames):
             raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
                              f"from those of {images.split!r}; NCM needs the same classes")
