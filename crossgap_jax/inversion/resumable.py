@@ -52,7 +52,6 @@ import io
 import json
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +59,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.fileio import atomic_write_bytes
 from crossgap_jax.inversion import inverters
 from crossgap_jax.inversion.core import normal_init
 from crossgap_jax.inversion.sharding import process_shard
@@ -164,31 +164,6 @@ def _diff(stored: Any, current: Any, prefix: str = "") -> list[str]:
 # ---------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: str, data: bytes, tmp_tag: str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old state or all of it."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".tmp-{tmp_tag}-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-    _fsync_dir(folder)
-
-
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -297,8 +272,8 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     pc = jax.process_count() if process_count is None else int(process_count)
     stored = _read_manifest(out_dir)
     if stored is None:
-        _atomic_write(os.path.join(out_dir, MANIFEST),
-                      json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
+        atomic_write_bytes(os.path.join(out_dir, MANIFEST),
+                           json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
     else:
         diffs = _diff(_jsonable(stored), _jsonable(manifest))
         if diffs:
@@ -366,7 +341,7 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         }
         digest = hashlib.blake2b("\0".join(chunk_names).encode(), digest_size=10).hexdigest()
         path = os.path.join(out_dir, f"shard-{digest}.npz")
-        _atomic_write(path, _npz_bytes(arrays), f"p{pi}")
+        atomic_write_bytes(path, _npz_bytes(arrays), f"p{pi}")
         written.append(path)
         bad += [m for m, f in zip(chunk_names, res.nonfinite[:n]) if f]
     return InvertSummary(out_dir=out_dir, num_items=len(mine), already_done=len(mine) - len(todo),

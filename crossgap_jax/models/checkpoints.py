@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.fileio import OutputWriteError, atomic_open, atomic_path, atomic_write_json
 from crossgap_jax.models import convert
 from crossgap_jax.models.configs import (
     OPENAI_MEAN,
@@ -202,8 +203,8 @@ def _verified_sha256(path: str, expected: str) -> bool:
     if sha256_file(path) != expected:
         return False
     try:
-        with open(_sidecar(path), "w") as f:
-            json.dump({"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, f)
+        atomic_write_json(_sidecar(path),
+                          {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     except OSError:  # a read-only cache still works, it just hashes again next time
         pass
     return True
@@ -238,11 +239,9 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
 
     from tqdm.auto import tqdm
 
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = f"{dest}.{os.getpid()}.part"
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as src, atomic_open(dest) as out:
             total = src.headers.get("Content-Length") if getattr(src, "headers", None) else None
             with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                       unit_divisor=1024, desc=os.path.basename(dest),
@@ -251,26 +250,19 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
                     out.write(block)
                     h.update(block)
                     bar.update(len(block))
+            got = h.hexdigest()
+            if sha256 is not None and got != sha256:  # raised inside: the file is discarded
+                raise ChecksumError(f"downloaded {url} has sha256 {got}, expected {sha256}; "
+                                    f"the file was discarded. Try again, or fetch it yourself "
+                                    f"to {dest}.")
+    except OutputWriteError:  # the cache folder is read-only or full: say so, not "download"
+        raise
     except (urllib.error.URLError, OSError, ValueError) as e:
-        _remove(tmp)
         raise CheckpointNotFoundError(f"could not download {url}: {e}. {how}", url=url,
                                       target=dest) from e
-    got = h.hexdigest()
-    if sha256 is not None and got != sha256:
-        _remove(tmp)
-        raise ChecksumError(f"downloaded {url} has sha256 {got}, expected {sha256}; the file "
-                            f"was discarded. Try again, or fetch it yourself to {dest}.")
-    os.replace(tmp, dest)
     if sha256 is not None:
         _verified_sha256(dest, sha256)
     return dest
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def fetch_openai(arch: str, cache_dir: str | None = None, *, progress: bool = True) -> str:
@@ -685,14 +677,8 @@ def save_native(path: str, config: CLIPConfig, params: Params,
     meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION,
             "config": json.dumps(config.to_dict()),
             "metadata": json.dumps(dict(metadata or {}), default=str)}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.part"
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
     return path
 
 

@@ -36,6 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from crossgap_jax.fileio import atomic_write_json, atomic_write_with
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP
 from crossgap_jax.models.configs import CLIPConfig
@@ -296,9 +297,7 @@ def save_train_state(path: str, params: Any, opt_state: Any, step: int, history:
     arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     arrays["meta"] = np.frombuffer(json.dumps(
         {"step": step, "history": history, "config": cfg.to_dict()}).encode(), np.uint8)
-    tmp = f"{path}.{os.getpid()}.part.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def load_train_state(path: str, params: Any, opt_state: Any, cfg: TrainConfig):
@@ -418,9 +417,9 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
                           if k != "seconds"},
                 **(metadata or {})}
         ckpt = save_native(os.path.join(out_dir, checkpoint_name), config, params, meta)
-        with open(os.path.join(out_dir, "history.json"), "w") as f:
-            json.dump({"config": cfg.to_dict(), "history": history, "seconds": seconds}, f,
-                      indent=1)
+        atomic_write_json(os.path.join(out_dir, "history.json"),
+                          {"config": cfg.to_dict(), "history": history, "seconds": seconds},
+                          indent=1, sort_keys=False)
         if os.path.isfile(_state_path(out_dir)):
             os.remove(_state_path(out_dir))
     return TrainResult(clip, cfg, history, seconds, ckpt)
