@@ -241,7 +241,29 @@ TEXT_DATASETS: tuple[str, ...] = tuple(
 )
 
 
+def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
+    """``"imagefolder?labels=/x/val.txt"`` -> ``("imagefolder", {"labels": "/x/val.txt"})``.
+
+    Reader options can ride on a dataset name (URL query style, ``&``-separated), so that a
+    command line taking only a name can pass them.
+
+    Raises:
+        ValueError: an option without ``=``.
+    """
+    base, sep, query = name.partition("?")
+    options: dict[str, str] = {}
+    if sep:
+        for part in filter(None, query.split("&")):
+            key, eq, value = part.partition("=")
+            if not eq or not key:
+                raise ValueError(f"dataset {name!r}: option {part!r} is not key=value "
+                                 f"(e.g. imagefolder?labels=FILE)")
+            options[key] = value
+    return base, options
+
+
 def _canonical(name: str) -> str:
+    name = parse_dataset_name(name)[0]
     if name.startswith(TFDS_PREFIX):
         return name
     low = name.lower()
@@ -326,6 +348,8 @@ def get_dataset(
         DatasetLayoutError: nothing under ``root`` has the expected layout (the message
             lists what was looked for).
     """
+    name, named_options = parse_dataset_name(name)
+    options = {**named_options, **options}
     replacements = options.pop("replacements", None)
     if name.startswith(TFDS_PREFIX):
         unknown = set(options) - {"modality"}
@@ -368,6 +392,7 @@ def get_task(
     query_split: str | None = None,
     gallery_split: str | None = None,
     replacements: Mapping[str, str] | str | os.PathLike | None = None,
+    check: bool = True,
     **options: Any,
 ) -> RetrievalTask:
     """The paper's retrieval task for a dataset: default query / gallery splits + relevance.
@@ -379,12 +404,21 @@ def get_task(
         gallery_split: override the gallery split (``"label"``/``"class_queries"``).
         replacements: gallery texts to replace (``{item: text}`` or a JSON/JSONL file), e.g.
             the LLM summaries of over-long gallery texts the authors used.
-        **options: reader options, see :func:`get_dataset`.
+        check: refuse a task whose scores would mean nothing
+            (:meth:`RetrievalTask.check_informative`: one class, or most queries without a
+            relevant item).
+        **options: reader options, see :func:`get_dataset` (they may also ride on the name:
+            ``imagefolder?labels=FILE``).
 
     Returns:
         A :class:`RetrievalTask`. ``exclude_self`` is set when queries and gallery are the
         same split (CUB all/all, SOP test/test, generic folders).
+
+    Raises:
+        DegenerateTaskError: see ``check``.
     """
+    name, named_options = parse_dataset_name(name)
+    options = {**named_options, **options}
     if name.startswith(TFDS_PREFIX):
         tname = name[len(TFDS_PREFIX):]
         d = TFDS_DEFAULTS.get(tname)
@@ -403,6 +437,8 @@ def get_task(
                 q, g = "query", gallery_split or "gallery"
             elif "test" in splits and "train" in splits:
                 q, g = "test", gallery_split or "train"
+            elif len(splits) == 1:  # e.g. only val/: queries and gallery from it
+                q, g = splits[0], gallery_split or splits[0]
         load = functools.partial(get_dataset, info.name, root, **options)
     if protocol == "captions":
         query, gallery = tx.first_caption_split(load(q))
@@ -422,4 +458,6 @@ def get_task(
         task = RetrievalTask(name, query, gallery, "label", exclude_self=(q == g))
     if replacements is not None:
         task = dataclasses.replace(task, gallery=_apply_replacements(task.gallery, replacements))
+    if check:
+        task.check_informative()
     return task

@@ -380,14 +380,45 @@ def sniff_format(path: str) -> str:
         n = struct.unpack("<Q", head[:8])[0]
         if 2 <= n <= os.path.getsize(path) - 8:
             return "safetensors"
+        if 2 <= n < _MAX_HEADER and path.endswith(".safetensors"):
+            return "safetensors"  # cut inside its header: let the reader say "truncated"
     return "unknown"
 
 
+_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header (100 MB)
+
+
 def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
-    """The JSON header of a safetensors file and the byte offset where the data starts."""
+    """The JSON header of a safetensors file and the byte offset where the data starts.
+
+    Raises:
+        CheckpointError: the file is cut short or its header is damaged (names the file,
+            the sizes involved and the fix).
+    """
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, shorter "
+                                  f"than the 8-byte header length); {_REFETCH}")
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise CheckpointError(
+                f"{path}: truncated safetensors file: its header declares {n:,} bytes of "
+                f"JSON but the file has only {size:,} bytes; {_REFETCH}")
+        blob = f.read(n)
+    try:
+        header = json.loads(blob)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged safetensors header (not valid JSON: {e}); "
+                              f"{_REFETCH}") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged safetensors header (not a JSON object); "
+                              f"{_REFETCH}")
+    return header, 8 + n
+
+
+_REFETCH = "the download or copy was probably interrupted: fetch or copy the file again"
 
 
 def _safetensors_metadata(path: str) -> dict[str, str]:
@@ -403,15 +434,32 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
     header, base = _safetensors_header(path)
     metadata = header.pop("__metadata__", None) or {}
+    size = os.path.getsize(path)
+    try:
+        end = max((int(e["data_offsets"][1]) for e in header.values()), default=0)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path}: damaged safetensors header (a tensor entry has no "
+                              f"valid data_offsets); {_REFETCH}") from e
+    if base + end > size:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file: its {len(header)} tensors need "
+            f"{base + end:,} bytes but the file has {size:,} ({base + end - size:,} missing); "
+            f"{_REFETCH}")
     out: dict[str, np.ndarray] = {}
-    with safe_open(path, framework="numpy") as f:
-        for name, entry in header.items():
-            if entry["dtype"] == "BF16":
-                start, end = entry["data_offsets"]
-                raw = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=base + start)
-                out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
-            else:
-                out[name] = f.get_tensor(name)
+    try:
+        with safe_open(path, framework="numpy") as f:
+            for name, entry in header.items():
+                if entry["dtype"] == "BF16":
+                    start, stop = entry["data_offsets"]
+                    raw = np.fromfile(path, dtype="<u2", count=(stop - start) // 2,
+                                      offset=base + start)
+                    out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(
+                        entry["shape"])
+                else:
+                    out[name] = f.get_tensor(name)
+    except Exception as e:  # noqa: BLE001 - safetensors' own errors name no file
+        raise CheckpointError(f"{path}: cannot read the safetensors file "
+                              f"({type(e).__name__}: {e}); {_REFETCH}") from e
     return out, dict(metadata)
 
 
