@@ -144,12 +144,75 @@ def default_cache_dir() -> str:
     return os.path.join(base, "crossgap_jax")
 
 
+OFFLINE_VARS = ("CROSSGAP_JAX_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+#: seconds the reachability probe waits (DNS + TCP connect) before calling a host offline.
+PROBE_TIMEOUT = 3.0
+_REACHABLE: dict[tuple[str, int], bool] = {}
+
+
 def is_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``CROSSGAP_JAX_OFFLINE`` is set to a true value."""
-    for var in ("CROSSGAP_JAX_OFFLINE", "HF_HUB_OFFLINE"):
+    """True when one of :data:`OFFLINE_VARS` (``CROSSGAP_JAX_OFFLINE``, ``HF_HUB_OFFLINE``,
+    ``HF_DATASETS_OFFLINE``) is set to a true value (read at call time)."""
+    return _offline_var() is not None
+
+
+def _offline_var() -> str | None:
+    for var in OFFLINE_VARS:
         if os.environ.get(var, "").strip().lower() in _TRUE:
-            return True
-    return False
+            return var
+    return None
+
+
+def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds.
+
+    One probe per host and process (the answer is cached), so that without a network a
+    load fails in seconds instead of spending a minute in the hub client's retries. Name
+    resolution is bounded too (the probe runs in a thread that is not waited for beyond
+    ``timeout``). Behind an HTTP(S) proxy (``HTTPS_PROXY`` / ``ALL_PROXY`` set) the direct
+    probe says nothing, so the host is assumed reachable.
+    """
+    import socket
+    import threading
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    if not host or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                                   "all_proxy")):
+        return True
+    key = (host, port)
+    if key not in _REACHABLE:
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection(key, timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        t = threading.Thread(target=probe, daemon=True, name=f"probe-{host}")
+        t.start()
+        t.join(timeout + 0.5)
+        _REACHABLE[key] = bool(result and result[0])
+    return _REACHABLE[key]
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub is not to be contacted (an offline variable, or its host
+    did not answer the probe), or None when it may be."""
+    var = _offline_var()
+    if var is not None:
+        return f"offline mode is on ({var}={os.environ[var]})"
+    from huggingface_hub import constants
+
+    if not host_reachable(constants.ENDPOINT):
+        return (f"{constants.ENDPOINT} cannot be reached (no answer within "
+                f"{PROBE_TIMEOUT:g} s: no network?)")
+    return None
 
 
 def list_pretrained() -> list[tuple[str, str]]:
@@ -234,8 +297,8 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
            + ", or pass checkpoint=PATH to a copy of it.")
     if is_offline():
         raise CheckpointNotFoundError(
-            f"checkpoint not in the cache and offline mode is on (HF_HUB_OFFLINE / "
-            f"CROSSGAP_JAX_OFFLINE). {how}", url=url, target=dest)
+            f"checkpoint not in the cache and offline mode is on ({_offline_var()}). {how}",
+            url=url, target=dest)
 
     from tqdm.auto import tqdm
 
@@ -255,7 +318,7 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
                 raise ChecksumError(f"downloaded {url} has sha256 {got}, expected {sha256}; "
                                     f"the file was discarded. Try again, or fetch it yourself "
                                     f"to {dest}.")
-    except OutputWriteError:  # the cache folder is read-only or full: say so, not "download"
+    except (OutputWriteError, ChecksumError):  # a full / read-only cache folder, bad bytes
         raise
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise CheckpointNotFoundError(f"could not download {url}: {e}. {how}", url=url,
@@ -317,10 +380,11 @@ def _hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
     repo_id, revision = _hub_split(repo)
     unreachable: list[str] = []
     cause: Exception | None = None
+    offline = hub_offline_reason()  # probed once per process: no minute of retries
     for filename in candidates:
         try:
             path = hf_hub_download(repo_id, filename, revision=revision,
-                                   local_files_only=is_offline())
+                                   local_files_only=offline is not None)
             return filename, path
         except LocalEntryNotFoundError as e:  # offline / no network, not in the cache
             unreachable.append(filename)
@@ -339,9 +403,9 @@ def _hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
         rev = f" --revision {revision}" if revision else ""
         needed = [" or ".join(unreachable)] + [f for f in then if f not in unreachable]
         first = [unreachable[0]] + [f.split(" or ")[0] for f in then]
+        why = offline or "the Hugging Face hub is unreachable"
         raise CheckpointNotFoundError(
-            f"the Hugging Face hub is unreachable (offline mode or no network) and "
-            f"{unreachable[0]} of {repo_id!r} is not in the Hugging Face cache "
+            f"{why}, and {unreachable[0]} of {repo_id!r} is not in the Hugging Face cache "
             f"({constants.HF_HUB_CACHE}; HF_HOME / HF_HUB_CACHE choose another). Files needed "
             f"from hub repo {repo_id!r}: {'; '.join(needed)}. Fetch them where there is network "
             f"access, e.g. `hf download {repo_id} {' '.join(first)}{rev}`, and copy the cache "
