@@ -111,24 +111,13 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def params_digest(params: Any) -> str:
-    """blake2b over every leaf's path, dtype, shape and bytes (order independent of dicts)."""
-    h = hashlib.blake2b(digest_size=20)
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
 def model_fingerprint(clip: Any) -> dict[str, Any]:
-    """Architecture, compute dtype and a digest of the weights of a CLIP bundle."""
+    """Architecture, compute dtype and the weights hash of a CLIP bundle
+    (:attr:`~crossgap_jax.models.CLIP.weights_sha256`: by content, not by path)."""
     config = clip.config
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
     return _jsonable({"config": cfg, "dtype": np.dtype(clip.dtype).name,
-                      "params_digest": params_digest(clip.params)})
+                      "params_sha256": clip.weights_sha256})
 
 
 def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -95,21 +96,52 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
     return FeatureSet(names, features, meta, skipped)
 
 
+_ITEM_KEYS = ("num_items", "items_sha256")
+
+
+def _subset_of(fs: FeatureSet, items: list[str], meta: dict) -> FeatureSet | None:
+    """``items``' rows of a cached ``fs`` (skipped items stay skipped), or None when ``fs``
+    does not cover every item."""
+    have = set(fs.items)
+    if any(it not in have and it not in fs.skipped for it in items):
+        return None
+    keep = [it for it in items if it in have]
+    rows, _ = fs.align(keep)
+    skipped = {it: fs.skipped[it] for it in items if it not in have}
+    return FeatureSet(keep, rows, meta, skipped)
+
+
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,
                           template: str = "{}", batch_size: int = 64, on_error: str = "skip",
                           progress: bool = True, project: bool = True) -> FeatureSet:
     """:func:`encode_split`, cached under ``cache_dir`` keyed by the model and settings.
 
-    An existing file is reused only if its metadata equals what is asked for (model
-    weights hash, dataset, split, preprocessing / template); otherwise
+    The file name is ``<split>-<modality>-<settings key>-<items key>.npz``: the settings key
+    hashes everything but the item list (model weights hash - by content, so another path
+    or a symlink to the same checkpoint hits the same entry -, dataset, split,
+    preprocessing / template), the items key the item list. A split whose items are all in
+    an existing entry with the same settings (a ``--max-queries`` subset of a split encoded
+    in full) takes its rows from that entry and encodes nothing.
+
+    An existing file is reused only if its metadata equals what is asked for; otherwise
     :class:`~crossgap_jax.pipeline.store.StaleArtifactError` is raised.
     """
     meta = feature_meta(clip, split, template=template, project=project)
+    settings = {k: v for k, v in meta.items() if k not in _ITEM_KEYS}
     safe = split.name.replace(":", "_").replace("/", "_")
-    path = os.path.join(cache_dir, "features", safe,
-                        f"{split.split}-{split.modality}-{meta_key(meta)}.npz")
+    stem = f"{split.split}-{split.modality}-{meta_key(settings)}"
+    folder = os.path.join(cache_dir, "features", safe)
+    path = os.path.join(folder, f"{stem}-{meta['items_sha256'][:12]}.npz")
     if os.path.exists(path):
         return load_features(path, expect=meta)
+    others = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(stem) + "-*.npz")),
+                    key=os.path.getsize, reverse=True)
+    for other in others:
+        sub = _subset_of(load_features(other, expect=settings), list(split.items), meta)
+        if sub is not None:
+            log.info("%s/%s: %d items taken from the cached %s (nothing encoded)", split.name,
+                     split.split, len(split), other)
+            return sub
     fs = encode_split(clip, split, batch_size=batch_size, template=template, on_error=on_error,
                       error_log=path[:-4] + ".skipped.txt", progress=progress, project=project)
     save_features(path, fs)

@@ -53,28 +53,18 @@ class FeatureSet:
         return self.features[idx], found
 
 
-def params_fingerprint(params: Any) -> str:
-    """sha256 over every parameter's path, shape, dtype and bytes (stable across runs)."""
-    import flax.traverse_util as tu
-
-    h = hashlib.sha256()
-    for path, leaf in sorted(tu.flatten_dict(params, sep="/").items()):
-        arr = np.asarray(leaf)
-        h.update(f"{path}:{arr.shape}:{arr.dtype}".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
 def model_fingerprint(clip: Any) -> dict:
-    """Identity of a CLIP bundle's weights and compute settings (cached in ``clip.info``)."""
-    if "params_sha256" not in clip.info:
-        clip.info["params_sha256"] = params_fingerprint(clip.params)
+    """Identity of a CLIP bundle's weights and compute settings, by content.
+
+    The weights enter through their hash (:attr:`CLIP.weights_sha256`, computed once per
+    load), never through the path they were loaded from: the same checkpoint given by
+    another relative path or a symlink has the same fingerprint.
+    """
     return {
         "architecture": clip.config.name,
         "family": getattr(clip.config, "family", "clip"),
-        "params_sha256": clip.info["params_sha256"],
+        "params_sha256": clip.weights_sha256,
         "dtype": np.dtype(clip.dtype).name,
-        "source": str(clip.info.get("source", "")),
     }
 
 

@@ -25,10 +25,11 @@ import time
 import jax
 
 from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.models.bundle import params_sha256
 from crossgap_jax.models.checkpoints import sha256_file
 from crossgap_jax.train.configs import AugmentConfig, TrainConfig
 from crossgap_jax.train.data import DIGIT_HELDOUT_TEMPLATES, DIGIT_TRAIN_TEMPLATES, digits_data
-from crossgap_jax.train.trainer import params_sha256, train
+from crossgap_jax.train.trainer import train
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 CHECKPOINT_NAME = "demo_digits.safetensors"

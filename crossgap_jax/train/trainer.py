@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import atomic_write_json, atomic_write_with
 from crossgap_jax.models import clip as clip_lib
-from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
 from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
@@ -119,24 +119,6 @@ def image_trunk_and_embedding(params: Any, pixels: jax.Array, config: CLIPConfig
     tower = clip_lib.VisionTransformer(config.replace(embed_dim=width))
     pooled = tower.apply({"params": visual}, pixels)
     return pooled, pooled @ params["visual"]["proj"]
-
-
-def params_sha256(params: Any) -> str:
-    """Content hash of a params pytree (float32 bytes in sorted ``/``-joined key order).
-
-    Unlike a file hash it does not depend on how the checkpoint file was serialised, so two
-    runs of the same training command can be compared with it.
-    """
-    import hashlib
-
-    import flax.traverse_util as traverse_util
-
-    flat = traverse_util.flatten_dict(dict(params), sep="/")
-    h = hashlib.sha256()
-    for k in sorted(flat):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
-    return h.hexdigest()
 
 
 def _decay_mask(params: Any) -> Any:
