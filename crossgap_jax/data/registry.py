@@ -22,6 +22,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
+
 from crossgap_jax.data import images as im
 from crossgap_jax.data import texts as tx
 from crossgap_jax.data._fs import layout_error, looked_for, resolve_root
@@ -376,6 +378,20 @@ def get_dataset(
     return data
 
 
+def _same_label_space(split: Split, other: Split) -> Split:
+    """``split`` with labels indexing the sorted union of both splits' class names, when the
+    two splits name their classes differently (an image folder whose ``train/`` and
+    ``test/`` hold different class sub-folders: label 0 must mean the same class on both
+    sides). Unchanged when the class names agree or either split has none."""
+    a, b = split.classnames, other.classnames
+    if not a or not b or list(a) == list(b) or split.labels is None:
+        return split
+    union = sorted(set(a) | set(b))
+    pos = {c: i for i, c in enumerate(union)}
+    remap = np.array([pos[c] for c in a], np.int64)
+    return dataclasses.replace(split, labels=remap[split.labels], classnames=union)
+
+
 def _apply_replacements(data: Split, replacements: Mapping[str, str] | str | os.PathLike
                         ) -> TextSplit:
     if not isinstance(data, TextSplit):
@@ -454,7 +470,9 @@ def get_task(
         task = RetrievalTask(name, query, gallery, "revisitop", gnd=query.extra["gnd"])
     else:
         query = load(q)
-        gallery = query if g == q else load(g)
+        gallery = query if g == q else _same_label_space(load(g), query)
+        if gallery is not query:
+            query = _same_label_space(query, gallery)
         task = RetrievalTask(name, query, gallery, "label", exclude_self=(q == g))
     if replacements is not None:
         task = dataclasses.replace(task, gallery=_apply_replacements(task.gallery, replacements))

@@ -552,6 +552,13 @@ def load_beir(
     """
     fmt = beir_format(d)
     if fmt is None:
+        parts = {"corpus.jsonl": os.path.isfile(os.path.join(d, "corpus.jsonl")),
+                 "queries.jsonl": os.path.isfile(os.path.join(d, "queries.jsonl")),
+                 "qrels/": os.path.isdir(os.path.join(d, "qrels"))}
+        if any(parts.values()):  # a BEIR folder with a file missing: name it
+            missing = [k for k, ok in parts.items() if not ok]
+            raise DatasetLayoutError(f"{name}: BEIR folder {d} is missing "
+                                     f"{' and '.join(missing)}\n{BEIR_LAYOUT}")
         raise DatasetLayoutError(f"{name}: {d} is not a BEIR/NanoBEIR folder\n{BEIR_LAYOUT}")
     if split not in ("corpus", "queries"):
         raise _bad_split(name, split, ["queries", "corpus"])

@@ -36,6 +36,7 @@ put it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -46,7 +47,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -199,6 +200,27 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
         t.join(timeout + 0.5)
         _REACHABLE[key] = bool(result and result[0])
     return _REACHABLE[key]
+
+
+@contextlib.contextmanager
+def hub_client_offline(active: bool) -> Iterator[None]:
+    """While active, put the ``huggingface_hub`` client itself in offline mode.
+
+    ``local_files_only=True`` alone is not enough: the client reads ``HF_HUB_OFFLINE``
+    once, at import, and otherwise still makes requests of its own (e.g. its user-agent
+    registry) - a variable set later, or a failed probe, must reach it too.
+    """
+    if not active:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def hub_offline_reason() -> str | None:
@@ -383,8 +405,9 @@ def _hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
     offline = hub_offline_reason()  # probed once per process: no minute of retries
     for filename in candidates:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision,
-                                   local_files_only=offline is not None)
+            with hub_client_offline(offline is not None):
+                path = hf_hub_download(repo_id, filename, revision=revision,
+                                       local_files_only=offline is not None)
             return filename, path
         except LocalEntryNotFoundError as e:  # offline / no network, not in the cache
             unreachable.append(filename)
