@@ -154,6 +154,9 @@ CASES = [
      ["texts.jsonl:3", "no 'text' field", "['txt']"]),
     ("JSONL line that is not an object", _jsonl('{"text": "a"}\n[1, 2]\n'), DataFileError,
      ["texts.jsonl:2", "expected a JSON object", "list"]),
+    ("JSONL without labels, as a task", lambda t: (lambda: cgd.get_task(
+        "jsonl", _write(t / "texts.jsonl", '{"text": "a"}\n{"text": "b"}\n'))), ValueError,
+     ["texts.jsonl has no labels", "relevance='label' needs them", "'label' field"]),
     ("JSONL labels on some lines only",
      _jsonl('{"text": "a", "label": 0}\n{"text": "b"}\n'), DataFileError,
      ["texts.jsonl:2", "no 'label' field", "1 of the 2 records"]),

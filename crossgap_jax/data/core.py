@@ -440,7 +440,11 @@ class RetrievalTask:
             attr = "labels" if self.relevance == "label" else "groups"
             for side in (self.query, self.gallery):
                 if getattr(side, attr) is None:
-                    raise ValueError(f"relevance={self.relevance!r} needs {attr} on {side!r}")
+                    raise ValueError(
+                        f"{self.name}: the {side.split!r} split read from {side.root} has no "
+                        f"{attr}, and relevance={self.relevance!r} needs them"
+                        + (" (give every JSONL record a 'label' field)"
+                           if str(side.root).endswith(".jsonl") else ""))
         elif self.relevance == "qrels":
             if self.qrels is None:
                 raise ValueError("relevance='qrels' needs qrels")
