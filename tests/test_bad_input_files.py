@@ -519,9 +519,15 @@ def test_bounded_run_reuses_the_full_split(tmp_path, counted_encoder):
     assert part.items == ["i4", "i1", "i3"]
     assert np.array_equal(part.features, full.features[[4, 1, 3]])
     assert part.meta["num_items"] == 3
-    # Items outside the cached split are encoded (only then).
+    # Items outside the cached split are encoded (only then) ...
     bigger = cached_split_features(clip, _texts(8), cache, progress=False)
     assert len(counted_encoder) == 2 and len(bigger) == 8
+    # ... and so are the same ids with other texts (e.g. summaries instead of raw texts).
+    other = _texts().with_texts({"i1": "a summary"}).subset([1, 3])
+    got = cached_split_features(clip, other, cache, progress=False)
+    assert counted_encoder[-1] == ["i1", "i3"] and len(counted_encoder) == 3
+    np.testing.assert_allclose(got.features[1], full.features[3], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got.features[0], full.features[1], rtol=1e-3, atol=1e-3)
 
 
 def test_weights_hash_follows_the_params_object():

@@ -96,22 +96,42 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
             feats.append(f[batch.mask])
     features = (np.concatenate(feats).astype(np.float32) if feats
                 else np.zeros((0, 0), np.float32))
-    return FeatureSet(names, features, meta, skipped)
+    extra = {}
+    if split.modality == "text":
+        text_of = dict(zip(split.items, split.texts))
+        extra["item_digests"] = _text_digests([text_of[n] for n in names])
+    return FeatureSet(names, features, meta, skipped, extra)
 
 
-_ITEM_KEYS = ("num_items", "items_sha256")
+#: Metadata that depends on the item list (the rest is the settings key of a cache entry).
+_ITEM_KEYS = ("num_items", "items_sha256", "texts_sha256")
 
 
-def _subset_of(fs: FeatureSet, items: list[str], meta: dict) -> FeatureSet | None:
-    """``items``' rows of a cached ``fs`` (skipped items stay skipped), or None when ``fs``
-    does not cover every item."""
-    have = set(fs.items)
+def _text_digests(texts: list[str]) -> np.ndarray:
+    """A short content digest per text (so that a subset can be checked against a cached
+    entry: same ids with other texts - e.g. summaries - must not be reused)."""
+    return np.array([hashlib.blake2b(t.encode(), digest_size=8).hexdigest() for t in texts])
+
+
+def _subset_of(fs: FeatureSet, split: ImageSplit | TextSplit, meta: dict) -> FeatureSet | None:
+    """``split``'s rows of a cached ``fs`` (skipped items stay skipped), or None when ``fs``
+    does not cover every item (for texts: with the same text)."""
+    have = {it: i for i, it in enumerate(fs.items)}
+    items = list(split.items)
     if any(it not in have and it not in fs.skipped for it in items):
         return None
     keep = [it for it in items if it in have]
-    rows, _ = fs.align(keep)
+    idx = np.array([have[it] for it in keep], np.int64)
+    extra = {}
+    if split.modality == "text":
+        if "item_digests" not in fs.extra:
+            return None
+        mine = _text_digests(list(split.texts))
+        if not np.array_equal(np.asarray(fs.extra["item_digests"])[idx], mine):
+            return None
+        extra["item_digests"] = mine
     skipped = {it: fs.skipped[it] for it in items if it not in have}
-    return FeatureSet(keep, rows, meta, skipped)
+    return FeatureSet(keep, fs.features[idx], meta, skipped, extra)
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,
@@ -140,7 +160,7 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
     others = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(stem) + "-*.npz")),
                     key=os.path.getsize, reverse=True)
     for other in others:
-        sub = _subset_of(load_features(other, expect=settings), list(split.items), meta)
+        sub = _subset_of(load_features(other, expect=settings), split, meta)
         if sub is not None:
             log.info("%s/%s: %d items taken from the cached %s (nothing encoded)", split.name,
                      split.split, len(split), other)

@@ -75,14 +75,16 @@ def meta_key(meta: Mapping[str, Any]) -> str:
 
 
 def save_features(path: str, fs: FeatureSet) -> None:
-    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``)."""
+    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``); of ``extra`` only
+    ``item_digests`` (a per-item content digest, see ``features.py``) is kept."""
     import io
 
     buf = io.BytesIO()
+    more = {k: np.asarray(fs.extra[k]).astype(str) for k in ("item_digests",) if k in fs.extra}
     np.savez(buf, items=np.asarray(fs.items, dtype=object).astype(str),
              features=np.asarray(fs.features, np.float32),
              meta=np.asarray(json.dumps(fs.meta, sort_keys=True, default=str)),
-             skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)))
+             skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)), **more)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -97,7 +99,8 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
         raise FileNotFoundError(f"feature file not found: {path}")
     with np.load(path, allow_pickle=False) as z:
         fs = FeatureSet(items=[str(x) for x in z["items"]], features=z["features"],
-                        meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])))
+                        meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])),
+                        extra={k: z[k] for k in ("item_digests",) if k in z.files})
     if expect is not None:
         check_meta(fs.meta, expect, path)
     return fs
