@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.fileio import atomic_write_json, ensure_dir
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_digits.safetensors")
@@ -89,7 +89,7 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
     train, test = digits_data(clip.config.vision.image_size, test_fraction=0.3, split_seed=0)
     res = demo_metrics(clip, train, test, quick=quick, progress=progress, log=say)
     table = text_table(res)
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     plot = plot_claims({"demo model": res}, os.path.join(out_dir, "demo_plot.png"),
                        title="crossgap-digits (trained here on sklearn digits): "
                              "intra-modal vs modality-inverted")

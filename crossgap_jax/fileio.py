@@ -78,6 +78,19 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def ensure_dir(path: str | os.PathLike) -> str:
+    """``os.makedirs(path, exist_ok=True)``, failing with :class:`OutputWriteError` (path and
+    cause in words) instead of a bare ``OSError``. Returns ``path``."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        if isinstance(e, FileExistsError) or not _is_write_error(e):
+            raise
+        raise write_error(path, e) from e
+    return path
+
+
 def _fsync_dir(folder: str) -> None:
     with contextlib.suppress(OSError):  # not supported on every platform / file system
         fd = os.open(folder, os.O_RDONLY)
@@ -108,8 +121,8 @@ def atomic_path(path: str | os.PathLike, tag: str = "") -> Iterator[str]:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    ensure_dir(folder)
     try:
-        os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tmp-{tag}-" if tag else ".tmp-",
                                    suffix="-" + os.path.basename(path))
         os.close(fd)

@@ -371,6 +371,27 @@ def test_cli_read_only_run_dir_is_one_line(tmp_path, monkeypatch, capsys):
     assert os.listdir(tmp_path / "run") == []
 
 
+def test_cli_run_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capsys):
+    from crossgap_jax.cli import main
+
+    ckpt = _native(tmp_path)
+    data = _write(tmp_path / "t.jsonl", '{"text": "a"}\n')
+    run = str(tmp_path / "ro" / "run")
+    real = os.makedirs
+
+    def makedirs(path, *a, **k):
+        if os.fspath(path).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    rc = main(["--quiet", "encode", "--dataset", "jsonl", "--model", "tiny", "--checkpoint",
+               ckpt, "--data-root", data, "--run-dir", run])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1
+    assert f"cannot write {run}: the file system is read-only (EROFS)" in err
+
+
 def test_no_empty_skip_list_when_nothing_was_skipped(tmp_path):
     from crossgap_jax.data import ImageBatchLoader, ImageSplit
 

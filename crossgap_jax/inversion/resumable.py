@@ -59,7 +59,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import atomic_write_bytes
+from crossgap_jax.fileio import atomic_write_bytes, ensure_dir
 from crossgap_jax.inversion import inverters
 from crossgap_jax.inversion.core import normal_init
 from crossgap_jax.inversion.sharding import process_shard
@@ -256,7 +256,7 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
                 "model": model_fingerprint(clip), "token_shape": list(token_shape),
                 "feature_dim": int(features.shape[1])}
 
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     pi = jax.process_index() if process_index is None else int(process_index)
     pc = jax.process_count() if process_count is None else int(process_count)
     stored = _read_manifest(out_dir)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.fileio import atomic_write_json, save_figure
+from crossgap_jax.fileio import atomic_write_json, ensure_dir, save_figure
 from crossgap_jax.pipeline.prompts import class_prompt
 from crossgap_jax.pipeline.run import Run, _classnames_split, _labels_for, evaluate_task
 
@@ -33,7 +33,7 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
         The dict written to ``<out_dir>/analysis.json`` (plots beside it).
     """
     out_dir = out_dir or os.path.join(run.run_dir, "analysis", dataset.replace(":", "_"))
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     task = run.task(dataset)
     if task.query.modality != "image":
         raise ValueError("analyze runs OTI on an image dataset's queries")

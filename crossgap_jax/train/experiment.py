@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 
-from crossgap_jax.fileio import atomic_write_json, atomic_write_text
+from crossgap_jax.fileio import atomic_write_json, atomic_write_text, ensure_dir
 from crossgap_jax.train.configs import VARIANT_DESCRIPTIONS, VARIANTS, AugmentConfig, TrainConfig
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
                               eval_settings=ev, retrain=a.retrain, reeval=a.reeval,
                               progress=not a.no_progress)
     out_dir = os.path.dirname(os.path.abspath(a.out))
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     stem = os.path.splitext(os.path.basename(a.out))[0]
     fig = plot_claims({v: runs[v]["results"] for v in runs},
                       os.path.join(out_dir, f"{stem}_caltech101.png"),

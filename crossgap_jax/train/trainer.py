@@ -36,7 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import atomic_write_json, atomic_write_with
+from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
 from crossgap_jax.models.configs import CLIPConfig
@@ -380,7 +380,7 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
         bar.update(1)
         if out_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done < cfg.steps:
-            os.makedirs(out_dir, exist_ok=True)
+            ensure_dir(out_dir)
             save_train_state(_state_path(out_dir), params, opt_state, done, history, cfg)
     bar.close()
     # The SLIP head (variant b) is a training device only: the model is the CLIP.
@@ -391,7 +391,7 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
                                       "train_config": cfg.to_dict()})
     ckpt = None
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
+        ensure_dir(out_dir)
         meta = {"train_config": cfg.to_dict(), "templates": list(templates),
                 "data": data.name, "num_train_images": len(data),
                 # No wall-clock entries: the same run must give the same file bytes.
