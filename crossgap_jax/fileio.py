@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import tempfile
@@ -193,12 +192,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2,
 def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Atomically write whatever ``write(file)`` writes (``np.savez``, ``fig.savefig``...).
 
-    The writer gets an in-memory binary buffer, so a library that seeks or appends a
-    suffix to names cannot escape the atomic protocol.
+    The writer gets the open (seekable) temporary file, not a name, so a library that
+    appends a suffix to names (``np.savez``) cannot escape the atomic protocol, and large
+    outputs are streamed to disk rather than held in memory.
     """
-    buf = io.BytesIO()
-    write(buf)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:

@@ -142,9 +142,10 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
     The file name is ``<split>-<modality>-<settings key>-<items key>.npz``: the settings key
     hashes everything but the item list (model weights hash - by content, so another path
     or a symlink to the same checkpoint hits the same entry -, dataset, split,
-    preprocessing / template), the items key the item list. A split whose items are all in
-    an existing entry with the same settings (a ``--max-queries`` subset of a split encoded
-    in full) takes its rows from that entry and encodes nothing.
+    preprocessing / template), the items key the item list (and, for texts, the texts).
+    A split whose items are all in an existing entry with the same settings (a
+    ``--max-queries`` subset of a split encoded in full) takes its rows from that entry and
+    encodes nothing.
 
     An existing file is reused only if its metadata equals what is asked for; otherwise
     :class:`~crossgap_jax.pipeline.store.StaleArtifactError` is raised.
@@ -154,7 +155,8 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
     safe = split.name.replace(":", "_").replace("/", "_")
     stem = f"{split.split}-{split.modality}-{meta_key(settings)}"
     folder = os.path.join(cache_dir, "features", safe)
-    path = os.path.join(folder, f"{stem}-{meta['items_sha256'][:12]}.npz")
+    items_key = meta_key({k: meta[k] for k in _ITEM_KEYS if k in meta})
+    path = os.path.join(folder, f"{stem}-{items_key}.npz")
     if os.path.exists(path):
         return load_features(path, expect=meta)
     others = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(stem) + "-*.npz")),
