@@ -79,12 +79,16 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
                                   project=project)
             names += [n for n, m in zip(batch.names, batch.mask) if m]
             feats.append(f[batch.mask])
-        skipped = dict(loader.skipped)
+        skipped, rescaled = dict(loader.skipped), dict(loader.rescaled)
+        if rescaled:
+            log.warning("%s/%s: %d images deeper than 8 bits scaled by their bit depth "
+                        "(the reference clamps them); see the feature file's 'rescaled'",
+                        split.name, split.split, len(rescaled))
         if skipped:
             log.warning("%s/%s: %d images skipped (corrupt); see the feature file's 'skipped'",
                         split.name, split.split, len(skipped))
     else:
-        names, feats, skipped = [], [], {}
+        names, feats, skipped, rescaled = [], [], {}, {}
         batches = iterate_text_batches(split, batch_size)
         n_batches = -(-len(split) // batch_size)
         for batch in tqdm(batches, total=n_batches, desc=f"encode {split.name}/{split.split}",
@@ -100,7 +104,7 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
     if split.modality == "text":
         text_of = dict(zip(split.items, split.texts))
         extra["item_digests"] = _text_digests([text_of[n] for n in names])
-    return FeatureSet(names, features, meta, skipped, extra)
+    return FeatureSet(names, features, meta, skipped, rescaled=rescaled, extra=extra)
 
 
 #: Metadata that depends on the item list (the rest is the settings key of a cache entry).
@@ -131,7 +135,8 @@ def _subset_of(fs: FeatureSet, split: ImageSplit | TextSplit, meta: dict) -> Fea
             return None
         extra["item_digests"] = mine
     skipped = {it: fs.skipped[it] for it in items if it not in have}
-    return FeatureSet(keep, fs.features[idx], meta, skipped, extra)
+    rescaled = {it: fs.rescaled[it] for it in keep if it in fs.rescaled}
+    return FeatureSet(keep, fs.features[idx], meta, skipped, rescaled=rescaled, extra=extra)
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,
