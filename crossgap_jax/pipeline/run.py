@@ -36,7 +36,7 @@ from crossgap_jax.data.authors_assets import (
     check_authors_assets,
     find_summaries_dir,
 )
-from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
+from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE, class_prompt
@@ -91,7 +91,7 @@ class Run:
 
     def __post_init__(self):
         # No file is written here: each command writes its own record (write_record).
-        os.makedirs(self.run_dir, exist_ok=True)
+        ensure_dir(self.run_dir)
 
     def root_for(self, dataset: str) -> str | None:
         """The data root of ``dataset``: its own (``roots``), else :attr:`data_root`."""
