@@ -29,6 +29,8 @@ QUICKSTART = [
         "compare image->image with OTI->image retrieval, as the paper's Table 1 does.\n\n"
         + INTRO_MODEL),
     new_code_cell(
+        "import warnings\n"
+        "warnings.filterwarnings('ignore', message='IProgress not found')  # tqdm, no widgets\n"
         "import numpy as np\n"
         "import crossgap_jax as cg\n"
         "import crossgap_jax.data as cgd\n"
@@ -97,6 +99,8 @@ MISALIGNMENT = [
         "The paper's Figure 2 analysis, on one query image per class (100 queries) so that it\n"
         "runs in seconds. " + INTRO_MODEL),
     new_code_cell(
+        "import warnings\n"
+        "warnings.filterwarnings('ignore', message='IProgress not found')  # tqdm, no widgets\n"
         "import numpy as np\n"
         "import matplotlib.pyplot as plt\n"
         "import crossgap_jax as cg\n"
@@ -148,7 +152,7 @@ MISALIGNMENT = [
         "    m = [cg.retrieval.evaluate(res.features_at(k), fg, rel)['mAP'] for k in s]\n"
         "    a1.semilogx(s, m, 'o-', label=f'OTI->image, R={R}')\n"
         "    a2.semilogx(np.arange(1, 151), res.losses.mean(axis=1), label=f'R={R}')\n"
-        "    print(f'R={R}:', dict(zip(s, np.round(m, 1))))\n"
+        "    print(f'R={R}: mAP at steps', ', '.join(f'{k}: {v:.1f}' for k, v in zip(s, m)))\n"
         "a1.axhline(base, ls='--', color='k', label='image->image')\n"
         "a1.set_xlabel('OTI step'); a1.set_ylabel('mAP (%)'); a1.legend()\n"
         "a2.set_xlabel('OTI step'); a2.set_ylabel('mean loss (1 - cos)'); a2.legend()\n"
