@@ -264,3 +264,44 @@ def test_demo_runs_with_runtime_dependencies_only(tmp_path):
                        timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "verdicts" in p.stdout
+
+
+# ---------------------------------------------------------------- figures (issue: labels)
+def _fake_analysis() -> dict:
+    edges = np.linspace(-1, 1, 5)
+    part = {"histogram": np.array([0, 1, 2, 1]), "mean": 0.5}
+    return {"dataset": "toy", "baseline_mAP": 30.0,
+            "curves": {"R=1": {"steps": [1, 10], "mAP": [20.0, 25.0]},
+                       "R=4": {"steps": [1, 10], "mAP": [21.0, 27.0]}},
+            "mean_loss": {"R=1": [0.9, 0.5, 0.4], "R=4": [0.8, 0.3, 0.2]},
+            "modality_gap": {"image-text": 0.8, "image-oti": 0.3, "text-oti": 0.6},
+            "distributions": {"image-image": {"bin_edges": edges, "unpaired": part,
+                                              "paired": None},
+                              "text-image": {"bin_edges": edges, "unpaired": part,
+                                             "paired": part},
+                              "inverted-image": {"bin_edges": edges, "unpaired": part,
+                                                 "paired": part}}}
+
+
+def test_similarity_plot_says_which_curves_are_paired(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from crossgap_jax.pipeline.analyze import analysis_figure, plot_analysis
+
+    fig = analysis_figure(_fake_analysis(), title="t", caption="what to look at")
+    ax = fig.axes[2]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["image-image, unpaired (two different query images)",
+                      "text-image, unpaired (an image, another image's class prompt)",
+                      "text-image, paired (an image and its class prompt)",
+                      "OTI-image, paired (an image and its own OTI feature)"]
+    assert "paired vs unpaired" in ax.get_title()
+    assert [t.get_text() for t in fig.texts] == ["t", "what to look at"]  # title, caption
+    curve_labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert curve_labels == ["OTI->image, R=1", "OTI->image, R=4", "image->image (no inversion)"]
+    # analyze's own PNGs draw the same panels.
+    paths = plot_analysis(_fake_analysis(), str(tmp_path))
+    assert [os.path.basename(p) for p in paths] == ["map_vs_steps.png", "loss.png",
+                                                    "similarities.png"]
+    assert all(os.path.getsize(p) > 1000 for p in paths)
