@@ -283,8 +283,8 @@ FIGURE_CAPTION = (
     "feature approaches the image feature. Bottom left: cosine similarities; image-image and "
     "the unpaired text-image curve use pairs that do not belong together, the paired "
     "text-image (an image and its class prompt) and OTI-image (an image and its own OTI "
-    "feature) curves use pairs that do; the gap between paired text-image and image-image "
-    "similarities is the modality gap. Bottom right: the modality gaps.")
+    "feature) curves use pairs that do; paired text-image similarities far below 1 show the "
+    "modality gap. Bottom right: the modality gaps ||mean(a) - mean(b)||.")
 
 
 def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
