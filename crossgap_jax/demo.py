@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, IMAGE_NAME, TEXT_NAME
+from crossgap_jax.fileio import atomic_write_json, ensure_dir, save_figure
 
 DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_caltech101.safetensors")
 DEMO_CARD = os.path.join(ASSET_DIR, "demo_caltech101.json")
@@ -314,7 +315,7 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
 
     t0 = time.perf_counter()
     settings = settings or (QUICK if quick else FULL)
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     run = demo_run(out_dir, settings, checkpoint=checkpoint, progress=progress)
     card = _card() if os.path.abspath(checkpoint) == os.path.abspath(DEMO_CHECKPOINT) else {}
     res = measure(run, settings, analysis_dir=os.path.join(out_dir, "analysis"))
@@ -327,14 +328,12 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
                                 f"{res['image']['num_queries']} held-out queries: the paper's "
                                 "Fig. 2 analysis")
     figure = os.path.join(out_dir, "demo_figure.png")
-    fig.savefig(figure, dpi=110)
+    save_figure(fig, figure, dpi=110)
     plt.close(fig)
     seconds = time.perf_counter() - t0
     model = {"checkpoint": os.path.abspath(checkpoint), "name": run.clip.config.name,
              **{k: card.get(k) for k in ("command", "seed", "sha256", "params_sha256")}}
     js = os.path.join(out_dir, "demo_results.json")
-    from crossgap_jax.fileio import atomic_write_json
-
     atomic_write_json(js, _jsonable({"model": model, "data": DEMO_DATA, "quick": quick,
                                      "settings": dataclasses.asdict(settings),
                                      "config": run.cfg, "seconds": seconds, **res}))

@@ -78,9 +78,9 @@ def test_demo_settings_validation():
 # ---------------------------------------------------------------- shipped assets
 @needs_assets
 def test_shipped_checkpoint_and_card():
+    from crossgap_jax.models.bundle import params_sha256
     from crossgap_jax.models.checkpoints import sha256_file
     from crossgap_jax.train.demo_caltech import CARD_NAME, COMMAND, caltech_demo_train_config
-    from crossgap_jax.train.trainer import params_sha256
 
     size = os.path.getsize(demo.DEMO_CHECKPOINT)
     data_size = os.path.getsize(demo.DEMO_DATA)

@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     if a.data_root is None and not os.environ.get("CROSSGAP_SHARED_DATA"):
         p.error("give --data-root or set CROSSGAP_SHARED_DATA")
 
+    from crossgap_jax.models.bundle import params_sha256
     from crossgap_jax.models.checkpoints import load_native, save_native, sha256_file
-    from crossgap_jax.train.trainer import params_sha256, train
+    from crossgap_jax.train.trainer import train
 
     t0 = time.time()
     train_set = coop_data(DATASET, a.data_root, "train", IMAGE_SIZE, progress=not a.no_progress)
