@@ -14,6 +14,9 @@ from PIL import Image
 from crossgap_jax import cli
 from crossgap_jax.cli import main
 from crossgap_jax.demo import DEMO_CHECKPOINT
+from crossgap_jax.models.checkpoints import native_config
+
+DEMO_ARCH = native_config(DEMO_CHECKPOINT).name  # whatever model the shipped file holds
 
 
 @pytest.fixture(autouse=True)
@@ -122,11 +125,11 @@ CASES = [
      ["--checkpoint /no/such/model.safetensors: no such file or directory"]),
     ("checkpoint-vs-model", ["encode", "--dataset", "caltech101", "--data-root", "{data}",
                              "--checkpoint", "{demo}", "--model", "ViT-B/32"], 2,
-     ["holds architecture 'crossgap-digits', but --model ViT-B/32 asks for another",
+     [f"holds architecture '{DEMO_ARCH}', but --model ViT-B/32 asks for another",
       "drop --model"]),
     ("checkpoint-vs-explicit-preset", ["encode", "--dataset", "caltech101", "--data-root",
                                        "{data}", "--preset", "clip_vitl14", *DEMO], 2,
-     ["--pretrained demo holds architecture 'crossgap-digits', but --preset clip_vitl14 "
+     [f"--pretrained demo holds architecture '{DEMO_ARCH}', but --preset clip_vitl14 "
       "(model ViT-L/14)"]),
     ("tokenizer-missing", ["encode", "--dataset", "caltech101", "--data-root", "{data}",
                            "--tokenizer", "/no/spiece.model", *DEMO], 2,

@@ -18,9 +18,16 @@ from crossgap_jax import __version__
 from crossgap_jax.cli import main
 from crossgap_jax.demo import DEMO_CHECKPOINT
 from crossgap_jax.models import create_clip
-from crossgap_jax.models.checkpoints import OPENAI_RELEASES, openai_release, save_native
+from crossgap_jax.models.checkpoints import (
+    OPENAI_RELEASES,
+    native_config,
+    openai_release,
+    save_native,
+)
 from crossgap_jax.pipeline import run as runmod
 from crossgap_jax.pipeline.published import PUBLISHED, published_for
+
+DEMO_ARCH = native_config(DEMO_CHECKPOINT).name  # whatever model the shipped file holds
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +120,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
                  "--batch-size", "8", "--oti-steps", "2", "--ovi-steps", "2",
                  "--output", str(out / "reproduce.json")]) == 0
     table = (run / "table.md").read_text()
-    assert "model: `crossgap-digits`" in table
+    assert f"model: `{DEMO_ARCH}`" in table
     assert f"checkpoint sha256: `{_sha256(DEMO_CHECKPOINT)}`" in table
     assert "preset (settings): `clip_vitb32`" in table and "oti_steps=2" in table
     assert "learning_rate=0.02" in table and f"crossgap_jax {__version__}" in table
@@ -205,8 +212,7 @@ def test_version(capsys):
 def test_list_shows_the_demo_model(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert f"demo               crossgap-digits  {DEMO_CHECKPOINT}" in out or \
-        "crossgap-digits" not in open(DEMO_CHECKPOINT, "rb").read(4096).decode("latin-1")
+    assert f"demo               {DEMO_ARCH}  {DEMO_CHECKPOINT}" in out
 
 
 @pytest.mark.slow
@@ -242,7 +248,7 @@ def test_published_rows_follow_the_model_and_weights():
     assert published_for("ViT-B/32", None, sha_b32)[0] == "clip_vitb32"  # local copy
     assert published_for("ViT-B/32", None, "0" * 64) is None  # another file
     assert published_for("ViT-B/32", "demo") is None
-    assert published_for("crossgap-digits", "demo") is None
+    assert published_for(DEMO_ARCH, "demo") is None
     assert published_for("ViT-L-14", "datacomp_xl_s13b_b90k")[0] == "openclip_vitl14"
     assert published_for("ViT-B-32", "openai") is None  # not the preset's weights
 

@@ -238,7 +238,7 @@ class Run:
         return data
 
     def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
-                 split: str | None = None) -> dict:
+                 split: str | None = None, per_item: bool = False) -> dict:
         """Zero-shot accuracy: standard (inter-modal) and the intra-modal OTI/OVI variants.
 
         - ``inter``: image features vs the text classifier of CoOp's class prompts.
@@ -249,6 +249,9 @@ class Run:
 
         ``split``: default ``test`` when the dataset has one, else its query split (an
         image folder without split sub-folders: ``all``).
+        ``per_item``: also return ``"top1_correct"``: ``{variant: (N,) bool}`` per image
+        (in the order of ``"items"``) for ``inter``/``oti``/``ovi``, e.g. for a paired
+        bootstrap interval.
         """
         unknown = [v for v in variants if v not in CLASSIFY_VARIANTS]
         if unknown:
@@ -270,15 +273,20 @@ class Run:
         classifier = retrieval.build_classifier(ft.features)
         out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
                                "split": split, "num_images": len(images)}
+        pairs = {}  # variant -> (features, classifier)
         if "inter" in variants:
-            out["inter"] = retrieval.zero_shot_accuracy(fi.features, classifier, labels)
+            pairs["inter"] = (fi.features, classifier)
         if "oti" in variants:
-            inv = self.inverted(fi, "oti")
-            out["oti"] = retrieval.zero_shot_accuracy(inv.features, classifier, labels)
+            pairs["oti"] = (self.inverted(fi, "oti").features, classifier)
         if "ovi" in variants:
             inv_c = self.inverted(ft, "ovi")
-            out["ovi"] = retrieval.zero_shot_accuracy(
-                fi.features, retrieval.build_classifier(inv_c.features), labels)
+            pairs["ovi"] = (fi.features, retrieval.build_classifier(inv_c.features))
+        for name, (x, w) in pairs.items():
+            out[name] = retrieval.zero_shot_accuracy(x, w, labels)
+        if per_item:
+            out["items"] = list(fi.items)
+            out["top1_correct"] = {name: retrieval.class_ranks(x, w, labels) == 1
+                                   for name, (x, w) in pairs.items()}
         ncm_variants = [v for v in variants if v in ("ncm", "isoclip-ncm")]
         if ncm_variants:
             out.update(self.ncm(dataset, images, ncm_variants))
@@ -441,17 +449,40 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet) -
                              f"missing: {missing}")
         res = retrieval.revisitop_evaluate(qf, gf, task.gnd)
         return {**_flatten(res), **missing}
-    exclude_self = task.exclude_self
+    args, kwargs = _relevance_args(task, q_split, g_split)
+    res = retrieval.evaluate(qf, gf, *args, **kwargs)
+    return {**res, **missing}
+
+
+def _relevance_args(task: RetrievalTask, q_split, g_split) -> tuple[tuple, dict]:
+    """``retrieval.evaluate`` arguments of a label / group / qrels task."""
     if task.relevance in ("label", "group"):
         attr = "labels" if task.relevance == "label" else "groups"
         rel = (getattr(q_split, attr), getattr(g_split, attr))
-        if exclude_self and len(q_split) != len(g_split):
+        if task.exclude_self and len(q_split) != len(g_split):
             raise ValueError("exclude_self with differing query/gallery items after skips")
-        res = retrieval.evaluate(qf, gf, rel, exclude_self=exclude_self)
-    else:
-        res = retrieval.evaluate(qf, gf, task.qrels, query_ids=q_split.items,
-                                 gallery_ids=g_split.items)
-    return {**res, **missing}
+        return (rel,), {"exclude_self": task.exclude_self}
+    return (task.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
+
+
+def evaluate_task_per_query(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet
+                            ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Per-query metrics of ``task`` (what :func:`evaluate_task` averages).
+
+    Returns:
+        ``(query items, per-query dict)`` with ``"AP"`` etc. as ``(Q,)`` arrays in [0, 1]
+        (see :func:`crossgap_jax.retrieval.evaluate_per_query`), for the queries that have
+        features; ``retrieval.summarize`` of the dict gives :func:`evaluate_task`'s numbers.
+
+    Raises:
+        ValueError: revisitop tasks (their per-query metrics are per protocol).
+    """
+    if task.relevance == "revisitop":
+        raise ValueError(f"{task.name}: per-query metrics are not defined for revisitop tasks")
+    q_split, qf = _aligned(task.query, query)
+    g_split, gf = _aligned(task.gallery, gallery)
+    args, kwargs = _relevance_args(task, q_split, g_split)
+    return list(q_split.items), retrieval.evaluate_per_query(qf, gf, *args, **kwargs)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -885,6 +916,6 @@ def default_classify_split(dataset: str, root: str | None) -> str:
     return "test" if "test" in info.splits else info.query_split
 
 
-__all__ = ["Run", "DatasetFailure", "evaluate_task", "make_run", "paper_modes", "provenance",
-           "reproduce", "resolve_source", "results_table", "summarize", "write_record",
-           "DEFAULT_CLASS_TEMPLATE"]
+__all__ = ["Run", "DatasetFailure", "evaluate_task", "evaluate_task_per_query", "make_run",
+           "paper_modes", "provenance", "reproduce", "resolve_source", "results_table",
+           "summarize", "write_record", "DEFAULT_CLASS_TEMPLATE"]
