@@ -207,16 +207,16 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(monkeypatch, imagefolder, 
     and the exact command that resumes (the shard is reused by that command)."""
     from crossgap_jax.inversion import resumable
 
-    real = resumable._atomic_write
+    real = resumable.atomic_write_bytes
     calls = {"n": 0}
 
-    def interrupt_after_first_shard(path, data, tag):
-        real(path, data, tag)
+    def interrupt_after_first_shard(path, data, *tag):
+        real(path, data, *tag)
         if os.path.basename(path).startswith("shard-"):
             calls["n"] += 1
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(resumable, "_atomic_write", interrupt_after_first_shard)
+    monkeypatch.setattr(resumable, "atomic_write_bytes", interrupt_after_first_shard)
     run = tmp_path / "run"
     argv = ["--quiet", "oti", "--dataset", "imagefolder", "--data-root", str(imagefolder),
             *DEMO, "--oti-steps", "2", "--shard-size", "4", "--batch-size", "4",

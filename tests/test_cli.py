@@ -175,7 +175,7 @@ def test_reproduce_writes_finished_table_then_reports_failure(imagefolder, share
     assert rc == 1
     assert "dataset 'caltech101' failed: OSError: disk on fire" in err
     table = (run / "table.md").read_text()
-    assert "| imagefolder |" in table and "caltech101" not in table
+    assert "| imagefolder |" in table and "| caltech101 |" not in table
     _, rec = _record(run, "reproduce")
     assert list(rec["results"]["datasets"]) == ["imagefolder"]
 
