@@ -55,6 +55,17 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="items per atomic inversion result file (resumable unit)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (multi-host runs)")
+    c = p.add_argument_group("compatibility switches (docs/fidelity.md)")
+    c.add_argument("--metric-variant", default="standard", choices=["standard", "authors"],
+                   help="standard: the metric definitions; authors: the authors' code (mAP@R "
+                        "on all-vs-all splits counts R before removing the query; queries "
+                        "without a relevant item count as 0)")
+    c.add_argument("--loss-reduction", default="per_example", choices=["per_example", "mean"],
+                   help="OTI/OVI objective: per_example (default) or mean (the authors' batch "
+                        "mean over consecutive batches of --batch-size items)")
+    c.add_argument("--revisitop1m", default="auto", metavar="DIR|auto|none",
+                   help="ROxford/RParis +1M distractors: auto (use <data root>/revisitop1m/jpg "
+                        "when it exists, as the authors do), none, or the folder")
     o = p.add_argument_group("preset overrides (the authors' keys)")
     for key in _OVERRIDES:
         o.add_argument("--" + key.replace("_", "-"), dest=key, default=None)
@@ -73,7 +84,9 @@ def _make_run(args, record_steps: Sequence[int] = ()):
                     on_error=args.on_error, record_steps=record_steps,
                     checkpoint=args.checkpoint, dtype=args.dtype,
                     max_queries=args.max_queries, max_gallery=args.max_gallery,
-                    shard_size=args.shard_size, tokenizer=args.tokenizer)
+                    shard_size=args.shard_size, tokenizer=args.tokenizer,
+                    metric_variant=args.metric_variant, loss_reduction=args.loss_reduction,
+                    revisitop1m=args.revisitop1m)
 
 
 def _print_json(obj) -> None:

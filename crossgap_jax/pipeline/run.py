@@ -27,7 +27,12 @@ from crossgap_jax.data import RetrievalTask, get_dataset, get_task
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
-from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE, class_prompt
+from crossgap_jax.pipeline.prompts import (
+    DEFAULT_CLASS_TEMPLATE,
+    OVI_CLASS_TEMPLATE,
+    class_prompt,
+    clean_classname,
+)
 from crossgap_jax.pipeline.published import published_row
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 
@@ -116,14 +121,48 @@ class Run:
             kw.update(num_tokens=int(c["num_pseudo_tokens"]), template=c["template_sentence"])
         else:
             kw.update(num_tokens=int(c["ovi_num_pseudo_tokens"]))
+        if c.get("loss_reduction", "per_example") != "per_example":  # default: keys unchanged
+            kw["loss_reduction"] = c["loss_reduction"]
         return kw
+
+    @property
+    def metric_variant(self) -> str:
+        """``"standard"`` (default) or ``"authors"`` (see docs/fidelity.md)."""
+        return str(self.cfg.get("metric_variant", "standard"))
 
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str) -> RetrievalTask:
         task = get_task(dataset, self.data_root)
+        if task.relevance == "revisitop":
+            task = with_revisitop1m(task, self.revisitop1m_dir())
         if self.max_queries or self.max_gallery:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
+
+    def revisitop1m_dir(self) -> str | None:
+        """The +1M distractor folder (``.../revisitop1m/jpg``) of revisitop tasks, or None.
+
+        ``cfg["revisitop1m"]``: ``"auto"`` (default: ``<data root>/revisitop1m/jpg`` when it
+        exists, as the authors' loader does), ``"none"`` (never), or a folder.
+        """
+        opt = str(self.cfg.get("revisitop1m") or "auto")
+        if opt == "none":
+            return None
+        if opt != "auto":
+            d = opt if os.path.basename(os.path.normpath(opt)) == "jpg" else os.path.join(
+                opt, "jpg")
+            if not os.path.isdir(d):
+                raise FileNotFoundError(f"revisitop1m distractors: no folder {d} (expected "
+                                        "<dir>/jpg/<sub>/<image>.jpg)")
+            return d
+        from crossgap_jax.data._fs import resolve_root
+
+        try:
+            root = resolve_root(self.data_root)
+        except (FileNotFoundError, ValueError):
+            return None
+        d = os.path.join(os.fspath(root), "revisitop1m", "jpg")
+        return d if os.path.isdir(d) else None
 
     def side_features(self, split, feature_type: str) -> FeatureSet:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip``."""
@@ -149,7 +188,11 @@ class Run:
         task = self.task(dataset)
         q = self.side_features(task.query, query_type or task.query.modality)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality)
-        metrics = evaluate_task(task, q, g)
+        metrics = evaluate_task(task, q, g, metric_variant=self.metric_variant)
+        metrics["metric_variant"] = self.metric_variant
+        if task.relevance == "revisitop":
+            metrics["gallery_size"] = len(task.gallery)
+            metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
         metrics["query_type"] = query_type or task.query.modality
         metrics["gallery_type"] = gallery_type or task.gallery.modality
         return metrics
@@ -160,7 +203,10 @@ class Run:
 
         - ``inter``: image features vs the text classifier of CoOp's class prompts.
         - ``oti``: OTI features of the images vs that text classifier.
-        - ``ovi``: image features vs a classifier of OVI-inverted class prompts.
+        - ``ovi``: image features vs a classifier of OVI-inverted ``"a photo of {}"`` class
+          prompts (the authors' OVI template, not the CoOp prompt).
+
+        Class names have ``_`` replaced by a space in every prompt (as the authors do).
         """
         images = get_dataset(dataset, self.data_root, split)
         if self.max_queries and self.max_queries < len(images):
@@ -172,19 +218,22 @@ class Run:
         fi = self.features(images)
         labels = _labels_for(images, fi.items)
         prompt = class_prompt(dataset)
-        classes = _classnames_split(dataset, images.classnames)
+        classes = _classnames_split(dataset, [clean_classname(c) for c in images.classnames])
         ft = self.features(classes, template=prompt)
         classifier = retrieval.build_classifier(ft.features)
-        out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames)}
+        out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
+                               "num_images": len(fi.items)}
         if "inter" in variants:
             out["inter"] = retrieval.zero_shot_accuracy(fi.features, classifier, labels)
         if "oti" in variants:
             inv = self.inverted(fi, "oti")
             out["oti"] = retrieval.zero_shot_accuracy(inv.features, classifier, labels)
         if "ovi" in variants:
-            inv_c = self.inverted(ft, "ovi")
+            fo = self.features(classes, template=OVI_CLASS_TEMPLATE)
+            inv_c = self.inverted(fo, "ovi")
             out["ovi"] = retrieval.zero_shot_accuracy(
                 fi.features, retrieval.build_classifier(inv_c.features), labels)
+            out["ovi_prompt"] = OVI_CLASS_TEMPLATE
         return out
 
 
@@ -244,6 +293,37 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     return dataclasses.replace(task, query=q, gallery=g, qrels=qrels)
 
 
+def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> RetrievalTask:
+    """``task`` with every ``<distractor_dir>/*/*.jpg`` appended to its gallery (ROxford5k /
+    RParis6k +1M, as the authors' loader does when ``revisitop1m/jpg`` exists).
+
+    The distractors come after the ``imlist`` images, so the ground-truth indices stay valid;
+    they are never positive. Item names are ``revisitop1m/<sub>/<file>``; the gallery split is
+    named ``gallery+1m`` and records ``extra["num_distractors"]``.
+
+    Raises:
+        FileNotFoundError: ``distractor_dir`` holds no ``*/*.jpg``.
+    """
+    if distractor_dir is None:
+        return task
+    import glob
+
+    from crossgap_jax.data import ImageSplit
+
+    paths = sorted(glob.glob(os.path.join(distractor_dir, "*", "*.jpg")))
+    if not paths:
+        raise FileNotFoundError(f"revisitop1m distractors: no {distractor_dir}/*/*.jpg images")
+    g = task.gallery
+    if g.paths is None:
+        raise ValueError(f"{task.name}: distractors need a file-based gallery")
+    items = [f"revisitop1m/{os.path.relpath(p, distractor_dir)}" for p in paths]
+    gallery = ImageSplit(name=g.name, split=f"{g.split}+1m", items=g.items + items,
+                         paths=list(g.paths) + paths, root=g.root,
+                         extra=dict(g.extra, num_distractors=len(paths),
+                                    num_base=len(g.items), distractor_dir=distractor_dir))
+    return dataclasses.replace(task, gallery=gallery)
+
+
 def _classnames_split(dataset: str, classnames: Sequence[str]):
     from crossgap_jax.data import TextSplit
 
@@ -266,18 +346,23 @@ def _aligned(split, fs: FeatureSet) -> tuple[Any, np.ndarray]:
     return sub, feats
 
 
-def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet) -> dict:
+def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
+                  metric_variant: str = "standard") -> dict:
     """Metrics of ``task`` for the given query / gallery features (percent).
 
     Items missing from a feature set (corrupt images that were skipped) are left out and
     counted in ``num_query_items_missing`` / ``num_gallery_items_missing``.
+    ``metric_variant``: see :func:`crossgap_jax.retrieval.evaluate` (revisitop tasks follow
+    the revisitop protocol either way).
     """
     q_split, qf = _aligned(task.query, query)
     g_split, gf = _aligned(task.gallery, gallery)
     missing = {"num_query_items_missing": len(task.query) - len(q_split),
                "num_gallery_items_missing": len(task.gallery) - len(g_split)}
     if task.relevance == "revisitop":
-        if any(missing.values()):
+        # Skipped distractors (after the imlist images) do not move any ground-truth index.
+        base = int(task.gallery.extra.get("num_base", len(task.gallery)))
+        if missing["num_query_items_missing"] or g_split.items[:base] != task.gallery.items[:base]:
             raise ValueError(f"{task.name}: revisitop needs every query and gallery image; "
                              f"missing: {missing}")
         res = retrieval.revisitop_evaluate(qf, gf, task.gnd)
@@ -288,10 +373,11 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet) -
         rel = (getattr(q_split, attr), getattr(g_split, attr))
         if exclude_self and len(q_split) != len(g_split):
             raise ValueError("exclude_self with differing query/gallery items after skips")
-        res = retrieval.evaluate(qf, gf, rel, exclude_self=exclude_self)
+        res = retrieval.evaluate(qf, gf, rel, exclude_self=exclude_self,
+                                 metric_variant=metric_variant)
     else:
         res = retrieval.evaluate(qf, gf, task.qrels, query_ids=q_split.items,
-                                 gallery_ids=g_split.items)
+                                 gallery_ids=g_split.items, metric_variant=metric_variant)
     return {**res, **missing}
 
 
@@ -321,7 +407,9 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
     Returns:
         The metrics dict written to ``<run_dir>/metrics.json``.
     """
-    results: dict[str, Any] = {"config": run.cfg, "datasets": {}}
+    results: dict[str, Any] = {"config": run.cfg, "datasets": {},
+                               "metric_variant": run.metric_variant,
+                               "loss_reduction": run.cfg.get("loss_reduction", "per_example")}
     for ds in datasets:
         task = run.task(ds)
         base_mode, inv_mode = paper_modes(task.query.modality)
@@ -341,7 +429,7 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
 
 
 def _main_metric(m: dict) -> float | None:
-    for k in ("mAP", "medium/mAP", "M/mAP"):
+    for k in ("mAP", "mAP_medium"):
         if k in m:
             return float(m[k])
     return None
@@ -366,7 +454,8 @@ def results_table(results: dict) -> str:
     for ds, v in results["datasets"].items():
         b, i = _main_metric(v["baseline"]), _main_metric(v["inverted"])
         mode = " vs ".join(names[v["modality"]])
-        lines.append(f"| {ds} | {mode} | {b:.2f} | {i:.2f} | {i - b:+.2f} |")
+        lines.append(f"| {_dataset_label(ds, v['baseline'])} | {mode} | {b:.2f} | {i:.2f} | "
+                     f"{i - b:+.2f} |")
     pub = results.get("published") or {}
     for modality, avg in results.get("average", {}).items():
         mode = " vs ".join(names[modality])
@@ -378,25 +467,53 @@ def results_table(results: dict) -> str:
             lines.append(f"| *paper (avg. over its datasets)* | {mode} | {pb:.1f} | {pi:.1f} | "
                          f"{pi - pb:+.1f} |")
     cfg = results.get("config", {})
+    variant = results.get("metric_variant", cfg.get("metric_variant", "standard"))
+    reduction = results.get("loss_reduction", cfg.get("loss_reduction", "per_example"))
     head = (f"# Results: preset `{cfg.get('preset')}`, model `{cfg.get('model')}`\n\n"
             "mAP in percent. Paper rows are the poster averages over the paper's datasets "
-            "(per-dataset numbers are not available here).\n\n")
+            "(per-dataset numbers are not available here). ROxford5k / RParis6k: Medium "
+            "protocol mAP.\n\n"
+            f"Metric variant: `{variant}`; OTI/OVI loss reduction: `{reduction}` "
+            "(see docs/fidelity.md).\n\n")
     return head + "\n".join(lines) + "\n"
+
+
+def _dataset_label(ds: str, m: dict) -> str:
+    """Table label of a dataset: revisitop rows name the protocol and the gallery."""
+    if "mAP_medium" not in m:
+        return ds
+    size = int(m.get("gallery_size", 0))
+    extra = int(m.get("num_distractors", 0))
+    what = f"+1M distractors, gallery {size:,}" if extra else f"gallery {size:,}"
+    return f"{ds} (Medium; {what})"
 
 
 def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress: bool = True,
              on_error: str = "skip", record_steps: Sequence[int] = (),
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
-             shard_size: int = 256, tokenizer: str | None = None) -> Run:
+             shard_size: int = 256, tokenizer: str | None = None,
+             metric_variant: str = "standard", loss_reduction: str = "per_example",
+             revisitop1m: str = "auto") -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
+    ``metric_variant`` (``"standard"`` / ``"authors"``), ``loss_reduction``
+    (``"per_example"`` / ``"mean"``) and ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
+    are the compatibility switches of docs/fidelity.md; they are recorded in the config.
     """
+    from crossgap_jax.inversion.core import LOSS_REDUCTIONS
+    from crossgap_jax.retrieval._common import check_metric_variant
+
+    check_metric_variant(metric_variant)
+    if loss_reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
+                         f"{loss_reduction!r}")
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
     clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
     cfg = dict(cfg, checkpoint=source, dtype=dtype, max_queries=max_queries,
-               max_gallery=max_gallery)
+               max_gallery=max_gallery, metric_variant=metric_variant,
+               loss_reduction=loss_reduction, revisitop1m=revisitop1m)
     return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
                record_steps=tuple(record_steps), max_queries=max_queries,
                max_gallery=max_gallery, shard_size=shard_size)
