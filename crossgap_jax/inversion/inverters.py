@@ -448,6 +448,7 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
     Returns:
         :class:`InversionResult` with ``pseudo_tokens`` ``(N, R, text_width)``.
     """
+    loss_weights(1, 1, loss_reduction)  # validates the name before any work
     config = clip.config
     record_steps = _validate_steps(steps, record_steps)
     targets = _check_targets(image_features, config.embed_dim, "image_features")
@@ -492,6 +493,7 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
     Returns:
         :class:`InversionResult` with ``pseudo_tokens`` ``(N, P, vision_width)``.
     """
+    loss_weights(1, 1, loss_reduction)  # validates the name before any work
     config = clip.config
     record_steps = _validate_steps(steps, record_steps)
     targets = _check_targets(text_features, config.embed_dim, "text_features")
