@@ -256,6 +256,77 @@ def revisitop_gnd(path: str) -> dict:
         return pickle.load(f)  # noqa: S301 - a file the test wrote itself
 
 
+# ---------------------------------------------------------------------------------------
+# A reproduce run's label / caption / qrels datasets, recomputed
+# ---------------------------------------------------------------------------------------
+def expected_caltech101(run_dir, data_root, variant="standard") -> dict:
+    labels, _ = coop_split(os.path.join(data_root, "caltech101", "split_zhou_Caltech101.json"))
+    q = feature_file(str(run_dir), "caltech101", split="test")
+    g = feature_file(str(run_dir), "caltech101", split="train")
+    rel = relevance_from_keys([labels[i] for i in q["items"]], [labels[i] for i in g["items"]])
+    oti = rows(inverted(str(run_dir), "oti", "caltech101", "test"), q["items"])
+    return {"baseline": retrieval_metrics(q["features"], g["features"], rel, variant=variant),
+            "inverted": retrieval_metrics(oti, g["features"], rel, variant=variant)}
+
+
+def expected_coco(run_dir, data_root, variant="standard") -> dict:
+    q = feature_file(str(run_dir), "coco_text", split="test_queries")
+    g = feature_file(str(run_dir), "coco_text", split="test_gallery")
+    # The protocol: query = the first caption of an image, gallery = its other captions.
+    assert all(i.endswith("#0") for i in q["items"])
+    assert not any(i.endswith("#0") for i in g["items"])
+    n_images = sum(1 for _ in open(os.path.join(data_root, "coco_karpathy",
+                                                "test5k_captions.txt"))) // 5
+    assert all(int(caption_image(i)) < n_images for i in q["items"] + g["items"])
+    rel = relevance_from_keys([caption_image(i) for i in q["items"]],
+                                  [caption_image(i) for i in g["items"]])
+    ovi = rows(inverted(str(run_dir), "ovi", "coco_text", "test_queries"), q["items"])
+    return {"baseline": retrieval_metrics(q["features"], g["features"], rel, variant=variant),
+            "inverted": retrieval_metrics(ovi, g["features"], rel, variant=variant)}
+
+
+def expected_cisi(run_dir, data_root, variant="standard") -> dict:
+    qrels = cisi_qrels(os.path.join(data_root, "cisi", "CISI.REL"))
+    q = feature_file(str(run_dir), "cisi", split="queries")
+    g = feature_file(str(run_dir), "cisi", split="corpus")
+    rel = relevance_from_qrels(qrels, q["items"], g["items"])
+    ovi = rows(inverted(str(run_dir), "ovi", "cisi", "queries"), q["items"])
+    return {"baseline": retrieval_metrics(q["features"], g["features"], rel, variant=variant),
+            "inverted": retrieval_metrics(ovi, g["features"], rel, variant=variant)}
+
+
+EXPECTED = {"caltech101": expected_caltech101, "coco_text": expected_coco, "cisi": expected_cisi}
+
+
+def assert_reproduce_matches_reference(run_dir, data_root, variant: str = "standard") -> None:
+    """Every retrieval number of ``<run_dir>/metrics.json`` equals the reference's."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for ds, entry in metrics["datasets"].items():
+        want = EXPECTED[ds](run_dir, str(data_root), variant)
+        for side in ("baseline", "inverted"):
+            assert_close(entry[side], want[side], where=f"{ds}/{side}/{variant}")
+    for modality, avg in metrics["average"].items():
+        rows = [e for e in metrics["datasets"].values() if e["modality"] == modality]
+        for side in ("baseline", "inverted"):
+            assert abs(avg[side] - np.mean([r[side]["mAP"] for r in rows])) <= 1e-9
+
+
+def expected_zero_shot(run_dir, data_root, dataset: str = "caltech101") -> dict:
+    """inter / OTI / OVI top-1 and top-5 of a ``classify`` run on a CoOp dataset."""
+    names = {"caltech101": "split_zhou_Caltech101.json"}
+    labels, _ = coop_split(os.path.join(data_root, dataset, names[dataset]))
+    images = feature_file(str(run_dir), dataset, split="test")
+    y = [labels[i] for i in images["items"]]
+    classes = f"{dataset}-classnames"
+    coop = feature_file(str(run_dir), classes, template="a photo of a {}.")
+    ovi_in = feature_file(str(run_dir), classes, template="a photo of {}")
+    oti = rows(inverted(str(run_dir), "oti", dataset, "test"), images["items"])
+    ovi = rows(inverted(str(run_dir), "ovi", classes, "classes"), ovi_in["items"])
+    return {"inter": zero_shot(images["features"], coop["features"], y),
+            "oti": zero_shot(oti, coop["features"], y),
+            "ovi": zero_shot(images["features"], ovi, y)}
+
+
 def assert_close(reported: Mapping, expected: Mapping, atol: float = 1e-6,
                  where: str = "") -> None:
     """Every key of ``expected`` equals the reported value to ``atol``."""
