@@ -43,3 +43,13 @@ def test_missing_distractor_folder_is_named(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"no .*\*/\*\.jpg images"):
         with_revisitop1m(None, str(empty))
+
+
+def test_partly_finished_batch_is_refused():
+    from crossgap_jax.inversion.resumable import ResumeMismatchError, _batch_aligned_chunks
+
+    # items 0..6 in batches [0, 3), [3, 6), [6, 7); shard of 4 items -> 1 batch per chunk
+    assert _batch_aligned_chunks(list(range(7)), 3, 4, 7, "d") == [[0, 1, 2], [3, 4, 5], [6]]
+    assert _batch_aligned_chunks([3, 4, 5, 6], 3, 8, 7, "d") == [[3, 4, 5, 6]]
+    with pytest.raises(ResumeMismatchError, match="batch 1 .* is partly finished"):
+        _batch_aligned_chunks([0, 1, 2, 4, 5], 3, 4, 7, "d")

@@ -134,16 +134,18 @@ class Run:
     def task(self, dataset: str) -> RetrievalTask:
         task = get_task(dataset, self.data_root)
         if task.relevance == "revisitop":
-            task = with_revisitop1m(task, self.revisitop1m_dir())
+            task = with_revisitop1m(task, self.revisitop1m_dir(task))
         if self.max_queries or self.max_gallery:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
 
-    def revisitop1m_dir(self) -> str | None:
+    def revisitop1m_dir(self, task: RetrievalTask | None = None) -> str | None:
         """The +1M distractor folder (``.../revisitop1m/jpg``) of revisitop tasks, or None.
 
-        ``cfg["revisitop1m"]``: ``"auto"`` (default: ``<data root>/revisitop1m/jpg`` when it
-        exists, as the authors' loader does), ``"none"`` (never), or a folder.
+        ``cfg["revisitop1m"]``: ``"auto"`` (default: ``revisitop1m/jpg`` under the data root
+        or beside the dataset's folder, e.g. ``data/datasets/revisitop1m/jpg`` of the
+        revisitop toolkit, when it exists, as the authors' loader does), ``"none"``
+        (never), or a folder.
         """
         opt = str(self.cfg.get("revisitop1m") or "auto")
         if opt == "none":
@@ -157,12 +159,18 @@ class Run:
             return d
         from crossgap_jax.data._fs import resolve_root
 
+        places = []
         try:
-            root = resolve_root(self.data_root)
+            places.append(resolve_root(self.data_root))
         except (FileNotFoundError, ValueError):
-            return None
-        d = os.path.join(os.fspath(root), "revisitop1m", "jpg")
-        return d if os.path.isdir(d) else None
+            pass
+        if task is not None and task.gallery.root:  # <parent>/<dataset>/jpg
+            places.append(os.path.dirname(os.path.dirname(os.path.normpath(task.gallery.root))))
+        for place in places:
+            d = os.path.join(os.fspath(place), "revisitop1m", "jpg")
+            if os.path.isdir(d):
+                return d
+        return None
 
     def side_features(self, split, feature_type: str) -> FeatureSet:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip``."""
