@@ -226,7 +226,7 @@ class Run:
         fi = self.features(images)
         labels = _labels_for(images, fi.items)
         prompt = class_prompt(dataset)
-        classes = _classnames_split(dataset, [clean_classname(c) for c in images.classnames])
+        classes = _classnames_split(dataset, images.classnames)
         ft = self.features(classes, template=prompt)
         classifier = retrieval.build_classifier(ft.features)
         out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
@@ -333,11 +333,13 @@ def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> Retriev
 
 
 def _classnames_split(dataset: str, classnames: Sequence[str]):
+    """The class names as a text split, ``_`` replaced by a space (as in every prompt)."""
     from crossgap_jax.data import TextSplit
 
     return TextSplit(name=f"{dataset}-classnames", split="classes",
                      items=[f"class{i:05d}" for i in range(len(classnames))],
-                     texts=list(classnames), labels=np.arange(len(classnames)))
+                     texts=[clean_classname(c) for c in classnames],
+                     labels=np.arange(len(classnames)))
 
 
 def _labels_for(split, items: Sequence[str]) -> np.ndarray:
