@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.data import RetrievalTask, get_dataset, get_task
+from crossgap_jax.data import RetrievalTask, TextSplit, dataset_info, get_dataset, get_task
+from crossgap_jax.data.authors_assets import (
+    apply_authors_assets,
+    apply_authors_assets_to_split,
+    check_authors_assets,
+    find_summaries_dir,
+)
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
@@ -54,6 +60,11 @@ class Run:
         shard_size: items per atomic result file of an inversion (what a kill can lose).
         on_error: corrupt images: ``"skip"`` (counted) or ``"raise"``.
         record_steps: OTI/OVI steps to snapshot (Figure-2 analysis).
+        authors_assets: a checkout of the paper authors' repository (or its
+            ``data/summarized_texts``): text datasets then use the authors' gallery
+            summaries and 20NG queries, as the paper did (see
+            :mod:`crossgap_jax.data.authors_assets`); ``None``: raw texts, our queries.
+        text_sources: per dataset, which texts its task used (filled by :meth:`task`).
     """
 
     run_dir: str
@@ -66,6 +77,8 @@ class Run:
     max_queries: int | None = None
     max_gallery: int | None = None
     shard_size: int = 256
+    authors_assets: str | None = None
+    text_sources: dict = dataclasses.field(default_factory=dict)
     _isoclip_basis: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -132,7 +145,10 @@ class Run:
 
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str) -> RetrievalTask:
-        task = get_task(dataset, self.data_root)
+        task, source = apply_authors_assets(get_task(dataset, self.data_root),
+                                            self.authors_assets)
+        if source:
+            self.text_sources[task.name] = source
         if task.relevance == "revisitop":
             task = with_revisitop1m(task, self.revisitop1m_dir(task))
         if self.max_queries or self.max_gallery:
@@ -203,7 +219,18 @@ class Run:
             metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
         metrics["query_type"] = query_type or task.query.modality
         metrics["gallery_type"] = gallery_type or task.gallery.modality
+        if task.name in self.text_sources:
+            metrics["text_source"] = self.text_sources[task.name]
         return metrics
+
+    def split(self, dataset: str, split: str | None = None):
+        """One split of ``dataset``, with the authors' texts when :attr:`authors_assets` is set
+        (the gallery summaries, the 20NG queries)."""
+        data = get_dataset(dataset, self.data_root, split)
+        if isinstance(data, TextSplit):
+            name = dataset_info(dataset).name if not dataset.startswith("tfds:") else dataset
+            data, _ = apply_authors_assets_to_split(data, name, self.authors_assets)
+        return data
 
     def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
                  split: str = "test") -> dict:
@@ -420,12 +447,15 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
     results: dict[str, Any] = {"config": run.cfg, "datasets": {},
                                "metric_variant": run.metric_variant,
                                "loss_reduction": run.cfg.get("loss_reduction", "per_example")}
+    check_authors_assets([_canonical_name(ds) for ds in datasets], run.authors_assets)
     for ds in datasets:
         task = run.task(ds)
         base_mode, inv_mode = paper_modes(task.query.modality)
         entry = {"modality": task.query.modality,
                  "baseline": run.retrieve(ds, *base_mode),
                  "inverted": run.retrieve(ds, *inv_mode)}
+        if task.name in run.text_sources:
+            entry["text_source"] = run.text_sources[task.name]
         results["datasets"][ds] = entry
         if is_writer():
             atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
@@ -436,6 +466,24 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
         atomic_write_bytes(os.path.join(run.run_dir, "table.md"),
                            results_table(results).encode())
     return results
+
+
+def _canonical_name(dataset: str) -> str:
+    return dataset if dataset.startswith("tfds:") else dataset_info(dataset).name
+
+
+def _text_source_lines(per_ds: dict) -> list[str]:
+    """The table's note on which texts each text dataset used (gallery, 20NG queries)."""
+    lines = []
+    for ds, v in per_ds.items():
+        src = v.get("text_source")
+        if not src:
+            continue
+        line = f"- `{ds}`: gallery texts: {src['gallery']}"
+        if "queries" in src:
+            line += f"; queries: {src['queries']}"
+        lines.append(line)
+    return ["", "Text sources:", "", *lines] if lines else []
 
 
 def _main_metric(m: dict) -> float | None:
@@ -485,6 +533,7 @@ def results_table(results: dict) -> str:
             "protocol mAP.\n\n"
             f"Metric variant: `{variant}`; OTI/OVI loss reduction: `{reduction}` "
             "(see docs/fidelity.md).\n\n")
+    lines += _text_source_lines(results["datasets"])
     return head + "\n".join(lines) + "\n"
 
 
@@ -503,11 +552,12 @@ def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress:
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
              shard_size: int = 256, tokenizer: str | None = None,
-             metric_variant: str = "standard", loss_reduction: str = "per_example",
-             revisitop1m: str = "auto") -> Run:
+             authors_assets: str | None = None, metric_variant: str = "standard",
+             loss_reduction: str = "per_example", revisitop1m: str = "auto") -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
+    ``authors_assets``: see :class:`Run` (checked to be a folder with the summaries first).
     ``metric_variant`` (``"standard"`` / ``"authors"``), ``loss_reduction``
     (``"per_example"`` / ``"mean"``) and ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
     are the compatibility switches of docs/fidelity.md; they are recorded in the config.
@@ -519,14 +569,18 @@ def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress:
     if loss_reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
                          f"{loss_reduction!r}")
+    if authors_assets is not None:
+        find_summaries_dir(authors_assets)  # a wrong folder fails before the model loads
+        authors_assets = os.path.abspath(os.path.expanduser(authors_assets))
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
     clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
     cfg = dict(cfg, checkpoint=source, dtype=dtype, max_queries=max_queries,
-               max_gallery=max_gallery, metric_variant=metric_variant,
-               loss_reduction=loss_reduction, revisitop1m=revisitop1m)
+               max_gallery=max_gallery, authors_assets=authors_assets,
+               metric_variant=metric_variant, loss_reduction=loss_reduction,
+               revisitop1m=revisitop1m)
     return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
                record_steps=tuple(record_steps), max_queries=max_queries,
-               max_gallery=max_gallery, shard_size=shard_size)
+               max_gallery=max_gallery, shard_size=shard_size, authors_assets=authors_assets)
 
 
 __all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",
