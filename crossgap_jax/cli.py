@@ -128,7 +128,8 @@ def cmd_encode(args) -> int:
     run = _make_run(args)
     split = run.split(args.dataset, args.split)
     fs = run.features(split, template=args.template)
-    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}")
+    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}"
+          + (f"; {len(fs.rescaled)} 16-bit/float images scaled to 8 bits" if fs.rescaled else ""))
     return 0
 
 
