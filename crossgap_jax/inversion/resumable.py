@@ -258,15 +258,15 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         method: ``"oti"`` or ``"ovi"``.
         shard_size: items per shard file (a multiple of ``batch_size`` wastes nothing).
         process_index, process_count: this host's share of the items (default:
-            ``jax.process_index()`` / ``jax.process_count()``).
-
-    With ``loss_reduction="mean"`` (the authors' batch-mean objective) the batches are the
-    consecutive ``batch_size`` items of ``names`` in order (the last one ragged): hosts and
-    shards split the items at batch boundaries, and ``batch_size`` must not change between
-    restarts.
+            ``jax.process_index()`` / ``jax.process_count()``); with
+            ``loss_reduction="mean"`` (the authors' batch-mean objective) the batches are the
+            consecutive ``batch_size`` items of ``names`` (the last one ragged): hosts and
+            shards split the items at batch boundaries, and ``batch_size`` must not change
+            between restarts.
         check_targets: on restart, check that the stored targets of finished items equal
             the given features (rtol 1e-4, atol 1e-6).
-        progress: progress bar over shards (default: when there is more than one).
+        progress: progress bars over shards and over the optimisation steps of each
+            shard (default: when there is more than one shard).
         **kwargs: :func:`~crossgap_jax.inversion.oti` / :func:`~crossgap_jax.inversion.ovi`
             arguments (``steps``, ``num_tokens``, ``learning_rate``, ``record_steps``,
             ``seed``, ``batch_size``, ...), except ``init``.
@@ -363,9 +363,11 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         init = item_init(chunk_names, int(hp["seed"]), token_shape)
         n = len(chunk)
         t1 = time.perf_counter()
+        # With a bar, the inner one counts optimisation steps (compiled in chunks, so it
+        # moves during a long shard; results are bit-identical to the unchunked loop).
         # pad_to: a short chunk keeps the compiled batch shape of the full chunks (its
         # padding rows have weight 0 and never count, also not in the batch mean).
-        res = fn(clip, targets, init=init, progress=False,
+        res = fn(clip, targets, init=init, progress=bool(show),
                  **dict(run_kwargs, pad_to=batch_size))
         arrays = {
             "names": np.array(chunk_names, dtype=str),

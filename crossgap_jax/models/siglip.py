@@ -507,6 +507,13 @@ def projection_matrices(params: Params, config: SigLIPConfig) -> tuple[jax.Array
     return jnp.eye(config.vision.width, config.embed_dim, dtype=w_t.dtype), w_t
 
 
+def projection_biases(params: Params, config: SigLIPConfig) -> tuple[None, jax.Array]:
+    """``(b_i, b_t)`` of the heads of :func:`projection_matrices`: no image bias, the text
+    ``head`` bias ``(D,)`` (IsoCLIP appends it as an extra row of ``W_t``)."""
+    del config
+    return None, params["text_model"]["head"]["bias"]
+
+
 def pool_indices(ids: Any, config: SigLIPConfig) -> np.ndarray:
     """``(N, L)`` ids -> ``(N,)`` pooling positions: always ``L - 1`` (the last position)."""
     ids = np.asarray(ids)
