@@ -18,6 +18,12 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# The demo needs only the runtime dependencies (no torch, tensorflow-datasets, test tools).
+$(BIN)/.runtime: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $@
+
 lint: setup
 	$(BIN)/ruff check crossgap_jax tests benchmarks
 
@@ -30,7 +36,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 
-demo: setup
+demo: $(BIN)/.runtime
 	$(BIN)/crossgap-jax demo
 
 bench: setup
@@ -39,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_retrieval.py
 	$(BIN)/python benchmarks/bench_inversion.py
 	$(BIN)/python benchmarks/bench_isoclip.py
+	$(BIN)/python benchmarks/bench_demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

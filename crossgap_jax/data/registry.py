@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from crossgap_jax.data import embedded as emb
 from crossgap_jax.data import images as im
 from crossgap_jax.data import texts as tx
 from crossgap_jax.data._fs import layout_error, looked_for, resolve_root
@@ -59,6 +60,8 @@ class DatasetInfo:
         load: ``load(root, split, **options) -> ImageSplit | TextSplit``.
         locate: ``locate(root) -> path | None``: where the dataset is under ``root``.
         generic: True for ``imagefolder``/``jsonl``/``beir`` (root = the dataset itself).
+        packaged: True for data shipped inside the package (the demo's): no root needed,
+            ``root`` is ignored.
     """
 
     name: str
@@ -72,6 +75,7 @@ class DatasetInfo:
     load: Callable[..., Split]
     locate: Callable[[str], str | None]
     generic: bool = False
+    packaged: bool = False
 
     @property
     def exclude_self(self) -> bool:
@@ -215,6 +219,18 @@ def _register_builtin() -> None:
         "any BEIR / NanoBEIR collection folder", _load_beir_generic,
         lambda r: r if tx.beir_format(r) else None, generic=True,
     ))
+    # Shipped with the package (the offline demo): readable without a data root.
+    register_dataset(DatasetInfo(
+        emb.IMAGE_NAME, "image", ("train", "test"), "test", "train", "label", emb.LAYOUT,
+        "embedded Caltech101 subset (CoOp split, 64 px): test queries vs train gallery",
+        emb.load_demo_images, emb.locate_demo, packaged=True,
+    ))
+    register_dataset(DatasetInfo(
+        emb.TEXT_NAME, "text", ("queries", "gallery"), "queries", "gallery", "class_queries",
+        emb.LAYOUT, "captions of the embedded Caltech101 classes from held-out templates: "
+        "one template's captions vs the others'", emb.load_demo_texts, emb.locate_demo,
+        packaged=True,
+    ))
 
 
 def _load_beir_named(
@@ -236,10 +252,10 @@ def _load_beir_generic(root: str, split: str, **options: Any) -> TextSplit:
 _register_builtin()
 
 IMAGE_DATASETS: tuple[str, ...] = tuple(
-    n for n, i in _REGISTRY.items() if i.modality == "image" and not i.generic
+    n for n, i in _REGISTRY.items() if i.modality == "image" and not (i.generic or i.packaged)
 )
 TEXT_DATASETS: tuple[str, ...] = tuple(
-    n for n, i in _REGISTRY.items() if i.modality == "text" and not i.generic
+    n for n, i in _REGISTRY.items() if i.modality == "text" and not (i.generic or i.packaged)
 )
 
 
@@ -305,7 +321,9 @@ def list_datasets(
     out = []
     for info in _REGISTRY.values():
         found = None
-        if r is not None and os.path.isdir(r):
+        if info.packaged:
+            found = info.locate("")
+        elif r is not None and os.path.isdir(r):
             try:
                 found = info.locate(r)
             except OSError:
@@ -368,11 +386,14 @@ def get_dataset(
             raise ValueError(
                 f"{info.name}: unknown split {split!r}; valid splits: {', '.join(info.splits)}"
             )
-        r = resolve_root(root)
-        if not os.path.exists(r):
-            raise DatasetLayoutError(f"{info.name}: data root {r} does not exist.\n"
-                                     f"Expected layout:\n{info.layout}")
-        data = info.load(r, split, **options)
+        if info.packaged:
+            data = info.load(None, split, **options)
+        else:
+            r = resolve_root(root)
+            if not os.path.exists(r):
+                raise DatasetLayoutError(f"{info.name}: data root {r} does not exist.\n"
+                                         f"Expected layout:\n{info.layout}")
+            data = info.load(r, split, **options)
     if replacements is not None:
         data = _apply_replacements(data, replacements)
     return data

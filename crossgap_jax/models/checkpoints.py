@@ -791,11 +791,13 @@ def match_registered(config: CLIPConfig, prefer: str | None = None) -> str | Non
 
 
 def save_native(path: str, config: CLIPConfig, params: Params,
-                metadata: Mapping[str, Any] | None = None) -> str:
+                metadata: Mapping[str, Any] | None = None, *, dtype: str = "float32") -> str:
     """Write params + config (any model family) as one safetensors file readable without torch.
 
     Tensors are the flattened Flax params with ``"/"``-joined paths
-    (``visual/conv1/kernel``), float32. The safetensors metadata holds ``format``
+    (``visual/conv1/kernel``), stored as ``dtype`` (``"float32"``, or ``"float16"`` to halve
+    the file: values are rounded to float16; :func:`load_native` returns float32 either
+    way). The safetensors metadata holds ``format``
     (``"crossgap_jax.clip"``), ``format_version``, ``config`` (JSON of
     :meth:`CLIPConfig.to_dict`) and ``metadata`` (JSON of ``metadata``, e.g. provenance).
     The write is atomic (temporary file, then rename).
@@ -808,7 +810,9 @@ def save_native(path: str, config: CLIPConfig, params: Params,
 
     flat = traverse_util.flatten_dict(params, sep="/")
     # np.array(..., order="C"), not np.ascontiguousarray: the latter turns 0-d into (1,).
-    tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in flat.items()}
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"save_native: dtype must be 'float32' or 'float16', got {dtype!r}")
+    tensors = {k: np.array(v, dtype=np.dtype(dtype), order="C") for k, v in flat.items()}
     meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION,
             "config": json.dumps(config.to_dict()),
             "metadata": json.dumps(dict(metadata or {}), default=str)}

@@ -85,6 +85,68 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+# The similarity curves drawn, with what is paired: (distribution key, part, label).
+SIMILARITY_CURVES: tuple[tuple[str, str, str], ...] = (
+    ("image-image", "unpaired", "image-image, unpaired (two different query images)"),
+    ("text-image", "unpaired", "text-image, unpaired (an image, another image's class prompt)"),
+    ("text-image", "paired", "text-image, paired (an image and its class prompt)"),
+    ("inverted-image", "paired", "OTI-image, paired (an image and its own OTI feature)"),
+)
+
+
+def draw_map_curves(ax: Any, result: dict) -> None:
+    """mAP after each recorded OTI step, one curve per R, and the image->image baseline
+    (the paper's Fig. 2a)."""
+    for name, c in result["curves"].items():
+        ax.plot(c["steps"], c["mAP"], marker="o", label=f"OTI->image, {name}")
+    ax.axhline(result["baseline_mAP"], color="k", ls="--", label="image->image (no inversion)")
+    ax.set_xscale("log")
+    ax.set_xlabel("OTI step")
+    ax.set_ylabel("mAP (%)")
+    ax.set_title("retrieval vs OTI step")
+    ax.legend(fontsize=7)
+
+
+def draw_loss_curves(ax: Any, result: dict) -> None:
+    """Mean OTI loss (1 - cos(text feature of the pseudo-token prompt, image feature)) per
+    step, one curve per R (the paper's Fig. 2b)."""
+    for name, curve in result["mean_loss"].items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=f"OTI, {name}")
+    ax.set_xscale("log")
+    ax.set_xlabel("OTI step")
+    ax.set_ylabel("mean loss (1 - cos)")
+    ax.set_title("OTI loss vs step")
+    ax.legend(fontsize=7)
+
+
+def draw_similarities(ax: Any, result: dict) -> None:
+    """Histograms of cosine similarities (the paper's Fig. 2c), each curve labelled with
+    whether its pairs belong together (paired) or not (unpaired)."""
+    dists = result["distributions"]
+    for key, part, label in SIMILARITY_CURVES:
+        d = dists.get(key) or {}
+        p = d.get(part)
+        if not p or "histogram" not in p:
+            continue
+        h = np.asarray(p["histogram"], float)
+        edges = np.asarray(d["bin_edges"], float)
+        ax.plot(0.5 * (edges[1:] + edges[:-1]), h / max(h.sum(), 1), label=label)
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("fraction of pairs")
+    ax.set_title("similarity distributions (paired vs unpaired)")
+    ax.legend(fontsize=6)
+
+
+def draw_gap(ax: Any, result: dict) -> None:
+    """The modality gaps ``||mean(a) - mean(b)||`` of the normalised features."""
+    gap = result["modality_gap"]
+    names = list(gap)
+    ax.bar(range(len(names)), [gap[n] for n in names], color=["C0", "C1", "C2"][:len(names)])
+    ax.set_xticks(range(len(names)), [n.replace("oti", "OTI") for n in names], fontsize=8)
+    ax.set_ylabel("||mean(a) - mean(b)||")
+    ax.set_title("modality gap")
+
+
 def plot_analysis(result: dict, out_dir: str) -> list[str]:
     """Write ``map_vs_steps.png``, ``loss.png`` and ``similarities.png``; return their paths."""
     import matplotlib
@@ -93,43 +155,38 @@ def plot_analysis(result: dict, out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, c in result["curves"].items():
-        ax.plot(c["steps"], c["mAP"], marker="o", label=f"OTI {name}")
-    ax.axhline(result["baseline_mAP"], color="k", ls="--", label="image->image")
-    ax.set_xscale("log")
-    ax.set_xlabel("OTI step")
-    ax.set_ylabel("mAP (%)")
-    ax.set_title(f"{result['dataset']}: retrieval vs optimisation step")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "map_vs_steps.png"))
-    save_figure(fig, paths[-1], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, curve in result["mean_loss"].items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean loss (1 - cos)")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "loss.png"))
-    save_figure(fig, paths[-1], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, d in result["distributions"].items():
-        part = d.get("paired") or d.get("unpaired")
-        if part and "histogram" in part:
-            h = np.asarray(part["histogram"], float)
-            edges = np.asarray(d["bin_edges"], float)
-            ax.plot(0.5 * (edges[1:] + edges[:-1]), h / max(h.sum(), 1), label=name)
-    ax.set_xlabel("cosine similarity")
-    ax.set_ylabel("fraction of pairs")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "similarities.png"))
-    save_figure(fig, paths[-1], dpi=120)
-    plt.close(fig)
+    for name, draw, size in (("map_vs_steps.png", draw_map_curves, (5, 3.5)),
+                             ("loss.png", draw_loss_curves, (5, 3.5)),
+                             ("similarities.png", draw_similarities, (6, 4))):
+        fig, ax = plt.subplots(figsize=size)
+        draw(ax, result)
+        if name == "map_vs_steps.png":
+            ax.set_title(f"{result['dataset']}: retrieval vs OTI step")
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, name))
+        save_figure(fig, paths[-1], dpi=120)
+        plt.close(fig)
     return paths
+
+
+def analysis_figure(result: dict, *, title: str = "", caption: str = "") -> Any:
+    """One figure with the four panels (mAP and loss vs OTI step, similarity distributions,
+    modality gap), a title and a caption saying what to look at; returns the matplotlib
+    ``Figure`` (the caller saves or shows it)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    draw_map_curves(axes[0, 0], result)
+    draw_loss_curves(axes[0, 1], result)
+    draw_similarities(axes[1, 0], result)
+    draw_gap(axes[1, 1], result)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    if caption:
+        import textwrap
+
+        fig.text(0.01, 0.005, textwrap.fill(caption, 170), fontsize=7.5, va="bottom")
+        fig.tight_layout(rect=(0, 0.035 + 0.012 * caption.count(". "), 1, 0.97))
+    else:
+        fig.tight_layout()
+    return fig

@@ -35,6 +35,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "ovi_num_pseudo_tokens": 4},
     "slip_vitb16": {"model": "SLIP-ViT-B-16", "pretrained": "slip", "ovi_num_pseudo_tokens": 1},
     "slip_vitl16": {"model": "SLIP-ViT-L-16", "pretrained": "slip", "ovi_num_pseudo_tokens": 2},
+    # The shipped demo model (crossgap_jax/assets/demo_caltech101.safetensors, a CLIP
+    # trained here; crossgap_jax.demo) with the paper's OTI/OVI settings.
+    "demo": {"model": "crossgap-caltech", "pretrained": "demo", "ovi_num_pseudo_tokens": 1},
 }
 
 

@@ -274,7 +274,7 @@ class Run:
         return data
 
     def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
-                 split: str = "test") -> dict:
+                 split: str = "test", per_item: bool = False) -> dict:
         """Zero-shot accuracy: standard (inter-modal) and the intra-modal OTI/OVI variants.
 
         - ``inter``: image features vs the text classifier of CoOp's class prompts.
@@ -285,6 +285,9 @@ class Run:
           :meth:`ncm`), with plain projected or IsoCLIP-mapped image features.
 
         Class names have ``_`` replaced by a space in every prompt (as the authors do).
+        ``per_item``: also return ``"top1_correct"``: ``{variant: (N,) bool}`` per image
+        (in the order of ``"items"``) for ``inter``/``oti``/``ovi``, e.g. for a paired
+        bootstrap interval.
         """
         unknown = [v for v in variants if v not in CLASSIFY_VARIANTS]
         if unknown:
@@ -305,17 +308,22 @@ class Run:
         classifier = retrieval.build_classifier(ft.features)
         out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
                                "num_images": len(fi.items)}
+        pairs = {}  # variant -> (features, classifier)
         if "inter" in variants:
-            out["inter"] = retrieval.zero_shot_accuracy(fi.features, classifier, labels)
+            pairs["inter"] = (fi.features, classifier)
         if "oti" in variants:
-            inv = self.inverted(fi, "oti")
-            out["oti"] = retrieval.zero_shot_accuracy(inv.features, classifier, labels)
+            pairs["oti"] = (self.inverted(fi, "oti").features, classifier)
         if "ovi" in variants:
             fo = self.features(classes, template=OVI_CLASS_TEMPLATE)
             inv_c = self.inverted(fo, "ovi")
-            out["ovi"] = retrieval.zero_shot_accuracy(
-                fi.features, retrieval.build_classifier(inv_c.features), labels)
+            pairs["ovi"] = (fi.features, retrieval.build_classifier(inv_c.features))
             out["ovi_prompt"] = OVI_CLASS_TEMPLATE
+        for name, (x, w) in pairs.items():
+            out[name] = retrieval.zero_shot_accuracy(x, w, labels)
+        if per_item:
+            out["items"] = list(fi.items)
+            out["top1_correct"] = {name: retrieval.class_ranks(x, w, labels) == 1
+                                   for name, (x, w) in pairs.items()}
         ncm_variants = [v for v in variants if v in ("ncm", "isoclip-ncm")]
         if ncm_variants:
             out.update(self.ncm(dataset, images, ncm_variants))
@@ -499,18 +507,40 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
                              f"missing: {missing}")
         res = retrieval.revisitop_evaluate(qf, gf, task.gnd)
         return {**_flatten(res), **missing}
-    exclude_self = task.exclude_self
+    args, kwargs = _relevance_args(task, q_split, g_split)
+    res = retrieval.evaluate(qf, gf, *args, metric_variant=metric_variant, **kwargs)
+    return {**res, **missing}
+
+
+def _relevance_args(task: RetrievalTask, q_split, g_split) -> tuple[tuple, dict]:
+    """``retrieval.evaluate`` arguments of a label / group / qrels task."""
     if task.relevance in ("label", "group"):
         attr = "labels" if task.relevance == "label" else "groups"
         rel = (getattr(q_split, attr), getattr(g_split, attr))
-        if exclude_self and len(q_split) != len(g_split):
+        if task.exclude_self and len(q_split) != len(g_split):
             raise ValueError("exclude_self with differing query/gallery items after skips")
-        res = retrieval.evaluate(qf, gf, rel, exclude_self=exclude_self,
-                                 metric_variant=metric_variant)
-    else:
-        res = retrieval.evaluate(qf, gf, task.qrels, query_ids=q_split.items,
-                                 gallery_ids=g_split.items, metric_variant=metric_variant)
-    return {**res, **missing}
+        return (rel,), {"exclude_self": task.exclude_self}
+    return (task.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
+
+
+def evaluate_task_per_query(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet
+                            ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Per-query metrics of ``task`` (what :func:`evaluate_task` averages).
+
+    Returns:
+        ``(query items, per-query dict)`` with ``"AP"`` etc. as ``(Q,)`` arrays in [0, 1]
+        (see :func:`crossgap_jax.retrieval.evaluate_per_query`), for the queries that have
+        features; ``retrieval.summarize`` of the dict gives :func:`evaluate_task`'s numbers.
+
+    Raises:
+        ValueError: revisitop tasks (their per-query metrics are per protocol).
+    """
+    if task.relevance == "revisitop":
+        raise ValueError(f"{task.name}: per-query metrics are not defined for revisitop tasks")
+    q_split, qf = _aligned(task.query, query)
+    g_split, gf = _aligned(task.gallery, gallery)
+    args, kwargs = _relevance_args(task, q_split, g_split)
+    return list(q_split.items), retrieval.evaluate_per_query(qf, gf, *args, **kwargs)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -678,5 +708,5 @@ def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress:
                max_gallery=max_gallery, shard_size=shard_size, authors_assets=authors_assets)
 
 
-__all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",
-           "DEFAULT_CLASS_TEMPLATE"]
+__all__ = ["Run", "evaluate_task", "evaluate_task_per_query", "make_run", "paper_modes",
+           "reproduce", "results_table", "DEFAULT_CLASS_TEMPLATE"]

@@ -11,6 +11,8 @@ Main entry points (see docs/retrieval.md):
 * :func:`build_classifier` / :func:`zero_shot_accuracy`: zero-shot classification.
 * :func:`modality_gap` / :func:`similarity_statistics` / :func:`similarity_distributions`:
   modality-gap statistics.
+* :func:`paired_bootstrap_ci` / :func:`verdict`: the interval of a paired difference and
+  the holds / does not hold / inconclusive verdict it supports.
 """
 
 from crossgap_jax.retrieval._common import l2_normalize
@@ -34,6 +36,7 @@ from crossgap_jax.retrieval.revisitop import (
     revisitop_gnd_list,
     revisitop_metrics,
 )
+from crossgap_jax.retrieval.stats import VERDICTS, paired_bootstrap_ci, verdict
 from crossgap_jax.retrieval.zeroshot import (
     build_classifier,
     class_ranks,
@@ -43,6 +46,7 @@ from crossgap_jax.retrieval.zeroshot import (
 
 __all__ = [
     "REVISITOP_PROTOCOLS",
+    "VERDICTS",
     "average_precision",
     "build_classifier",
     "class_ranks",
@@ -53,6 +57,7 @@ __all__ = [
     "load_revisitop_gnd",
     "modality_gap",
     "paired_similarities",
+    "paired_bootstrap_ci",
     "per_query_metrics",
     "qrels_to_csr",
     "revisitop_evaluate",
@@ -61,6 +66,7 @@ __all__ = [
     "similarity_distributions",
     "similarity_statistics",
     "summarize",
+    "verdict",
     "zero_shot_accuracy",
     "zero_shot_predict",
 ]

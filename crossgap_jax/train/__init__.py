@@ -1,6 +1,7 @@
 """Contrastive training of small CLIPs (the controlled experiment and the demo model).
 
-``python -m crossgap_jax.train.digits`` trains the shipped demo model;
+``python -m crossgap_jax.train.demo_caltech`` builds the shipped demo model (variant (a))
+and the embedded demo data;
 ``python -m crossgap_jax.train.experiment`` runs the Caltech101 experiment (variants a, b,
 c and b').
 """

@@ -28,6 +28,7 @@ import numpy as np
 from crossgap_jax import inversion
 from crossgap_jax import retrieval as R
 from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.retrieval.stats import paired_bootstrap_ci, verdict
 from crossgap_jax.train.augment import normalize
 from crossgap_jax.train.data import LabelledImages, captions
 
@@ -55,17 +56,6 @@ def _map(q, g, ql, gl) -> dict[str, float]:
 def _ap(q, g, ql, gl) -> np.ndarray:
     """(Q,) average precision of each query."""
     return R.evaluate_per_query(q, g, (ql, gl), backend="numpy", progress=False)["AP"]
-
-
-def paired_bootstrap_ci(base: np.ndarray, new: np.ndarray, *, samples: int = 2000,
-                        seed: int = 0) -> list[float]:
-    """95% bootstrap interval of ``100 * mean(new - base)`` over paired items (queries or
-    test images), resampling the items with replacement."""
-    d = (np.asarray(new, np.float64) - np.asarray(base, np.float64)) * 100.0
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(samples, len(d)))
-    means = d[idx].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def evaluate_claims(
@@ -255,7 +245,9 @@ def claim_verdicts(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
         v["intra-modal zero-shot (OVI) is worse"] = {
             "baseline": inter, "inverted": z[ovi_key], "holds": z[ovi_key] < inter,
             "ci95": zci.get("intra OVI")}
-    for x in v.values():
+    for name, x in v.items():
         ci = x["ci95"]
         x["significant"] = None if ci is None else bool(ci[0] > 0 or ci[1] < 0)
+        # One vocabulary everywhere (crossgap_jax.retrieval.stats.verdict).
+        x["verdict"] = None if ci is None else verdict(ci, -1 if "worse" in name else 1)
     return v
