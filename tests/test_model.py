@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_counter import CompileCounter
 
 from crossgap_jax.models import bundle as bundle_lib
 from crossgap_jax.models import clip as clip_lib
@@ -88,10 +89,14 @@ def test_ragged_batches_equal_unbatched(model, pixels):
 def test_ragged_last_batch_does_not_recompile(model):
     ids = model.tokenize(TEXTS * 2)  # 12 rows
     model.encode_text(ids[:8], batch_size=4)
-    before = bundle_lib._encode_text_jit._cache_size()
-    model.encode_text(ids[:5], batch_size=4)  # 4 + 1 (padded to 4)
-    model.encode_text(ids[:11], batch_size=4)  # 4 + 4 + 3 (padded)
-    assert bundle_lib._encode_text_jit._cache_size() == before
+    with CompileCounter(bundle_lib._encode_text_jit.__name__) as counter:
+        model.encode_text(ids[:5], batch_size=4)  # 4 + 1 (padded to 4)
+        model.encode_text(ids[:11], batch_size=4)  # 4 + 4 + 3 (padded)
+    assert counter.compiles == 0, counter.logs
+    # Control: a new batch shape is a new program, and the counter sees it.
+    with CompileCounter(bundle_lib._encode_text_jit.__name__) as control:
+        model.encode_text(ids[:3], batch_size=3)
+    assert control.compiles == 1, control.logs
 
 
 def test_empty_inputs(model):
