@@ -185,6 +185,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from crossgap_jax.bench import full_settings, run_bench, smoke_settings
+
+    run_bench(smoke_settings() if args.smoke else full_settings(), out_dir=args.out_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossgap-jax", description=__doc__.split("\n")[0])
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
@@ -194,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results/demo")
     s.add_argument("--quick", action="store_true", help="fewer items and steps")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("bench", help="JAX vs the authors' PyTorch on this device "
+                                     "(docs/performance.md)")
+    s.add_argument("--smoke", action="store_true", help="tiny sizes (CI, any CPU, < 1 min)")
+    s.add_argument("--out-dir", default=os.path.join("benchmarks", "results"),
+                   help="where bench-<backend>[-smoke].json goes")
+    s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("list", help="presets, architectures, datasets found")
     s.add_argument("--data-root", default=None)
