@@ -54,19 +54,48 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard-size", type=int, default=256,
                    help="items per atomic inversion result file (resumable unit)")
     g.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (multi-host runs)")
+                   help="call jax.distributed.initialize() (multi-host runs; on TPU pods and "
+                        "SLURM/Open MPI clusters the three options below are detected)")
+    g.add_argument("--coordinator-address", default=None,
+                   help="host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", type=int, default=None,
+                   help="processes in the run (default $CROSSGAP_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="this process, 0..num-processes-1 (default $CROSSGAP_PROCESS_ID)")
     o = p.add_argument_group("preset overrides (the authors' keys)")
     for key in _OVERRIDES:
         o.add_argument("--" + key.replace("_", "-"), dest=key, default=None)
+
+
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the options, else the environment, else JAX's
+    cluster detection (TPU pods, SLURM, Open MPI)."""
+    import jax
+
+    def env_int(name: str) -> int | None:
+        v = os.environ.get(name)
+        if v is None or v.strip() == "":
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError(f"${name} must be an integer, got {v!r}") from None
+
+    num = args.num_processes if args.num_processes is not None else env_int(
+        "CROSSGAP_NUM_PROCESSES")
+    pid = args.process_id if args.process_id is not None else env_int("CROSSGAP_PROCESS_ID")
+    if num is not None and pid is not None and not 0 <= pid < num:
+        raise ValueError(f"--process-id must be in 0..{num - 1} (--num-processes {num}), "
+                         f"got {pid}")
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=num, process_id=pid)
 
 
 def _make_run(args, record_steps: Sequence[int] = ()):
     from crossgap_jax.pipeline.run import make_run
 
     if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+        _init_distributed(args)
     cfg = get_preset(args.preset, **{k: getattr(args, k) for k in _OVERRIDES})
     run_dir = args.run_dir or os.path.join("results", args.preset)
     return make_run(run_dir, cfg, data_root=args.data_root, progress=not args.quiet,
