@@ -229,6 +229,18 @@ def _inversion_call(clip: Any, method: str, batch: int, steps: int) -> Callable[
     return lambda: fn(clip, targets, steps=steps, batch_size=batch, progress=False).features
 
 
+def _est_max_batch(prev: tuple[int, float | None] | None, batch: int,
+                   mem: dict[str, float | None]) -> int | None:
+    """Largest batch the device memory would hold, extrapolated linearly from the growth
+    of the device's peak between two batch sizes (None without ``memory_stats`` or growth)."""
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    peak = mem["device_peak_mib"]
+    if prev is None or prev[1] is None or peak is None or not limit or peak <= prev[1]:
+        return None
+    per_example = (peak - prev[1]) / (batch - prev[0])
+    return int(batch + (limit / 2**20 - peak) / per_example)
+
+
 def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, Any]]:
     """The JAX sweep: one row per (arch, dtype, method, batch) run or refused."""
     rows: list[dict[str, Any]] = []
@@ -237,7 +249,7 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[s
         # each group gets an equal share of what is left of the phase
         group_end = time.perf_counter() + max(deadline.left(), 0.0) / (len(groups) - gi)
         clip = random_clip(arch, dt)
-        cost = None
+        cost, prev = None, None
         for batch in batches:
             base = {"arch": arch, "dtype": dt, "method": method, "batch": batch,
                     "timed_steps": steps}
@@ -252,10 +264,12 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[s
                 break
             step_flops = (flops.oti_step_flops(clip.config) if method == "oti"
                           else flops.ovi_step_flops(clip.config))
+            mem = peak_memory()
             rows.append({**base, "status": "ok", "compile_s": max(first - steady, 0.0),
                          "call_s": steady, "ex_steps_per_s": batch * steps / steady,
                          "achieved_tflops": batch * steps * step_flops / steady / 1e12,
-                         **peak_memory()})
+                         **mem, "est_max_batch": _est_max_batch(prev, batch, mem)})
+            prev = (batch, mem["device_peak_mib"])
             # next batch: compile again (about the same) + calls that scale with the batch
             cost = (time.perf_counter() - t0) + 2 * steady * 3
     return rows
@@ -273,40 +287,41 @@ def bench_torch(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, 
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     b, rows = settings.torch_batch, []
-    for arch in settings.torch_archs:
+    # the cheap eager rows first, then the compiled ones (a compile can take a minute)
+    jobs = [(arch, method, "authors (eager, 77 tokens)", None, False)
+            for arch in settings.torch_archs for method in ("oti", "ovi")]
+    jobs += [(arch, method, "fair (torch.compile; OTI to EOT)", flops.TEMPLATE_POSITIONS, True)
+             for arch in settings.torch_compile_archs for method in ("oti", "ovi")]
+    for arch, method, name, context, compiled in jobs:
         config = get_config(arch)
-        variants = [("authors (eager, 77 tokens)", config.text.context_length, False)]
-        if arch in settings.torch_compile_archs:
-            variants.append(("fair (torch.compile; OTI to EOT)", flops.TEMPLATE_POSITIONS, True))
-        for method in ("oti", "ovi"):
-            for name, context, compiled in variants:
-                base = {"arch": arch, "method": method, "variant": name, "batch": b,
-                        "device": device, "amp_fp16": device == "cuda",
-                        "compile_backend": settings.torch_compile_backend if compiled else None}
-                if deadline.left() <= 0:
-                    rows.append({**base, "status": "skipped (phase time cap)"})
-                    continue
-                if method == "oti":
-                    fn = ref.oti_feature_fn(config, flops.TEMPLATE_POSITIONS,
-                                            flops.PLACEHOLDER_INDEX, context, device)
-                    width = config.text.width
-                else:
-                    fn, width = ref.ovi_feature_fn(config, device), config.vision.width
-                g = torch.Generator().manual_seed(0)
-                targets = torch.randn(b, config.embed_dim, generator=g).to(device)
-                init = (0.02 * torch.randn(b, 1, width, generator=g)).to(device)
-                times: list[float] = []
-                try:
-                    ref.invert(fn, targets, init, 2 + settings.torch_steps,
-                               compile_backend=settings.torch_compile_backend if compiled
-                               else None, step_times=times)
-                except Exception as e:  # noqa: BLE001 - reported, the run goes on
-                    rows.append({**base, "status": "OOM" if is_oom(e) else f"error: {e}"[:200]})
-                    continue
-                steady = statistics.median(times[2:])
-                rows.append({**base, "status": "ok", "step_s": steady,
-                             "ex_steps_per_s": b / steady,
-                             "compile_s": max(times[0] - steady, 0.0) if compiled else None})
+        context = context or config.text.context_length
+        base = {"arch": arch, "method": method, "variant": name, "batch": b,
+                "device": device, "amp_fp16": device == "cuda",
+                "compile_backend": settings.torch_compile_backend if compiled else None}
+        if deadline.left() <= 0:
+            rows.append({**base, "status": "skipped (phase time cap)"})
+            continue
+        if method == "oti":
+            fn = ref.oti_feature_fn(config, flops.TEMPLATE_POSITIONS,
+                                    flops.PLACEHOLDER_INDEX, context, device)
+            width = config.text.width
+        else:
+            fn, width = ref.ovi_feature_fn(config, device), config.vision.width
+        g = torch.Generator().manual_seed(0)
+        targets = torch.randn(b, config.embed_dim, generator=g).to(device)
+        init = (0.02 * torch.randn(b, 1, width, generator=g)).to(device)
+        times: list[float] = []
+        try:
+            ref.invert(fn, targets, init, 2 + settings.torch_steps,
+                       compile_backend=settings.torch_compile_backend if compiled
+                       else None, step_times=times)
+        except Exception as e:  # noqa: BLE001 - reported, the run goes on
+            rows.append({**base, "status": "OOM" if is_oom(e) else f"error: {e}"[:200]})
+            continue
+        steady = statistics.median(times[2:])
+        rows.append({**base, "status": "ok", "step_s": steady,
+                     "ex_steps_per_s": b / steady,
+                     "compile_s": max(times[0] - steady, 0.0) if compiled else None})
     return rows
 
 
