@@ -53,6 +53,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="smoke runs: gallery capped (positives of the chosen queries first)")
     g.add_argument("--shard-size", type=int, default=256,
                    help="items per atomic inversion result file (resumable unit)")
+    g.add_argument("--authors-assets", default=None, metavar="DIR",
+                   help="checkout of the paper authors' repository (or its "
+                        "data/summarized_texts): use their LLM summaries as gallery texts "
+                        "(IMDB, 20 Newsgroups, NanoBEIR) and their 20 Newsgroups queries")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (multi-host runs; on TPU pods and "
                         "SLURM/Open MPI clusters the three options below are detected)")
@@ -102,7 +106,8 @@ def _make_run(args, record_steps: Sequence[int] = ()):
                     on_error=args.on_error, record_steps=record_steps,
                     checkpoint=args.checkpoint, dtype=args.dtype,
                     max_queries=args.max_queries, max_gallery=args.max_gallery,
-                    shard_size=args.shard_size, tokenizer=args.tokenizer)
+                    shard_size=args.shard_size, tokenizer=args.tokenizer,
+                    authors_assets=args.authors_assets)
 
 
 def _print_json(obj) -> None:
@@ -136,10 +141,8 @@ def cmd_convert(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from crossgap_jax.data import get_dataset
-
     run = _make_run(args)
-    split = get_dataset(args.dataset, run.data_root, args.split)
+    split = run.split(args.dataset, args.split)
     fs = run.features(split, template=args.template)
     print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}")
     return 0

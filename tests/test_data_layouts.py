@@ -256,13 +256,13 @@ def test_karpathy_json(tmp_path):
                        "split": split, "sentences": sents, "cocoid": i})
     _write(str(tmp_path / "coco" / "dataset_coco.json"), json.dumps({"images": images}))
     s = cgd.get_dataset("coco_text", tmp_path, "test")
-    assert len(s) == 10  # 5 captions per image by default (image 0 has 6)
+    assert len(s) == 11  # every caption by default (image 0 has 6), as the authors
     assert s.items[0] == "COCO_val2014_000000000000#0" and s.texts[0] == "caption 0.0"
-    assert len(cgd.get_dataset("coco_text", tmp_path, "test", captions_per_image=None)) == 11
+    assert len(cgd.get_dataset("coco_text", tmp_path, "test", captions_per_image=5)) == 10
     assert len(cgd.get_dataset("coco_text", tmp_path, "train")) == 10  # train + restval
     task = cgd.get_task("coco_text", tmp_path)
-    assert len(task.query) == 2 and len(task.gallery) == 8 and task.relevance == "group"
-    assert task.positives(1).tolist() == [4, 5, 6, 7]
+    assert len(task.query) == 2 and len(task.gallery) == 9 and task.relevance == "group"
+    assert task.positives(1).tolist() == [5, 6, 7, 8]
 
 
 def test_flickr_karpathy_json_default_val(tmp_path):

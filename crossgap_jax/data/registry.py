@@ -377,8 +377,9 @@ def get_task(
         root: as for :func:`get_dataset`.
         query_split: override the query split (``"label"`` protocol only).
         gallery_split: override the gallery split (``"label"``/``"class_queries"``).
-        replacements: gallery texts to replace (``{item: text}`` or a JSON/JSONL file), e.g.
-            the LLM summaries of over-long gallery texts the authors used.
+        replacements: gallery texts to replace (``{item: text}`` or a JSON/JSONL file).
+            The authors' own summary pickles are read by
+            :func:`crossgap_jax.data.authors_assets.apply_authors_assets` instead.
         **options: reader options, see :func:`get_dataset`.
 
     Returns:

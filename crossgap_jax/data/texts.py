@@ -38,7 +38,7 @@ class CaptionSpec:
     coco_json: Mapping[str, str]  # split -> COCO-format caption json (NoCaps)
     txt_files: Mapping[str, tuple[str, ...]]  # split -> one-caption-per-line file names
     splits: tuple[str, ...]
-    captions_per_image: int | None  # default cap on captions per image
+    captions_per_image: int | None  # default cap on captions per image (None: all)
 
 
 CAPTION_SPECS: dict[str, CaptionSpec] = {
@@ -48,14 +48,14 @@ CAPTION_SPECS: dict[str, CaptionSpec] = {
             "coco_text", ("coco_karpathy", "coco", "karpathy", "coco/annotations", "data"),
             "dataset_coco.json", {},
             {"test": ("test5k_captions.txt", "testall_caps.txt", "coco_test5k_captions.txt")},
-            ("test", "val", "train"), 5,
+            ("test", "val", "train"), None,
         ),
         CaptionSpec(
             "flickr30k_text", ("flickr30k", "f30k", "flickr30k_karpathy", "karpathy", "data"),
             "dataset_flickr30k.json", {},
             {"val": ("val_captions.txt", "dev_caps.txt"), "test": ("test_captions.txt",
                                                                    "test_caps.txt")},
-            ("val", "test", "train"), 5,
+            ("val", "test", "train"), None,
         ),
         CaptionSpec(
             "nocaps_text", ("nocaps", "nocaps/annotations", "data"), None,
@@ -64,6 +64,9 @@ CAPTION_SPECS: dict[str, CaptionSpec] = {
         ),
     ]
 }
+
+
+LINES_PER_IMAGE = 5  # one-caption-per-line files: consecutive lines per image by default
 
 
 def caption_layout(spec: CaptionSpec) -> str:
@@ -138,8 +141,10 @@ def load_captions(
         root: data root or dataset folder.
         split: a split of ``spec.splits``.
         captions_per_image: keep at most this many captions per image (``None``: all);
-            for line files, the number of consecutive lines per image. ``"default"``: 5
-            for COCO and Flickr30k (the usual 5k / 1k protocol), all for NoCaps (10).
+            for line files, the number of consecutive lines per image. ``"default"``:
+            every caption of every image, as the authors do (some COCO images have 6 or 7
+            in the Karpathy json; Flickr30k has 5, NoCaps 10); line files, which cannot
+            say where an image's captions end, are read as 5 lines per image.
         captions_file: read this file instead of searching (json or txt, by extension).
     """
     if split not in spec.splits:
@@ -163,7 +168,7 @@ def load_captions(
     else:
         data = None
     if kind == "txt":
-        per = cap or 5
+        per = cap or LINES_PER_IMAGE
         with open(path, encoding="utf-8") as f:
             lines = [ln.strip() for ln in f.read().splitlines()]
         while lines and not lines[-1]:
@@ -663,8 +668,9 @@ def load_text_replacements(path: str | os.PathLike) -> dict[str, str]:
     """A mapping ``{item: replacement text}`` from a JSON object or a JSONL file.
 
     JSONL lines need an id (``id``, ``_id`` or ``item``) and a text (``text`` or
-    ``summary``). Use it with :meth:`TextSplit.with_texts` (e.g. the LLM summaries the
-    authors used for gallery texts longer than CLIP's context).
+    ``summary``). Use it with :meth:`TextSplit.with_texts`. (The authors' summary pickles,
+    which replace every gallery text of nine datasets, are read by
+    :mod:`crossgap_jax.data.authors_assets`.)
     """
     path = os.fspath(path)
     with open(path, encoding="utf-8") as f:

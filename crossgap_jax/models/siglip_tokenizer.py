@@ -1,16 +1,23 @@
-"""SigLIP's SentencePiece tokenizer (the user's ``spiece.model``), as transformers runs it.
+"""SigLIP's SentencePiece tokenizer (the user's ``spiece.model``), as the paper's authors ran it.
 
-Behaviour of transformers' ``SiglipTokenizer`` (and big_vision's ``tokenize(...,
-eos="sticky", pad_value=1)``), which this class reproduces id for id:
+The authors tokenised SigLIP text with open_clip's ``HFTokenizer(clean="canonicalize")``;
+this class reproduces it id for id:
 
-1. canonicalise the text: lower-case, remove ASCII punctuation (``string.punctuation``;
-   ``£`` is not ASCII and stays), collapse whitespace runs to one space, strip;
+1. clean the text as open_clip's ``_clean_canonicalize`` (:func:`canonicalize_text`):
+   ``ftfy.fix_text``, HTML-unescape twice, strip; then ``_`` -> space, remove every ASCII
+   punctuation character (``string.punctuation``; ``£`` is not ASCII and stays),
+   lower-case, collapse whitespace runs to one space;
 2. SentencePiece-encode it (with the model's dummy ``▁`` prefix);
 3. keep at most ``context_length - 1`` pieces and append EOS (``</s>``);
 4. pad to ``context_length`` with the pad id, which is the EOS id (HF ``pad_token="</s>"``).
 
 The model was trained on max-length padded text and pools the **last** position, so
 texts are always padded to the full context (64 for SigLIP B/16).
+
+Steps 2-4 are what transformers' ``SiglipTokenizer`` (and big_vision's ``tokenize(...,
+eos="sticky", pad_value=1)``) do too; its cleaning (step 1) differs only on text that the
+ftfy / HTML steps change or that contains ``_`` (transformers removes it, joining the two
+words; open_clip makes it a space).
 
 OTI templates: :meth:`SigLIPTokenizer.template_ids` places one token per ``£``
 placeholder. With a vocabulary that has the piece ``▁£`` (a space-prefixed pound sign)
@@ -24,24 +31,36 @@ without either piece (``£`` would be ``<unk>``) is refused.
 from __future__ import annotations
 
 import functools
+import html
 import os
-import re
 import string
 from collections.abc import Sequence
 
 import numpy as np
 
 _PUNCT = str.maketrans("", "", string.punctuation)
-_WS = re.compile(r"\s+")
 _SPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 
 
+def basic_clean(text: str) -> str:
+    """open_clip's ``basic_clean``: ``ftfy.fix_text``, HTML-unescape twice, strip."""
+    import ftfy
+
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
 def canonicalize_text(text: str, lowercase: bool = True) -> str:
-    """SigLIP's text canonicalisation: lower-case, drop ASCII punctuation, squeeze spaces."""
+    """The SigLIP text cleaning the authors used (open_clip's ``_clean_canonicalize``).
+
+    :func:`basic_clean` (ftfy fix, HTML-unescape twice, strip), then ``_`` -> space,
+    every ``string.punctuation`` character removed, lower-case (unless ``lowercase`` is
+    False), whitespace runs collapsed to one space, stripped. E.g. ``"Caf\u00c3\u00a9_au
+    &amp;amp; lait!"`` -> ``"café au lait"``.
+    """
+    text = basic_clean(text).replace("_", " ").translate(_PUNCT)
     if lowercase:
         text = text.lower()
-    text = text.translate(_PUNCT)
-    return _WS.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 class SigLIPTokenizer:

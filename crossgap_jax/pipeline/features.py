@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from typing import Any
@@ -35,6 +36,8 @@ def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{
     else:
         meta["template"] = template
         meta["context_length"] = clip.config.text.context_length
+        # The texts themselves (e.g. raw text vs the authors' summaries of the same items).
+        meta["texts_sha256"] = hashlib.sha256(json.dumps(split.texts).encode()).hexdigest()
     return meta
 
 

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.data import RetrievalTask, get_dataset, get_task
+from crossgap_jax.data import RetrievalTask, TextSplit, dataset_info, get_dataset, get_task
+from crossgap_jax.data.authors_assets import (
+    apply_authors_assets,
+    apply_authors_assets_to_split,
+    check_authors_assets,
+    find_summaries_dir,
+)
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
@@ -49,6 +55,11 @@ class Run:
         shard_size: items per atomic result file of an inversion (what a kill can lose).
         on_error: corrupt images: ``"skip"`` (counted) or ``"raise"``.
         record_steps: OTI/OVI steps to snapshot (Figure-2 analysis).
+        authors_assets: a checkout of the paper authors' repository (or its
+            ``data/summarized_texts``): text datasets then use the authors' gallery
+            summaries and 20NG queries, as the paper did (see
+            :mod:`crossgap_jax.data.authors_assets`); ``None``: raw texts, our queries.
+        text_sources: per dataset, which texts its task used (filled by :meth:`task`).
     """
 
     run_dir: str
@@ -61,6 +72,8 @@ class Run:
     max_queries: int | None = None
     max_gallery: int | None = None
     shard_size: int = 256
+    authors_assets: str | None = None
+    text_sources: dict = dataclasses.field(default_factory=dict)
     _isoclip_basis: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -120,7 +133,10 @@ class Run:
 
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str) -> RetrievalTask:
-        task = get_task(dataset, self.data_root)
+        task, source = apply_authors_assets(get_task(dataset, self.data_root),
+                                            self.authors_assets)
+        if source:
+            self.text_sources[task.name] = source
         if self.max_queries or self.max_gallery:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
@@ -152,7 +168,18 @@ class Run:
         metrics = evaluate_task(task, q, g)
         metrics["query_type"] = query_type or task.query.modality
         metrics["gallery_type"] = gallery_type or task.gallery.modality
+        if task.name in self.text_sources:
+            metrics["text_source"] = self.text_sources[task.name]
         return metrics
+
+    def split(self, dataset: str, split: str | None = None):
+        """One split of ``dataset``, with the authors' texts when :attr:`authors_assets` is set
+        (the gallery summaries, the 20NG queries)."""
+        data = get_dataset(dataset, self.data_root, split)
+        if isinstance(data, TextSplit):
+            name = dataset_info(dataset).name if not dataset.startswith("tfds:") else dataset
+            data, _ = apply_authors_assets_to_split(data, name, self.authors_assets)
+        return data
 
     def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
                  split: str = "test") -> dict:
@@ -322,12 +349,15 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
         The metrics dict written to ``<run_dir>/metrics.json``.
     """
     results: dict[str, Any] = {"config": run.cfg, "datasets": {}}
+    check_authors_assets([_canonical_name(ds) for ds in datasets], run.authors_assets)
     for ds in datasets:
         task = run.task(ds)
         base_mode, inv_mode = paper_modes(task.query.modality)
         entry = {"modality": task.query.modality,
                  "baseline": run.retrieve(ds, *base_mode),
                  "inverted": run.retrieve(ds, *inv_mode)}
+        if task.name in run.text_sources:
+            entry["text_source"] = run.text_sources[task.name]
         results["datasets"][ds] = entry
         if is_writer():
             atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
@@ -339,6 +369,24 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
                            results_table(results).encode())
     _barrier(f"reproduce:{run.run_dir}")  # every process may read the written table
     return results
+
+
+def _canonical_name(dataset: str) -> str:
+    return dataset if dataset.startswith("tfds:") else dataset_info(dataset).name
+
+
+def _text_source_lines(per_ds: dict) -> list[str]:
+    """The table's note on which texts each text dataset used (gallery, 20NG queries)."""
+    lines = []
+    for ds, v in per_ds.items():
+        src = v.get("text_source")
+        if not src:
+            continue
+        line = f"- `{ds}`: gallery texts: {src['gallery']}"
+        if "queries" in src:
+            line += f"; queries: {src['queries']}"
+        lines.append(line)
+    return ["", "Text sources:", "", *lines] if lines else []
 
 
 def _main_metric(m: dict) -> float | None:
@@ -382,6 +430,7 @@ def results_table(results: dict) -> str:
     head = (f"# Results: preset `{cfg.get('preset')}`, model `{cfg.get('model')}`\n\n"
             "mAP in percent. Paper rows are the poster averages over the paper's datasets "
             "(per-dataset numbers are not available here).\n\n")
+    lines += _text_source_lines(results["datasets"])
     return head + "\n".join(lines) + "\n"
 
 
@@ -389,18 +438,23 @@ def make_run(run_dir: str, cfg: dict, *, data_root: str | None = None, progress:
              on_error: str = "skip", record_steps: Sequence[int] = (),
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
-             shard_size: int = 256, tokenizer: str | None = None) -> Run:
+             shard_size: int = 256, tokenizer: str | None = None,
+             authors_assets: str | None = None) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
+    ``authors_assets``: see :class:`Run` (checked to be a folder with the summaries first).
     """
+    if authors_assets is not None:
+        find_summaries_dir(authors_assets)  # a wrong folder fails before the model loads
+        authors_assets = os.path.abspath(os.path.expanduser(authors_assets))
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
     clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
     cfg = dict(cfg, checkpoint=source, dtype=dtype, max_queries=max_queries,
-               max_gallery=max_gallery)
+               max_gallery=max_gallery, authors_assets=authors_assets)
     return Run(run_dir, cfg, clip, data_root=data_root, progress=progress, on_error=on_error,
                record_steps=tuple(record_steps), max_queries=max_queries,
-               max_gallery=max_gallery, shard_size=shard_size)
+               max_gallery=max_gallery, shard_size=shard_size, authors_assets=authors_assets)
 
 
 __all__ = ["Run", "evaluate_task", "make_run", "paper_modes", "reproduce", "results_table",
