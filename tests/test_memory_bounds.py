@@ -59,6 +59,8 @@ def test_all_vs_all_20k_x_200k_host_memory_is_bounded_by_the_chunk():
     assert r["n"] == Q
     budget = 1.5 * THREADS * _NUMPY_BLOCK_ELEMENTS * (5 + 80 / CLASSES)
     grown = r["after"] - r["before"]
+    print(f"\n[memory] {Q}x{G}: peak RSS {r['before'] / 2**20:.0f} -> {r['after'] / 2**20:.0f} "
+          f"MiB (+{grown / 2**20:.0f}; budget {budget / 2**20:.0f} MiB)")
     assert grown <= budget, (
         f"evaluation grew the peak RSS by {grown / 2**20:.0f} MiB, over the chunk budget "
         f"{budget / 2**20:.0f} MiB (full matrix: {Q * G * 4 / 2**30:.0f} GiB)")

@@ -96,7 +96,7 @@ def smoke_settings() -> BenchSettings:
         torch_compile_backend="aot_eager", torch_batch=4, torch_steps=2, encode_batches=(4, 8),
         metrics_size=(300, 3000, 16, 10), metrics_sample=100, metrics_torch_sample=4,
         job_arch="tiny",
-        caps=(("matmul", 10), ("inversion", 60), ("torch", 30), ("encode", 20), ("metrics", 20)),
+        caps=(("matmul", 10), ("inversion", 90), ("torch", 60), ("encode", 30), ("metrics", 30)),
         smoke=True)
 
 
@@ -241,9 +241,21 @@ def _est_max_batch(prev: tuple[int, float | None] | None, batch: int,
     return int(batch + (limit / 2**20 - peak) / per_example)
 
 
-def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, Any]]:
+# A first guess of the achieved fraction of the matmul rate, used only to refuse work that
+# could not finish within a phase's cap (e.g. the L/14 rows on a CPU).
+_PESSIMISTIC_EFFICIENCY = 0.1
+
+
+def _predicted_s(total_flops: float, rate_tflops: float | None) -> float:
+    return 0.0 if not rate_tflops else total_flops / (_PESSIMISTIC_EFFICIENCY * rate_tflops
+                                                      * 1e12)
+
+
+def bench_inversion(settings: BenchSettings, deadline: _Deadline,
+                    rate_tflops: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """The JAX sweep: one row per (arch, dtype, method, batch) run or refused."""
     rows: list[dict[str, Any]] = []
+    rate_tflops = rate_tflops or {}
     groups = [(s, dt) for s in settings.sweeps for dt in settings.dtypes]
     for gi, ((arch, method, steps, batches), dt) in enumerate(groups):
         # each group gets an equal share of what is left of the phase
@@ -253,7 +265,11 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[s
         for batch in batches:
             base = {"arch": arch, "dtype": dt, "method": method, "batch": batch,
                     "timed_steps": steps}
-            if cost is not None and time.perf_counter() + cost * 1.5 > group_end:
+            step_flops = (flops.oti_step_flops(clip.config) if method == "oti"
+                          else flops.ovi_step_flops(clip.config))
+            guess = _predicted_s(batch * steps * 2 * step_flops, rate_tflops.get(dt))
+            if (cost is not None and time.perf_counter() + cost * 1.5 > group_end) or (
+                    time.perf_counter() + guess > group_end):
                 rows.append({**base, "status": "skipped (phase time cap)"})
                 break
             t0 = time.perf_counter()
@@ -262,8 +278,6 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[s
             except Exception as e:  # noqa: BLE001 - OOM ends the sweep, others are reported
                 rows.append({**base, "status": "OOM" if is_oom(e) else f"error: {e}"[:200]})
                 break
-            step_flops = (flops.oti_step_flops(clip.config) if method == "oti"
-                          else flops.ovi_step_flops(clip.config))
             mem = peak_memory()
             rows.append({**base, "status": "ok", "compile_s": max(first - steady, 0.0),
                          "call_s": steady, "ex_steps_per_s": batch * steps / steady,
@@ -275,7 +289,8 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline) -> list[dict[s
     return rows
 
 
-def bench_torch(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, Any]]:
+def bench_torch(settings: BenchSettings, deadline: _Deadline,
+                rate_tflops: float | None = None) -> list[dict[str, Any]]:
     """Authors' eager loop and the fair compiled baseline on the same device."""
     try:
         import torch
@@ -298,7 +313,10 @@ def bench_torch(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, 
         base = {"arch": arch, "method": method, "variant": name, "batch": b,
                 "device": device, "amp_fp16": device == "cuda",
                 "compile_backend": settings.torch_compile_backend if compiled else None}
-        if deadline.left() <= 0:
+        step_flops = (flops.oti_step_flops(config, "full" if not compiled else "truncation")
+                      if method == "oti" else flops.ovi_step_flops(config, pooled_only=False))
+        guess = _predicted_s(b * (2 + settings.torch_steps) * step_flops, rate_tflops)
+        if deadline.left() <= guess:
             rows.append({**base, "status": "skipped (phase time cap)"})
             continue
         if method == "oti":
@@ -488,9 +506,10 @@ def run_bench(settings: BenchSettings, out_dir: str = os.path.join("benchmarks",
     printer(f"bench on {env['jax_backend']} ({env['device_kind']}, "
             f"{len(env['jax_devices'])} device(s)); jax {env['jax']}, torch {env.get('torch')}")
     res: dict[str, Any] = {"environment": env, "settings": dataclasses.asdict(settings)}
+    rate = lambda: {m["dtype"]: m["tflops"] for m in res["matmul"]}
     phases = (("matmul", lambda d: bench_matmul(settings.matmul_size)),
-              ("inversion", lambda d: bench_inversion(settings, d)),
-              ("torch", lambda d: bench_torch(settings, d)),
+              ("inversion", lambda d: bench_inversion(settings, d, rate())),
+              ("torch", lambda d: bench_torch(settings, d, rate()["float32"])),
               ("encode", lambda d: bench_encode(settings, d)),
               ("metrics", lambda d: bench_metrics(settings, d)))
     for name, fn in phases:
