@@ -183,6 +183,12 @@ def random_clip(arch: str, dtype: str = "float32", seed: int = 0) -> Any:
     return CLIP(config, params, dtype=dtype, info={"source": "random (benchmark)"})
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_clip(arch: str) -> Any:
+    """One random float32 parameter set per architecture (dtypes share it)."""
+    return random_clip(arch)
+
+
 def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     """(first call seconds, fastest of ``repeats`` further calls)."""
     t0 = time.perf_counter()
@@ -260,19 +266,19 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline,
     for gi, ((arch, method, steps, batches), dt) in enumerate(groups):
         # each group gets an equal share of what is left of the phase
         group_end = time.perf_counter() + max(deadline.left(), 0.0) / (len(groups) - gi)
-        clip = random_clip(arch, dt)
-        cost, prev = None, None
+        clip = _cached_clip(arch).with_dtype(dt)
+        last, prev = None, None  # (batch, compile_s, call_s) of the last row run
         for batch in batches:
             base = {"arch": arch, "dtype": dt, "method": method, "batch": batch,
                     "timed_steps": steps}
             step_flops = (flops.oti_step_flops(clip.config) if method == "oti"
                           else flops.ovi_step_flops(clip.config))
             guess = _predicted_s(batch * steps * 2 * step_flops, rate_tflops.get(dt))
-            if (cost is not None and time.perf_counter() + cost * 1.5 > group_end) or (
-                    time.perf_counter() + guess > group_end):
+            if last is not None:  # a new shape compiles again, and the calls grow with it
+                guess = max(guess, last[1] + 2 * last[2] * batch / last[0])
+            if time.perf_counter() + guess > group_end:
                 rows.append({**base, "status": "skipped (phase time cap)"})
                 break
-            t0 = time.perf_counter()
             try:
                 first, steady = _time(_inversion_call(clip, method, batch, steps), 1)
             except Exception as e:  # noqa: BLE001 - OOM ends the sweep, others are reported
@@ -284,8 +290,7 @@ def bench_inversion(settings: BenchSettings, deadline: _Deadline,
                          "achieved_tflops": batch * steps * step_flops / steady / 1e12,
                          **mem, "est_max_batch": _est_max_batch(prev, batch, mem)})
             prev = (batch, mem["device_peak_mib"])
-            # next batch: compile again (about the same) + calls that scale with the batch
-            cost = (time.perf_counter() - t0) + 2 * steady * 3
+            last = (batch, max(first - steady, 0.0), steady)
     return rows
 
 
@@ -352,7 +357,7 @@ def bench_encode(settings: BenchSettings, deadline: _Deadline) -> list[dict[str,
             if deadline.left() <= 0:
                 rows.append({"arch": arch, "dtype": dt, "status": "skipped (phase time cap)"})
                 continue
-            clip = random_clip(arch, dt)
+            clip = _cached_clip(arch).with_dtype(dt)
             s = clip.config.vision.image_size
             pixels = np.random.default_rng(0).standard_normal((ib, s, s, 3), np.float32)
             ids = clip.tokenize(["a photo of a dog"] * tb)
