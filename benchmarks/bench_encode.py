@@ -7,7 +7,14 @@ time (JAX) and steady-state images/s and texts/s (median of ``--repeats`` timed 
 after one warm-up). An extra JAX row runs the text tower on the first EOT+1 positions
 only (exact for CLIP's causal text tower; the shortcut OTI uses).
 
+The row ``text input check (host)`` times what ``CLIP.encode_text`` adds before the
+compiled call: :func:`~crossgap_jax.models.inputs.check_text_inputs` (shape, vocabulary
+range, EOT positions) over the same batch, once per call; ``check_ratio`` is its time over
+the compiled text call's. ``--arch tiny`` gives a quick run (the ratio is then an upper
+bound: the tiny model's call is far cheaper than ViT-B/32's).
+
 Usage: python benchmarks/bench_encode.py [--repeats 5] [--batch 64] [--bf16] [--no-torch]
+       [--arch ViT-B/32]
 """
 
 from __future__ import annotations
@@ -38,15 +45,16 @@ def _captions(n: int) -> list[str]:
 
 
 
-def bench_jax(pixels, ids, eot, repeats: int, dtype: str) -> list[dict]:
+def bench_jax(pixels, ids, eot, repeats: int, dtype: str, arch: str = "ViT-B/32") -> list[dict]:
     import jax
     import jax.numpy as jnp
 
     from crossgap_jax.models import clip as clip_lib
     from crossgap_jax.models.bundle import resolve_dtype
     from crossgap_jax.models.configs import get_config
+    from crossgap_jax.models.inputs import check_text_inputs
 
-    config = get_config("ViT-B/32")
+    config = get_config(arch)
     dt = resolve_dtype(dtype)
     params = jax.device_put(clip_lib.init_params(config, 0))
     enc_img = jax.jit(functools.partial(clip_lib.encode_image, config=config, dtype=dt))
@@ -70,6 +78,13 @@ def bench_jax(pixels, ids, eot, repeats: int, dtype: str) -> list[dict]:
         _, steady = time_call(fn, repeats)
         rows.append({"backend": f"jax {dtype}", "input": what, "batch": len(ids),
                      "compile_s": compile_s, "batch_s": steady, "per_s": len(ids) / steady})
+    # The host-side input check CLIP.encode_text runs once per call, before the compiled code.
+    ids_host = np.asarray(ids)
+    _, check_s = time_call(lambda: check_text_inputs(ids_host, None, config), max(repeats, 20))
+    text_s = next(r["batch_s"] for r in rows if r["input"] == "text")
+    rows.append({"backend": f"jax {dtype}", "input": "text input check (host)",
+                 "batch": len(ids), "compile_s": None, "batch_s": check_s,
+                 "per_s": len(ids) / check_s, "check_ratio": check_s / text_s})
     return rows
 
 
@@ -100,28 +115,34 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bf16", action="store_true", help="also time bfloat16 compute")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--arch", default="ViT-B/32",
+                    help="CLIP architecture of the JAX rows (torch rows are ViT-B/32)")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
 
+    from crossgap_jax.models.configs import get_config
     from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
 
+    size = get_config(args.arch).vision.image_size
     rng = np.random.default_rng(0)
-    pixels = rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)  # NCHW
+    pixels = rng.standard_normal((args.batch, 3, size, size)).astype(np.float32)  # NCHW
     ids = get_tokenizer()(_captions(args.batch))
     eot = eot_indices(ids)
 
-    rows = bench_jax(pixels, ids, eot, args.repeats, "float32")
+    rows = bench_jax(pixels, ids, eot, args.repeats, "float32", args.arch)
     if args.bf16:
-        rows += bench_jax(pixels, ids, eot, args.repeats, "bfloat16")
-    if not args.no_torch:
+        rows += bench_jax(pixels, ids, eot, args.repeats, "bfloat16", args.arch)
+    if not args.no_torch and args.arch != "ViT-B/32":
+        print(f"torch rows skipped: they time ViT-B/32, not {args.arch}")
+    elif not args.no_torch:
         rows += bench_torch(pixels, ids, args.repeats, "sdpa")
         rows += bench_torch(pixels, ids, args.repeats, "eager")
-    cols = ["backend", "input", "batch", "compile_s", "batch_s", "per_s"]
+    cols = ["backend", "input", "batch", "compile_s", "batch_s", "per_s", "check_ratio"]
     env = environment()
     print(", ".join(f"{k}={env[k]}" for k in ("jax", "jax_backend", "torch", "torch_threads",
                                               "cpu_count") if k in env))
     print(format_table(rows, cols))
-    path = write_results("bench_encode", rows, {"model": "ViT-B/32 (random weights)",
+    path = write_results("bench_encode", rows, {"model": f"{args.arch} (random weights)",
                                                 "repeats": args.repeats},
                          out_dir=args.out_dir)
     print(f"wrote {path}")

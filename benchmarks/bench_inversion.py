@@ -24,6 +24,13 @@ Variants (OTI, text side; OVI, image side):
   runs by default.
 - ``+ last block at CLS only`` (OVI): the last block computes the query, attention output
   and MLP of the class token only (exact); what :func:`ovi` runs by default.
+- ``api, progress off`` / ``api, progress on``: the public :func:`oti` / :func:`ovi` (their
+  default exact shortcuts), one batch, without and with the step-level progress bar (with
+  it, the loop runs as chunks of one compiled program, ~2 s each, and the host updates the
+  bar between chunks). ms/step = steady call time / steps (the final forward pass and the
+  init are included in both rows alike). The ``progress on`` child also times progress-off
+  calls interleaved with its own (``bar_overhead_pct``: min on / min off - 1), the fairer
+  comparison on a busy machine.
 
 Usage: python benchmarks/bench_inversion.py [--quick] [--batches 64 8] [--out-dir DIR]
 """
@@ -169,6 +176,27 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
                                           pooled_only=pooled).compile()
 
     out: dict[str, Any] = {}
+    if variant.startswith("api"):
+        from crossgap_jax.inversion import oti, ovi
+
+        fn = oti if method == "oti" else ovi
+        on = "progress on" in variant
+        kw = dict(steps=steps, batch_size=batch, progress=on)
+        t0 = time.perf_counter()
+        fn(clip, targets, **kw)  # compiles
+        out["compile_s"] = time.perf_counter() - t0
+        if on:  # interleave with progress-off calls: an A/B that a busy machine affects alike
+            fn(clip, targets, **dict(kw, progress=False))
+            pairs = [(_timed_loop(lambda: fn(clip, targets, **kw), 0, 1)[0],
+                      _timed_loop(lambda: fn(clip, targets, **dict(kw, progress=False)), 0,
+                                  1)[0]) for _ in range(repeats)]
+            calls = [a for a, _ in pairs]
+            out["paired_off_step_times"] = [b / steps for _, b in pairs]
+        else:
+            calls = _timed_loop(lambda: fn(clip, targets, **kw), 0, repeats)
+        out["call_times"] = calls
+        out["step_times"] = [c / steps for c in calls]
+        return out
     if variant.startswith("jax scan"):
         t0 = time.perf_counter()
         program = scan_program(steps)
@@ -290,6 +318,10 @@ def plan(batch: int, quick: bool) -> list[tuple[str, str, int, int]]:
         ("ovi", "torch eager 2 threads", 1 if quick else 2, 1),
         ("ovi", "jax scan", 3 if big else 8, 1),
         ("ovi", "jax scan + last block at CLS only", 3 if big else 8, 2 if not quick else 1),
+        ("oti", "api, progress off: truncation + prefix cache", 20 if big else 40, 3),
+        ("oti", "api, progress on: truncation + prefix cache", 20 if big else 40, 5),
+        ("ovi", "api, progress off: last block at CLS only", 3 if big else 6, 2),
+        ("ovi", "api, progress on: last block at CLS only", 3 if big else 6, 2),
     ]
     if quick:
         p = [x for x in p if x[1] != "jax op-by-op"]
@@ -346,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
                    "peak_rss_mb": r["peak_rss_mb"],
                    "timed": len(r["step_times"]),
                    "load_1m": max(r["load_1m"])}
+            if r.get("paired_off_step_times"):  # the bar's cost, same process, interleaved
+                row["bar_overhead_pct"] = 100 * (s / min(r["paired_off_step_times"]) - 1)
             if r.get("xla_flops_per_step"):
                 row["xla_vs_counted_flops"] = r["xla_flops_per_step"] / flops
             rows.append(row)
@@ -361,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         row["speedup_vs_torch"] = min(ref) / row["ms_per_step"] if ref else None
     cols = ["method", "variant", "batch", "ms_per_step", "speedup_vs_torch", "ex_steps_per_s",
             "inversions_per_s", "compile_s", "gflops", "pct_of_matmul", "peak_rss_mb",
-            "load_1m"]
+            "load_1m", "bar_overhead_pct"]
     print(f"matmul rate (max of start/end): {mm:.1f} GFLOP/s; "
           f"load average at end: {os.getloadavg()}")
     print(format_table(rows, cols))

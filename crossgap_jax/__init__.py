@@ -8,7 +8,7 @@ Curated public API (everything else is reachable through the sub-packages)::
     cg.retrieval.evaluate(res.features, gallery, (q_labels, g_labels))
 """
 
-from crossgap_jax import data, inversion, models, retrieval
+from crossgap_jax import baselines, data, inversion, models, retrieval
 from crossgap_jax.inversion import InversionResult, oti, oti_fn, ovi, ovi_fn
 from crossgap_jax.models import (
     CLIP,
@@ -25,6 +25,7 @@ __all__ = [
     "CLIP",
     "CLIPConfig",
     "InversionResult",
+    "baselines",
     "create_clip",
     "data",
     "get_config",

@@ -31,6 +31,22 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(",") if x.strip())
 
 
+def _isoclip_k_arg(s: str) -> tuple[int, int]:
+    """``--isoclip-k TOP,BOTTOM``: two non-negative integers."""
+    parts = [p.strip() for p in s.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected TOP,BOTTOM (two non-negative integers, e.g. 150,50), got {s!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _add_isoclip_k(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isoclip-k", type=_isoclip_k_arg, default=None, metavar="TOP,BOTTOM",
+                   help="IsoCLIP: drop the TOP largest and BOTTOM smallest singular directions "
+                        "(default: the IsoCLIP authors' value for the backbone; an error when "
+                        "they published none)")
+
+
 def _names(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
@@ -100,7 +116,8 @@ def _make_run(args, record_steps: Sequence[int] = ()):
 
     if args.distributed:
         _init_distributed(args)
-    cfg = get_preset(args.preset, **{k: getattr(args, k) for k in _OVERRIDES})
+    cfg = get_preset(args.preset, **{k: getattr(args, k) for k in _OVERRIDES},
+                     isoclip_k=getattr(args, "isoclip_k", None))
     run_dir = args.run_dir or os.path.join("results", args.preset)
     return make_run(run_dir, cfg, data_root=args.data_root, progress=not args.quiet,
                     on_error=args.on_error, record_steps=record_steps,
@@ -144,7 +161,8 @@ def cmd_encode(args) -> int:
     run = _make_run(args)
     split = run.split(args.dataset, args.split)
     fs = run.features(split, template=args.template)
-    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}")
+    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}"
+          + (f"; {len(fs.rescaled)} 16-bit/float images scaled to 8 bits" if fs.rescaled else ""))
     return 0
 
 
@@ -271,17 +289,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("retrieve", help="retrieval metrics with chosen feature types")
     _add_run_args(s)
     s.add_argument("--dataset", required=True)
-    s.add_argument("--query-type", choices=["image", "text", "oti", "ovi", "isoclip"],
-                   default=None)
-    s.add_argument("--gallery-type", choices=["image", "text", "isoclip"], default=None,
-                   help="isoclip on both sides: the training-free IsoCLIP baseline")
+    s.add_argument("--query-type", default=None,
+                   choices=["image", "text", "oti", "ovi", "isoclip", "isotropic-window"])
+    s.add_argument("--gallery-type", choices=["image", "text", "isoclip", "isotropic-window"],
+                   default=None,
+                   help="isoclip on both sides: the training-free IsoCLIP baseline; "
+                        "isotropic-window: our own heuristic (not IsoCLIP)")
+    _add_isoclip_k(s)
     s.set_defaults(fn=cmd_retrieve)
 
     s = sub.add_parser("classify", help="zero-shot: inter-modal vs OTI / OVI variants")
     _add_run_args(s)
     s.add_argument("--dataset", required=True)
     s.add_argument("--split", default="test")
-    s.add_argument("--variants", default="inter,oti,ovi")
+    s.add_argument("--variants", default="inter,oti,ovi",
+                   help="comma separated: inter, oti, ovi (zero-shot), ncm, isoclip-ncm "
+                        "(nearest class mean over the train split)")
+    _add_isoclip_k(s)
     s.set_defaults(fn=cmd_classify)
 
     s = sub.add_parser("reproduce", help="baseline vs inverted retrieval, tables and JSON")

@@ -161,7 +161,7 @@ def test_retrieve_isoclip_feature_type(tiny_ckpt, shared_data, tmp_path, capsys)
     run_dir = tmp_path / "run"
     common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "isoclip",
-                 "--gallery-type", "isoclip", *common]) == 0
+                 "--gallery-type", "isoclip", "--isoclip-k", "4,40", *common]) == 0
     out = json.loads((run_dir / "retrieve-caltech101-isoclip-isoclip.json").read_text())
     assert out["num_queries"] == 10 and 0.0 <= out["mAP"] <= 100.0
     # Pre-projection features are cached separately from the projected ones.

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from crossgap_jax.models.preprocess import ImageDecodeError, load_image
+from crossgap_jax.models.preprocess import ImageDecodeError, load_image, to_rgb
 
 __all__ = [
     "DatasetLayoutError",
@@ -124,7 +124,7 @@ def open_image(
                 req = int(np.ceil(draft_size * max(1.0, draft_margin)))
                 im.draft("RGB", (req, req))
             im.load()  # full decode here so that truncation is caught here
-            out = im.convert("RGB")
+            out = to_rgb(im)  # 16-bit / float greyscale scaled by bit depth
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _decode_error(label, e) from e
     if draft_size is not None and out.size != original:
@@ -245,7 +245,10 @@ class ImageSplit:
             data = self.reader.read(index)
             if isinstance(data, np.ndarray):
                 img = Image.fromarray(data.squeeze(-1) if data.shape[-1] == 1 else data)
-                img = img.convert("RGB")
+                try:
+                    img = to_rgb(img)
+                except ValueError as e:
+                    raise _decode_error(self.describe(index), e) from e
             else:
                 img = open_image(data, draft_size=draft_size, draft_margin=draft_margin,
                                  name=self.describe(index))

@@ -32,7 +32,7 @@ import numpy as np
 
 from crossgap_jax.data.core import ImageDecodeError, ImageSplit, MissingFilesError, TextSplit
 from crossgap_jax.models.configs import OPENAI_MEAN, OPENAI_STD
-from crossgap_jax.models.preprocess import preprocess_image
+from crossgap_jax.models.preprocess import RESCALED_FROM, preprocess_image
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,9 @@ class ImageBatchLoader:
         self.indices = shard_indices(len(split), process_index, process_count)
         self.num_batches = num_batches_per_process(len(split), batch_size, process_count)
         self.skipped: list[tuple[str, str]] = []
+        # Greyscale images deeper than 8 bits (16-bit, float), scaled to 8 bits by their
+        # depth where the reference clamps them (see models.preprocess.to_rgb): (name, mode).
+        self.rescaled: list[tuple[str, str]] = []
         self.num_decoded = 0
         self.seconds = 0.0
         if check_files:
@@ -211,7 +214,8 @@ class ImageBatchLoader:
                 f"\n  {shown}{more}"
             )
 
-    def _load(self, index: int) -> np.ndarray | ImageDecodeError:
+    def _load(self, index: int) -> tuple[np.ndarray, str | None] | ImageDecodeError:
+        """``(preprocessed image, original mode if it was rescaled to 8 bits else None)``."""
         draft = self.image_size if self.fast_decode else None
         try:
             img = self.split.open_image(index, draft_size=draft, draft_margin=self.draft_margin)
@@ -219,11 +223,12 @@ class ImageBatchLoader:
             if self.on_error == "raise":
                 raise
             return e
-        return preprocess_image(img, self.image_size, self.mean, self.std, resize=self.resize,
-                                interpolation=self.interpolation)
+        return (preprocess_image(img, self.image_size, self.mean, self.std, resize=self.resize,
+                                 interpolation=self.interpolation), img.info.get(RESCALED_FROM))
 
     def __iter__(self) -> Iterator[ImageBatch]:
         self.skipped = []
+        self.rescaled = []
         self.num_decoded = 0
         t0 = time.perf_counter()
         bs, s = self.batch_size, self.image_size
@@ -256,7 +261,9 @@ class ImageBatchLoader:
                         self.skipped.append((self.split.items[i], str(out)))
                         log.warning("skipping undecodable image: %s", out)
                     else:
-                        images[row] = out
+                        images[row], rescaled_from = out
+                        if rescaled_from is not None:
+                            self.rescaled.append((self.split.items[i], rescaled_from))
                         mask[row] = True
                         indices[row] = i
                         names[row] = self.split.items[i]
@@ -281,6 +288,13 @@ class ImageBatchLoader:
             with open(self.error_log, "w", encoding="utf-8") as f:
                 for name, reason in self.skipped:
                     f.write(f"{name}\t{reason}\n")
+        if self.rescaled:
+            modes = sorted({m for _, m in self.rescaled})
+            log.warning(
+                "%d of %d images of %s/%s are greyscale deeper than 8 bits (%s): scaled to 8 "
+                "bits by their depth (the reference pipeline clamps them instead)",
+                len(self.rescaled), len(self.indices), self.split.name, self.split.split,
+                ", ".join(modes))
         if self.skipped:
             where = f" (list in {self.error_log})" if self.error_log else ""
             log.warning(
@@ -289,7 +303,8 @@ class ImageBatchLoader:
             )
 
     def report(self) -> dict[str, object]:
-        """Counts and speed of the last (or current) pass."""
+        """Counts and speed of the last (or current) pass (``skipped``: undecodable images;
+        ``rescaled``: 16-bit / float greyscale images scaled to 8 bits by their depth)."""
         return {
             "dataset": self.split.name,
             "split": self.split.split,
@@ -298,6 +313,8 @@ class ImageBatchLoader:
             "decoded": self.num_decoded,
             "skipped": len(self.skipped),
             "skipped_names": [n for n, _ in self.skipped],
+            "rescaled": len(self.rescaled),
+            "rescaled_names": [n for n, _ in self.rescaled],
             "seconds": self.seconds,
             "images_per_s": self.num_decoded / self.seconds if self.seconds else 0.0,
         }

@@ -17,7 +17,7 @@ per-example loss so that an example's result never depends on what else is in it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -89,19 +89,10 @@ def run_inversion(
     """
     tx = make_optimizer(hparams)
     record_steps = tuple(sorted(set(int(s) for s in record_steps)))
-
-    def total_loss(tokens):
-        losses = cosine_loss(features_fn(tokens), targets)
-        # Sum of independent per-example losses: its gradient w.r.t. example i's tokens is
-        # exactly that example's own gradient.
-        return jnp.sum(losses), losses
+    one_step = _make_step(features_fn, targets, tx)
 
     def step(carry, _):
-        tokens, opt_state = carry
-        (_, losses), grads = jax.value_and_grad(total_loss, has_aux=True)(tokens)
-        updates, opt_state = jax.vmap(tx.update)(grads, opt_state, tokens)
-        tokens = optax.apply_updates(tokens, updates)
-        return (tokens, opt_state), losses
+        return one_step(carry)
 
     carry = (init, jax.vmap(tx.init)(init))
     boundaries = [*record_steps, steps] if not record_steps or record_steps[-1] != steps else list(
@@ -127,6 +118,100 @@ def run_inversion(
         features=features,
         losses=losses,
         recorded_tokens=jnp.stack(rec_tokens) if rec_tokens else empty_tok,
+        recorded_features=(jnp.stack(rec_feats) if rec_feats
+                           else jnp.zeros((0, n, features.shape[-1]), jnp.float32)),
+    )
+
+
+def _make_step(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
+               tx: optax.GradientTransformation) -> Callable:
+    """One AdamW step ``(tokens, opt_state) -> ((tokens, opt_state), losses (N,))``: the same
+    computation in the single-program loop and in the chunked one (bit-identical results)."""
+
+    def total_loss(tokens):
+        losses = cosine_loss(features_fn(tokens), targets)
+        # Sum of independent per-example losses: its gradient w.r.t. example i's tokens is
+        # exactly that example's own gradient.
+        return jnp.sum(losses), losses
+
+    def step(carry):
+        tokens, opt_state = carry
+        (_, losses), grads = jax.value_and_grad(total_loss, has_aux=True)(tokens)
+        updates, opt_state = jax.vmap(tx.update)(grads, opt_state, tokens)
+        tokens = optax.apply_updates(tokens, updates)
+        return (tokens, opt_state), losses
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------
+# Chunked execution: the same loop as run_inversion, cut into host-visible pieces
+# ---------------------------------------------------------------------------------------
+class ChunkState(NamedTuple):
+    """State carried between chunks of :func:`run_chunk` (device arrays). Every leaf is
+    example-major (leading axis N), so one data sharding fits the whole state.
+
+    Attributes:
+        tokens: ``(N, K, width)`` current pseudo tokens.
+        opt_state: per-example AdamW state.
+        losses: ``(N, steps)`` loss of every step run so far (later columns are zero).
+        snapshots: ``(N, S, K, width)`` tokens after each record step reached so far.
+    """
+
+    tokens: jax.Array
+    opt_state: Any
+    losses: jax.Array
+    snapshots: jax.Array
+
+
+def init_chunk_state(init: jax.Array, steps: int, num_records: int) -> ChunkState:
+    """The state before step 1 (``steps``/``num_records`` static; AdamW's initial state does
+    not depend on the hyper-parameter values)."""
+    tx = make_optimizer(HParams())
+    n = init.shape[0]
+    return ChunkState(init, jax.vmap(tx.init)(init), jnp.zeros((n, steps), jnp.float32),
+                      jnp.zeros((n, num_records, *init.shape[1:]), init.dtype))
+
+
+def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
+              hparams: HParams, state: ChunkState, start: jax.Array, count: jax.Array,
+              record_steps: Sequence[int] = ()) -> ChunkState:
+    """Steps ``start + 1 .. start + count`` of :func:`run_inversion`; call under ``jit``.
+
+    ``start`` and ``count`` are traced (one compiled program serves every chunk length);
+    ``record_steps`` is static. Each step is the same computation as in
+    :func:`run_inversion`; losses go to column ``start + j`` of ``state.losses`` and the
+    tokens after a record step to its slot of ``state.snapshots``, so running ``0..steps`` in any
+    chunks gives the single program's results.
+    """
+    tx = make_optimizer(hparams)
+    one_step = _make_step(features_fn, targets, tx)
+    record_steps = tuple(sorted(set(int(s) for s in record_steps)))
+
+    def body(j, st):
+        (tokens, opt_state), losses = one_step((st.tokens, st.opt_state))
+        done = start + j + 1
+        all_losses = jax.lax.dynamic_update_slice_in_dim(st.losses, losses[:, None], done - 1,
+                                                         1)
+        snaps = st.snapshots
+        for i, r in enumerate(record_steps):
+            snaps = snaps.at[:, i].set(jnp.where(done == r, tokens, snaps[:, i]))
+        return ChunkState(tokens, opt_state, all_losses, snaps)
+
+    return jax.lax.fori_loop(0, count, body, state)
+
+
+def finish_chunks(features_fn: Callable[[jax.Array], jax.Array], state: ChunkState,
+                  steps: int, record_steps: Sequence[int] = ()) -> RawInversion:
+    """:class:`RawInversion` of a state that has run all ``steps`` (call under ``jit``)."""
+    record_steps = tuple(sorted(set(int(s) for s in record_steps)))
+    rec_feats = [features_fn(state.snapshots[:, i]) for i in range(len(record_steps))]
+    features = (rec_feats[-1] if record_steps and record_steps[-1] == steps
+                else features_fn(state.tokens))
+    n = state.tokens.shape[0]
+    return RawInversion(
+        tokens=state.tokens, features=features, losses=state.losses.T,
+        recorded_tokens=jnp.swapaxes(state.snapshots, 0, 1),
         recorded_features=(jnp.stack(rec_feats) if rec_feats
                            else jnp.zeros((0, n, features.shape[-1]), jnp.float32)),
     )

@@ -26,7 +26,16 @@ from tqdm.auto import tqdm
 
 from crossgap_jax.inversion import sharding as shd
 from crossgap_jax.inversion import shortcuts
-from crossgap_jax.inversion.core import HParams, RawInversion, normal_init, run_inversion
+from crossgap_jax.inversion.core import (
+    ChunkState,
+    HParams,
+    RawInversion,
+    finish_chunks,
+    init_chunk_state,
+    normal_init,
+    run_chunk,
+    run_inversion,
+)
 from crossgap_jax.inversion.core import validate_steps as _validate_steps
 from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.models.families import family_of
@@ -143,19 +152,45 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
     Returns:
         :class:`~crossgap_jax.inversion.core.RawInversion` with ``losses`` ``(steps, N)``.
     """
+    fn = _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
+                          cache_prefix)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps)
+
+
+def _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
+                     cache_prefix):
+    """OTI's batched ``tokens -> features`` (inside a traced program)."""
     if cache_prefix and placeholder_index > 0 and shortcuts.supports(config):
-        # Loop-invariant: computed once, outside the scan over steps.
+        # Loop-invariant: computed once, outside the loop over steps.
         kv = shortcuts.prefix_kv(params, base_embeddings[:placeholder_index], config=config,
                                  dtype=dtype)
-        fn = functools.partial(oti_features_cached, params, kv=kv,
-                               suffix_embeddings=base_embeddings[placeholder_index:],
-                               config=config, pool_index=eot_index - placeholder_index,
-                               dtype=dtype)
-    else:
-        fn = functools.partial(oti_features, params, base_embeddings=base_embeddings,
-                               config=config, placeholder_index=placeholder_index,
-                               eot_index=eot_index, dtype=dtype)
-    return run_inversion(fn, targets, init, hparams, steps, record_steps)
+        return functools.partial(oti_features_cached, params, kv=kv,
+                                 suffix_embeddings=base_embeddings[placeholder_index:],
+                                 config=config, pool_index=eot_index - placeholder_index,
+                                 dtype=dtype)
+    return functools.partial(oti_features, params, base_embeddings=base_embeddings,
+                             config=config, placeholder_index=placeholder_index,
+                             eot_index=eot_index, dtype=dtype)
+
+
+_OTI_STATIC = ("config", "placeholder_index", "eot_index", "record_steps", "dtype",
+               "cache_prefix")
+
+
+@functools.partial(jax.jit, static_argnames=_OTI_STATIC)
+def _oti_chunk(params, targets, state, start, count, base_embeddings, hparams, *, config,
+               placeholder_index, eot_index, record_steps, dtype, cache_prefix) -> ChunkState:
+    fn = _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
+                          cache_prefix)
+    return run_chunk(fn, targets, hparams, state, start, count, record_steps)
+
+
+@functools.partial(jax.jit, static_argnames=(*_OTI_STATIC, "steps"))
+def _oti_finish(params, state, base_embeddings, *, config, placeholder_index, eot_index,
+                record_steps, dtype, cache_prefix, steps) -> RawInversion:
+    fn = _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
+                          cache_prefix)
+    return finish_chunks(fn, state, steps, record_steps)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "steps", "record_steps", "dtype",
@@ -178,6 +213,65 @@ def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams, *
     fn = functools.partial(ovi_features, params, config=config, dtype=dtype,
                            pooled_only=pooled_only)
     return run_inversion(fn, targets, init, hparams, steps, record_steps)
+
+
+_OVI_STATIC = ("config", "record_steps", "dtype", "pooled_only")
+
+
+@functools.partial(jax.jit, static_argnames=_OVI_STATIC)
+def _ovi_chunk(params, targets, state, start, count, hparams, *, config, record_steps, dtype,
+               pooled_only) -> ChunkState:
+    fn = functools.partial(ovi_features, params, config=config, dtype=dtype,
+                           pooled_only=pooled_only)
+    return run_chunk(fn, targets, hparams, state, start, count, record_steps)
+
+
+@functools.partial(jax.jit, static_argnames=(*_OVI_STATIC, "steps"))
+def _ovi_finish(params, state, *, config, record_steps, dtype, pooled_only, steps
+                ) -> RawInversion:
+    fn = functools.partial(ovi_features, params, config=config, dtype=dtype,
+                           pooled_only=pooled_only)
+    return finish_chunks(fn, state, steps, record_steps)
+
+
+_init_state_jit = jax.jit(init_chunk_state, static_argnames=("steps", "num_records"))
+# Target wall time of one chunk of the progress-reporting loop: the bar moves about this
+# often (never more often than once per step). The device waits for the host only between
+# chunks, for the time of one dispatch.
+PROGRESS_SECONDS = 2.0
+
+
+def run_batch_chunked(run_chunk_fn, finish_fn, x0: jax.Array, steps: int,
+                      num_records: int, on_steps=None,
+                      seconds: float | None = None) -> RawInversion:
+    """One batch of OTI/OVI as chunks of one compiled loop, reporting progress in between.
+
+    ``run_chunk_fn(state, start, count)`` runs steps ``start+1 .. start+count`` (``start``,
+    ``count`` traced: every chunk reuses one compiled program), ``finish_fn(state)`` builds
+    the result. Chunk lengths adapt to the measured time per step so that ``on_steps(k)``
+    (k steps just finished) is called about every ``seconds`` (default
+    :data:`PROGRESS_SECONDS`). The result is bit-identical to the single-program loop
+    (same step computation; tested).
+    """
+    target = PROGRESS_SECONDS if seconds is None else float(seconds)
+    state = _init_state_jit(x0, steps=steps, num_records=num_records)
+    # Example-major state: give it the examples' sharding, which the chunk program keeps, so
+    # the second chunk sees the same input shardings as the first (no recompilation).
+    state = jax.device_put(state, x0.sharding) if hasattr(x0, "sharding") else state
+    done, count = 0, 1
+    while done < steps:
+        count = max(1, min(count, steps - done))
+        t0 = time.perf_counter()
+        state = run_chunk_fn(state, np.int32(done), np.int32(count))
+        jax.block_until_ready(state.tokens)
+        elapsed = time.perf_counter() - t0
+        done += count
+        if on_steps is not None:
+            on_steps(count)
+        # Next chunk: about `target` seconds at the last chunk's speed (at most 8x longer,
+        # so a first chunk slowed by compilation is not extrapolated too far).
+        count = max(1, min(8 * count, int(target * count / max(elapsed, 1e-9))))
+    return finish_fn(state)
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,7 +411,8 @@ _init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
 def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, int],
            init: Any, seed: int, batch_size: int, steps: int, record_steps: tuple[int, ...],
            devices: Sequence[jax.Device] | None, progress: bool | None, on_nonfinite: str,
-           hparams: dict, params: Any, consts: Any) -> InversionResult:
+           hparams: dict, params: Any, consts: Any, chunked: tuple | None = None
+           ) -> InversionResult:
     if on_nonfinite not in ("warn", "raise"):
         raise ValueError(f"on_nonfinite must be 'warn' or 'raise', got {on_nonfinite!r}")
     t0 = time.perf_counter()
@@ -347,7 +442,13 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
         "tokens", "features", "losses", "rec_tokens", "rec_features")}
     starts = range(0, n, bsz)
     show = progress if progress is not None else len(starts) > 1
-    for start in tqdm(starts, desc=kind.upper(), unit="batch", disable=not show):
+    # With a bar, each batch runs as chunks of one compiled loop (``chunked``: the chunk and
+    # finish programs) and the bar counts steps; without, as one program per batch.
+    bar = tqdm(total=steps * len(starts), desc=kind.upper(), unit="step", disable=not show,
+               leave=False, smoothing=0.1) if show and chunked is not None else None
+    batches = starts if bar is not None else tqdm(starts, desc=kind.upper(), unit="batch",
+                                                  disable=not show)
+    for start in batches:
         stop = min(start + bsz, n)
         idx = np.arange(start, stop)
         if init is None:
@@ -360,13 +461,21 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
             t, x0 = shd.shard_examples((t, x0), mesh)
         elif devices is not None:
             t, x0 = jax.device_put((t, x0), devices[0])
-        raw = run_batch(params, consts, t, x0)
+        if bar is not None:
+            raw = run_batch_chunked(
+                functools.partial(chunked[0], params, consts, t),
+                functools.partial(chunked[1], params, consts), x0, steps, len(record_steps),
+                bar.update)
+        else:
+            raw = run_batch(params, consts, t, x0)
         m = stop - start
         outs["tokens"].append(np.asarray(raw.tokens)[:m])
         outs["features"].append(np.asarray(raw.features)[:m])
         outs["losses"].append(np.asarray(raw.losses)[:, :m])
         outs["rec_tokens"].append(np.asarray(raw.recorded_tokens)[:, :m])
         outs["rec_features"].append(np.asarray(raw.recorded_features)[:, :m])
+    if bar is not None:
+        bar.close()
     tokens = np.concatenate(outs["tokens"])
     features = np.concatenate(outs["features"])
     losses = np.concatenate(outs["losses"], axis=1)
@@ -415,7 +524,10 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
         cache_prefix: compute the template positions before the placeholder once per call,
             not in every step (exact; CLIP family only).
         devices: devices to shard examples over (default: all local devices).
-        progress: show a progress bar (default: when there is more than one batch).
+        progress: show a progress bar over the optimisation steps (default: when there is
+            more than one batch). With a bar, each batch runs as chunks of one compiled
+            loop (lengths adapted to move the bar about every
+            :data:`PROGRESS_SECONDS`; no recompilation, bit-identical results).
         on_nonfinite: ``"warn"`` (report indices, flag in ``result.nonfinite``) or
             ``"raise"``.
 
@@ -440,9 +552,14 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
     hp = dict(method="oti", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
               eps=eps, num_tokens=num_tokens, template=template, truncate=truncate,
               cache_prefix=cache_prefix, template_text=tpl.text)
+    static = dict(config=config, placeholder_index=tpl.placeholder_index,
+                  eot_index=tpl.eot_index, record_steps=record_steps, dtype=clip.dtype,
+                  cache_prefix=cache_prefix)
+    chunked = (lambda p, c, t, st, a, k: _oti_chunk(p, t, st, a, k, c[0], c[1], **static),
+               lambda p, c, st: _oti_finish(p, st, c[0], steps=steps, **static))
     return _drive("oti", run, targets, (num_tokens, config.text.width), init, seed, batch_size,
                   steps, record_steps, devices, progress, on_nonfinite, hp, clip.params,
-                  (base, h))
+                  (base, h), chunked)
 
 
 def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
@@ -476,5 +593,10 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
                                      pooled_only=pooled_only)
     hp = dict(method="ovi", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
               eps=eps, num_tokens=num_tokens, pooled_only=pooled_only)
+    static = dict(config=config, record_steps=record_steps, dtype=clip.dtype,
+                  pooled_only=pooled_only)
+    chunked = (lambda p, c, t, st, a, k: _ovi_chunk(p, t, st, a, k, c, **static),
+               lambda p, c, st: _ovi_finish(p, st, steps=steps, **static))
     return _drive("ovi", run, targets, (num_tokens, config.vision.width), init, seed, batch_size,
-                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params, h)
+                  steps, record_steps, devices, progress, on_nonfinite, hp, clip.params, h,
+                  chunked)

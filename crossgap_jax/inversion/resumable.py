@@ -255,7 +255,8 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
             ``jax.process_index()`` / ``jax.process_count()``).
         check_targets: on restart, check that the stored targets of finished items equal
             the given features (rtol 1e-4, atol 1e-6).
-        progress: progress bar over shards (default: when there is more than one).
+        progress: progress bars over shards and over the optimisation steps of each
+            shard (default: when there is more than one shard).
         **kwargs: :func:`~crossgap_jax.inversion.oti` / :func:`~crossgap_jax.inversion.ovi`
             arguments (``steps``, ``num_tokens``, ``learning_rate``, ``record_steps``,
             ``seed``, ``batch_size``, ...), except ``init``.
@@ -346,7 +347,9 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
             pad = np.concatenate([np.arange(n), np.full(batch_size - n, n - 1)])
             targets, init = targets[pad], init[pad]
         t1 = time.perf_counter()
-        res = fn(clip, targets, init=init, progress=False, **run_kwargs)
+        # With a bar, the inner one counts optimisation steps (compiled in chunks, so it
+        # moves during a long shard; results are bit-identical to the unchunked loop).
+        res = fn(clip, targets, init=init, progress=bool(show), **run_kwargs)
         arrays = {
             "names": np.array(chunk_names, dtype=str),
             "index": np.asarray(chunk, np.int64),

@@ -47,3 +47,26 @@ class ModuleFns:
         """``module.apply({"params": params}, *args, method=<method>)``."""
         return self.module(config, dtype).apply(
             {"params": params}, *args, method=getattr(self.module_cls, method))
+
+
+# --- in-range gathers inside compiled code ---------------------------------------------------
+# The host-side checks (crossgap_jax.models.inputs) refuse bad ids and pool indices before a
+# compiled call. Inside jitted code the gathers below keep the behaviour explicit for callers
+# of the raw pure functions: an index outside the table / sequence (negative ones included;
+# no NumPy-style wrap-around) gives a NaN row, never another row's values.
+def embed_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """``table[ids]`` for a ``(V, W)`` table and integer ``ids`` of any shape -> ``(*ids, W)``.
+
+    An id outside ``[0, V)`` gives a row of NaN (``mode="fill"``, negative ids not wrapped).
+    """
+    return jnp.asarray(table).at[ids].get(mode="fill", fill_value=jnp.nan,
+                                          wrap_negative_indices=False)
+
+
+def pool_rows(x: jax.Array, index: jax.Array) -> jax.Array:
+    """``x[b, index[b]]`` for ``x`` ``(B, L, W)`` and ``index`` ``(B,)`` -> ``(B, W)``.
+
+    An index outside ``[0, L)`` gives a row of NaN (negative indices are not wrapped).
+    """
+    return x.at[jnp.arange(x.shape[0]), index].get(mode="fill", fill_value=jnp.nan,
+                                                   wrap_negative_indices=False)

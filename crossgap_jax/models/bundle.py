@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from crossgap_jax.models.configs import CLIPConfig, get_config
 from crossgap_jax.models.families import family_of
+from crossgap_jax.models.inputs import check_text_inputs
 from crossgap_jax.models.preprocess import preprocess_images
-from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices
+from crossgap_jax.models.tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
            "bf16": jnp.bfloat16}
@@ -110,18 +111,22 @@ class CLIP:
         The pooled position is, unless given, the family's ``pool_indices(ids, config)``
         when it has one (SigLIP: the last position), else the first ``eot_token_id`` of
         each row (CLIP).
+
+        The inputs are checked on the host once per call, before any compiled code
+        (:func:`~crossgap_jax.models.inputs.check_text_inputs`): SigLIP ids shorter than
+        the context are padded as its tokenizer pads them.
+
+        Raises:
+            ValueError: ids not ``(N, L)``, longer than the context, an id outside the
+                vocabulary (row, column and value named), an ``eot_index`` outside the
+                sequence, a CLIP row without EOT.
+            TypeError: non-integer ids.
         """
-        ids = np.asarray(ids, dtype=np.int32)
-        if ids.ndim != 2:
-            raise ValueError(f"token ids must be (N, L), got shape {ids.shape}")
-        if eot_index is None:
-            pool = getattr(family_of(self.config), "pool_indices", None)
-            eot_index = (pool(ids, self.config) if pool is not None
-                         else eot_indices(ids, self.config.text.eot_token_id))
+        ids, eot_index = check_text_inputs(ids, eot_index, self.config)
         fn = functools.partial(_encode_text_jit, self.params, config=self.config,
                                dtype=self.dtype, project=project)
         dim = self.config.embed_dim if project else self.projection_matrices()[1].shape[0]
-        return _batched(fn, [ids, np.asarray(eot_index, np.int32)],
+        return _batched(fn, [ids, eot_index],
                         batch_size or self.batch_size, "encode text", progress, dim)
 
     # --- image ----------------------------------------------------------------------

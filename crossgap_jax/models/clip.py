@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossgap_jax.models._module_fns import ModuleFns
+from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.configs import CLIPConfig
 
 CONFIG_CLASS = CLIPConfig
@@ -239,8 +239,9 @@ class CLIPModule(nn.Module):
 
     # --- text ---------------------------------------------------------------------------
     def embed_tokens(self, ids: jax.Array) -> jax.Array:
-        """``(B, L)`` int ids -> ``(B, L, width)`` token embeddings (no positions)."""
-        return self.token_embedding(ids)
+        """``(B, L)`` int ids -> ``(B, L, width)`` token embeddings (no positions; an id
+        outside the vocabulary gives NaN, see :func:`embed_tokens`)."""
+        return embed_rows(self.token_embedding.embedding, ids)
 
     def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
                                project: bool = True) -> jax.Array:
@@ -255,7 +256,7 @@ class CLIPModule(nn.Module):
         mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
         x = self.transformer(x, mask)
         x = self.ln_final(x)
-        x = x[jnp.arange(x.shape[0]), eot_index]
+        x = pool_rows(x, eot_index)
         if not project:
             return x.astype(jnp.float32)
         return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
@@ -289,14 +290,23 @@ param_shapes = _FNS.param_shapes
 # Pure functions over a params pytree. ``config`` and ``dtype`` are static (hashable).
 def embed_tokens(params: Params, ids: jax.Array, *, config: CLIPConfig,
                  dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32)."""
+    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32).
+
+    An id outside ``[0, vocab_size)`` (negative ones included) gives a row of NaN, so the
+    feature is NaN, never another token's embedding. :meth:`CLIP.encode_text` refuses such
+    ids before the compiled call (:func:`~crossgap_jax.models.inputs.check_text_inputs`).
+    """
     del config, dtype
-    return jnp.take(params["token_embedding"]["embedding"], ids, axis=0)
+    return embed_rows(params["token_embedding"]["embedding"], ids)
 
 
 def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
                            config: CLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)`` features."""
+    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)`` features.
+
+    An EOT index outside ``[0, L)`` (negative included) gives a NaN feature row; the bundle
+    refuses it on the host.
+    """
     return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
                   dtype=dtype)
 

@@ -11,11 +11,15 @@ selects it (``"clip"`` by default), so the bundle and the inverters never hard-c
 architecture.
 
 Optional hooks, used when present: ``pool_indices(ids, config)`` (the pooled text
-position when it is not the first EOT), ``load_checkpoint(name_or_path, checkpoint, **kw)``
-and ``claims_checkpoint(path)`` (the family's own checkpoint formats, used by
-``load_clip``), ``encode_image_preproj`` / ``encode_text_preproj`` /
-``projection_matrices`` (features before the projections, for IsoCLIP), and on the
-tokenizer ``template_ids(text, placeholder)`` (OTI placeholder placement).
+position when it is not the first EOT), ``pad_token_ids(ids, config)`` (a family whose
+text encoder reads the whole context pads ids shorter than the context exactly as its
+tokenizer does; see :func:`crossgap_jax.models.inputs.check_text_inputs`),
+``load_checkpoint(name_or_path, checkpoint, **kw)`` and ``claims_checkpoint(path)`` (the
+family's own checkpoint formats, used by ``load_clip``), ``encode_image_preproj`` /
+``encode_text_preproj`` / ``projection_matrices`` (features before the projections, for
+IsoCLIP), ``projection_biases(params, config) -> (b_i | None, b_t | None)`` (heads with a
+bias, SigLIP's text head; absent means no bias), and on the tokenizer
+``template_ids(text, placeholder)`` (OTI placeholder placement).
 """
 
 from __future__ import annotations

@@ -3,6 +3,13 @@
 Same steps as OpenAI's ``clip.load(...)[1]`` transform: RGB, resize the shortest side to
 the model resolution with PIL bicubic, centre crop, scale to [0, 1], normalise with the
 CLIP mean/std. Output layout is NHWC float32 (JAX convention).
+
+One deliberate difference (:func:`to_rgb`): greyscale images of more than 8 bits (PIL
+modes ``I;16*``, ``I``: 16-bit PNG / TIFF) and float images (``F``) are scaled to 8 bits
+by their bit depth before the RGB conversion. PIL's ``convert("RGB")``, which the
+reference uses, clamps their values to [0, 255] instead (a 16-bit photo becomes almost all
+white, a [0, 1] float image almost black). The input pipeline counts such images
+(``rescaled`` in its report).
 """
 
 from __future__ import annotations
@@ -20,6 +27,56 @@ class ImageDecodeError(ValueError):
     """An image file is missing, corrupt or truncated; the message names the file."""
 
 
+# ``Image.info`` key set on images that :func:`to_rgb` rescaled: the original PIL mode.
+RESCALED_FROM = "crossgap_jax.rescaled_from_mode"
+
+
+def _high_depth_to_8bit(image: Image.Image) -> np.ndarray:
+    """``(H, W)`` uint8 of a 16-bit / 32-bit-int / float greyscale image, scaled by its depth.
+
+    ``I;16*`` and ``I``: ``round(v * 255 / 65535)`` (``I`` holds the 16-bit decode of PNG
+    and TIFF); ``F``: ``round(v * 255)`` (the [0, 1] convention of float images).
+
+    Raises:
+        ValueError: ``I`` values outside [0, 65535] or ``F`` values outside [0, 1] / not
+            finite (no bit depth to scale by).
+    """
+    mode = image.mode
+    v = np.asarray(image).astype(np.float64)
+    if mode == "F":
+        if v.size and not (np.isfinite(v).all() and v.min() >= 0.0 and v.max() <= 1.0):
+            raise ValueError(f"float image (mode F) with values in [{np.nanmin(v):g}, "
+                             f"{np.nanmax(v):g}] (or not finite): expected [0, 1]")
+        return np.rint(v * 255.0).astype(np.uint8)
+    if v.size and (v.min() < 0 or v.max() > 65535):
+        raise ValueError(f"integer image (mode {mode}) with values in [{v.min():g}, "
+                         f"{v.max():g}]: expected the 16-bit range [0, 65535]")
+    return np.rint(v * (255.0 / 65535.0)).astype(np.uint8)
+
+
+def is_high_bit_depth(image: Image.Image) -> bool:
+    """Whether :func:`to_rgb` rescales ``image`` (modes ``I;16*``, ``I``, ``F``)."""
+    return image.mode in ("I", "F") or image.mode.startswith("I;16")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image.convert("RGB")``, except for greyscale images deeper than 8 bits.
+
+    ``I;16``/``I;16B``/``I;16L``/``I`` (16-bit) and ``F`` (float, [0, 1]) images are first
+    scaled to 8 bits by their depth (see :func:`_high_depth_to_8bit`); PIL alone would clamp
+    them to [0, 255]. The result then carries ``info[RESCALED_FROM] = <original mode>`` so
+    that the caller can count it.
+
+    Raises:
+        ValueError: a 32-bit integer or float image whose values fit no bit depth.
+    """
+    if not is_high_bit_depth(image):
+        return image.convert("RGB")
+    rgb = Image.fromarray(_high_depth_to_8bit(image), "L").convert("RGB")
+    rgb.info = {**image.info, RESCALED_FROM: image.mode}
+    return rgb
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file as RGB.
 
@@ -33,7 +90,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()  # force the full decode so truncation is caught here
-            return im.convert("RGB")
+            return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"cannot decode image {path}: {e}") from e
 
@@ -88,6 +145,8 @@ def preprocess_image(
 ) -> np.ndarray:
     """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array.
 
+    The image is made RGB by :func:`to_rgb` (16-bit and float greyscale scaled by depth).
+
     Args:
         resize: ``"shortest"`` (CLIP, SLIP: shorter side to ``image_size``, centre crop)
             or ``"squash"`` (SigLIP: resize to ``image_size x image_size``, no crop).
@@ -95,7 +154,7 @@ def preprocess_image(
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    image = image.convert("RGB")
+    image = to_rgb(image)
     if resize == "shortest":
         image = center_crop(resize_shortest_side(image, image_size, interpolation), image_size)
     elif resize == "squash":

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns
+from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 
@@ -352,7 +352,7 @@ class TextEmbeddings(nn.Module):
                                            embedding_init=nn.initializers.normal(t.width**-0.5))
 
     def tokens(self, ids: jax.Array) -> jax.Array:
-        return self.token_embedding(ids)
+        return embed_rows(self.token_embedding.embedding, ids)
 
     def positions(self) -> jax.Array:
         return self.position_embedding.embedding
@@ -381,7 +381,7 @@ class TextModel(nn.Module):
         length = embeddings.shape[1]
         x = embeddings.astype(self.dtype) + self.embeddings.positions()[:length].astype(self.dtype)
         x = self.final_layer_norm(self.encoder(x))
-        return x[jnp.arange(x.shape[0]), pool_index]
+        return pool_rows(x, pool_index)
 
     def encode_embeddings(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
         return self.head(self.pooled(embeddings, pool_index)).astype(jnp.float32)
@@ -443,10 +443,13 @@ param_shapes = _FNS.param_shapes
 # ---------------------------------------------------------------------------------------
 def embed_tokens(params: Params, ids: jax.Array, *, config: SigLIPConfig,
                  dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions)."""
+    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions).
+
+    An id outside ``[0, vocab_size)`` (negative ones included) gives a row of NaN; the bundle
+    refuses such ids on the host (:func:`~crossgap_jax.models.inputs.check_text_inputs`).
+    """
     del config, dtype
-    return jnp.take(params["text_model"]["embeddings"]["token_embedding"]["embedding"], ids,
-                    axis=0)
+    return embed_rows(params["text_model"]["embeddings"]["token_embedding"]["embedding"], ids)
 
 
 def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
@@ -504,10 +507,29 @@ def projection_matrices(params: Params, config: SigLIPConfig) -> tuple[jax.Array
     return jnp.eye(config.vision.width, config.embed_dim, dtype=w_t.dtype), w_t
 
 
+def projection_biases(params: Params, config: SigLIPConfig) -> tuple[None, jax.Array]:
+    """``(b_i, b_t)`` of the heads of :func:`projection_matrices`: no image bias, the text
+    ``head`` bias ``(D,)`` (IsoCLIP appends it as an extra row of ``W_t``)."""
+    del config
+    return None, params["text_model"]["head"]["bias"]
+
+
 def pool_indices(ids: Any, config: SigLIPConfig) -> np.ndarray:
     """``(N, L)`` ids -> ``(N,)`` pooling positions: always ``L - 1`` (the last position)."""
     ids = np.asarray(ids)
     return np.full((ids.shape[0],), ids.shape[1] - 1, np.int32)
+
+
+def pad_token_ids(ids: Any, config: SigLIPConfig) -> np.ndarray:
+    """``(N, L)`` ids, ``L <= context_length`` -> ``(N, context_length)``: padded on the
+    right with the pad id, which is the EOS id ``config.text.eot_token_id`` (as the
+    tokenizer pads: a row without its EOS gets it from the padding, exactly as the
+    tokenizer appends it)."""
+    ids = np.asarray(ids, np.int32)
+    ctx = config.text.context_length
+    out = np.full((ids.shape[0], ctx), config.text.eot_token_id, np.int32)
+    out[:, : ids.shape[1]] = ids
+    return out
 
 
 def get_tokenizer(config: SigLIPConfig, path: str | None = None) -> Any:

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns
+from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.clip import LayerNorm, Transformer
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 
@@ -257,14 +257,14 @@ class SLIPModule(nn.Module):
 
     # --- text ---------------------------------------------------------------------------
     def embed_tokens(self, ids: jax.Array) -> jax.Array:
-        return self.token_embedding(ids)
+        return embed_rows(self.token_embedding.embedding, ids)
 
     def text_preproj(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
         length = embeddings.shape[1]
         x = embeddings.astype(self.dtype) + self.positional_embedding[:length].astype(self.dtype)
         mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
         x = self.ln_final(self.transformer(x, mask))
-        return x[jnp.arange(x.shape[0]), eot_index]
+        return pool_rows(x, eot_index)
 
     def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
         x = self.text_preproj(embeddings, eot_index)
@@ -306,9 +306,13 @@ param_shapes = _FNS.param_shapes
 # ---------------------------------------------------------------------------------------
 def embed_tokens(params: Params, ids: jax.Array, *, config: SLIPConfig,
                  dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions)."""
+    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions).
+
+    An id outside ``[0, vocab_size)`` (negative ones included) gives a row of NaN; the bundle
+    refuses such ids on the host (:func:`~crossgap_jax.models.inputs.check_text_inputs`).
+    """
     del config, dtype
-    return jnp.take(params["token_embedding"]["embedding"], ids, axis=0)
+    return embed_rows(params["token_embedding"]["embedding"], ids)
 
 
 def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,

@@ -78,12 +78,16 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
                                   project=project)
             names += [n for n, m in zip(batch.names, batch.mask) if m]
             feats.append(f[batch.mask])
-        skipped = dict(loader.skipped)
+        skipped, rescaled = dict(loader.skipped), dict(loader.rescaled)
+        if rescaled:
+            log.warning("%s/%s: %d images deeper than 8 bits scaled by their bit depth "
+                        "(the reference clamps them); see the feature file's 'rescaled'",
+                        split.name, split.split, len(rescaled))
         if skipped:
             log.warning("%s/%s: %d images skipped (corrupt); see the feature file's 'skipped'",
                         split.name, split.split, len(skipped))
     else:
-        names, feats, skipped = [], [], {}
+        names, feats, skipped, rescaled = [], [], {}, {}
         batches = iterate_text_batches(split, batch_size)
         n_batches = -(-len(split) // batch_size)
         for batch in tqdm(batches, total=n_batches, desc=f"encode {split.name}/{split.split}",
@@ -95,7 +99,7 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
             feats.append(f[batch.mask])
     features = (np.concatenate(feats).astype(np.float32) if feats
                 else np.zeros((0, 0), np.float32))
-    return FeatureSet(names, features, meta, skipped)
+    return FeatureSet(names, features, meta, skipped, rescaled=rescaled)
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,

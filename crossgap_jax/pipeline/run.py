@@ -39,7 +39,10 @@ from crossgap_jax.pipeline.store import FeatureSet, meta_key
 
 log = logging.getLogger(__name__)
 
-FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip")
+FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window")
+# classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
+# image features, IsoCLIP-mapped features).
+CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm")
 
 
 @dataclasses.dataclass
@@ -74,7 +77,7 @@ class Run:
     shard_size: int = 256
     authors_assets: str | None = None
     text_sources: dict = dataclasses.field(default_factory=dict)
-    _isoclip_basis: Any = dataclasses.field(default=None, repr=False)
+    _baseline_cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         os.makedirs(self.run_dir, exist_ok=True)
@@ -86,19 +89,49 @@ class Run:
                                      batch_size=self.cfg["batch_size"], on_error=self.on_error,
                                      progress=self.progress, project=project)
 
-    def isoclip(self, split) -> FeatureSet:
-        """IsoCLIP features of ``split``: its pre-projection features mapped into the
-        approximately isotropic aligned subspace of the projections (training-free)."""
-        from crossgap_jax.inversion.isoclip import isoclip_basis_for, isoclip_features
+    def isoclip_map(self, side: str, task: str):
+        """IsoCLIP's map of one side (``"image"``/``"text"``) with the ``(k_top, k_bottom)``
+        of ``task`` (``"image"``: image retrieval / NCM; ``"text"``: text retrieval): the
+        ``--isoclip-k`` override, else the published value of the backbone
+        (:func:`~crossgap_jax.pipeline.presets.isoclip_k`, which raises when there is none).
+        Returns ``(map, info)``."""
+        from crossgap_jax.baselines.isoclip import isoclip_map, projection_heads
+        from crossgap_jax.pipeline.presets import isoclip_k
 
-        if self._isoclip_basis is None:
-            self._isoclip_basis = isoclip_basis_for(self.clip)
-        basis = self._isoclip_basis
+        (k_top, k_bottom), source = isoclip_k(self.cfg, task)
+        key = ("isoclip", side, k_top, k_bottom)
+        if key not in self._baseline_cache:
+            self._baseline_cache[key] = isoclip_map(*projection_heads(self.clip), side, k_top,
+                                                    k_bottom)
+        m = self._baseline_cache[key]
+        return m, dict(m.info(), task=task, source=source)
+
+    def isoclip(self, split, task: str | None = None) -> FeatureSet:
+        """IsoCLIP features of ``split`` (training-free baseline): its pre-projection
+        features mapped by :meth:`isoclip_map` of its modality; ``task`` picks the published
+        ``(k_top, k_bottom)`` column (default: the split's modality)."""
+        from crossgap_jax.baselines.isoclip import isoclip_features
+
+        m, info = self.isoclip_map(split.modality, task or split.modality)
+        pre = self.features(split, project=False)
+        return dataclasses.replace(pre, features=np.asarray(isoclip_features(pre.features, m)),
+                                   meta=dict(pre.meta, isoclip=info))
+
+    def isotropic_window(self, split) -> FeatureSet:
+        """Our own ``isotropic-window`` heuristic (NOT IsoCLIP): pre-projection features
+        mapped onto an automatically chosen, approximately isotropic window of the
+        singular directions (:mod:`crossgap_jax.baselines.window`)."""
+        from crossgap_jax.baselines.window import window_basis_for, window_features
+
+        if "window" not in self._baseline_cache:
+            self._baseline_cache["window"] = window_basis_for(self.clip)
+        basis = self._baseline_cache["window"]
         pre = self.features(split, project=False)
         mapping = basis.image_map if split.modality == "image" else basis.text_map
-        return dataclasses.replace(pre, features=np.asarray(isoclip_features(pre.features,
-                                                                             mapping)),
-                                   meta=dict(pre.meta, isoclip=True))
+        window = {"start": basis.start, "stop": basis.stop, "power": basis.power}
+        return dataclasses.replace(pre, features=np.asarray(window_features(pre.features,
+                                                                            mapping)),
+                                   meta=dict(pre.meta, isotropic_window=window))
 
     def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
@@ -141,12 +174,15 @@ class Run:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
 
-    def side_features(self, split, feature_type: str) -> FeatureSet:
-        """Features of ``split`` of type ``image|text|oti|ovi|isoclip``."""
+    def side_features(self, split, feature_type: str, task: str | None = None) -> FeatureSet:
+        """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window``
+        (``task``: IsoCLIP's ``(k_top, k_bottom)`` column, default the split's modality)."""
         if feature_type not in FEATURE_TYPES:
             raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
         if feature_type == "isoclip":
-            return self.isoclip(split)
+            return self.isoclip(split, task)
+        if feature_type == "isotropic-window":
+            return self.isotropic_window(split)
         base = self.features(split)
         if feature_type in ("image", "text"):
             if split.modality != feature_type:
@@ -163,9 +199,14 @@ class Run:
                  gallery_type: str | None = None) -> dict:
         """Retrieval metrics for one dataset (defaults: the modality of each side)."""
         task = self.task(dataset)
-        q = self.side_features(task.query, query_type or task.query.modality)
-        g = self.side_features(task.gallery, gallery_type or task.gallery.modality)
+        kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
+        q = self.side_features(task.query, query_type or task.query.modality, kind)
+        g = self.side_features(task.gallery, gallery_type or task.gallery.modality, kind)
         metrics = evaluate_task(task, q, g)
+        for side, fs in (("query", q), ("gallery", g)):
+            for key in ("isoclip", "isotropic_window"):
+                if key in fs.meta:
+                    metrics[f"{side}_{key}"] = fs.meta[key]
         metrics["query_type"] = query_type or task.query.modality
         metrics["gallery_type"] = gallery_type or task.gallery.modality
         if task.name in self.text_sources:
@@ -188,7 +229,13 @@ class Run:
         - ``inter``: image features vs the text classifier of CoOp's class prompts.
         - ``oti``: OTI features of the images vs that text classifier.
         - ``ovi``: image features vs a classifier of OVI-inverted class prompts.
+        - ``ncm`` / ``isoclip-ncm``: nearest class mean (IsoCLIP's classification task,
+          :meth:`ncm`), with plain projected or IsoCLIP-mapped image features.
         """
+        unknown = [v for v in variants if v not in CLASSIFY_VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown classify variant(s) {unknown}; known: "
+                             f"{', '.join(CLASSIFY_VARIANTS)}")
         images = get_dataset(dataset, self.data_root, split)
         if self.max_queries and self.max_queries < len(images):
             rng = np.random.default_rng(int(self.cfg["seed"]))
@@ -212,6 +259,46 @@ class Run:
             inv_c = self.inverted(ft, "ovi")
             out["ovi"] = retrieval.zero_shot_accuracy(
                 fi.features, retrieval.build_classifier(inv_c.features), labels)
+        ncm_variants = [v for v in variants if v in ("ncm", "isoclip-ncm")]
+        if ncm_variants:
+            out.update(self.ncm(dataset, images, ncm_variants))
+        return out
+
+    def ncm(self, dataset: str, images, variants: Sequence[str] = ("ncm", "isoclip-ncm"),
+            train_split: str = "train") -> dict:
+        """Nearest-class-mean accuracy of the labelled image split ``images``.
+
+        Prototypes: the mean pre-projection image feature of each class over ``train_split``
+        (CoOp's ``train``), mapped like the queries: ``ncm`` by the plain image head
+        (``x @ P_i (+ b_i)``), ``isoclip-ncm`` by IsoCLIP's image map with the image-task
+        ``(k_top, k_bottom)``. Cosine to the prototypes, top-k accuracy in percent
+        (:mod:`crossgap_jax.baselines.ncm`). With ``max_gallery`` (smoke runs) the training
+        split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
+        """
+        from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
+        from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+
+        train = get_dataset(dataset, self.data_root, train_split)
+        if list(train.classnames or []) != list(images.classnames):
+            raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
+                             f"from those of {images.split!r}; NCM needs the same classes")
+        num_classes = len(images.classnames)
+        if self.max_gallery:
+            train = _per_class_subset(train, max(1, self.max_gallery // num_classes),
+                                      seed=int(self.cfg["seed"]))
+        xtr = self.features(train, project=False)
+        xte = self.features(images, project=False)
+        means = class_means(xtr.features, _labels_for(train, xtr.items), num_classes)
+        yte = _labels_for(images, xte.items)
+        out: dict[str, Any] = {"ncm_train": {"split": train_split, "num_images": len(xtr)}}
+        if "ncm" in variants:
+            head = projection_heads(self.clip)[0]
+            out["ncm"] = ncm_accuracy(head(xte.features), yte, head(means))
+        if "isoclip-ncm" in variants:
+            m, info = self.isoclip_map("image", "image")
+            out["isoclip-ncm"] = dict(
+                ncm_accuracy(isoclip_features(xte.features, m), yte,
+                             isoclip_features(means, m)), isoclip=info)
         return out
 
 
@@ -277,6 +364,14 @@ def _classnames_split(dataset: str, classnames: Sequence[str]):
     return TextSplit(name=f"{dataset}-classnames", split="classes",
                      items=[f"class{i:05d}" for i in range(len(classnames))],
                      texts=list(classnames), labels=np.arange(len(classnames)))
+
+
+def _per_class_subset(split, per_class: int, seed: int = 0):
+    """At most ``per_class`` seeded random items of each class (smoke runs)."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(split.labels == c))[:per_class]
+            for c in np.unique(split.labels)]
+    return split.subset(np.sort(np.concatenate(keep)))
 
 
 def _labels_for(split, items: Sequence[str]) -> np.ndarray:

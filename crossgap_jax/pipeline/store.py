@@ -33,6 +33,8 @@ class FeatureSet:
         features: ``(N, D)`` float32 (not normalised).
         meta: what produced them (model fingerprint, dataset, split, preprocessing, ...).
         skipped: items that could not be encoded (corrupt files), with reasons.
+        rescaled: images deeper than 8 bits (16-bit / float greyscale) that were scaled to 8
+            bits by their depth (the reference clamps them), with their original PIL mode.
         extra: further per-item arrays (an inversion's losses, pseudo tokens, snapshots).
     """
 
@@ -41,6 +43,7 @@ class FeatureSet:
     meta: dict
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    rescaled: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -92,7 +95,8 @@ def save_features(path: str, fs: FeatureSet) -> None:
     np.savez(buf, items=np.asarray(fs.items, dtype=object).astype(str),
              features=np.asarray(fs.features, np.float32),
              meta=np.asarray(json.dumps(fs.meta, sort_keys=True, default=str)),
-             skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)))
+             skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)),
+             rescaled=np.asarray(json.dumps(fs.rescaled, sort_keys=True)))
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -107,7 +111,8 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
         raise FileNotFoundError(f"feature file not found: {path}")
     with np.load(path, allow_pickle=False) as z:
         fs = FeatureSet(items=[str(x) for x in z["items"]], features=z["features"],
-                        meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])))
+                        meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])),
+                        rescaled=json.loads(str(z["rescaled"])) if "rescaled" in z else {})
     if expect is not None:
         check_meta(fs.meta, expect, path)
     return fs

@@ -1,0 +1,31 @@
+"""Training-free baselines compared with modality inversion (not inversions themselves).
+
+- :mod:`crossgap_jax.baselines.isoclip`: IsoCLIP exactly as its authors compute it
+  (``normalize(x_i U_k U_k^T P_i)`` / ``normalize(x_t V_k V_k^T P_t)``).
+- :mod:`crossgap_jax.baselines.ncm`: nearest-class-mean classification (IsoCLIP's second
+  task).
+- :mod:`crossgap_jax.baselines.window`: the ``isotropic-window`` map, our own heuristic
+  (not IsoCLIP).
+
+See docs/baselines.md.
+"""
+
+from crossgap_jax.baselines.isoclip import (
+    IsoCLIPMap,
+    ProjectionHead,
+    inter_modal_svd,
+    isoclip_features,
+    isoclip_map,
+    isoclip_map_for,
+    isoclip_similarity,
+    kept_components,
+    projection_heads,
+)
+from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+from crossgap_jax.baselines.window import WindowBasis, isotropic_window, window_basis
+
+__all__ = [
+    "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
+    "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
+    "isotropic_window", "kept_components", "ncm_accuracy", "projection_heads", "window_basis",
+]
