@@ -335,6 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"crossgap-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from crossgap_jax.fileio import OutputWriteError
+
+        if not isinstance(e, OutputWriteError):
+            raise
+        print(f"crossgap-jax {args.command}: error: {e}", file=sys.stderr)  # names path, cause
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import os
 import time
 from typing import Any
 
+from crossgap_jax.fileio import atomic_write_json, ensure_dir
+
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_digits.safetensors")
 DEMO_CARD = os.path.join(ASSET_DIR, "demo_digits.json")
@@ -87,15 +89,14 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
     train, test = digits_data(clip.config.vision.image_size, test_fraction=0.3, split_seed=0)
     res = demo_metrics(clip, train, test, quick=quick, progress=progress, log=say)
     table = text_table(res)
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     plot = plot_claims({"demo model": res}, os.path.join(out_dir, "demo_plot.png"),
                        title="crossgap-digits (trained here on sklearn digits): "
                              "intra-modal vs modality-inverted")
     js = os.path.join(out_dir, "demo_results.json")
     seconds = time.perf_counter() - t0
-    with open(js, "w") as f:
-        json.dump({"results": res, "quick": quick, "seconds": seconds,
-                   "checkpoint": os.path.abspath(checkpoint)}, f, indent=1)
+    atomic_write_json(js, {"results": res, "quick": quick, "seconds": seconds,
+                           "checkpoint": os.path.abspath(checkpoint)}, indent=1, sort_keys=False)
     if say:
         say("")
         say(table)

@@ -131,7 +131,7 @@ def test_refuses_mismatched_resume(tiny, data, uninterrupted):
     with pytest.raises(ResumeMismatchError, match="record_steps"):
         invert_dataset(tiny, names, f, uninterrupted, "oti", shard_size=SHARD,
                        **dict(KW, record_steps=(17,)))
-    with pytest.raises(ResumeMismatchError, match="params_digest"):
+    with pytest.raises(ResumeMismatchError, match="params_sha256"):
         invert_dataset(create_clip("tiny", 1), names, f, uninterrupted, "oti",
                        shard_size=SHARD, **KW)
     with pytest.raises(ResumeMismatchError, match="method"):

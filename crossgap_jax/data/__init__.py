@@ -15,7 +15,9 @@ See ``docs/datasets.md`` for the expected layouts and protocols.
 
 from crossgap_jax.data._fs import ENV_VAR
 from crossgap_jax.data.core import (
+    DataFileError,
     DatasetLayoutError,
+    DegenerateTaskError,
     ImageDecodeError,
     ImageReader,
     ImageSplit,
@@ -61,8 +63,10 @@ __all__ = [
     "TEXT_DATASETS",
     "TFDS_DEFAULTS",
     "DatasetEntry",
+    "DataFileError",
     "DatasetInfo",
     "DatasetLayoutError",
+    "DegenerateTaskError",
     "ImageBatch",
     "ImageBatchLoader",
     "ImageDecodeError",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from crossgap_jax.data.core import DatasetLayoutError
+from crossgap_jax.data.core import DataFileError, DatasetLayoutError
 
 ENV_VAR = "CROSSGAP_SHARED_DATA"
 
@@ -89,3 +91,60 @@ def read_lines(path: str, encoding: str = "utf-8") -> list[str]:
     """The non-empty lines of a text file, stripped."""
     with open(path, encoding=encoding) as f:
         return [ln.strip() for ln in f if ln.strip()]
+
+
+def read_json(path: str) -> Any:
+    """One JSON document from ``path``.
+
+    Raises:
+        FileNotFoundError: no such file (named).
+        DataFileError: not valid JSON (names the file, line and column) or empty.
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if not text.strip():
+        raise DataFileError(f"{path}: the file is empty (expected a JSON document)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFileError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column "
+                            f"{e.colno}); was the file cut short or edited by hand?") from e
+
+
+def read_jsonl(path: str, required: Sequence[str] = ()) -> list[tuple[int, dict]]:
+    """The records of a JSON Lines file as ``(line number, object)`` pairs.
+
+    Blank lines are skipped. Each other line must be one JSON object holding the
+    ``required`` keys.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataFileError: an empty file (no records), a line that is not JSON, not an object
+            or lacks a required key; the message names ``path:line``, shows the start of the
+            line and says what was expected.
+    """
+    out: list[tuple[int, dict]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            show = line.strip()
+            show = show if len(show) <= 80 else show[:77] + "..."
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFileError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}): "
+                                    f"{show!r}; each line must be one JSON object") from e
+            if not isinstance(rec, dict):
+                raise DataFileError(f"{path}:{n}: expected a JSON object per line, got "
+                                    f"{type(rec).__name__}: {show!r}")
+            missing = [k for k in required if k not in rec]
+            if missing:
+                raise DataFileError(f"{path}:{n}: no {', '.join(map(repr, missing))} field "
+                                    f"(has {sorted(rec)}): {show!r}")
+            out.append((n, rec))
+    if not out:
+        raise DataFileError(f"{path}: no records (the file is empty or blank); expected one "
+                            f"JSON object per line" + (f" with {', '.join(map(repr, required))}"
+                                                       if required else ""))
+    return out

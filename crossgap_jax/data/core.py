@@ -22,7 +22,9 @@ from PIL import Image, UnidentifiedImageError
 from crossgap_jax.models.preprocess import ImageDecodeError, load_image, to_rgb
 
 __all__ = [
+    "DataFileError",
     "DatasetLayoutError",
+    "DegenerateTaskError",
     "ImageDecodeError",
     "ImageReader",
     "ImageSplit",
@@ -43,6 +45,16 @@ class DatasetLayoutError(FileNotFoundError):
     The message names the dataset, the root, every file or folder that was looked for
     and the layout that was expected.
     """
+
+
+class DataFileError(ValueError):
+    """A data file is malformed or empty: the message names the file (and line) and says
+    what is wrong and what was expected."""
+
+
+class DegenerateTaskError(ValueError):
+    """A retrieval task whose scores would mean nothing (one class, or most queries without
+    a relevant item); the message gives the numbers and the fix."""
 
 
 class MissingFilesError(FileNotFoundError):
@@ -431,7 +443,11 @@ class RetrievalTask:
             attr = "labels" if self.relevance == "label" else "groups"
             for side in (self.query, self.gallery):
                 if getattr(side, attr) is None:
-                    raise ValueError(f"relevance={self.relevance!r} needs {attr} on {side!r}")
+                    raise ValueError(
+                        f"{self.name}: the {side.split!r} split read from {side.root} has no "
+                        f"{attr}, and relevance={self.relevance!r} needs them"
+                        + (" (give every JSONL record a 'label' field)"
+                           if str(side.root).endswith(".jsonl") else ""))
         elif self.relevance == "qrels":
             if self.qrels is None:
                 raise ValueError("relevance='qrels' needs qrels")
@@ -500,6 +516,60 @@ class RetrievalTask:
         if self.exclude_self and self._self_index[i] >= 0:
             pos = pos[pos != self._self_index[i]]
         return pos
+
+    def positive_counts(self) -> np.ndarray:
+        """``(Q,)`` int64: how many gallery items are relevant to each query (self excluded;
+        revisitop: easy + hard)."""
+        if self.relevance in ("label", "group"):
+            keys_q = self.query.labels if self.relevance == "label" else self.query.groups
+            assert keys_q is not None
+            sizes = {k: len(v) for k, v in self._buckets.items()}
+            counts = np.array([sizes.get(int(k), 0) for k in keys_q], np.int64)
+            if self.exclude_self:
+                own = self._self_index
+                keys_g = self.gallery.labels if self.relevance == "label" else self.gallery.groups
+                assert keys_g is not None
+                same = (own >= 0) & (keys_g[np.maximum(own, 0)] == keys_q)
+                counts -= same.astype(np.int64)
+            return counts
+        return np.array([len(self.positives(i)) for i in range(self.num_queries)], np.int64)
+
+    def check_informative(self, max_without_positive: float = 0.5) -> None:
+        """Refuse a task whose scores would mean nothing.
+
+        Raises:
+            DegenerateTaskError: the gallery has a single class (label relevance: every
+                item is relevant to every query, mAP is 100 whatever the model), or more
+                than ``max_without_positive`` of the queries have no relevant gallery item
+                (their ids or labels do not match the gallery's). The message gives the
+                numbers, examples and the usual fix.
+        """
+        if self.relevance == "label":
+            assert self.gallery.labels is not None
+            classes = np.unique(self.gallery.labels)
+            if len(classes) <= 1 and self.num_gallery > 1:
+                raise DegenerateTaskError(
+                    f"{self.name}: all {self.num_gallery:,} gallery items have the same label "
+                    f"(one class) - every item is relevant to every query and mAP would be "
+                    f"100 whatever the model. Images that sit in a single sub-folder carry no "
+                    f"labels: give the labels in an annotation file (imagefolder?labels=FILE, "
+                    f"lines '<path> <label>' or a CSV path,label) or one sub-folder per class.")
+        if not self.num_queries:
+            return
+        counts = self.positive_counts()
+        none = np.flatnonzero(counts == 0)
+        if len(none) > max_without_positive * self.num_queries:
+            ex = [self.query.items[i] for i in none[:3]]
+            hint = ""
+            if self.relevance == "qrels" and self.qrels is not None:
+                docs = [d for i in none[:20] for d in self.qrels.get(self.query.items[i], {})]
+                hint = (f" Their judged ids (e.g. {docs[:3]}) are not gallery ids (e.g. "
+                        f"{self.gallery.items[:3]}): do the qrels belong to this corpus?")
+            elif self.relevance == "label":
+                hint = " Their labels do not occur in the gallery: do the splits share classes?"
+            raise DegenerateTaskError(
+                f"{self.name}: {len(none):,} of {self.num_queries:,} queries have no relevant "
+                f"gallery item (e.g. {ex}); their scores would be 0 by construction.{hint}")
 
     def ignored(self, i: int, difficulty: Difficulty = "medium") -> np.ndarray:
         """Sorted gallery indices to drop from query ``i``'s ranking before scoring.

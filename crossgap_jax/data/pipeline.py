@@ -31,6 +31,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from crossgap_jax.data.core import ImageDecodeError, ImageSplit, MissingFilesError, TextSplit
+from crossgap_jax.fileio import atomic_write_text
 from crossgap_jax.models.configs import OPENAI_MEAN, OPENAI_STD
 from crossgap_jax.models.preprocess import RESCALED_FROM, preprocess_image
 
@@ -282,12 +283,11 @@ class ImageBatchLoader:
 
     def _finish(self) -> None:
         if self.error_log is not None:
-            d = os.path.dirname(self.error_log)
-            if d:
-                os.makedirs(d, exist_ok=True)
-            with open(self.error_log, "w", encoding="utf-8") as f:
-                for name, reason in self.skipped:
-                    f.write(f"{name}\t{reason}\n")
+            if self.skipped:
+                atomic_write_text(self.error_log, "".join(
+                    f"{name}\t{reason}\n" for name, reason in self.skipped))
+            elif os.path.isfile(self.error_log):
+                os.remove(self.error_log)  # a stale list from an earlier, failed run
         if self.rescaled:
             modes = sorted({m for _, m in self.rescaled})
             log.warning(

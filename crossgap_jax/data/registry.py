@@ -22,6 +22,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
+
 from crossgap_jax.data import images as im
 from crossgap_jax.data import texts as tx
 from crossgap_jax.data._fs import layout_error, looked_for, resolve_root
@@ -241,7 +243,29 @@ TEXT_DATASETS: tuple[str, ...] = tuple(
 )
 
 
+def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
+    """``"imagefolder?labels=/x/val.txt"`` -> ``("imagefolder", {"labels": "/x/val.txt"})``.
+
+    Reader options can ride on a dataset name (URL query style, ``&``-separated), so that a
+    command line taking only a name can pass them.
+
+    Raises:
+        ValueError: an option without ``=``.
+    """
+    base, sep, query = name.partition("?")
+    options: dict[str, str] = {}
+    if sep:
+        for part in filter(None, query.split("&")):
+            key, eq, value = part.partition("=")
+            if not eq or not key:
+                raise ValueError(f"dataset {name!r}: option {part!r} is not key=value "
+                                 f"(e.g. imagefolder?labels=FILE)")
+            options[key] = value
+    return base, options
+
+
 def _canonical(name: str) -> str:
+    name = parse_dataset_name(name)[0]
     if name.startswith(TFDS_PREFIX):
         return name
     low = name.lower()
@@ -326,6 +350,8 @@ def get_dataset(
         DatasetLayoutError: nothing under ``root`` has the expected layout (the message
             lists what was looked for).
     """
+    name, named_options = parse_dataset_name(name)
+    options = {**named_options, **options}
     replacements = options.pop("replacements", None)
     if name.startswith(TFDS_PREFIX):
         unknown = set(options) - {"modality"}
@@ -352,6 +378,20 @@ def get_dataset(
     return data
 
 
+def _same_label_space(split: Split, other: Split) -> Split:
+    """``split`` with labels indexing the sorted union of both splits' class names, when the
+    two splits name their classes differently (an image folder whose ``train/`` and
+    ``test/`` hold different class sub-folders: label 0 must mean the same class on both
+    sides). Unchanged when the class names agree or either split has none."""
+    a, b = split.classnames, other.classnames
+    if not a or not b or list(a) == list(b) or split.labels is None:
+        return split
+    union = sorted(set(a) | set(b))
+    pos = {c: i for i, c in enumerate(union)}
+    remap = np.array([pos[c] for c in a], np.int64)
+    return dataclasses.replace(split, labels=remap[split.labels], classnames=union)
+
+
 def _apply_replacements(data: Split, replacements: Mapping[str, str] | str | os.PathLike
                         ) -> TextSplit:
     if not isinstance(data, TextSplit):
@@ -368,6 +408,7 @@ def get_task(
     query_split: str | None = None,
     gallery_split: str | None = None,
     replacements: Mapping[str, str] | str | os.PathLike | None = None,
+    check: bool = True,
     **options: Any,
 ) -> RetrievalTask:
     """The paper's retrieval task for a dataset: default query / gallery splits + relevance.
@@ -380,12 +421,21 @@ def get_task(
         replacements: gallery texts to replace (``{item: text}`` or a JSON/JSONL file).
             The authors' own summary pickles are read by
             :func:`crossgap_jax.data.authors_assets.apply_authors_assets` instead.
-        **options: reader options, see :func:`get_dataset`.
+        check: refuse a task whose scores would mean nothing
+            (:meth:`RetrievalTask.check_informative`: one class, or most queries without a
+            relevant item).
+        **options: reader options, see :func:`get_dataset` (they may also ride on the name:
+            ``imagefolder?labels=FILE``).
 
     Returns:
         A :class:`RetrievalTask`. ``exclude_self`` is set when queries and gallery are the
         same split (CUB all/all, SOP test/test, generic folders).
+
+    Raises:
+        DegenerateTaskError: see ``check``.
     """
+    name, named_options = parse_dataset_name(name)
+    options = {**named_options, **options}
     if name.startswith(TFDS_PREFIX):
         tname = name[len(TFDS_PREFIX):]
         d = TFDS_DEFAULTS.get(tname)
@@ -404,6 +454,8 @@ def get_task(
                 q, g = "query", gallery_split or "gallery"
             elif "test" in splits and "train" in splits:
                 q, g = "test", gallery_split or "train"
+            elif len(splits) == 1:  # e.g. only val/: queries and gallery from it
+                q, g = splits[0], gallery_split or splits[0]
         load = functools.partial(get_dataset, info.name, root, **options)
     if protocol == "captions":
         query, gallery = tx.first_caption_split(load(q))
@@ -419,8 +471,12 @@ def get_task(
         task = RetrievalTask(name, query, gallery, "revisitop", gnd=query.extra["gnd"])
     else:
         query = load(q)
-        gallery = query if g == q else load(g)
+        gallery = query if g == q else _same_label_space(load(g), query)
+        if gallery is not query:
+            query = _same_label_space(query, gallery)
         task = RetrievalTask(name, query, gallery, "label", exclude_self=(q == g))
     if replacements is not None:
         task = dataclasses.replace(task, gallery=_apply_replacements(task.gallery, replacements))
+    if check:
+        task.check_informative()
     return task

@@ -10,14 +10,23 @@ import csv
 import dataclasses
 import glob
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from crossgap_jax.data._fs import candidate_dirs, layout_error, looked_for
-from crossgap_jax.data.core import DatasetLayoutError, TextSplit
+from crossgap_jax.data._fs import (
+    candidate_dirs,
+    layout_error,
+    looked_for,
+    read_json,
+    read_jsonl,
+)
+from crossgap_jax.data.core import DataFileError, DatasetLayoutError, TextSplit
+
+log = logging.getLogger(__name__)
 
 
 def _bad_split(name: str, split: str, valid: Sequence[str]) -> ValueError:
@@ -162,8 +171,7 @@ def load_captions(
             raise layout_error(spec.name, root, searched, caption_layout(spec))
         kind, path = found[0]
     if kind is None:
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path)
         kind = "coco" if "annotations" in data else "karpathy"
     else:
         data = None
@@ -181,8 +189,7 @@ def load_captions(
         caps = [lines[i * per : (i + 1) * per] for i in range(n)]
         return _grouped_split(spec.name, split, keys, caps, per, path)
     if data is None:
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path)
     if kind == "karpathy":
         want = {"train": {"train", "restval"}}.get(split, {split})
         images = [im for im in data["images"] if im.get("split") in want]
@@ -478,9 +485,51 @@ def _read_parquet(path: str) -> dict[str, list]:
     return pq.read_table(path).to_pydict()
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def _beir_file(d: str, name: str) -> str:
+    path = os.path.join(d, name)
+    if not os.path.isfile(path):
+        have = sorted(os.listdir(d)) if os.path.isdir(d) else []
+        raise DatasetLayoutError(f"BEIR folder {d}: missing file {name} (found: {have})\n"
+                                 f"{BEIR_LAYOUT}")
+    return path
+
+
+def read_beir_qrels(path: str) -> tuple[dict[str, dict[str, int]], int]:
+    """A BEIR qrels TSV: ``{query id: {corpus id: score}}`` and the number of pairs read.
+
+    The format: an optional header ``query-id<TAB>corpus-id<TAB>score``, then one judged
+    pair per line, fields separated by tabs (a space *inside* a field is part of the id,
+    never a separator). Trailing whitespace of a line is tolerated, as are blank lines.
+
+    Raises:
+        DataFileError: a line without three tab-separated fields, or a score that is not
+            an integer; the message names ``path:line`` and shows the line.
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    pairs = 0
     with open(path, encoding="utf-8") as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+        for n, raw in enumerate(f, 1):
+            line = raw.rstrip("\r\n").rstrip()
+            if not line:
+                continue
+            parts = [p.strip() for p in line.split("\t")]
+            if n == 1 and parts[:2] == ["query-id", "corpus-id"]:
+                continue  # the header
+            what = None
+            if len(parts) != 3:
+                what = (f"expected 3 tab-separated fields (query-id, corpus-id, score), found "
+                        f"{len(parts)}")
+                if len(parts) < 3 and len(line.split()) == 3:
+                    what += " (the fields are separated by spaces, not tabs)"
+            elif not parts[0] or not parts[1]:
+                what = "an empty query-id or corpus-id"
+            elif not parts[2].lstrip("-").isdigit():
+                what = f"score {parts[2]!r} is not an integer"
+            if what:
+                raise DataFileError(f"{path}:{n}: {what}: {line[:80]!r}")
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+            pairs += 1
+    return qrels, pairs
 
 
 def load_beir(
@@ -508,6 +557,13 @@ def load_beir(
     """
     fmt = beir_format(d)
     if fmt is None:
+        parts = {"corpus.jsonl": os.path.isfile(os.path.join(d, "corpus.jsonl")),
+                 "queries.jsonl": os.path.isfile(os.path.join(d, "queries.jsonl")),
+                 "qrels/": os.path.isdir(os.path.join(d, "qrels"))}
+        if any(parts.values()):  # a BEIR folder with a file missing: name it
+            missing = [k for k, ok in parts.items() if not ok]
+            raise DatasetLayoutError(f"{name}: BEIR folder {d} is missing "
+                                     f"{' and '.join(missing)}\n{BEIR_LAYOUT}")
         raise DatasetLayoutError(f"{name}: {d} is not a BEIR/NanoBEIR folder\n{BEIR_LAYOUT}")
     if split not in ("corpus", "queries"):
         raise _bad_split(name, split, ["queries", "corpus"])
@@ -518,7 +574,7 @@ def load_beir(
             titles = t.get("title") or [""] * len(ids)
             texts = [str(x) for x in t["text"]]
         else:
-            rows = _read_jsonl(os.path.join(d, "corpus.jsonl"))
+            rows = [r for _, r in read_jsonl(_beir_file(d, "corpus.jsonl"), required=("_id",))]
             ids = [str(r["_id"]) for r in rows]
             titles = [r.get("title") or "" for r in rows]
             texts = [r.get("text") or "" for r in rows]
@@ -540,24 +596,30 @@ def load_beir(
             for q, docs in zip(r["query-id"], r["positive-corpus-ids"]):
                 qrels[str(q)] = {str(doc): 1 for doc in docs}
     else:
-        rows = _read_jsonl(os.path.join(d, "queries.jsonl"))
-        q_ids, q_texts = [str(r["_id"]) for r in rows], [r["text"] for r in rows]
+        rows = [r for _, r in read_jsonl(_beir_file(d, "queries.jsonl"),
+                                         required=("_id", "text"))]
+        q_ids, q_texts = [str(r["_id"]) for r in rows], [str(r["text"]) for r in rows]
         tsv = os.path.join(d, "qrels", f"{qrels_split}.tsv")
         if not os.path.isfile(tsv):
             have = sorted(os.listdir(os.path.join(d, "qrels")))
             raise FileNotFoundError(f"{name}: no {tsv}; qrels files present: {have}")
-        with open(tsv, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2 or (i == 0 and not parts[-1].strip().lstrip("-").isdigit()):
-                    continue  # header / blank
-                s = int(parts[2]) if len(parts) > 2 else 1
-                qrels.setdefault(parts[0], {})[parts[1]] = s
+        qrels, pairs = read_beir_qrels(tsv)
+        known = set(q_ids)
+        unknown = [q for q in qrels if q not in known]
+        if len(unknown) == len(qrels) and qrels:
+            raise DataFileError(
+                f"{tsv}: none of its {len(qrels)} query ids is in queries.jsonl (e.g. qrels "
+                f"{unknown[:3]} vs queries {q_ids[:3]}); the files do not belong together")
+        log.info("%s: %s: %d judged queries, %d (query, document) pairs (%d query ids not in "
+                 "queries.jsonl)", name, tsv, len(qrels) - len(unknown), pairs, len(unknown))
     keep = [i for i, q in enumerate(q_ids) if keep_unjudged_queries or q in qrels]
+    kept = {q_ids[i]: qrels.get(q_ids[i], {}) for i in keep}
     return TextSplit(
         name=name, split="queries", items=[q_ids[i] for i in keep],
-        texts=[q_texts[i] for i in keep],
-        qrels={q_ids[i]: qrels.get(q_ids[i], {}) for i in keep}, root=d,
+        texts=[q_texts[i] for i in keep], qrels=kept, root=d,
+        extra={"judged_queries": sum(1 for v in kept.values() if v),
+               "judged_pairs": sum(len(v) for v in kept.values()),
+               "unjudged_queries_dropped": len(q_ids) - len(keep)},
     )
 
 
@@ -645,11 +707,17 @@ def load_jsonl(root: str, split: str = "all") -> TextSplit:
     path = root if os.path.isfile(root) else os.path.join(root, f"{split}.jsonl")
     if not os.path.isfile(path):
         raise DatasetLayoutError(f"jsonl: no file {path}\n{JSONL_LAYOUT}")
-    rows = _read_jsonl(path)
+    numbered = read_jsonl(path, required=("text",))
+    rows = [r for _, r in numbered]
     items = [str(r.get("id", r.get("_id", i))) for i, r in enumerate(rows)]
     texts = [str(r["text"]) for r in rows]
+    labelled = [n for n, r in numbered if "label" in r]
+    if labelled and len(labelled) < len(rows):
+        first = next(n for n, r in numbered if "label" not in r)
+        raise DataFileError(f"{path}:{first}: no 'label' field, but {len(labelled)} of the "
+                            f"{len(rows)} records have one; label every record or none")
     labels = classnames = None
-    if rows and all("label" in r for r in rows):
+    if labelled:
         raw = [r["label"] for r in rows]
         if all(isinstance(x, str) for x in raw):
             classnames = sorted(set(raw))
@@ -687,10 +755,20 @@ def load_text_replacements(path: str | os.PathLike) -> dict[str, str]:
     for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
-        r = json.loads(line)
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFileError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); "
+                                "expected a JSON object {item: text} or one JSON object per "
+                                "line") from e
+        if not isinstance(r, dict):
+            raise DataFileError(f"{path}:{n}: expected a JSON object per line")
         key = next((r[k] for k in ("id", "_id", "item") if k in r), None)
         val = next((r[k] for k in ("text", "summary") if k in r), None)
         if key is None or val is None:
             raise ValueError(f"{path}:{n}: need an id/_id/item and a text/summary field")
         out[str(key)] = str(val)
+    if not out:
+        raise DataFileError(f"{path}: no replacement texts (the file is empty); expected a "
+                            "JSON object {item: text} or one JSON object per line")
     return out

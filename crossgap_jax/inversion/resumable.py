@@ -52,7 +52,6 @@ import io
 import json
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +59,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.fileio import atomic_write_bytes, ensure_dir
 from crossgap_jax.inversion import inverters
 from crossgap_jax.inversion.core import normal_init
 from crossgap_jax.inversion.sharding import process_shard
@@ -111,24 +111,13 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def params_digest(params: Any) -> str:
-    """blake2b over every leaf's path, dtype, shape and bytes (order independent of dicts)."""
-    h = hashlib.blake2b(digest_size=20)
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
 def model_fingerprint(clip: Any) -> dict[str, Any]:
-    """Architecture, compute dtype and a digest of the weights of a CLIP bundle."""
+    """Architecture, compute dtype and the weights hash of a CLIP bundle
+    (:attr:`~crossgap_jax.models.CLIP.weights_sha256`: by content, not by path)."""
     config = clip.config
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
     return _jsonable({"config": cfg, "dtype": np.dtype(clip.dtype).name,
-                      "params_digest": params_digest(clip.params)})
+                      "params_sha256": clip.weights_sha256})
 
 
 def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -164,31 +153,6 @@ def _diff(stored: Any, current: Any, prefix: str = "") -> list[str]:
 # ---------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: str, data: bytes, tmp_tag: str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old state or all of it."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".tmp-{tmp_tag}-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-    _fsync_dir(folder)
-
-
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -293,13 +257,13 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
                 "model": model_fingerprint(clip), "token_shape": list(token_shape),
                 "feature_dim": int(features.shape[1])}
 
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     pi = jax.process_index() if process_index is None else int(process_index)
     pc = jax.process_count() if process_count is None else int(process_count)
     stored = _read_manifest(out_dir)
     if stored is None:
-        _atomic_write(os.path.join(out_dir, MANIFEST),
-                      json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
+        atomic_write_bytes(os.path.join(out_dir, MANIFEST),
+                           json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
     else:
         diffs = _diff(_jsonable(stored), _jsonable(manifest))
         if diffs:
@@ -369,7 +333,7 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         }
         digest = hashlib.blake2b("\0".join(chunk_names).encode(), digest_size=10).hexdigest()
         path = os.path.join(out_dir, f"shard-{digest}.npz")
-        _atomic_write(path, _npz_bytes(arrays), f"p{pi}")
+        atomic_write_bytes(path, _npz_bytes(arrays), f"p{pi}")
         written.append(path)
         bad += [m for m, f in zip(chunk_names, res.nonfinite[:n]) if f]
     return InvertSummary(out_dir=out_dir, num_items=len(mine), already_done=len(mine) - len(todo),

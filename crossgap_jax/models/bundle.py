@@ -22,6 +22,27 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32
            "bf16": jnp.bfloat16}
 
 
+def params_sha256(params: Any) -> str:
+    """Content hash of a params pytree: sha256 over each leaf's ``/``-joined path and its
+    float32 bytes, in sorted path order. The one weights hash of the package.
+
+    It depends on the parameter values only - not on the file's path, name, format or
+    serialisation order - so the same weights reached through another relative path, a
+    symlink or another container give the same hash (the feature cache and the inversion
+    manifests key on it).
+    """
+    import hashlib
+
+    import flax.traverse_util as traverse_util
+
+    flat = traverse_util.flatten_dict(dict(params), sep="/")
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
+    return h.hexdigest()
+
+
 def resolve_dtype(dtype: Any) -> Any:
     """``"float32"``/``"bfloat16"`` (or a jnp dtype) -> jnp dtype."""
     if isinstance(dtype, str):
@@ -85,9 +106,22 @@ class CLIP:
     info: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 64
     tokenizer_file: str | None = None
+    _weights_hash: tuple[Any, str] | None = dataclasses.field(default=None, init=False,
+                                                               repr=False, compare=False)
 
     def __post_init__(self):
         self.dtype = resolve_dtype(self.dtype)
+
+    @property
+    def weights_sha256(self) -> str:
+        """:func:`params_sha256` of :attr:`params`, computed once per loaded params object
+        (and recorded as ``info["params_sha256"]``)."""
+        cached = self._weights_hash
+        if cached is None or cached[0] is not self.params:
+            cached = (self.params, params_sha256(self.params))
+            self._weights_hash = cached
+            self.info = {**self.info, "params_sha256": cached[1]}  # not shared with copies
+        return cached[1]
 
     # --- text -----------------------------------------------------------------------
     @property
@@ -174,7 +208,9 @@ class CLIP:
         return type("CLIPFns", (), bound)
 
     def with_dtype(self, dtype: Any) -> CLIP:
-        return dataclasses.replace(self, dtype=resolve_dtype(dtype))
+        out = dataclasses.replace(self, dtype=resolve_dtype(dtype))
+        out._weights_hash = self._weights_hash  # same params object: same hash
+        return out
 
 
 def create_clip(arch: str | CLIPConfig, seed: int = 0, dtype: Any = "float32") -> CLIP:

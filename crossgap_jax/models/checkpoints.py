@@ -36,6 +36,7 @@ put it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -46,11 +47,12 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from crossgap_jax.fileio import OutputWriteError, atomic_open, atomic_path, atomic_write_json
 from crossgap_jax.models import convert
 from crossgap_jax.models.configs import (
     OPENAI_MEAN,
@@ -143,12 +145,96 @@ def default_cache_dir() -> str:
     return os.path.join(base, "crossgap_jax")
 
 
+OFFLINE_VARS = ("CROSSGAP_JAX_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+#: seconds the reachability probe waits (DNS + TCP connect) before calling a host offline.
+PROBE_TIMEOUT = 3.0
+_REACHABLE: dict[tuple[str, int], bool] = {}
+
+
 def is_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``CROSSGAP_JAX_OFFLINE`` is set to a true value."""
-    for var in ("CROSSGAP_JAX_OFFLINE", "HF_HUB_OFFLINE"):
+    """True when one of :data:`OFFLINE_VARS` (``CROSSGAP_JAX_OFFLINE``, ``HF_HUB_OFFLINE``,
+    ``HF_DATASETS_OFFLINE``) is set to a true value (read at call time)."""
+    return _offline_var() is not None
+
+
+def _offline_var() -> str | None:
+    for var in OFFLINE_VARS:
         if os.environ.get(var, "").strip().lower() in _TRUE:
-            return True
-    return False
+            return var
+    return None
+
+
+def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds.
+
+    One probe per host and process (the answer is cached), so that without a network a
+    load fails in seconds instead of spending a minute in the hub client's retries. Name
+    resolution is bounded too (the probe runs in a thread that is not waited for beyond
+    ``timeout``). Behind an HTTP(S) proxy (``HTTPS_PROXY`` / ``ALL_PROXY`` set) the direct
+    probe says nothing, so the host is assumed reachable.
+    """
+    import socket
+    import threading
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    if not host or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                                   "all_proxy")):
+        return True
+    key = (host, port)
+    if key not in _REACHABLE:
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection(key, timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        t = threading.Thread(target=probe, daemon=True, name=f"probe-{host}")
+        t.start()
+        t.join(timeout + 0.5)
+        _REACHABLE[key] = bool(result and result[0])
+    return _REACHABLE[key]
+
+
+@contextlib.contextmanager
+def hub_client_offline(active: bool) -> Iterator[None]:
+    """While active, put the ``huggingface_hub`` client itself in offline mode.
+
+    ``local_files_only=True`` alone is not enough: the client reads ``HF_HUB_OFFLINE``
+    once, at import, and otherwise still makes requests of its own (e.g. its user-agent
+    registry) - a variable set later, or a failed probe, must reach it too.
+    """
+    if not active:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub is not to be contacted (an offline variable, or its host
+    did not answer the probe), or None when it may be."""
+    var = _offline_var()
+    if var is not None:
+        return f"offline mode is on ({var}={os.environ[var]})"
+    from huggingface_hub import constants
+
+    if not host_reachable(constants.ENDPOINT):
+        return (f"{constants.ENDPOINT} cannot be reached (no answer within "
+                f"{PROBE_TIMEOUT:g} s: no network?)")
+    return None
 
 
 def list_pretrained() -> list[tuple[str, str]]:
@@ -202,8 +288,8 @@ def _verified_sha256(path: str, expected: str) -> bool:
     if sha256_file(path) != expected:
         return False
     try:
-        with open(_sidecar(path), "w") as f:
-            json.dump({"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, f)
+        atomic_write_json(_sidecar(path),
+                          {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     except OSError:  # a read-only cache still works, it just hashes again next time
         pass
     return True
@@ -233,16 +319,14 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
            + ", or pass checkpoint=PATH to a copy of it.")
     if is_offline():
         raise CheckpointNotFoundError(
-            f"checkpoint not in the cache and offline mode is on (HF_HUB_OFFLINE / "
-            f"CROSSGAP_JAX_OFFLINE). {how}", url=url, target=dest)
+            f"checkpoint not in the cache and offline mode is on ({_offline_var()}). {how}",
+            url=url, target=dest)
 
     from tqdm.auto import tqdm
 
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = f"{dest}.{os.getpid()}.part"
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as src, atomic_open(dest) as out:
             total = src.headers.get("Content-Length") if getattr(src, "headers", None) else None
             with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                       unit_divisor=1024, desc=os.path.basename(dest),
@@ -251,26 +335,19 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
                     out.write(block)
                     h.update(block)
                     bar.update(len(block))
+            got = h.hexdigest()
+            if sha256 is not None and got != sha256:  # raised inside: the file is discarded
+                raise ChecksumError(f"downloaded {url} has sha256 {got}, expected {sha256}; "
+                                    f"the file was discarded. Try again, or fetch it yourself "
+                                    f"to {dest}.")
+    except (OutputWriteError, ChecksumError):  # a full / read-only cache folder, bad bytes
+        raise
     except (urllib.error.URLError, OSError, ValueError) as e:
-        _remove(tmp)
         raise CheckpointNotFoundError(f"could not download {url}: {e}. {how}", url=url,
                                       target=dest) from e
-    got = h.hexdigest()
-    if sha256 is not None and got != sha256:
-        _remove(tmp)
-        raise ChecksumError(f"downloaded {url} has sha256 {got}, expected {sha256}; the file "
-                            f"was discarded. Try again, or fetch it yourself to {dest}.")
-    os.replace(tmp, dest)
     if sha256 is not None:
         _verified_sha256(dest, sha256)
     return dest
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def fetch_openai(arch: str, cache_dir: str | None = None, *, progress: bool = True) -> str:
@@ -325,10 +402,12 @@ def _hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
     repo_id, revision = _hub_split(repo)
     unreachable: list[str] = []
     cause: Exception | None = None
+    offline = hub_offline_reason()  # probed once per process: no minute of retries
     for filename in candidates:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision,
-                                   local_files_only=is_offline())
+            with hub_client_offline(offline is not None):
+                path = hf_hub_download(repo_id, filename, revision=revision,
+                                       local_files_only=offline is not None)
             return filename, path
         except LocalEntryNotFoundError as e:  # offline / no network, not in the cache
             unreachable.append(filename)
@@ -347,9 +426,9 @@ def _hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
         rev = f" --revision {revision}" if revision else ""
         needed = [" or ".join(unreachable)] + [f for f in then if f not in unreachable]
         first = [unreachable[0]] + [f.split(" or ")[0] for f in then]
+        why = offline or "the Hugging Face hub is unreachable"
         raise CheckpointNotFoundError(
-            f"the Hugging Face hub is unreachable (offline mode or no network) and "
-            f"{unreachable[0]} of {repo_id!r} is not in the Hugging Face cache "
+            f"{why}, and {unreachable[0]} of {repo_id!r} is not in the Hugging Face cache "
             f"({constants.HF_HUB_CACHE}; HF_HOME / HF_HUB_CACHE choose another). Files needed "
             f"from hub repo {repo_id!r}: {'; '.join(needed)}. Fetch them where there is network "
             f"access, e.g. `hf download {repo_id} {' '.join(first)}{rev}`, and copy the cache "
@@ -388,14 +467,45 @@ def sniff_format(path: str) -> str:
         n = struct.unpack("<Q", head[:8])[0]
         if 2 <= n <= os.path.getsize(path) - 8:
             return "safetensors"
+        if 2 <= n < _MAX_HEADER and path.endswith(".safetensors"):
+            return "safetensors"  # cut inside its header: let the reader say "truncated"
     return "unknown"
 
 
+_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header (100 MB)
+
+
 def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
-    """The JSON header of a safetensors file and the byte offset where the data starts."""
+    """The JSON header of a safetensors file and the byte offset where the data starts.
+
+    Raises:
+        CheckpointError: the file is cut short or its header is damaged (names the file,
+            the sizes involved and the fix).
+    """
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, shorter "
+                                  f"than the 8-byte header length); {_REFETCH}")
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise CheckpointError(
+                f"{path}: truncated safetensors file: its header declares {n:,} bytes of "
+                f"JSON but the file has only {size:,} bytes; {_REFETCH}")
+        blob = f.read(n)
+    try:
+        header = json.loads(blob)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged safetensors header (not valid JSON: {e}); "
+                              f"{_REFETCH}") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged safetensors header (not a JSON object); "
+                              f"{_REFETCH}")
+    return header, 8 + n
+
+
+_REFETCH = "the download or copy was probably interrupted: fetch or copy the file again"
 
 
 def _safetensors_metadata(path: str) -> dict[str, str]:
@@ -411,15 +521,32 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
     header, base = _safetensors_header(path)
     metadata = header.pop("__metadata__", None) or {}
+    size = os.path.getsize(path)
+    try:
+        end = max((int(e["data_offsets"][1]) for e in header.values()), default=0)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path}: damaged safetensors header (a tensor entry has no "
+                              f"valid data_offsets); {_REFETCH}") from e
+    if base + end > size:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file: its {len(header)} tensors need "
+            f"{base + end:,} bytes but the file has {size:,} ({base + end - size:,} missing); "
+            f"{_REFETCH}")
     out: dict[str, np.ndarray] = {}
-    with safe_open(path, framework="numpy") as f:
-        for name, entry in header.items():
-            if entry["dtype"] == "BF16":
-                start, end = entry["data_offsets"]
-                raw = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=base + start)
-                out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
-            else:
-                out[name] = f.get_tensor(name)
+    try:
+        with safe_open(path, framework="numpy") as f:
+            for name, entry in header.items():
+                if entry["dtype"] == "BF16":
+                    start, stop = entry["data_offsets"]
+                    raw = np.fromfile(path, dtype="<u2", count=(stop - start) // 2,
+                                      offset=base + start)
+                    out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(
+                        entry["shape"])
+                else:
+                    out[name] = f.get_tensor(name)
+    except Exception as e:  # noqa: BLE001 - safetensors' own errors name no file
+        raise CheckpointError(f"{path}: cannot read the safetensors file "
+                              f"({type(e).__name__}: {e}); {_REFETCH}") from e
     return out, dict(metadata)
 
 
@@ -685,14 +812,8 @@ def save_native(path: str, config: CLIPConfig, params: Params,
     meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION,
             "config": json.dumps(config.to_dict()),
             "metadata": json.dumps(dict(metadata or {}), default=str)}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.part"
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
     return path
 
 

@@ -515,16 +515,22 @@ def _find_spiece(folder: str) -> str | None:
 
 def _hub_snapshot(repo: str, cache_dir: str | None) -> str:
     """Download the files of a transformers SiglipModel repo (config, weights, spiece)."""
-    from crossgap_jax.models.checkpoints import CheckpointNotFoundError, is_offline
+    from crossgap_jax.models.checkpoints import (
+        CheckpointNotFoundError,
+        hub_client_offline,
+        hub_offline_reason,
+    )
 
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(
-            repo, cache_dir=cache_dir, local_files_only=is_offline(),
-            allow_patterns=["config.json", "preprocessor_config.json", "spiece.model",
-                            "model.safetensors", "model.safetensors.index.json",
-                            "model-*.safetensors"])
+        offline = hub_offline_reason() is not None
+        with hub_client_offline(offline):
+            return snapshot_download(
+                repo, cache_dir=cache_dir, local_files_only=offline,
+                allow_patterns=["config.json", "preprocessor_config.json", "spiece.model",
+                                "model.safetensors", "model.safetensors.index.json",
+                                "model-*.safetensors"])
     except Exception as e:  # noqa: BLE001 - any hub failure means "not available here"
         raise CheckpointNotFoundError(
             f"cannot fetch hub repo {repo!r} ({type(e).__name__}: {e}). Download it with "

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.fileio import atomic_write_json, ensure_dir, save_figure
 from crossgap_jax.pipeline.prompts import class_prompt
 from crossgap_jax.pipeline.run import Run, _classnames_split, _labels_for, evaluate_task
 
@@ -33,7 +33,7 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
         The dict written to ``<out_dir>/analysis.json`` (plots beside it).
     """
     out_dir = out_dir or os.path.join(run.run_dir, "analysis", dataset.replace(":", "_"))
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     task = run.task(dataset)
     if task.query.modality != "image":
         raise ValueError("analyze runs OTI on an image dataset's queries")
@@ -104,7 +104,7 @@ def plot_analysis(result: dict, out_dir: str) -> list[str]:
     ax.legend()
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "map_vs_steps.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -115,7 +115,7 @@ def plot_analysis(result: dict, out_dir: str) -> list[str]:
     ax.legend()
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "loss.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -130,6 +130,6 @@ def plot_analysis(result: dict, out_dir: str) -> list[str]:
     ax.legend()
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "similarities.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -99,7 +100,43 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
             feats.append(f[batch.mask])
     features = (np.concatenate(feats).astype(np.float32) if feats
                 else np.zeros((0, 0), np.float32))
-    return FeatureSet(names, features, meta, skipped, rescaled=rescaled)
+    extra = {}
+    if split.modality == "text":
+        text_of = dict(zip(split.items, split.texts))
+        extra["item_digests"] = _text_digests([text_of[n] for n in names])
+    return FeatureSet(names, features, meta, skipped, rescaled=rescaled, extra=extra)
+
+
+#: Metadata that depends on the item list (the rest is the settings key of a cache entry).
+_ITEM_KEYS = ("num_items", "items_sha256", "texts_sha256")
+
+
+def _text_digests(texts: list[str]) -> np.ndarray:
+    """A short content digest per text (so that a subset can be checked against a cached
+    entry: same ids with other texts - e.g. summaries - must not be reused)."""
+    return np.array([hashlib.blake2b(t.encode(), digest_size=8).hexdigest() for t in texts])
+
+
+def _subset_of(fs: FeatureSet, split: ImageSplit | TextSplit, meta: dict) -> FeatureSet | None:
+    """``split``'s rows of a cached ``fs`` (skipped items stay skipped), or None when ``fs``
+    does not cover every item (for texts: with the same text)."""
+    have = {it: i for i, it in enumerate(fs.items)}
+    items = list(split.items)
+    if any(it not in have and it not in fs.skipped for it in items):
+        return None
+    keep = [it for it in items if it in have]
+    idx = np.array([have[it] for it in keep], np.int64)
+    extra = {}
+    if split.modality == "text":
+        if "item_digests" not in fs.extra:
+            return None
+        mine = _text_digests(list(split.texts))
+        if not np.array_equal(np.asarray(fs.extra["item_digests"])[idx], mine):
+            return None
+        extra["item_digests"] = mine
+    skipped = {it: fs.skipped[it] for it in items if it not in have}
+    rescaled = {it: fs.rescaled[it] for it in keep if it in fs.rescaled}
+    return FeatureSet(keep, fs.features[idx], meta, skipped, rescaled=rescaled, extra=extra)
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,
@@ -107,16 +144,34 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
                           progress: bool = True, project: bool = True) -> FeatureSet:
     """:func:`encode_split`, cached under ``cache_dir`` keyed by the model and settings.
 
-    An existing file is reused only if its metadata equals what is asked for (model
-    weights hash, dataset, split, preprocessing / template); otherwise
+    The file name is ``<split>-<modality>-<settings key>-<items key>.npz``: the settings key
+    hashes everything but the item list (model weights hash - by content, so another path
+    or a symlink to the same checkpoint hits the same entry -, dataset, split,
+    preprocessing / template), the items key the item list (and, for texts, the texts).
+    A split whose items are all in an existing entry with the same settings (a
+    ``--max-queries`` subset of a split encoded in full) takes its rows from that entry and
+    encodes nothing.
+
+    An existing file is reused only if its metadata equals what is asked for; otherwise
     :class:`~crossgap_jax.pipeline.store.StaleArtifactError` is raised.
     """
     meta = feature_meta(clip, split, template=template, project=project)
+    settings = {k: v for k, v in meta.items() if k not in _ITEM_KEYS}
     safe = split.name.replace(":", "_").replace("/", "_")
-    path = os.path.join(cache_dir, "features", safe,
-                        f"{split.split}-{split.modality}-{meta_key(meta)}.npz")
+    stem = f"{split.split}-{split.modality}-{meta_key(settings)}"
+    folder = os.path.join(cache_dir, "features", safe)
+    items_key = meta_key({k: meta[k] for k in _ITEM_KEYS if k in meta})
+    path = os.path.join(folder, f"{stem}-{items_key}.npz")
     if os.path.exists(path):
         return load_features(path, expect=meta)
+    others = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(stem) + "-*.npz")),
+                    key=os.path.getsize, reverse=True)
+    for other in others:
+        sub = _subset_of(load_features(other, expect=settings), split, meta)
+        if sub is not None:
+            log.info("%s/%s: %d items taken from the cached %s (nothing encoded)", split.name,
+                     split.split, len(split), other)
+            return sub
     fs = encode_split(clip, split, batch_size=batch_size, template=template, on_error=on_error,
                       error_log=path[:-4] + ".skipped.txt", progress=progress, project=project)
     save_features(path, fs)

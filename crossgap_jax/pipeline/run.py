@@ -30,7 +30,7 @@ from crossgap_jax.data.authors_assets import (
     check_authors_assets,
     find_summaries_dir,
 )
-from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
+from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE, class_prompt
@@ -80,7 +80,7 @@ class Run:
     _baseline_cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        os.makedirs(self.run_dir, exist_ok=True)
+        ensure_dir(self.run_dir)
         atomic_write_json(os.path.join(self.run_dir, "config.json"), self.cfg)
 
     # --- features ---------------------------------------------------------------------

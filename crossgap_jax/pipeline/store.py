@@ -56,28 +56,18 @@ class FeatureSet:
         return self.features[idx], found
 
 
-def params_fingerprint(params: Any) -> str:
-    """sha256 over every parameter's path, shape, dtype and bytes (stable across runs)."""
-    import flax.traverse_util as tu
-
-    h = hashlib.sha256()
-    for path, leaf in sorted(tu.flatten_dict(params, sep="/").items()):
-        arr = np.asarray(leaf)
-        h.update(f"{path}:{arr.shape}:{arr.dtype}".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
 def model_fingerprint(clip: Any) -> dict:
-    """Identity of a CLIP bundle's weights and compute settings (cached in ``clip.info``)."""
-    if "params_sha256" not in clip.info:
-        clip.info["params_sha256"] = params_fingerprint(clip.params)
+    """Identity of a CLIP bundle's weights and compute settings, by content.
+
+    The weights enter through their hash (:attr:`CLIP.weights_sha256`, computed once per
+    load), never through the path they were loaded from: the same checkpoint given by
+    another relative path or a symlink has the same fingerprint.
+    """
     return {
         "architecture": clip.config.name,
         "family": getattr(clip.config, "family", "clip"),
-        "params_sha256": clip.info["params_sha256"],
+        "params_sha256": clip.weights_sha256,
         "dtype": np.dtype(clip.dtype).name,
-        "source": str(clip.info.get("source", "")),
     }
 
 
@@ -88,15 +78,17 @@ def meta_key(meta: Mapping[str, Any]) -> str:
 
 
 def save_features(path: str, fs: FeatureSet) -> None:
-    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``)."""
+    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``); of ``extra`` only
+    ``item_digests`` (a per-item content digest, see ``features.py``) is kept."""
     import io
 
     buf = io.BytesIO()
+    more = {k: np.asarray(fs.extra[k]).astype(str) for k in ("item_digests",) if k in fs.extra}
     np.savez(buf, items=np.asarray(fs.items, dtype=object).astype(str),
              features=np.asarray(fs.features, np.float32),
              meta=np.asarray(json.dumps(fs.meta, sort_keys=True, default=str)),
              skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)),
-             rescaled=np.asarray(json.dumps(fs.rescaled, sort_keys=True)))
+             rescaled=np.asarray(json.dumps(fs.rescaled, sort_keys=True)), **more)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -112,7 +104,8 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
     with np.load(path, allow_pickle=False) as z:
         fs = FeatureSet(items=[str(x) for x in z["items"]], features=z["features"],
                         meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])),
-                        rescaled=json.loads(str(z["rescaled"])) if "rescaled" in z else {})
+                        rescaled=json.loads(str(z["rescaled"])) if "rescaled" in z else {},
+                        extra={k: z[k] for k in ("item_digests",) if k in z.files})
     if expect is not None:
         check_meta(fs.meta, expect, path)
     return fs

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.fileio import atomic_write_with
 from crossgap_jax.models.preprocess import center_crop, resize_shortest_side
 from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
 
@@ -232,8 +233,5 @@ def coop_data(name: str, root: str | None, split: str, image_size: int, *,
             images = z["images"]
     else:
         images = _load_image_split(s, image_size, progress)
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.part.npz"
-        np.savez(tmp, images=images)
-        os.replace(tmp, path)
+        atomic_write_with(path, lambda f: np.savez(f, images=images))
     return LabelledImages(images, s.labels, tuple(s.classnames), list(s.items), f"{name}/{split}")

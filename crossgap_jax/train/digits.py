@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -25,10 +24,12 @@ import time
 
 import jax
 
+from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.models.bundle import params_sha256
 from crossgap_jax.models.checkpoints import sha256_file
 from crossgap_jax.train.configs import AugmentConfig, TrainConfig
 from crossgap_jax.train.data import DIGIT_HELDOUT_TEMPLATES, DIGIT_TRAIN_TEMPLATES, digits_data
-from crossgap_jax.train.trainer import params_sha256, train
+from crossgap_jax.train.trainer import train
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 CHECKPOINT_NAME = "demo_digits.safetensors"
@@ -107,8 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     card["params_sha256"] = params_sha256(result.clip.params)
     card["size_bytes"] = os.path.getsize(result.checkpoint)
     card["wall_seconds"] = round(time.time() - t0, 1)
-    with open(os.path.join(a.out, CARD_NAME), "w") as f:
-        json.dump(card, f, indent=1)
+    atomic_write_json(os.path.join(a.out, CARD_NAME), card, indent=1, sort_keys=False)
     print(f"wrote {result.checkpoint} ({card['size_bytes'] / 1e6:.1f} MB) and "
           f"{os.path.join(a.out, CARD_NAME)}")
     return card

@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 
+from crossgap_jax.fileio import atomic_write_json, atomic_write_text, ensure_dir
 from crossgap_jax.train.configs import VARIANT_DESCRIPTIONS, VARIANTS, AugmentConfig, TrainConfig
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -116,9 +117,7 @@ def run_variant(variant: str, train_set, test_set, work_dir: str, *, steps: int,
            "eval_seconds": time.time() - t0, "eval_settings": _jsonable(eval_settings),
            "eval_version": EVAL_VERSION,
            "results": res}
-    os.makedirs(d, exist_ok=True)
-    with open(res_path, "w") as f:
-        json.dump(out, f, indent=1)
+    atomic_write_json(res_path, out, indent=1, sort_keys=False)
     return out
 
 
@@ -281,8 +280,7 @@ def write_report(runs: dict[str, dict], path: str, figure: str, *, command: str,
     L += _demo_section()
     L += REPRODUCE
     text = "\n".join(L) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    atomic_write_text(path, text)
     return text
 
 
@@ -515,13 +513,13 @@ def main(argv: list[str] | None = None) -> dict:
                               eval_settings=ev, retrain=a.retrain, reeval=a.reeval,
                               progress=not a.no_progress)
     out_dir = os.path.dirname(os.path.abspath(a.out))
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_dir(out_dir)
     stem = os.path.splitext(os.path.basename(a.out))[0]
     fig = plot_claims({v: runs[v]["results"] for v in runs},
                       os.path.join(out_dir, f"{stem}_caltech101.png"),
                       title="Caltech101 (CoOp test vs train), CLIPs trained here")
-    with open(os.path.join(out_dir, f"{stem}_caltech101.json"), "w") as f:
-        json.dump(runs, f, indent=1)
+    atomic_write_json(os.path.join(out_dir, f"{stem}_caltech101.json"), runs, indent=1,
+                      sort_keys=False)
     cmd = "python -m crossgap_jax.train.experiment " + " ".join(
         x for x in (sys.argv[1:] if argv is None else argv) if x != "--no-progress")
     data_desc = (f"Caltech101, CoOp split (`split_zhou_Caltech101.json`): train "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from crossgap_jax.fileio import save_figure
 from crossgap_jax.train.evaluate import claim_verdicts
 
 
@@ -120,6 +121,6 @@ def plot_claims(results: Mapping[str, Mapping[str, Any]], path: str, title: str 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

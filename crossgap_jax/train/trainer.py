@@ -36,8 +36,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir
 from crossgap_jax.models import clip as clip_lib
-from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
 from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
@@ -118,24 +119,6 @@ def image_trunk_and_embedding(params: Any, pixels: jax.Array, config: CLIPConfig
     tower = clip_lib.VisionTransformer(config.replace(embed_dim=width))
     pooled = tower.apply({"params": visual}, pixels)
     return pooled, pooled @ params["visual"]["proj"]
-
-
-def params_sha256(params: Any) -> str:
-    """Content hash of a params pytree (float32 bytes in sorted ``/``-joined key order).
-
-    Unlike a file hash it does not depend on how the checkpoint file was serialised, so two
-    runs of the same training command can be compared with it.
-    """
-    import hashlib
-
-    import flax.traverse_util as traverse_util
-
-    flat = traverse_util.flatten_dict(dict(params), sep="/")
-    h = hashlib.sha256()
-    for k in sorted(flat):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
-    return h.hexdigest()
 
 
 def _decay_mask(params: Any) -> Any:
@@ -296,9 +279,7 @@ def save_train_state(path: str, params: Any, opt_state: Any, step: int, history:
     arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     arrays["meta"] = np.frombuffer(json.dumps(
         {"step": step, "history": history, "config": cfg.to_dict()}).encode(), np.uint8)
-    tmp = f"{path}.{os.getpid()}.part.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def load_train_state(path: str, params: Any, opt_state: Any, cfg: TrainConfig):
@@ -399,7 +380,7 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
         bar.update(1)
         if out_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done < cfg.steps:
-            os.makedirs(out_dir, exist_ok=True)
+            ensure_dir(out_dir)
             save_train_state(_state_path(out_dir), params, opt_state, done, history, cfg)
     bar.close()
     # The SLIP head (variant b) is a training device only: the model is the CLIP.
@@ -410,7 +391,7 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
                                       "train_config": cfg.to_dict()})
     ckpt = None
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
+        ensure_dir(out_dir)
         meta = {"train_config": cfg.to_dict(), "templates": list(templates),
                 "data": data.name, "num_train_images": len(data),
                 # No wall-clock entries: the same run must give the same file bytes.
@@ -418,9 +399,9 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
                           if k != "seconds"},
                 **(metadata or {})}
         ckpt = save_native(os.path.join(out_dir, checkpoint_name), config, params, meta)
-        with open(os.path.join(out_dir, "history.json"), "w") as f:
-            json.dump({"config": cfg.to_dict(), "history": history, "seconds": seconds}, f,
-                      indent=1)
+        atomic_write_json(os.path.join(out_dir, "history.json"),
+                          {"config": cfg.to_dict(), "history": history, "seconds": seconds},
+                          indent=1, sort_keys=False)
         if os.path.isfile(_state_path(out_dir)):
             os.remove(_state_path(out_dir))
     return TrainResult(clip, cfg, history, seconds, ckpt)
