@@ -74,7 +74,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "data/summarized_texts): use their LLM summaries as gallery texts "
                         "(IMDB, 20 Newsgroups, NanoBEIR) and their 20 Newsgroups queries")
     g.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (multi-host runs)")
+                   help="call jax.distributed.initialize() (multi-host runs; on TPU pods and "
+                        "SLURM/Open MPI clusters the three options below are detected)")
+    g.add_argument("--coordinator-address", default=None,
+                   help="host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", type=int, default=None,
+                   help="processes in the run (default $CROSSGAP_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="this process, 0..num-processes-1 (default $CROSSGAP_PROCESS_ID)")
     c = p.add_argument_group("compatibility switches (docs/fidelity.md)")
     c.add_argument("--metric-variant", default="standard", choices=["standard", "authors"],
                    help="standard: the metric definitions; authors: the authors' code (mAP@R "
@@ -91,13 +98,35 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         o.add_argument("--" + key.replace("_", "-"), dest=key, default=None)
 
 
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the options, else the environment, else JAX's
+    cluster detection (TPU pods, SLURM, Open MPI)."""
+    import jax
+
+    def env_int(name: str) -> int | None:
+        v = os.environ.get(name)
+        if v is None or v.strip() == "":
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError(f"${name} must be an integer, got {v!r}") from None
+
+    num = args.num_processes if args.num_processes is not None else env_int(
+        "CROSSGAP_NUM_PROCESSES")
+    pid = args.process_id if args.process_id is not None else env_int("CROSSGAP_PROCESS_ID")
+    if num is not None and pid is not None and not 0 <= pid < num:
+        raise ValueError(f"--process-id must be in 0..{num - 1} (--num-processes {num}), "
+                         f"got {pid}")
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=num, process_id=pid)
+
+
 def _make_run(args, record_steps: Sequence[int] = ()):
     from crossgap_jax.pipeline.run import make_run
 
     if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+        _init_distributed(args)
     cfg = get_preset(args.preset, **{k: getattr(args, k) for k in _OVERRIDES},
                      isoclip_k=getattr(args, "isoclip_k", None))
     run_dir = args.run_dir or os.path.join("results", args.preset)
@@ -219,6 +248,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from crossgap_jax.bench import full_settings, run_bench, smoke_settings
+
+    run_bench(smoke_settings() if args.smoke else full_settings(), out_dir=args.out_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossgap-jax", description=__doc__.split("\n")[0])
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
@@ -228,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results/demo")
     s.add_argument("--quick", action="store_true", help="fewer items and steps")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("bench", help="JAX vs the authors' PyTorch on this device "
+                                     "(docs/performance.md)")
+    s.add_argument("--smoke", action="store_true", help="tiny sizes (CI, any CPU, < 1 min)")
+    s.add_argument("--out-dir", default=os.path.join("benchmarks", "results"),
+                   help="where bench-<backend>[-smoke].json goes")
+    s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("list", help="presets, architectures, datasets found")
     s.add_argument("--data-root", default=None)

@@ -97,6 +97,7 @@ def test_wrong_root_names_expected_layout(tiny_ckpt, tmp_path, capsys):
     assert "split_zhou_Caltech101.json" in err
 
 
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_classify_and_analyze(tiny_ckpt, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     common = _common(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "30")
@@ -177,6 +178,7 @@ def test_retrieve_isoclip_feature_type(tiny_ckpt, shared_data, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("arch", ["slip-tiny", "siglip-tiny"])
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_reproduce_other_families(arch, shared_data, tmp_path):
     """The pipeline runs every family through the same commands (presets of SigLIP/SLIP)."""
     from family_factories import train_spiece

@@ -590,6 +590,7 @@ def reproduce(run: Run, datasets: Sequence[str]) -> dict:
         atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
         atomic_write_bytes(os.path.join(run.run_dir, "table.md"),
                            results_table(results).encode())
+    _barrier(f"reproduce:{run.run_dir}")  # every process may read the written table
     return results
 
 
