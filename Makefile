@@ -40,6 +40,7 @@ demo: $(BIN)/.runtime
 	$(BIN)/crossgap-jax demo
 
 bench: setup
+	$(BIN)/crossgap-jax bench
 	$(BIN)/python benchmarks/bench_encode.py
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_retrieval.py

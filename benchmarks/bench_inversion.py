@@ -10,8 +10,8 @@ that rate as a fraction of a float32 matmul measured in the same run.
 
 Variants (OTI, text side; OVI, image side):
 
-- ``torch eager``: the paper's loop in eager PyTorch over OpenAI's ``model.py`` (OTI with
-  the full 77-token context), ``tests/inversion_reference.py``; with 1 and with 2 threads
+- ``torch eager``: the paper's loop in eager PyTorch over OpenAI's CLIP architecture (OTI
+  with the full 77-token context), ``crossgap_jax/bench/torch_reference.py``; with 1 and 2 threads
   (on a shared 2-core machine, OpenMP's barriers make 2 threads slower than 1 whenever
   other processes compete for the cores). Speed-ups are against the faster of the two.
 - ``jax op-by-op``: the same step without ``jit`` (every primitive dispatched alone).
@@ -54,6 +54,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from common import environment, format_table, write_results  # noqa: E402
 
+from crossgap_jax.bench import flops  # noqa: E402
+from crossgap_jax.models.configs import get_config  # noqa: E402
+
 TEXT_W, TEXT_L, TEXT_LAYERS, CONTEXT = 512, 12, 12, 77
 VIS_W, VIS_LAYERS, VIS_TOKENS = 768, 12, 50
 EMBED = 512
@@ -64,42 +67,16 @@ MATMUL_SHAPE = (64 * VIS_TOKENS, VIS_W, 4 * VIS_W)  # the OVI MLP matmul at batc
 
 
 # ---------------------------------------------------------------------------------------
-# FLOPs (multiply-add = 2), per example and optimisation step (forward + input gradient)
+# FLOPs (multiply-add = 2), per example and optimisation step: crossgap_jax.bench.flops
 # ---------------------------------------------------------------------------------------
-def transformer_step_flops(width: int, layers: int, queries: int, keys: int,
-                           last_pooled_only: bool = False) -> float:
-    """Forward + backward w.r.t. the inputs only (the weights are frozen).
-
-    Per layer and query position: q/k/v, output and the two MLP matmuls are 24 w^2 FLOPs
-    forward and the same again backward (dX = dY W^T; no dW). Attention: QK^T and PV are
-    2 * 2 * keys * w forward, twice that backward (dQ, dK, dP, dV). Every variant computes
-    the masked scores densely, so ``keys`` is the full key count. With
-    ``last_pooled_only`` the last block computes keys and values of all ``queries``
-    positions but the query, output projection and MLP of one.
-    """
-    def layer(q_rows: int, kv_rows: int) -> float:
-        matmul = 2 * width**2 * (2 * kv_rows + 1 * q_rows + 1 * q_rows + 8 * q_rows)
-        attn = 4 * q_rows * keys * width
-        return 2 * matmul + 3 * attn
-
-    if not last_pooled_only:
-        return float(layers * layer(queries, queries))
-    return float((layers - 1) * layer(queries, queries) + layer(1, queries))
-
-
 def oti_flops(variant: str) -> float:
-    if variant.endswith("prefix cache"):
-        return (transformer_step_flops(TEXT_W, TEXT_LAYERS, TEMPLATE_POS - PLACEHOLDER,
-                                       TEMPLATE_POS, last_pooled_only=True)
-                + 4 * TEXT_W * EMBED)
-    q = TEMPLATE_POS if "truncation" in variant else CONTEXT
-    return transformer_step_flops(TEXT_W, TEXT_LAYERS, q, q) + 4 * TEXT_W * EMBED
+    kind = ("prefix cache" if variant.endswith("prefix cache")
+            else "truncation" if "truncation" in variant else "full")
+    return flops.oti_step_flops(get_config("ViT-B/32"), kind)
 
 
 def ovi_flops(variant: str) -> float:
-    pooled = variant.endswith("CLS only")
-    return (transformer_step_flops(VIS_W, VIS_LAYERS, VIS_TOKENS, VIS_TOKENS, pooled)
-            + 4 * VIS_W * EMBED)
+    return flops.ovi_step_flops(get_config("ViT-B/32"), pooled_only=variant.endswith("CLS only"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,26 +91,9 @@ def _problem(batch: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _jax_clip():
     """ViT-B/32 params drawn with NumPy (fast; no init compile): N(0, 0.02), LN identity."""
-    import jax
+    from crossgap_jax.bench.compare import random_clip
 
-    from crossgap_jax.models import clip as clip_lib
-    from crossgap_jax.models.bundle import CLIP
-    from crossgap_jax.models.configs import get_config
-
-    config = get_config("ViT-B/32")
-    rng = np.random.default_rng(0)
-
-    def draw(path, s):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name:
-            return np.ones(s.shape, np.float32)
-        if "bias" in name:
-            return np.zeros(s.shape, np.float32)
-        return (0.02 * rng.standard_normal(s.shape)).astype(np.float32)
-
-    shapes = clip_lib.param_shapes(config)
-    params = jax.device_put(jax.tree_util.tree_map_with_path(draw, shapes))
-    return CLIP(config, params)
+    return random_clip("ViT-B/32")
 
 
 def _timed_loop(step, n_warm: int, n_timed: int) -> list[float]:
@@ -148,30 +108,23 @@ def _timed_loop(step, n_warm: int, n_timed: int) -> list[float]:
 
 
 def child_torch(method: str, batch: int, n_timed: int, threads: int) -> dict[str, Any]:
+    """The authors' eager loop (full 77-token context), crossgap_jax.bench.torch_reference."""
     import torch
+
+    from crossgap_jax.bench import torch_reference as ref
 
     if threads:
         torch.set_num_threads(threads)
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    import inversion_reference as ref
-
-    model = ref.random_openai_vit_b32(ref.load_openai_clip_file("model"), seed=0)
+    config = get_config("ViT-B/32")
     if method == "oti":
-        ids, p = ref.template_ids(ref.load_openai_clip_file("simple_tokenizer"))
-        fn, width = ref.oti_feature_fn(model, ids, p), TEXT_W
+        fn = ref.oti_feature_fn(config, TEMPLATE_POS, PLACEHOLDER, CONTEXT, "cpu")
+        width = TEXT_W
     else:
-        fn, width = ref.ovi_feature_fn(model), VIS_W
+        fn, width = ref.ovi_feature_fn(config, "cpu"), VIS_W
     targets, init = _problem(batch, width)
     times: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick(i: int) -> None:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-
-    last[0] = time.perf_counter()
-    ref.invert(fn, targets, init, 1 + n_timed, step_callback=tick)
+    ref.invert(fn, torch.from_numpy(targets), torch.from_numpy(init), 1 + n_timed,
+               step_times=times)
     return {"step_times": times[1:], "compile_s": None,
             "threads": torch.get_num_threads()}
 

@@ -218,6 +218,26 @@ OPTIONS: list[Option] = [
          help="call jax.distributed.initialize() (multi-host runs)"),
     _opt("--output", _OUTPUT, default=None, metavar="FILE",
          help="also write the results JSON to FILE"),
+    _opt("--coordinator-address", RUN_COMMANDS, default=None,
+         help="host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)"),
+    _opt("--num-processes", RUN_COMMANDS, type=positive_int, default=None,
+         help="processes in the run (default $CROSSGAP_NUM_PROCESSES)"),
+    _opt("--process-id", RUN_COMMANDS, type=non_negative_int, default=None,
+         help="this process, 0..num-processes-1 (default $CROSSGAP_PROCESS_ID)"),
+    # Compatibility switches (docs/fidelity.md).
+    _opt("--metric-variant", ("retrieve", "reproduce", "analyze"), "compatibility switches",
+         default="standard", choices=["standard", "authors"],
+         help="standard: the metric definitions; authors: the authors' code (mAP@R on "
+              "all-vs-all splits counts R before removing the query; queries without a "
+              "relevant item count as 0)"),
+    _opt("--loss-reduction", _INVERT, "compatibility switches", default="per_example",
+         choices=["per_example", "mean"],
+         help="OTI/OVI objective: per_example (default) or mean (the authors' batch mean "
+              "over consecutive batches of --batch-size items)"),
+    _opt("--revisitop1m", _TASK, "compatibility switches", default="auto",
+         metavar="DIR|auto|none",
+         help="ROxford/RParis +1M distractors: auto (use <data root>/revisitop1m/jpg when it "
+              "exists, as the authors do), none, or the folder"),
     # Preset overrides.
     _opt("--model", RUN_COMMANDS, _OV, default=None,
          help="architecture name (default: the checkpoint's own for native files, else the "
@@ -532,14 +552,36 @@ def validate(args) -> list[tuple[str, dict]]:
 # ---------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the options, else the environment, else JAX's
+    cluster detection (TPU pods, SLURM, Open MPI)."""
+    import jax
+
+    def env_int(name: str) -> int | None:
+        v = os.environ.get(name)
+        if v is None or v.strip() == "":
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError(f"${name} must be an integer, got {v!r}") from None
+
+    num = args.num_processes if args.num_processes is not None else env_int(
+        "CROSSGAP_NUM_PROCESSES")
+    pid = args.process_id if args.process_id is not None else env_int("CROSSGAP_PROCESS_ID")
+    if num is not None and pid is not None and not 0 <= pid < num:
+        raise ValueError(f"--process-id must be in 0..{num - 1} (--num-processes {num}), "
+                         f"got {pid}")
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=num, process_id=pid)
+
+
 def _make_run(args, cfg: dict | None = None, record_steps: Sequence[int] = (),
               data_root: str | None = None):
     from crossgap_jax.pipeline.run import make_run
 
     if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+        _init_distributed(args)
     if cfg is None:
         cfg = args.runs[0][1] if getattr(args, "runs", None) else validate(args)[0][1]
     if data_root is None and isinstance(args.data_root, str):
@@ -552,7 +594,10 @@ def _make_run(args, cfg: dict | None = None, record_steps: Sequence[int] = (),
                        max_gallery=getattr(args, "max_gallery", None),
                        shard_size=getattr(args, "shard_size", 256), tokenizer=args.tokenizer,
                        model_explicit=args.model is not None,
-                       authors_assets=getattr(args, "authors_assets", None))
+                       authors_assets=getattr(args, "authors_assets", None),
+                       metric_variant=getattr(args, "metric_variant", "standard"),
+                       loss_reduction=getattr(args, "loss_reduction", "per_example"),
+                       revisitop1m=getattr(args, "revisitop1m", "auto"))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
@@ -723,6 +768,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from crossgap_jax.bench import full_settings, run_bench, smoke_settings
+
+    run_bench(smoke_settings() if args.smoke else full_settings(), out_dir=args.out_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from crossgap_jax import __version__
 
@@ -741,6 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = parser("demo", "the offline demo on the embedded model and data", cmd_demo)
     s.add_argument("--out", default="results/demo")
     s.add_argument("--quick", action="store_true", help="fewer items and steps")
+
+    s = parser("bench", "JAX vs the authors' PyTorch on this device (docs/performance.md)",
+               cmd_bench)
+    s.add_argument("--smoke", action="store_true", help="tiny sizes (CI, any CPU, < 1 min)")
+    s.add_argument("--out-dir", default=os.path.join("benchmarks", "results"),
+                   help="where bench-<backend>[-smoke].json goes")
 
     s = parser("list", "presets, architectures, pretrained names, datasets found", cmd_list)
     s.add_argument("--data-root", default=None)

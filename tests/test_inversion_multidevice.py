@@ -20,6 +20,9 @@ import textwrap
 
 import pytest
 
+# A subprocess with 8 fake devices compiling every variant: minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 TOL = 1e-5
 
 SCRIPT = textwrap.dedent(r"""

@@ -78,6 +78,7 @@ def _assert_same(a: dict, b: dict) -> None:
     np.testing.assert_array_equal(a["index"], b["index"])
 
 
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_killed_run_resumes_without_loss_or_duplicates(tiny, data, uninterrupted, tmp_path):
     out = str(tmp_path / "killed")
     script = tmp_path / "child.py"

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_counter import CompileCounter
 
 from crossgap_jax.models import bundle as bundle_lib
 from crossgap_jax.models import clip as clip_lib
@@ -88,10 +89,14 @@ def test_ragged_batches_equal_unbatched(model, pixels):
 def test_ragged_last_batch_does_not_recompile(model):
     ids = model.tokenize(TEXTS * 2)  # 12 rows
     model.encode_text(ids[:8], batch_size=4)
-    before = bundle_lib._encode_text_jit._cache_size()
-    model.encode_text(ids[:5], batch_size=4)  # 4 + 1 (padded to 4)
-    model.encode_text(ids[:11], batch_size=4)  # 4 + 4 + 3 (padded)
-    assert bundle_lib._encode_text_jit._cache_size() == before
+    with CompileCounter(bundle_lib._encode_text_jit.__name__) as counter:
+        model.encode_text(ids[:5], batch_size=4)  # 4 + 1 (padded to 4)
+        model.encode_text(ids[:11], batch_size=4)  # 4 + 4 + 3 (padded)
+    assert counter.compiles == 0, counter.logs
+    # Control: a new batch shape is a new program, and the counter sees it.
+    with CompileCounter(bundle_lib._encode_text_jit.__name__) as control:
+        model.encode_text(ids[:9], batch_size=9)  # (9, 77): a shape no other test uses
+    assert control.compiles == 1, control.logs
 
 
 def test_empty_inputs(model):
@@ -134,7 +139,9 @@ def test_eot_is_the_only_pooled_position(model):
 
 def test_pure_functions_jit_vmap_and_pseudo_tokens(model, pixels):
     """The inverter entry points under jit/vmap; replacing the "£" embedding by a word's
-    embedding reproduces that sentence (tiny model; bitwise)."""
+    embedding reproduces that sentence (tiny model). The two sides are different compiled
+    programs (XLA may fuse the embedding lookup differently), so equality is to float32
+    rounding, not bitwise; a control shows the tolerance is far below a real difference."""
     p = model.params
     template = model.tokenize(["a photo of  £ "] * 2)
     real = model.tokenize(["a photo of cat", "a photo of dog"])
@@ -142,14 +149,18 @@ def test_pure_functions_jit_vmap_and_pseudo_tokens(model, pixels):
     emb = model.fns.embed_tokens(p, jnp.asarray(template))
     emb = emb.at[:, 4].set(p["token_embedding"]["embedding"][jnp.asarray(real[:, 4])])
     enc = jax.jit(model.fns.encode_text_embeddings)
-    np.testing.assert_array_equal(np.asarray(enc(p, emb, jnp.asarray(eot))),
-                                  np.asarray(jax.jit(model.fns.encode_text)(
-                                      p, jnp.asarray(real), jnp.asarray(eot))))
+    direct = np.asarray(jax.jit(model.fns.encode_text)(p, jnp.asarray(real), jnp.asarray(eot)))
+    np.testing.assert_allclose(np.asarray(enc(p, emb, jnp.asarray(eot))), direct,
+                               rtol=1e-5, atol=1e-6)
+    plain = np.asarray(enc(p, model.fns.embed_tokens(p, jnp.asarray(template)),
+                           jnp.asarray(eot)))
+    assert np.abs(plain - direct).max() > 1e-3  # the control: the template's own feature
     # vmap over examples = batch.
     one = functools.partial(enc, p)
     per = jax.vmap(lambda e, i: one(e[None], i[None])[0])(emb, jnp.asarray(eot))
     np.testing.assert_allclose(np.asarray(per), np.asarray(enc(p, emb, jnp.asarray(eot))),
                                rtol=1e-5, atol=1e-6)
     tokens = model.fns.embed_image_patches(p, jnp.asarray(pixels))
-    np.testing.assert_array_equal(np.asarray(model.fns.encode_image_tokens(p, tokens)),
-                                  np.asarray(model.fns.encode_image(p, jnp.asarray(pixels))))
+    np.testing.assert_allclose(np.asarray(model.fns.encode_image_tokens(p, tokens)),
+                               np.asarray(model.fns.encode_image(p, jnp.asarray(pixels))),
+                               rtol=1e-5, atol=1e-6)

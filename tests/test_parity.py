@@ -133,7 +133,8 @@ def _jit(name, config, dtype=jnp.float32):
 @b32
 def test_pseudo_token_replacement_reproduces_encode_text(b32_openai):
     """The OTI template with the "£" embedding replaced by the embedding of a real word
-    gives exactly that sentence's feature (bitwise: the same computation)."""
+    gives that sentence's feature (the same arithmetic in two compiled programs: equal to
+    float32 rounding; the template's own feature, the control, differs by > 1e-2)."""
     config, params = b32_openai["config"], b32_openai["params"]
     tok = get_tokenizer()
     template = tok(["a photo of  £ "] * 3)
@@ -148,7 +149,8 @@ def test_pseudo_token_replacement_reproduces_encode_text(b32_openai):
     emb = emb.at[:, 4].set(word_emb)
     pseudo = _jit("encode_text_embeddings", config)(params, emb, jnp.asarray(eot))
     direct = _jit("encode_text", config)(params, jnp.asarray(real), jnp.asarray(eot))
-    np.testing.assert_array_equal(np.asarray(pseudo), np.asarray(direct))
+    # two compiled programs (lookup fused differently): float32 rounding, not bitwise
+    assert F.max_rel_err(pseudo, direct) <= 1e-5
     # And it is not trivially equal: the template's own feature differs.
     plain = _jit("encode_text", config)(params, jnp.asarray(template), jnp.asarray(eot))
     assert F.max_rel_err(plain, direct) > 1e-2

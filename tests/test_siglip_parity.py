@@ -24,6 +24,9 @@ from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.convert_siglip import hf_state_dict_to_params, params_to_big_vision
 
 torch = pytest.importorskip("torch")
+
+# Real-size models (~100M-340M parameters): minutes on a 2-core CPU, outside `make test-fast`.
+pytestmark = pytest.mark.slow
 pytest.importorskip("transformers")
 
 RTOL = 1e-4

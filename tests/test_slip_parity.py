@@ -24,6 +24,9 @@ from crossgap_jax.models.configs import get_config
 
 torch = pytest.importorskip("torch")
 
+# Real-size models (~100M-340M parameters): minutes on a 2-core CPU, outside `make test-fast`.
+pytestmark = pytest.mark.slow
+
 RTOL = 1e-4
 
 

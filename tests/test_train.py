@@ -147,6 +147,7 @@ def _steps(cfg, params, batch, n):
     return params, m
 
 
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_training_lowers_the_loss_on_a_tiny_batch():
     cfg = tiny_cfg(steps=40, augment=AugmentConfig(crop_scale=(0.9, 1.0), flip=False,
                                                    brightness=0.0, contrast=0.0))
@@ -160,6 +161,7 @@ def test_training_lowers_the_loss_on_a_tiny_batch():
     assert np.isfinite(after) and after < before - 0.1, (before, after)
 
 
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_variant_c_keeps_temperature_at_one():
     cfg = tiny_cfg(variant="clip-t1")
     res = train(cfg, tiny_data(), TEMPLATES, progress=False)
@@ -170,6 +172,7 @@ def test_variant_c_keeps_temperature_at_one():
     assert float(res_a.clip.params["logit_scale"]) != pytest.approx(np.log(1 / 0.07), abs=1e-7)
 
 
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_intra_term_is_used_only_in_variant_b():
     data = tiny_data()
     key = jax.random.PRNGKey(0)
@@ -189,6 +192,7 @@ def test_intra_term_is_used_only_in_variant_b():
     assert not np.allclose(k_a, k_b)
 
 
+@pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_slip_variant_uses_a_head_over_the_trunk():
     from crossgap_jax.models import clip as clip_lib
     from crossgap_jax.train.trainer import image_trunk_and_embedding, init_head

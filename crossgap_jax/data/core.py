@@ -9,15 +9,18 @@ query split with a gallery split and says what "relevant" means.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
+import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from crossgap_jax.models.preprocess import ImageDecodeError, load_image, to_rgb
 
@@ -87,7 +90,60 @@ def _target_dims(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
+log = logging.getLogger(__name__)
+_TRUNCATED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _load_truncated_images():
+    """PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` set for the duration (a module flag: one
+    thread at a time; threads decoding meanwhile may also tolerate truncation, which is the
+    default behaviour anyway)."""
+    with _TRUNCATED_LOCK:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def open_image(
+    source: str | os.PathLike | bytes,
+    *,
+    draft_size: int | None = None,
+    draft_margin: float = 2.0,
+    name: str | None = None,
+    truncated: str = "decode",
+) -> Image.Image:
+    """Open and fully decode an image (file path or encoded bytes) as RGB.
+
+    ``truncated``: what to do with a file PIL refuses as truncated or broken. ``"decode"``
+    (default, what the paper authors' code does: PIL's ``LOAD_TRUNCATED_IMAGES``, the
+    missing part left grey; logged as a warning) or ``"error"`` (raise
+    :class:`ImageDecodeError`, which the batch loader skips and counts with
+    ``on_error="skip"``). A file that cannot be decoded even so is an
+    :class:`ImageDecodeError` either way. Other arguments: see :func:`_open_image`.
+    """
+    if truncated not in ("decode", "error"):
+        raise ValueError(f"truncated must be 'decode' or 'error', got {truncated!r}")
+    kw = dict(draft_size=draft_size, draft_margin=draft_margin, name=name)
+    try:
+        return _open_image(source, **kw)
+    except ImageDecodeError as e:
+        if truncated == "error":
+            raise
+        first = e
+    with _load_truncated_images():
+        try:
+            img = _open_image(source, **kw)
+        except ImageDecodeError:
+            raise first from None
+    log.warning("%s; decoded anyway, as PIL's LOAD_TRUNCATED_IMAGES does", first)
+    return img
+
+
+def _open_image(
     source: str | os.PathLike | bytes,
     *,
     draft_size: int | None = None,

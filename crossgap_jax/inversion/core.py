@@ -10,8 +10,10 @@ Per-example objective vs the authors' batch mean: the authors minimise
 ``mean_i (1 - cos_i)``, whose gradient w.r.t. example i's tokens is ``grad_i / B``. Adam
 is invariant to a constant gradient scale except through ``eps``: with the mean,
 ``eps`` acts like ``B * eps`` on the per-example gradient. With eps = 1e-8 the two agree
-to ~1e-3 relative in the first steps at batch 4 and are identical at batch 1. We use the
-per-example loss so that an example's result never depends on what else is in its batch.
+to ~1e-3 relative in the first steps at batch 4 and are identical at batch 1. By default
+we use the per-example loss so that an example's result never depends on what else is in
+its batch; :func:`run_inversion`'s traced ``weights`` reproduce the batch mean exactly
+(weight ``1 / B`` on the B real rows, 0 on padding rows; see :func:`loss_weights`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,33 @@ def make_optimizer(h: HParams) -> optax.GradientTransformation:
                        weight_decay=h.weight_decay)
 
 
+LOSS_REDUCTIONS = ("per_example", "mean")
+
+
+def loss_weights(num_real: int, num_rows: int, reduction: str = "per_example") -> jax.Array:
+    """Per-row weights of the objective ``sum_i w_i (1 - cos_i)`` of one compiled batch.
+
+    Args:
+        num_real: rows holding real examples (the first ``num_real``; 1..num_rows).
+        num_rows: rows of the compiled batch (real + padding).
+        reduction: ``"per_example"`` (w = 1 on real rows: each example's gradient is its own)
+            or ``"mean"`` (w = 1 / num_real: the gradient of the authors' batch mean
+            ``(1/B) sum_i (1 - cos_i)`` over the B = ``num_real`` real examples).
+
+    Returns:
+        ``(num_rows,)`` float32; padding rows get 0 (they never influence anything).
+
+    Raises:
+        ValueError: unknown ``reduction`` or ``num_real`` outside ``1..num_rows``.
+    """
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
+    if not 1 <= num_real <= num_rows:
+        raise ValueError(f"num_real must be in 1..{num_rows}, got {num_real}")
+    w = 1.0 if reduction == "per_example" else 1.0 / num_real
+    return jnp.asarray([w] * num_real + [0.0] * (num_rows - num_real), jnp.float32)
+
+
 def cosine_loss(features: jax.Array, targets: jax.Array) -> jax.Array:
     """Per-example ``1 - cos(features, targets)``: ``(N, D), (N, D) -> (N,)``.
 
@@ -72,6 +101,7 @@ def run_inversion(
     hparams: HParams,
     steps: int,
     record_steps: Sequence[int] = (),
+    weights: jax.Array | None = None,
 ) -> RawInversion:
     """Optimise pseudo tokens; call under ``jit`` (``steps``/``record_steps`` static).
 
@@ -83,13 +113,16 @@ def run_inversion(
         steps: number of optimisation steps (static).
         record_steps: sorted step counts (each in ``1..steps``) after which tokens and
             features are snapshotted (static).
+        weights: ``(N,)`` traced per-example weights of the objective ``sum_i w_i (1 - cos_i)``
+            (:func:`loss_weights`; ``None``: all 1, the per-example objective). Traced, so
+            the per-example and batch-mean objectives and ragged batches share one program.
 
     Returns:
         :class:`RawInversion`.
     """
     tx = make_optimizer(hparams)
     record_steps = tuple(sorted(set(int(s) for s in record_steps)))
-    one_step = _make_step(features_fn, targets, tx)
+    one_step = _make_step(features_fn, targets, tx, weights)
 
     def step(carry, _):
         return one_step(carry)
@@ -124,15 +157,18 @@ def run_inversion(
 
 
 def _make_step(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
-               tx: optax.GradientTransformation) -> Callable:
+               tx: optax.GradientTransformation, weights: jax.Array | None = None) -> Callable:
     """One AdamW step ``(tokens, opt_state) -> ((tokens, opt_state), losses (N,))``: the same
-    computation in the single-program loop and in the chunked one (bit-identical results)."""
+    computation in the single-program loop and in the chunked one (bit-identical results).
+    ``weights``: see :func:`run_inversion`."""
+    w = jnp.ones(targets.shape[:1], jnp.float32) if weights is None else weights
 
     def total_loss(tokens):
         losses = cosine_loss(features_fn(tokens), targets)
-        # Sum of independent per-example losses: its gradient w.r.t. example i's tokens is
-        # exactly that example's own gradient.
-        return jnp.sum(losses), losses
+        # Weighted sum of independent per-example losses: its gradient w.r.t. example i's
+        # tokens is w_i times that example's own gradient (w_i = 1: per-example; 1/B: the
+        # gradient of the batch mean, as PyTorch's mean reduction backpropagates it).
+        return jnp.sum(w * losses), losses
 
     def step(carry):
         tokens, opt_state = carry
@@ -175,17 +211,18 @@ def init_chunk_state(init: jax.Array, steps: int, num_records: int) -> ChunkStat
 
 def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
               hparams: HParams, state: ChunkState, start: jax.Array, count: jax.Array,
-              record_steps: Sequence[int] = ()) -> ChunkState:
+              record_steps: Sequence[int] = (), weights: jax.Array | None = None
+              ) -> ChunkState:
     """Steps ``start + 1 .. start + count`` of :func:`run_inversion`; call under ``jit``.
 
     ``start`` and ``count`` are traced (one compiled program serves every chunk length);
     ``record_steps`` is static. Each step is the same computation as in
     :func:`run_inversion`; losses go to column ``start + j`` of ``state.losses`` and the
     tokens after a record step to its slot of ``state.snapshots``, so running ``0..steps`` in any
-    chunks gives the single program's results.
+    chunks gives the single program's results. ``weights``: see :func:`run_inversion`.
     """
     tx = make_optimizer(hparams)
-    one_step = _make_step(features_fn, targets, tx)
+    one_step = _make_step(features_fn, targets, tx, weights)
     record_steps = tuple(sorted(set(int(s) for s in record_steps)))
 
     def body(j, st):

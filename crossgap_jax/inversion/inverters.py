@@ -32,6 +32,7 @@ from crossgap_jax.inversion.core import (
     RawInversion,
     finish_chunks,
     init_chunk_state,
+    loss_weights,
     normal_init,
     run_chunk,
     run_inversion,
@@ -132,7 +133,8 @@ def oti_features_cached(params: Any, tokens: jax.Array, kv: shortcuts.KV,
 @functools.partial(jax.jit, static_argnames=("config", "placeholder_index", "eot_index",
                                              "steps", "record_steps", "dtype", "cache_prefix"))
 def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: jax.Array,
-           hparams: HParams, *, config: CLIPConfig, placeholder_index: int, eot_index: int,
+           hparams: HParams, weights: jax.Array | None = None, *, config: CLIPConfig,
+           placeholder_index: int, eot_index: int,
            steps: int = 150, record_steps: tuple[int, ...] = (),
            dtype: Any = jnp.float32, cache_prefix: bool = True) -> RawInversion:
     """The whole OTI optimisation as one compiled program.
@@ -144,6 +146,8 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
         base_embeddings: ``(L, text_width)`` template token embeddings (see
             :func:`prepare_template`).
         hparams: :class:`HParams` of traced scalars.
+        weights: ``(N,)`` traced objective weights (see
+            :func:`~crossgap_jax.inversion.core.loss_weights`; ``None``: per-example).
         cache_prefix: compute the template positions before the placeholder once per call
             instead of in every step (exact for the causal CLIP text tower; ignored for
             other families, see :mod:`~crossgap_jax.inversion.shortcuts`); this path also
@@ -154,7 +158,7 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
     """
     fn = _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
                           cache_prefix)
-    return run_inversion(fn, targets, init, hparams, steps, record_steps)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps, weights)
 
 
 def _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
@@ -178,11 +182,12 @@ _OTI_STATIC = ("config", "placeholder_index", "eot_index", "record_steps", "dtyp
 
 
 @functools.partial(jax.jit, static_argnames=_OTI_STATIC)
-def _oti_chunk(params, targets, state, start, count, base_embeddings, hparams, *, config,
-               placeholder_index, eot_index, record_steps, dtype, cache_prefix) -> ChunkState:
+def _oti_chunk(params, targets, state, start, count, base_embeddings, hparams, weights, *,
+               config, placeholder_index, eot_index, record_steps, dtype, cache_prefix
+               ) -> ChunkState:
     fn = _oti_features_fn(params, base_embeddings, config, placeholder_index, eot_index, dtype,
                           cache_prefix)
-    return run_chunk(fn, targets, hparams, state, start, count, record_steps)
+    return run_chunk(fn, targets, hparams, state, start, count, record_steps, weights)
 
 
 @functools.partial(jax.jit, static_argnames=(*_OTI_STATIC, "steps"))
@@ -195,7 +200,8 @@ def _oti_finish(params, state, base_embeddings, *, config, placeholder_index, eo
 
 @functools.partial(jax.jit, static_argnames=("config", "steps", "record_steps", "dtype",
                                              "pooled_only"))
-def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams, *,
+def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams,
+           weights: jax.Array | None = None, *,
            config: CLIPConfig, steps: int = 1000, record_steps: tuple[int, ...] = (),
            dtype: Any = jnp.float32, pooled_only: bool = True) -> RawInversion:
     """The whole OVI optimisation as one compiled program.
@@ -212,18 +218,18 @@ def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams, *
     """
     fn = functools.partial(ovi_features, params, config=config, dtype=dtype,
                            pooled_only=pooled_only)
-    return run_inversion(fn, targets, init, hparams, steps, record_steps)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps, weights)
 
 
 _OVI_STATIC = ("config", "record_steps", "dtype", "pooled_only")
 
 
 @functools.partial(jax.jit, static_argnames=_OVI_STATIC)
-def _ovi_chunk(params, targets, state, start, count, hparams, *, config, record_steps, dtype,
-               pooled_only) -> ChunkState:
+def _ovi_chunk(params, targets, state, start, count, hparams, weights, *, config, record_steps,
+               dtype, pooled_only) -> ChunkState:
     fn = functools.partial(ovi_features, params, config=config, dtype=dtype,
                            pooled_only=pooled_only)
-    return run_chunk(fn, targets, hparams, state, start, count, record_steps)
+    return run_chunk(fn, targets, hparams, state, start, count, record_steps, weights)
 
 
 @functools.partial(jax.jit, static_argnames=(*_OVI_STATIC, "steps"))
@@ -411,8 +417,8 @@ _init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
 def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, int],
            init: Any, seed: int, batch_size: int, steps: int, record_steps: tuple[int, ...],
            devices: Sequence[jax.Device] | None, progress: bool | None, on_nonfinite: str,
-           hparams: dict, params: Any, consts: Any, chunked: tuple | None = None
-           ) -> InversionResult:
+           hparams: dict, params: Any, consts: Any, chunked: tuple | None = None,
+           loss_reduction: str = "per_example", pad_to: int | None = None) -> InversionResult:
     if on_nonfinite not in ("warn", "raise"):
         raise ValueError(f"on_nonfinite must be 'warn' or 'raise', got {on_nonfinite!r}")
     t0 = time.perf_counter()
@@ -428,8 +434,14 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
     if mesh is not None and n_dev == 1:
         mesh = None
     # One fixed batch shape per call: no recompilation for a ragged last batch, and a
-    # second call with the same N / batch_size reuses the compiled program.
-    bsz = shd.round_up(min(batch_size, n), n_dev)
+    # second call with the same N / batch_size reuses the compiled program. ``pad_to``
+    # keeps that shape for a call with fewer than ``batch_size`` examples.
+    loss_weights(1, 1, loss_reduction)  # validates the name
+    bsz = shd.round_up(min(batch_size, max(n, int(pad_to or 0))), n_dev)
+    # Real examples per batch: the whole compiled batch for the per-example objective; for
+    # the authors' batch mean exactly ``batch_size`` (the batch composition is part of the
+    # objective), the rows up to the device-count multiple being weight-0 padding.
+    step = bsz if loss_reduction == "per_example" else min(batch_size, n)
     # Everything the program reads besides the examples (params, template embeddings,
     # hyper-parameters) goes to the same devices as the examples: replicated over the mesh,
     # or onto the one device asked for (arrays committed elsewhere would make jit refuse).
@@ -440,7 +452,7 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
     key = jax.random.PRNGKey(seed)
     outs: dict[str, list[np.ndarray]] = {k: [] for k in (
         "tokens", "features", "losses", "rec_tokens", "rec_features")}
-    starts = range(0, n, bsz)
+    starts = range(0, n, step)
     show = progress if progress is not None else len(starts) > 1
     # With a bar, each batch runs as chunks of one compiled loop (``chunked``: the chunk and
     # finish programs) and the bar counts steps; without, as one program per batch.
@@ -449,7 +461,7 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
     batches = starts if bar is not None else tqdm(starts, desc=kind.upper(), unit="batch",
                                                   disable=not show)
     for start in batches:
-        stop = min(start + bsz, n)
+        stop = min(start + step, n)
         idx = np.arange(start, stop)
         if init is None:
             x0 = np.asarray(_init_jit(key, jnp.asarray(_pad_rows(idx, bsz)), shape=token_shape,
@@ -457,17 +469,18 @@ def _drive(kind: str, run_batch, targets: np.ndarray, token_shape: tuple[int, in
         else:
             x0 = _pad_rows(init[start:stop], bsz)
         t = _pad_rows(targets[start:stop], bsz)
+        w = np.asarray(loss_weights(stop - start, bsz, loss_reduction))
         if mesh is not None:
-            t, x0 = shd.shard_examples((t, x0), mesh)
+            t, x0, w = shd.shard_examples((t, x0, w), mesh)
         elif devices is not None:
-            t, x0 = jax.device_put((t, x0), devices[0])
+            t, x0, w = jax.device_put((t, x0, w), devices[0])
         if bar is not None:
             raw = run_batch_chunked(
-                functools.partial(chunked[0], params, consts, t),
+                functools.partial(chunked[0], params, consts, t, w),
                 functools.partial(chunked[1], params, consts), x0, steps, len(record_steps),
                 bar.update)
         else:
-            raw = run_batch(params, consts, t, x0)
+            raw = run_batch(params, consts, t, x0, w)
         m = stop - start
         outs["tokens"].append(np.asarray(raw.tokens)[:m])
         outs["features"].append(np.asarray(raw.features)[:m])
@@ -505,7 +518,8 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
         record_steps: Sequence[int] = (), *, batch_size: int = 64, truncate: bool = True,
         cache_prefix: bool = True, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         devices: Sequence[jax.Device] | None = None, progress: bool | None = None,
-        on_nonfinite: str = "warn") -> InversionResult:
+        on_nonfinite: str = "warn", loss_reduction: str = "per_example",
+        pad_to: int | None = None) -> InversionResult:
     """Optimization-based Textual Inversion: image features -> pseudo word tokens.
 
     Args:
@@ -530,10 +544,18 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
             :data:`PROGRESS_SECONDS`; no recompilation, bit-identical results).
         on_nonfinite: ``"warn"`` (report indices, flag in ``result.nonfinite``) or
             ``"raise"``.
+        loss_reduction: ``"per_example"`` (default: each example minimises its own
+            ``1 - cos``, independent of its batch) or ``"mean"`` (the authors' objective:
+            the mean of ``1 - cos`` over consecutive batches of exactly ``batch_size``
+            examples in input order, the last one ragged; under Adam this acts as
+            ``eps -> B * eps`` per batch). See docs/fidelity.md.
+        pad_to: compile for batches of ``min(batch_size, pad_to)`` rows even when N is
+            smaller (weight-0 padding rows; avoids a recompile for a short last chunk).
 
     Returns:
         :class:`InversionResult` with ``pseudo_tokens`` ``(N, R, text_width)``.
     """
+    loss_weights(1, 1, loss_reduction)  # validates the name before any work
     config = clip.config
     record_steps = _validate_steps(steps, record_steps)
     targets = _check_targets(image_features, config.embed_dim, "image_features")
@@ -544,22 +566,23 @@ def oti(clip: Any, image_features: Any, steps: int = 150, num_tokens: int = 1,
     base = family_of(config).embed_tokens(clip.params, jnp.asarray(tpl.ids[:length]),
                                           config=config)
     h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
-    run = lambda p, c, t, x0: oti_fn(p, t, x0, c[0], c[1], config=config,
+    run = lambda p, c, t, x0, w: oti_fn(p, t, x0, c[0], c[1], w, config=config,
                                      placeholder_index=tpl.placeholder_index,
                                      eot_index=tpl.eot_index, steps=steps,
                                      record_steps=record_steps, dtype=clip.dtype,
                                      cache_prefix=cache_prefix)
     hp = dict(method="oti", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
               eps=eps, num_tokens=num_tokens, template=template, truncate=truncate,
-              cache_prefix=cache_prefix, template_text=tpl.text)
+              cache_prefix=cache_prefix, template_text=tpl.text, loss_reduction=loss_reduction)
     static = dict(config=config, placeholder_index=tpl.placeholder_index,
                   eot_index=tpl.eot_index, record_steps=record_steps, dtype=clip.dtype,
                   cache_prefix=cache_prefix)
-    chunked = (lambda p, c, t, st, a, k: _oti_chunk(p, t, st, a, k, c[0], c[1], **static),
+    chunked = (lambda p, c, t, w, st, a, k: _oti_chunk(p, t, st, a, k, c[0], c[1], w,
+                                                       **static),
                lambda p, c, st: _oti_finish(p, st, c[0], steps=steps, **static))
     return _drive("oti", run, targets, (num_tokens, config.text.width), init, seed, batch_size,
                   steps, record_steps, devices, progress, on_nonfinite, hp, clip.params,
-                  (base, h), chunked)
+                  (base, h), chunked, loss_reduction, pad_to)
 
 
 def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
@@ -567,7 +590,8 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
         init: Any = None, record_steps: Sequence[int] = (), *, batch_size: int = 64,
         pooled_only: bool = True, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         devices: Sequence[jax.Device] | None = None, progress: bool | None = None,
-        on_nonfinite: str = "warn") -> InversionResult:
+        on_nonfinite: str = "warn", loss_reduction: str = "per_example",
+        pad_to: int | None = None) -> InversionResult:
     """Optimization-based Visual Inversion: text features -> pseudo patch tokens.
 
     Args:
@@ -582,21 +606,23 @@ def ovi(clip: Any, text_features: Any, steps: int = 1000, num_tokens: int = 1,
     Returns:
         :class:`InversionResult` with ``pseudo_tokens`` ``(N, P, vision_width)``.
     """
+    loss_weights(1, 1, loss_reduction)  # validates the name before any work
     config = clip.config
     record_steps = _validate_steps(steps, record_steps)
     targets = _check_targets(text_features, config.embed_dim, "text_features")
     if not 1 <= num_tokens <= config.vision.num_patches:
         raise ValueError(f"num_tokens must be in 1..{config.vision.num_patches}, got {num_tokens}")
     h = HParams(learning_rate, weight_decay, b1, b2, eps).as_arrays()
-    run = lambda p, c, t, x0: ovi_fn(p, t, x0, c, config=config, steps=steps,
+    run = lambda p, c, t, x0, w: ovi_fn(p, t, x0, c, w, config=config, steps=steps,
                                      record_steps=record_steps, dtype=clip.dtype,
                                      pooled_only=pooled_only)
     hp = dict(method="ovi", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2,
-              eps=eps, num_tokens=num_tokens, pooled_only=pooled_only)
+              eps=eps, num_tokens=num_tokens, pooled_only=pooled_only,
+              loss_reduction=loss_reduction)
     static = dict(config=config, record_steps=record_steps, dtype=clip.dtype,
                   pooled_only=pooled_only)
-    chunked = (lambda p, c, t, st, a, k: _ovi_chunk(p, t, st, a, k, c, **static),
+    chunked = (lambda p, c, t, w, st, a, k: _ovi_chunk(p, t, st, a, k, c, w, **static),
                lambda p, c, st: _ovi_finish(p, st, steps=steps, **static))
     return _drive("ovi", run, targets, (num_tokens, config.vision.width), init, seed, batch_size,
                   steps, record_steps, devices, progress, on_nonfinite, hp, clip.params, h,
-                  chunked)
+                  chunked, loss_reduction, pad_to)

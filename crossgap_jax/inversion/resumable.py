@@ -71,7 +71,7 @@ SHARD_GLOB = "shard-*.npz"
 # Arguments of oti/ovi that change how the result is computed but not (beyond float
 # rounding) what it is: they may differ between a run and its restart.
 EXECUTION_OPTIONS = ("batch_size", "truncate", "cache_prefix", "pooled_only", "devices",
-                     "progress", "on_nonfinite")
+                     "progress", "on_nonfinite", "pad_to")
 ARRAY_KEYS = ("index", "targets", "pseudo_tokens", "features", "losses", "recorded_tokens",
               "recorded_features", "nonfinite")
 
@@ -138,6 +138,12 @@ def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any]
         (ex if name in EXECUTION_OPTIONS else hp)[name] = value
     hp["record_steps"] = sorted({int(s) for s in hp["record_steps"]})
     hp["method"] = method
+    if hp.get("loss_reduction") == "per_example":
+        del hp["loss_reduction"]  # the default: manifests of earlier runs stay valid
+    elif hp.get("loss_reduction") == "mean":
+        # The authors' batch-mean objective couples the examples of a batch: the batch
+        # size is then part of what is computed, not an execution option.
+        hp["batch_size"] = int(ex["batch_size"])
     return _jsonable(hp), ex
 
 
@@ -216,7 +222,11 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         method: ``"oti"`` or ``"ovi"``.
         shard_size: items per shard file (a multiple of ``batch_size`` wastes nothing).
         process_index, process_count: this host's share of the items (default:
-            ``jax.process_index()`` / ``jax.process_count()``).
+            ``jax.process_index()`` / ``jax.process_count()``); with
+            ``loss_reduction="mean"`` (the authors' batch-mean objective) the batches are the
+            consecutive ``batch_size`` items of ``names`` (the last one ragged): hosts and
+            shards split the items at batch boundaries, and ``batch_size`` must not change
+            between restarts.
         check_targets: on restart, check that the stored targets of finished items equal
             the given features (rtol 1e-4, atol 1e-6).
         progress: progress bars over shards and over the optimisation steps of each
@@ -275,7 +285,14 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
 
-    mine = range(len(names))[process_shard(len(names), pi, pc)]
+    mean = hp.get("loss_reduction") == "mean"
+    batch_size = int(ex["batch_size"])
+    if mean:  # hosts take whole batches of the dataset order
+        nb = -(-len(names) // batch_size)
+        bs = range(nb)[process_shard(nb, pi, pc)]
+        mine = range(min(len(names), bs.start * batch_size), min(len(names), bs.stop * batch_size))
+    else:
+        mine = range(len(names))[process_shard(len(names), pi, pc)]
     position = {n: i for i, n in enumerate(names)}
     done: set[str] = set()
     mismatched: list[str] = []
@@ -298,8 +315,10 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     fn = inverters.oti if method == "oti" else inverters.ovi
     run_kwargs = {k: v for k, v in hp.items() if k != "method"}
     run_kwargs.update({k: v for k, v in ex.items() if k != "progress"})
-    batch_size = int(ex["batch_size"])
-    chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
+    if mean:
+        chunks = _batch_aligned_chunks(todo, batch_size, shard_size, len(names), out_dir)
+    else:
+        chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
     show = progress if progress is not None else len(chunks) > 1
     written, bad = [], []
     for chunk in tqdm(chunks, desc=f"{method.upper()} shards", unit="shard", disable=not show):
@@ -307,13 +326,13 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         targets = features[chunk]
         init = item_init(chunk_names, int(hp["seed"]), token_shape)
         n = len(chunk)
-        if n < batch_size:  # keep the compiled batch shape of the full chunks
-            pad = np.concatenate([np.arange(n), np.full(batch_size - n, n - 1)])
-            targets, init = targets[pad], init[pad]
         t1 = time.perf_counter()
         # With a bar, the inner one counts optimisation steps (compiled in chunks, so it
         # moves during a long shard; results are bit-identical to the unchunked loop).
-        res = fn(clip, targets, init=init, progress=bool(show), **run_kwargs)
+        # pad_to: a short chunk keeps the compiled batch shape of the full chunks (its
+        # padding rows have weight 0 and never count, also not in the batch mean).
+        res = fn(clip, targets, init=init, progress=bool(show),
+                 **dict(run_kwargs, pad_to=batch_size))
         arrays = {
             "names": np.array(chunk_names, dtype=str),
             "index": np.asarray(chunk, np.int64),
@@ -339,6 +358,30 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     return InvertSummary(out_dir=out_dir, num_items=len(mine), already_done=len(mine) - len(todo),
                          inverted=len(todo), shards=written, nonfinite=bad,
                          seconds=time.perf_counter() - t0)
+
+
+def _batch_aligned_chunks(todo: list[int], batch_size: int, shard_size: int, num_items: int,
+                          out_dir: str) -> list[list[int]]:
+    """Chunks of ``todo`` made of whole batches ``[b * batch_size, (b + 1) * batch_size)``.
+
+    Raises:
+        ResumeMismatchError: a batch is partly finished on disk (its composition, part of the
+            batch-mean objective, could not be reproduced).
+    """
+    groups: dict[int, list[int]] = {}
+    for i in todo:
+        groups.setdefault(i // batch_size, []).append(i)
+    for b, members in groups.items():
+        full = min(num_items, (b + 1) * batch_size) - b * batch_size
+        if len(members) != full:
+            raise ResumeMismatchError(
+                f"refusing to resume in {out_dir}: batch {b} (items {b * batch_size}.."
+                f"{b * batch_size + full - 1}) is partly finished, but the batch-mean objective "
+                "needs whole batches; use another out_dir")
+    per_chunk = max(1, shard_size // batch_size)
+    order = sorted(groups)
+    return [[i for b in order[s:s + per_chunk] for i in groups[b]]
+            for s in range(0, len(order), per_chunk)]
 
 
 def load_inverted(out_dir: str | Sequence[str], names: Sequence[str] | None = None

@@ -18,6 +18,16 @@ COOP_TEMPLATES: dict[str, str] = {
 
 DEFAULT_CLASS_TEMPLATE = "a photo of {}"
 
+#: The class prompts that the OVI zero-shot variant inverts (the authors' OVI template),
+#: whatever the dataset's CoOp prompt.
+OVI_CLASS_TEMPLATE = DEFAULT_CLASS_TEMPLATE
+
+
+def clean_classname(name: str) -> str:
+    """A class name as it goes into every prompt: ``_`` replaced by a space (the authors'
+    zero-shot, OTI and OVI code does this; e.g. ``"Leopards_easy"`` -> ``"Leopards easy"``)."""
+    return name.replace("_", " ")
+
 
 def class_prompt(dataset: str, default: str = "a photo of a {}.") -> str:
     """CoOp's prompt template for ``dataset`` (``tfds:`` prefixes and aliases tolerated)."""

@@ -39,7 +39,12 @@ from crossgap_jax.data.authors_assets import (
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.features import cached_split_features
-from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE, class_prompt
+from crossgap_jax.pipeline.prompts import (
+    DEFAULT_CLASS_TEMPLATE,
+    OVI_CLASS_TEMPLATE,
+    class_prompt,
+    clean_classname,
+)
 from crossgap_jax.pipeline.published import published_for
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 
@@ -176,7 +181,14 @@ class Run:
             kw.update(num_tokens=int(c["num_pseudo_tokens"]), template=c["template_sentence"])
         else:
             kw.update(num_tokens=int(c["ovi_num_pseudo_tokens"]))
+        if c.get("loss_reduction", "per_example") != "per_example":  # default: keys unchanged
+            kw["loss_reduction"] = c["loss_reduction"]
         return kw
+
+    @property
+    def metric_variant(self) -> str:
+        """``"standard"`` (default) or ``"authors"`` (see docs/fidelity.md)."""
+        return str(self.cfg.get("metric_variant", "standard"))
 
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str, split: str | None = None) -> RetrievalTask:
@@ -187,9 +199,44 @@ class Run:
             get_task(dataset, self.root_for(dataset), query_split=split), self.authors_assets)
         if source:
             self.text_sources[task.name] = source
+        if task.relevance == "revisitop":
+            task = with_revisitop1m(task, self.revisitop1m_dir(task))
         if self.max_queries or self.max_gallery:
             task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
         return task
+
+    def revisitop1m_dir(self, task: RetrievalTask | None = None) -> str | None:
+        """The +1M distractor folder (``.../revisitop1m/jpg``) of revisitop tasks, or None.
+
+        ``cfg["revisitop1m"]``: ``"auto"`` (default: ``revisitop1m/jpg`` under the data root
+        or beside the dataset's folder, e.g. ``data/datasets/revisitop1m/jpg`` of the
+        revisitop toolkit, when it exists, as the authors' loader does), ``"none"``
+        (never), or a folder.
+        """
+        opt = str(self.cfg.get("revisitop1m") or "auto")
+        if opt == "none":
+            return None
+        if opt != "auto":
+            d = opt if os.path.basename(os.path.normpath(opt)) == "jpg" else os.path.join(
+                opt, "jpg")
+            if not os.path.isdir(d):
+                raise FileNotFoundError(f"revisitop1m distractors: no folder {d} (expected "
+                                        "<dir>/jpg/<sub>/<image>.jpg)")
+            return d
+        from crossgap_jax.data._fs import resolve_root
+
+        places = []
+        try:
+            places.append(resolve_root(self.data_root))
+        except (FileNotFoundError, ValueError):
+            pass
+        if task is not None and task.gallery.root:  # <parent>/<dataset>/jpg
+            places.append(os.path.dirname(os.path.dirname(os.path.normpath(task.gallery.root))))
+        for place in places:
+            d = os.path.join(os.fspath(place), "revisitop1m", "jpg")
+            if os.path.isdir(d):
+                return d
+        return None
 
     def side_features(self, split, feature_type: str, task: str | None = None) -> FeatureSet:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window``
@@ -214,7 +261,11 @@ class Run:
         kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
         q = self.side_features(task.query, query_type or task.query.modality, kind)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality, kind)
-        metrics = evaluate_task(task, q, g)
+        metrics = evaluate_task(task, q, g, metric_variant=self.metric_variant)
+        metrics["metric_variant"] = self.metric_variant
+        if task.relevance == "revisitop":
+            metrics["gallery_size"] = len(task.gallery)
+            metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
         for side, fs in (("query", q), ("gallery", g)):
             for key in ("isoclip", "isotropic_window"):
                 if key in fs.meta:
@@ -243,9 +294,12 @@ class Run:
 
         - ``inter``: image features vs the text classifier of CoOp's class prompts.
         - ``oti``: OTI features of the images vs that text classifier.
-        - ``ovi``: image features vs a classifier of OVI-inverted class prompts.
+        - ``ovi``: image features vs a classifier of OVI-inverted ``"a photo of {}"`` class
+          prompts (the authors' OVI template, not the CoOp prompt).
         - ``ncm`` / ``isoclip-ncm``: nearest class mean (IsoCLIP's classification task,
           :meth:`ncm`), with plain projected or IsoCLIP-mapped image features.
+
+        Class names have ``_`` replaced by a space in every prompt (as the authors do).
 
         ``split``: default ``test`` when the dataset has one, else its query split (an
         image folder without split sub-folders: ``all``).
@@ -272,15 +326,17 @@ class Run:
         ft = self.features(classes, template=prompt)
         classifier = retrieval.build_classifier(ft.features)
         out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
-                               "split": split, "num_images": len(images)}
+                               "split": split, "num_images": len(fi.items)}
         pairs = {}  # variant -> (features, classifier)
         if "inter" in variants:
             pairs["inter"] = (fi.features, classifier)
         if "oti" in variants:
             pairs["oti"] = (self.inverted(fi, "oti").features, classifier)
         if "ovi" in variants:
-            inv_c = self.inverted(ft, "ovi")
+            fo = self.features(classes, template=OVI_CLASS_TEMPLATE)
+            inv_c = self.inverted(fo, "ovi")
             pairs["ovi"] = (fi.features, retrieval.build_classifier(inv_c.features))
+            out["ovi_prompt"] = OVI_CLASS_TEMPLATE
         for name, (x, w) in pairs.items():
             out[name] = retrieval.zero_shot_accuracy(x, w, labels)
         if per_item:
@@ -403,12 +459,45 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     return dataclasses.replace(task, query=q, gallery=g, qrels=qrels)
 
 
+def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> RetrievalTask:
+    """``task`` with every ``<distractor_dir>/*/*.jpg`` appended to its gallery (ROxford5k /
+    RParis6k +1M, as the authors' loader does when ``revisitop1m/jpg`` exists).
+
+    The distractors come after the ``imlist`` images, so the ground-truth indices stay valid;
+    they are never positive. Item names are ``revisitop1m/<sub>/<file>``; the gallery split is
+    named ``gallery+1m`` and records ``extra["num_distractors"]``.
+
+    Raises:
+        FileNotFoundError: ``distractor_dir`` holds no ``*/*.jpg``.
+    """
+    if distractor_dir is None:
+        return task
+    import glob
+
+    from crossgap_jax.data import ImageSplit
+
+    paths = sorted(glob.glob(os.path.join(distractor_dir, "*", "*.jpg")))
+    if not paths:
+        raise FileNotFoundError(f"revisitop1m distractors: no {distractor_dir}/*/*.jpg images")
+    g = task.gallery
+    if g.paths is None:
+        raise ValueError(f"{task.name}: distractors need a file-based gallery")
+    items = [f"revisitop1m/{os.path.relpath(p, distractor_dir)}" for p in paths]
+    gallery = ImageSplit(name=g.name, split=f"{g.split}+1m", items=g.items + items,
+                         paths=list(g.paths) + paths, root=g.root,
+                         extra=dict(g.extra, num_distractors=len(paths),
+                                    num_base=len(g.items), distractor_dir=distractor_dir))
+    return dataclasses.replace(task, gallery=gallery)
+
+
 def _classnames_split(dataset: str, classnames: Sequence[str]):
+    """The class names as a text split, ``_`` replaced by a space (as in every prompt)."""
     from crossgap_jax.data import TextSplit
 
     return TextSplit(name=f"{dataset}-classnames", split="classes",
                      items=[f"class{i:05d}" for i in range(len(classnames))],
-                     texts=list(classnames), labels=np.arange(len(classnames)))
+                     texts=[clean_classname(c) for c in classnames],
+                     labels=np.arange(len(classnames)))
 
 
 def _per_class_subset(split, per_class: int, seed: int = 0):
@@ -433,24 +522,29 @@ def _aligned(split, fs: FeatureSet) -> tuple[Any, np.ndarray]:
     return sub, feats
 
 
-def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet) -> dict:
+def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
+                  metric_variant: str = "standard") -> dict:
     """Metrics of ``task`` for the given query / gallery features (percent).
 
     Items missing from a feature set (corrupt images that were skipped) are left out and
     counted in ``num_query_items_missing`` / ``num_gallery_items_missing``.
+    ``metric_variant``: see :func:`crossgap_jax.retrieval.evaluate` (revisitop tasks follow
+    the revisitop protocol either way).
     """
     q_split, qf = _aligned(task.query, query)
     g_split, gf = _aligned(task.gallery, gallery)
     missing = {"num_query_items_missing": len(task.query) - len(q_split),
                "num_gallery_items_missing": len(task.gallery) - len(g_split)}
     if task.relevance == "revisitop":
-        if any(missing.values()):
+        # Skipped distractors (after the imlist images) do not move any ground-truth index.
+        base = int(task.gallery.extra.get("num_base", len(task.gallery)))
+        if missing["num_query_items_missing"] or g_split.items[:base] != task.gallery.items[:base]:
             raise ValueError(f"{task.name}: revisitop needs every query and gallery image; "
                              f"missing: {missing}")
         res = retrieval.revisitop_evaluate(qf, gf, task.gnd)
         return {**_flatten(res), **missing}
     args, kwargs = _relevance_args(task, q_split, g_split)
-    res = retrieval.evaluate(qf, gf, *args, **kwargs)
+    res = retrieval.evaluate(qf, gf, *args, metric_variant=metric_variant, **kwargs)
     return {**res, **missing}
 
 
@@ -534,7 +628,8 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
     if roots:
         run = dataclasses.replace(run, roots={**run.roots, **roots})
     results: dict[str, Any] = {"provenance": provenance(run), "config": run.cfg,
-                               "datasets": {}}
+                               "datasets": {}, "metric_variant": run.metric_variant,
+                               "loss_reduction": run.cfg.get("loss_reduction", "per_example")}
     check_authors_assets([_canonical_name(ds) for ds in datasets], run.authors_assets)
     failure = None
     for ds in datasets:
@@ -559,6 +654,7 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
         atomic_write_json(os.path.join(run.run_dir, "metrics.json"), results)
         atomic_write_bytes(os.path.join(run.run_dir, "table.md"),
                            results_table(results).encode())
+    _barrier(f"reproduce:{run.run_dir}")  # every process may read the written table
     if failure is not None:
         raise DatasetFailure(failure[0], failure[1], results) from failure[1]
     return results
@@ -598,7 +694,7 @@ def _text_source_lines(per_ds: dict) -> list[str]:
 
 
 def _main_metric(m: dict) -> float | None:
-    for k in ("mAP", "medium/mAP", "M/mAP"):
+    for k in ("mAP", "mAP_medium"):
         if k in m:
             return float(m[k])
     return None
@@ -678,8 +774,8 @@ def results_table(results: dict) -> str:
     for ds, v in results["datasets"].items():
         b, i = _main_metric(v["baseline"]), _main_metric(v["inverted"])
         mode = " vs ".join(names[v["modality"]])
-        lines.append(f"| {ds} | {mode} | {b:.2f} | {i:.2f} | {i - b:+.2f} | "
-                     f"{_counts(v['inverted'])} |")
+        lines.append(f"| {_dataset_label(ds, v['baseline'])} | {mode} | {b:.2f} | {i:.2f} | "
+                     f"{i - b:+.2f} | {_counts(v['inverted'])} |")
     pub = results.get("published") or {}
     for modality, avg in results.get("average", {}).items():
         mode = " vs ".join(names[modality])
@@ -700,8 +796,24 @@ def results_table(results: dict) -> str:
     else:
         note = ("mAP in percent. No paper row: the paper published no numbers for this model "
                 "and weights.")
+    cfg = results.get("config", {})
+    variant = results.get("metric_variant", cfg.get("metric_variant", "standard"))
+    reduction = results.get("loss_reduction", cfg.get("loss_reduction", "per_example"))
+    note += (" ROxford5k / RParis6k: Medium protocol mAP.\n\n"
+             f"Metric variant: `{variant}`; OTI/OVI loss reduction: `{reduction}` "
+             "(see docs/fidelity.md).")
     lines += _text_source_lines(results["datasets"])
     return head + note + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _dataset_label(ds: str, m: dict) -> str:
+    """Table label of a dataset: revisitop rows name the protocol and the gallery."""
+    if "mAP_medium" not in m:
+        return ds
+    size = int(m.get("gallery_size", 0))
+    extra = int(m.get("num_distractors", 0))
+    what = f"+1M distractors, gallery {size:,}" if extra else f"gallery {size:,}"
+    return f"{ds} (Medium; {what})"
 
 
 def retrieval_table(run: Run, dataset: str, m: dict) -> str:
@@ -790,7 +902,8 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
              max_queries: int | None = None, max_gallery: int | None = None,
              shard_size: int = 256, tokenizer: str | None = None,
              model_explicit: bool = False, roots: dict[str, str] | None = None,
-             authors_assets: str | None = None) -> Run:
+             authors_assets: str | None = None, metric_variant: str = "standard",
+             loss_reduction: str = "per_example", revisitop1m: str = "auto") -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     A native file (:func:`~crossgap_jax.models.checkpoints.save_native`) carries its
@@ -802,11 +915,21 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
     ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
     ``authors_assets``: see :class:`Run` (checked to be a folder with the summaries first).
+    ``metric_variant`` (``"standard"`` / ``"authors"``), ``loss_reduction``
+    (``"per_example"`` / ``"mean"``) and ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
+    are the compatibility switches of docs/fidelity.md; they are recorded in the config.
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
             (:class:`~crossgap_jax.models.checkpoints.CheckpointError`).
     """
+    from crossgap_jax.inversion.core import LOSS_REDUCTIONS
+    from crossgap_jax.retrieval._common import check_metric_variant
+
+    check_metric_variant(metric_variant)
+    if loss_reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
+                         f"{loss_reduction!r}")
     if authors_assets is not None:
         find_summaries_dir(authors_assets)  # a wrong folder fails before the model loads
         authors_assets = os.path.abspath(os.path.expanduser(authors_assets))
@@ -827,7 +950,9 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
     pretrained = requested if _is_tag(requested) else None
     cfg = dict(cfg, model=model, pretrained=pretrained, checkpoint=source, dtype=dtype,
                max_queries=max_queries, max_gallery=max_gallery,
-               checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets)
+               checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets,
+               metric_variant=metric_variant, loss_reduction=loss_reduction,
+               revisitop1m=revisitop1m)
     return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,

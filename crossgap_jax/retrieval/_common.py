@@ -16,6 +16,13 @@ ArrayLike = np.ndarray | jax.Array
 #: Tie rules understood by the ranking kernels (see docs/retrieval.md).
 TIE_RULES = ("pessimistic", "optimistic")
 
+#: Metric conventions (see docs/fidelity.md). ``"standard"``: the definitions of
+#: :mod:`crossgap_jax.retrieval.metrics`; queries without a relevant item are left out of the
+#: means. ``"authors"``: the Cross-the-Gap authors' code: on all-vs-all splits the R of mAP@R
+#: is counted before the query itself is removed (R + 1 ranks summed, divided by R), and
+#: queries without a relevant item count as 0 in every mean.
+METRIC_VARIANTS = ("standard", "authors")
+
 #: Backends understood by the chunked evaluators.
 BACKENDS = ("auto", "numpy", "jax")
 
@@ -37,6 +44,11 @@ def resolve_backend(backend: str) -> str:
 def check_ties(ties: str) -> None:
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+
+
+def check_metric_variant(metric_variant: str) -> None:
+    if metric_variant not in METRIC_VARIANTS:
+        raise ValueError(f"metric_variant must be one of {METRIC_VARIANTS}, got {metric_variant!r}")
 
 
 def check_ks(ks: Sequence[int], name: str = "recall_ks") -> tuple[int, ...]:

@@ -28,6 +28,7 @@ from crossgap_jax.retrieval._common import (
     auto_chunk_size,
     check_chunk_size,
     check_ks,
+    check_metric_variant,
     check_ties,
     default_num_threads,
     features_jax,
@@ -250,6 +251,7 @@ def _run_numpy(
     chunk: int,
     num_threads: int,
     progress: bool,
+    r_extra: np.ndarray,
 ) -> dict[str, np.ndarray]:
     num_q = qn.shape[0]
     keys = ["AP", "AP@R", "P@R", *(f"R@{k}" for k in recall_ks)]
@@ -265,7 +267,7 @@ def _run_numpy(
             idx = np.arange(stop - start)
             scores[idx, start + idx] = -np.inf
             relevant[idx, start + idx] = False
-        res = block_metrics_numpy(scores, relevant, recall_ks, ties)
+        res = block_metrics_numpy(scores, relevant, recall_ks, ties, r_extra[start:stop])
         for k, v in res.items():
             out[k][start:stop] = v
         return stop - start
@@ -298,24 +300,27 @@ def _jax_chunk_scores(qpad, gn, start, block, exclude_self):
 @functools.partial(
     jax.jit, static_argnames=("block", "exclude_self", "recall_ks", "pessimistic")
 )
-def _jax_block_labels(qpad, gn, start, qlab_pad, glab, *, block, exclude_self, recall_ks,
-                      pessimistic):
+def _jax_block_labels(qpad, gn, start, qlab_pad, glab, extra_pad, *, block, exclude_self,
+                      recall_ks, pessimistic):
     scores, self_mask = _jax_chunk_scores(qpad, gn, start, block, exclude_self)
     ql = lax.dynamic_slice_in_dim(qlab_pad, start, block)
     relevant = ql[:, None] == glab[None, :]
     if exclude_self:
         relevant = relevant & ~self_mask
-    return block_metrics_jax(scores, relevant, recall_ks, pessimistic)
+    extra = lax.dynamic_slice_in_dim(extra_pad, start, block)
+    return block_metrics_jax(scores, relevant, recall_ks, pessimistic, extra)
 
 
 @functools.partial(
     jax.jit, static_argnames=("block", "exclude_self", "recall_ks", "pessimistic")
 )
-def _jax_block_mask(qpad, gn, start, relevant, *, block, exclude_self, recall_ks, pessimistic):
+def _jax_block_mask(qpad, gn, start, relevant, extra_pad, *, block, exclude_self, recall_ks,
+                    pessimistic):
     scores, self_mask = _jax_chunk_scores(qpad, gn, start, block, exclude_self)
     if exclude_self:
         relevant = relevant & ~self_mask
-    return block_metrics_jax(scores, relevant, recall_ks, pessimistic)
+    extra = lax.dynamic_slice_in_dim(extra_pad, start, block)
+    return block_metrics_jax(scores, relevant, recall_ks, pessimistic, extra)
 
 
 def _run_jax(
@@ -327,10 +332,14 @@ def _run_jax(
     ties: str,
     chunk: int,
     progress: bool,
+    r_extra: np.ndarray,
 ) -> dict[str, np.ndarray]:
     num_q = qn.shape[0]
     num_chunks = -(-num_q // chunk)
     qpad = jnp.pad(qn, ((0, num_chunks * chunk - num_q), (0, 0)))
+    extra_pad = np.zeros(num_chunks * chunk, np.int32)  # traced: no recompile per variant
+    extra_pad[:num_q] = r_extra
+    extra_pad = jnp.asarray(extra_pad)
     static = dict(block=chunk, exclude_self=exclude_self, recall_ks=recall_ks,
                   pessimistic=ties == "pessimistic")
     if isinstance(rel, _LabelRelevance):
@@ -348,11 +357,11 @@ def _run_jax(
         start = c * chunk
         stop = min(num_q, start + chunk)
         if isinstance(rel, _LabelRelevance):
-            res = _jax_block_labels(qpad, gn, start, qlab, glab, **static)
+            res = _jax_block_labels(qpad, gn, start, qlab, glab, extra_pad, **static)
         else:
             blk = np.zeros((chunk, rel.num_gallery), bool)
             blk[: stop - start] = rel.block(start, stop)
-            res = _jax_block_mask(qpad, gn, start, blk, **static)
+            res = _jax_block_mask(qpad, gn, start, blk, extra_pad, **static)
         pending.append((stop - start, res))  # dispatched asynchronously
         if len(pending) > 2:  # keep at most two chunks in flight (bounded memory)
             fetch(*pending.pop(0))
@@ -407,15 +416,19 @@ def evaluate_per_query(
     backend: str = "auto",
     num_threads: int | None = None,
     progress: bool | None = None,
+    metric_variant: str = "standard",
 ) -> dict[str, np.ndarray]:
     """Per-query retrieval metrics; see :func:`evaluate` for the arguments.
 
     Returns:
         dict of (Q,) NumPy arrays: ``"AP"``, ``"AP@R"``, ``"P@R"``, ``"R@{k}"`` (float64 in
         [0, 1]) and ``"num_relevant"`` (int64, after ``exclude_self``). Queries without a
-        relevant item have 0 in every metric and ``num_relevant == 0``.
+        relevant item have 0 in every metric and ``num_relevant == 0``. With
+        ``metric_variant="authors"`` and ``exclude_self``, ``"AP@R"`` is the authors' variant
+        (cut-off R + 1 for a query that is relevant to itself, divisor R).
     """
     check_ties(ties)
+    check_metric_variant(metric_variant)
     check_chunk_size(chunk_size)
     recall_ks = check_ks(recall_ks)
     backend = resolve_backend(backend)
@@ -444,19 +457,25 @@ def evaluate_per_query(
         num_relevant = num_relevant - rel.self_relevant()
     if not (num_relevant > 0).any():
         raise ValueError("no query has a relevant item in the gallery: the metrics are undefined")
+    # The authors count R before removing the query itself: one more rank in the AP@R cut-off.
+    r_extra = np.zeros(num_q, np.int64)
+    if exclude_self and metric_variant == "authors":
+        r_extra = rel.self_relevant().astype(np.int64)
 
     show = want_progress(progress, num_q, num_g)
     if backend == "jax":
         qn = l2_normalize_jax(qf, "query_features")
         gn = l2_normalize_jax(gf, "gallery_features")
         chunk = chunk_size or auto_chunk_size(num_q, num_g, _JAX_BLOCK_ELEMENTS)
-        out = _run_jax(qn, gn, rel, exclude_self, recall_ks, ties, min(chunk, num_q), show)
+        out = _run_jax(qn, gn, rel, exclude_self, recall_ks, ties, min(chunk, num_q), show,
+                       r_extra)
     else:
         qn = l2_normalize_numpy(qf, "query_features")
         gn = l2_normalize_numpy(gf, "gallery_features")
         chunk = chunk_size or auto_chunk_size(num_q, num_g, _NUMPY_BLOCK_ELEMENTS)
         threads = num_threads or default_num_threads()
-        out = _run_numpy(qn, gn, rel, exclude_self, recall_ks, ties, chunk, threads, show)
+        out = _run_numpy(qn, gn, rel, exclude_self, recall_ks, ties, chunk, threads, show,
+                         r_extra)
     if not np.array_equal(out["num_relevant"], num_relevant):  # internal consistency check
         raise AssertionError("relevance counts disagree between the blocks and the source")
     return out
@@ -476,6 +495,7 @@ def evaluate(
     backend: str = "auto",
     num_threads: int | None = None,
     progress: bool | None = None,
+    metric_variant: str = "standard",
 ) -> dict[str, float | int]:
     """Retrieval metrics of queries against a gallery, in percent.
 
@@ -508,6 +528,10 @@ def evaluate(
         backend: ``"auto"`` (JAX on GPU/TPU, NumPy on CPU), ``"numpy"`` or ``"jax"``.
         num_threads: worker threads of the NumPy backend (default: usable cores, at most 8).
         progress: tqdm bar over chunks; ``None`` shows one when Q * G >= 2**30.
+        metric_variant: ``"standard"`` (default, the definitions above) or ``"authors"``
+            (the Cross-the-Gap code: on ``exclude_self`` splits mAP@R counts R before the
+            query is removed, i.e. sums R + 1 ranks and divides by R; queries without a
+            relevant item count as 0 in every mean). See docs/fidelity.md.
 
     Returns:
         ``{"mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10", "num_queries", "num_evaluated",
@@ -523,5 +547,6 @@ def evaluate(
         query_features, gallery_features, relevant, exclude_self,
         query_ids=query_ids, gallery_ids=gallery_ids, recall_ks=recall_ks, ties=ties,
         chunk_size=chunk_size, backend=backend, num_threads=num_threads, progress=progress,
+        metric_variant=metric_variant,
     )
-    return summarize(per_query)
+    return summarize(per_query, metric_variant)

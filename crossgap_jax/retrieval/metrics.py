@@ -12,6 +12,11 @@ Definitions, for one query with ``R`` relevant items whose ranks are ``r_1 < ...
 * ``P@R = #{m: r_m <= R} / R`` (R-precision, torchmetrics ``retrieval_r_precision``);
 * ``R@k = 1 if r_1 <= k else 0`` (metric-learning Recall@k: a relevant item in the top k).
 
+The authors' variant of AP@R (``r_cutoff``, see :data:`~crossgap_jax.retrieval._common.
+METRIC_VARIANTS`): on all-vs-all splits the Cross-the-Gap code counts R before removing the
+query itself, so it sums the precision of the relevant items in the top ``R + 1`` ranks of the
+self-free ranking and still divides by R: ``AP@R' = (1/R) * sum_{m: r_m <= R + 1} m / r_m``.
+
 Ties (equal scores) are ranked by a documented rule, not by whatever order a sort returns:
 
 * ``"pessimistic"`` (default): among items with equal scores the non-relevant ones come first,
@@ -42,6 +47,7 @@ from crossgap_jax.retrieval._common import (
     ArrayLike,
     auto_chunk_size,
     check_ks,
+    check_metric_variant,
     check_ties,
     resolve_backend,
 )
@@ -139,8 +145,14 @@ def metrics_from_ranks(
     rank: np.ndarray,
     num_relevant: np.ndarray,
     recall_ks: Sequence[int] = (1, 5, 10),
+    r_extra: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-row metrics from the output of :func:`relevant_ranks_numpy`.
+
+    Args:
+        r_extra: optional (B,) non-negative ints added to R for the AP@R cut-off only (the
+            divisor stays R): 1 for an all-vs-all query under the authors' metric variant
+            (R counted before the query itself was removed), else 0. ``None``: all 0.
 
     Returns:
         dict of (B,) arrays: ``"AP"``, ``"AP@R"``, ``"P@R"`` (float64 in [0, 1]), ``"R@k"`` for
@@ -151,9 +163,11 @@ def metrics_from_ranks(
     denom = np.maximum(num_relevant, 1).astype(np.float64)
     precision = m / rank.astype(np.float64)
     within_r = rank <= num_relevant[rows]
+    cutoff = num_relevant if r_extra is None else num_relevant + np.asarray(r_extra, np.int64)
+    within_cut = rank <= cutoff[rows]
     out = {
         "AP": np.bincount(rows, weights=precision, minlength=num_rows) / denom,
-        "AP@R": np.bincount(rows, weights=precision * within_r, minlength=num_rows) / denom,
+        "AP@R": np.bincount(rows, weights=precision * within_cut, minlength=num_rows) / denom,
         "P@R": np.bincount(rows, weights=within_r.astype(np.float64), minlength=num_rows) / denom,
     }
     best = np.full(num_rows, np.iinfo(np.int64).max, np.int64)
@@ -170,10 +184,12 @@ def block_metrics_numpy(
     relevant: np.ndarray,
     recall_ks: Sequence[int] = (1, 5, 10),
     ties: str = "pessimistic",
+    r_extra: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """All per-row metrics of one (B, G) block (``scores`` is sorted in place)."""
+    """All per-row metrics of one (B, G) block (``scores`` is sorted in place); ``r_extra``
+    as in :func:`metrics_from_ranks`."""
     rows, m, rank, num_relevant = relevant_ranks_numpy(scores, relevant, ties)
-    return metrics_from_ranks(rows, m, rank, num_relevant, recall_ks)
+    return metrics_from_ranks(rows, m, rank, num_relevant, recall_ks, r_extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +198,8 @@ def block_metrics_numpy(
 
 
 def block_metrics_jax(
-    scores: jax.Array, relevant: jax.Array, recall_ks: tuple[int, ...], pessimistic: bool
+    scores: jax.Array, relevant: jax.Array, recall_ks: tuple[int, ...], pessimistic: bool,
+    r_extra: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Traceable per-row metrics of one (B, G) block; call under ``jit``.
 
@@ -191,6 +208,8 @@ def block_metrics_jax(
         relevant: (B, G) bool.
         recall_ks: static cut-offs.
         pessimistic: static tie rule (True: relevant items last among equal scores).
+        r_extra: optional traced (B,) ints added to R for the AP@R cut-off only (see
+            :func:`metrics_from_ranks`); ``None``: 0.
 
     Returns:
         dict of (B,) arrays as :func:`metrics_from_ranks` (float32 metrics, int32 counts).
@@ -206,7 +225,8 @@ def block_metrics_jax(
     pos = jnp.arange(1, num_items + 1, dtype=jnp.int32)[None, :]
     precision = jnp.where(rel_sorted, cum.astype(jnp.float32) / pos.astype(jnp.float32), 0.0)
     denom = jnp.maximum(num_relevant, 1).astype(jnp.float32)
-    within_r = pos <= num_relevant[:, None]
+    cutoff = num_relevant if r_extra is None else num_relevant + r_extra.astype(jnp.int32)
+    within_r = pos <= cutoff[:, None]
     hits_at_r = jnp.take_along_axis(cum, jnp.maximum(num_relevant - 1, 0)[:, None], axis=1)[:, 0]
     out = {
         "AP": precision.sum(axis=1) / denom,
@@ -333,24 +353,34 @@ def average_precision(
     return per_query_metrics(scores, relevant, recall_ks=(1,), ties=ties)["AP"]
 
 
-def summarize(per_query: dict[str, np.ndarray]) -> dict[str, float | int]:
-    """Mean of per-query metrics over the queries that have a relevant item, in percent.
+def summarize(
+    per_query: dict[str, np.ndarray], metric_variant: str = "standard"
+) -> dict[str, float | int]:
+    """Mean of per-query metrics, in percent.
 
     Args:
         per_query: output of :func:`per_query_metrics` or ``evaluate_per_query``.
+        metric_variant: ``"standard"`` (default): the mean over the queries that have a
+            relevant item (the others are counted in ``num_skipped_no_relevant``).
+            ``"authors"``: the mean over all queries, those without a relevant item counting
+            as 0 (the Cross-the-Gap code; ``num_skipped_no_relevant`` is then 0 and
+            ``num_no_relevant`` says how many zeros went in).
 
     Returns:
         ``{"mAP", "mAP@R", "P@R", "R@k"..., "num_queries", "num_evaluated",
-        "num_skipped_no_relevant"}``; metric values are percentages (floats).
+        "num_skipped_no_relevant", "num_no_relevant"}``; metric values are percentages.
 
     Raises:
-        ValueError: no query has a relevant item (the mean is undefined).
+        ValueError: no query has a relevant item (the mean is undefined), or an unknown
+            ``metric_variant``.
     """
+    check_metric_variant(metric_variant)
     num_relevant = per_query["num_relevant"]
-    valid = num_relevant > 0
-    n_valid = int(valid.sum())
-    if n_valid == 0:
+    has_relevant = num_relevant > 0
+    if not has_relevant.any():
         raise ValueError("no query has a relevant item in the gallery: the metrics are undefined")
+    valid = has_relevant if metric_variant == "standard" else np.ones_like(has_relevant)
+    n_valid = int(valid.sum())
     names = {"AP": "mAP", "AP@R": "mAP@R"}
     out: dict[str, float | int] = {}
     for key, arr in per_query.items():
@@ -360,4 +390,5 @@ def summarize(per_query: dict[str, np.ndarray]) -> dict[str, float | int]:
     out["num_queries"] = int(num_relevant.shape[0])
     out["num_evaluated"] = n_valid
     out["num_skipped_no_relevant"] = int(num_relevant.shape[0] - n_valid)
+    out["num_no_relevant"] = int((~has_relevant).sum())
     return out
