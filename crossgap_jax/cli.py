@@ -501,6 +501,11 @@ def validate(args) -> list[tuple[str, dict]]:
     Raises:
         CLIError: the first problem, naming the option.
     """
+    if getattr(args, "distributed", False):
+        try:
+            _process_ids(args)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
     if getattr(args, "authors_assets", None):
         from crossgap_jax.data.authors_assets import find_summaries_dir
 
@@ -552,11 +557,8 @@ def validate(args) -> list[tuple[str, dict]]:
 # ---------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------
-def _init_distributed(args) -> None:
-    """``jax.distributed.initialize`` from the options, else the environment, else JAX's
-    cluster detection (TPU pods, SLURM, Open MPI)."""
-    import jax
-
+def _process_ids(args) -> tuple[int | None, int | None]:
+    """``(--num-processes, --process-id)``, else the environment; checked together."""
     def env_int(name: str) -> int | None:
         v = os.environ.get(name)
         if v is None or v.strip() == "":
@@ -572,6 +574,15 @@ def _init_distributed(args) -> None:
     if num is not None and pid is not None and not 0 <= pid < num:
         raise ValueError(f"--process-id must be in 0..{num - 1} (--num-processes {num}), "
                          f"got {pid}")
+    return num, pid
+
+
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the options, else the environment, else JAX's
+    cluster detection (TPU pods, SLURM, Open MPI)."""
+    import jax
+
+    num, pid = _process_ids(args)
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=num, process_id=pid)
 

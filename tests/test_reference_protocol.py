@@ -48,8 +48,13 @@ def _reproduce(tiny_ckpt, data_root, run_dir, datasets, *extra) -> dict:
 
 
 def _check_recorded(run_dir, metrics, variant, reduction="per_example"):
-    """The switches are in metrics.json, table.md and the run record (config.json)."""
-    cfg = json.loads((run_dir / "config.json").read_text())
+    """The switches are in metrics.json, table.md and the reproduce records."""
+    cfg = metrics["config"]
+    settings = [json.loads(p.read_text())["provenance"]["settings"]
+                for p in (run_dir / "records").glob("reproduce-*.json")]
+    assert {"metric_variant": variant, "loss_reduction": reduction}.items() <= max(
+        (s for s in settings if s["metric_variant"] == variant
+         and s["loss_reduction"] == reduction), key=len).items()
     assert cfg["metric_variant"] == metrics["metric_variant"] == variant
     assert cfg["loss_reduction"] == metrics["loss_reduction"] == reduction
     table = (run_dir / "table.md").read_text()
@@ -209,7 +214,8 @@ def test_zero_shot_variants(tiny_ckpt, shared_data, tmp_path, monkeypatch):
     argv = _args(tiny_ckpt, shared_data, run_dir, "classify", "--dataset", "caltech101",
                  "--max-queries", "10")
     assert main(argv) == 0
-    res = json.loads((run_dir / "classify-caltech101.json").read_text())
+    (record,) = (run_dir / "records").glob("classify-*.json")
+    res = json.loads(record.read_text())["results"]
     labels, classnames = ref.coop_split(
         os.path.join(shared_data, "caltech101", "split_zhou_Caltech101.json"))
     assert any("_" in c for c in classnames)  # the real names have underscores
