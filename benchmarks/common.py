@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from crossgap_jax.bench.compare import format_table  # noqa: F401  (re-exported)
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -39,24 +41,6 @@ def environment() -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         pass
     return info
-
-
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Markdown table of ``rows`` (floats shown with 4 significant digits)."""
-    if not rows:
-        return "(no rows)"
-    columns = list(columns or rows[0].keys())
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    body = [[fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
-    line = lambda cells: "| " + " | ".join(x.ljust(w) for x, w in zip(cells, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(columns), sep, *(line(b) for b in body)])
 
 
 def write_results(name: str, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None,

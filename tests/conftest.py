@@ -55,3 +55,15 @@ def openai_model_module():
 @pytest.fixture(scope="session")
 def openai_tokenizer_module():
     return load_openai_module("simple_tokenizer")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> str:
+    """A native checkpoint of the ``tiny`` CLIP (seed 3), written once per test module."""
+    from crossgap_jax.models import create_clip
+    from crossgap_jax.models.checkpoints import save_native
+
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    clip = create_clip("tiny", seed=3)
+    save_native(path, clip.config, clip.params)
+    return path

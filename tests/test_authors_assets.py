@@ -17,8 +17,7 @@ import pytest
 import crossgap_jax.data as cgd
 from crossgap_jax.cli import main
 from crossgap_jax.data import authors_assets as aa
-from crossgap_jax.models import create_clip, load_clip
-from crossgap_jax.models.checkpoints import save_native
+from crossgap_jax.models import load_clip
 from crossgap_jax.pipeline.store import load_features
 
 MODEL_DIR = "meta-llama_Llama-3.2-1B-Instruct"
@@ -293,12 +292,6 @@ def test_descriptions_incomplete_or_conflicting(tmp_path):
 # ------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    clip = create_clip("tiny", seed=3)
-    save_native(path, clip.config, clip.params)
-    return path
 
 
 def _mini_scifact(root):

@@ -26,8 +26,6 @@ import numpy as np
 import pytest
 
 from crossgap_jax.inversion import load_inverted, process_shard
-from crossgap_jax.models import create_clip
-from crossgap_jax.models.checkpoints import save_native
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -133,12 +131,6 @@ def _meta_of(out_dir: str, name: str) -> str:
     raise KeyError(name)
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    clip = create_clip("tiny", seed=3)
-    save_native(path, clip.config, clip.params)
-    return path
 
 
 @pytest.mark.slow

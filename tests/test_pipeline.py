@@ -20,14 +20,6 @@ from crossgap_jax.pipeline.presets import get_preset
 from crossgap_jax.pipeline.store import StaleArtifactError, load_features
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    clip = create_clip("tiny", seed=3)
-    save_native(path, clip.config, clip.params)
-    return path
-
-
 def _common(tiny_ckpt, shared_data, run_dir, *extra, steps=True):
     steps_args = ["--oti-steps", "4", "--ovi-steps", "3"] if steps else []
     return ["--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(shared_data),

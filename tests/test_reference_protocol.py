@@ -23,16 +23,6 @@ from PIL import Image
 from reference_protocol import assert_reproduce_matches_reference
 
 from crossgap_jax.cli import main
-from crossgap_jax.models import create_clip
-from crossgap_jax.models.checkpoints import save_native
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    clip = create_clip("tiny", seed=3)
-    save_native(path, clip.config, clip.params)
-    return path
 
 
 def _args(tiny_ckpt, data_root, run_dir, *extra):
