@@ -165,7 +165,8 @@ def test_retrieve_isoclip_feature_type(tiny_ckpt, shared_data, tmp_path, capsys)
                  "--gallery-type", "isoclip", "--isoclip-k", "4,40", *common]) == 0
     (record,) = (run_dir / "records").glob("retrieve-*.json")
     out = json.loads(record.read_text())["results"]
-    assert out["num_queries"] == 10 and 0.0 <= out["mAP"] <= 100.0
+    # the values are recomputed independently in tests/test_isoclip.py; here: the plumbing
+    assert out["num_queries"] == 10 and out["query_type"] == out["gallery_type"] == "isoclip"
     # Pre-projection features are cached separately from the projected ones.
     metas = [load_features(str(p)).meta for p in (run_dir / "features").rglob("*.npz")]
     assert metas and all(m["projected"] is False for m in metas)
