@@ -407,6 +407,11 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         info = dataset_info(name)
     except KeyError as e:
         raise CLIError(f"{option} {name}: {_one_line(e)}") from None
+    if info.packaged:  # shipped inside the package: no data root involved
+        if split is not None and split not in info.splits and split not in ("query", "gallery"):
+            raise CLIError(f"{split_option} {split}: {info.name} has no such split; valid: "
+                           f"{', '.join(info.splits)}")
+        return
     r = _check_root(root, "--data-root")
     if info.generic:
         from crossgap_jax.data import images as im
@@ -455,7 +460,11 @@ def _check_tag(args, model: str, source: str | None) -> None:
     try:
         _resolve_named(config.name, source)
     except ValueError as e:
-        raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
+        from crossgap_jax.pipeline.run import pretrained_aliases
+
+        names = ", ".join(pretrained_aliases())
+        raise CLIError(f"{_source_option(args)}: {_one_line(e)}; packaged models (any "
+                       f"architecture): {names}") from None
 
 
 def _check_source(args, cfg: dict) -> None:

@@ -246,15 +246,19 @@ def explain(res: dict, card: dict, settings: DemoSettings) -> str:
          "motorbikes) dominate: there this model has image->image 29.5 vs OTI->image 26.7 mAP "
          "and 39.8% zero-shot (docs/experiments.md).",
          "The paper's numbers are for OpenAI CLIP ViT-B/32, averaged over its datasets "
-         "(PAPER.md); they are a direction to compare with, not a target for this model.", ""]
+         "(Mistretta et al., ICLR 2025, poster averages); they are a direction to compare "
+         "with, not a target for this model.", ""]
     for i, c in enumerate(res["claims"]):
         claim = CLAIMS[i]
         pb = c["paper"]
         L += [f"{i + 1}. Paper's claim: {c['claim']}.",
-              f"   - {claim.baseline}: {c['baseline']:.1f}",
-              f"   - {claim.inverted}: {c['inverted']:.1f}",
-              f"   - difference: {c['difference']:+.1f} points, 95% interval "
-              f"[{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"]
+              f"   - {claim.baseline}: {c['baseline']:.2f}",
+              f"   - {claim.inverted}: {c['inverted']:.2f}",
+              f"   - difference: {c['difference']:+.2f} points, 95% interval "
+              f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"]
+        if claim.key == "text" and settings.ovi_steps < 1000:
+            L.append(f"   - note: OVI ran {settings.ovi_steps} steps here, not the paper's "
+                     "1000 (see Settings); the verdict is for the shortened run")
         if pb:
             L.append(f"   - paper, real CLIP ViT-B/32: {pb[0]:.1f} -> {pb[1]:.1f} "
                      f"({pb[1] - pb[0]:+.1f})")

@@ -391,13 +391,13 @@ def check_feature_type(split, feature_type: str) -> None:
     if feature_type not in FEATURE_TYPES:
         raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
     if feature_type in ("image", "text") and split.modality != feature_type:
-        raise ValueError(f"{split.name}/{split.split} is a {split.modality} split; "
+        raise ValueError(f"{split.name}/{split.split} holds {split.modality}s; "
                          f"feature type {feature_type!r} does not apply")
     if feature_type in ("oti", "ovi"):
         needed = "image" if feature_type == "oti" else "text"
         if split.modality != needed:
             raise ValueError(f"{feature_type.upper()} inverts {needed} features, but "
-                             f"{split.name}/{split.split} is a {split.modality} split")
+                             f"{split.name}/{split.split} holds {split.modality}s")
 
 
 def _barrier(name: str) -> None:
@@ -780,7 +780,8 @@ def results_table(results: dict) -> str:
     for modality, avg in results.get("average", {}).items():
         mode = " vs ".join(names[modality])
         b, i = avg["baseline"], avg["inverted"]
-        lines.append(f"| **average** ({avg['num_datasets']} datasets) | {mode} | {b:.2f} | "
+        n = avg['num_datasets']
+        lines.append(f"| **average** ({n} dataset{'s' if n != 1 else ''}) | {mode} | {b:.2f} | "
                      f"{i:.2f} | {i - b:+.2f} | | | |")
         if modality in pub:
             pb, pi = pub[modality]
