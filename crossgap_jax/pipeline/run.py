@@ -93,6 +93,8 @@ class Run:
     authors_assets: str | None = None
     text_sources: dict = dataclasses.field(default_factory=dict)
     _baseline_cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    # not an init field: dataclasses.replace (other roots, settings) starts an empty cache
+    _task_cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         # No file is written here: each command writes its own record (write_record).
@@ -194,7 +196,14 @@ class Run:
     def task(self, dataset: str, split: str | None = None) -> RetrievalTask:
         """The dataset's retrieval task (``split``: the query split; for caption datasets
         the split whose captions are used), with the authors' texts when
-        :attr:`authors_assets` is set, limited by ``max_queries`` / ``max_gallery``."""
+        :attr:`authors_assets` is set, limited by ``max_queries`` / ``max_gallery``.
+        Loaded once per run (``reproduce`` asks for each task three times)."""
+        key = (dataset, split)
+        if key not in self._task_cache:
+            self._task_cache[key] = self._load_task(dataset, split)
+        return self._task_cache[key]
+
+    def _load_task(self, dataset: str, split: str | None) -> RetrievalTask:
         task, source = apply_authors_assets(
             get_task(dataset, self.root_for(dataset), query_split=split), self.authors_assets)
         if source:
