@@ -20,6 +20,7 @@ _COMMON: dict[str, Any] = {
     "template_sentence": "a photo of {}",
     "seed": 0,
     "isoclip_k": None,  # (k_top, k_bottom) override of IsoCLIP_K (CLI --isoclip-k)
+    "baselines": None,  # pipeline.baselines.BaselineSettings as a dict (--pca-k, --shots, ...)
 }
 
 # model: architecture name; pretrained: checkpoint tag / source for load_clip;

@@ -38,6 +38,13 @@ from crossgap_jax.data.authors_assets import (
 )
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.models import CLIP, load_clip
+from crossgap_jax.pipeline.baselines import (
+    apply_fitted,
+    check_fitted_pair,
+    few_shot,
+    few_shot_table,
+    labelled_images,
+)
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.prompts import (
     DEFAULT_CLASS_TEMPLATE,
@@ -50,10 +57,12 @@ from crossgap_jax.pipeline.store import FeatureSet, meta_key
 
 log = logging.getLogger(__name__)
 
-FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window")
+# pca / centered: fitted on the gallery, applied to both sides (pipeline.baselines)
+FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window", "pca", "centered")
 # classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
 # image features, IsoCLIP-mapped features).
-CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm")
+# fewshot: k-shot NCM for several feature types and seeds (pipeline.baselines.few_shot).
+CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "fewshot")
 
 
 @dataclasses.dataclass
@@ -256,7 +265,7 @@ class Run:
         if feature_type == "isotropic-window":
             return self.isotropic_window(split)
         base = self.features(split)
-        if feature_type in ("image", "text"):
+        if feature_type in ("image", "text", "pca", "centered"):  # pca/centered: retrieve fits
             return base
         return self.inverted(base, feature_type)
 
@@ -267,16 +276,19 @@ class Run:
         task = self.task(dataset, split)
         check_feature_type(task.query, query_type or task.query.modality)  # before any work
         check_feature_type(task.gallery, gallery_type or task.gallery.modality)
+        check_fitted_pair(query_type, gallery_type)
         kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
         q = self.side_features(task.query, query_type or task.query.modality, kind)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality, kind)
+        q, g = apply_fitted(self, q, g, query_type, gallery_type,
+                            task.query.modality == task.gallery.modality)
         metrics = evaluate_task(task, q, g, metric_variant=self.metric_variant)
         metrics["metric_variant"] = self.metric_variant
         if task.relevance == "revisitop":
             metrics["gallery_size"] = len(task.gallery)
             metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
         for side, fs in (("query", q), ("gallery", g)):
-            for key in ("isoclip", "isotropic_window"):
+            for key in ("isoclip", "isotropic_window", "pca", "centered"):
                 if key in fs.meta:
                     metrics[f"{side}_{key}"] = fs.meta[key]
         metrics["query_type"] = query_type or task.query.modality
@@ -320,14 +332,8 @@ class Run:
         if unknown:
             raise ValueError(f"unknown classify variant(s) {unknown}; known: "
                              f"{', '.join(CLASSIFY_VARIANTS)}")
-        split = split or default_classify_split(dataset, self.root_for(dataset))
-        images = get_dataset(dataset, self.root_for(dataset), split)
-        if self.max_queries and self.max_queries < len(images):
-            rng = np.random.default_rng(int(self.cfg["seed"]))
-            images = images.subset(np.sort(rng.choice(len(images), self.max_queries, False)))
-        if images.modality != "image" or not images.classnames or images.labels is None:
-            raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
-                             "with class names")
+        images = labelled_images(self, dataset, split)
+        split = images.split
         fi = self.features(images)
         labels = _labels_for(images, fi.items)
         prompt = class_prompt(dataset)
@@ -355,6 +361,8 @@ class Run:
         ncm_variants = [v for v in variants if v in ("ncm", "isoclip-ncm")]
         if ncm_variants:
             out.update(self.ncm(dataset, images, ncm_variants))
+        if "fewshot" in variants:
+            out["fewshot"] = few_shot(self, dataset, images)
         return out
 
     def ncm(self, dataset: str, images, variants: Sequence[str] = ("ncm", "isoclip-ncm"),
@@ -851,7 +859,7 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
                          f"{int(r.get('num_samples', 0))} |")
     return (provenance_header(provenance(run), "Zero-shot classification")
             + f"Accuracy in percent; prompt `{m.get('prompt')}`.\n\n" + "\n".join(lines)
-            + "\n")
+            + "\n" + (few_shot_table(dataset, m["fewshot"]) if "fewshot" in m else ""))
 
 
 def pretrained_aliases() -> dict[str, str]:
@@ -988,7 +996,7 @@ def checkpoint_sha256(clip: CLIP) -> str | None:
 _SETTING_KEYS = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
                  "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed",
                  "dtype", "authors_assets", "isoclip_k", "metric_variant", "loss_reduction",
-                 "revisitop1m")
+                 "revisitop1m", "baselines")
 
 
 def provenance(run: Run) -> dict:

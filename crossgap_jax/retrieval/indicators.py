@@ -229,8 +229,9 @@ def misalignment_indicators(image: Any, labels: Any, *, text: Any | None = None,
 
 
 def plot_indicators(result: dict[str, Any], path: str, title: str = "") -> str:
-    """One figure: a panel per pair type with the same- and different-class histograms
-    (densities), overlap and AUROC in each panel title. Writes ``path`` (PNG) atomically
+    """One figure: a panel per pair type (``image-image``, ``text-image``,
+    ``inverted-image`` or ``oti-image``, those present) with the same- and different-class
+    histograms (densities), overlap and AUROC in each panel title. Writes ``path`` (PNG) atomically
     and returns it. Uses the Agg backend (headless safe)."""
     import io
 
@@ -241,7 +242,8 @@ def plot_indicators(result: dict[str, Any], path: str, title: str = "") -> str:
 
     from crossgap_jax.fileio import atomic_write_bytes
 
-    kinds = [k for k in ("image-image", "text-image", "inverted-image") if k in result]
+    kinds = [k for k in ("image-image", "text-image", "inverted-image", "oti-image")
+             if result.get(k)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.2), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
         r = result[kind]
