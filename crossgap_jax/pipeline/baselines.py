@@ -130,7 +130,7 @@ def apply_fitted(run: Run, q: FeatureSet, g: FeatureSet, query_type: str | None,
             continue
         own = fs.features if (s.center_fit == "modality" and not same_modality) else g.features
         m = fit_center(own, normalize_input=s.normalize_input)
-        fit = "own set" if own is fs.features and side == "q" else "gallery"
+        fit = "gallery" if own is g.features else "own set"
         out[side] = dataclasses.replace(fs, features=center_features(fs.features, m),
                                         meta=dict(fs.meta, centered=dict(
                                             m.info(), fit=fit, center_fit=s.center_fit)))
