@@ -212,3 +212,23 @@ def test_indicators_command_recomputed(tiny_ckpt, shared_data, tmp_path):
     assert res["summary"]["closer_to_other_class"] == pytest.approx(np.mean(frac))
     assert {"text-image", "oti-image"} <= set(ind)
     assert (run_dir / "indicators" / "caltech101-test.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_baseline_options_fail_before_any_work(tiny_ckpt, tmp_path, capsys):
+    from crossgap_jax.cli import main
+
+    common = ["--model", "tiny", "--checkpoint", tiny_ckpt, "--run-dir", str(tmp_path / "r"),
+              "--data-root", str(tmp_path)]
+    assert main(["classify", "--dataset", "caltech101", "--variants", "fewshot",
+                 "--fewshot-types", "image,foo", *common]) == 2
+    assert "unknown few-shot feature type(s) ['foo']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the parser
+        main(["classify", "--dataset", "caltech101", "--variants", "fewshot",
+              "--fewshot-seeds", "0,-1", *common])
+    assert e.value.code == 2
+    assert "non-negative integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["indicators", "--dataset", "caltech101", "--pca-k", "3", *common])
+    assert e.value.code == 2
+    assert "does not take --pca-k" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
