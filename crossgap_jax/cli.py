@@ -339,9 +339,9 @@ OPTIONS: list[Option] = [
               "on the gallery (docs/baselines.md)"),
     _opt("--variants", ("classify",), "command", type=variant_list,
          default=list(DEFAULT_VARIANTS),
-         help="comma separated: inter, oti, ovi (zero-shot; the default), ncm, isoclip-ncm "
-              "(nearest class mean over the train split), fewshot (k-shot NCM, --shots, "
-              "--fewshot-seeds, --fewshot-types)"),
+         help="comma separated: inter, oti, ovi (zero-shot; the default), ncm, isoclip-ncm, "
+              "pca-ncm, centered-ncm (nearest class mean over the train split), fewshot "
+              "(k-shot NCM, --shots, --fewshot-seeds, --fewshot-types)"),
     *_BASELINE_OPTIONS,
     _opt("--isoclip-k", ("retrieve", "classify"), "command", type=isoclip_k_pair, default=None,
          metavar="TOP,BOTTOM",

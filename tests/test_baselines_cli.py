@@ -232,3 +232,26 @@ def test_bad_baseline_options_fail_before_any_work(tiny_ckpt, tmp_path, capsys):
     assert e.value.code == 2
     assert "does not take --pca-k" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_classify_fitted_ncm_recomputed(tiny_ckpt, shared_data, tmp_path):
+    from crossgap_jax.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "classify", "--dataset", "caltech101", "--variants",
+                 "pca-ncm,centered-ncm", "--pca-k", "8",
+                 *_cli(tiny_ckpt, shared_data, run_dir, "--max-queries", "12",
+                       "--max-gallery", "200")]) == 0
+    res = _record(run_dir, "classify")
+    trd, ted = _features(run_dir, "train", True), _features(run_dir, "test", True)
+    assert (len(trd), len(ted)) == (200, 12) == (res["fitted_ncm_train"]["num_images"], 12)
+    ti, qi = sorted(trd), sorted(ted)
+    ytr = _labels_of(_split(shared_data, "train"), ti)
+    yq = _labels_of(_split(shared_data, "test"), qi)
+    tr, q = _unit(np.stack([trd[i] for i in ti])), _unit(np.stack([ted[i] for i in qi]))
+    mu = tr.mean(0)
+    vt = np.linalg.svd(tr - mu, full_matrices=False)[2][:8]  # fitted on the train split
+    for name, fn in (("pca-ncm", lambda z: (z - mu) @ vt.T), ("centered-ncm", lambda z: z - mu)):
+        assert res[name]["top1"] == pytest.approx(_ncm_top1(fn(tr), ytr, fn(q), yq, 100),
+                                                  abs=1e-6), name
+    assert res["pca-ncm"]["pca"]["k"] == 8 and res["pca-ncm"]["pca"]["num_fit"] == 200

@@ -158,6 +158,56 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
     return images
 
 
+def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
+    from crossgap_jax.data import get_dataset
+
+    train = get_dataset(dataset, run.root_for(dataset), train_split)
+    if list(train.classnames or []) != list(images.classnames):
+        raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
+                         f"from those of {images.split!r}; NCM needs the same classes")
+    return train
+
+
+# classify variants: full-train NCM with the fitted baselines (as ncm / isoclip-ncm)
+FITTED_NCM_VARIANTS = ("pca-ncm", "centered-ncm")
+
+
+def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
+               train_split: str = "train") -> dict[str, Any]:
+    """Nearest class mean over the whole ``train_split`` (as ``classify --variants ncm``)
+    with PCA (``pca-ncm``, one ``--pca-k``) or mean-centering (``centered-ncm``) of the
+    embeddings, fitted on the training images (the gallery analogue; ``--pca-fit query`` /
+    ``both``: the queries / both). Prototypes: class means of the mapped training features;
+    cosine; top-1/top-5 in percent. With ``max_gallery`` (smoke runs) the training split is
+    cut to ``max(1, max_gallery // C)`` seeded images per class, as ``ncm``.
+    """
+    from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+    from crossgap_jax.baselines.pca import center_features, fit_center, fit_pca, pca_features
+    from crossgap_jax.pipeline.run import _labels_for, _per_class_subset
+
+    s = BaselineSettings.from_cfg(run.cfg)
+    train = _train_split(run, dataset, images, train_split)
+    num_classes = len(images.classnames)
+    if run.max_gallery:
+        train = _per_class_subset(train, max(1, run.max_gallery // num_classes),
+                                  seed=int(run.cfg["seed"]))
+    ftr, fte = run.features(train), run.features(images)
+    ytr, yte = _labels_for(train, ftr.items), _labels_for(images, fte.items)
+    out: dict[str, Any] = {"fitted_ncm_train": {"split": train_split, "num_images": len(ftr)}}
+    if "pca-ncm" in variants:
+        m = fit_pca(_fit_set(s, fte.features, ftr.features), s.single_pca_k(),
+                    whiten=s.pca_whiten, normalize_input=s.normalize_input)
+        ztr, zte = pca_features(ftr.features, m), pca_features(fte.features, m)
+        out["pca-ncm"] = dict(ncm_accuracy(zte, yte, class_means(ztr, ytr, num_classes)),
+                              pca=dict(m.info(), fit=s.pca_fit))
+    if "centered-ncm" in variants:
+        m = fit_center(ftr.features, normalize_input=s.normalize_input)
+        ztr, zte = center_features(ftr.features, m), center_features(fte.features, m)
+        out["centered-ncm"] = dict(ncm_accuracy(zte, yte, class_means(ztr, ytr, num_classes)),
+                                   centered=dict(m.info(), fit=train_split))
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # few-shot NCM
 # ---------------------------------------------------------------------------------------
@@ -188,17 +238,13 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
         max_pca_components,
         pca_features,
     )
-    from crossgap_jax.data import get_dataset
     from crossgap_jax.pipeline.run import _labels_for
 
     s = BaselineSettings.from_cfg(run.cfg)
     if "pca" in s.fewshot_types and not s.pca_k:
         raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca out "
                          "of --fewshot-types)")
-    train = get_dataset(dataset, run.root_for(dataset), train_split)
-    if list(train.classnames or []) != list(images.classnames):
-        raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
-                         f"from those of {images.split!r}; NCM needs the same classes")
+    train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     ytr_all = np.asarray(train.labels)
     # every training image any (k, seed) samples (supports are nested per seed)

@@ -39,10 +39,12 @@ from crossgap_jax.data.authors_assets import (
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline.baselines import (
+    FITTED_NCM_VARIANTS,
     apply_fitted,
     check_fitted_pair,
     few_shot,
     few_shot_table,
+    fitted_ncm,
     labelled_images,
 )
 from crossgap_jax.pipeline.features import cached_split_features
@@ -62,7 +64,8 @@ FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window", "
 # classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
 # image features, IsoCLIP-mapped features).
 # fewshot: k-shot NCM for several feature types and seeds (pipeline.baselines.few_shot).
-CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "fewshot")
+CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "pca-ncm", "centered-ncm",
+                     "fewshot")
 
 
 @dataclasses.dataclass
@@ -361,6 +364,8 @@ class Run:
         ncm_variants = [v for v in variants if v in ("ncm", "isoclip-ncm")]
         if ncm_variants:
             out.update(self.ncm(dataset, images, ncm_variants))
+        if set(FITTED_NCM_VARIANTS) & set(variants):
+            out.update(fitted_ncm(self, dataset, images, variants))
         if "fewshot" in variants:
             out["fewshot"] = few_shot(self, dataset, images)
         return out
