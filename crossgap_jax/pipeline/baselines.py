@@ -95,12 +95,16 @@ class BaselineSettings:
         return int(self.pca_k[0])
 
 
-def check_fitted_pair(query_type: str | None, gallery_type: str | None) -> None:
-    """``pca`` must be on both sides or on neither (its coordinates only compare with
-    themselves); raise ValueError otherwise."""
+def check_fitted_pair(query_type: str | None, gallery_type: str | None,
+                      cfg: dict | None = None) -> None:
+    """Before any work: ``pca`` must be on both sides or on neither (its coordinates only
+    compare with themselves) and, with ``cfg``, have exactly one ``--pca-k``; raise
+    ValueError otherwise."""
     if (query_type == "pca") != (gallery_type == "pca"):
         raise ValueError("feature type pca is fitted once and applied to both sides: pass "
                          "--query-type pca --gallery-type pca")
+    if query_type == "pca" and cfg is not None:
+        BaselineSettings.from_cfg(cfg).single_pca_k()
 
 
 def _fit_set(settings: BaselineSettings, q: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -279,7 +279,7 @@ class Run:
         task = self.task(dataset, split)
         check_feature_type(task.query, query_type or task.query.modality)  # before any work
         check_feature_type(task.gallery, gallery_type or task.gallery.modality)
-        check_fitted_pair(query_type, gallery_type)
+        check_fitted_pair(query_type, gallery_type, self.cfg)
         kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
         q = self.side_features(task.query, query_type or task.query.modality, kind)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality, kind)
