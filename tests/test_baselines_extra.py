@@ -164,3 +164,46 @@ def test_few_shot_sweep_records_and_skips():
         r = res["shots"][str(k)]
         assert [r["per_seed"][str(s)] for s in (0, 1, 2)] == pytest.approx(per)
         assert r["mean"] == pytest.approx(np.mean(per)) and r["std"] == pytest.approx(np.std(per))
+
+
+def _fs(x):
+    from crossgap_jax.pipeline.store import FeatureSet
+
+    return FeatureSet([f"i{j}" for j in range(len(x))], np.asarray(x, np.float32), {})
+
+
+@pytest.mark.parametrize("center_fit", ["modality", "gallery"])
+@pytest.mark.parametrize("same_modality", [True, False])
+def test_apply_fitted_centering_choices(center_fit, same_modality):
+    from types import SimpleNamespace
+
+    from crossgap_jax.pipeline.baselines import apply_fitted
+
+    q, g = _data(6, 5, seed=5), _data(9, 5, seed=6)
+    run = SimpleNamespace(cfg={"baselines": {"center_fit": center_fit}})
+    zq, zg = apply_fitted(run, _fs(q), _fs(g), "centered", "centered", same_modality)
+    own = center_fit == "modality" and not same_modality  # each modality its own mean
+    mq = _unit(q).mean(0) if own else _unit(g).mean(0)
+    np.testing.assert_allclose(zq.features, _unit(q) - mq, atol=1e-6)
+    np.testing.assert_allclose(zg.features, _unit(g) - _unit(g).mean(0), atol=1e-6)
+    assert zq.meta["centered"]["fit"] == ("own set" if own else "gallery")
+
+
+@pytest.mark.parametrize("fit", ["gallery", "query", "both"])
+def test_apply_fitted_pca_fit_sets(fit):
+    from types import SimpleNamespace
+
+    from crossgap_jax.pipeline.baselines import apply_fitted
+
+    q, g = _data(7, 5, seed=7), _data(9, 5, seed=8)
+    run = SimpleNamespace(cfg={"baselines": {"pca_k": [3], "pca_fit": fit}})
+    zq, zg = apply_fitted(run, _fs(q), _fs(g), "pca", "pca", True)
+    x = {"gallery": _unit(g), "query": _unit(q), "both": np.vstack([_unit(q), _unit(g)])}[fit]
+    mu = x.mean(0)
+    vt = np.linalg.svd(x - mu, full_matrices=False)[2][:3]
+    for z, ref in ((zq.features, (_unit(q) - mu) @ vt.T), (zg.features, (_unit(g) - mu) @ vt.T)):
+        np.testing.assert_allclose(np.abs(z), np.abs(ref), atol=1e-5)
+    assert zq.meta["pca"]["num_fit"] == len(x) and zq.meta["pca"]["fit"] == fit
+    with pytest.raises(ValueError, match="exactly one --pca-k"):
+        apply_fitted(SimpleNamespace(cfg={"baselines": {"pca_k": [2, 3]}}), _fs(q), _fs(g),
+                     "pca", "pca", True)
