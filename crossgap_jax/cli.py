@@ -150,12 +150,19 @@ def baseline_settings(args) -> dict | None:
              "fewshot_types": "fewshot_types"}
     d = {key: getattr(args, attr) for attr, key in names.items()
          if getattr(args, attr, None) is not None}
-    if not d:
-        return None
+    variants = getattr(args, "variants", None) or ()
     try:
         s = BaselineSettings.from_cfg({"baselines": d})
+        if "pca-ncm" in variants or (args.command == "retrieve" and "pca" in (
+                getattr(args, "query_type", None), getattr(args, "gallery_type", None))):
+            s.single_pca_k()
+        if "fewshot" in variants and "pca" in s.fewshot_types and not s.pca_k:
+            raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca "
+                             "out of --fewshot-types)")
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if not d:
+        return None
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(s).items()}
 
 

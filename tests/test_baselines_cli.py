@@ -222,6 +222,11 @@ def test_bad_baseline_options_fail_before_any_work(tiny_ckpt, tmp_path, capsys):
     assert main(["classify", "--dataset", "caltech101", "--variants", "fewshot",
                  "--fewshot-types", "image,foo", *common]) == 2
     assert "unknown few-shot feature type(s) ['foo']" in capsys.readouterr().err
+    assert main(["classify", "--dataset", "caltech101", "--variants", "fewshot", *common]) == 2
+    assert "few-shot feature type pca needs --pca-k" in capsys.readouterr().err
+    assert main(["classify", "--dataset", "caltech101", "--variants", "pca-ncm", "--pca-k",
+                 "2,3", *common]) == 2
+    assert "exactly one --pca-k" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # the parser
         main(["classify", "--dataset", "caltech101", "--variants", "fewshot",
               "--fewshot-seeds", "0,-1", *common])
