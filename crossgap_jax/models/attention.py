@@ -50,22 +50,30 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, heads: int, dtype: An
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, nq, w)
 
 
-def select_rows(x: jax.Array, pool_index: jax.Array | None) -> jax.Array:
-    """``(B, S, w)`` -> ``(B, 1, w)``, row ``pool_index[b]`` of each example (``None``: ``x``)."""
-    return x if pool_index is None else pool_rows(x, pool_index)[:, None]
+def select_rows(x: jax.Array, pool_index: jax.Array | int | None) -> jax.Array:
+    """``(B, S, w)`` -> ``(B, 1, w)``, row ``pool_index[b]`` of each example (``None``: ``x``).
+
+    A Python int selects the same row of every example with a static slice (no gather: the
+    SPMD partitioner keeps a batch-sharded slice local, not a batched gather).
+    """
+    if pool_index is None:
+        return x
+    if isinstance(pool_index, int):
+        return x[:, pool_index:pool_index + 1]
+    return pool_rows(x, pool_index)[:, None]
 
 
 def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, heads: int, dtype: Any,
                    causal: bool = False, prefix: KV | None = None,
-                   pool_index: jax.Array | None = None) -> tuple[jax.Array, KV]:
+                   pool_index: jax.Array | int | None = None) -> tuple[jax.Array, KV]:
     """Self-attention of ``S`` positions that follow ``P`` cached ones.
 
     Args:
         q, k, v: ``(B, S, w)`` projections of positions ``P..P+S-1``.
         causal: position ``i`` attends to keys ``0..i`` only (else to every key).
         prefix: :class:`KV` of positions ``0..P-1`` (``None``: ``P = 0``).
-        pool_index: ``(B,)`` rows (relative to ``S``) whose output is computed; ``None``:
-            every row.
+        pool_index: ``(B,)`` rows (relative to ``S``) whose output is computed, or one
+            static row (int) for every example; ``None``: every row.
 
     Returns:
         the attention output ``(B, S, w)`` (``(B, 1, w)`` with ``pool_index``) and the
@@ -83,6 +91,6 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, heads: int, dtyp
     mask = None
     if causal:  # query at absolute position p + r sees keys 0..p + r
         rows = (jnp.arange(s)[None] if pool_index is None
-                else jnp.asarray(pool_index)[:, None])  # (B or 1, Q)
+                else jnp.asarray(pool_index).reshape(-1, 1))  # (B or 1, Q)
         mask = (jnp.arange(p + s)[None, None] <= (p + rows)[..., None])[:, None]
     return attention(q, k, v, heads=heads, dtype=dtype, mask=mask), own

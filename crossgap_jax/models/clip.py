@@ -92,7 +92,7 @@ class MultiheadAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
-                 prefix: KV | None = None, pool_index: jax.Array | None = None
+                 prefix: KV | None = None, pool_index: jax.Array | int | None = None
                  ) -> tuple[jax.Array, KV]:
         q, k, v = jnp.split(nn.Dense(3 * self.width, dtype=self.dtype, name="in_proj")(x), 3,
                             axis=-1)
@@ -127,7 +127,7 @@ class ResidualAttentionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
-                 prefix: KV | None = None, pool_index: jax.Array | None = None
+                 prefix: KV | None = None, pool_index: jax.Array | int | None = None
                  ) -> tuple[jax.Array, KV]:
         """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)`` with ``pool_index``) and the block's
         :class:`~crossgap_jax.models.attention.KV`."""
@@ -160,7 +160,7 @@ class Transformer(nn.Module):
         ]
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
-                 prefix: tuple[KV, ...] | None = None, pool_index: jax.Array | None = None,
+                 prefix: tuple[KV, ...] | None = None, pool_index: jax.Array | int | None = None,
                  return_kv: bool = False) -> Any:
         """``(B, S, w)`` -> ``(B, S, w)``; with ``pool_index`` the last block computes that
         row only (``(B, 1, w)``); ``prefix``: one cached :class:`KV` per block; with
@@ -245,7 +245,7 @@ class VisionTransformer(nn.Module):
         x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
         x = x + self.positional_embedding.astype(self.dtype)
         x = self.ln_pre(x)
-        x = self.transformer(x, pool_index=jnp.zeros((b,), jnp.int32) if pooled_only else None)
+        x = self.transformer(x, pool_index=0 if pooled_only else None)
         x = self.ln_post(x[:, 0])
         if not project:
             return x.astype(jnp.float32)

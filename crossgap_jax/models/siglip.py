@@ -171,7 +171,7 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, pool_index: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
         dense = lambda name: nn.Dense(self.width, dtype=self.dtype, name=name)
         out, _ = self_attention(dense("q_proj")(x), dense("k_proj")(x), dense("v_proj")(x),
                                 heads=self.heads, dtype=self.dtype, pool_index=pool_index)
@@ -200,7 +200,7 @@ class EncoderLayer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, pool_index: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
         """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)``: row ``pool_index`` only)."""
         ln = lambda name: LayerNorm(self.eps, self.dtype, name=name)
         x = select_rows(x, pool_index) + SelfAttention(
@@ -226,7 +226,7 @@ class Encoder(nn.Module):
             for _ in range(self.depth)
         ]
 
-    def __call__(self, x: jax.Array, pool_index: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
         """``pool_index`` ``(B,)``: the last layer computes that row only (``(B, 1, w)``)."""
         for i, layer in enumerate(self.layers):
             x = layer(x, pool_index if i == len(self.layers) - 1 else None)

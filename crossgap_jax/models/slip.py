@@ -148,7 +148,7 @@ class TimmAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, pool_index: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
         w = x.shape[-1]
         q, k, v = jnp.split(nn.Dense(3 * w, dtype=self.dtype, name="qkv")(x), 3, axis=-1)
         out, _ = self_attention(q, k, v, heads=self.heads, dtype=self.dtype,
@@ -177,7 +177,7 @@ class TimmBlock(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, pool_index: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
         """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)``: row ``pool_index`` only)."""
         x = select_rows(x, pool_index) + TimmAttention(
             self.width, self.heads, self.dtype, name="attn")(
@@ -230,7 +230,7 @@ class TimmViT(nn.Module):
         x = x + self.pos_embed.astype(self.dtype)
         for i, block in enumerate(self.blocks):
             last = pooled_only and i == len(self.blocks) - 1
-            x = block(x, jnp.zeros((b,), jnp.int32) if last else None)
+            x = block(x, 0 if last else None)
         return self.norm(x)[:, 0]
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
