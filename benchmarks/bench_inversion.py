@@ -251,11 +251,14 @@ def compile_record_steps(method: str = "oti", records: tuple[int, ...] = (0, 11)
     """Compile time of :func:`oti_fn` / :func:`ovi_fn` (ViT-B/32, paper step count) with 0
     and with 11 record steps (what ``analyze`` records): the loop is one ``lax.scan``
     whatever the number of record steps, so the two should be within ~1.2x. Per count:
-    the minimum over ``repeats`` fresh compilations (``lower(...).compile()``), the number
+    the minimum over ``repeats`` compilations (caches cleared before each), the number
     of ``while`` loops in the lowered StableHLO and its size in characters."""
     import re
 
+    import jax
     import jax.numpy as jnp
+
+    jax.config.update("jax_enable_compilation_cache", False)  # no persistent-cache hits
 
     from crossgap_jax.inversion import core, inverters
 
@@ -279,6 +282,7 @@ def compile_record_steps(method: str = "oti", records: tuple[int, ...] = (0, 11)
         text = lower().as_text()
         times = []
         for _ in range(repeats):
+            jax.clear_caches()  # a real compilation each time, not an in-memory cache hit
             low = lower()
             t0 = time.perf_counter()
             low.compile()
