@@ -138,7 +138,7 @@ def name_list(s: str) -> list[str]:
 def variant_list(s: str) -> list[str]:
     """Comma-separated classify variants out of
     :data:`crossgap_jax.pipeline.run.CLASSIFY_VARIANTS`."""
-    from crossgap_jax.pipeline.run import CLASSIFY_VARIANTS
+    from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
 
     out = name_list(s)
     bad = [v for v in out if v not in CLASSIFY_VARIANTS]
@@ -540,7 +540,7 @@ def validate(args) -> list[tuple[str, dict]]:
             _check_dataset(ds, per.get(ds, default), "--datasets")
         if getattr(args, "authors_assets", None):
             from crossgap_jax.data.authors_assets import check_authors_assets
-            from crossgap_jax.pipeline.run import _canonical_name
+            from crossgap_jax.pipeline.tasks import _canonical_name
 
             try:
                 check_authors_assets([_canonical_name(ds) for ds in args.datasets],
@@ -626,7 +626,7 @@ def _make_run(args, cfg: dict | None = None, record_steps: Sequence[int] = (),
 
 def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
     """The command's own record under ``<run_dir>/records/`` and ``--output``."""
-    from crossgap_jax.pipeline.run import write_record
+    from crossgap_jax.pipeline.records import write_record
 
     return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
                         also_to=getattr(args, "output", None))
@@ -705,7 +705,7 @@ def cmd_invert(args) -> int:
 
 
 def cmd_retrieve(args) -> int:
-    from crossgap_jax.pipeline.run import retrieval_table
+    from crossgap_jax.pipeline.report import retrieval_table
 
     run = _make_run(args)
     m = run.retrieve(args.dataset, args.query_type, args.gallery_type, split=args.split)
@@ -719,7 +719,7 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from crossgap_jax.pipeline.run import classify_table
+    from crossgap_jax.pipeline.report import classify_table
 
     run = _make_run(args)
     m = run.classify(args.dataset, args.variants, split=args.split)
@@ -732,7 +732,8 @@ def cmd_classify(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from crossgap_jax.pipeline.run import DatasetFailure, reproduce
+    from crossgap_jax.pipeline.report import results_table
+    from crossgap_jax.pipeline.reproduce import DatasetFailure, reproduce
 
     runs = args.runs
     default, per = data_roots(args.data_root, args.datasets)
@@ -748,8 +749,7 @@ def cmd_reproduce(args) -> int:
         except DatasetFailure as e:
             res = e.results
             failures.append(e)
-        table = open(os.path.join(run.run_dir, "table.md")).read() if res.get(
-            "datasets") else None
+        table = results_table(res) if res.get("datasets") else None  # as written to table.md
         path = _write_outputs(run, args, res, key={"datasets": list(args.datasets)}, table=table)
         if table:
             print(table)

@@ -8,7 +8,14 @@ steps with R = 1 for every backbone, OVI 1000 steps with P per backbone, templat
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
+
+from crossgap_jax.data.embedded import ASSET_DIR
+
+#: The shipped demo model (a CLIP trained here, ``python -m crossgap_jax.train.demo_caltech``):
+#: the weights of the ``demo`` preset and of ``--pretrained demo``.
+DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_caltech101.safetensors")
 
 _COMMON: dict[str, Any] = {
     "learning_rate": 2e-2,

@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.fileio import atomic_write_text, atomic_write_with
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,
@@ -128,12 +129,9 @@ def build_demo_data(train: LabelledImages, test: LabelledImages, path: str, *,
                                             len(OBJECT_HELDOUT_TEMPLATES) - 1)
     arrays["query_templates"] = np.asarray(OBJECT_HELDOUT_TEMPLATES[:1], dtype=str)
     arrays["gallery_templates"] = np.asarray(OBJECT_HELDOUT_TEMPLATES[1:], dtype=str)
-    tmp = f"{path}.{os.getpid()}.part.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    with open(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
-              "w") as f:
-        f.write(LICENSE_TEXT)
+    atomic_write_with(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write_text(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
+                      LICENSE_TEXT)
     from crossgap_jax.models.checkpoints import sha256_file
 
     return {"file": os.path.basename(path), "size_bytes": os.path.getsize(path),
