@@ -60,7 +60,6 @@ from crossgap_jax.cli.options import (  # noqa: F401 (the CLI's face)
     _INVERT,
     _OUTPUT,
     _OV,
-    _OVERRIDES,
     _TASK,
     _USES_OTI,
     _USES_OVI,

@@ -9,11 +9,10 @@ import re
 from collections.abc import Sequence
 
 from crossgap_jax.cli.options import (
-    _OVERRIDES,
     DEFAULT_PRESET,
     CLIError,
 )
-from crossgap_jax.pipeline.presets import get_preset
+from crossgap_jax.pipeline.presets import Preset, preset
 
 # ---------------------------------------------------------------------------------------
 # Errors in CLI words
@@ -230,7 +229,8 @@ def validate(args) -> list[tuple[str, dict]]:
     anything is loaded or computed.
 
     Returns:
-        ``[(preset name, resolved preset config), ...]``.
+        ``[(preset name, typed settings), ...]``: one frozen
+        :class:`~crossgap_jax.pipeline.presets.Preset` per preset, the options applied.
 
     Raises:
         CLIError: the first problem, naming the option.
@@ -248,17 +248,19 @@ def validate(args) -> list[tuple[str, dict]]:
         except (ValueError, OSError) as e:
             raise CLIError(_one_line(e)) from None
     presets = args.presets if getattr(args, "presets", None) else [args.preset or DEFAULT_PRESET]
-    overrides = {k: getattr(args, k, None) for k in _OVERRIDES}
-    overrides["isoclip_k"] = getattr(args, "isoclip_k", None)
+    # Parsed once: the typed options become one frozen Preset per preset name.
+    overrides = {k: getattr(args, k, None) for k in Preset.fields() if k != "name"}
     out = []
     for name in presets:
         try:
-            cfg = get_preset(name, **overrides)
+            typed = preset(name, **overrides)
         except KeyError as e:
             opt = "--presets" if getattr(args, "presets", None) else "--preset"
             raise CLIError(f"{opt} {name}: {_one_line(e)}") from None
-        _check_source(args, cfg)
-        out.append((name, cfg))
+        except (TypeError, ValueError) as e:
+            raise CLIError(_one_line(e)) from None
+        _check_source(args, typed.as_dict())
+        out.append((name, typed))
     if args.command == "reproduce":
         default, per = data_roots(args.data_root, args.datasets)
         for ds in args.datasets:

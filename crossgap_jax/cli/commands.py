@@ -19,7 +19,7 @@ from crossgap_jax.cli.options import (
     PROG,
     CLIError,
 )
-from crossgap_jax.pipeline.presets import list_presets
+from crossgap_jax.pipeline.presets import Preset, list_presets
 
 
 # ---------------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def _init_distributed(args) -> None:
                                num_processes=num, process_id=pid)
 
 
-def _make_run(args, cfg: dict | None = None, record_steps: Sequence[int] = (),
+def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
               data_root: str | None = None):
     from crossgap_jax.pipeline.run import make_run
 

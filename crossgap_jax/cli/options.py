@@ -14,11 +14,6 @@ from crossgap_jax.pipeline.presets import list_presets
 PROG = "crossgap-jax"
 DEFAULT_PRESET = "clip_vitb32"
 
-# Preset keys that the CLI overrides (the authors' names).
-_OVERRIDES = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
-              "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed", "model",
-              "pretrained")
-
 # classify's default --variants (every accepted value: pipeline.run.CLASSIFY_VARIANTS).
 DEFAULT_VARIANTS = ("inter", "oti", "ovi")
 

@@ -41,7 +41,7 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     task = run.task(dataset)
     if task.query.modality != "image":
         raise ValueError("analyze runs OTI on an image dataset's queries")
-    steps = int(run.cfg["oti_steps"])
+    steps = run.preset.oti_steps
     # The curve always ends at the run's final step (the headline number), even when
     # ``record_steps`` leaves it out.
     rec = tuple(sorted({int(s) for s in (record_steps or default_record_steps(steps))}

@@ -116,7 +116,7 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     split = split or default_classify_split(dataset, run.root_for(dataset))
     images = get_dataset(dataset, run.root_for(dataset), split)
     if run.max_queries and run.max_queries < len(images):
-        rng = np.random.default_rng(int(run.cfg["seed"]))
+        rng = np.random.default_rng(run.preset.seed)
         images = images.subset(np.sort(rng.choice(len(images), run.max_queries, False)))
     if images.modality != "image" or not images.classnames or images.labels is None:
         raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
@@ -172,7 +172,7 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     num_classes = len(images.classnames)
     if run.max_gallery:
         train = _per_class_subset(train, max(1, run.max_gallery // num_classes),
-                                  seed=int(run.cfg["seed"]))
+                                  seed=run.preset.seed)
     xtr = run.features(train, project=False)
     xte = run.features(images, project=False)
     means = class_means(xtr.features, _labels_for(train, xtr.items), num_classes)

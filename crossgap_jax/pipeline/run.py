@@ -37,6 +37,7 @@ from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
+from crossgap_jax.pipeline.presets import Preset
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (re-export)
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
@@ -96,7 +97,7 @@ class Run:
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
         return cached_split_features(self.clip, split, self.run_dir, template=template,
-                                     batch_size=self.cfg["batch_size"], on_error=self.on_error,
+                                     batch_size=self.preset.batch_size, on_error=self.on_error,
                                      progress=self.progress, project=project)
 
     def isoclip_map(self, side: str, task: str):
@@ -163,17 +164,26 @@ class Run:
         # extra is item-major: losses (N, steps), recorded_features (N, S, D), ...
         return FeatureSet(list(names), arrays["features"], meta, extra=arrays)
 
+    @property
+    def preset(self) -> Preset:
+        """The typed settings of :attr:`cfg` (:class:`~crossgap_jax.pipeline.presets.Preset`)."""
+        return Preset.from_dict(self.cfg)
+
     def inversion_kwargs(self, method: str) -> dict:
-        c = self.cfg
-        kw = dict(steps=int(c[f"{method}_steps"]), learning_rate=float(c["learning_rate"]),
-                  weight_decay=float(c["weight_decay"]), seed=int(c["seed"]),
-                  batch_size=int(c["batch_size"]))
+        """Keyword arguments of :func:`~crossgap_jax.inversion.invert_dataset` for
+        ``method`` (``"oti"`` / ``"ovi"``) from the typed preset and the loss reduction."""
+        p = self.preset
+        kw: dict[str, Any] = dict(
+            steps=p.oti_steps if method == "oti" else p.ovi_steps,
+            learning_rate=p.learning_rate, weight_decay=p.weight_decay, seed=p.seed,
+            batch_size=p.batch_size)
         if method == "oti":
-            kw.update(num_tokens=int(c["num_pseudo_tokens"]), template=c["template_sentence"])
+            kw.update(num_tokens=p.num_pseudo_tokens, template=p.template_sentence)
         else:
-            kw.update(num_tokens=int(c["ovi_num_pseudo_tokens"]))
-        if c.get("loss_reduction", "per_example") != "per_example":  # default: keys unchanged
-            kw["loss_reduction"] = c["loss_reduction"]
+            kw.update(num_tokens=p.ovi_num_pseudo_tokens)
+        reduction = self.cfg.get("loss_reduction", "per_example")
+        if reduction != "per_example":  # default: keys unchanged
+            kw["loss_reduction"] = reduction
         return kw
 
     @property
@@ -200,7 +210,7 @@ class Run:
         if task.relevance == "revisitop":
             task = with_revisitop1m(task, self.revisitop1m_dir(task))
         if self.max_queries or self.max_gallery:
-            task = limit_task(task, self.max_queries, self.max_gallery, seed=int(self.cfg["seed"]))
+            task = limit_task(task, self.max_queries, self.max_gallery, seed=self.preset.seed)
         return task
 
     def revisitop1m_dir(self, task: RetrievalTask | None = None) -> str | None:
@@ -322,12 +332,12 @@ def default_run_dir(cfg: dict) -> str:
     from crossgap_jax.pipeline.presets import PRESETS
 
     preset = cfg.get("preset")
-    if preset in PRESETS and PRESETS[preset]["model"] == cfg.get("model"):
+    if preset in PRESETS and PRESETS[preset].model == cfg.get("model"):
         return os.path.join("results", preset)
     return os.path.join("results", re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cfg.get("model"))))
 
 
-def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
+def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None = None,
              progress: bool = True, on_error: str = "skip", record_steps: Sequence[int] = (),
              checkpoint: str | None = None, dtype: str = "float32",
              max_queries: int | None = None, max_gallery: int | None = None,
@@ -336,6 +346,10 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
              authors_assets: str | None = None, metric_variant: str = "standard",
              loss_reduction: str = "per_example", revisitop1m: str = "auto") -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
+
+    ``cfg``: a :class:`~crossgap_jax.pipeline.presets.Preset` (typed; the CLI's), or its
+    dict form (:meth:`~crossgap_jax.pipeline.presets.Preset.as_dict`, checked by
+    :meth:`~crossgap_jax.pipeline.presets.Preset.from_dict`). Nothing is written.
 
     A native file (:func:`~crossgap_jax.models.checkpoints.save_native`) carries its
     architecture: it is loaded as the file says, and ``cfg["model"]`` becomes that name.
@@ -357,6 +371,9 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
     from crossgap_jax.inversion.core import LOSS_REDUCTIONS
     from crossgap_jax.retrieval._common import check_metric_variant
 
+    if isinstance(cfg, dict) and checkpoint is None:
+        checkpoint = cfg.get("checkpoint")  # a run configuration's own weights
+    cfg = (cfg if isinstance(cfg, Preset) else Preset.from_dict(cfg)).as_dict()
     check_metric_variant(metric_variant)
     if loss_reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
