@@ -11,18 +11,30 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crossgap_jax.data.embedded import ASSET_DIR
+from crossgap_jax.inversion.config import (
+    ExecutionSettings,
+    InversionSettings,
+    OTISettings,
+    OVISettings,
+)
 
 #: The shipped demo model (a CLIP trained here, ``python -m crossgap_jax.train.demo_caltech``):
 #: the weights of the ``demo`` preset and of ``--pretrained demo``.
 DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_caltech101.safetensors")
 
+# The defaults come from the inversion settings (the one source of the paper's values).
+_OTI, _OVI, _EXECUTION = OTISettings(), OVISettings(), ExecutionSettings()
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A backbone's settings, typed and frozen: the one source of the pipeline's defaults.
+    """A backbone's settings, typed and frozen. Its defaults are those of the inversion
+    settings (:class:`~crossgap_jax.inversion.config.OTISettings`, ``OVISettings``,
+    ``ExecutionSettings``): one source of defaults; :meth:`inversion` / :meth:`execution`
+    give the typed settings an inversion runs with.
 
     Field names are the authors' configuration keys (they appear in every record and
     table). Every field is checked when a preset is made: a wrong type or an out-of-range
@@ -51,15 +63,15 @@ class Preset:
     name: str
     model: str
     pretrained: str | None = None
-    ovi_num_pseudo_tokens: int = 1
-    learning_rate: float = 2e-2
-    weight_decay: float = 0.01
-    batch_size: int = 64
-    oti_steps: int = 150
-    ovi_steps: int = 1000
-    num_pseudo_tokens: int = 1
-    template_sentence: str = "a photo of {}"
-    seed: int = 0
+    ovi_num_pseudo_tokens: int = _OVI.num_tokens
+    learning_rate: float = _OTI.learning_rate
+    weight_decay: float = _OTI.weight_decay
+    batch_size: int = _EXECUTION.batch_size
+    oti_steps: int = _OTI.steps
+    ovi_steps: int = _OVI.steps
+    num_pseudo_tokens: int = _OTI.num_tokens
+    template_sentence: str = _OTI.template
+    seed: int = _OTI.seed
     isoclip_k: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -92,6 +104,32 @@ class Preset:
                              f"'{{}}', got {self.template_sentence!r}")
         if self.isoclip_k is not None:
             object.__setattr__(self, "isoclip_k", check_isoclip_k(self.isoclip_k))
+        self.inversion("oti")  # the inversion settings' own checks
+        self.inversion("ovi")
+
+    def inversion(self, method: str, *, record_steps: Sequence[int] = (),
+                  loss_reduction: str = "per_example") -> InversionSettings:
+        """The typed settings of ``method``'s inversion (``"oti"``: steps, R, template;
+        ``"ovi"``: steps, P; both: AdamW, seed) with ``record_steps`` / ``loss_reduction``
+        (:mod:`crossgap_jax.inversion.config`).
+
+        Raises:
+            ValueError: an unknown method, or a value the inversion settings reject.
+        """
+        common = dict(learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+                      seed=self.seed, record_steps=tuple(record_steps),
+                      loss_reduction=loss_reduction)
+        if method == "oti":
+            return OTISettings(steps=self.oti_steps, num_tokens=self.num_pseudo_tokens,
+                               template=self.template_sentence, **common)
+        if method == "ovi":
+            return OVISettings(steps=self.ovi_steps, num_tokens=self.ovi_num_pseudo_tokens,
+                               **common)
+        raise ValueError(f"method must be 'oti' or 'ovi', got {method!r}")
+
+    def execution(self) -> ExecutionSettings:
+        """How inversions and encodings run (the batch size; other options default)."""
+        return ExecutionSettings(batch_size=self.batch_size)
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from crossgap_jax.data.authors_assets import (
     apply_authors_assets_to_split,
     find_summaries_dir,
 )
+from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
 from crossgap_jax.models import CLIP, load_clip
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
@@ -169,21 +170,26 @@ class Run:
         """The typed settings of :attr:`cfg` (:class:`~crossgap_jax.pipeline.presets.Preset`)."""
         return Preset.from_dict(self.cfg)
 
+    def inversion_settings(self, method: str) -> tuple[InversionSettings, ExecutionSettings]:
+        """The typed settings of ``method``'s inversions in this run: the preset's, with the
+        run's record steps and loss reduction (:meth:`Preset.inversion`)."""
+        p = self.preset
+        return (p.inversion(method, record_steps=self.record_steps,
+                            loss_reduction=self.cfg.get("loss_reduction", "per_example")),
+                p.execution())
+
     def inversion_kwargs(self, method: str) -> dict:
         """Keyword arguments of :func:`~crossgap_jax.inversion.invert_dataset` for
-        ``method`` (``"oti"`` / ``"ovi"``) from the typed preset and the loss reduction."""
-        p = self.preset
-        kw: dict[str, Any] = dict(
-            steps=p.oti_steps if method == "oti" else p.ovi_steps,
-            learning_rate=p.learning_rate, weight_decay=p.weight_decay, seed=p.seed,
-            batch_size=p.batch_size)
+        ``method`` (``"oti"`` / ``"ovi"``), from :meth:`inversion_settings` (the record
+        steps are passed apart; these keys also name the inversion's cache folder)."""
+        s, ex = self.inversion_settings(method)
+        kw: dict[str, Any] = dict(steps=s.steps, learning_rate=s.learning_rate,
+                                  weight_decay=s.weight_decay, seed=s.seed,
+                                  batch_size=ex.batch_size, num_tokens=s.num_tokens)
         if method == "oti":
-            kw.update(num_tokens=p.num_pseudo_tokens, template=p.template_sentence)
-        else:
-            kw.update(num_tokens=p.ovi_num_pseudo_tokens)
-        reduction = self.cfg.get("loss_reduction", "per_example")
-        if reduction != "per_example":  # default: keys unchanged
-            kw["loss_reduction"] = reduction
+            kw["template"] = s.template
+        if s.loss_reduction != "per_example":  # default: keys unchanged
+            kw["loss_reduction"] = s.loss_reduction
         return kw
 
     @property
