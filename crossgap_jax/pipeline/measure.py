@@ -62,8 +62,10 @@ def retrieve(run: Run, dataset: str, query_type: str | None = None,
 
 
 def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str | None,
-               split: str | None) -> tuple[RetrievalTask, FeatureSet, FeatureSet, dict]:
-    """``(task, query features, gallery features, metrics)`` of :func:`retrieve`."""
+               split: str | None, metrics: dict | None = None
+               ) -> tuple[RetrievalTask, FeatureSet, FeatureSet, dict]:
+    """``(task, query features, gallery features, metrics)`` of :func:`retrieve`
+    (``metrics``: already computed ones, only described here)."""
     task = run.task(dataset, split)
     query_type = query_type or task.query.modality
     gallery_type = gallery_type or task.gallery.modality
@@ -72,8 +74,9 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
     q = run.side_features(task.query, query_type, kind)
     g = run.side_features(task.gallery, gallery_type, kind)
-    metrics = evaluate_task(task, q, g, metric_variant=run.metric_variant)
-    metrics["metric_variant"] = run.metric_variant
+    if metrics is None:
+        metrics = evaluate_task(task, q, g, metric_variant=run.metric_variant)
+    metrics = dict(metrics, metric_variant=run.metric_variant)
     if task.relevance == "revisitop":
         metrics["gallery_size"] = len(task.gallery)
         metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
@@ -90,8 +93,10 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
         metrics["text_source"] = run.text_sources[task.name]
     return task, q, g, metrics
 
+
 def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
-             split: str | None = None, per_item: bool = False) -> dict:
+             split: str | None = None, per_item: bool = False,
+             bootstrap: Bootstrap | None = None) -> dict:
     """Zero-shot accuracy: standard (inter-modal) and the intra-modal OTI/OVI variants.
 
     - ``inter``: image features vs the text classifier of CoOp's class prompts.
@@ -108,6 +113,9 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     ``per_item``: also return ``"top1_correct"``: ``{variant: (N,) bool}`` per image
     (in the order of ``"items"``) for ``inter``/``oti``/``ovi``, e.g. for a paired
     bootstrap interval.
+    With ``inter`` and ``oti``, ``"comparison"`` holds :func:`compare_zero_shot` of the
+    two (the paper's claim; ``bootstrap``: its interval, None: none), which also gives
+    their accuracies.
     """
     unknown = [v for v in variants if v not in CLASSIFY_VARIANTS]
     if unknown:
@@ -139,8 +147,13 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
         inv_c = run.inverted(fo, "ovi")
         pairs["ovi"] = (fi.features, retrieval.build_classifier(inv_c.features))
         out["ovi_prompt"] = OVI_CLASS_TEMPLATE
+    if "inter" in pairs and "oti" in pairs:
+        c = compare_zero_shot(*pairs["inter"], *pairs["oti"], labels, bootstrap=bootstrap)
+        out["inter"], out["oti"] = c["baseline"], c["inverted"]
+        out["comparison"] = {k: c[k] for k in ("difference", "ci95")}
     for name, (x, w) in pairs.items():
-        out[name] = retrieval.zero_shot_accuracy(x, w, labels)
+        if name not in out:
+            out[name] = retrieval.zero_shot_accuracy(x, w, labels)
     if per_item:
         out["items"] = list(fi.items)
         out["top1_correct"] = {name: retrieval.class_ranks(x, w, labels) == 1
@@ -299,6 +312,81 @@ DEFAULT_BOOTSTRAP = Bootstrap()
 COMPARISONS = ("retrieval", "zero_shot")
 
 
+def _interval(base: np.ndarray, inverted: np.ndarray, bootstrap: Bootstrap | None
+              ) -> list[float] | None:
+    if bootstrap is None:
+        return None
+    ci = retrieval.paired_bootstrap_ci(base, inverted, samples=bootstrap.samples,
+                                       seed=bootstrap.seed, level=bootstrap.level)
+    return [float(c) for c in ci]
+
+
+def compare_retrieval(query_base: np.ndarray, query_inverted: np.ndarray, gallery: np.ndarray,
+                      relevance: Any, *, gallery_inverted: np.ndarray | None = None,
+                      bootstrap: Bootstrap | None = None, metric: str = "mAP",
+                      **evaluate_kwargs: Any) -> dict:
+    """Baseline vs inverted retrieval of the same queries: the computation of every
+    retrieval comparison (:func:`measure`, the controlled experiment).
+
+    Args:
+        query_base, query_inverted: ``(Q, D)`` features of the same queries, in the same
+            order (e.g. images and their OTI features).
+        gallery: ``(G, D)`` gallery features; ``gallery_inverted``: the inverted queries'
+            gallery when it differs (default: ``gallery``).
+        relevance: as :func:`crossgap_jax.retrieval.evaluate` (``(query labels, gallery
+            labels)`` or qrels); ``evaluate_kwargs``: its other options (``exclude_self``,
+            ``query_ids``/``gallery_ids``, ``metric_variant``, ``backend``, ``progress``).
+        bootstrap: paired bootstrap over the queries' average precision; None: no interval.
+        metric: the key of the headline number (``difference``).
+
+    Returns:
+        ``{"baseline": metrics, "inverted": metrics, "difference": inverted - baseline of
+        ``metric`` (points), "ci95": [low, high] or None}`` (metrics in percent, as
+        :func:`crossgap_jax.retrieval.evaluate`).
+    """
+    g_inv = gallery if gallery_inverted is None else gallery_inverted
+    base = retrieval.evaluate(query_base, gallery, relevance, **evaluate_kwargs)
+    inv = retrieval.evaluate(query_inverted, g_inv, relevance, **evaluate_kwargs)
+    ci = None
+    if bootstrap is not None:
+        per_q = {k: v for k, v in evaluate_kwargs.items() if k != "metric_variant"}
+        ap_b = retrieval.evaluate_per_query(query_base, gallery, relevance, **per_q)["AP"]
+        ap_i = retrieval.evaluate_per_query(query_inverted, g_inv, relevance, **per_q)["AP"]
+        ci = _interval(ap_b, ap_i, bootstrap)
+    return {"baseline": base, "inverted": inv,
+            "difference": float(inv[metric]) - float(base[metric]), "ci95": ci}
+
+
+def compare_zero_shot(features_base: np.ndarray, classifier_base: np.ndarray,
+                      features_inverted: np.ndarray, classifier_inverted: np.ndarray,
+                      labels: np.ndarray, *, bootstrap: Bootstrap | None = None) -> dict:
+    """Two zero-shot classifications of the same images (e.g. image features vs the text
+    classifier, and their OTI features vs it): the computation of every zero-shot
+    comparison (:func:`measure`, the controlled experiment).
+
+    Args:
+        features_base, features_inverted: ``(N, D)`` features of the same images.
+        classifier_base, classifier_inverted: ``(C, D)`` class rows
+            (:func:`crossgap_jax.retrieval.build_classifier`).
+        labels: ``(N,)`` int classes.
+        bootstrap: paired bootstrap over the images' top-1 correctness; None: no interval.
+
+    Returns:
+        ``{"baseline": accuracy dict, "inverted": accuracy dict, "difference": top-1
+        points, "ci95": [low, high] or None, "top1_correct": {"baseline": (N,) bool,
+        "inverted": (N,) bool}}`` (accuracies in percent,
+        :func:`crossgap_jax.retrieval.zero_shot_accuracy`).
+    """
+    base = retrieval.zero_shot_accuracy(features_base, classifier_base, labels)
+    inv = retrieval.zero_shot_accuracy(features_inverted, classifier_inverted, labels)
+    ok_b = retrieval.class_ranks(features_base, classifier_base, labels) == 1
+    ok_i = retrieval.class_ranks(features_inverted, classifier_inverted, labels) == 1
+    return {"baseline": base, "inverted": inv,
+            "difference": float(inv["top1"]) - float(base["top1"]),
+            "ci95": _interval(ok_b, ok_i, bootstrap),
+            "top1_correct": {"baseline": ok_b, "inverted": ok_i}}
+
+
 def measure(run: Run, dataset: str, comparison: str = "retrieval", *,
             bootstrap: Bootstrap | None = None, split: str | None = None) -> dict:
     """One of the paper's comparisons on ``dataset``: a baseline against its inverted
@@ -337,34 +425,53 @@ def measure(run: Run, dataset: str, comparison: str = "retrieval", *,
         raise ValueError(f"comparison must be one of {COMPARISONS}, got {comparison!r}")
     if comparison == "zero_shot":
         zs = classify(run, dataset, variants=("inter", "oti"), split=split,
-                      per_item=bootstrap is not None)
-        base, inv = zs["inter"], zs["oti"]
-        ci = None
-        if bootstrap is not None:
-            ci = retrieval.paired_bootstrap_ci(
-                zs["top1_correct"]["inter"], zs["top1_correct"]["oti"],
-                samples=bootstrap.samples, seed=bootstrap.seed, level=bootstrap.level)
+                      bootstrap=bootstrap)
+        c = zs["comparison"]
         out = {"comparison": comparison, "dataset": dataset, "modality": "image",
-               "metric": "top1", "baseline": base, "inverted": inv,
-               "prompt": zs["prompt"], "split": zs["split"], "num_items": zs["num_images"]}
+               "metric": "top1", "baseline": zs["inter"], "inverted": zs["oti"],
+               "prompt": zs["prompt"], "split": zs["split"], "num_items": zs["num_images"],
+               "difference": c["difference"], "ci95": c["ci95"]}
     else:
         task = run.task(dataset, split)
         (bq, bg), (iq, ig) = paper_modes(task.query.modality)
-        _, q_base, g, base = _retrieval(run, dataset, bq, bg, split)
-        _, q_inv, g_inv, inv = _retrieval(run, dataset, iq, ig, split)
-        metric = "mAP_medium" if "mAP_medium" in base else "mAP"
-        ci = None
-        if bootstrap is not None and task.relevance != "revisitop":
-            _, pq_base = evaluate_task_per_query(task, q_base, g)
-            _, pq_inv = evaluate_task_per_query(task, q_inv, g_inv)
-            ci = retrieval.paired_bootstrap_ci(pq_base["AP"], pq_inv["AP"],
-                                               samples=bootstrap.samples, seed=bootstrap.seed,
-                                               level=bootstrap.level)
+        if task.relevance == "revisitop":  # its own protocol; no per-query interval
+            base = _retrieval(run, dataset, bq, bg, split)[3]
+            inv = _retrieval(run, dataset, iq, ig, split)[3]
+            c = {"difference": float(inv["mAP_medium"]) - float(base["mAP_medium"]),
+                 "ci95": None}
+        else:
+            _, q_base, g, _ = _retrieval(run, dataset, bq, bg, split, metrics={})
+            _, q_inv, g_inv, _ = _retrieval(run, dataset, iq, ig, split, metrics={})
+            c = _compare_task(task, q_base, q_inv, g, g_inv, bootstrap, run.metric_variant)
+            base = _retrieval(run, dataset, bq, bg, split, metrics=c["baseline"])[3]
+            inv = _retrieval(run, dataset, iq, ig, split, metrics=c["inverted"])[3]
         out = {"comparison": comparison, "dataset": dataset, "modality": task.query.modality,
-               "metric": metric, "baseline": base, "inverted": inv,
-               "num_items": len(task.query), "num_gallery": len(task.gallery),
+               "metric": "mAP_medium" if task.relevance == "revisitop" else "mAP",
+               "baseline": base, "inverted": inv, "difference": c["difference"],
+               "ci95": c["ci95"], "num_items": len(task.query),
+               "num_gallery": len(task.gallery),
                "text_source": run.text_sources.get(task.name)}
-    b, i = float(out["baseline"][out["metric"]]), float(out["inverted"][out["metric"]])
-    out.update(baseline_value=b, inverted_value=i, difference=i - b,
-               ci95=None if ci is None else [float(c) for c in ci])
+    out["baseline_value"] = float(out["baseline"][out["metric"]])
+    out["inverted_value"] = float(out["inverted"][out["metric"]])
     return out
+
+
+def _compare_task(task: RetrievalTask, q_base: FeatureSet, q_inv: FeatureSet, g: FeatureSet,
+                  g_inv: FeatureSet, bootstrap: Bootstrap | None, metric_variant: str) -> dict:
+    """:func:`compare_retrieval` on a (label / group / qrels) task's features: items
+    without features are left out and counted, as in :func:`evaluate_task`."""
+    qs, qb = _aligned(task.query, q_base)
+    qs_i, qi = _aligned(task.query, q_inv)
+    gs, gb = _aligned(task.gallery, g)
+    gs_i, gi = _aligned(task.gallery, g_inv)
+    if qs.items != qs_i.items or gs.items != gs_i.items:
+        raise ValueError(f"{task.name}: the baseline and inverted features cover different "
+                         "items; a paired comparison needs the same queries and gallery")
+    args, kwargs = _relevance_args(task, qs, gs)
+    c = compare_retrieval(qb, qi, gb, *args, gallery_inverted=gi, bootstrap=bootstrap,
+                          metric_variant=metric_variant, **kwargs)
+    missing = {"num_query_items_missing": len(task.query) - len(qs),
+               "num_gallery_items_missing": len(task.gallery) - len(gs)}
+    c["baseline"] = {**c["baseline"], **missing}
+    c["inverted"] = {**c["inverted"], **missing}
+    return c
