@@ -143,7 +143,7 @@ def test_demo_and_reproduce_give_identical_numbers(tmp_path):
                                  num_tokens=(1,), bootstrap_samples=2000)
     run = demo.demo_run(str(tmp_path / "demo"), settings, progress=False)
     res = demo.measure(run, settings, analysis_dir=str(tmp_path / "analysis"))
-    run_dir = tmp_path / "cli"
+    run_dir = tmp_path / "demo" / "run"  # the demo's run folder: its cached features
     assert main(["--quiet", "reproduce", "--preset", "demo", "--datasets",
                  f"{demo.IMAGE_DATASET},{demo.TEXT_DATASET}", "--oti-steps", "2",
                  "--ovi-steps", "2", "--batch-size", str(settings.batch_size),
