@@ -128,10 +128,18 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     assert "*paper" not in table and "No paper row" in table  # not OpenAI's model
     assert "| imagefolder |" in table and "| coco_text |" in table
 
-    # analyze
+    # analyze: a short human header (not raw JSON); the curve ends at the final step even
+    # when --record-steps leaves it out.
+    capsys.readouterr()
     assert main(["--quiet", "analyze", "--dataset", "imagefolder", "--num-tokens", "1",
-                 "--record-steps", "1,2", *ckpt, *folder, *steps,
+                 "--record-steps", "1", *ckpt, *folder, *steps,
                  "--output", str(out / "analyze.json")]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint sha256: {_sha256(DEMO_CHECKPOINT)}" in printed
+    assert f"model {DEMO_ARCH}, preset clip_vitb32" in printed and "oti_steps=2" in printed
+    curve = printed.split("OTI->image mAP, R=1: ")[1].splitlines()[0]
+    assert [c.split("@")[1] for c in curve.split(", ")] == ["1", "2"]
+    assert "analysis.json" in printed and not printed.lstrip().startswith("{")
 
     # One record per command, none rewritten by a later one; no shared config.json.
     records = {p.name.split("-")[0]: p for p in (run / "records").glob("*.json")}

@@ -75,6 +75,7 @@ from crossgap_jax.cli.options import (  # noqa: F401 (the CLI's face)
     _float,
     _int,
     _opt,
+    did_you_mean,
     isoclip_k_pair,
     name_list,
     non_negative_float,

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from crossgap_jax.cli.options import (
     DEFAULT_PRESET,
     CLIError,
+    did_you_mean,
 )
-from crossgap_jax.pipeline.presets import Preset, preset
+from crossgap_jax.pipeline.presets import PRESETS, Preset, preset
 
 # ---------------------------------------------------------------------------------------
 # Errors in CLI words
@@ -110,7 +111,10 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     try:
         info = dataset_info(name)
     except KeyError as e:
-        raise CLIError(f"{option} {name}: {_one_line(e)}") from None
+        from crossgap_jax.data import list_datasets
+
+        hint = did_you_mean(name, [d.name for d in list_datasets(None)])
+        raise CLIError(f"{option} {name}: {_one_line(e)}{hint}") from None
     if info.packaged:  # shipped inside the package: no data root involved
         if split is not None and split not in info.splits and split not in ("query", "gallery"):
             raise CLIError(f"{split_option} {split}: {info.name} has no such split; valid: "
@@ -156,8 +160,11 @@ def _check_tag(args, model: str, source: str | None) -> None:
     try:
         config = get_config(model)
     except KeyError as e:
+        from crossgap_jax.models import list_architectures
+
         opt = f"--model {model}" if args.model else f"--preset {args.preset or DEFAULT_PRESET}"
-        raise CLIError(f"{opt}: {_one_line(e)}") from None
+        raise CLIError(f"{opt}: {_one_line(e)}{did_you_mean(model, list_architectures())}"
+                       ) from None
     if getattr(config, "family", "clip") != "clip" or (source and not re.fullmatch(
             r"[a-z0-9_]+", source)) or (source and os.path.exists(source)):
         return  # other families resolve their own tags; paths / hub ids are read as is
@@ -256,7 +263,8 @@ def validate(args) -> list[tuple[str, dict]]:
             typed = preset(name, **overrides)
         except KeyError as e:
             opt = "--presets" if getattr(args, "presets", None) else "--preset"
-            raise CLIError(f"{opt} {name}: {_one_line(e)}") from None
+            hint = did_you_mean(name, list(PRESETS)) if name not in PRESETS else ""
+            raise CLIError(f"{opt} {name}: {_one_line(e)}{hint}") from None
         except (TypeError, ValueError) as e:
             raise CLIError(_one_line(e)) from None
         _check_source(args, typed.as_dict())

@@ -205,17 +205,18 @@ def cmd_reproduce(args) -> int:
 
 def cmd_analyze(args) -> int:
     from crossgap_jax.pipeline.analyze import analyze
+    from crossgap_jax.pipeline.records import provenance
+    from crossgap_jax.pipeline.report import analysis_summary
 
     run = _make_run(args)
     res = analyze(run, args.dataset, num_tokens=args.num_tokens,
                   record_steps=args.record_steps or None)
-    out = {"curves": res["curves"], "modality_gap": res["modality_gap"]}
+    out = {"curves": res["curves"], "modality_gap": res["modality_gap"],
+           "baseline_mAP": res["baseline_mAP"], "files": res["files"]}
     path = _write_outputs(run, args, out, key={"dataset": args.dataset,
                                                "num_tokens": list(args.num_tokens),
                                                "record_steps": list(args.record_steps)})
-    import json
-
-    print(json.dumps(out, indent=2, sort_keys=True, default=str))
+    print(analysis_summary(provenance(run), res))
     print(f"record: {path}")
     return 0
 

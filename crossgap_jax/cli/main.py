@@ -6,10 +6,11 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from crossgap_jax.cli.checks import (
     _one_line,
@@ -29,21 +30,37 @@ from crossgap_jax.cli.commands import (
     cmd_retrieve,
 )
 from crossgap_jax.cli.options import (
+    OPTIONS,
     PROG,
     RUN_COMMANDS,
     CLIError,
     _add_options,
     _add_quiet,
+    did_you_mean,
 )
 
 DESCRIPTION = ("``crossgap-jax``: a thin command line over the library (all work is in "
                "importable functions).")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: no usage block, and the closest valid word for an
+    unknown subcommand or choice."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [
+                c.strip() for c in m.group(2).split(",")]
+            message = (message[:m.start()] + f"invalid choice: {m.group(1)!r}"
+                       + did_you_mean(m.group(1), choices) + f" (choose from {m.group(2)})")
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from crossgap_jax import __version__
 
-    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    p = _Parser(prog=PROG, description=DESCRIPTION)
     _add_quiet(p, False)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,8 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         unknown = [a for a in extra if a.startswith("-")] or extra
+        taken = [f for o in OPTIONS if args.command in o.commands for f in o.flags]
+        hint = did_you_mean(unknown[0].split("=")[0], taken) if unknown[0].startswith(
+            "-") else ""
         parser.exit(2, f"{PROG} {args.command}: error: {args.command} does not take "
-                       f"{' '.join(unknown)} (see `{PROG} {args.command} --help`)\n")
+                       f"{' '.join(unknown)}{hint} (see `{PROG} {args.command} --help`)\n")
     _ARGV.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

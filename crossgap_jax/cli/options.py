@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,12 @@ def isoclip_k_pair(s: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"expected TOP,BOTTOM (two non-negative integers, e.g. 150,50), got {s!r}")
     return int(parts[0]), int(parts[1])
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class CLIError(Exception):

@@ -34,7 +34,8 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     metric of every retrieval number.
 
     Returns:
-        The dict written to ``<out_dir>/analysis.json`` (plots beside it).
+        The dict written to ``<out_dir>/analysis.json`` (plots beside it), plus ``files``:
+        the paths written.
     """
     out_dir = out_dir or os.path.join(run.run_dir, "analysis", dataset.replace(":", "_"))
     ensure_dir(out_dir)
@@ -76,8 +77,8 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     result = {"dataset": dataset, "baseline_mAP": baseline, "curves": curves,
               "mean_loss": losses, "modality_gap": gap, "distributions": jsonable(dists)}
     atomic_write_json(os.path.join(out_dir, "analysis.json"), result)
-    plot_analysis(result, out_dir)
-    return result
+    plots = plot_analysis(result, out_dir)
+    return dict(result, files=[os.path.join(out_dir, "analysis.json"), *plots])
 
 
 # The similarity curves drawn, with what is paired: (distribution key, part, label).

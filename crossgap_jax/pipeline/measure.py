@@ -20,6 +20,7 @@ from crossgap_jax.data import RetrievalTask, get_dataset
 from crossgap_jax.pipeline.prompts import OVI_CLASS_TEMPLATE, class_prompt
 from crossgap_jax.pipeline.store import FeatureSet
 from crossgap_jax.pipeline.tasks import (
+    TaskRelevance,
     _classnames_split,
     _labels_for,
     _per_class_subset,
@@ -238,14 +239,9 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
 
 
 def _relevance_args(task: RetrievalTask, q_split, g_split) -> tuple[tuple, dict]:
-    """``retrieval.evaluate`` arguments of a label / group / qrels task."""
-    if task.relevance in ("label", "group"):
-        attr = "labels" if task.relevance == "label" else "groups"
-        rel = (getattr(q_split, attr), getattr(g_split, attr))
-        if task.exclude_self and len(q_split) != len(g_split):
-            raise ValueError("exclude_self with differing query/gallery items after skips")
-        return (rel,), {"exclude_self": task.exclude_self}
-    return (task.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
+    """``retrieval.evaluate`` arguments of a label / group / qrels task
+    (:meth:`~crossgap_jax.pipeline.tasks.TaskRelevance.evaluate_args`)."""
+    return TaskRelevance.of(task).evaluate_args(q_split, g_split)
 
 
 def evaluate_task_per_query(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet

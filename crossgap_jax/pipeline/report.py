@@ -193,3 +193,28 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
     return (provenance_header(provenance(run), "Zero-shot classification")
             + f"Accuracy in percent; prompt `{m.get('prompt')}`.\n\n" + "\n".join(lines)
             + "\n")
+
+
+def analysis_summary(prov: dict, result: dict) -> str:
+    """A short plain-text header of an ``analyze`` result: model, checkpoint sha256, preset
+    and settings, the curves' end points and the gaps, and the files written."""
+    s = prov.get("settings", {})
+    keys = ("oti_steps", "learning_rate", "weight_decay", "template_sentence", "seed",
+            "batch_size")
+    lines = [f"analyze {result['dataset']}: model {prov.get('model')}, preset "
+             f"{prov.get('preset')}",
+             f"  checkpoint sha256: {prov.get('checkpoint_sha256') or 'not available'}",
+             "  settings: " + ", ".join(f"{k}={s[k]!r}" if isinstance(s[k], str)
+                                         else f"{k}={s[k]}" for k in keys if k in s)]
+    caveat = _subset_line(prov)
+    if caveat:
+        lines.append("  " + caveat.lstrip("> ").replace("**", ""))
+    lines.append(f"  image->image mAP (no inversion): {result['baseline_mAP']:.2f}")
+    for name, c in result["curves"].items():
+        lines.append(f"  OTI->image mAP, {name}: " + ", ".join(
+            f"{m:.2f}@{st}" for st, m in zip(c["steps"], c["mAP"])))
+    lines.append("  modality gap: " + ", ".join(f"{k} {v:.3f}"
+                                                for k, v in result["modality_gap"].items()))
+    if result.get("files"):
+        lines.append("  wrote: " + ", ".join(result["files"]))
+    return "\n".join(lines)

@@ -13,6 +13,62 @@ from crossgap_jax.data import RetrievalTask, dataset_info
 from crossgap_jax.pipeline.prompts import clean_classname
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskRelevance:
+    """Which gallery items are relevant to a query: the one place that dispatches on a
+    task's relevance kind (:attr:`crossgap_jax.data.RetrievalTask.relevance`).
+
+    Attributes:
+        kind: ``"label"`` / ``"group"`` (same class / group id), ``"qrels"`` (judged
+            pairs), ``"revisitop"`` (its own protocol, ``retrieval.revisitop_evaluate``).
+        exclude_self: all-vs-all (each query left out of its own list).
+        qrels: ``{query id: {gallery id: grade}}`` of ``qrels`` tasks.
+    """
+
+    kind: str
+    exclude_self: bool = False
+    qrels: dict | None = None
+
+    @classmethod
+    def of(cls, task: RetrievalTask) -> TaskRelevance:
+        """The relevance of ``task``."""
+        return cls(task.relevance, bool(task.exclude_self), task.qrels)
+
+    @property
+    def per_query(self) -> bool:
+        """Whether per-query metrics (and subsets) are defined (not for revisitop)."""
+        return self.kind != "revisitop"
+
+    def _attr(self) -> str | None:
+        return {"label": "labels", "group": "groups"}.get(self.kind)
+
+    def evaluate_args(self, q_split, g_split) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` of :func:`crossgap_jax.retrieval.evaluate` for these splits.
+
+        Raises:
+            ValueError: a revisitop task, or all-vs-all splits that differ after skips.
+        """
+        if not self.per_query:
+            raise ValueError("revisitop tasks are evaluated by retrieval.revisitop_evaluate")
+        attr = self._attr()
+        if attr is not None:
+            rel = (getattr(q_split, attr), getattr(g_split, attr))
+            if self.exclude_self and len(q_split) != len(g_split):
+                raise ValueError("exclude_self with differing query/gallery items after skips")
+            return (rel,), {"exclude_self": self.exclude_self}
+        return (self.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
+
+    def positives(self, q_split, g_split) -> np.ndarray:
+        """``(G,)`` bool: gallery items relevant to at least one query of ``q_split``."""
+        attr = self._attr()
+        if attr is not None:
+            return np.isin(getattr(g_split, attr), getattr(q_split, attr))
+        keep_q = set(q_split.items)
+        wanted = {d for qi, r in (self.qrels or {}).items() if qi in keep_q
+                  for d, v in r.items() if v > 0}
+        return np.array([it in wanted for it in g_split.items], dtype=bool)
+
+
 def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | None,
                seed: int = 0) -> RetrievalTask:
     """A smaller task for smoke runs: a seeded random subset of the queries, and a gallery
@@ -22,7 +78,8 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     states the limits. On all-vs-all tasks (``exclude_self``: the queries are the gallery)
     both limits cap that one set: ``min(max_queries, max_gallery)`` items.
     """
-    if task.relevance == "revisitop":
+    relevance = TaskRelevance.of(task)
+    if not relevance.per_query:
         raise ValueError("revisitop tasks cannot be subset (the ground truth indexes the "
                          "full gallery)")
     rng = np.random.default_rng(seed)
@@ -35,14 +92,7 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     if task.exclude_self:
         g = q
     elif max_gallery and max_gallery < len(g):
-        if task.relevance in ("label", "group"):
-            attr = "labels" if task.relevance == "label" else "groups"
-            pos = np.isin(getattr(g, attr), getattr(q, attr))
-        else:
-            keep_q = set(q.items)
-            wanted = {d for qi, r in (task.qrels or {}).items() if qi in keep_q
-                      for d, v in r.items() if v > 0}
-            pos = np.array([it in wanted for it in g.items])
+        pos = relevance.positives(q, g)
         first = np.flatnonzero(pos)
         rest = np.flatnonzero(~pos)
         first = rng.permutation(first)[:max_gallery]
