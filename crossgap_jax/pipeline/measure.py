@@ -72,7 +72,7 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
                split: str | None, metrics: dict | None = None
                ) -> tuple[RetrievalTask, FeatureSet, FeatureSet, dict]:
     """``(task, query features, gallery features, metrics)`` of :func:`retrieve`
-    (``metrics``: already computed ones, only described here)."""
+    (``metrics={}``: features only, nothing evaluated)."""
     task = run.task(dataset, split)
     query_type = query_type or task.query.modality
     gallery_type = gallery_type or task.gallery.modality
@@ -82,7 +82,15 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     q = run.side_features(task.query, query_type, kind)
     g = run.side_features(task.gallery, gallery_type, kind)
     if metrics is None:
-        metrics = evaluate_task(task, q, g, metric_variant=run.metric_variant)
+        metrics = _describe(run, task, q, g, query_type, gallery_type, evaluate_task(
+            task, q, g, metric_variant=run.metric_variant))
+    return task, q, g, metrics
+
+
+def _describe(run: Run, task: RetrievalTask, q: FeatureSet, g: FeatureSet, query_type: str,
+              gallery_type: str, metrics: dict) -> dict:
+    """``metrics`` with what produced them: feature types, splits, gallery size, text
+    source, the baselines' maps, the metric variant."""
     metrics = dict(metrics, metric_variant=run.metric_variant)
     if task.relevance == "revisitop":
         metrics["gallery_size"] = len(task.gallery)
@@ -98,7 +106,7 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     metrics["num_gallery"] = len(task.gallery)
     if task.name in run.text_sources:
         metrics["text_source"] = run.text_sources[task.name]
-    return task, q, g, metrics
+    return metrics
 
 
 def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
@@ -343,8 +351,8 @@ def measure(run: Run, dataset: str, comparison: str = "retrieval", *,
             _, q_base, g, _ = _retrieval(run, dataset, bq, bg, split, metrics={})
             _, q_inv, g_inv, _ = _retrieval(run, dataset, iq, ig, split, metrics={})
             c = _compare_task(task, q_base, q_inv, g, g_inv, bootstrap, run.metric_variant)
-            base = _retrieval(run, dataset, bq, bg, split, metrics=c["baseline"])[3]
-            inv = _retrieval(run, dataset, iq, ig, split, metrics=c["inverted"])[3]
+            base = _describe(run, task, q_base, g, bq, bg, c["baseline"])
+            inv = _describe(run, task, q_inv, g_inv, iq, ig, c["inverted"])
         out = {"comparison": comparison, "dataset": dataset, "modality": task.query.modality,
                "metric": "mAP_medium" if task.relevance == "revisitop" else "mAP",
                "baseline": base, "inverted": inv, "difference": c["difference"],

@@ -322,7 +322,7 @@ def resolve_source(cfg: dict, checkpoint: str | None = None
         source = aliases[source]
         if not os.path.isfile(source):
             raise FileNotFoundError(f"the demo checkpoint {source} is missing; rebuild it "
-                                    "with: python -m crossgap_jax.train.digits")
+                                    "with: python -m crossgap_jax.train.demo_caltech")
     if isinstance(source, str) and os.path.exists(os.path.expanduser(source)):
         return source, native_config(os.path.expanduser(source))
     return source, None
