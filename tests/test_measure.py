@@ -162,3 +162,65 @@ def test_demo_and_reproduce_give_identical_numbers(tmp_path):
     assert metrics["provenance"]["checkpoint_sha256"] == run.cfg["checkpoint_sha256"]
     # analyze's curve ends at the final OTI step.
     assert res["analysis"]["curves"]["R=1"]["steps"][-1] == settings.oti_steps
+
+
+# ---------------------------------------------------------------- the controlled experiment
+@pytest.mark.slow
+def test_experiment_claims_come_from_the_comparison_functions():
+    """evaluate_claims (the controlled experiment) reports what compare_retrieval /
+    compare_zero_shot give on its features, checked against sklearn / an argmax."""
+    from sklearn.metrics import average_precision_score
+
+    from crossgap_jax import retrieval
+    from crossgap_jax.models import create_clip
+    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
+    from crossgap_jax.train.data import LabelledImages, captions
+    from crossgap_jax.train.evaluate import encode_images, encode_texts, evaluate_claims
+
+    clip = create_clip("crossgap-test", seed=0)
+    size = clip.config.vision.image_size
+    rng = np.random.default_rng(0)
+    classes = ("cat", "dog", "car")
+
+    def data(n, name):
+        labels = np.arange(n) % len(classes)
+        imgs = rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+        return LabelledImages(imgs, labels, classes, [f"{name}{i}" for i in range(n)], name)
+
+    train, test = data(12, "tr"), data(6, "te")
+    train_t, held = ("a photo of a {}.", "the {}."), ("a {} here.", "one {}.", "this {}.")
+    res = evaluate_claims(clip, train, test, train_t, held, oti_steps=2, ovi_steps=2,
+                          ovi_zero_shot=False, oti_batch_size=8, ovi_batch_size=8, seed=0,
+                          progress=False, log=None)
+    f_tr, f_te = encode_images(clip, train), encode_images(clip, test)
+
+    def aps(q, ql, g, gl):
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+        s = qn @ gn.T
+        return np.array([average_precision_score(gl == ql[i], s[i]) for i in range(len(q))])
+
+    ap = aps(f_te, test.labels, f_tr, train.labels)
+    assert res["image"]["image->image"]["mAP"] == pytest.approx(100 * ap.mean(), abs=1e-4)
+    # The text claim: first held-out template's captions vs the others, same class.
+    caps = captions(classes, held)
+    q_text = [caps[c][0] for c in range(3)]
+    g_text = [caps[c][t] for t in (1, 2) for c in range(3)]
+    f_q, f_g = encode_texts(clip, q_text), encode_texts(clip, g_text)
+    ap_t = aps(f_q, np.arange(3), f_g, np.tile(np.arange(3), 2))
+    assert res["text"]["text->text"]["mAP"] == pytest.approx(100 * ap_t.mean(), abs=1e-4)
+    # Zero-shot: the prompt-ensembled classifier, inter-modal top-1 by argmax.
+    w = retrieval.build_classifier(encode_texts(clip, [c for row in captions(classes, train_t)
+                                                       for c in row]).reshape(3, 2, -1))
+    top1 = np.argmax(f_te @ np.asarray(w).T, axis=1) == test.labels
+    assert res["zero_shot"]["inter (image vs text classifier)"] == pytest.approx(
+        100 * top1.mean())
+    # The interval: the paired bootstrap of the per-query APs of images vs their OTI
+    # features (OTI is deterministic given the seed).
+    from crossgap_jax import inversion
+
+    f_oti = inversion.oti(clip, f_te, steps=2, seed=0, batch_size=8, progress=False).features
+    ap_oti = aps(np.asarray(f_oti), test.labels, f_tr, train.labels)
+    assert res["image"]["OTI->image"]["mAP"] == pytest.approx(100 * ap_oti.mean(), abs=1e-3)
+    assert res["image"]["delta_mAP_ci95"] == pytest.approx(
+        paired_bootstrap_ci(ap, ap_oti, seed=0), abs=1e-3)
