@@ -130,6 +130,8 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
 
     # analyze: a short human header (not raw JSON); the curve ends at the final step even
     # when --record-steps leaves it out.
+    earlier = {p: p.read_bytes() for p in [*(run / "records").glob("*.json"),
+                                            run / "metrics.json", run / "table.md"]}
     capsys.readouterr()
     assert main(["--quiet", "analyze", "--dataset", "imagefolder", "--num-tokens", "1",
                  "--record-steps", "1", *ckpt, *folder, *steps,
@@ -140,6 +142,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     curve = printed.split("OTI->image mAP, R=1: ")[1].splitlines()[0]
     assert [c.split("@")[1] for c in curve.split(", ")] == ["1", "2"]
     assert "analysis.json" in printed and not printed.lstrip().startswith("{")
+    assert {p: p.read_bytes() for p in earlier} == earlier  # analyze rewrote no one's files
 
     # One record per command, none rewritten by a later one; no shared config.json.
     records = {p.name.split("-")[0]: p for p in (run / "records").glob("*.json")}
