@@ -125,12 +125,13 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
     return CLIP(config, params, info=info)
 
 
-def demo_config(settings: DemoSettings = FULL) -> dict:
-    """The run configuration: the ``demo`` preset with ``settings`` applied."""
-    from crossgap_jax.pipeline.presets import get_preset
+def demo_config(settings: DemoSettings = FULL):
+    """The run's typed settings: the ``demo`` preset
+    (:class:`~crossgap_jax.pipeline.presets.Preset`) with ``settings`` applied."""
+    from crossgap_jax.pipeline.presets import preset
 
-    return get_preset("demo", oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
-                      batch_size=settings.batch_size, seed=settings.seed)
+    return preset("demo", oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
+                  batch_size=settings.batch_size, seed=settings.seed)
 
 
 def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = DEMO_CHECKPOINT,
