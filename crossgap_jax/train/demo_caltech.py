@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, DEMO_DATA_LICENSE
-from crossgap_jax.fileio import atomic_write_text, atomic_write_with
+from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     if os.path.isfile(ckpt) and os.path.isfile(hist_path):
         with open(hist_path) as f:
             hist = json.load(f)
-        if hist["config"] != json.loads(json.dumps(cfg.to_dict())):
+        if hist["config"] != jsonable(cfg.to_dict()):
             hist = None
     if hist is None:
         train(cfg, train_set, OBJECT_TRAIN_TEMPLATES, out_dir=work, progress=not a.no_progress,
@@ -231,8 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         "size_bytes": os.path.getsize(out),
         "wall_seconds": round(time.time() - t0, 1),
     }
-    with open(os.path.join(a.out, CARD_NAME), "w") as f:
-        json.dump(card, f, indent=1)
+    atomic_write_json(os.path.join(a.out, CARD_NAME), card, indent=1, sort_keys=False)
     print(f"wrote {out} ({card['size_bytes'] / 1e6:.1f} MB), "
           f"{data_card['file']} ({data_card['size_bytes'] / 1e6:.1f} MB) and "
           f"{os.path.join(a.out, CARD_NAME)}")
