@@ -24,6 +24,7 @@ from crossgap_jax.models.checkpoints import (
     openai_release,
     save_native,
 )
+from crossgap_jax.pipeline import report, tasks
 from crossgap_jax.pipeline import run as runmod
 from crossgap_jax.pipeline.published import PUBLISHED, published_for
 
@@ -90,7 +91,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     # Brute force: a query is skipped when no other chosen item shares its class.
     from crossgap_jax.data import get_task
 
-    task = runmod.limit_task(get_task("imagefolder", str(imagefolder)), 6, 5, seed=0)
+    task = tasks.limit_task(get_task("imagefolder", str(imagefolder)), 6, 5, seed=0)
     labels = np.asarray(task.query.labels)
     no_pos = sum(int((labels == lab).sum() == 1) for lab in labels)
     assert res["num_skipped_no_relevant"] == no_pos
@@ -272,19 +273,19 @@ def _results(model, pretrained, sha, max_queries=None):
             "text_sources": {}, "version": __version__}
     m = {"mAP": 40.0, "num_queries": 50, "num_evaluated": 49, "num_skipped_no_relevant": 1,
          "num_query_items_missing": 0}
-    return runmod.summarize({"provenance": prov, "datasets": {
+    return report.summarize({"provenance": prov, "datasets": {
         "caltech101": {"modality": "image", "baseline": dict(m), "inverted": dict(m, mAP=42.5)}}})
 
 
 def test_table_headers_and_published_rows():
     sha = openai_release("ViT-B/32")[1]
-    openai = runmod.results_table(_results("ViT-B/32", "openai", sha))
+    openai = report.results_table(_results("ViT-B/32", "openai", sha))
     assert "| *paper (avg. over its datasets)* | image->image vs OTI->image | 39.2 | 41.2 | " \
            "+2.0 |" in openai
     assert "published averages of `clip_vitb32`" in openai and "Caveat" not in openai
     assert "| caltech101 | image->image vs OTI->image | 40.00 | 42.50 | +2.50 | 49/50 | 1 | 0 |" \
         in openai
-    demo = runmod.results_table(_results("crossgap-digits", "demo", "ab" * 32, max_queries=50))
+    demo = report.results_table(_results("crossgap-digits", "demo", "ab" * 32, max_queries=50))
     assert "*paper" not in demo and "No paper row" in demo
     assert "> **Caveat: subset run** (--max-queries 50, --max-gallery None)" in demo
     assert "model: `crossgap-digits`" in demo and f"`{'ab' * 32}`" in demo
@@ -298,10 +299,10 @@ def test_limit_task_all_vs_all_applies_both_caps():
                    paths=[f"/p{k}" for k in range(20)], labels=np.arange(20) % 4,
                    classnames=["a", "b", "c", "d"])
     task = RetrievalTask("x", q, q, "label", exclude_self=True)
-    small = runmod.limit_task(task, 10, 6, seed=0)
+    small = tasks.limit_task(task, 10, 6, seed=0)
     assert len(small.query) == 6 and small.gallery is small.query
-    assert len(runmod.limit_task(task, None, 7, seed=0).query) == 7
-    assert len(runmod.limit_task(task, 3, None, seed=0).query) == 3
+    assert len(tasks.limit_task(task, None, 7, seed=0).query) == 7
+    assert len(tasks.limit_task(task, 3, None, seed=0).query) == 3
 
 
 def test_readme_demo_snippet_loads_the_demo_model():

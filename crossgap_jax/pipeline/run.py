@@ -414,7 +414,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
 
 
 # Names that lived here before the split into measure / tasks / records / report /
-# reproduce: still importable from this module (resolved lazily: no import cycle).
+# reproduce: still importable from this module, with a DeprecationWarning (resolved
+# lazily: no import cycle).
 _MOVED = {
     "measure": ("FEATURE_TYPES", "CLASSIFY_VARIANTS", "check_feature_type", "evaluate_task",
                 "evaluate_task_per_query", "paper_modes", "_aligned", "_relevance_args",
@@ -433,11 +434,14 @@ _WHERE = {name: mod for mod, names in _MOVED.items() for name in names}
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         import importlib
+        import warnings
 
-        return getattr(importlib.import_module(f"crossgap_jax.pipeline.{_WHERE[name]}"), name)
+        where = f"crossgap_jax.pipeline.{_WHERE[name]}"
+        warnings.warn(f"crossgap_jax.pipeline.run.{name} moved to {where}.{name}; import it "
+                      "from there", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(where), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",
-           "pretrained_aliases",
-           *sorted(n for n in _WHERE if not n.startswith("_"))]
+           "pretrained_aliases"]
