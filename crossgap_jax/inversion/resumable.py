@@ -58,7 +58,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import atomic_write_bytes, ensure_dir
+from crossgap_jax.fileio import atomic_write_bytes, ensure_dir, jsonable
 from crossgap_jax.inversion import config as inv_config
 from crossgap_jax.inversion import inverters
 from crossgap_jax.inversion.core import normal_init
@@ -107,8 +107,9 @@ class InvertSummary:
 # Fingerprints
 # ---------------------------------------------------------------------------------------
 def _jsonable(x: Any) -> Any:
-    """A JSON round trip (tuples -> lists, numpy scalars -> Python) for comparisons."""
-    return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    """Plain JSON types (tuples -> lists, NumPy scalars -> Python) for comparisons:
+    :func:`crossgap_jax.fileio.jsonable`."""
+    return jsonable(x)
 
 
 def model_fingerprint(clip: Any) -> dict[str, Any]:

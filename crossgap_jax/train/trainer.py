@@ -36,7 +36,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir
+from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir, jsonable
 from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
@@ -285,7 +285,7 @@ def load_train_state(path: str, params: Any, opt_state: Any, cfg: TrainConfig):
     """
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
-        if meta["config"] != json.loads(json.dumps(cfg.to_dict())):
+        if meta["config"] != jsonable(cfg.to_dict()):
             return None
         treedef = jax.tree_util.tree_structure((params, opt_state))
         n = treedef.num_leaves
