@@ -100,7 +100,7 @@ def test_conversion_errors(bundle):
         state_dict_to_params(sd, get_config("slip-tiny"))
     msg = str(e.value)
     assert "visual/norm/scale" in msg and "visual.head.weight" in msg
-    assert "visual.pos_embed: checkpoint (1, 5, 64) vs model (1, 17, 64)" in msg
+    assert "visual.pos_embed (visual/pos_embed): checkpoint (1, 5, 64) vs model (1, 17, 64)" in msg
     assert "visual/pos_embed\n" not in msg + "\n"  # a mismatched tensor is not also "missing"
 
 

@@ -142,11 +142,6 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
                                  heads=2, vocab_size=512, context_length=16),
 }
 
-# Pretrained tags -> Hugging Face hub repos (transformers SiglipModel layout).
-PRETRAINED: dict[tuple[str, str], str] = {
-    ("SigLIP-ViT-B-16", "webli"): "google/siglip-base-patch16-224",
-}
-
 
 def _register() -> None:
     for cfg in ARCHITECTURES.values():
@@ -555,20 +550,6 @@ def preprocess_options(config: SigLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "squash",
             "interpolation": config.interpolation}
-
-
-def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
-    """See :func:`crossgap_jax.models.convert_siglip.load_siglip`."""
-    from crossgap_jax.models.convert_siglip import load_siglip
-
-    return load_siglip(name_or_path, checkpoint, **kw)
-
-
-def claims_checkpoint(source: str) -> bool:
-    """Whether ``source`` (path) is a SigLIP checkpoint this family reads."""
-    from crossgap_jax.models.convert_siglip import is_siglip_checkpoint
-
-    return is_siglip_checkpoint(source)
 
 
 _register()
