@@ -25,8 +25,7 @@ from crossgap_jax import fileio
 from crossgap_jax.data import DataFileError, DatasetLayoutError, DegenerateTaskError
 from crossgap_jax.data.core import MissingFilesError, TextSplit
 from crossgap_jax.models import checkpoints as C
-from crossgap_jax.models import hub
-from crossgap_jax.models import create_clip, load_clip
+from crossgap_jax.models import create_clip, hub, load_clip
 from crossgap_jax.models.bundle import params_sha256
 from crossgap_jax.models.checkpoints import CheckpointError, save_native
 

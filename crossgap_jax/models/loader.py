@@ -289,7 +289,7 @@ def _configure(hooks: Any, req: Request, read: Read, arch: CLIPConfig | None
             if diffs:
                 raise _mismatch(read.declared_by, arch, diffs,
                                 ", or pass quick_gelu= for an activation-only difference"
-                                if getattr(hooks, "QUICK_GELU", False) else "")
+                                if any(d.startswith("quick_gelu") for d in diffs) else "")
             config = hooks.adopt(arch, declared)
         activation_source = activation_source or config_source
     elif declared is not None:
