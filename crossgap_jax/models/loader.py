@@ -53,7 +53,7 @@ from crossgap_jax.models.errors import CheckpointError
 from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.fit import check_fit
 from crossgap_jax.models.hub import hub_sha256
-from crossgap_jax.models.native import is_native, load_native
+from crossgap_jax.models.native import load_native, native_file
 
 Params = Any
 
@@ -194,8 +194,9 @@ def load(model: str | CLIPConfig, checkpoint: str | None = None, *,
     req = Request(arch, source, source if arch is not None else model, allow_pickle,
                   cache_dir, progress, quick_gelu, tokenizer)
 
-    if isinstance(source, str) and is_native(os.path.expanduser(source)):
-        config, params, info = _load_native(os.path.expanduser(source), arch)
+    native = native_file(os.path.expanduser(source)) if isinstance(source, str) else None
+    if native is not None:
+        config, params, info = _load_native(native, arch)
     else:
         fam = family or (getattr(arch, "family", "clip") if arch is not None
                          else detect_family(str(source)))

@@ -72,6 +72,16 @@ def is_native(path: str) -> bool:
         return False
 
 
+def native_file(path: str) -> str | None:
+    """``path`` when it is a native file; the one native ``.safetensors`` inside a
+    directory holding exactly one; else None."""
+    if os.path.isdir(path):
+        found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors")
+                       and is_native(os.path.join(path, f)))
+        return os.path.join(path, found[0]) if len(found) == 1 else None
+    return path if is_native(path) else None
+
+
 def native_config(path: str) -> CLIPConfig | None:
     """The architecture config stored in a :func:`save_native` file (header only, no
     weights read), or None when ``path`` is not a native file.
