@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,7 @@ from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.fit import check_fit
 from crossgap_jax.models.formats import is_npz, npz_names, read_json, read_npz, read_state_dict
 from crossgap_jax.models.hub import hub_snapshot
-from crossgap_jax.models.loader import Converted, Read, Request
+from crossgap_jax.models.loader import Converted, Read, Request, load
 from crossgap_jax.models.pretrained import SIGLIP_DEFAULT_TAG, SIGLIP_PRETRAINED, resolve_family_tag
 from crossgap_jax.models.siglip import SigLIPConfig
 from crossgap_jax.models.siglip_big_vision import _big_vision_flat, config_from_big_vision
@@ -338,7 +339,7 @@ def convert_tensors(read: Read, config: SigLIPConfig) -> Converted:
 def load_siglip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
                 tokenizer: str | None = None, cache_dir: str | None = None, **kw: Any
                 ) -> tuple[SigLIPConfig, dict, dict[str, Any]]:
-    """Load SigLIP weights: :func:`crossgap_jax.models.loader.load` with ``family="siglip"``.
+    """Deprecated: :func:`crossgap_jax.models.loader.load` with ``family="siglip"``.
 
     Args:
         name_or_path: a SigLIP architecture name (``"SigLIP-ViT-B-16"``, open_clip's
@@ -352,8 +353,8 @@ def load_siglip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickl
     Returns:
         ``(config, params, info)``; ``info["tokenizer_file"]``: the SentencePiece model.
     """
-    from crossgap_jax.models.loader import load
-
+    warnings.warn("load_siglip is deprecated: use crossgap_jax.models.load (or load_clip), which "
+                  "loads every family", DeprecationWarning, stacklevel=2)
     kw.pop("quick_gelu", None)  # SigLIP's activation is part of its config
     return load(name_or_path, checkpoint, family="siglip", allow_pickle=allow_pickle,
                 tokenizer=tokenizer, cache_dir=cache_dir, **kw)

@@ -12,8 +12,10 @@ not used by the image-text model); anything else unknown is an error.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +29,7 @@ from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.fit import check_fit
 from crossgap_jax.models.formats import read_safetensors, sniff_format
 from crossgap_jax.models.hub import default_cache_dir, download_url
-from crossgap_jax.models.loader import Converted, Read, Request
+from crossgap_jax.models.loader import Converted, Read, Request, load
 from crossgap_jax.models.pretrained import SLIP_DEFAULT_TAG, SLIP_PRETRAINED, resolve_family_tag
 from crossgap_jax.models.slip import SLIPConfig
 
@@ -202,8 +204,6 @@ def read_slip_file(path: str, allow_pickle: bool = False) -> tuple[dict[str, np.
                                                                    dict[str, Any]]:
     """``(state dict as NumPy, extra)`` of a SLIP ``.pt`` file; ``extra`` has the training
     ``args`` (as a dict) and ``epoch`` when the file holds them."""
-    import argparse
-
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is a test dependency
@@ -288,7 +288,7 @@ def convert_tensors(read: Read, config: SLIPConfig) -> Converted:
 def load_slip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
               cache_dir: str | None = None, quick_gelu: bool | None = None, **kw: Any
               ) -> tuple[SLIPConfig, dict, dict[str, Any]]:
-    """Load SLIP weights: :func:`crossgap_jax.models.loader.load` with ``family="slip"``.
+    """Deprecated: :func:`crossgap_jax.models.loader.load` with ``family="slip"``.
 
     Args:
         name_or_path: a SLIP architecture name (``"SLIP-ViT-B-16"``) or config; or, with
@@ -303,8 +303,8 @@ def load_slip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle:
     Returns:
         ``(config, params, info)``; ``info["ignored"]`` lists dropped tensors (``image_mlp.*``).
     """
-    from crossgap_jax.models.loader import load
-
+    warnings.warn("load_slip is deprecated: use crossgap_jax.models.load (or load_clip), which "
+                  "loads every family", DeprecationWarning, stacklevel=2)
     kw.pop("tokenizer", None)
     return load(name_or_path, checkpoint, family="slip", allow_pickle=allow_pickle,
                 cache_dir=cache_dir, quick_gelu=quick_gelu, **kw)

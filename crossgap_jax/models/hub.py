@@ -3,7 +3,8 @@
 Nothing is fetched when the network is unavailable or ``HF_HUB_OFFLINE`` /
 ``CROSSGAP_JAX_OFFLINE`` is set: a missing file raises :class:`CheckpointNotFoundError`,
 whose message says which file to fetch (URL, or hub repo and filenames) and where to put
-it. ``huggingface_hub`` is imported only when a hub source is used.
+it. ``huggingface_hub`` is imported inside the functions that use it, when a hub source
+is used (the client reads its settings at import; tests replace its functions).
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import hashlib
 import json
 import os
 import re
+import socket
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator
+
+from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import OutputWriteError, atomic_open, atomic_write_json
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
@@ -63,10 +69,6 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     ``timeout``). Behind an HTTP(S) proxy (``HTTPS_PROXY`` / ``ALL_PROXY`` set) the direct
     probe says nothing, so the host is assumed reachable.
     """
-    import socket
-    import threading
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (80 if parts.scheme == "http" else 443)
@@ -192,8 +194,6 @@ def download_url(url: str, dest: str, sha256: str | None = None, *, progress: bo
         raise CheckpointNotFoundError(
             f"checkpoint not in the cache and offline mode is on ({_offline_var()}). {how}",
             url=url, target=dest)
-
-    from tqdm.auto import tqdm
 
     h = hashlib.sha256()
     try:

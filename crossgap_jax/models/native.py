@@ -12,7 +12,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import flax.traverse_util as traverse_util
 import numpy as np
+from safetensors.numpy import save_file
 
 from crossgap_jax.fileio import atomic_path
 from crossgap_jax.models.configs import CLIPConfig
@@ -45,9 +47,6 @@ def save_native(path: str, config: CLIPConfig, params: Params,
     Returns:
         ``path``.
     """
-    import flax.traverse_util as traverse_util
-    from safetensors.numpy import save_file
-
     flat = traverse_util.flatten_dict(params, sep="/")
     # np.array(..., order="C"), not np.ascontiguousarray: the latter turns 0-d into (1,).
     if dtype not in ("float32", "float16"):

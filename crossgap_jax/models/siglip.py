@@ -1,5 +1,9 @@
 """Flax linen SigLIP (Zhai et al. 2023): the ``"siglip"`` model family.
 
+(Over 450 lines on purpose: the family is one module - config, Flax modules, the pure entry
+points - as ``clip.py`` and ``slip.py`` are; its checkpoint loading lives elsewhere, in
+``convert_siglip.py`` / ``siglip_big_vision.py``.)
+
 Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
 
 - image tower: conv patch embedding *with* bias, learned position embedding over the N
