@@ -206,7 +206,8 @@ def read(req: Request) -> Read:
             path = fetch_openai(resolved[1], req.cache_dir, progress=req.progress)
             loaded = _read_file(path, req.allow_pickle)
             url, sha = openai_release(resolved[1])
-            loaded.extra.update(origin="openai-url", url=url, sha256=sha)
+            loaded.extra.update(origin="openai-url", url=url, sha256=sha,
+                                source=req.source or "openai")
             if not arch.quick_gelu and req.quick_gelu is None:
                 # open_clip's "openai" weights always run with OpenAI's activation.
                 qg = arch.replace(quick_gelu=True)

@@ -56,6 +56,7 @@ def family_of(config: Any) -> Any:
 def detect_family(source: str) -> str:
     """The family whose loader recognises a checkpoint path (SigLIP directory or ``.npz``,
     SLIP ``.pt``), else ``"clip"``: :func:`crossgap_jax.models.loader.detect_family`."""
+    # Local import: loader -> native / fit -> families (this wrapper only keeps the old path).
     from crossgap_jax.models.loader import detect_family as _detect
 
     return _detect(source)
