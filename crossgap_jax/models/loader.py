@@ -34,7 +34,9 @@ module path - explicit, no registration by import side effect). A hook module de
 optional ``QUICK_GELU = True``
     The family honours ``quick_gelu=`` (CLIP, SLIP's text tower).
 
-The model files (``clip.py``, ``siglip.py``, ``slip.py``) import no reader or converter.
+The family's model module (``families.py``) must give ``param_shapes(config)`` and
+``CONFIG_CLASS``: the fit check and the native format use them. The model files
+(``clip.py``, ``siglip.py``, ``slip.py``) import no reader or converter.
 """
 
 from __future__ import annotations
