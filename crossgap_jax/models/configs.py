@@ -119,19 +119,36 @@ _REGISTRY: dict[str, CLIPConfig] = {
 }
 
 
+#: open_clip's names for registered architectures (accepted by :func:`get_config`; the
+#: config returned is ours, under our name). Only names whose open_clip config has exactly
+#: our shapes are listed: open_clip's other SigLIP models (256/384/512 px, L/16, SO400M,
+#: i18n) have no config here.
+ARCHITECTURE_ALIASES: dict[str, str] = {
+    "ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
+}
+
+
+def list_aliases() -> dict[str, str]:
+    """open_clip name -> our architecture name (:data:`ARCHITECTURE_ALIASES`)."""
+    return dict(ARCHITECTURE_ALIASES)
+
+
 def list_architectures() -> list[str]:
     """Names accepted by :func:`get_config`."""
     return list(_REGISTRY)
 
 
 def get_config(name: str) -> CLIPConfig:
-    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``, ...).
+    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``, ...) or by
+    open_clip alias (``"ViT-B-16-SigLIP"``: :data:`ARCHITECTURE_ALIASES`).
 
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
     """
     if isinstance(name, CLIPConfig):
         return name
+    if name not in _REGISTRY and ARCHITECTURE_ALIASES.get(name) in _REGISTRY:
+        return _REGISTRY[ARCHITECTURE_ALIASES[name]]
     if name not in _REGISTRY:
         raise KeyError(
             f"unknown CLIP architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}"
