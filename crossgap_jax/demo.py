@@ -9,7 +9,7 @@
 * **data**: the registered datasets ``demo_caltech101`` (Caltech101 test images as queries,
   never seen in training, vs train images as gallery) and ``demo_caltech101_text`` (class
   captions from templates never used in training), shipped in the package
-  (:mod:`crossgap_jax.data.embedded`).
+  (:mod:`crossgap_jax.data.sources.embedded`).
 
 The demo is the ``demo`` preset run through the same pipeline as ``reproduce``,
 ``classify`` and ``analyze`` (:class:`~crossgap_jax.pipeline.run.Run`,
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, IMAGE_NAME, TEXT_NAME
+from crossgap_jax.data.sources.embedded import ASSET_DIR, DEMO_DATA, IMAGE_NAME, TEXT_NAME
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, save_figure
 
 DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_caltech101.safetensors")

@@ -32,7 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossgap_jax.data.core import RetrievalTask, TextSplit
+from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
+from crossgap_jax.data.task import RetrievalTask
+from crossgap_jax.data.types import TextSplit
 
 __all__ = [
     "SUMMARY_SPECS",
@@ -480,6 +482,5 @@ def check_authors_assets(datasets: Sequence[str], assets: str | os.PathLike | No
         if ds in SUMMARY_SPECS:
             read_summaries(summary_file(assets, ds))
         if ds == "newsgroup_text":
-            from crossgap_jax.data.texts import NEWSGROUP_DESCRIPTIONS
 
             read_class_descriptions(assets, sorted(NEWSGROUP_DESCRIPTIONS))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-# OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models).
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models):
+# defined with the preprocessing in the data layer, re-exported here.
+from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD  # noqa: F401
 
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407
