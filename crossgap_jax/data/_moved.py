@@ -34,13 +34,16 @@ def forward(old: str, homes: Sequence[ModuleType]) -> tuple[Callable[[str], Any]
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        for home in homes:
-            if hasattr(home, name):
-                warnings.warn(f"{old}.{name} moved to {home.__name__}.{name}; import it from "
-                              f"there ({old} will be removed)", DeprecationWarning,
-                              stacklevel=2)
-                return getattr(home, name)
-        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        having = [h for h in homes if hasattr(h, name)]
+        if not having:
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        obj = getattr(having[0], name)
+        # Name the module that defines the object, not one that merely imports it.
+        home = next((h for h in having if getattr(obj, "__module__", None) == h.__name__),
+                    having[0])
+        warnings.warn(f"{old}.{name} moved to {home.__name__}.{name}; import it from there "
+                      f"({old} will be removed)", DeprecationWarning, stacklevel=2)
+        return obj
 
     def __dir__() -> list[str]:
         return sorted({n for h in homes for n in dir(h) if not n.startswith("__")})

@@ -482,5 +482,4 @@ def check_authors_assets(datasets: Sequence[str], assets: str | os.PathLike | No
         if ds in SUMMARY_SPECS:
             read_summaries(summary_file(assets, ds))
         if ds == "newsgroup_text":
-
             read_class_descriptions(assets, sorted(NEWSGROUP_DESCRIPTIONS))
