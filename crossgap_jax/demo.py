@@ -115,7 +115,6 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
     """The shipped demo model as a :class:`~crossgap_jax.models.bundle.CLIP` bundle."""
     from crossgap_jax.models.bundle import CLIP
     from crossgap_jax.models.checkpoints import load_native
-    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
 
     if not os.path.isfile(path):
         raise FileNotFoundError(

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal, NamedTuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from crossgap_jax.data.decoding import RESCALED_FROM, ImageDecodeError
 from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD, preprocess_image
@@ -238,8 +239,6 @@ class ImageBatchLoader:
         pending: collections.deque[tuple[int, Future]] = collections.deque()
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=n_local, desc=self.desc, unit="img", smoothing=0.1)
         pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="crossgap-decode")
         submitted = 0
