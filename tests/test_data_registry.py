@@ -68,3 +68,22 @@ def test_unknown_prefix_is_not_a_family():
         registry.dataset_info("nofamily:x")
     with pytest.raises(KeyError, match="unknown dataset 'caltech101:x'"):
         registry.dataset_info("caltech101:x")  # an ordinary entry has no members
+
+
+def test_packaged_demo_data_is_found_without_a_root():
+    """The demo subset ships in crossgap_jax/assets (docs/datasets.md: 400 test images, 4 per
+    class, vs 1,000 train images, 10 per class; 100 held-out captions vs 700)."""
+    import os
+
+    from crossgap_jax.data.sources import embedded
+
+    assert os.path.isfile(embedded.DEMO_DATA), embedded.DEMO_DATA
+    task = registry.get_task("demo_caltech101")
+    assert (task.num_queries, task.num_gallery) == (400, 1000)
+    assert sorted(set(task.query.labels.tolist())) == list(range(100))
+    img = task.query.open_image(0)
+    assert img.mode == "RGB" and min(img.size) == 64
+    text = registry.get_task("demo_caltech101_text")
+    assert (text.num_queries, text.num_gallery) == (100, 700)
+    found = {e.name: e.found for e in registry.list_datasets()}
+    assert found["demo_caltech101"] == embedded.DEMO_DATA

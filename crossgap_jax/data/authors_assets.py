@@ -19,6 +19,9 @@ executing any of it**:
 
 ``DIR`` may be the checkout, its ``data/summarized_texts`` folder, or a ``data`` folder
 holding ``summarized_texts``. Facts about the format: ``PAPER.md`` ("Authors' assets").
+
+(About 480 lines: both readers share the checkout discovery and the "read, never run"
+safety rules, which are easier to audit in one file.)
 """
 
 from __future__ import annotations

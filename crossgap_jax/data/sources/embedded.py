@@ -30,7 +30,9 @@ import numpy as np
 
 from crossgap_jax.data.types import DatasetLayoutError, ImageSplit, TextSplit
 
-ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+# crossgap_jax/assets (this file is crossgap_jax/data/sources/embedded.py)
+ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "assets")
+ASSET_DIR = os.path.normpath(ASSET_DIR)
 DEMO_DATA = os.path.join(ASSET_DIR, "demo_caltech101.npz")
 DEMO_DATA_LICENSE = os.path.join(ASSET_DIR, "demo_caltech101_LICENSE.txt")
 IMAGE_NAME = "demo_caltech101"
