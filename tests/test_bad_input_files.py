@@ -23,7 +23,7 @@ import pytest
 import crossgap_jax.data as cgd
 from crossgap_jax import fileio
 from crossgap_jax.data import DataFileError, DatasetLayoutError, DegenerateTaskError
-from crossgap_jax.data.core import MissingFilesError, TextSplit
+from crossgap_jax.data.types import MissingFilesError, TextSplit
 from crossgap_jax.models import checkpoints as C
 from crossgap_jax.models import create_clip, hub, load_clip
 from crossgap_jax.models.bundle import params_sha256

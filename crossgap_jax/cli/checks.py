@@ -97,10 +97,10 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
                    split_option: str = "--split") -> None:
     """Known name, tfds importable, root present, the dataset found there, split known."""
     from crossgap_jax.data import dataset_info
-    from crossgap_jax.data.tfds_backend import PREFIX
+    from crossgap_jax.data.sources.tfds import PREFIX
 
     if name.startswith(PREFIX):
-        from crossgap_jax.data.tfds_backend import _import_tfds
+        from crossgap_jax.data.sources.tfds import _import_tfds
 
         try:
             _import_tfds()
