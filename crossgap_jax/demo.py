@@ -27,12 +27,18 @@ import os
 import time
 from typing import Any
 
-from crossgap_jax.data.sources.embedded import ASSET_DIR, DEMO_DATA, IMAGE_NAME, TEXT_NAME
+from crossgap_jax.data.sources.embedded import (
+    ASSET_DIR,
+    CARD_NAME,
+    DEMO_DATA,
+    IMAGE_NAME,
+    TEXT_NAME,
+)
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
 
 DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)
-DEMO_CARD = os.path.join(ASSET_DIR, "demo_caltech101.json")
+DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)
 IMAGE_DATASET = IMAGE_NAME
 TEXT_DATASET = TEXT_NAME
 PAPER_PRESET = "clip_vitb32"  # the published model the demo's numbers are set beside

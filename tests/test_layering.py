@@ -1,8 +1,8 @@
 """The package's import rules (issue 14, item 5), read from the source with ``ast``.
 
 Every ``import`` / ``from ... import`` statement of every module of ``crossgap_jax`` counts,
-function-local ones and ``if TYPE_CHECKING:`` blocks included (a hidden import is still a
-dependency). The rules:
+function-local ones included; ``if TYPE_CHECKING:`` blocks count for the layer rule, not for
+cycles (they never execute). The rules:
 
 * Layers, bottom to top::
 
@@ -49,23 +49,10 @@ ALLOWED_LAYER: dict[tuple[str, str], str] = {
     # baselines (layer 2) uses the zero-shot metric of retrieval (layer 3): the NCM baseline
     # should take the metric as an argument, or the metric move below (owner: base).
     ("crossgap_jax.baselines.ncm", "crossgap_jax.retrieval.zeroshot"): "baselines -> retrieval",
-    # The demo <-> train cycle of issue 14 item 1 (train/ should only train; owner: pipe).
-    ("crossgap_jax.train.experiment", "crossgap_jax.demo"): "train -> demo (DEMO_CARD)",
-    # reproduce's demo preset reaches up to the demo entry point (owner: pipe, item 1).
-    ("crossgap_jax.pipeline.run", "crossgap_jax.demo"): "pipeline -> demo",
 }
 
 # Import cycles between modules still present (each as the sorted tuple of its modules).
-ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-    # The model file imports its converter inside a function and the converter imports the
-    # model (issue 14 item 2: "model files do not import their converters"; owner: models).
-    ("crossgap_jax.models.convert_siglip", "crossgap_jax.models.siglip"): "siglip <-> converter",
-    ("crossgap_jax.models.convert_slip", "crossgap_jax.models.slip"): "slip <-> converter",
-    # The demo measures through pipeline.run / analyze, which reach back to the demo for its
-    # preset (issue 14 item 1: the demo becomes a preset of the pipeline; owner: pipe).
-    ("crossgap_jax.demo", "crossgap_jax.pipeline.analyze", "crossgap_jax.pipeline.run"):
-        "demo <-> pipeline",
-}
+ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -83,15 +70,31 @@ def _is_package(name: str) -> bool:
     return MODULES[name].name == "__init__.py"
 
 
-def _imports(name: str) -> list[tuple[str, int]]:
-    """``(imported module of the package, line)`` for every import statement of ``name``.
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    """Line numbers of the statements inside ``if TYPE_CHECKING:`` blocks."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+                (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+                or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            for stmt in node.body:
+                lines.update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+    return lines
+
+
+def _imports(name: str, runtime_only: bool = False) -> list[tuple[str, int]]:
+    """``(imported module of the package, line)`` for every import statement of ``name``
+    (``runtime_only``: without those under ``if TYPE_CHECKING:``, which never execute).
 
     ``from pkg import sub`` counts as importing ``pkg.sub`` when that is a module, else
     ``pkg``; relative imports are resolved against ``name``.
     """
     tree = ast.parse(MODULES[name].read_text(encoding="utf-8"), str(MODULES[name]))
     out: list[tuple[str, int]] = []
+    skip = _type_checking_lines(tree) if runtime_only else set()
     for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
         if isinstance(node, ast.Import):
             out += [(a.name, node.lineno) for a in node.names if a.name.split(".")[0] == PKG]
         elif isinstance(node, ast.ImportFrom):
@@ -123,6 +126,12 @@ def _existing(mod: str) -> str:
 
 GRAPH: dict[str, list[tuple[str, int]]] = {
     m: [(_existing(t), ln) for t, ln in _imports(m)] for m in MODULES
+}
+# Cycles are about what executes: an annotation-only import under ``if TYPE_CHECKING:``
+# (e.g. ``pipeline.measure`` naming the ``Run`` it is given) is no import at run time. The
+# layer rule above still counts it.
+RUNTIME_GRAPH: dict[str, list[tuple[str, int]]] = {
+    m: [(_existing(t), ln) for t, ln in _imports(m, runtime_only=True)] for m in MODULES
 }
 
 
@@ -176,7 +185,7 @@ def _cycles() -> list[tuple[str, ...]]:
         counter[0] += 1
         stack.append(v)
         on_stack.add(v)
-        for w, _ in GRAPH[v]:
+        for w, _ in RUNTIME_GRAPH[v]:
             if w == v:
                 continue
             if w not in index:
@@ -224,14 +233,19 @@ def test_no_import_cycles():
 def test_the_checker_sees_violations(monkeypatch):
     """The graph really contains function-local imports and the checks would fire: a
     synthetic upward import and a synthetic cycle are reported."""
-    # A function-local import present in the source is in the graph (cli imports the
-    # package version inside a function, run.py imports demo inside a function).
-    assert any(t == "crossgap_jax.demo" for t, _ in GRAPH["crossgap_jax.pipeline.run"])
+    # A function-local import present in the source is in the graph (demo_caltech imports
+    # the trainer inside a function); a TYPE_CHECKING import counts for layers, not cycles.
+    assert any(t == "crossgap_jax.train.trainer"
+               for t, _ in RUNTIME_GRAPH["crossgap_jax.train.demo_caltech"])
+    assert any(t == "crossgap_jax.pipeline.run" for t, _ in GRAPH["crossgap_jax.pipeline.measure"])
+    assert not any(t == "crossgap_jax.pipeline.run"
+                   for t, _ in RUNTIME_GRAPH["crossgap_jax.pipeline.measure"])
     monkeypatch.setitem(GRAPH, "crossgap_jax.data.types",
                         GRAPH["crossgap_jax.data.types"] + [("crossgap_jax.models.configs", 1)])
     assert ("crossgap_jax.data.types", "crossgap_jax.models.configs") in _layer_violations()
-    monkeypatch.setitem(GRAPH, "crossgap_jax.data.decoding",
-                        GRAPH["crossgap_jax.data.decoding"] + [("crossgap_jax.data.types", 1)])
+    monkeypatch.setitem(RUNTIME_GRAPH, "crossgap_jax.data.decoding",
+                        RUNTIME_GRAPH["crossgap_jax.data.decoding"]
+                        + [("crossgap_jax.data.types", 1)])
     pair = {"crossgap_jax.data.decoding", "crossgap_jax.data.types"}
     assert any(pair <= set(c) for c in _cycles())
 

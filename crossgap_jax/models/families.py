@@ -53,10 +53,14 @@ def family_of(config: Any) -> Any:
     return family_module(getattr(config, "family", "clip"))
 
 
-def detect_family(source: str) -> str:
-    """The family whose loader recognises a checkpoint path (SigLIP directory or ``.npz``,
-    SLIP ``.pt``), else ``"clip"``: :func:`crossgap_jax.models.loader.detect_family`."""
-    # Local import: loader -> native / fit -> families (this wrapper only keeps the old path).
-    from crossgap_jax.models.loader import detect_family as _detect
+def __getattr__(name: str) -> Any:
+    """``families.detect_family`` moved to :func:`crossgap_jax.models.loader.detect_family`
+    (the loader sits above this module); the old path still works, with a warning."""
+    if name == "detect_family":
+        import warnings
 
-    return _detect(source)
+        warnings.warn("crossgap_jax.models.families.detect_family moved to "
+                      "crossgap_jax.models.loader.detect_family", DeprecationWarning,
+                      stacklevel=2)
+        return importlib.import_module("crossgap_jax.models.loader").detect_family
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from crossgap_jax.data.sources.embedded import ASSET_DIR, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -43,7 +43,6 @@ from crossgap_jax.train.data import (
 )
 
 CHECKPOINT_NAME = "demo_caltech101.safetensors"
-CARD_NAME = "demo_caltech101.json"
 COMMAND = "python -m crossgap_jax.train.demo_caltech"
 DATASET = "caltech101"
 IMAGE_SIZE = 64

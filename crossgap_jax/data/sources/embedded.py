@@ -37,6 +37,7 @@ DEMO_DATA = os.path.join(ASSET_DIR, "demo_caltech101.npz")
 DEMO_DATA_LICENSE = os.path.join(ASSET_DIR, "demo_caltech101_LICENSE.txt")
 IMAGE_NAME = "demo_caltech101"
 TEXT_NAME = "demo_caltech101_text"
+CARD_NAME = "demo_caltech101.json"  # the shipped model's card, beside its weights
 
 LAYOUT = ("shipped with the package: crossgap_jax/assets/demo_caltech101.npz "
           "(rebuild: python -m crossgap_jax.train.demo_caltech)")
