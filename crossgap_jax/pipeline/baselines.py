@@ -149,12 +149,12 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
         ValueError: the split is not a labelled image split with class names.
     """
     from crossgap_jax.data import get_dataset
-    from crossgap_jax.pipeline.run import default_classify_split
+    from crossgap_jax.pipeline.tasks import default_classify_split
 
     split = split or default_classify_split(dataset, run.root_for(dataset))
     images = get_dataset(dataset, run.root_for(dataset), split)
     if run.max_queries and run.max_queries < len(images):
-        rng = np.random.default_rng(int(run.cfg["seed"]))
+        rng = np.random.default_rng(run.preset.seed)
         images = images.subset(np.sort(rng.choice(len(images), run.max_queries, False)))
     if images.modality != "image" or not images.classnames or images.labels is None:
         raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
@@ -187,14 +187,14 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
     """
     from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
     from crossgap_jax.baselines.pca import center_features, fit_center, fit_pca, pca_features
-    from crossgap_jax.pipeline.run import _labels_for, _per_class_subset
+    from crossgap_jax.pipeline.tasks import _labels_for, _per_class_subset
 
     s = BaselineSettings.from_cfg(run.cfg)
     train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     if run.max_gallery:
         train = _per_class_subset(train, max(1, run.max_gallery // num_classes),
-                                  seed=int(run.cfg["seed"]))
+                                  seed=run.preset.seed)
     ftr, fte = run.features(train), run.features(images)
     ytr, yte = _labels_for(train, ftr.items), _labels_for(images, fte.items)
     out: dict[str, Any] = {"fitted_ncm_train": {"split": train_split, "num_images": len(ftr)}}
@@ -242,7 +242,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
         max_pca_components,
         pca_features,
     )
-    from crossgap_jax.pipeline.run import _labels_for
+    from crossgap_jax.pipeline.tasks import _labels_for
 
     s = BaselineSettings.from_cfg(run.cfg)
     if "pca" in s.fewshot_types and not s.pca_k:
@@ -352,7 +352,7 @@ def indicators(run: Run, dataset: str, split: str | None = None,
     """
     from crossgap_jax.fileio import atomic_write_json, ensure_dir
     from crossgap_jax.pipeline.prompts import class_prompt
-    from crossgap_jax.pipeline.run import _classnames_split, _labels_for
+    from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
     from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
 
     bad = [p for p in pairs if p not in INDICATOR_PAIRS]
