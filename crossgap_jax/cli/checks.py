@@ -297,7 +297,14 @@ def validate(args) -> list[tuple[str, dict]]:
             raise CLIError(_one_line(e)) from None
         _check_source(args, typed.as_dict())
         out.append((name, typed))
-    if args.command == "reproduce":
+    if args.command == "compare":
+        from crossgap_jax.pipeline.methods import check_methods
+
+        try:
+            check_methods(args.methods)
+        except ValueError as e:
+            raise CLIError(f"--methods: {_one_line(e)}") from None
+    if args.command in ("reproduce", "compare"):
         default, per = data_roots(args.data_root, args.datasets)
         for ds in args.datasets:
             _check_dataset(ds, per.get(ds, default), "--datasets")

@@ -237,6 +237,20 @@ def cmd_indicators(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from crossgap_jax.pipeline.methods import compare, compare_table
+
+    default, per = data_roots(args.data_root, args.datasets)
+    run = _make_run(args, data_root=default)
+    res = compare(run, args.datasets, roots=per, methods=args.methods)
+    table = compare_table(res)
+    path = _write_outputs(run, args, res, key={"datasets": list(args.datasets),
+                                               "methods": list(args.methods)}, table=table)
+    print(table)
+    print(f"record: {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from crossgap_jax.demo import run_demo
 
