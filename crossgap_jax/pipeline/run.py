@@ -38,6 +38,7 @@ from crossgap_jax.data.authors_assets import (
 )
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.models import CLIP, load_clip
+from crossgap_jax.models.families import has_text_tower
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.prompts import (
     DEFAULT_CLASS_TEMPLATE,
@@ -54,6 +55,11 @@ FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window")
 # classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
 # image features, IsoCLIP-mapped features).
 CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm")
+# Feature types and classify variants that need a text tower (refused, before any work, for
+# an image-only backbone such as DINOv2; see models.families.require_text_tower).
+NEEDS_TEXT_TOWER = {"text": "text features", "oti": "OTI", "ovi": "OVI",
+                    "isoclip": "IsoCLIP", "isotropic-window": "the isotropic-window baseline",
+                    "inter": "zero-shot classification", "isoclip-ncm": "IsoCLIP NCM"}
 
 
 @dataclasses.dataclass
@@ -104,8 +110,20 @@ class Run:
         """The data root of ``dataset``: its own (``roots``), else :attr:`data_root`."""
         return self.roots.get(dataset, self.data_root)
 
+    def require_text_tower(self, *kinds: str) -> None:
+        """Raise :class:`~crossgap_jax.models.families.NoTextTowerError` (a ValueError naming
+        the backbone and the operation) when the model is image-only and any of ``kinds``
+        (feature types, classify variants: :data:`NEEDS_TEXT_TOWER`) needs a text tower."""
+        from crossgap_jax.models.families import require_text_tower
+
+        for kind in kinds:
+            if kind in NEEDS_TEXT_TOWER:
+                require_text_tower(self.clip.config, NEEDS_TEXT_TOWER[kind])
+
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
+        if split.modality == "text":
+            self.require_text_tower("text")
         return cached_split_features(self.clip, split, self.run_dir, template=template,
                                      batch_size=self.cfg["batch_size"], on_error=self.on_error,
                                      progress=self.progress, project=project)
@@ -119,6 +137,7 @@ class Run:
         from crossgap_jax.baselines.isoclip import isoclip_map, projection_heads
         from crossgap_jax.pipeline.presets import isoclip_k
 
+        self.require_text_tower("isoclip")
         (k_top, k_bottom), source = isoclip_k(self.cfg, task)
         key = ("isoclip", side, k_top, k_bottom)
         if key not in self._baseline_cache:
@@ -144,6 +163,7 @@ class Run:
         singular directions (:mod:`crossgap_jax.baselines.window`)."""
         from crossgap_jax.baselines.window import window_basis_for, window_features
 
+        self.require_text_tower("isotropic-window")
         if "window" not in self._baseline_cache:
             self._baseline_cache["window"] = window_basis_for(self.clip)
         basis = self._baseline_cache["window"]
@@ -158,6 +178,7 @@ class Run:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
         from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
 
+        self.require_text_tower(method)
         kwargs = self.inversion_kwargs(method)
         key = meta_key({"features": fs.meta, "method": method, **kwargs,
                         "record_steps": list(self.record_steps)})
@@ -267,6 +288,8 @@ class Run:
         task = self.task(dataset, split)
         check_feature_type(task.query, query_type or task.query.modality)  # before any work
         check_feature_type(task.gallery, gallery_type or task.gallery.modality)
+        self.require_text_tower(query_type or task.query.modality,
+                                gallery_type or task.gallery.modality)
         kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
         q = self.side_features(task.query, query_type or task.query.modality, kind)
         g = self.side_features(task.gallery, gallery_type or task.gallery.modality, kind)
@@ -320,6 +343,7 @@ class Run:
         if unknown:
             raise ValueError(f"unknown classify variant(s) {unknown}; known: "
                              f"{', '.join(CLASSIFY_VARIANTS)}")
+        self.require_text_tower(*variants)
         split = split or default_classify_split(dataset, self.root_for(dataset))
         images = get_dataset(dataset, self.root_for(dataset), split)
         if self.max_queries and self.max_queries < len(images):
@@ -332,8 +356,10 @@ class Run:
         labels = _labels_for(images, fi.items)
         prompt = class_prompt(dataset)
         classes = _classnames_split(dataset, images.classnames)
-        ft = self.features(classes, template=prompt)
-        classifier = retrieval.build_classifier(ft.features)
+        classifier = None  # image-only backbone: only NCM variants get here (checked above)
+        if has_text_tower(self.clip.config):
+            ft = self.features(classes, template=prompt)
+            classifier = retrieval.build_classifier(ft.features)
         out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
                                "split": split, "num_images": len(fi.items)}
         pairs = {}  # variant -> (features, classifier)
@@ -953,6 +979,11 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
                                  f"{cfg['model']!r}")
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
         model = clip.config.name if not model_explicit else cfg["model"]
+    elif not model_explicit and checkpoint is not None and _claimed_by_family(source):
+        # A checkpoint that names its own family (a DINOv2 / SigLIP directory, a SLIP .pt):
+        # its architecture comes from the files, not from the default preset's model.
+        clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
+        model = clip.config.name
     else:
         clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
         model = cfg["model"]
@@ -967,6 +998,13 @@ def make_run(run_dir: str | None, cfg: dict, *, data_root: str | None = None,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
                roots=dict(roots or {}), authors_assets=authors_assets)
+
+
+def _claimed_by_family(source: Any) -> bool:
+    """Whether a non-CLIP family recognises ``source`` (``families.detect_family``)."""
+    from crossgap_jax.models.families import detect_family
+
+    return isinstance(source, str) and detect_family(source) != "clip"
 
 
 def checkpoint_sha256(clip: CLIP) -> str | None:
