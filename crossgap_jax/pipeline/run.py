@@ -272,6 +272,7 @@ class Run:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window``
         (``task``: IsoCLIP's ``(k_top, k_bottom)`` column, default the split's modality)."""
         check_feature_type(split, feature_type)
+        self.require_text_tower(feature_type)
         if feature_type == "isoclip":
             return self.isoclip(split, task)
         if feature_type == "isotropic-window":
@@ -360,7 +361,8 @@ class Run:
         if has_text_tower(self.clip.config):
             ft = self.features(classes, template=prompt)
             classifier = retrieval.build_classifier(ft.features)
-        out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
+        out: dict[str, Any] = {"prompt": prompt if classifier is not None else None,
+                               "num_classes": len(images.classnames),
                                "split": split, "num_images": len(fi.items)}
         pairs = {}  # variant -> (features, classifier)
         if "inter" in variants:
@@ -876,7 +878,8 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
                          f"{float(r.get('top5', float('nan'))):.2f} | "
                          f"{int(r.get('num_samples', 0))} |")
     return (provenance_header(provenance(run), "Zero-shot classification")
-            + f"Accuracy in percent; prompt `{m.get('prompt')}`.\n\n" + "\n".join(lines)
+            + "Accuracy in percent" + (f"; prompt `{m['prompt']}`" if m.get("prompt") else "")
+            + ".\n\n" + "\n".join(lines)
             + "\n")
 
 
