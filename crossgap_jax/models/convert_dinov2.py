@@ -40,6 +40,7 @@ import numpy as np
 from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
 from crossgap_jax.models.convert import CheckpointError
 from crossgap_jax.models.dinov2 import (
+    CLSMEAN_SUFFIX,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRETRAINED,
@@ -95,6 +96,32 @@ def _flax_path(name: str) -> tuple[tuple[str, ...], str] | None:
     return None
 
 
+def map_tensors(sd: Mapping[str, Any]) -> tuple[dict, dict, list[str], list[str]]:
+    """The renaming alone (no shape checks): ``(flat params {path: float32 array},
+    {path: file name}, unknown names, ignored names)``. Linear kernels transposed, the conv
+    kernel OIHW -> HWIO."""
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    names: dict[tuple[str, ...], str] = {}
+    unknown, ignored = [], []
+    for key, value in sd.items():
+        name = _canonical(key)
+        if _IGNORED.match(name):
+            ignored.append(key)
+            continue
+        hit = _flax_path(name)
+        if hit is None:
+            unknown.append(key)
+            continue
+        path, kind = hit
+        a = np.asarray(value, np.float32)
+        if kind == "linear" and path[-1] == "kernel":
+            a = a.T
+        elif kind == "conv" and path[-1] == "kernel":
+            a = a.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        flat[path], names[path] = a, key
+    return flat, names, sorted(unknown), sorted(ignored)
+
+
 def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
                             ) -> tuple[dict, list[str]]:
     """transformers ``Dinov2Model`` state dict -> ``(Flax params, ignored keys)``.
@@ -114,34 +141,14 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
     """
     want = {k: tuple(v.shape) for k, v in
             traverse_util.flatten_dict(param_shapes(config)).items()}
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    unknown, ignored, bad = [], [], []
-    for key, value in sd.items():
-        name = _canonical(key)
-        if _IGNORED.match(name):
-            ignored.append(key)
-            continue
-        hit = _flax_path(name)
-        if hit is None:
-            unknown.append(key)
-            continue
-        path, kind = hit
-        a = np.asarray(value, np.float32)
-        if kind == "linear" and path[-1] == "kernel":
-            a = a.T
-        elif kind == "conv" and path[-1] == "kernel":
-            a = a.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-        if path not in want:
-            unknown.append(key)
-        elif tuple(a.shape) != want[path]:
-            bad.append(f"{key}: {tuple(np.shape(value))} does not fit {'/'.join(path)} "
-                       f"{want[path]}")
-        else:
-            flat[path] = a
+    flat, names, unknown, ignored = map_tensors(sd)
+    unknown += sorted(names[p] for p in flat if p not in want)
+    bad = [f"{names[p]}: {tuple(np.shape(sd[names[p]]))} does not fit {'/'.join(p)} {want[p]}"
+           for p in flat if p in want and tuple(flat[p].shape) != want[p]]
     missing = sorted("/".join(p) for p in want if p not in flat)
     problems = []
     if unknown:
-        problems.append(f"unexpected tensors: {', '.join(sorted(unknown)[:10])}"
+        problems.append(f"unexpected tensors: {', '.join(unknown[:10])}"
                         + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""))
     if missing:
         problems.append(f"missing tensors: {', '.join(missing[:10])}"
@@ -151,7 +158,7 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
     if problems:
         raise CheckpointError(f"the state dict does not fit DINOv2 architecture "
                               f"{config.name!r}: " + " | ".join(problems))
-    return traverse_util.unflatten_dict(flat), sorted(ignored)
+    return traverse_util.unflatten_dict({p: a for p, a in flat.items() if p in want}), ignored
 
 
 def params_to_hf_state_dict(params: Mapping[str, Any], *, legacy: bool = True
@@ -270,7 +277,8 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
 _SHAPE_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
 
 
-def _architecture_diff(a: DINOv2Config, b: DINOv2Config) -> list[str]:
+def architecture_diff(a: DINOv2Config, b: DINOv2Config) -> list[str]:
+    """``"field: a vs b"`` for every shape difference (pooling and preprocessing aside)."""
     diffs = [f"vision.{f}: {getattr(a.vision, f)} vs {getattr(b.vision, f)}"
              for f in _SHAPE_FIELDS if getattr(a.vision, f) != getattr(b.vision, f)]
     diffs += [f"{f}: {getattr(a, f)} vs {getattr(b, f)}"
@@ -283,7 +291,7 @@ def registered_match(config: DINOv2Config) -> str | None:
     for n in list_architectures():
         c = get_config(n)
         if (isinstance(c, DINOv2Config) and c.pooling == config.pooling
-                and not _architecture_diff(c, config)):
+                and not architecture_diff(c, config)):
             return n
     return None
 
@@ -325,6 +333,67 @@ def _hub_files(repo: str) -> str:
     return os.path.dirname(cfg_path)
 
 
+def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = False,
+                pooling: str | None = None) -> dict[str, Any]:
+    """Resolve and read a DINOv2 checkpoint (the reader step, shared by :func:`load_dinov2`
+    and the loader hooks).
+
+    Args:
+        arch: the requested architecture or None; with ``source`` None or ``"dinov2"`` its
+            release hub id is used.
+        source: a ``Dinov2Model`` directory, a hub id (``hf-hub:`` / ``@revision`` accepted),
+            ``"dinov2"`` or None.
+
+    Returns:
+        ``{"tensors", "format", "path", "declared" (DINOv2Config), "declared_by",
+        "origin", "source"}``.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError: see :func:`load_dinov2`.
+    """
+    from crossgap_jax.models.checkpoints import CheckpointNotFoundError, read_state_dict
+
+    if arch is not None and (source is None or source == "dinov2"):
+        base = arch.name.removesuffix(CLSMEAN_SUFFIX)
+        if (base, "dinov2") not in PRETRAINED:
+            raise CheckpointError(f"no released DINOv2 weights for {arch.name!r}; pass "
+                                  "checkpoint= a Dinov2Model directory or a hub id")
+        source = PRETRAINED[(base, "dinov2")]
+    origin = "local"
+    path = os.path.expanduser(str(source))
+    repo = str(source).removeprefix("hf-hub:")
+    if not os.path.exists(path) and _HUB_ID.match(repo):
+        path, origin = _hub_files(repo), "hf-hub"
+    if not os.path.isdir(path):
+        if os.path.exists(path):
+            raise CheckpointError(f"{source}: not a DINOv2 checkpoint (expected a "
+                                  "transformers Dinov2Model directory with config.json)")
+        raise CheckpointNotFoundError(f"no such DINOv2 checkpoint: {source}", target=path)
+    cfg_file = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_file):
+        raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
+                                      "Dinov2Model directory)", target=path)
+    pre_file = os.path.join(path, "preprocessor_config.json")
+    declared = config_from_hf(_read_json(cfg_file),
+                              _read_json(pre_file) if os.path.isfile(pre_file) else None,
+                              pooling=pooling or (arch.pooling if arch else "cls"))
+    weights = next((os.path.join(path, f) for f in _WEIGHT_FILES
+                    if os.path.isfile(os.path.join(path, f))), None)
+    if weights is None:
+        raise CheckpointNotFoundError(f"{path}: no {' / '.join(_WEIGHT_FILES)}", target=path)
+    sd, fmt, _ = read_state_dict(weights, allow_pickle=allow_pickle)
+    return {"tensors": sd, "format": fmt, "path": weights, "declared": declared,
+            "declared_by": cfg_file, "origin": origin, "source": source}
+
+
+def adopt(requested: DINOv2Config, declared: DINOv2Config) -> DINOv2Config:
+    """The config to load with when a name was requested: its shapes and pooling, the
+    file's preprocessing (mean/std, resize, interpolation)."""
+    return requested.replace(mean=declared.mean, std=declared.std,
+                             interpolation=declared.interpolation,
+                             resize_size=declared.resize_size)
+
+
 def load_dinov2(name_or_path: Any, checkpoint: str | None = None, *,
                 allow_pickle: bool = False, cache_dir: str | None = None,
                 pooling: str | None = None, **_: Any
@@ -356,8 +425,6 @@ def load_dinov2(name_or_path: Any, checkpoint: str | None = None, *,
         CheckpointError: not a DINOv2 directory, an architecture that differs from the one
             requested (listed), unsupported options, tensors that do not fit.
     """
-    from crossgap_jax.models.checkpoints import CheckpointNotFoundError, read_state_dict
-
     del cache_dir
     arch: DINOv2Config | None = None
     if isinstance(name_or_path, DINOv2Config):
@@ -369,50 +436,22 @@ def load_dinov2(name_or_path: Any, checkpoint: str | None = None, *,
             raise CheckpointError(f"{name_or_path!r} is not a DINOv2 architecture")
     if arch is not None and pooling is not None:
         arch = arch.with_pooling(pooling)
-    source = checkpoint if arch is not None else name_or_path
-    if arch is not None and (source is None or source == "dinov2"):
-        base = arch.name.removesuffix("-clsmean")
-        if (base, "dinov2") not in PRETRAINED:
-            raise CheckpointError(f"no released DINOv2 weights for {arch.name!r}; pass "
-                                  "checkpoint= a Dinov2Model directory or a hub id")
-        source = PRETRAINED[(base, "dinov2")]
-    info: dict[str, Any] = {"source": source, "origin": "local"}
-    path = os.path.expanduser(str(source))
-    repo = str(source).removeprefix("hf-hub:")
-    if not os.path.exists(path) and _HUB_ID.match(repo):
-        path = _hub_files(repo)
-        info["origin"] = "hf-hub"
-    if not os.path.isdir(path):
-        if os.path.exists(path):
-            raise CheckpointError(f"{source}: not a DINOv2 checkpoint (expected a "
-                                  "transformers Dinov2Model directory with config.json)")
-        raise CheckpointNotFoundError(f"no such DINOv2 checkpoint: {source}", target=path)
-    cfg_file = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_file):
-        raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
-                                      "Dinov2Model directory)", target=path)
-    pre_file = os.path.join(path, "preprocessor_config.json")
-    declared = config_from_hf(_read_json(cfg_file),
-                              _read_json(pre_file) if os.path.isfile(pre_file) else None,
-                              pooling=pooling or (arch.pooling if arch else "cls"))
-    weights = next((os.path.join(path, f) for f in _WEIGHT_FILES
-                    if os.path.isfile(os.path.join(path, f))), None)
-    if weights is None:
-        raise CheckpointNotFoundError(f"{path}: no {' / '.join(_WEIGHT_FILES)}", target=path)
+    r = read_dinov2(arch, checkpoint if arch is not None else name_or_path,
+                    allow_pickle=allow_pickle, pooling=pooling)
+    declared = r["declared"]
     if arch is not None:
-        diffs = _architecture_diff(arch, declared)
+        diffs = architecture_diff(arch, declared)
         if diffs:
-            raise CheckpointError(f"{cfg_file} declares a different architecture than "
-                                  f"{arch.name!r} (requested vs file): {'; '.join(diffs)}")
-        config = arch.replace(mean=declared.mean, std=declared.std,
-                              interpolation=declared.interpolation,
-                              resize_size=declared.resize_size)
+            raise CheckpointError(f"{r['declared_by']} declares a different architecture "
+                                  f"than {arch.name!r} (requested vs file): {'; '.join(diffs)}")
+        config = adopt(arch, declared)
     else:
         config = declared.replace(name=registered_match(declared) or declared.name)
-    sd, fmt, _ = read_state_dict(weights, allow_pickle=allow_pickle)
+    sd = r["tensors"]
     params, ignored = hf_state_dict_to_params(sd, config)
     dtypes = sorted({str(v.dtype) for v in sd.values() if np.issubdtype(v.dtype, np.floating)})
-    info.update(path=weights, format=fmt, layout="hf", config_source=cfg_file,
-                architecture=config.name, family="dinov2", ignored=ignored,
-                checkpoint_dtype=",".join(dtypes))
+    info = {"source": r["source"], "origin": r["origin"], "path": r["path"],
+            "format": r["format"], "layout": "hf", "config_source": r["declared_by"],
+            "architecture": config.name, "family": "dinov2", "ignored": ignored,
+            "checkpoint_dtype": ",".join(dtypes)}
     return config, params, info
