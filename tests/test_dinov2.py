@@ -199,6 +199,13 @@ def test_directory_round_trip(tiny, tmp_path, fmt):
     assert sorted(back) == sorted(want)
     for k in want:
         np.testing.assert_array_equal(back[k], want[k], err_msg=k)
+    # The native format keeps the family and config (loads without torch).
+    from crossgap_jax.models.checkpoints import save_native
+
+    save_native(str(tmp_path / "n.safetensors"), clip.config, clip.params, {})
+    native = load_clip(str(tmp_path / "n.safetensors"))
+    assert native.config == clip.config
+    np.testing.assert_array_equal(native.encode_image(x), clip.encode_image(x))
     # transformers 5 names are accepted too.
     p5, _ = hf_state_dict_to_params(params_to_hf_state_dict(clip.params, legacy=False),
                                     clip.config)
