@@ -455,3 +455,44 @@ def load_dinov2(name_or_path: Any, checkpoint: str | None = None, *,
             "architecture": config.name, "family": "dinov2", "ignored": ignored,
             "checkpoint_dtype": ",".join(dtypes)}
     return config, params, info
+
+
+# ---------------------------------------------------------------------------------------
+# Hooks of the one loading pipeline (crossgap_jax.models.loader: claims, read,
+# convert_tensors, architecture_diff, match_registered, adopt)
+# ---------------------------------------------------------------------------------------
+claims = is_dinov2_checkpoint
+
+
+def read(request: Any) -> Any:
+    """``loader.Read`` of a DINOv2 request (directory, hub id, ``"dinov2"`` tag)."""
+    from crossgap_jax.models.loader import Read
+
+    arch = request.arch
+    if arch is not None and not isinstance(arch, DINOv2Config):
+        raise CheckpointError(f"{arch.name!r} is not a DINOv2 architecture")
+    r = read_dinov2(arch, request.source, allow_pickle=request.allow_pickle)
+    return Read(tensors=r["tensors"], fmt=r["format"], paths=[r["path"]], layout="hf",
+                declared=r["declared"], declared_by=r["declared_by"],
+                extra={"origin": r["origin"]})
+
+
+def convert_tensors(read_result: Any, config: DINOv2Config) -> Any:
+    """``loader.Converted``: the renaming of :func:`map_tensors` (the loader checks fit)."""
+    from crossgap_jax.models.loader import Converted
+
+    flat, names, unknown, ignored = map_tensors(read_result.tensors)
+    return Converted(flat=flat, names=names, unexpected=unknown, extra={"ignored": ignored})
+
+
+def match_registered(config: DINOv2Config, prefer: str | None = None) -> str | None:
+    """The registered name of an identical DINOv2 architecture (``prefer`` first)."""
+    if prefer is not None:
+        try:
+            c = get_config(prefer)
+        except KeyError:
+            c = None
+        if (isinstance(c, DINOv2Config) and c.pooling == config.pooling
+                and not architecture_diff(c, config)):
+            return prefer
+    return registered_match(config)
