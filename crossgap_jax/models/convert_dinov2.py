@@ -388,10 +388,11 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
 
 def adopt(requested: DINOv2Config, declared: DINOv2Config) -> DINOv2Config:
     """The config to load with when a name was requested: its shapes and pooling, the
-    file's preprocessing (mean/std, resize, interpolation)."""
+    file's preprocessing (mean/std, resize, interpolation) and initial layer scale."""
     return requested.replace(mean=declared.mean, std=declared.std,
                              interpolation=declared.interpolation,
-                             resize_size=declared.resize_size)
+                             resize_size=declared.resize_size,
+                             layerscale_value=declared.layerscale_value)
 
 
 def load_dinov2(name_or_path: Any, checkpoint: str | None = None, *,
