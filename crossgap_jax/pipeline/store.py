@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.fileio import atomic_write_bytes
+from crossgap_jax.fileio import atomic_write_bytes, jsonable
 
 
 class StaleArtifactError(ValueError):
@@ -113,7 +113,7 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
 
 def check_meta(found: Mapping[str, Any], expect: Mapping[str, Any], where: str) -> None:
     """Raise :class:`StaleArtifactError` listing every key where ``found`` != ``expect``."""
-    norm = lambda v: json.loads(json.dumps(v, sort_keys=True, default=str))
+    norm = jsonable
     diffs = [f"{k}: cached {norm(found.get(k))!r} vs requested {norm(v)!r}"
              for k, v in expect.items() if norm(found.get(k)) != norm(v)]
     if diffs:

@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,
@@ -128,12 +129,9 @@ def build_demo_data(train: LabelledImages, test: LabelledImages, path: str, *,
                                             len(OBJECT_HELDOUT_TEMPLATES) - 1)
     arrays["query_templates"] = np.asarray(OBJECT_HELDOUT_TEMPLATES[:1], dtype=str)
     arrays["gallery_templates"] = np.asarray(OBJECT_HELDOUT_TEMPLATES[1:], dtype=str)
-    tmp = f"{path}.{os.getpid()}.part.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    with open(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
-              "w") as f:
-        f.write(LICENSE_TEXT)
+    atomic_write_with(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write_text(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
+                      LICENSE_TEXT)
     from crossgap_jax.models.checkpoints import sha256_file
 
     return {"file": os.path.basename(path), "size_bytes": os.path.getsize(path),
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     if os.path.isfile(ckpt) and os.path.isfile(hist_path):
         with open(hist_path) as f:
             hist = json.load(f)
-        if hist["config"] != json.loads(json.dumps(cfg.to_dict())):
+        if hist["config"] != jsonable(cfg.to_dict()):
             hist = None
     if hist is None:
         train(cfg, train_set, OBJECT_TRAIN_TEMPLATES, out_dir=work, progress=not a.no_progress,
@@ -233,8 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         "size_bytes": os.path.getsize(out),
         "wall_seconds": round(time.time() - t0, 1),
     }
-    with open(os.path.join(a.out, CARD_NAME), "w") as f:
-        json.dump(card, f, indent=1)
+    atomic_write_json(os.path.join(a.out, CARD_NAME), card, indent=1, sort_keys=False)
     print(f"wrote {out} ({card['size_bytes'] / 1e6:.1f} MB), "
           f"{data_card['file']} ({data_card['size_bytes'] / 1e6:.1f} MB) and "
           f"{os.path.join(a.out, CARD_NAME)}")
