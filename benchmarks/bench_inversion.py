@@ -55,7 +55,7 @@ sys.path.insert(0, HERE)
 from common import environment, format_table, write_results  # noqa: E402
 
 from crossgap_jax.bench import flops  # noqa: E402
-from crossgap_jax.models.configs import get_config  # noqa: E402
+from crossgap_jax.models import get_config  # noqa: E402
 
 TEXT_W, TEXT_L, TEXT_LAYERS, CONTEXT = 512, 12, 12, 77
 VIS_W, VIS_LAYERS, VIS_TOKENS = 768, 12, 50

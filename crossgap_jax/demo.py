@@ -9,7 +9,7 @@
 * **data**: the registered datasets ``demo_caltech101`` (Caltech101 test images as queries,
   never seen in training, vs train images as gallery) and ``demo_caltech101_text`` (class
   captions from templates never used in training), shipped in the package
-  (:mod:`crossgap_jax.data.embedded`).
+  (:mod:`crossgap_jax.data.sources.embedded`).
 
 The demo is the ``demo`` preset (:mod:`crossgap_jax.pipeline.presets`) over those registered
 datasets, made by :func:`~crossgap_jax.pipeline.run.make_run` and measured by
@@ -27,12 +27,18 @@ import os
 import time
 from typing import Any
 
-from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, IMAGE_NAME, TEXT_NAME
+from crossgap_jax.data.sources.embedded import (
+    ASSET_DIR,
+    CARD_NAME,
+    DEMO_DATA,
+    IMAGE_NAME,
+    TEXT_NAME,
+)
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
 
 DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)
-DEMO_CARD = os.path.join(ASSET_DIR, "demo_caltech101.json")
+DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)
 IMAGE_DATASET = IMAGE_NAME
 TEXT_DATASET = TEXT_NAME
 PAPER_PRESET = "clip_vitb32"  # the published model the demo's numbers are set beside
@@ -114,7 +120,6 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
     """The shipped demo model as a :class:`~crossgap_jax.models.bundle.CLIP` bundle."""
     from crossgap_jax.models.bundle import CLIP
     from crossgap_jax.models.checkpoints import load_native
-    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
 
     if not os.path.isfile(path):
         raise FileNotFoundError(

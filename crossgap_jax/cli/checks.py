@@ -97,10 +97,10 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
                    split_option: str = "--split") -> None:
     """Known name, tfds importable, root present, the dataset found there, split known."""
     from crossgap_jax.data import dataset_info
-    from crossgap_jax.data.tfds_backend import PREFIX
+    from crossgap_jax.data.sources.tfds import PREFIX
 
     if name.startswith(PREFIX):
-        from crossgap_jax.data.tfds_backend import _import_tfds
+        from crossgap_jax.data.sources.tfds import _import_tfds
 
         try:
             _import_tfds()
@@ -144,7 +144,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
 
 def _looks_like_path(source: str) -> bool:
     """A local path rather than a hub id (``org/name``) or a pretrained tag."""
-    from crossgap_jax.models.checkpoints import _HUB_ID
+    from crossgap_jax.models import HUB_ID as _HUB_ID
 
     if source.startswith(("/", ".", "~")) or source.endswith(
             (".pt", ".pth", ".bin", ".safetensors", ".npz", ".json")):
@@ -155,7 +155,7 @@ def _looks_like_path(source: str) -> bool:
 def _check_tag(args, model: str, source: str | None) -> None:
     """A CLIP architecture name and pretrained tag that resolve (no download here)."""
     from crossgap_jax.models import get_config
-    from crossgap_jax.models.checkpoints import _resolve_named
+    from crossgap_jax.models import resolve_clip_tag as _resolve_named
 
     try:
         config = get_config(model)

@@ -63,6 +63,7 @@ from crossgap_jax.inversion import config as inv_config
 from crossgap_jax.inversion import inverters
 from crossgap_jax.inversion.core import normal_init
 from crossgap_jax.inversion.sharding import process_shard
+from crossgap_jax.models import model_fingerprint as _model_fingerprint
 
 FORMAT = "crossgap-jax/inversion-shards/1"
 MANIFEST = "manifest.json"
@@ -113,12 +114,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def model_fingerprint(clip: Any) -> dict[str, Any]:
-    """Architecture, compute dtype and the weights hash of a CLIP bundle
-    (:attr:`~crossgap_jax.models.CLIP.weights_sha256`: by content, not by path)."""
-    config = clip.config
-    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
-    return _jsonable({"config": cfg, "dtype": np.dtype(clip.dtype).name,
-                      "params_sha256": clip.weights_sha256})
+    """Architecture config, compute dtype and the weights hash of a CLIP bundle: the keys of
+    :func:`crossgap_jax.models.fingerprint.model_fingerprint` the manifests have always
+    stored (``config``, ``dtype``, ``params_sha256``), so older runs still resume."""
+    fp = _model_fingerprint(clip)
+    return {k: fp[k] for k in ("config", "dtype", "params_sha256")}
 
 
 def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

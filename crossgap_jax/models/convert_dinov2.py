@@ -38,7 +38,6 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import CheckpointError
 from crossgap_jax.models.dinov2 import (
     CLSMEAN_SUFFIX,
     IMAGENET_MEAN,
@@ -47,6 +46,7 @@ from crossgap_jax.models.dinov2 import (
     DINOv2Config,
     param_shapes,
 )
+from crossgap_jax.models.errors import CheckpointError
 
 _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.key": "attention.k_proj",
@@ -324,7 +324,7 @@ def _hub_files(repo: str) -> str:
     """Fetch ``config.json``, ``preprocessor_config.json`` (optional) and the weights of a
     hub repo through the package's hub machinery (Hugging Face cache, offline mode); the
     directory holding them."""
-    from crossgap_jax.models.checkpoints import _hub_fetch
+    from crossgap_jax.models.hub import hub_fetch as _hub_fetch
 
     weights = " or ".join(_WEIGHT_FILES)
     _, cfg_path = _hub_fetch(repo, ("config.json",), then=(weights,))
@@ -351,7 +351,8 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
     Raises:
         CheckpointNotFoundError, CheckpointError: see :func:`load_dinov2`.
     """
-    from crossgap_jax.models.checkpoints import CheckpointNotFoundError, read_state_dict
+    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.formats import read_state_dict
 
     if arch is not None and (source is None or source == "dinov2"):
         base = arch.name.removesuffix(CLSMEAN_SUFFIX)

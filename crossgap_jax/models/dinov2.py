@@ -524,18 +524,4 @@ def preprocess_options(config: DINOv2Config) -> dict:
             "crop_offset": "floor"}
 
 
-def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
-    """See :func:`crossgap_jax.models.convert_dinov2.load_dinov2`."""
-    from crossgap_jax.models.convert_dinov2 import load_dinov2
-
-    return load_dinov2(name_or_path, checkpoint, **kw)
-
-
-def claims_checkpoint(source: str) -> bool:
-    """Whether ``source`` is a transformers ``Dinov2Model`` directory or a DINOv2 hub id."""
-    from crossgap_jax.models.convert_dinov2 import is_dinov2_checkpoint
-
-    return is_dinov2_checkpoint(source)
-
-
 _register()

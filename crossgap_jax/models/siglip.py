@@ -1,5 +1,9 @@
 """Flax linen SigLIP (Zhai et al. 2023): the ``"siglip"`` model family.
 
+(Over 450 lines on purpose: the family is one module - config, Flax modules, the pure entry
+points - as ``clip.py`` and ``slip.py`` are; its checkpoint loading lives elsewhere, in
+``convert_siglip.py`` / ``siglip_big_vision.py``.)
+
 Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
 
 - image tower: conv patch embedding *with* bias, learned position embedding over the N
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -141,11 +146,6 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
     # Tiny config for tests and smoke runs (small vocabulary: a test SentencePiece model).
     "siglip-tiny": siglip_config("siglip-tiny", image_size=32, patch_size=8, width=64, layers=2,
                                  heads=2, vocab_size=512, context_length=16),
-}
-
-# Pretrained tags -> Hugging Face hub repos (transformers SiglipModel layout).
-PRETRAINED: dict[tuple[str, str], str] = {
-    ("SigLIP-ViT-B-16", "webli"): "google/siglip-base-patch16-224",
 }
 
 
@@ -447,37 +447,62 @@ def embed_tokens(params: Params, ids: jax.Array, *, config: SigLIPConfig,
     return embed_rows(params["text_model"]["embeddings"]["token_embedding"]["embedding"], ids)
 
 
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: SigLIPConfig, dtype: Dtype = jnp.float32,
-                           prefix: Any = None, pooled_only: bool = False) -> jax.Array:
+def _pool_arg(pool_index: Any, eot_index: Any, fn: str) -> Any:
+    """``pool_index``, or the deprecated ``eot_index=`` keyword (SigLIP pools at a position
+    that is not an EOT: the old name was CLIP's)."""
+    if eot_index is None:
+        if pool_index is None:
+            raise TypeError(f"siglip.{fn}() missing the pool positions: pass pool_index "
+                            f"((B,) int, the last position L - 1: pool_indices(ids, config))")
+        return pool_index
+    if pool_index is not None:
+        raise TypeError(f"siglip.{fn}(): give pool_index, not also the deprecated eot_index")
+    warnings.warn(f"siglip.{fn}(eot_index=...) is deprecated: SigLIP pools at a position, not "
+                  f"an EOT; pass pool_index=", DeprecationWarning, stacklevel=3)
+    return eot_index
+
+
+def encode_text_embeddings(params: Params, embeddings: jax.Array,
+                           pool_index: jax.Array | None = None, *, config: SigLIPConfig,
+                           dtype: Dtype = jnp.float32, prefix: Any = None,
+                           pooled_only: bool = False, eot_index: jax.Array | None = None
+                           ) -> jax.Array:
     """``(B, L, text_width)`` embeddings + ``(B,)`` pool positions -> ``(B, embed_dim)``.
 
-    SigLIP pools at the last position: pass ``L - 1`` (what :func:`pool_indices` and the
-    SigLIP tokenizer's ``template_ids`` give). The argument keeps CLIP's name.
+    SigLIP pools at the last position: pass ``pool_index = L - 1`` (what
+    :func:`pool_indices` and the SigLIP tokenizer's ``template_ids`` give). ``eot_index=``
+    (CLIP's name, used before) is accepted with a ``DeprecationWarning``.
     ``pooled_only``: the last layer computes the pooled row only (exact).
 
     Raises:
         ValueError: a ``prefix`` (the text tower is not causal: no prefix cache exists).
     """
+    pool_index = _pool_arg(pool_index, eot_index, "encode_text_embeddings")
     if prefix is not None:
         raise ValueError("SigLIP's text encoder is not causal (CAUSAL_TEXT = False): every "
                          "position sees every other, so a cached prefix is not exact; "
                          "pass prefix=None")
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, pooled_only,
+    return _apply("encode_text_embeddings", params, embeddings, pool_index, pooled_only,
                   config=config, dtype=dtype)
 
 
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: SigLIPConfig,
-                dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised)."""
-    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
+def encode_text(params: Params, ids: jax.Array, pool_index: jax.Array | None = None, *,
+                config: SigLIPConfig, dtype: Dtype = jnp.float32,
+                eot_index: jax.Array | None = None) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised).
+    ``eot_index=``: deprecated name of ``pool_index``."""
+    pool_index = _pool_arg(pool_index, eot_index, "encode_text")
+    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), pool_index,
                                   config=config, dtype=dtype)
 
 
-def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                        config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, text_width)`` pooled feature before the text ``head``."""
-    return _apply("encode_text_preproj", params, ids, eot_index, config=config, dtype=dtype)
+def encode_text_preproj(params: Params, ids: jax.Array, pool_index: jax.Array | None = None, *,
+                        config: SigLIPConfig, dtype: Dtype = jnp.float32,
+                        eot_index: jax.Array | None = None) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, text_width)`` pooled feature before the text ``head``.
+    ``eot_index=``: deprecated name of ``pool_index``."""
+    pool_index = _pool_arg(pool_index, eot_index, "encode_text_preproj")
+    return _apply("encode_text_preproj", params, ids, pool_index, config=config, dtype=dtype)
 
 
 def embed_image_patches(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
@@ -564,20 +589,6 @@ def preprocess_options(config: SigLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "squash",
             "interpolation": config.interpolation}
-
-
-def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
-    """See :func:`crossgap_jax.models.convert_siglip.load_siglip`."""
-    from crossgap_jax.models.convert_siglip import load_siglip
-
-    return load_siglip(name_or_path, checkpoint, **kw)
-
-
-def claims_checkpoint(source: str) -> bool:
-    """Whether ``source`` (path) is a SigLIP checkpoint this family reads."""
-    from crossgap_jax.models.convert_siglip import is_siglip_checkpoint
-
-    return is_siglip_checkpoint(source)
 
 
 _register()

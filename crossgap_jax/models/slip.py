@@ -120,13 +120,6 @@ ARCHITECTURES: dict[str, SLIPConfig] = {
                              text_width=64, text_layers=2, text_heads=4),
 }
 
-# Pretrained tags -> release URLs (SLIP's README; 100-epoch YFCC15M models).
-PRETRAINED: dict[tuple[str, str], str] = {
-    ("SLIP-ViT-S-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_small_100ep.pt",
-    ("SLIP-ViT-B-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_base_100ep.pt",
-    ("SLIP-ViT-L-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_large_100ep.pt",
-}
-
 
 def _register() -> None:
     for cfg in ARCHITECTURES.values():
@@ -402,20 +395,6 @@ def preprocess_options(config: SLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "shortest",
             "interpolation": config.interpolation}
-
-
-def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
-    """See :func:`crossgap_jax.models.convert_slip.load_slip`."""
-    from crossgap_jax.models.convert_slip import load_slip
-
-    return load_slip(name_or_path, checkpoint, **kw)
-
-
-def claims_checkpoint(source: str) -> bool:
-    """Whether ``source`` is a SLIP ``.pt`` (a torch zip whose tensor names are SLIP's)."""
-    from crossgap_jax.models.convert_slip import is_slip_checkpoint
-
-    return is_slip_checkpoint(source)
 
 
 _register()

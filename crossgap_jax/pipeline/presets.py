@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from crossgap_jax.data.embedded import ASSET_DIR
+from crossgap_jax.data.sources.embedded import ASSET_DIR
 from crossgap_jax.inversion.config import (
     ExecutionSettings,
     InversionSettings,

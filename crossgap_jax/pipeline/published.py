@@ -43,7 +43,7 @@ def published_for(model: str | None, pretrained: str | None,
         if pretrained is not None and pretrained == p.pretrained:
             return preset, dict(row)
         if checkpoint_sha256 and p.pretrained == "openai":
-            from crossgap_jax.models.checkpoints import OPENAI_RELEASES, openai_release
+            from crossgap_jax.models import OPENAI_RELEASES, openai_release
 
             if model in OPENAI_RELEASES and openai_release(model)[1] == checkpoint_sha256:
                 return preset, dict(row)

@@ -308,8 +308,8 @@ class Run:
 
 
 def _claimed_by_family(source: Any) -> bool:
-    """Whether a non-CLIP family recognises ``source`` (``families.detect_family``)."""
-    from crossgap_jax.models.families import detect_family
+    """Whether a non-CLIP family recognises ``source`` (``loader.detect_family``)."""
+    from crossgap_jax.models.loader import detect_family
 
     return isinstance(source, str) and detect_family(source) != "clip"
 

@@ -163,7 +163,7 @@ def default_classify_split(dataset: str, root: str | None) -> str:
     """``test`` when the dataset has it, else its query split (image folders: their
     ``test`` sub-folder, else ``all``)."""
     from crossgap_jax.data import dataset_info
-    from crossgap_jax.data.tfds_backend import PREFIX, TFDS_DEFAULTS
+    from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS
 
     if dataset.startswith(PREFIX):
         d = TFDS_DEFAULTS.get(dataset[len(PREFIX):])

@@ -11,7 +11,7 @@
    would be 32 MB, most of it the 49,408-token embedding; the model computes in float32)
    with a JSON card beside it (command, seed, steps, data, config, sha256).
 2. **Data**: ``crossgap_jax/assets/demo_caltech101.npz`` (see
-   :mod:`crossgap_jax.data.embedded`): ``--train-per-class`` images of each class from the
+   :mod:`crossgap_jax.data.sources.embedded`): ``--train-per-class`` images of each class from the
    CoOp *train* split (the retrieval gallery) and ``--test-per-class`` from the *test* split
    (queries; the model never saw them), chosen by a seeded permutation per class, at 64 px
    (the training cache's resize + centre crop), JPEG ``--quality``; captions of every class
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -43,7 +43,6 @@ from crossgap_jax.train.data import (
 )
 
 CHECKPOINT_NAME = "demo_caltech101.safetensors"
-CARD_NAME = "demo_caltech101.json"
 COMMAND = "python -m crossgap_jax.train.demo_caltech"
 DATASET = "caltech101"
 IMAGE_SIZE = 64
@@ -105,7 +104,7 @@ def _jpegs(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
 def build_demo_data(train: LabelledImages, test: LabelledImages, path: str, *,
                     train_per_class: int = 10, test_per_class: int = 4, quality: int = 90,
                     seed: int = 0) -> dict:
-    """Write the embedded subset (format: :mod:`crossgap_jax.data.embedded`); return its
+    """Write the embedded subset (format: :mod:`crossgap_jax.data.sources.embedded`); return its
     description for the card."""
     if tuple(train.classnames) != tuple(test.classnames):
         raise ValueError("train and test splits have different class names")

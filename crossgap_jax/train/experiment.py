@@ -429,8 +429,7 @@ def _verdict_text(runs, r, names, ev) -> list[str]:
 def _demo_section(runs: dict | None = None) -> list[str]:
     """The shipped demo model's card: variant (a) above, retrained by
     ``train.demo_caltech`` (the demo measures it itself, offline)."""
-    from crossgap_jax.data.embedded import ASSET_DIR
-    from crossgap_jax.train.demo_caltech import CARD_NAME
+    from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME
 
     DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)  # noqa: N806
     if not os.path.isfile(DEMO_CARD):
