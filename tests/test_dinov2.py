@@ -405,3 +405,21 @@ def test_classify_ncm_recomputed(tiny, shared_data, tmp_path):
     assert res["ncm"]["top1"] == pytest.approx(top1, abs=1e-6)
     assert res["ncm"]["num_samples"] == 12 and res["ncm_train"]["num_images"] == 200
     assert "inter" not in res
+
+
+def test_indicators_and_fewshot_image_only(tiny, shared_data, tmp_path):
+    """The misalignment indicators and few-shot NCM run on DINOv2 with their defaults
+    narrowed to what needs no text tower (image-image; image / pca / centered)."""
+    from crossgap_jax.cli import main
+
+    _, path = tiny
+    run = tmp_path / "run"
+    common = ["--dataset", "caltech101", "--checkpoint", path, "--data-root", str(shared_data),
+              "--run-dir", str(run), "--batch-size", "8", "--max-queries", "12"]
+    assert main(["--quiet", "indicators", *common]) == 0
+    (rec,) = (json.loads(p.read_text()) for p in (run / "indicators").glob("*.json"))
+    assert rec["pairs"] == ["image-image"] and "text-image" not in rec["indicators"]
+    assert main(["--quiet", "classify", "--variants", "fewshot", "--max-gallery", "200",
+                 "--pca-k", "4", *common]) == 0
+    (rec,) = (json.loads(p.read_text()) for p in (run / "records").glob("classify-*.json"))
+    assert sorted(rec["results"]["fewshot"]["types"]) == ["centered", "image", "pca-4"]

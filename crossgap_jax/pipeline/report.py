@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossgap_jax.pipeline.baselines import few_shot_table
 from crossgap_jax.pipeline.published import published_for
 from crossgap_jax.pipeline.records import provenance
 
@@ -193,7 +194,7 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
     return (provenance_header(provenance(run), "Zero-shot classification")
             + "Accuracy in percent" + (f"; prompt `{m['prompt']}`" if m.get("prompt") else "")
             + ".\n\n" + "\n".join(lines)
-            + "\n")
+            + "\n" + (few_shot_table(dataset, m["fewshot"]) if "fewshot" in m else ""))
 
 
 def analysis_summary(prov: dict, result: dict) -> str:
