@@ -123,6 +123,8 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny, data, uninterrupted
     assert (again.already_done, again.inverted, again.shards) == (N_ITEMS, 0, [])
 
 
+# slow (issue 14 item 8): ~20 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_refuses_mismatched_resume(tiny, data, uninterrupted):
     names, f = data
     with pytest.raises(ResumeMismatchError, match="learning_rate"):

@@ -17,7 +17,12 @@ would overrun stops early and says so in its rows):
    run would overrun; against the authors' per-query loop (torch similarities +
    torchmetrics per query, or the same computation in torch when torchmetrics is absent),
    timed on a few queries and extrapolated.
-6. ``paper_jobs``: extrapolated wall time of OTI over ImageNet val (50k x 150 steps, B/32)
+6. ``inversion_memory``: peak host RSS (and device memory where the backend reports it)
+   of :func:`~crossgap_jax.inversion.resumable.invert_dataset` (the chunked, resumable
+   path of ``oti`` / ``ovi`` / ``reproduce``) at two dataset sizes (10k and 50k items),
+   each in a fresh process (:mod:`crossgap_jax.bench.memory`): bounded means the same
+   peak at both sizes, apart from the ``(N, D)`` input features.
+7. ``paper_jobs``: extrapolated wall time of OTI over ImageNet val (50k x 150 steps, B/32)
    and OVI over the COCO 5k captions (25k x 1000 steps, B/32), beside their FLOP floor at
    the matmul rate measured in phase 1.
 
@@ -51,8 +56,10 @@ class BenchSettings:
     """What one ``bench`` run measures. :func:`full_settings` / :func:`smoke_settings`.
 
     ``sweeps``: ``(arch, method, timed steps, batch sizes)``; each runs in every dtype.
+    ``memory``: ``(arch, steps, batch size, shard size, item counts)`` of the
+    ``inversion_memory`` phase.
     ``caps``: wall seconds per phase (``matmul``, ``inversion``, ``torch``, ``encode``,
-    ``metrics``).
+    ``metrics``, ``inversion_memory``).
     """
 
     archs: tuple[str, ...] = ("ViT-B/32", "ViT-L/14")
@@ -69,8 +76,11 @@ class BenchSettings:
     metrics_sample: int = 2048
     metrics_torch_sample: int = 8
     job_arch: str = "ViT-B/32"
+    memory: tuple[str, int, int, int, tuple[int, ...]] = ("ViT-B/32", 1, 4096, 8192,
+                                                          (10_000, 50_000))
     caps: tuple[tuple[str, float], ...] = (("matmul", 15), ("inversion", 220), ("torch", 100),
-                                           ("encode", 40), ("metrics", 80))
+                                           ("encode", 40), ("metrics", 80),
+                                           ("inversion_memory", 90))
     smoke: bool = False
 
     def cap(self, phase: str) -> float:
@@ -95,8 +105,9 @@ def smoke_settings() -> BenchSettings:
         matmul_size=256, torch_archs=("tiny",), torch_compile_archs=("tiny",),
         torch_compile_backend="aot_eager", torch_batch=4, torch_steps=2, encode_batches=(4, 8),
         metrics_size=(300, 3000, 16, 10), metrics_sample=100, metrics_torch_sample=4,
-        job_arch="tiny",
-        caps=(("matmul", 10), ("inversion", 90), ("torch", 60), ("encode", 30), ("metrics", 30)),
+        job_arch="tiny", memory=("tiny", 1, 256, 512, (500, 2000)),
+        caps=(("matmul", 10), ("inversion", 90), ("torch", 60), ("encode", 30), ("metrics", 30),
+              ("inversion_memory", 60)),
         smoke=True)
 
 
@@ -453,6 +464,23 @@ def bench_metrics(settings: BenchSettings, deadline: _Deadline) -> list[dict[str
     return [row]
 
 
+def bench_memory(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, Any]]:
+    """Peak memory of the resumable inversion at each item count of ``settings.memory``
+    (:func:`crossgap_jax.bench.memory.bench_inversion_memory`; one process per size, each
+    given what is left of the phase's cap)."""
+    from crossgap_jax.bench.memory import bench_inversion_memory
+
+    arch, steps, batch, shard, sizes = settings.memory
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        if deadline.left() <= 0:
+            rows.append({"items": n, "arch": arch, "status": "skipped (phase time cap)"})
+            continue
+        rows += bench_inversion_memory((n,), arch=arch, steps=steps, batch_size=batch,
+                                       shard_size=shard, timeout_s=max(deadline.left(), 1))
+    return rows
+
+
 def paper_jobs(settings: BenchSettings, inversion: Sequence[dict[str, Any]],
                matmul: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Extrapolated wall time of the paper's two jobs at the best measured throughput,
@@ -516,7 +544,8 @@ def run_bench(settings: BenchSettings, out_dir: str = os.path.join("benchmarks",
               ("inversion", lambda d: bench_inversion(settings, d, rate())),
               ("torch", lambda d: bench_torch(settings, d, rate()["float32"])),
               ("encode", lambda d: bench_encode(settings, d)),
-              ("metrics", lambda d: bench_metrics(settings, d)))
+              ("metrics", lambda d: bench_metrics(settings, d)),
+              ("inversion_memory", lambda d: bench_memory(settings, d)))
     for name, fn in phases:
         p0 = time.perf_counter()
         res[name] = fn(_Deadline(settings.cap(name)))
