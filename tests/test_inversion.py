@@ -117,7 +117,7 @@ def test_cosine_loss_is_per_example_one_minus_cos():
 # ---------------------------------------------------------------------------------------
 # 1. Batch invariance
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["oti", "ovi"])
+@pytest.mark.parametrize("method", ["oti", pytest.param("ovi", marks=pytest.mark.slow)])
 def test_batch_invariance(tiny, targets, method):
     init = _init(tiny, method)
     ref = _run(method, tiny, targets, steps=12, init=init, batch_size=N)  # one batch of 13

@@ -150,6 +150,8 @@ def test_refuses_mismatched_resume(tiny, data, uninterrupted):
     assert ok.inverted == 0
 
 
+# slow (issue 14 item 8): ~10 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_multi_host_split_and_order(tiny, data, uninterrupted, tmp_path):
     names, f = data
     n = 20

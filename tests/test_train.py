@@ -248,6 +248,8 @@ def test_same_seed_same_params_different_seed_different(tmp_path):
 
 # ---------------------------------------------------------------------------------------
 # checkpoints
+# slow (issue 14 item 8): ~12 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_checkpoint_roundtrip(tmp_path):
     cfg = tiny_cfg()
     res = train(cfg, tiny_data(), TEMPLATES, out_dir=str(tmp_path), progress=False,
