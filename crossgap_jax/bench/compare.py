@@ -78,9 +78,9 @@ class BenchSettings:
     job_arch: str = "ViT-B/32"
     memory: tuple[str, int, int, int, tuple[int, ...]] = ("ViT-B/32", 1, 4096, 8192,
                                                           (10_000, 50_000))
-    caps: tuple[tuple[str, float], ...] = (("matmul", 15), ("inversion", 220), ("torch", 100),
+    caps: tuple[tuple[str, float], ...] = (("matmul", 15), ("inversion", 200), ("torch", 100),
                                            ("encode", 40), ("metrics", 80),
-                                           ("inversion_memory", 90))
+                                           ("inversion_memory", 45))
     smoke: bool = False
 
     def cap(self, phase: str) -> float:
