@@ -11,9 +11,9 @@ Rows (each a separate process, as a user runs it):
 - with ``--phases``: the demo once more, in-process in a child, with its time split by
   phase (model load, encode, OTI, OVI, metrics, figure, other): wall and CPU seconds
   (``time.process_time``, all threads), the main thread's CPU seconds
-  (``time.thread_time``: XLA compiles in the calling thread and runs programs in its own
-  pool, so this is compilation plus Python, the rest of ``cpu_s`` is running compiled
-  code), the wall seconds JAX reported compiling (``jax.monitoring`` events; inflated by
+  (``time.thread_time``: Python and dispatch), CPU seconds per thread name (Linux
+  ``/proc/self/task``: which of XLA's threads, compiling or running programs, did the
+  work), the wall seconds JAX reported compiling (``jax.monitoring`` events; inflated by
   the machine's load) and the number of compilations;
 - with ``--fresh``: ``git clone`` of this repository into a temporary folder, then
   ``make demo`` there (creates ``.venv``, ``pip install -e .`` without the test extras,
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -60,6 +61,27 @@ def timed(cmd: list[str], cwd: str, env: dict | None = None) -> dict:
             "last_line": tail[:120]}
 
 
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """``{thread id: (name without trailing digits, CPU seconds)}`` of this process (Linux;
+    empty elsewhere)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                name = re.sub(r"[-_/]?\d+$", "", f.read().strip())
+            with open(f"/proc/self/task/{t}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            out[int(t)] = (name, (int(st[11]) + int(st[12])) / tick)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 class PhaseTimer:
     """Wall, CPU and compile seconds per phase; nested phases count only for the innermost."""
 
@@ -67,6 +89,7 @@ class PhaseTimer:
         self.stack: list[str] = ["other"]
         self.rows: dict[str, dict[str, float]] = {}
         self._mark = (time.perf_counter(), time.process_time(), time.thread_time())
+        self._threads = thread_cpu()
 
     def _row(self, name: str) -> dict[str, float]:
         return self.rows.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "main_thread_cpu_s": 0.0,
@@ -78,6 +101,13 @@ class PhaseTimer:
         r["wall_s"] += now[0] - self._mark[0]
         r["cpu_s"] += now[1] - self._mark[1]
         r["main_thread_cpu_s"] += now[2] - self._mark[2]
+        threads = thread_cpu()
+        per = r.setdefault("thread_cpu_s", {})
+        for tid, (name, cpu) in threads.items():
+            d = cpu - self._threads.get(tid, (name, 0.0))[1]
+            if d > 0:
+                per[name] = per.get(name, 0.0) + d
+        self._threads = threads
         self._mark = now
 
     def on_event(self, event: str, seconds: float, **_: object) -> None:
@@ -134,7 +164,12 @@ def child_phases(out: str) -> None:
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     demo.run_demo(out, progress=False, verbose=False)
     rows = timer.result()
-    rows.append({"phase": "total (in process)", "wall_s": time.perf_counter() - t0,
+    total_threads: dict[str, float] = {}
+    for r in rows:
+        for k, v in r.get("thread_cpu_s", {}).items():
+            total_threads[k] = total_threads.get(k, 0.0) + v
+    rows.append({"phase": "total (in process)", "thread_cpu_s": total_threads,
+                 "wall_s": time.perf_counter() - t0,
                  "cpu_s": time.process_time() - c0, "main_thread_cpu_s": time.thread_time() - m0,
                  "compile_s": sum(r["compile_s"] for r in rows),
                  "compiles": sum(r["compiles"] for r in rows)})
@@ -170,8 +205,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if p.returncode or not lines:
                 raise RuntimeError(f"phase child failed:\n{p.stderr[-3000:]}")
             phases = [dict(r, load_1m_at_start=load) for r in json.loads(lines[-1][7:])]
+            for r in phases:
+                top = sorted(r.get("thread_cpu_s", {}).items(), key=lambda kv: -kv[1])[:3]
+                r["top_threads_cpu_s"] = ", ".join(f"{k} {v:.1f}" for k, v in top)
             print(format_table(phases, ["phase", "wall_s", "cpu_s", "main_thread_cpu_s",
-                                        "compile_s", "compiles", "load_1m_at_start"]))
+                                        "compile_s", "compiles", "top_threads_cpu_s",
+                                        "load_1m_at_start"]))
         if a.phases_only:
             pass
         elif not a.skip_full:
