@@ -101,8 +101,7 @@ def _encoder_part(split: cgd.ImageSplit, batch_size: int, threads: int, n_batche
 
         import jax
 
-        from crossgap_jax.models import clip
-        from crossgap_jax.models.configs import get_config
+        from crossgap_jax.models import clip, get_config
     except Exception as e:  # noqa: BLE001 - the model layer is optional here
         return [], {"encoder": f"TODO: no usable crossgap_jax.models.clip ({e!r})"}
     cfg = get_config("ViT-B/32")

@@ -55,7 +55,7 @@ sys.path.insert(0, HERE)
 from common import environment, format_table, write_results  # noqa: E402
 
 from crossgap_jax.bench import flops  # noqa: E402
-from crossgap_jax.models.configs import get_config  # noqa: E402
+from crossgap_jax.models import get_config  # noqa: E402
 
 TEXT_W, TEXT_L, TEXT_LAYERS, CONTEXT = 512, 12, 12, 77
 VIS_W, VIS_LAYERS, VIS_TOKENS = 768, 12, 50
@@ -137,6 +137,7 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
     import jax.numpy as jnp
 
     from crossgap_jax.inversion import core, inverters
+    from crossgap_jax.models import clip as clip_lib
 
     clip = _jax_clip()
     config = clip.config
@@ -158,12 +159,11 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
                                           cache_prefix=cache, **kw).compile()
 
         if cache:
-            def forward(params, tok):
-                kv = inverters.shortcuts.prefix_kv(
-                    params, base[:tpl.placeholder_index], config=config)
-                return inverters.oti_features_cached(
-                    params, tok, kv, base[tpl.placeholder_index:], config=config,
-                    pool_index=tpl.eot_index - tpl.placeholder_index)
+            def forward(params, tok):  # the model's prefix cache and pooled-only options
+                prefix = clip_lib.text_prefix(params, base[None, :tpl.placeholder_index],
+                                              config=config)
+                return inverters.oti_features(params, tok, base, prefix=prefix,
+                                              pooled_only=True, **kw)
         else:
             forward = feats
     else:
@@ -244,6 +244,56 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
 
     out["step_times"] = _timed_loop(one, 1, steps)
     return out
+
+
+def compile_record_steps(method: str = "oti", records: tuple[int, ...] = (0, 11),
+                         batch: int = 8, repeats: int = 3) -> list[dict[str, Any]]:
+    """Compile time of :func:`oti_fn` / :func:`ovi_fn` (ViT-B/32, paper step count) with 0
+    and with 11 record steps (what ``analyze`` records): the loop is one ``lax.scan``
+    whatever the number of record steps, so the two should be within ~1.2x. Per count:
+    the minimum over ``repeats`` compilations (caches cleared before each), the number
+    of ``while`` loops in the lowered StableHLO and its size in characters."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_compilation_cache", False)  # no persistent-cache hits
+
+    from crossgap_jax.inversion import core, inverters
+
+    clip = _jax_clip()
+    config, h = clip.config, core.HParams().as_arrays()
+    steps = PAPER_STEPS[method]
+    targets, init = _problem(batch, TEXT_W if method == "oti" else VIS_W)
+    t, x0 = jnp.asarray(targets), jnp.asarray(init)
+    tpl = inverters.prepare_template("a photo of {}", 1, clip.tokenizer)
+    base = clip.params["token_embedding"]["embedding"][jnp.asarray(tpl.ids[:tpl.eot_index + 1])]
+    rows = []
+    for k in records:
+        rec = tuple(int(v) for v in np.linspace(1, steps, k).round()) if k else ()
+        if method == "oti":
+            lower = lambda r=rec: inverters.oti_fn.lower(
+                clip.params, t, x0, base, h, config=config, steps=steps, record_steps=r,
+                placeholder_index=tpl.placeholder_index, eot_index=tpl.eot_index)
+        else:
+            lower = lambda r=rec: inverters.ovi_fn.lower(clip.params, t, x0, h, config=config,
+                                                         steps=steps, record_steps=r)
+        text = lower().as_text()
+        times = []
+        for _ in range(repeats):
+            jax.clear_caches()  # a real compilation each time, not an in-memory cache hit
+            low = lower()
+            t0 = time.perf_counter()
+            low.compile()
+            times.append(time.perf_counter() - t0)
+        rows.append({"method": method, "record_steps": k, "compile_s": min(times),
+                     "hlo_loops": len(re.findall(r"stablehlo\.while", text)),
+                     "hlo_chars": len(text)})
+    base_s = rows[0]["compile_s"]
+    for r in rows:
+        r["ratio_vs_none"] = r["compile_s"] / base_s
+    return rows
 
 
 def child_matmul(repeats: int) -> dict[str, Any]:
@@ -338,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--xla-flags", default=None, help="XLA_FLAGS for the JAX children")
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--name", default="bench_inversion")
+    ap.add_argument("--compile-records", action="store_true",
+                    help="only time the compilation with 0 vs 11 record steps (OTI and OVI)")
     # child mode (internal)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--method", default="", help=argparse.SUPPRESS)
@@ -346,6 +398,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.compile_records:
+        rows = [r for m in ("oti", "ovi") for r in compile_record_steps(m)]
+        print(format_table(rows, ["method", "record_steps", "compile_s", "ratio_vs_none",
+                                  "hlo_loops", "hlo_chars"]))
+        return
     if args.child:
         child_main(args)
         return

@@ -9,14 +9,14 @@
 * **data**: the registered datasets ``demo_caltech101`` (Caltech101 test images as queries,
   never seen in training, vs train images as gallery) and ``demo_caltech101_text`` (class
   captions from templates never used in training), shipped in the package
-  (:mod:`crossgap_jax.data.embedded`).
+  (:mod:`crossgap_jax.data.sources.embedded`).
 
-The demo is the ``demo`` preset run through the same pipeline as ``reproduce``,
-``classify`` and ``analyze`` (:class:`~crossgap_jax.pipeline.run.Run`,
-:func:`~crossgap_jax.pipeline.run.evaluate_task`,
-:func:`~crossgap_jax.pipeline.analyze.analyze`); it adds paired bootstrap intervals over
-the queries, prints each number in words beside what the paper reports for real CLIP, and
-gives one verdict per claim (:func:`crossgap_jax.retrieval.verdict`).
+The demo is the ``demo`` preset (:mod:`crossgap_jax.pipeline.presets`) over those registered
+datasets, made by :func:`~crossgap_jax.pipeline.run.make_run` and measured by
+:func:`crossgap_jax.pipeline.measure.measure`, the function ``reproduce`` uses (with the
+same paired bootstrap intervals), plus :func:`~crossgap_jax.pipeline.analyze.analyze`; it
+prints each number in words beside what the paper reports for real CLIP, and gives one
+verdict per claim (:func:`crossgap_jax.retrieval.verdict`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,18 @@ import os
 import time
 from typing import Any
 
-import numpy as np
+from crossgap_jax.data.sources.embedded import (
+    ASSET_DIR,
+    CARD_NAME,
+    DEMO_DATA,
+    IMAGE_NAME,
+    TEXT_NAME,
+)
+from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
+from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
 
-from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, IMAGE_NAME, TEXT_NAME
-from crossgap_jax.fileio import atomic_write_json, ensure_dir, save_figure
-
-DEMO_CHECKPOINT = os.path.join(ASSET_DIR, "demo_caltech101.safetensors")
-DEMO_CARD = os.path.join(ASSET_DIR, "demo_caltech101.json")
+DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)
+DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)
 IMAGE_DATASET = IMAGE_NAME
 TEXT_DATASET = TEXT_NAME
 PAPER_PRESET = "clip_vitb32"  # the published model the demo's numbers are set beside
@@ -115,7 +120,6 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
     """The shipped demo model as a :class:`~crossgap_jax.models.bundle.CLIP` bundle."""
     from crossgap_jax.models.bundle import CLIP
     from crossgap_jax.models.checkpoints import load_native
-    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
 
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -126,23 +130,31 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
     return CLIP(config, params, info=info)
 
 
-def demo_config(settings: DemoSettings = FULL) -> dict:
-    """The run configuration: the ``demo`` preset with ``settings`` applied."""
-    from crossgap_jax.pipeline.presets import get_preset
+def demo_config(settings: DemoSettings = FULL):
+    """The run's typed settings: the ``demo`` preset
+    (:class:`~crossgap_jax.pipeline.presets.Preset`) with ``settings`` applied."""
+    from crossgap_jax.pipeline.presets import preset
 
-    return get_preset("demo", oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
-                      batch_size=settings.batch_size, seed=settings.seed)
+    return preset("demo", oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
+                  batch_size=settings.batch_size, seed=settings.seed)
 
 
 def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = DEMO_CHECKPOINT,
              progress: bool = True):
-    """The pipeline :class:`~crossgap_jax.pipeline.run.Run` the demo measures with
-    (features and inversions cached under ``<out_dir>/run``)."""
-    from crossgap_jax.pipeline.run import Run
+    """The pipeline :class:`~crossgap_jax.pipeline.run.Run` the demo measures with: the
+    ``demo`` preset made by :func:`~crossgap_jax.pipeline.run.make_run`, exactly as
+    ``crossgap-jax reproduce --preset demo`` makes it (features and inversions cached under
+    ``<out_dir>/run``)."""
+    from crossgap_jax.pipeline.run import make_run
+    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
 
-    cfg = dict(demo_config(settings), checkpoint=os.path.abspath(checkpoint))
-    return Run(os.path.join(out_dir, "run"), cfg, load_demo_clip(checkpoint), progress=progress,
-               record_steps=tuple(settings.record_steps))
+    if not os.path.isfile(checkpoint):
+        load_demo_clip(checkpoint)  # raises with the rebuild command
+    shipped = os.path.abspath(checkpoint) == os.path.abspath(DEMO_CHECKPOINT)
+    return make_run(os.path.join(out_dir, "run"), demo_config(settings),
+                    checkpoint=None if shipped else os.path.abspath(checkpoint),
+                    progress=progress,
+                    record_steps=tuple(settings.record_steps))
 
 
 def claim_result(claim: Claim, baseline: float, inverted: float, ci: list[float],
@@ -159,49 +171,48 @@ def claim_result(claim: Claim, baseline: float, inverted: float, ci: list[float]
 
 def measure(run: Any, settings: DemoSettings = FULL, *, analysis_dir: str | None = None
             ) -> dict:
-    """The demo's measurements through the pipeline (cached in ``run.run_dir``).
+    """The demo's measurements: the paper's three comparisons, each one call of the
+    pipeline's :func:`crossgap_jax.pipeline.measure.measure` (the function ``reproduce``
+    uses), and :func:`~crossgap_jax.pipeline.analyze.analyze` (cached in ``run.run_dir``).
 
     Returns:
         ``{"image": {...}, "text": {...}, "zero_shot": {...}, "claims": [...],
-        "analysis": <analyze() result>}``: ``image``/``text`` hold the
-        :meth:`Run.retrieve` metrics of the baseline and inverted queries, ``zero_shot``
-        :meth:`Run.classify` accuracies; ``claims`` one :func:`claim_result` per claim.
+        "analysis": <analyze() result>, "measurements": {claim key: measure() dict}}``:
+        ``image``/``text`` hold the retrieval metrics of the baseline and inverted queries,
+        ``zero_shot`` the classification accuracies; ``claims`` one :func:`claim_result`
+        per claim.
     """
     from crossgap_jax.pipeline.analyze import analyze
+    from crossgap_jax.pipeline.measure import Bootstrap
+    from crossgap_jax.pipeline.measure import measure as pipeline_measure
     from crossgap_jax.pipeline.published import published_row
-    from crossgap_jax.pipeline.run import evaluate_task_per_query
-    from crossgap_jax.retrieval import paired_bootstrap_ci
 
     paper = published_row(PAPER_PRESET)
-    boot = dict(samples=settings.bootstrap_samples, seed=settings.seed)
+    boot = Bootstrap(samples=settings.bootstrap_samples, seed=settings.seed)
     out: dict[str, Any] = {}
     claims = []
     seconds: dict[str, float] = {}
+    measurements: dict[str, dict] = {}
     t = time.perf_counter()
     # The OTI runs record the Fig. 2a steps (shared with analyze); OVI records nothing.
     text_run = dataclasses.replace(run, record_steps=())
-    for claim, r, ds, (base_t, inv_t) in (
-            (CLAIMS[0], run, IMAGE_DATASET, ("image", "oti")),
-            (CLAIMS[1], text_run, TEXT_DATASET, ("text", "ovi"))):
-        base = r.retrieve(ds, base_t, claim.key)
-        inv = r.retrieve(ds, inv_t, claim.key)
-        task = r.task(ds)
-        g = r.side_features(task.gallery, claim.key)
-        _, pq_base = evaluate_task_per_query(task, r.side_features(task.query, base_t), g)
-        _, pq_inv = evaluate_task_per_query(task, r.side_features(task.query, inv_t), g)
-        ci = paired_bootstrap_ci(pq_base["AP"], pq_inv["AP"], **boot)
-        out[claim.key] = {"dataset": ds, "baseline": base, "inverted": inv,
-                          "num_queries": len(task.query), "num_gallery": len(task.gallery)}
-        claims.append(claim_result(claim, base["mAP"], inv["mAP"], ci, paper.get(claim.key)))
+    for claim, r, ds, comparison in ((CLAIMS[0], run, IMAGE_DATASET, "retrieval"),
+                                     (CLAIMS[1], text_run, TEXT_DATASET, "retrieval"),
+                                     (CLAIMS[2], run, IMAGE_DATASET, "zero_shot")):
+        m = pipeline_measure(r, ds, comparison, bootstrap=boot)
+        measurements[claim.key] = m
+        if comparison == "retrieval":
+            out[claim.key] = {"dataset": ds, "baseline": m["baseline"],
+                              "inverted": m["inverted"], "num_queries": m["num_items"],
+                              "num_gallery": m["num_gallery"]}
+        else:
+            out[claim.key] = {"dataset": ds, "prompt": m["prompt"], "inter": m["baseline"],
+                              "oti": m["inverted"], "num_images": m["num_items"]}
+        claims.append(claim_result(claim, m["baseline_value"], m["inverted_value"],
+                                   m["ci95"], paper.get(claim.key)))
         seconds[claim.key], t = time.perf_counter() - t, time.perf_counter()
-    zs = run.classify(IMAGE_DATASET, variants=("inter", "oti"), per_item=True)
-    ci = paired_bootstrap_ci(zs["top1_correct"]["inter"], zs["top1_correct"]["oti"], **boot)
-    out["zero_shot"] = {"dataset": IMAGE_DATASET, "prompt": zs["prompt"],
-                        "inter": zs["inter"], "oti": zs["oti"], "num_images": len(zs["items"])}
-    claims.append(claim_result(CLAIMS[2], zs["inter"]["top1"], zs["oti"]["top1"], ci,
-                               paper.get("zero_shot")))
-    seconds["zero_shot"], t = time.perf_counter() - t, time.perf_counter()
     out["claims"] = claims
+    out["measurements"] = measurements
     out["analysis"] = analyze(run, IMAGE_DATASET, num_tokens=settings.num_tokens,
                               record_steps=settings.record_steps, out_dir=analysis_dir)
     seconds["analysis"] = time.perf_counter() - t
@@ -338,7 +349,7 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
     model = {"checkpoint": os.path.abspath(checkpoint), "name": run.clip.config.name,
              **{k: card.get(k) for k in ("command", "seed", "sha256", "params_sha256")}}
     js = os.path.join(out_dir, "demo_results.json")
-    atomic_write_json(js, _jsonable({"model": model, "data": DEMO_DATA, "quick": quick,
+    atomic_write_json(js, jsonable({"model": model, "data": DEMO_DATA, "quick": quick,
                                      "settings": dataclasses.asdict(settings),
                                      "config": run.cfg, "seconds": seconds, **res}))
     if verbose:
@@ -346,15 +357,3 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
         print(f"wrote {figure}, {js} ({seconds:.0f} s)")
     return {"results": res, "report": report, "figure": figure, "json": js,
             "seconds": seconds, "model": model}
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    return x

@@ -182,6 +182,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON types: dicts (keys as ``str``), lists (from lists and tuples),
+    ``str`` / ``int`` / ``float`` / ``bool`` / ``None``; NumPy and JAX arrays become nested
+    lists, their scalars Python numbers; any other object its ``str``. Used to write
+    results and to compare stored settings with requested ones (a tuple and the list it
+    was stored as compare equal afterwards)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
+    if hasattr(x, "__array__") and hasattr(x, "dtype"):
+        import numpy as np
+
+        a = np.asarray(x)
+        return a.item() if a.ndim == 0 else a.tolist()
+    return str(x)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2,
                       sort_keys: bool = True) -> None:
     """Atomically write ``obj`` as JSON (indented, key-sorted by default)."""

@@ -249,3 +249,27 @@ def test_int_lists_parse_exactly():
     assert cli.positive_int_list("17,50,150") == (17, 50, 150)
     assert cli.positive_int_list("") == ()
     assert cli.name_list(" caltech101 , coco_text,") == ["caltech101", "coco_text"]
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["reprodcue"], "invalid choice: 'reprodcue'; did you mean 'reproduce'?"),
+    (["retrieve", "--dataset", "caltech101", "--max-querys", "3"],
+     "retrieve does not take --max-querys; did you mean '--max-queries'?"),
+    (["retrieve", "--dataset", "caltech101", "--dtype", "float3"],
+     "invalid choice: 'float3'; did you mean 'float32'?"),
+    (["retrieve", "--dataset", "caltech10", "--pretrained", "demo"],
+     "did you mean 'caltech101'?"),
+    (["retrieve", "--dataset", "demo_caltech101", "--model", "ViT-B/33"],
+     "did you mean 'ViT-B/32'?"),
+    (["reproduce", "--preset", "clip_vitb23", "--datasets", "demo_caltech101"],
+     "did you mean 'clip_vitb32'?"),
+])
+def test_typos_get_one_line_and_a_suggestion(argv, expect, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as e:  # argparse's own errors exit
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert expect in err and "usage:" not in err
+    assert len(err.strip().splitlines()) == 1

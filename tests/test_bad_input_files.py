@@ -23,9 +23,9 @@ import pytest
 import crossgap_jax.data as cgd
 from crossgap_jax import fileio
 from crossgap_jax.data import DataFileError, DatasetLayoutError, DegenerateTaskError
-from crossgap_jax.data.core import MissingFilesError, TextSplit
+from crossgap_jax.data.types import MissingFilesError, TextSplit
 from crossgap_jax.models import checkpoints as C
-from crossgap_jax.models import create_clip, load_clip
+from crossgap_jax.models import create_clip, hub, load_clip
 from crossgap_jax.models.bundle import params_sha256
 from crossgap_jax.models.checkpoints import CheckpointError, save_native
 
@@ -441,7 +441,7 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     for v in C.OFFLINE_VARS + ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setattr(C, "_REACHABLE", {})
+    monkeypatch.setattr(hub, "_REACHABLE", {})
     return calls
 
 

@@ -309,7 +309,7 @@ def test_preprocess_of_16bit_equals_preprocess_of_its_8bit_version(grey16):
 
 def _mixed_split(tmp_path, grey16):
     """Two 16-bit PNGs and the 8-bit version of the first."""
-    from crossgap_jax.data.core import ImageSplit
+    from crossgap_jax.data.types import ImageSplit
 
     paths = []
     for name, img in [("a16.png", Image.fromarray(grey16)),
@@ -323,7 +323,7 @@ def _mixed_split(tmp_path, grey16):
 
 
 def test_pipeline_counts_rescaled_images(tmp_path, grey16):
-    from crossgap_jax.data.pipeline import ImageBatchLoader
+    from crossgap_jax.data.loader import ImageBatchLoader
 
     split = _mixed_split(tmp_path, grey16)
     loader = ImageBatchLoader(split, batch_size=2, image_size=16, num_threads=1)

@@ -39,7 +39,7 @@ def test_missing_distractor_folder_is_named(tmp_path):
         run.revisitop1m_dir()
     empty = tmp_path / "r1m" / "jpg"
     empty.mkdir(parents=True)
-    from crossgap_jax.pipeline.run import with_revisitop1m
+    from crossgap_jax.pipeline.tasks import with_revisitop1m
 
     with pytest.raises(FileNotFoundError, match=r"no .*\*/\*\.jpg images"):
         with_revisitop1m(None, str(empty))

@@ -24,6 +24,7 @@ from crossgap_jax.models.checkpoints import (
     openai_release,
     save_native,
 )
+from crossgap_jax.pipeline import report, tasks
 from crossgap_jax.pipeline import run as runmod
 from crossgap_jax.pipeline.published import PUBLISHED, published_for
 
@@ -90,7 +91,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     # Brute force: a query is skipped when no other chosen item shares its class.
     from crossgap_jax.data import get_task
 
-    task = runmod.limit_task(get_task("imagefolder", str(imagefolder)), 6, 5, seed=0)
+    task = tasks.limit_task(get_task("imagefolder", str(imagefolder)), 6, 5, seed=0)
     labels = np.asarray(task.query.labels)
     no_pos = sum(int((labels == lab).sum() == 1) for lab in labels)
     assert res["num_skipped_no_relevant"] == no_pos
@@ -128,10 +129,21 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     assert "*paper" not in table and "No paper row" in table  # not OpenAI's model
     assert "| imagefolder |" in table and "| coco_text |" in table
 
-    # analyze
+    # analyze: a short human header (not raw JSON); the curve ends at the final step even
+    # when --record-steps leaves it out.
+    earlier = {p: p.read_bytes() for p in [*(run / "records").glob("*.json"),
+                                            run / "metrics.json", run / "table.md"]}
+    capsys.readouterr()
     assert main(["--quiet", "analyze", "--dataset", "imagefolder", "--num-tokens", "1",
-                 "--record-steps", "1,2", *ckpt, *folder, *steps,
+                 "--record-steps", "1", *ckpt, *folder, *steps,
                  "--output", str(out / "analyze.json")]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint sha256: {_sha256(DEMO_CHECKPOINT)}" in printed
+    assert f"model {DEMO_ARCH}, preset clip_vitb32" in printed and "oti_steps=2" in printed
+    curve = printed.split("OTI->image mAP, R=1: ")[1].splitlines()[0]
+    assert [c.split("@")[1] for c in curve.split(", ")] == ["1", "2"]
+    assert "analysis.json" in printed and not printed.lstrip().startswith("{")
+    assert {p: p.read_bytes() for p in earlier} == earlier  # analyze rewrote no one's files
 
     # One record per command, none rewritten by a later one; no shared config.json.
     records = {p.name.split("-")[0]: p for p in (run / "records").glob("*.json")}
@@ -261,19 +273,19 @@ def _results(model, pretrained, sha, max_queries=None):
             "text_sources": {}, "version": __version__}
     m = {"mAP": 40.0, "num_queries": 50, "num_evaluated": 49, "num_skipped_no_relevant": 1,
          "num_query_items_missing": 0}
-    return runmod.summarize({"provenance": prov, "datasets": {
+    return report.summarize({"provenance": prov, "datasets": {
         "caltech101": {"modality": "image", "baseline": dict(m), "inverted": dict(m, mAP=42.5)}}})
 
 
 def test_table_headers_and_published_rows():
     sha = openai_release("ViT-B/32")[1]
-    openai = runmod.results_table(_results("ViT-B/32", "openai", sha))
+    openai = report.results_table(_results("ViT-B/32", "openai", sha))
     assert "| *paper (avg. over its datasets)* | image->image vs OTI->image | 39.2 | 41.2 | " \
            "+2.0 |" in openai
     assert "published averages of `clip_vitb32`" in openai and "Caveat" not in openai
     assert "| caltech101 | image->image vs OTI->image | 40.00 | 42.50 | +2.50 | 49/50 | 1 | 0 |" \
         in openai
-    demo = runmod.results_table(_results("crossgap-digits", "demo", "ab" * 32, max_queries=50))
+    demo = report.results_table(_results("crossgap-digits", "demo", "ab" * 32, max_queries=50))
     assert "*paper" not in demo and "No paper row" in demo
     assert "> **Caveat: subset run** (--max-queries 50, --max-gallery None)" in demo
     assert "model: `crossgap-digits`" in demo and f"`{'ab' * 32}`" in demo
@@ -287,10 +299,10 @@ def test_limit_task_all_vs_all_applies_both_caps():
                    paths=[f"/p{k}" for k in range(20)], labels=np.arange(20) % 4,
                    classnames=["a", "b", "c", "d"])
     task = RetrievalTask("x", q, q, "label", exclude_self=True)
-    small = runmod.limit_task(task, 10, 6, seed=0)
+    small = tasks.limit_task(task, 10, 6, seed=0)
     assert len(small.query) == 6 and small.gallery is small.query
-    assert len(runmod.limit_task(task, None, 7, seed=0).query) == 7
-    assert len(runmod.limit_task(task, 3, None, seed=0).query) == 3
+    assert len(tasks.limit_task(task, None, 7, seed=0).query) == 7
+    assert len(tasks.limit_task(task, 3, None, seed=0).query) == 3
 
 
 def test_readme_demo_snippet_loads_the_demo_model():

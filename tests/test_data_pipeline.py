@@ -113,7 +113,7 @@ def test_corrupt_image_skipped_and_logged(tmp_path, caplog):
         f.write(b"not an image at all")
     log = tmp_path / "logs" / "bad.txt"
     loader = ImageBatchLoader(split, 4, image_size=8, error_log=log)
-    with caplog.at_level(logging.WARNING, logger="crossgap_jax.data.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="crossgap_jax.data.loader"):
         batches = list(loader)
     assert batches[0].mask.tolist() == [True, True, False, True]
     assert batches[1].mask.tolist() == [False, True, False, False]

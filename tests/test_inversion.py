@@ -27,9 +27,7 @@ from crossgap_jax.inversion import (
     ovi_features,
     ovi_fn,
     prepare_template,
-    shortcuts,
 )
-from crossgap_jax.inversion.inverters import oti_features_cached
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP, create_clip
 
@@ -175,10 +173,9 @@ def test_oti_features_equal_encode_text(tiny):
         np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=TOL)
 
     @jax.jit
-    def cached(p, tok, base):
-        kv = shortcuts.prefix_kv(p, base[:tpl.placeholder_index], config=tiny.config)
-        return oti_features_cached(p, tok, kv, base[tpl.placeholder_index:], config=tiny.config,
-                                   pool_index=tpl.eot_index - tpl.placeholder_index)
+    def cached(p, tok, base):  # the model's own prefix cache and pooled-only options
+        prefix = clip_lib.text_prefix(p, base[None, :tpl.placeholder_index], config=tiny.config)
+        return oti_features(p, tok, base, prefix=prefix, pooled_only=True, **kw)
 
     got = np.asarray(cached(p, tok, table[jnp.asarray(tpl.ids[:tpl.eot_index + 1])]))
     np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=TOL)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from compile_counter import CompileCounter  # the project's compile-logging helper
 
-from crossgap_jax.inversion import inverters, oti, ovi
+from crossgap_jax.inversion import driver, inverters, oti, ovi
 from crossgap_jax.models import create_clip
 
 FIELDS = ("pseudo_tokens", "features", "losses", "recorded_tokens", "recorded_features")
@@ -45,8 +45,8 @@ class _Bar:
 def test_chunked_run_is_bit_identical(tiny, targets, method, kw, seconds, monkeypatch):
     fn = oti if method == "oti" else ovi
     plain = fn(tiny, targets, batch_size=4, progress=False, **kw)
-    monkeypatch.setattr(inverters, "PROGRESS_SECONDS", seconds)
-    monkeypatch.setattr(inverters, "tqdm", _Bar)
+    monkeypatch.setattr(driver, "PROGRESS_SECONDS", seconds)
+    monkeypatch.setattr(driver, "tqdm", _Bar)
     _Bar.instances = []
     shown = fn(tiny, targets, batch_size=4, progress=True, **kw)
     for k in FIELDS:
@@ -66,12 +66,12 @@ def test_chunked_run_is_bit_identical(tiny, targets, method, kw, seconds, monkey
 def test_chunks_do_not_recompile(tiny, targets, method, monkeypatch):
     fn = oti if method == "oti" else ovi
     chunk = inverters._oti_chunk if method == "oti" else inverters._ovi_chunk
-    monkeypatch.setattr(inverters, "tqdm", _Bar)
-    monkeypatch.setattr(inverters, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(driver, "tqdm", _Bar)
+    monkeypatch.setattr(driver, "PROGRESS_SECONDS", 0.0)
     kw = dict(steps=6, batch_size=4, record_steps=(2,), progress=True)
     fn(tiny, targets, **kw)  # warm: compiles init, chunk and finish programs once
     # Other chunk lengths (1, 8, ...), other hyper-parameters: the same programs.
-    monkeypatch.setattr(inverters, "PROGRESS_SECONDS", 1e9)
+    monkeypatch.setattr(driver, "PROGRESS_SECONDS", 1e9)
     with CompileCounter() as c:
         fn(tiny, targets, learning_rate=0.05, seed=2, **kw)
     assert c.events == [] and c.compiles == 0, c.logs
@@ -88,7 +88,7 @@ def test_chunk_lengths_follow_the_measured_speed(monkeypatch):
         clock["calls"] += 1
         return state
 
-    monkeypatch.setattr(inverters.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(driver.time, "perf_counter", lambda: clock["t"])
     updates, times = [], []
 
     def on_steps(k):
@@ -96,7 +96,7 @@ def test_chunk_lengths_follow_the_measured_speed(monkeypatch):
         times.append(clock["t"])
 
     x0 = np.zeros((2, 1, 4), np.float32)
-    out = inverters.run_batch_chunked(fake_chunk, lambda st: st, x0, 100, 0, on_steps)
+    out = driver.run_batch_chunked(fake_chunk, lambda st: st, x0, 100, 0, on_steps)
     assert out.tokens.shape == (2, 1, 4) and sum(updates) == 100
     gaps = np.diff(times)
     assert updates[:3] == [1, 1, 4] and max(gaps) <= 2.0 and min(updates[2:-1]) == 4

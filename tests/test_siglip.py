@@ -229,7 +229,7 @@ def test_no_tokenizer_message(tiny_bundle, tmp_path):
 
 
 def test_detect_family(tiny_dir, tmp_path):
-    from crossgap_jax.models.families import detect_family
+    from crossgap_jax.models.loader import detect_family
 
     assert detect_family(tiny_dir) == "siglip"
     os.makedirs(tmp_path / "empty")

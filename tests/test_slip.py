@@ -52,7 +52,7 @@ def test_load_detects_family_and_architecture(bundle, ckpt):
     assert any(k.startswith("image_mlp.") for k in bundle.info["ignored"])
     b2 = load_clip("slip-tiny", checkpoint=ckpt)
     assert b2.config == bundle.config
-    with pytest.raises(CheckpointError, match="shapes of 'SLIP-ViT-B-16'"):
+    with pytest.raises(CheckpointError, match="different architecture than 'SLIP-ViT-B-16'"):
         load_clip("SLIP-ViT-B-16", checkpoint=ckpt)
 
 
@@ -100,7 +100,7 @@ def test_conversion_errors(bundle):
         state_dict_to_params(sd, get_config("slip-tiny"))
     msg = str(e.value)
     assert "visual/norm/scale" in msg and "visual.head.weight" in msg
-    assert "visual.pos_embed: checkpoint (1, 5, 64) vs model (1, 17, 64)" in msg
+    assert "visual.pos_embed (visual/pos_embed): checkpoint (1, 5, 64) vs model (1, 17, 64)" in msg
     assert "visual/pos_embed\n" not in msg + "\n"  # a mismatched tensor is not also "missing"
 
 

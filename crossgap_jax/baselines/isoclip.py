@@ -271,7 +271,7 @@ def projection_heads(clip: Any) -> tuple[ProjectionHead, ProjectionHead]:
     Weights come from the family's ``projection_matrices`` hook, biases from its optional
     ``projection_biases`` hook (SigLIP: the text head's bias).
     """
-    from crossgap_jax.models.families import family_of
+    from crossgap_jax.models import family_of
 
     wi, wt = clip.projection_matrices()
     hook = getattr(family_of(clip.config), "projection_biases", None)

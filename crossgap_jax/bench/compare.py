@@ -174,9 +174,7 @@ def peak_memory() -> dict[str, float | None]:
 def random_clip(arch: str, dtype: str = "float32", seed: int = 0) -> Any:
     """A CLIP bundle at ``arch``'s real shapes with N(0, 0.02) weights drawn by NumPy (no
     init compile); LayerNorm scales 1, biases 0. Speed does not depend on the values."""
-    from crossgap_jax.models.bundle import CLIP
-    from crossgap_jax.models.configs import get_config
-    from crossgap_jax.models.families import family_of
+    from crossgap_jax.models import CLIP, family_of, get_config
 
     config = get_config(arch)
     rng = np.random.default_rng(seed)
@@ -314,7 +312,7 @@ def bench_torch(settings: BenchSettings, deadline: _Deadline,
         from crossgap_jax.bench import torch_reference as ref
     except ImportError as e:
         return [{"status": f"skipped: {e}"}]
-    from crossgap_jax.models.configs import get_config
+    from crossgap_jax.models import get_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     b, rows = settings.torch_batch, []
@@ -485,7 +483,7 @@ def paper_jobs(settings: BenchSettings, inversion: Sequence[dict[str, Any]],
                matmul: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Extrapolated wall time of the paper's two jobs at the best measured throughput,
     beside the FLOP floor at the measured matmul rate of the same dtype."""
-    from crossgap_jax.models.configs import get_config
+    from crossgap_jax.models import get_config
 
     config = get_config(settings.job_arch)
     rate = {m["dtype"]: m["tflops"] for m in matmul}

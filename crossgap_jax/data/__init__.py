@@ -1,7 +1,13 @@
-"""Datasets of the paper: registry, readers of the standard layouts, tfds backend, pipeline.
+"""Datasets of the paper: registry, one reader per data source, image decoding, batch loader.
 
-Data flows one way (data -> models -> inversion -> retrieval): nothing here imports the
-model, inversion or CLI layers, except the CLIP preprocessing function.
+The bottom layer (data -> models -> inversion/baselines -> retrieval -> pipeline -> cli,
+asserted by ``tests/test_layering.py``): nothing here imports another layer of the
+package. Image decoding and CLIP preprocessing live here (:mod:`.decoding`,
+:mod:`.preprocess`); the model layer re-exports them.
+
+Modules: :mod:`.types` (splits, errors), :mod:`.task` (retrieval task), :mod:`.decoding`,
+:mod:`.preprocess`, :mod:`.loader` (batches), :mod:`.registry`, :mod:`.sources` (one module
+per data source), :mod:`.authors_assets`.
 
 Main entry points:
 
@@ -14,20 +20,8 @@ See ``docs/datasets.md`` for the expected layouts and protocols.
 """
 
 from crossgap_jax.data._fs import ENV_VAR
-from crossgap_jax.data.core import (
-    DataFileError,
-    DatasetLayoutError,
-    DegenerateTaskError,
-    ImageDecodeError,
-    ImageReader,
-    ImageSplit,
-    MissingFilesError,
-    RetrievalTask,
-    Split,
-    TextSplit,
-    open_image,
-)
-from crossgap_jax.data.pipeline import (
+from crossgap_jax.data.decoding import ImageDecodeError, open_image
+from crossgap_jax.data.loader import (
     ImageBatch,
     ImageBatchLoader,
     TextBatch,
@@ -47,13 +41,22 @@ from crossgap_jax.data.registry import (
     list_datasets,
     register_dataset,
 )
-from crossgap_jax.data.texts import (
-    IMDB_QUERIES,
-    NEWSGROUP_DESCRIPTIONS,
-    first_caption_split,
-    load_text_replacements,
+from crossgap_jax.data.sources.captions import first_caption_split
+from crossgap_jax.data.sources.imdb import IMDB_QUERIES
+from crossgap_jax.data.sources.jsonl import load_text_replacements
+from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
+from crossgap_jax.data.sources.tfds import TFDS_DEFAULTS, load_tfds
+from crossgap_jax.data.task import RetrievalTask
+from crossgap_jax.data.types import (
+    DataFileError,
+    DatasetLayoutError,
+    DegenerateTaskError,
+    ImageReader,
+    ImageSplit,
+    MissingFilesError,
+    Split,
+    TextSplit,
 )
-from crossgap_jax.data.tfds_backend import TFDS_DEFAULTS, load_tfds
 
 __all__ = [
     "ENV_VAR",

@@ -7,9 +7,23 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from crossgap_jax.data.core import DataFileError, DatasetLayoutError
+from crossgap_jax.data.types import DataFileError, DatasetLayoutError
 
 ENV_VAR = "CROSSGAP_SHARED_DATA"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+def list_images(folder: str) -> list[str]:
+    """The sorted names of the image files (by extension) directly inside ``folder``."""
+    with os.scandir(folder) as it:
+        return sorted(
+            e.name for e in it if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+
+
+def bad_split(name: str, split: str, valid: Sequence[str]) -> ValueError:
+    """The error for a split name a reader does not know; it lists the valid ones."""
+    return ValueError(f"{name}: unknown split {split!r}; valid splits: {', '.join(valid)}")
 
 
 def resolve_root(root: str | os.PathLike | None) -> str:

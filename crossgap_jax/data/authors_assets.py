@@ -19,6 +19,9 @@ executing any of it**:
 
 ``DIR`` may be the checkout, its ``data/summarized_texts`` folder, or a ``data`` folder
 holding ``summarized_texts``. Facts about the format: ``PAPER.md`` ("Authors' assets").
+
+(About 480 lines: both readers share the checkout discovery and the "read, never run"
+safety rules, which are easier to audit in one file.)
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossgap_jax.data.core import RetrievalTask, TextSplit
+from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
+from crossgap_jax.data.task import RetrievalTask
+from crossgap_jax.data.types import TextSplit
 
 __all__ = [
     "SUMMARY_SPECS",
@@ -480,6 +485,4 @@ def check_authors_assets(datasets: Sequence[str], assets: str | os.PathLike | No
         if ds in SUMMARY_SPECS:
             read_summaries(summary_file(assets, ds))
         if ds == "newsgroup_text":
-            from crossgap_jax.data.texts import NEWSGROUP_DESCRIPTIONS
-
             read_class_descriptions(assets, sorted(NEWSGROUP_DESCRIPTIONS))

@@ -19,80 +19,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from crossgap_jax.data import embedded as emb
-from crossgap_jax.data import images as im
-from crossgap_jax.data import texts as tx
-from crossgap_jax.data._fs import layout_error, looked_for, resolve_root
-from crossgap_jax.data.core import (
+from crossgap_jax.data._fs import resolve_root
+from crossgap_jax.data.catalog import builtin_datasets
+from crossgap_jax.data.sources import captions, imagefolder, jsonl, tfds
+from crossgap_jax.data.sources.tfds import TFDS_DEFAULTS
+from crossgap_jax.data.task import RetrievalTask
+from crossgap_jax.data.types import (
+    DatasetEntry,
+    DatasetInfo,
     DatasetLayoutError,
     ImageSplit,
-    RetrievalTask,
     Split,
+    TaskProtocol,
     TextSplit,
 )
-from crossgap_jax.data.tfds_backend import PREFIX as TFDS_PREFIX
-from crossgap_jax.data.tfds_backend import TFDS_DEFAULTS, load_tfds
 
-Protocol = Literal["label", "captions", "class_queries", "qrels", "revisitop"]
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the registry knows about one dataset.
-
-    Attributes:
-        name: registry name (the authors' name).
-        modality: ``"image"`` or ``"text"``.
-        splits: split names accepted by :func:`get_dataset`.
-        query_split: the paper's default query split.
-        gallery_split: the paper's default gallery split.
-        protocol: how :func:`get_task` builds the task: ``"label"`` (same class),
-            ``"captions"`` (first caption of each image vs the other captions),
-            ``"class_queries"`` (class-description queries vs labelled documents),
-            ``"qrels"`` (queries vs corpus), ``"revisitop"`` (Easy/Medium/Hard).
-        layout: the expected files and folders, for messages and docs.
-        description: one line.
-        load: ``load(root, split, **options) -> ImageSplit | TextSplit``.
-        locate: ``locate(root) -> path | None``: where the dataset is under ``root``.
-        generic: True for ``imagefolder``/``jsonl``/``beir`` (root = the dataset itself).
-        packaged: True for data shipped inside the package (the demo's): no root needed,
-            ``root`` is ignored.
-    """
-
-    name: str
-    modality: Literal["image", "text"]
-    splits: tuple[str, ...]
-    query_split: str
-    gallery_split: str
-    protocol: Protocol
-    layout: str
-    description: str
-    load: Callable[..., Split]
-    locate: Callable[[str], str | None]
-    generic: bool = False
-    packaged: bool = False
-
-    @property
-    def exclude_self(self) -> bool:
-        """Whether queries are removed from their own gallery (query split == gallery split)."""
-        return self.protocol == "label" and self.query_split == self.gallery_split
-
-
-class DatasetEntry(NamedTuple):
-    """A row of :func:`list_datasets`."""
-
-    name: str
-    modality: str
-    query_split: str
-    gallery_split: str
-    protocol: str
-    found: str | None  # where the dataset was found under the root, or None
-
+Protocol = TaskProtocol  # the former name, kept for importers
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
@@ -113,149 +60,23 @@ def register_dataset(info: DatasetInfo, overwrite: bool = False) -> None:
     _REGISTRY[info.name] = info
 
 
-def _found(locate: Callable[..., Any]) -> Callable[[str], str | None]:
-    def wrapped(root: str) -> str | None:
-        r = locate(root)
-        if isinstance(r, tuple):
-            r = r[0]
-        return r
-
-    return wrapped
+def register_builtin_datasets() -> None:
+    """Register the datasets of the paper, the generic layouts, the packaged demo data and
+    the ``tfds`` family (:func:`crossgap_jax.data.catalog.builtin_datasets`); idempotent.
+    Called once when this module is imported."""
+    for info in builtin_datasets():
+        register_dataset(info, overwrite=True)
 
 
-def _register_builtin() -> None:
-    coop_desc = {
-        "caltech101": "Caltech101 objects (CoOp split, 100 classes)",
-        "dtd": "Describable Textures (CoOp split, 47 classes)",
-        "eurosat": "EuroSAT satellite images (CoOp split, 10 classes)",
-        "food101": "Food-101 (CoOp split, 101 classes)",
-        "oxford_flowers": "Oxford Flowers102 (CoOp split, 102 classes)",
-        "oxford_pets": "Oxford-IIIT Pets (CoOp split, 37 classes)",
-        "stanford_cars": "Stanford Cars (CoOp split, 196 classes)",
-        "sun397": "SUN397 scenes (CoOp split, 397 classes)",
-        "ucf101": "UCF101 action mid-frames (CoOp split, 101 classes)",
-    }
-    for name, spec in im.COOP_SPECS.items():
-        register_dataset(DatasetInfo(
-            name, "image", ("train", "val", "test"), "test", "train", "label",
-            im.coop_layout(spec), coop_desc[name],
-            functools.partial(im.load_coop, spec), _found(functools.partial(im.locate_coop, spec)),
-        ))
-    register_dataset(DatasetInfo(
-        "fgvc_aircraft", "image", ("train", "val", "test"), "test", "train", "label",
-        im.FGVC_LAYOUT, "FGVC-Aircraft variants (official split as CoOp, 100 classes)",
-        im.load_fgvc_aircraft, im.locate_fgvc,
-    ))
-    register_dataset(DatasetInfo(
-        "imagenet", "image", ("train", "test"), "test", "train", "label", im.IMAGENET_LAYOUT,
-        "ImageNet-1k (test = the 50k val images, as CoOp)", im.load_imagenet, im.locate_imagenet,
-    ))
-    register_dataset(DatasetInfo(
-        "cub2011", "image", ("all", "train", "test"), "all", "all", "label", im.CUB_LAYOUT,
-        "CUB-200-2011 birds, all vs all (query removed from its gallery)", im.load_cub,
-        im.locate_cub,
-    ))
-    register_dataset(DatasetInfo(
-        "sop", "image", ("test", "train"), "test", "test", "label", im.SOP_LAYOUT,
-        "Stanford Online Products, test vs test (query removed from its gallery)",
-        im.load_sop, im.locate_sop,
-    ))
-    for name, title in (("roxford5k", "Revisited Oxford"), ("rparis6k", "Revisited Paris")):
-        register_dataset(DatasetInfo(
-            name, "image", ("query", "gallery"), "query", "gallery", "revisitop",
-            im.revisitop_layout(name), f"{title}: 70 queries, revisitop Easy/Medium/Hard",
-            functools.partial(im.load_revisitop, name),
-            functools.partial(im.locate_revisitop, name),
-        ))
-    for name, spec in tx.CAPTION_SPECS.items():
-        default = "test" if name == "coco_text" else "val"
-        register_dataset(DatasetInfo(
-            name, "text", spec.splits, default, default, "captions", tx.caption_layout(spec),
-            {"coco_text": "COCO captions (Karpathy 5k test)",
-             "flickr30k_text": "Flickr30k captions (Karpathy val)",
-             "nocaps_text": "NoCaps val captions"}[name]
-            + ": first caption of each image vs the others",
-            functools.partial(tx.load_captions, spec),
-            functools.partial(tx.locate_captions, spec),
-        ))
-    register_dataset(DatasetInfo(
-        "imdb_text", "text", ("queries", "all", "train", "test"), "queries", "all",
-        "class_queries", tx.IMDB_LAYOUT,
-        "IMDB: 2 sentiment descriptions vs the 50k reviews", tx.load_imdb, tx.locate_imdb,
-    ))
-    register_dataset(DatasetInfo(
-        "newsgroup_text", "text", ("queries", "test", "train", "all"), "queries", "test",
-        "class_queries", tx.NEWSGROUP_LAYOUT,
-        "20 Newsgroups: 20 class descriptions vs the test posts (sklearn order)",
-        tx.load_newsgroups, tx.locate_newsgroups,
-    ))
-    for name, hub in tx.NANOBEIR_NAMES.items():
-        subdirs = tx.beir_subdirs(hub)
-        locate = functools.partial(tx.locate_beir, subdirs=subdirs)
-        register_dataset(DatasetInfo(
-            name, "text", ("queries", "corpus"), "queries", "corpus", "qrels",
-            f"<root>/{hub}/ (or {subdirs[1]}/, NanoBEIR/{hub}/):\n" + tx.BEIR_LAYOUT,
-            f"{hub} (NanoBEIR): queries vs corpus with qrels",
-            functools.partial(_load_beir_named, name, locate, hub), locate,
-        ))
-    register_dataset(DatasetInfo(
-        "cisi", "text", ("queries", "corpus"), "queries", "corpus", "qrels", tx.CISI_LAYOUT,
-        "CISI (Glasgow): 76 judged queries vs 1,460 abstracts", tx.load_cisi, tx.locate_cisi,
-    ))
-    # Generic layouts: root is the dataset folder / file itself.
-    register_dataset(DatasetInfo(
-        "imagefolder", "image", ("all", "train", "val", "test", "query", "gallery"), "all", "all",
-        "label",
-        im.IMAGEFOLDER_LAYOUT, "any folder with one sub-folder per class", im.load_imagefolder,
-        im.find_imagefolder, generic=True,
-    ))
-    register_dataset(DatasetInfo(
-        "jsonl", "text", ("all",), "all", "all", "label", tx.JSONL_LAYOUT,
-        "texts with labels in a JSONL file", tx.load_jsonl,
-        lambda r: r if os.path.isfile(r) and r.endswith(".jsonl") else None, generic=True,
-    ))
-    register_dataset(DatasetInfo(
-        "beir", "text", ("queries", "corpus"), "queries", "corpus", "qrels", tx.BEIR_LAYOUT,
-        "any BEIR / NanoBEIR collection folder", _load_beir_generic,
-        lambda r: r if tx.beir_format(r) else None, generic=True,
-    ))
-    # Shipped with the package (the offline demo): readable without a data root.
-    register_dataset(DatasetInfo(
-        emb.IMAGE_NAME, "image", ("train", "test"), "test", "train", "label", emb.LAYOUT,
-        "embedded Caltech101 subset (CoOp split, 64 px): test queries vs train gallery",
-        emb.load_demo_images, emb.locate_demo, packaged=True,
-    ))
-    register_dataset(DatasetInfo(
-        emb.TEXT_NAME, "text", ("queries", "gallery"), "queries", "gallery", "class_queries",
-        emb.LAYOUT, "captions of the embedded Caltech101 classes from held-out templates: "
-        "one template's captions vs the others'", emb.load_demo_texts, emb.locate_demo,
-        packaged=True,
-    ))
-
-
-def _load_beir_named(
-    name: str, locate: Callable[[str], str | None], hub: str, root: str, split: str,
-    **options: Any,
-) -> TextSplit:
-    d = locate(root)
-    if d is None:
-        searched = looked_for(root, tx.beir_subdirs(hub), ["corpus/", "queries/", "qrels/",
-                                                           "corpus.jsonl", "queries.jsonl"])
-        raise layout_error(name, root, searched, tx.BEIR_LAYOUT)
-    return tx.load_beir(name, d, split, **options)
-
-
-def _load_beir_generic(root: str, split: str, **options: Any) -> TextSplit:
-    return tx.load_beir("beir", root, split, **options)
-
-
-_register_builtin()
+register_builtin_datasets()
 
 IMAGE_DATASETS: tuple[str, ...] = tuple(
-    n for n, i in _REGISTRY.items() if i.modality == "image" and not (i.generic or i.packaged)
+    n for n, i in _REGISTRY.items()
+    if i.modality == "image" and not (i.generic or i.packaged or i.members)
 )
 TEXT_DATASETS: tuple[str, ...] = tuple(
-    n for n, i in _REGISTRY.items() if i.modality == "text" and not (i.generic or i.packaged)
+    n for n, i in _REGISTRY.items()
+    if i.modality == "text" and not (i.generic or i.packaged or i.members)
 )
 
 
@@ -280,21 +101,40 @@ def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
     return base, options
 
 
+def _family(name: str) -> tuple[DatasetInfo, str] | None:
+    """``(family entry, member)`` for a name ``<family>:<member>`` of a registered family
+    (an entry with ``members``, such as ``tfds``), else None."""
+    family, sep, member = name.partition(":")
+    info = _REGISTRY.get(family.lower()) if sep else None
+    if info is None or info.members is None:
+        return None
+    return info, member
+
+
 def _canonical(name: str) -> str:
     name = parse_dataset_name(name)[0]
-    if name.startswith(TFDS_PREFIX):
-        return name
+    fam = _family(name)
+    if fam is not None:
+        return f"{fam[0].name}:{fam[1]}"
     low = name.lower()
     return ALIASES.get(low, low)
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of a registered dataset (aliases accepted).
+    """The :class:`DatasetInfo` of a registered dataset (aliases accepted), or of a member
+    ``<family>:<member>`` of a registered family (``tfds:caltech101``).
 
     Raises:
-        KeyError: unknown name; the message lists the known ones.
+        KeyError: unknown name (the message lists the known ones), or a family name
+            without a member.
     """
     key = _canonical(name)
+    fam = _family(key)
+    if fam is not None:
+        assert fam[0].members is not None
+        return fam[0].members(fam[1])
+    if key in _REGISTRY and _REGISTRY[key].members is not None:
+        raise KeyError(f"{name!r} is a family of datasets: name one as {key}:<name>")
     if key not in _REGISTRY:
         raise KeyError(
             f"unknown dataset {name!r}; known: {', '.join(_REGISTRY)} "
@@ -320,6 +160,8 @@ def list_datasets(
         r = None
     out = []
     for info in _REGISTRY.values():
+        if info.members is not None:
+            continue  # a family (tfds): its members are listed below
         found = None
         if info.packaged:
             found = info.locate("")
@@ -338,8 +180,8 @@ def list_datasets(
                 os.path.isfile(os.path.join(dp, "dataset_info.json"))
                 for dp, _, _ in os.walk(path)
             )
-            modality = "text" if name in ("imdb_reviews", "coco_captions") else "image"
-            out.append(DatasetEntry(TFDS_PREFIX + name, modality, d.query_split,
+            modality = tfds.member_info(name).modality
+            out.append(DatasetEntry(tfds.PREFIX + name, modality, d.query_split,
                                     d.gallery_split, d.protocol, path if ok else None))
     return out
 
@@ -371,29 +213,23 @@ def get_dataset(
     name, named_options = parse_dataset_name(name)
     options = {**named_options, **options}
     replacements = options.pop("replacements", None)
-    if name.startswith(TFDS_PREFIX):
-        unknown = set(options) - {"modality"}
-        if unknown:
-            raise TypeError(f"tfds datasets take only modality=, got {sorted(unknown)}")
-        tname = name[len(TFDS_PREFIX):]
-        default = TFDS_DEFAULTS.get(tname)
-        split = split or (default.gallery_split if default else "train")
-        data = load_tfds(name, root, split, **options)
+    info = dataset_info(name)
+    split = split or info.gallery_split
+    if (info.splits and split not in info.splits
+            and not (info.name == "imagenet" and split == "val")):
+        raise ValueError(
+            f"{info.name}: unknown split {split!r}; valid splits: {', '.join(info.splits)}"
+        )
+    if info.packaged:
+        data = info.load(None, split, **options)
+    elif info.root_optional:
+        data = info.load(root, split, **options)
     else:
-        info = dataset_info(name)
-        split = split or info.gallery_split
-        if split not in info.splits and not (info.name == "imagenet" and split == "val"):
-            raise ValueError(
-                f"{info.name}: unknown split {split!r}; valid splits: {', '.join(info.splits)}"
-            )
-        if info.packaged:
-            data = info.load(None, split, **options)
-        else:
-            r = resolve_root(root)
-            if not os.path.exists(r):
-                raise DatasetLayoutError(f"{info.name}: data root {r} does not exist.\n"
-                                         f"Expected layout:\n{info.layout}")
-            data = info.load(r, split, **options)
+        r = resolve_root(root)
+        if not os.path.exists(r):
+            raise DatasetLayoutError(f"{info.name}: data root {r} does not exist.\n"
+                                     f"Expected layout:\n{info.layout}")
+        data = info.load(r, split, **options)
     if replacements is not None:
         data = _apply_replacements(data, replacements)
     return data
@@ -418,7 +254,7 @@ def _apply_replacements(data: Split, replacements: Mapping[str, str] | str | os.
     if not isinstance(data, TextSplit):
         raise TypeError("replacements only apply to text datasets")
     if not isinstance(replacements, Mapping):
-        replacements = tx.load_text_replacements(replacements)
+        replacements = jsonl.load_text_replacements(replacements)
     return data.with_texts(replacements)
 
 
@@ -457,31 +293,23 @@ def get_task(
     """
     name, named_options = parse_dataset_name(name)
     options = {**named_options, **options}
-    if name.startswith(TFDS_PREFIX):
-        tname = name[len(TFDS_PREFIX):]
-        d = TFDS_DEFAULTS.get(tname)
-        protocol = d.protocol if d else "label"
-        q = query_split or (d.query_split if d else "test")
-        g = gallery_split or (d.gallery_split if d else "train")
-        load = functools.partial(get_dataset, name, root, **options)
-    else:
-        info = dataset_info(name)
-        name = info.name  # canonical, not the alias
-        protocol = info.protocol
-        q, g = query_split or info.query_split, gallery_split or info.gallery_split
-        if info.generic and info.modality == "image" and query_split is None:
-            splits = im.imagefolder_splits(os.fspath(root)) if root is not None else ["all"]
-            if "query" in splits and "gallery" in splits:
-                q, g = "query", gallery_split or "gallery"
-            elif "test" in splits and "train" in splits:
-                q, g = "test", gallery_split or "train"
-            elif len(splits) == 1:  # e.g. only val/: queries and gallery from it
-                q, g = splits[0], gallery_split or splits[0]
-        load = functools.partial(get_dataset, info.name, root, **options)
+    info = dataset_info(name)
+    name = info.name  # canonical, not the alias
+    protocol = info.protocol
+    q, g = query_split or info.query_split, gallery_split or info.gallery_split
+    if info.generic and info.modality == "image" and query_split is None:
+        splits = imagefolder.imagefolder_splits(os.fspath(root)) if root is not None else ["all"]
+        if "query" in splits and "gallery" in splits:
+            q, g = "query", gallery_split or "gallery"
+        elif "test" in splits and "train" in splits:
+            q, g = "test", gallery_split or "train"
+        elif len(splits) == 1:  # e.g. only val/: queries and gallery from it
+            q, g = splits[0], gallery_split or splits[0]
+    load = functools.partial(get_dataset, info.name, root, **options)
     if protocol == "captions":
-        query, gallery = tx.first_caption_split(load(q))
+        query, gallery = captions.first_caption_split(load(q))
         task = RetrievalTask(name, query, gallery, "group")
-    elif protocol in ("class_queries", "imdb"):
+    elif protocol == "class_queries":
         query, gallery = load("queries"), load(g)
         task = RetrievalTask(name, query, gallery, "label")
     elif protocol == "qrels":

@@ -1,17 +1,26 @@
 """OTI and OVI: the whole optimisation as one compiled XLA program per batch.
 
-Public: :func:`oti`, :func:`ovi` (bundle in, :class:`InversionResult` out), and the
+Public: :func:`oti`, :func:`ovi` (bundle in, :class:`InversionResult` out), their typed
+form :func:`invert` with :class:`OTISettings` / :class:`OVISettings` /
+:class:`ExecutionSettings` (:mod:`~crossgap_jax.inversion.config`), and the
 functional cores :func:`oti_fn`, :func:`ovi_fn`, :func:`oti_features`,
 :func:`ovi_features` for users who jit/vmap/shard themselves; :func:`invert_dataset` /
 :func:`load_inverted` for resumable (multi-host) runs over a dataset. See docs/inversion.md.
 """
 
+from crossgap_jax.inversion.config import (
+    ExecutionSettings,
+    InversionSettings,
+    OTISettings,
+    OVISettings,
+)
 from crossgap_jax.inversion.core import HParams, RawInversion, cosine_loss, run_inversion
 from crossgap_jax.inversion.inverters import (
     DEFAULT_TEMPLATE,
     InversionResult,
     Template,
     expand_patch_tokens,
+    invert,
     oti,
     oti_features,
     oti_fn,
@@ -24,7 +33,8 @@ from crossgap_jax.inversion.resumable import ResumeMismatchError, invert_dataset
 from crossgap_jax.inversion.sharding import make_mesh, process_shard
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "HParams", "InversionResult", "RawInversion", "ResumeMismatchError",
+    "DEFAULT_TEMPLATE", "ExecutionSettings", "HParams", "InversionSettings", "OTISettings",
+    "OVISettings", "invert", "InversionResult", "RawInversion", "ResumeMismatchError",
     "Template", "cosine_loss", "expand_patch_tokens", "invert_dataset", "load_inverted",
     "make_mesh", "oti", "oti_features", "oti_fn", "ovi", "ovi_features", "ovi_fn",
     "prepare_template", "process_shard", "run_inversion",

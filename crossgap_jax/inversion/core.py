@@ -120,40 +120,16 @@ def run_inversion(
     Returns:
         :class:`RawInversion`.
     """
-    tx = make_optimizer(hparams)
-    record_steps = tuple(sorted(set(int(s) for s in record_steps)))
-    one_step = _make_step(features_fn, targets, tx, weights)
+    record_steps = _sorted_steps(record_steps)
+    state = init_chunk_state(init, steps, len(record_steps))
+    # One loop whatever the number of record steps: the snapshots are written into a
+    # preallocated buffer inside it (a record step does not add a copy of the loop body).
+    state = run_chunk(features_fn, targets, hparams, state, 0, steps, record_steps, weights)
+    return finish_chunks(features_fn, state, steps, record_steps)
 
-    def step(carry, _):
-        return one_step(carry)
 
-    carry = (init, jax.vmap(tx.init)(init))
-    boundaries = [*record_steps, steps] if not record_steps or record_steps[-1] != steps else list(
-        record_steps)
-    done = 0
-    loss_chunks, rec_tokens, rec_feats = [], [], []
-    for b in boundaries:
-        if b > done:
-            carry, losses = jax.lax.scan(step, carry, None, length=b - done)
-            loss_chunks.append(losses)
-            done = b
-        if b in record_steps:
-            rec_tokens.append(carry[0])
-            rec_feats.append(features_fn(carry[0]))
-    tokens = carry[0]
-    features = rec_feats[-1] if record_steps and record_steps[-1] == steps else features_fn(tokens)
-    n, d = targets.shape
-    losses = (jnp.concatenate(loss_chunks, axis=0) if loss_chunks
-              else jnp.zeros((0, n), jnp.float32))
-    empty_tok = jnp.zeros((0, *init.shape), init.dtype)
-    return RawInversion(
-        tokens=tokens,
-        features=features,
-        losses=losses,
-        recorded_tokens=jnp.stack(rec_tokens) if rec_tokens else empty_tok,
-        recorded_features=(jnp.stack(rec_feats) if rec_feats
-                           else jnp.zeros((0, n, features.shape[-1]), jnp.float32)),
-    )
+def _sorted_steps(record_steps: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted({int(s) for s in record_steps}))
 
 
 def _make_step(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
@@ -223,7 +199,8 @@ def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
     """
     tx = make_optimizer(hparams)
     one_step = _make_step(features_fn, targets, tx, weights)
-    record_steps = tuple(sorted(set(int(s) for s in record_steps)))
+    record_steps = _sorted_steps(record_steps)
+    rec = jnp.asarray(record_steps, jnp.int32)
 
     def body(j, st):
         (tokens, opt_state), losses = one_step((st.tokens, st.opt_state))
@@ -231,8 +208,12 @@ def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
         all_losses = jax.lax.dynamic_update_slice_in_dim(st.losses, losses[:, None], done - 1,
                                                          1)
         snaps = st.snapshots
-        for i, r in enumerate(record_steps):
-            snaps = snaps.at[:, i].set(jnp.where(done == r, tokens, snaps[:, i]))
+        if record_steps:  # one slot write per step, whatever the number of record steps
+            # first record step >= done (a comparison, not searchsorted's loop)
+            slot = jnp.minimum(jnp.sum(rec < done), len(record_steps) - 1)
+            old = jax.lax.dynamic_index_in_dim(snaps, slot, axis=1, keepdims=False)
+            new = jnp.where(rec[slot] == done, tokens, old)
+            snaps = jax.lax.dynamic_update_index_in_dim(snaps, new, slot, axis=1)
         return ChunkState(tokens, opt_state, all_losses, snaps)
 
     return jax.lax.fori_loop(0, count, body, state)
@@ -241,16 +222,18 @@ def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
 def finish_chunks(features_fn: Callable[[jax.Array], jax.Array], state: ChunkState,
                   steps: int, record_steps: Sequence[int] = ()) -> RawInversion:
     """:class:`RawInversion` of a state that has run all ``steps`` (call under ``jit``)."""
-    record_steps = tuple(sorted(set(int(s) for s in record_steps)))
-    rec_feats = [features_fn(state.snapshots[:, i]) for i in range(len(record_steps))]
-    features = (rec_feats[-1] if record_steps and record_steps[-1] == steps
-                else features_fn(state.tokens))
-    n = state.tokens.shape[0]
+    record_steps = _sorted_steps(record_steps)
+    n, num = state.tokens.shape[0], len(record_steps)
+    last_recorded = bool(record_steps) and record_steps[-1] == steps
+    # One forward pass over every snapshot and the final tokens (examples are independent):
+    # (N, S', K, w) -> (N * S', K, w) -> (N, S', D); example-major, so a data sharding holds.
+    tok = (state.snapshots if last_recorded
+           else jnp.concatenate([state.snapshots, state.tokens[:, None]], axis=1))
+    feats = features_fn(tok.reshape(-1, *tok.shape[2:])).reshape(n, tok.shape[1], -1)
     return RawInversion(
-        tokens=state.tokens, features=features, losses=state.losses.T,
+        tokens=state.tokens, features=feats[:, -1], losses=state.losses.T,
         recorded_tokens=jnp.swapaxes(state.snapshots, 0, 1),
-        recorded_features=(jnp.stack(rec_feats) if rec_feats
-                           else jnp.zeros((0, n, features.shape[-1]), jnp.float32)),
+        recorded_features=jnp.swapaxes(feats[:, :num], 0, 1),
     )
 
 

@@ -47,7 +47,6 @@ import contextlib
 import dataclasses
 import glob
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -59,10 +58,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import atomic_write_bytes, ensure_dir
+from crossgap_jax.fileio import atomic_write_bytes, ensure_dir, jsonable
+from crossgap_jax.inversion import config as inv_config
 from crossgap_jax.inversion import inverters
 from crossgap_jax.inversion.core import normal_init
 from crossgap_jax.inversion.sharding import process_shard
+from crossgap_jax.models import model_fingerprint as _model_fingerprint
 
 FORMAT = "crossgap-jax/inversion-shards/1"
 MANIFEST = "manifest.json"
@@ -70,8 +71,8 @@ SHARD_GLOB = "shard-*.npz"
 
 # Arguments of oti/ovi that change how the result is computed but not (beyond float
 # rounding) what it is: they may differ between a run and its restart.
-EXECUTION_OPTIONS = ("batch_size", "truncate", "cache_prefix", "pooled_only", "devices",
-                     "progress", "on_nonfinite", "pad_to")
+EXECUTION_OPTIONS = tuple(sorted({*inv_config.EXECUTION_OPTIONS["oti"],
+                                  *inv_config.EXECUTION_OPTIONS["ovi"]}))
 ARRAY_KEYS = ("index", "targets", "pseudo_tokens", "features", "losses", "recorded_tokens",
               "recorded_features", "nonfinite")
 
@@ -107,44 +108,31 @@ class InvertSummary:
 # Fingerprints
 # ---------------------------------------------------------------------------------------
 def _jsonable(x: Any) -> Any:
-    """A JSON round trip (tuples -> lists, numpy scalars -> Python) for comparisons."""
-    return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    """Plain JSON types (tuples -> lists, NumPy scalars -> Python) for comparisons:
+    :func:`crossgap_jax.fileio.jsonable`."""
+    return jsonable(x)
 
 
 def model_fingerprint(clip: Any) -> dict[str, Any]:
-    """Architecture, compute dtype and the weights hash of a CLIP bundle
-    (:attr:`~crossgap_jax.models.CLIP.weights_sha256`: by content, not by path)."""
-    config = clip.config
-    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
-    return _jsonable({"config": cfg, "dtype": np.dtype(clip.dtype).name,
-                      "params_sha256": clip.weights_sha256})
+    """Architecture config, compute dtype and the weights hash of a CLIP bundle: the keys of
+    :func:`crossgap_jax.models.fingerprint.model_fingerprint` the manifests have always
+    stored (``config``, ``dtype``, ``params_sha256``), so older runs still resume."""
+    fp = _model_fingerprint(clip)
+    return {k: fp[k] for k in ("config", "dtype", "params_sha256")}
 
 
 def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split oti/ovi keyword arguments (defaults filled in) into hyper-parameters, execution."""
-    fn = inverters.oti if method == "oti" else inverters.ovi
-    sig = inspect.signature(fn)
+    """Split oti/ovi keyword arguments (defaults filled in from
+    :mod:`~crossgap_jax.inversion.config`) into the manifest's hyper-parameters and the
+    execution options."""
     for bad in ("clip", "image_features", "text_features", "init"):
         if bad in kwargs:
             raise TypeError(f"invert_dataset does not take {bad!r} (init is keyed by item name)")
-    unknown = sorted(set(kwargs) - set(sig.parameters))
-    if unknown:
-        raise TypeError(f"unknown {method} arguments: {unknown}")
-    hp, ex = {}, {}
-    for name, p in sig.parameters.items():
-        if name in ("clip", "image_features", "text_features", "init"):
-            continue
-        value = kwargs.get(name, p.default)
-        (ex if name in EXECUTION_OPTIONS else hp)[name] = value
-    hp["record_steps"] = sorted({int(s) for s in hp["record_steps"]})
-    hp["method"] = method
-    if hp.get("loss_reduction") == "per_example":
-        del hp["loss_reduction"]  # the default: manifests of earlier runs stay valid
-    elif hp.get("loss_reduction") == "mean":
-        # The authors' batch-mean objective couples the examples of a batch: the batch
-        # size is then part of what is computed, not an execution option.
-        hp["batch_size"] = int(ex["batch_size"])
-    return _jsonable(hp), ex
+    settings, execution = inv_config.split_kwargs(method, kwargs)
+    ex = {k: getattr(execution, k) for k in inv_config.EXECUTION_OPTIONS[method]}
+    # With the batch mean the batch composition is part of the objective: batch_size joins
+    # the manifest (manifest() adds it only then).
+    return _jsonable(settings.manifest(batch_size=execution.batch_size)), ex
 
 
 def _diff(stored: Any, current: Any, prefix: str = "") -> list[str]:

@@ -14,7 +14,9 @@ from tqdm.auto import tqdm
 
 from crossgap_jax.models.configs import CLIPConfig, get_config
 from crossgap_jax.models.families import family_of
+from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.inputs import check_text_inputs
+from crossgap_jax.models.loader import load
 from crossgap_jax.models.preprocess import preprocess_images
 from crossgap_jax.models.tokenizer import CLIPTokenizer
 
@@ -23,24 +25,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32
 
 
 def params_sha256(params: Any) -> str:
-    """Content hash of a params pytree: sha256 over each leaf's ``/``-joined path and its
-    float32 bytes, in sorted path order. The one weights hash of the package.
-
-    It depends on the parameter values only - not on the file's path, name, format or
-    serialisation order - so the same weights reached through another relative path, a
-    symlink or another container give the same hash (the feature cache and the inversion
-    manifests key on it).
-    """
-    import hashlib
-
-    import flax.traverse_util as traverse_util
-
-    flat = traverse_util.flatten_dict(dict(params), sep="/")
-    h = hashlib.sha256()
-    for k in sorted(flat):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
-    return h.hexdigest()
+    """Content hash of a params pytree: :func:`crossgap_jax.models.fingerprint.params_fingerprint`
+    (the one weights hash of the package; kept under this name)."""
+    return params_fingerprint(params)
 
 
 def resolve_dtype(dtype: Any) -> Any:
@@ -114,11 +101,12 @@ class CLIP:
 
     @property
     def weights_sha256(self) -> str:
-        """:func:`params_sha256` of :attr:`params`, computed once per loaded params object
-        (and recorded as ``info["params_sha256"]``)."""
+        """:func:`~crossgap_jax.models.fingerprint.params_fingerprint` of :attr:`params`:
+        the value the loader computed (``info["params_sha256"]``), else computed once per
+        params object (and recorded there)."""
         cached = self._weights_hash
         if cached is None or cached[0] is not self.params:
-            cached = (self.params, params_sha256(self.params))
+            cached = (self.params, params_fingerprint(self.params))
             self._weights_hash = cached
             self.info = {**self.info, "params_sha256": cached[1]}  # not shared with copies
         return cached[1]
@@ -220,22 +208,8 @@ def create_clip(arch: str | CLIPConfig, seed: int = 0, dtype: Any = "float32") -
                 info={"source": f"random init (seed {seed})", "format": "random"})
 
 
-def _load_family(name_or_path: Any, checkpoint: str | None) -> Any:
-    """The family module that loads this request, when it is not plain CLIP (else None)."""
-    from crossgap_jax.models.configs import list_architectures
-    from crossgap_jax.models.families import detect_family, family_module
-
-    if isinstance(name_or_path, CLIPConfig) or (isinstance(name_or_path, str)
-                                                and name_or_path in list_architectures()):
-        family = family_of(get_config(name_or_path))
-    elif checkpoint is None and isinstance(name_or_path, str):
-        family = family_module(detect_family(name_or_path))
-    else:
-        return None
-    return family if hasattr(family, "load_checkpoint") else None
-
-
 def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
+              pretrained: str | None = None,
               dtype: Any = "float32", quick_gelu: bool | None = None,
               allow_pickle: bool = False, cache_dir: str | None = None,
               tokenizer: str | None = None) -> CLIP:
@@ -248,6 +222,8 @@ def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
             ``"hf-hub:<repo>"`` (open_clip on the hub) or ``"openai"`` (OpenAI's release URL for
             that architecture). ``None`` with an architecture name means the architecture's
             default release.
+        pretrained: open_clip's name for ``checkpoint`` (``load_clip("ViT-B-16-SigLIP",
+            pretrained="webli")``); give one of the two.
         dtype: compute dtype, ``"float32"`` (default) or ``"bfloat16"``; params stay float32.
         quick_gelu: override the activation (needed for open_clip ``-quickgelu`` weights loaded
             from a bare state dict).
@@ -257,39 +233,17 @@ def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
         tokenizer: the tokenizer model file for families that need one (SigLIP's
             ``spiece.model``); default: the one found beside the checkpoint.
 
-    Other families (``config.family``: ``"siglip"``, ``"slip"``) load through their own
-    ``load_checkpoint``: an architecture of that family by name, or a checkpoint path
-    that the family recognises (``families.detect_family``).
+    Every family (``config.family``: ``"clip"``, ``"siglip"``, ``"slip"``) loads through
+    :func:`crossgap_jax.models.loader.load` and that family's hooks: an architecture of the
+    family by name (or open_clip alias), or a checkpoint path the family recognises.
 
     Returns:
         A :class:`CLIP` bundle.
     """
-    from crossgap_jax.models.checkpoints import is_native, load_checkpoint, load_native
-
-    source = checkpoint if checkpoint is not None else name_or_path
-    if isinstance(source, str) and is_native(source):
-        # The native format carries its config, whatever the family.
-        config, params, info = load_native(source)
-        if checkpoint is not None and not isinstance(name_or_path, CLIPConfig):
-            want = get_config(name_or_path)
-            if want.name != config.name and want != config.replace(name=want.name):
-                raise ValueError(f"{source} holds architecture {config.name!r}, "
-                                 f"not {name_or_path!r}")
-        params = jax.tree.map(lambda x: jax.device_put(np.asarray(x, np.float32)), params)
-        return CLIP(config, params, dtype=dtype, info=info, tokenizer_file=tokenizer)
-
-    family = _load_family(name_or_path, checkpoint)
-    if family is not None:
-        config, params, info = family.load_checkpoint(
-            name_or_path, checkpoint, quick_gelu=quick_gelu, allow_pickle=allow_pickle,
-            cache_dir=cache_dir, tokenizer=tokenizer)
-        # device_put copies: jnp.asarray could alias a memory-mapped checkpoint on CPU.
-        params = jax.tree.map(lambda x: jax.device_put(np.asarray(x, np.float32)), params)
-        return CLIP(config, params, dtype=dtype, info=info,
-                    tokenizer_file=info.get("tokenizer_file"))
-
-    config, params, info = load_checkpoint(
-        name_or_path, checkpoint, quick_gelu=quick_gelu, allow_pickle=allow_pickle,
-        cache_dir=cache_dir,
-    )
-    return CLIP(config, params, dtype=dtype, info=info)
+    config, params, info = load(name_or_path, checkpoint, pretrained=pretrained,
+                                quick_gelu=quick_gelu, allow_pickle=allow_pickle,
+                                cache_dir=cache_dir, tokenizer=tokenizer)
+    bundle = CLIP(config, params, dtype=dtype, info=info,
+                  tokenizer_file=tokenizer or info.get("tokenizer_file"))
+    bundle._weights_hash = (params, info["params_sha256"])  # computed once, by the loader
+    return bundle

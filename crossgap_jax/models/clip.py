@@ -25,9 +25,12 @@ PyTorch (OpenAI / open_clip)           Flax params path
 The entry points the inverters need are exposed as pure functions of a params pytree:
 :func:`encode_text_embeddings` (text from token *embeddings* and an explicit EOT index)
 and :func:`encode_image_tokens` (image from patch *tokens*, the output of ``conv1``).
-The ordinary encoders are these two after the embedding step. Params stay float32; the
-compute dtype is a module field (float32 default, bfloat16 option). LayerNorm and
-softmax always run in float32.
+The ordinary encoders are these two after the embedding step. Two exact options serve the
+inverters: ``pooled_only`` (the last block computes the pooled row only: EOT / class
+token) and ``prefix`` (:func:`text_prefix`: the keys and values of a shared causal text
+prefix, computed once; the embeddings passed are then the positions after it). Params
+stay float32; the compute dtype is a module field (float32 default, bfloat16 option).
+LayerNorm and softmax always run in float32.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.attention import KV, attention, select_rows, self_attention
 from crossgap_jax.models.configs import CLIPConfig
 
 CONFIG_CLASS = CLIPConfig
@@ -75,26 +79,29 @@ class LayerNorm(nn.Module):
 
 
 class MultiheadAttention(nn.Module):
-    """Multi-head self-attention with a fused ``in_proj`` (q|k|v), as PyTorch's."""
+    """Multi-head self-attention with a fused ``in_proj`` (q|k|v), as PyTorch's.
+
+    Returns the output and the :class:`~crossgap_jax.models.attention.KV` of ``x``'s
+    positions; ``causal``/``prefix``/``pool_index``: see
+    :func:`~crossgap_jax.models.attention.self_attention` (``mask``: an explicit bool mask).
+    """
 
     width: int
     heads: int
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        b, n, _ = x.shape
-        head_dim = self.width // self.heads
-        qkv = nn.Dense(3 * self.width, dtype=self.dtype, name="in_proj")(x)
-        q, k, v = jnp.split(qkv, 3, axis=-1)
-        q, k, v = (t.reshape(b, n, self.heads, head_dim) for t in (q, k, v))
-        q = q * (head_dim**-0.5)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
+                 prefix: KV | None = None, pool_index: jax.Array | int | None = None
+                 ) -> tuple[jax.Array, KV]:
+        q, k, v = jnp.split(nn.Dense(3 * self.width, dtype=self.dtype, name="in_proj")(x), 3,
+                            axis=-1)
         if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, self.width)
-        return nn.Dense(self.width, dtype=self.dtype, name="out_proj")(out)
+            out, kv = attention(q, k, v, heads=self.heads, dtype=self.dtype, mask=mask), KV(k, v)
+        else:
+            out, kv = self_attention(q, k, v, heads=self.heads, dtype=self.dtype, causal=causal,
+                                     prefix=prefix, pool_index=pool_index)
+        return nn.Dense(self.width, dtype=self.dtype, name="out_proj")(out), kv
 
 
 class MLP(nn.Module):
@@ -119,15 +126,20 @@ class ResidualAttentionBlock(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        x = x + MultiheadAttention(self.width, self.heads, self.dtype, name="attn")(
-            LayerNorm(self.eps, self.dtype, name="ln_1")(x), mask
-        )
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
+                 prefix: KV | None = None, pool_index: jax.Array | int | None = None
+                 ) -> tuple[jax.Array, KV]:
+        """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)`` with ``pool_index``) and the block's
+        :class:`~crossgap_jax.models.attention.KV`."""
+        a, kv = MultiheadAttention(self.width, self.heads, self.dtype, name="attn")(
+            LayerNorm(self.eps, self.dtype, name="ln_1")(x), mask, causal=causal, prefix=prefix,
+            pool_index=pool_index)
+        x = select_rows(x, pool_index) + a
         hidden = int(self.width * self.mlp_ratio)
         x = x + MLP(self.width, hidden, self.use_quick_gelu, self.dtype, name="mlp")(
             LayerNorm(self.eps, self.dtype, name="ln_2")(x)
         )
-        return x
+        return x, kv
 
 
 class Transformer(nn.Module):
@@ -147,10 +159,45 @@ class Transformer(nn.Module):
             for _ in range(self.layers)
         ]
 
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        for block in self.resblocks:
-            x = block(x, mask)
-        return x
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
+                 prefix: tuple[KV, ...] | None = None, pool_index: jax.Array | int | None = None,
+                 return_kv: bool = False) -> Any:
+        """``(B, S, w)`` -> ``(B, S, w)``; with ``pool_index`` the last block computes that
+        row only (``(B, 1, w)``); ``prefix``: one cached :class:`KV` per block; with
+        ``return_kv`` also the blocks' :class:`KV` (a tuple, one per block)."""
+        kvs = []
+        last = len(self.resblocks) - 1
+        for i, block in enumerate(self.resblocks):
+            x, kv = block(x, mask, causal=causal, prefix=None if prefix is None else prefix[i],
+                          pool_index=pool_index if i == last else None)
+            kvs.append(kv)
+        return (x, tuple(kvs)) if return_kv else x
+
+
+def causal_text_prefix(m: nn.Module, embeddings: jax.Array) -> tuple[KV, ...]:
+    """Per-block keys/values of the first ``P`` positions of a causal text tower with CLIP's
+    names (``positional_embedding``, ``transformer``): ``(B, P, w)`` embeddings in."""
+    p = embeddings.shape[1]
+    x = embeddings.astype(m.dtype) + m.positional_embedding[:p].astype(m.dtype)
+    return m.transformer(x, causal=True, return_kv=True)[1]
+
+
+def causal_text_features(m: nn.Module, embeddings: jax.Array, eot_index: jax.Array,
+                         prefix: tuple[KV, ...] | None = None,
+                         pooled_only: bool = False) -> jax.Array:
+    """``ln_final`` output at EOT, ``(B, width)``, of a causal text tower with CLIP's names.
+
+    ``embeddings`` ``(B, S, w)`` are positions ``P..P+S-1`` after a cached ``prefix`` of
+    ``P`` positions (``P = 0`` without), ``eot_index`` ``(B,)`` relative to them.
+    """
+    start = 0 if prefix is None else prefix[0].k.shape[1]
+    length = embeddings.shape[1]
+    x = (embeddings.astype(m.dtype)
+         + m.positional_embedding[start:start + length].astype(m.dtype))
+    x = m.transformer(x, causal=True, prefix=prefix,
+                      pool_index=eot_index if pooled_only else None)
+    x = m.ln_final(x)
+    return x[:, 0] if pooled_only else pool_rows(x, eot_index)
 
 
 class VisionTransformer(nn.Module):
@@ -188,15 +235,17 @@ class VisionTransformer(nn.Module):
         b, gh, gw, w = x.shape
         return x.reshape(b, gh * gw, w)
 
-    def encode_tokens(self, tokens: jax.Array, project: bool = True) -> jax.Array:
+    def encode_tokens(self, tokens: jax.Array, project: bool = True,
+                      pooled_only: bool = False) -> jax.Array:
         """``(B, N, width)`` patch tokens -> ``(B, embed_dim)`` image features
-        (``(B, width)``, the ``ln_post`` output, with ``project=False``)."""
+        (``(B, width)``, the ``ln_post`` output, with ``project=False``); ``pooled_only``:
+        the last block computes the class token only (exact)."""
         b = tokens.shape[0]
         cls = jnp.broadcast_to(self.class_embedding.astype(self.dtype), (b, 1, tokens.shape[-1]))
         x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
         x = x + self.positional_embedding.astype(self.dtype)
         x = self.ln_pre(x)
-        x = self.transformer(x)
+        x = self.transformer(x, pool_index=0 if pooled_only else None)
         x = self.ln_post(x[:, 0])
         if not project:
             return x.astype(jnp.float32)
@@ -243,20 +292,20 @@ class CLIPModule(nn.Module):
         outside the vocabulary gives NaN, see :func:`embed_tokens`)."""
         return embed_rows(self.token_embedding.embedding, ids)
 
+    def text_prefix(self, embeddings: jax.Array) -> tuple[KV, ...]:
+        return causal_text_prefix(self, embeddings)
+
     def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
-                               project: bool = True) -> jax.Array:
+                               project: bool = True, prefix: tuple[KV, ...] | None = None,
+                               pooled_only: bool = False) -> jax.Array:
         """Token embeddings ``(B, L, width)`` and EOT positions ``(B,)`` -> ``(B, embed_dim)``
         (``(B, width)``, the ``ln_final`` output at EOT, with ``project=False``).
 
         ``L`` may be shorter than the context length: the causal mask means positions after
         the EOT never influence the feature, so ``L = max(eot_index) + 1`` is exact.
+        ``prefix``/``pooled_only``: see :func:`causal_text_features`.
         """
-        length = embeddings.shape[1]
-        x = embeddings.astype(self.dtype) + self.positional_embedding[:length].astype(self.dtype)
-        mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
-        x = self.transformer(x, mask)
-        x = self.ln_final(x)
-        x = pool_rows(x, eot_index)
+        x = causal_text_features(self, embeddings, eot_index, prefix, pooled_only)
         if not project:
             return x.astype(jnp.float32)
         return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
@@ -269,8 +318,8 @@ class CLIPModule(nn.Module):
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
         return self.visual.embed_patches(pixels)
 
-    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
-        return self.visual.encode_tokens(tokens)
+    def encode_image_tokens(self, tokens: jax.Array, pooled_only: bool = False) -> jax.Array:
+        return self.visual.encode_tokens(tokens, True, pooled_only)
 
     def encode_image(self, pixels: jax.Array, project: bool = True) -> jax.Array:
         return self.visual.encode_tokens(self.visual.embed_patches(pixels), project)
@@ -300,15 +349,37 @@ def embed_tokens(params: Params, ids: jax.Array, *, config: CLIPConfig,
     return embed_rows(params["token_embedding"]["embedding"], ids)
 
 
+def text_prefix(params: Params, embeddings: jax.Array, *, config: CLIPConfig,
+                dtype: Dtype = jnp.float32) -> tuple[KV, ...]:
+    """Keys and values of a shared text prefix, for :func:`encode_text_embeddings`'s
+    ``prefix`` (exact: the text tower is causal, so the prefix never sees later positions).
+
+    Args:
+        embeddings: ``(B, P, text_width)`` token embeddings of positions ``0..P-1`` (``B``
+            1 to share the prefix over every example).
+
+    Returns:
+        one :class:`~crossgap_jax.models.attention.KV` per block, ``(B, P, text_width)`` each.
+    """
+    return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
+
+
 def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: CLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+                           config: CLIPConfig, dtype: Dtype = jnp.float32,
+                           prefix: tuple[KV, ...] | None = None,
+                           pooled_only: bool = False) -> jax.Array:
     """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)`` features.
+
+    Args:
+        prefix: :func:`text_prefix` of ``P`` earlier positions; ``embeddings`` are then
+            positions ``P..P+L-1`` and ``eot_index`` counts from ``P``.
+        pooled_only: the last block computes the EOT row only (exact; fewer FLOPs).
 
     An EOT index outside ``[0, L)`` (negative included) gives a NaN feature row; the bundle
     refuses it on the host.
     """
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
-                  dtype=dtype)
+    return _apply("encode_text_embeddings", params, embeddings, eot_index, True, prefix,
+                  pooled_only, config=config, dtype=dtype)
 
 
 def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: CLIPConfig,
@@ -325,9 +396,11 @@ def embed_image_patches(params: Params, pixels: jax.Array, *, config: CLIPConfig
 
 
 def encode_image_tokens(params: Params, tokens: jax.Array, *, config: CLIPConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` image features."""
-    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
+                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
+    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` image features
+    (``pooled_only``: the last block computes the class token only; exact)."""
+    return _apply("encode_image_tokens", params, tokens, pooled_only, config=config,
+                  dtype=dtype)
 
 
 def encode_image(params: Params, pixels: jax.Array, *, config: CLIPConfig,

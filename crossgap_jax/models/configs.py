@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-# OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models).
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models):
+# defined with the preprocessing in the data layer, re-exported here.
+from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD  # noqa: F401
 
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407
@@ -119,19 +119,36 @@ _REGISTRY: dict[str, CLIPConfig] = {
 }
 
 
+#: open_clip's names for registered architectures (accepted by :func:`get_config`; the
+#: config returned is ours, under our name). Only names whose open_clip config has exactly
+#: our shapes are listed: open_clip's other SigLIP models (256/384/512 px, L/16, SO400M,
+#: i18n) have no config here.
+ARCHITECTURE_ALIASES: dict[str, str] = {
+    "ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
+}
+
+
+def list_aliases() -> dict[str, str]:
+    """open_clip name -> our architecture name (:data:`ARCHITECTURE_ALIASES`)."""
+    return dict(ARCHITECTURE_ALIASES)
+
+
 def list_architectures() -> list[str]:
     """Names accepted by :func:`get_config`."""
     return list(_REGISTRY)
 
 
 def get_config(name: str) -> CLIPConfig:
-    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``, ...).
+    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``, ...) or by
+    open_clip alias (``"ViT-B-16-SigLIP"``: :data:`ARCHITECTURE_ALIASES`).
 
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
     """
     if isinstance(name, CLIPConfig):
         return name
+    if name not in _REGISTRY and ARCHITECTURE_ALIASES.get(name) in _REGISTRY:
+        return _REGISTRY[ARCHITECTURE_ALIASES[name]]
     if name not in _REGISTRY:
         raise KeyError(
             f"unknown CLIP architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}"
@@ -144,3 +161,43 @@ def register_architecture(config: CLIPConfig, overwrite: bool = False) -> None:
     if config.name in _REGISTRY and not overwrite:
         raise ValueError(f"architecture {config.name!r} already registered")
     _REGISTRY[config.name] = config
+
+
+# Small CLIPs trained in this project (crossgap_jax.train): a ViT image tower and a causal
+# text transformer with the real 49,408-token OpenAI BPE vocabulary and 77-token context,
+# small enough to train on a CPU in minutes. At small width the token embedding dominates
+# (49,408 x width): the shipped demo model (crossgap-caltech) has 6.3M of its 8M parameters
+# there.
+def _small(name: str, *, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
+           tl: int, th: int) -> CLIPConfig:
+    return vit_config(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=False)
+
+
+SMALL_ARCHITECTURES: dict[str, CLIPConfig] = {
+    c.name: c
+    for c in [
+        # sklearn digits upscaled to 32 px: 4 x 4 patches of 8 px (a quick training example).
+        _small("crossgap-digits", embed=64, res=32, patch=8, vw=96, vl=3, vh=4, tw=64, tl=3,
+               th=4),
+        # The Caltech101 controlled experiment and the shipped demo model: 64 px, 8 px
+        # patches (8 x 8 grid).
+        _small("crossgap-caltech", embed=128, res=64, patch=8, vw=128, vl=4, vh=4, tw=128,
+               tl=4, th=4),
+        # A very small one for tests.
+        _small("crossgap-test", embed=16, res=16, patch=8, vw=32, vl=1, vh=2, tw=16, tl=1,
+               th=2),
+    ]
+}
+
+
+def register_small_architectures() -> None:
+    """Register :data:`SMALL_ARCHITECTURES` (idempotent; a changed config replaces the old).
+
+    Called by this module when the registry is built, so ``get_config("crossgap-caltech")``
+    works without importing the training code."""
+    for name, cfg in SMALL_ARCHITECTURES.items():
+        if _REGISTRY.get(name) != cfg:
+            register_architecture(cfg, overwrite=True)
+
+
+register_small_architectures()

@@ -20,16 +20,14 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
+from crossgap_jax.models.errors import CheckpointError
+from crossgap_jax.models.fit import check_fit, fit_problems  # noqa: F401 (re-export)
 
 # Buffers some checkpoints carry that are not parameters.
 _IGNORED = re.compile(
     r"^(input_resolution|context_length|vocab_size|attn_mask|.*\.attn_mask|"
     r".*position_ids|.*num_batches_tracked)$"
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model: the message names the tensors involved."""
 
 
 def strip_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,6 +188,32 @@ def _transform(v: np.ndarray, how: str) -> np.ndarray:
     return v
 
 
+def state_dict_to_flat(sd: Mapping[str, Any], config: CLIPConfig, layout: str | None = None
+                       ) -> tuple[dict[tuple[str, ...], np.ndarray], dict[tuple[str, ...], str],
+                                  list[str]]:
+    """Map a PyTorch-layout state dict to Flax paths, unchecked:
+    ``(flat {path: float32 array}, names {path: tensor name}, unexpected tensor names)``."""
+    del config  # the mapping is by name; shapes are checked by fit.check_fit
+    sd = strip_prefixes(sd)
+    layout = layout or detect_layout(sd)
+    if layout == "hf":
+        sd = hf_to_openai_names(sd)
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    names: dict[tuple[str, ...], str] = {}
+    unexpected = []
+    for name, value in sd.items():
+        if _IGNORED.match(name):
+            continue
+        mapped = _openai_name_to_path(name)
+        if mapped is None:
+            unexpected.append(name)
+            continue
+        path, how = mapped
+        flat[path] = _transform(np.asarray(value, dtype=np.float32), how)
+        names[path] = name
+    return flat, names, unexpected
+
+
 def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
                          layout: str | None = None) -> dict:
     """Convert a PyTorch-layout state dict (NumPy values) to the Flax params pytree.
@@ -201,56 +225,11 @@ def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
 
     Raises:
         CheckpointError: a shape mismatch (naming the tensor), or missing / unexpected
-            tensors (listing them).
+            tensors (listing them): :func:`crossgap_jax.models.fit.check_fit`.
     """
-    from crossgap_jax.models.clip import param_shapes
-
-    sd = strip_prefixes(sd)
-    layout = layout or detect_layout(sd)
-    if layout == "hf":
-        sd = hf_to_openai_names(sd)
-    expected = traverse_util.flatten_dict(param_shapes(config))
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    unexpected, mismatched = [], []
-    for name, value in sd.items():
-        if _IGNORED.match(name):
-            continue
-        mapped = _openai_name_to_path(name)
-        if mapped is None or mapped[0] not in expected:
-            unexpected.append(name)
-            continue
-        path, how = mapped
-        arr = _transform(np.asarray(value, dtype=np.float32), how)
-        want = tuple(expected[path].shape)
-        if tuple(arr.shape) != want:
-            mismatched.append(f"{name}: checkpoint {tuple(arr.shape)} vs model {want} "
-                              f"(at {'/'.join(path)})")
-            continue
-        flat[path] = arr
-    missing = ["/".join(p) for p in expected if p not in flat and not _is_mismatched(p, mismatched)]
-    problems = fit_problems(mismatched, missing, unexpected)
-    if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit architecture {config.name!r} ({layout} layout):\n"
-            + "\n".join(problems)
-        )
-    return traverse_util.unflatten_dict(flat)
-
-
-def fit_problems(mismatched: list[str], missing: list[str], unexpected: list[str]) -> list[str]:
-    """The sections of a checkpoint-does-not-fit message (empty when it fits)."""
-    problems = []
-    if mismatched:
-        problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
-    if missing:
-        problems.append("missing tensors (Flax paths):\n  " + "\n  ".join(missing))
-    if unexpected:
-        problems.append("unexpected tensors:\n  " + "\n  ".join(sorted(unexpected)))
-    return problems
-
-
-def _is_mismatched(path: tuple[str, ...], mismatched: list[str]) -> bool:
-    return any(m.endswith(f"(at {'/'.join(path)})") for m in mismatched)
+    layout = layout or detect_layout(strip_prefixes(sd))
+    flat, names, unexpected = state_dict_to_flat(sd, config, layout)
+    return check_fit(flat, config, layout=layout, names=names, unexpected=unexpected)
 
 
 def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -19,10 +19,9 @@ shape names the tensor; missing or unexpected tensors are listed (:class:`Checkp
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import zipfile
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +29,16 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import CheckpointError
-from crossgap_jax.models.siglip import PRETRAINED, SigLIPConfig, param_shapes
+from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.fit import check_fit
+from crossgap_jax.models.formats import is_npz, npz_names, read_json, read_npz, read_state_dict
+from crossgap_jax.models.hub import hub_snapshot
+from crossgap_jax.models.loader import Converted, Read, Request, load
+from crossgap_jax.models.pretrained import SIGLIP_DEFAULT_TAG, SIGLIP_PRETRAINED, resolve_family_tag
+from crossgap_jax.models.siglip import SigLIPConfig
+from crossgap_jax.models.siglip_big_vision import _big_vision_flat, config_from_big_vision
+from crossgap_jax.models.siglip_big_vision import big_vision_to_params as big_vision_to_params
+from crossgap_jax.models.siglip_big_vision import params_to_big_vision as params_to_big_vision
 
 Flat = dict[tuple[str, ...], np.ndarray]
 
@@ -45,32 +52,8 @@ _HF_IGNORED = re.compile(r".*position_ids$")
 # ---------------------------------------------------------------------------------------
 def _finish(flat: Flat, config: SigLIPConfig, unexpected: list[str], layout: str,
             names: Mapping[tuple[str, ...], str] | None = None) -> dict:
-    """Check ``flat`` against the model's shapes; raise listing every problem.
-
-    ``names`` maps a Flax path to the checkpoint tensor it came from (for the messages).
-    """
-    expected = traverse_util.flatten_dict(param_shapes(config))
-    names = names or {}
-    label = lambda p: (f"{names[p]} ({'/'.join(p)})" if p in names else "/".join(p))
-    mismatched, unknown = [], list(unexpected)
-    for path, arr in flat.items():
-        if path not in expected:
-            unknown.append(names.get(path, "/".join(path)))
-        elif tuple(arr.shape) != tuple(expected[path].shape):
-            mismatched.append(f"{label(path)}: checkpoint {tuple(arr.shape)} vs model "
-                              f"{tuple(expected[path].shape)}")
-    missing = ["/".join(p) for p in expected if p not in flat]
-    problems = []
-    if mismatched:
-        problems.append("shape mismatch:\n  " + "\n  ".join(mismatched))
-    if missing:
-        problems.append("missing tensors (Flax paths):\n  " + "\n  ".join(missing))
-    if unknown:
-        problems.append("unexpected tensors:\n  " + "\n  ".join(sorted(unknown)))
-    if problems:
-        raise CheckpointError(f"checkpoint does not fit SigLIP architecture {config.name!r} "
-                              f"({layout} layout):\n" + "\n".join(problems))
-    return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()})
+    """The shared fit check (:func:`crossgap_jax.models.fit.check_fit`)."""
+    return check_fit(flat, config, layout=layout, names=names, unexpected=unexpected)
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,6 +98,12 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: SigLIPConfig) -> dict
     Raises:
         CheckpointError: shape mismatches (named), missing or unexpected tensors (listed).
     """
+    flat, names, unexpected = _hf_flat(sd)
+    return _finish(flat, config, unexpected, "hf", names)
+
+
+def _hf_flat(sd: Mapping[str, Any]) -> tuple[Flat, dict[tuple[str, ...], str], list[str]]:
+    """HF names -> Flax paths (unchecked): ``(flat, names, unexpected)``."""
     flat: Flat = {}
     names: dict[tuple[str, ...], str] = {}
     unexpected: list[str] = []
@@ -133,7 +122,7 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: SigLIPConfig) -> dict
         elif how == "conv":
             v = v.transpose(2, 3, 1, 0)
         flat[path] = v
-    return _finish(flat, config, unexpected, "hf", names)
+    return flat, names, unexpected
 
 
 def params_to_hf_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -223,254 +212,14 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
 
 
 # ---------------------------------------------------------------------------------------
-# big_vision layout
+# Loader hooks (crossgap_jax.models.loader)
 # ---------------------------------------------------------------------------------------
-_BV_TOWER = {"img": "vision_model", "txt": "text_model"}
-_BV_BLOCK = {"LayerNorm_0": "layer_norm1", "LayerNorm_1": "layer_norm2",
-             "MultiHeadDotProductAttention_0": "self_attn", "MlpBlock_0": "mlp"}
-_BV_QKV = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
-_BV_DENSE = {"Dense_0": "fc1", "Dense_1": "fc2"}
-_BV_ENCODERS = ("Transformer", "Encoder_0")
+_HUB_FILES = ["config.json", "preprocessor_config.json", "spiece.model", "model.safetensors",
+              "model.safetensors.index.json", "model-*.safetensors"]
 
 
-def _strip_bv(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Drop the ``params/`` prefix, split ``scan``-ned encoder blocks into numbered ones."""
-    out: dict[str, np.ndarray] = {}
-    for k, v in arrays.items():
-        k = k[len("params/"):] if k.startswith("params/") else k
-        m = re.match(r"^(img|txt)/(Transformer|Encoder_0)/encoderblock/(.+)$", k)
-        if m:  # scan=True checkpoints: one stacked block with a leading depth axis
-            for i in range(np.shape(v)[0]):
-                out[f"{m.group(1)}/{m.group(2)}/encoderblock_{i}/{m.group(3)}"] = np.asarray(v)[i]
-            continue
-        out[k] = np.asarray(v)
-    return out
-
-
-def _bv_attention(prefix: str, arrays: dict[str, np.ndarray], used: set[str]) -> dict[str, Any]:
-    """q/k/v/out of a ``MultiHeadDotProductAttention`` as ``(w, w)`` kernels, ``(w,)`` biases."""
-    got: dict[str, Any] = {}
-    for name in ("query", "key", "value", "out"):
-        for leaf in ("kernel", "bias"):
-            key = f"{prefix}/{name}/{leaf}"
-            if key not in arrays:
-                continue
-            used.add(key)
-            a = arrays[key]
-            if name == "out":
-                a = a.reshape(-1, a.shape[-1]) if leaf == "kernel" else a
-            else:
-                a = a.reshape(a.shape[0], -1) if leaf == "kernel" else a.reshape(-1)
-            got[f"{name}/{leaf}"] = a
-    return got
-
-
-def big_vision_to_params(arrays: Mapping[str, Any], config: SigLIPConfig) -> dict:
-    """big_vision SigLIP arrays (``np.load(npz)``; keys ``params/img/...``) -> Flax params.
-
-    Raises:
-        CheckpointError: shape mismatches (named), missing or unexpected tensors (listed).
-    """
-    a = _strip_bv(arrays)
-    flat: Flat = {}
-    used: set[str] = set()
-
-    def take(key: str, path: tuple[str, ...], fn=lambda x: x) -> None:
-        if key in a:
-            flat[path] = fn(a[key])
-            used.add(key)
-
-    # Image tower.
-    take("img/embedding/kernel", ("vision_model", "embeddings", "patch_embedding", "kernel"))
-    take("img/embedding/bias", ("vision_model", "embeddings", "patch_embedding", "bias"))
-    take("img/pos_embedding", ("vision_model", "embeddings", "position_embedding", "embedding"),
-         lambda x: x.reshape(-1, x.shape[-1]))
-    head = ("vision_model", "head")
-    take("img/MAPHead_0/probe", (*head, "probe"))
-    for leaf, ours in (("scale", "scale"), ("bias", "bias")):
-        take(f"img/MAPHead_0/LayerNorm_0/{leaf}", (*head, "layernorm", ours))
-    for dense, ours in _BV_DENSE.items():
-        for leaf in ("kernel", "bias"):
-            take(f"img/MAPHead_0/MlpBlock_0/{dense}/{leaf}", (*head, "mlp", ours, leaf))
-    att = _bv_attention("img/MAPHead_0/MultiHeadDotProductAttention_0", a, used)
-    if all(f"{n}/{leaf}" in att for n in ("query", "key", "value") for leaf in ("kernel", "bias")):
-        flat[(*head, "attention", "in_proj", "kernel")] = np.concatenate(
-            [att[f"{n}/kernel"] for n in ("query", "key", "value")], axis=1)
-        flat[(*head, "attention", "in_proj", "bias")] = np.concatenate(
-            [att[f"{n}/bias"] for n in ("query", "key", "value")])
-    for leaf in ("kernel", "bias"):
-        if f"out/{leaf}" in att:
-            flat[(*head, "attention", "out_proj", leaf)] = att[f"out/{leaf}"]
-    # Text tower.
-    take("txt/Embed_0/embedding", ("text_model", "embeddings", "token_embedding", "embedding"))
-    take("txt/pos_embedding", ("text_model", "embeddings", "position_embedding", "embedding"),
-         lambda x: x.reshape(-1, x.shape[-1]))
-    for leaf in ("kernel", "bias"):
-        take(f"txt/head/{leaf}", ("text_model", "head", leaf))
-    # Encoders of both towers.
-    block_re = re.compile(r"^(img|txt)/(Transformer|Encoder_0)/(encoderblock_(\d+)|encoder_norm)"
-                          r"/(.+)$")
-    for key in sorted(a):
-        m = block_re.match(key)
-        if not m or key in used:
-            continue
-        tower, _, block, idx, rest = m.groups()
-        top = _BV_TOWER[tower]
-        if block == "encoder_norm":
-            ln = "post_layernorm" if tower == "img" else "final_layer_norm"
-            flat[(top, ln, rest)] = a[key]
-            used.add(key)
-            continue
-        base = (top, "encoder", f"layers_{idx}")
-        first, _, tail = rest.partition("/")
-        if first == "MultiHeadDotProductAttention_0":
-            continue  # handled below, per block
-        if first not in _BV_BLOCK:
-            continue
-        if first == "MlpBlock_0":
-            dense, _, leaf = tail.partition("/")
-            if dense in _BV_DENSE:
-                flat[(*base, "mlp", _BV_DENSE[dense], leaf)] = a[key]
-                used.add(key)
-        else:
-            flat[(*base, _BV_BLOCK[first], tail)] = a[key]
-            used.add(key)
-    blocks = {(m.group(1), m.group(2), m.group(4)) for k in a
-              if (m := block_re.match(k)) and m.group(4) is not None}
-    for tower, enc, idx in blocks:
-        att = _bv_attention(f"{tower}/{enc}/encoderblock_{idx}/MultiHeadDotProductAttention_0",
-                            a, used)
-        for k, v in att.items():
-            name, leaf = k.split("/")
-            flat[(_BV_TOWER[tower], "encoder", f"layers_{idx}", "self_attn", _BV_QKV[name],
-                  leaf)] = v
-    for key, ours in (("t", "logit_scale"), ("b", "logit_bias")):
-        take(key, (ours,), lambda x: np.reshape(x, (1,)))
-    unexpected = sorted(k for k in a if k not in used)
-    return _finish(flat, config, unexpected, "big_vision")
-
-
-def params_to_big_vision(params: Mapping[str, Any], config: SigLIPConfig,
-                         text_encoder_name: str = "Encoder_0") -> dict[str, np.ndarray]:
-    """Flax params -> big_vision names and shapes (``params/...``), e.g. to write an ``.npz``.
-
-    Args:
-        text_encoder_name: the text encoder's module name (``"Encoder_0"`` in big_vision's
-            text transformer).
-    """
-    p = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params).items()}
-    out: dict[str, np.ndarray] = {}
-    inv_block = {v: k for k, v in _BV_BLOCK.items()}
-    inv_dense = {v: k for k, v in _BV_DENSE.items()}
-    inv_qkv = {v: k for k, v in _BV_QKV.items()}
-
-    def heads_of(tower: str) -> int:
-        return config.vision.heads if tower == "img" else config.text.heads
-
-    def attn(prefix: str, name: str, leaf: str, v: np.ndarray, h: int) -> None:
-        w = v.shape[-1] if leaf == "kernel" and name != "out" else None
-        if name == "out":
-            out[f"{prefix}/out/{leaf}"] = v.reshape(h, -1, v.shape[-1]) if leaf == "kernel" else v
-        elif leaf == "kernel":
-            out[f"{prefix}/{name}/kernel"] = v.reshape(v.shape[0], h, w // h)
-        else:
-            out[f"{prefix}/{name}/bias"] = v.reshape(h, -1)
-
-    for path, v in p.items():
-        if path[0] in ("logit_scale", "logit_bias"):
-            out["params/" + ("t" if path[0] == "logit_scale" else "b")] = v.reshape(1)
-            continue
-        tower = "img" if path[0] == "vision_model" else "txt"
-        enc = "Transformer" if tower == "img" else text_encoder_name
-        pre = f"params/{tower}"
-        rest = path[1:]
-        if rest[:2] == ("embeddings", "patch_embedding"):
-            out[f"{pre}/embedding/{rest[-1]}"] = v
-        elif rest[:2] == ("embeddings", "position_embedding"):
-            out[f"{pre}/pos_embedding"] = v[None]
-        elif rest[:2] == ("embeddings", "token_embedding"):
-            out[f"{pre}/Embed_0/embedding"] = v
-        elif rest[0] in ("post_layernorm", "final_layer_norm"):
-            out[f"{pre}/{enc}/encoder_norm/{rest[-1]}"] = v
-        elif rest[0] == "head" and tower == "txt":
-            out[f"{pre}/head/{rest[-1]}"] = v
-        elif rest[0] == "head":
-            hp = f"{pre}/MAPHead_0"
-            if rest[1] == "probe":
-                out[f"{hp}/probe"] = v
-            elif rest[1] == "layernorm":
-                out[f"{hp}/LayerNorm_0/{rest[-1]}"] = v
-            elif rest[1] == "mlp":
-                out[f"{hp}/MlpBlock_0/{inv_dense[rest[2]]}/{rest[-1]}"] = v
-            elif rest[2] == "in_proj":
-                for name, part in zip(("query", "key", "value"), np.split(v, 3, axis=-1)):
-                    attn(f"{hp}/MultiHeadDotProductAttention_0", name, rest[-1], part,
-                         heads_of(tower))
-            else:
-                attn(f"{hp}/MultiHeadDotProductAttention_0", "out", rest[-1], v, heads_of(tower))
-        elif rest[0] == "encoder":
-            i = rest[1].split("_")[1]
-            bp = f"{pre}/{enc}/encoderblock_{i}"
-            if rest[2] == "self_attn":
-                attn(f"{bp}/MultiHeadDotProductAttention_0", inv_qkv[rest[3]], rest[-1], v,
-                     heads_of(tower))
-            elif rest[2] == "mlp":
-                out[f"{bp}/MlpBlock_0/{inv_dense[rest[3]]}/{rest[-1]}"] = v
-            else:
-                out[f"{bp}/{inv_block[rest[2]]}/{rest[-1]}"] = v
-        else:
-            raise ValueError(f"unknown SigLIP param {'/'.join(path)}")
-    return out
-
-
-def config_from_big_vision(arrays: Mapping[str, Any], name: str = "custom-siglip"
-                           ) -> SigLIPConfig:
-    """Architecture from big_vision tensor shapes (heads from the attention kernels)."""
-    a = _strip_bv(arrays)
-    need = ["img/embedding/kernel", "img/pos_embedding", "txt/Embed_0/embedding",
-            "txt/pos_embedding"]
-    missing = [k for k in need if k not in a]
-    if missing:
-        raise CheckpointError(f"not a big_vision SigLIP checkpoint: missing {missing}")
-    enc_t = next((e for e in _BV_ENCODERS if f"txt/{e}/encoderblock_0/MlpBlock_0/Dense_0/kernel"
-                  in a), None)
-    if enc_t is None:
-        raise CheckpointError("big_vision checkpoint has no text encoder blocks")
-    p, _, _, vw = a["img/embedding/kernel"].shape
-    n = a["img/pos_embedding"].reshape(-1, vw).shape[0]
-    grid = int(round(n**0.5))
-    count = lambda pre: len({k.split("/")[2] for k in a if k.startswith(pre + "encoderblock_")})
-    vq = a["img/Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"]
-    tq = a[f"txt/{enc_t}/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"]
-    vocab, tw = a["txt/Embed_0/embedding"].shape
-    v_mlp = a["img/Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"].shape[1]
-    t_mlp = a[f"txt/{enc_t}/encoderblock_0/MlpBlock_0/Dense_0/kernel"].shape[1]
-    embed = a["txt/head/kernel"].shape[1] if "txt/head/kernel" in a else tw
-    return SigLIPConfig(
-        name=name, embed_dim=int(embed),
-        vision=VisionConfig(image_size=grid * p, patch_size=p, width=vw,
-                            layers=count("img/Transformer/"), heads=vq.shape[1],
-                            mlp_ratio=v_mlp / vw),
-        text=TextConfig(context_length=a["txt/pos_embedding"].reshape(-1, tw).shape[0],
-                        vocab_size=vocab, width=tw, layers=count(f"txt/{enc_t}/"),
-                        heads=tq.shape[1], mlp_ratio=t_mlp / tw, eot_token_id=1,
-                        sot_token_id=-1),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------
 def _is_npz(path: str) -> bool:
-    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
-        return False
-    names = zipfile.ZipFile(path).namelist()
-    return any(n.endswith(".npy") for n in names) and any("img/embedding" in n for n in names)
-
-
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return is_npz(path) and any("img/embedding" in n for n in npz_names(path))
 
 
 def is_siglip_checkpoint(source: str) -> bool:
@@ -479,13 +228,17 @@ def is_siglip_checkpoint(source: str) -> bool:
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")
         try:
-            return os.path.isfile(cfg) and _read_json(cfg).get("model_type") == "siglip"
+            return os.path.isfile(cfg) and read_json(cfg).get("model_type") == "siglip"
         except (OSError, ValueError):
             return False
     return _is_npz(path)
 
 
-def _same_architecture(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
+claims = is_siglip_checkpoint
+
+
+def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
+    """``"field: a vs b"`` for every shape / activation difference."""
     diffs = [f"{f}: {getattr(a, f)} vs {getattr(b, f)}"
              for f in ("embed_dim", "hidden_act", "layer_norm_eps")
              if getattr(a, f) != getattr(b, f)]
@@ -498,12 +251,26 @@ def _same_architecture(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     return diffs
 
 
-def _registered_match(config: SigLIPConfig) -> str | None:
+_same_architecture = architecture_diff  # the old name
+
+
+def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | None:
+    """The first registered SigLIP architecture with ``config``'s shapes, or None."""
+    del prefer
     for name in list_architectures():
         c = get_config(name)
-        if isinstance(c, SigLIPConfig) and not _same_architecture(c, config):
+        if isinstance(c, SigLIPConfig) and not architecture_diff(c, config):
             return name
     return None
+
+
+_registered_match = match_registered  # the old name
+
+
+def adopt(requested: SigLIPConfig, declared: SigLIPConfig) -> SigLIPConfig:
+    """The requested architecture with the file's preprocessing (mean, std, resampling)."""
+    return requested.replace(mean=declared.mean, std=declared.std,
+                             interpolation=declared.interpolation)
 
 
 def _find_spiece(folder: str) -> str | None:
@@ -513,97 +280,40 @@ def _find_spiece(folder: str) -> str | None:
     return None
 
 
-def _hub_snapshot(repo: str, cache_dir: str | None) -> str:
-    """Download the files of a transformers SiglipModel repo (config, weights, spiece)."""
-    from crossgap_jax.models.checkpoints import (
-        CheckpointNotFoundError,
-        hub_client_offline,
-        hub_offline_reason,
-    )
-
-    try:
-        from huggingface_hub import snapshot_download
-
-        offline = hub_offline_reason() is not None
-        with hub_client_offline(offline):
-            return snapshot_download(
-                repo, cache_dir=cache_dir, local_files_only=offline,
-                allow_patterns=["config.json", "preprocessor_config.json", "spiece.model",
-                                "model.safetensors", "model.safetensors.index.json",
-                                "model-*.safetensors"])
-    except Exception as e:  # noqa: BLE001 - any hub failure means "not available here"
-        raise CheckpointNotFoundError(
-            f"cannot fetch hub repo {repo!r} ({type(e).__name__}: {e}). Download it with "
-            f"`huggingface-cli download {repo}` (config.json, preprocessor_config.json, "
-            f"spiece.model, model.safetensors) and pass checkpoint=<that directory>.",
-            repo_id=repo, filenames=("config.json", "model.safetensors", "spiece.model")) from e
-
-
-def load_siglip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
-                tokenizer: str | None = None, cache_dir: str | None = None, **_: Any
-                ) -> tuple[SigLIPConfig, dict, dict[str, Any]]:
-    """Load SigLIP weights as a Flax params pytree.
-
-    Args:
-        name_or_path: a registered SigLIP architecture name (``"SigLIP-ViT-B-16"``) or
-            config, whose shapes the checkpoint must fit; or, with ``checkpoint=None``, the
-            checkpoint itself (architecture read from its ``config.json`` / tensor shapes).
-        checkpoint: a transformers ``SiglipModel`` directory, a big_vision ``.npz``, a hub id
-            (``"google/siglip-base-patch16-224"``) or a pretrained tag (``"webli"``).
-        allow_pickle: allow ``torch.load(weights_only=False)`` for ``pytorch_model.bin``.
-        tokenizer: the SentencePiece model (``spiece.model``) to use; default: the one in
-            the checkpoint directory, if any.
-        cache_dir: hub cache directory.
-
-    Returns:
-        ``(config, params, info)``; ``info["tokenizer_file"]`` is the SentencePiece model
-        found (or given), else None.
-
-    Raises:
-        CheckpointError: unreadable file, different declared architecture, or tensors that do
-            not fit (named).
-    """
-    from crossgap_jax.models.checkpoints import CheckpointNotFoundError, read_state_dict
-
-    arch: SigLIPConfig | None = None
-    if isinstance(name_or_path, SigLIPConfig):
-        arch = name_or_path
-    elif checkpoint is not None or (isinstance(name_or_path, str)
-                                    and name_or_path in list_architectures()):
-        arch = get_config(name_or_path)
+def read(req: Request) -> Read:
+    """A transformers ``SiglipModel`` directory / hub repo, or a big_vision ``.npz``."""
+    source, arch = req.source, req.arch
+    if arch is not None:
         if not isinstance(arch, SigLIPConfig):
-            raise CheckpointError(f"{name_or_path!r} is not a SigLIP architecture")
-    source = checkpoint if arch is not None else name_or_path
-    if arch is not None and (source is None or (arch.name, source) in PRETRAINED):
-        tag = source or "webli"
-        if (arch.name, tag) not in PRETRAINED:
-            raise CheckpointError(f"no pretrained SigLIP weights for {arch.name!r}; pass "
-                                  f"checkpoint= a directory, an .npz or a hub id")
-        source = PRETRAINED[(arch.name, tag)]
+            raise CheckpointError(f"{arch.name!r} is not a SigLIP architecture")
+        tagged = resolve_family_tag(SIGLIP_PRETRAINED, arch.name, source, SIGLIP_DEFAULT_TAG,
+                                    "SigLIP")
+        source = tagged or source
     path = os.path.expanduser(str(source))
-    info: dict[str, Any] = {"source": source}
+    extra: dict[str, Any] = {"origin": "local"}
     if not os.path.exists(path) and re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source)):
-        path = _hub_snapshot(str(source), cache_dir)
-        info["origin"] = "hf-hub"
+        path = hub_snapshot(str(source), req.cache_dir, _HUB_FILES,
+                            ("config.json", "model.safetensors", "spiece.model"))
+        extra["origin"] = "hf-hub"
+    tokenizer = req.tokenizer
     if os.path.isdir(path):
         cfg_file = os.path.join(path, "config.json")
         if not os.path.isfile(cfg_file):
             raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
                                           f"SiglipModel directory)", target=path)
         pre_file = os.path.join(path, "preprocessor_config.json")
-        declared = config_from_hf(_read_json(cfg_file),
-                                  _read_json(pre_file) if os.path.isfile(pre_file) else None)
+        declared = config_from_hf(read_json(cfg_file),
+                                  read_json(pre_file) if os.path.isfile(pre_file) else None)
         weights = next((os.path.join(path, f) for f in ("model.safetensors", "pytorch_model.bin")
                         if os.path.isfile(os.path.join(path, f))), None)
         if weights is None:
             raise CheckpointNotFoundError(f"{path}: no model.safetensors / pytorch_model.bin",
                                           target=path)
-        sd, fmt, _ = read_state_dict(weights, allow_pickle=allow_pickle)
+        sd, fmt, _ = read_state_dict(weights, allow_pickle=req.allow_pickle)
         layout, declared_by = "hf", cfg_file
         tokenizer = tokenizer or _find_spiece(path)
     elif _is_npz(path):
-        with np.load(path) as z:
-            sd = {k: z[k] for k in z.files}
+        sd = read_npz(path)
         fmt, layout, weights = "big_vision-npz", "big_vision", path
         declared, declared_by = config_from_big_vision(sd), "tensor shapes"
         if tokenizer is None:
@@ -613,21 +323,38 @@ def load_siglip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickl
                               f"SiglipModel directory or a big_vision .npz)")
     else:
         raise CheckpointNotFoundError(f"no such SigLIP checkpoint: {source}", target=path)
+    extra["tokenizer_file"] = tokenizer
+    return Read(sd, fmt, [weights], layout, declared, declared_by, extra=extra)
 
-    if arch is not None:
-        diffs = _same_architecture(arch, declared)
-        if diffs:
-            raise CheckpointError(f"{declared_by} declares a different architecture than "
-                                  f"{arch.name!r} (requested vs file): {'; '.join(diffs)}")
-        config = arch.replace(mean=declared.mean, std=declared.std,
-                              interpolation=declared.interpolation)
-    else:
-        config = declared.replace(name=_registered_match(declared) or declared.name)
-    params = (hf_state_dict_to_params(sd, config) if layout == "hf"
-              else big_vision_to_params(sd, config))
-    dtypes = sorted({str(v.dtype) for v in sd.values() if np.issubdtype(v.dtype, np.floating)})
-    info.update(path=weights, format=fmt, layout=layout, config_source=declared_by,
-                architecture=config.name, family="siglip", tokenizer_file=tokenizer,
-                checkpoint_dtype=",".join(dtypes))
-    info.setdefault("origin", "local")
-    return config, params, info
+
+def convert_tensors(read: Read, config: SigLIPConfig) -> Converted:
+    """HF or big_vision tensors -> Flax paths (shapes checked by the loader)."""
+    if read.layout == "hf":
+        flat, names, unexpected = _hf_flat(read.tensors)
+        return Converted(flat, names, unexpected)
+    flat, unexpected = _big_vision_flat(read.tensors)
+    return Converted(flat, {}, unexpected)
+
+
+def load_siglip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
+                tokenizer: str | None = None, cache_dir: str | None = None, **kw: Any
+                ) -> tuple[SigLIPConfig, dict, dict[str, Any]]:
+    """Deprecated: :func:`crossgap_jax.models.loader.load` with ``family="siglip"``.
+
+    Args:
+        name_or_path: a SigLIP architecture name (``"SigLIP-ViT-B-16"``, open_clip's
+            ``"ViT-B-16-SigLIP"``) or config; or, with ``checkpoint=None``, the checkpoint.
+        checkpoint: a transformers ``SiglipModel`` directory, a big_vision ``.npz``, a hub
+            id (``"google/siglip-base-patch16-224"``) or a pretrained tag (``"webli"``).
+        allow_pickle: allow ``torch.load(weights_only=False)`` for ``pytorch_model.bin``.
+        tokenizer: the SentencePiece model (default: the one beside the checkpoint).
+        cache_dir: hub cache directory.
+
+    Returns:
+        ``(config, params, info)``; ``info["tokenizer_file"]``: the SentencePiece model.
+    """
+    warnings.warn("load_siglip is deprecated: use crossgap_jax.models.load (or load_clip), which "
+                  "loads every family", DeprecationWarning, stacklevel=2)
+    kw.pop("quick_gelu", None)  # SigLIP's activation is part of its config
+    return load(name_or_path, checkpoint, family="siglip", allow_pickle=allow_pickle,
+                tokenizer=tokenizer, cache_dir=cache_dir, **kw)

@@ -12,8 +12,10 @@ not used by the image-text model); anything else unknown is an error.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -22,8 +24,14 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import CheckpointError, fit_problems, strip_prefixes
-from crossgap_jax.models.slip import PRETRAINED, SLIPConfig, param_shapes
+from crossgap_jax.models.convert import strip_prefixes
+from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.fit import check_fit
+from crossgap_jax.models.formats import read_safetensors, sniff_format
+from crossgap_jax.models.hub import default_cache_dir, download_url
+from crossgap_jax.models.loader import Converted, Read, Request, load
+from crossgap_jax.models.pretrained import SLIP_DEFAULT_TAG, SLIP_PRETRAINED, resolve_family_tag
+from crossgap_jax.models.slip import SLIPConfig
 
 _IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
 _NORMS = {"norm1", "norm2", "norm", "ln_1", "ln_2", "ln_final"}
@@ -64,41 +72,39 @@ def _path(name: str) -> tuple[tuple[str, ...], str] | None:
     return None
 
 
-def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
-                         ) -> tuple[dict, list[str]]:
-    """A SLIP state dict (NumPy values) -> ``(Flax params, ignored tensor names)``.
-
-    Raises:
-        CheckpointError: shape mismatches (named), missing or unexpected tensors (listed).
-    """
+def state_dict_to_flat(sd: Mapping[str, Any]
+                       ) -> tuple[dict[tuple[str, ...], np.ndarray], dict[tuple[str, ...], str],
+                                  list[str], list[str]]:
+    """SLIP names -> Flax paths (unchecked): ``(flat, names, unexpected, ignored)``."""
     sd = strip_prefixes(sd)
-    expected = traverse_util.flatten_dict(param_shapes(config))
     flat: dict[tuple[str, ...], np.ndarray] = {}
-    ignored, unexpected, mismatched = [], [], []
+    names: dict[tuple[str, ...], str] = {}
+    ignored, unexpected = [], []
     for name, value in sd.items():
         if _IGNORED.match(name):
             ignored.append(name)
             continue
         mapped = _path(name)
-        if mapped is None or mapped[0] not in expected:
+        if mapped is None:
             unexpected.append(name)
             continue
         path, how = mapped
         v = np.asarray(value, np.float32)
-        v = v.T if how == "linear" else v.transpose(2, 3, 1, 0) if how == "conv" else v
-        want = tuple(expected[path].shape)
-        if v.shape != want:
-            mismatched.append(f"{name}: checkpoint {v.shape} vs model {want} "
-                              f"(at {'/'.join(path)})")
-            continue
-        flat[path] = v
-    bad = {m.rsplit("(at ", 1)[1][:-1] for m in mismatched}
-    missing = ["/".join(p) for p in expected if p not in flat and "/".join(p) not in bad]
-    problems = fit_problems(mismatched, missing, unexpected)
-    if problems:
-        raise CheckpointError(f"checkpoint does not fit SLIP architecture {config.name!r}:\n"
-                              + "\n".join(problems))
-    return traverse_util.unflatten_dict(flat), sorted(ignored)
+        flat[path] = v.T if how == "linear" else v.transpose(2, 3, 1, 0) if how == "conv" else v
+        names[path] = name
+    return flat, names, unexpected, sorted(ignored)
+
+
+def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
+                         ) -> tuple[dict, list[str]]:
+    """A SLIP state dict (NumPy values) -> ``(Flax params, ignored tensor names)``.
+
+    Raises:
+        CheckpointError: shape mismatches (named), missing or unexpected tensors (listed):
+            :func:`crossgap_jax.models.fit.check_fit`.
+    """
+    flat, names, unexpected, ignored = state_dict_to_flat(sd)
+    return check_fit(flat, config, layout="slip", names=names, unexpected=unexpected), ignored
 
 
 def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -150,7 +156,8 @@ def infer_config(sd: Mapping[str, Any], name: str = "custom-slip") -> SLIPConfig
     )
 
 
-def _shapes_differ(a: SLIPConfig, b: SLIPConfig) -> list[str]:
+def architecture_diff(a: SLIPConfig, b: SLIPConfig) -> list[str]:
+    """``"field: a vs b"`` for every shape difference (the activation is not in the file)."""
     diffs = [f"embed_dim: {a.embed_dim} vs {b.embed_dim}"] if a.embed_dim != b.embed_dim else []
     for tower in ("vision", "text"):
         for f in ("image_size", "patch_size", "width", "layers", "mlp_ratio", "context_length",
@@ -161,12 +168,20 @@ def _shapes_differ(a: SLIPConfig, b: SLIPConfig) -> list[str]:
     return diffs
 
 
-def _registered_match(config: SLIPConfig) -> str | None:
+_shapes_differ = architecture_diff  # the old name
+
+
+def match_registered(config: SLIPConfig, prefer: str | None = None) -> str | None:
+    """The first registered SLIP architecture with ``config``'s shapes, or None."""
+    del prefer
     for name in list_architectures():
         c = get_config(name)
-        if isinstance(c, SLIPConfig) and not _shapes_differ(c, config):
+        if isinstance(c, SLIPConfig) and not architecture_diff(c, config):
             return name
     return None
+
+
+_registered_match = match_registered  # the old name
 
 
 def is_slip_checkpoint(source: str) -> bool:
@@ -189,8 +204,6 @@ def read_slip_file(path: str, allow_pickle: bool = False) -> tuple[dict[str, np.
                                                                    dict[str, Any]]:
     """``(state dict as NumPy, extra)`` of a SLIP ``.pt`` file; ``extra`` has the training
     ``args`` (as a dict) and ``epoch`` when the file holds them."""
-    import argparse
-
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is a test dependency
@@ -223,69 +236,75 @@ def read_slip_file(path: str, allow_pickle: bool = False) -> tuple[dict[str, np.
     return out, extra
 
 
+claims = is_slip_checkpoint
+QUICK_GELU = True  # quick_gelu= sets the text tower's activation
+
+
+def adopt(requested: SLIPConfig, declared: SLIPConfig) -> SLIPConfig:
+    """The requested architecture as is (SLIP files state shapes only)."""
+    del declared
+    return requested
+
+
+def read(req: Request) -> Read:
+    """A SLIP ``.pt`` / safetensors file, or the tag ``"slip"`` (the release, downloaded)."""
+    arch = req.arch
+    extra: dict[str, Any] = {}
+    url = None
+    if arch is not None:
+        if not isinstance(arch, SLIPConfig):
+            raise CheckpointError(f"{arch.name!r} is not a SLIP architecture")
+        url = resolve_family_tag(SLIP_PRETRAINED, arch.name, req.source, SLIP_DEFAULT_TAG,
+                                 "SLIP")
+    if url is not None:
+        dest = os.path.join(req.cache_dir or default_cache_dir(), "slip", url.rsplit("/", 1)[1])
+        path = download_url(url, dest, progress=req.progress)
+        extra.update(origin="url", url=url)
+    else:
+        path = os.path.expanduser(str(req.source))
+        if not os.path.isfile(path):
+            raise CheckpointNotFoundError(f"no such SLIP checkpoint file: {req.source}",
+                                          target=path)
+        extra["origin"] = "local"
+    if sniff_format(path) == "safetensors":
+        sd, _ = read_safetensors(path)
+        fmt = "safetensors"
+    else:
+        sd, more = read_slip_file(path, allow_pickle=req.allow_pickle)
+        extra.update(more)
+        fmt = "torch-state-dict"
+    extra["tokenizer_file"] = None
+    return Read(sd, fmt, [path], "slip", infer_config(sd), path, extra=extra)
+
+
+def convert_tensors(read: Read, config: SLIPConfig) -> Converted:
+    """SLIP tensors -> Flax paths (shapes checked by the loader); ``image_mlp.*`` (the SSL
+    head) and buffers are dropped and listed as ``info["ignored"]``."""
+    del config
+    flat, names, unexpected, ignored = state_dict_to_flat(read.tensors)
+    return Converted(flat, names, unexpected, extra={"ignored": ignored})
+
+
 def load_slip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
-              cache_dir: str | None = None, quick_gelu: bool | None = None, **_: Any
+              cache_dir: str | None = None, quick_gelu: bool | None = None, **kw: Any
               ) -> tuple[SLIPConfig, dict, dict[str, Any]]:
-    """Load SLIP weights as a Flax params pytree.
+    """Deprecated: :func:`crossgap_jax.models.loader.load` with ``family="slip"``.
 
     Args:
-        name_or_path: a registered SLIP architecture name (``"SLIP-ViT-B-16"``) or config;
-            or, with ``checkpoint=None``, a SLIP ``.pt`` (architecture from tensor shapes).
+        name_or_path: a SLIP architecture name (``"SLIP-ViT-B-16"``) or config; or, with
+            ``checkpoint=None``, a SLIP ``.pt`` (architecture from tensor shapes).
         checkpoint: a SLIP ``.pt`` / safetensors file, or the tag ``"slip"`` (the release
             file, downloaded into the cache).
         allow_pickle: allow full unpickling for files that need more than tensors and an
             ``argparse.Namespace``.
-        cache_dir: download cache directory (default ``checkpoints.default_cache_dir()``).
+        cache_dir: download cache directory (default ``hub.default_cache_dir()``).
         quick_gelu: override the *text* tower's activation.
 
     Returns:
         ``(config, params, info)``; ``info["ignored"]`` lists dropped tensors (``image_mlp.*``).
     """
-    from crossgap_jax.models import checkpoints as ckpt
-
-    arch: SLIPConfig | None = None
-    if isinstance(name_or_path, SLIPConfig):
-        arch = name_or_path
-    elif checkpoint is not None or name_or_path in list_architectures():
-        arch = get_config(name_or_path)
-        if not isinstance(arch, SLIPConfig):
-            raise CheckpointError(f"{name_or_path!r} is not a SLIP architecture")
-    source = checkpoint if arch is not None else name_or_path
-    info: dict[str, Any] = {"source": source}
-    if arch is not None and (source is None or (arch.name, source) in PRETRAINED):
-        if (arch.name, source or "slip") not in PRETRAINED:
-            raise CheckpointError(f"no released SLIP weights for {arch.name!r}; pass checkpoint=")
-        url = PRETRAINED[(arch.name, source or "slip")]
-        dest = os.path.join(cache_dir or ckpt.default_cache_dir(), "slip", url.rsplit("/", 1)[1])
-        path = ckpt.download_url(url, dest)
-        info.update(origin="url", url=url)
-    else:
-        path = os.path.expanduser(str(source))
-        if not os.path.isfile(path):
-            raise ckpt.CheckpointNotFoundError(f"no such SLIP checkpoint file: {source}",
-                                               target=path)
-        info["origin"] = "local"
-    if ckpt.sniff_format(path) == "safetensors":
-        sd, _ = ckpt.read_safetensors(path)
-        extra: dict[str, Any] = {}
-        fmt = "safetensors"
-    else:
-        sd, extra = read_slip_file(path, allow_pickle=allow_pickle)
-        fmt = "torch-state-dict"
-    declared = infer_config(sd)
-    if arch is not None:
-        diffs = _shapes_differ(arch, declared)
-        if diffs:
-            raise CheckpointError(f"{path} does not have the shapes of {arch.name!r} (requested "
-                                  f"vs file): {'; '.join(diffs)}")
-        config = arch
-    else:
-        match = _registered_match(declared)
-        config = get_config(match) if match else declared
-    if quick_gelu is not None:
-        config = config.replace(quick_gelu=bool(quick_gelu))
-    params, ignored = state_dict_to_params(sd, config)
-    info.update(path=path, format=fmt, layout="slip", family="slip", architecture=config.name,
-                config_source="architecture" if arch is not None else "tensor shapes",
-                ignored=ignored, tokenizer_file=None, **extra)
-    return config, params, info
+    warnings.warn("load_slip is deprecated: use crossgap_jax.models.load (or load_clip), which "
+                  "loads every family", DeprecationWarning, stacklevel=2)
+    kw.pop("tokenizer", None)
+    return load(name_or_path, checkpoint, family="slip", allow_pickle=allow_pickle,
+                cache_dir=cache_dir, quick_gelu=quick_gelu, **kw)

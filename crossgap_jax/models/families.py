@@ -14,12 +14,14 @@ Optional hooks, used when present: ``pool_indices(ids, config)`` (the pooled tex
 position when it is not the first EOT), ``pad_token_ids(ids, config)`` (a family whose
 text encoder reads the whole context pads ids shorter than the context exactly as its
 tokenizer does; see :func:`crossgap_jax.models.inputs.check_text_inputs`),
-``load_checkpoint(name_or_path, checkpoint, **kw)`` and ``claims_checkpoint(path)`` (the
-family's own checkpoint formats, used by ``load_clip``), ``encode_image_preproj`` /
+``encode_image_preproj`` /
 ``encode_text_preproj`` / ``projection_matrices`` (features before the projections, for
 IsoCLIP), ``projection_biases(params, config) -> (b_i | None, b_t | None)`` (heads with a
 bias, SigLIP's text head; absent means no bias), and on the tokenizer
 ``template_ids(text, placeholder)`` (OTI placeholder placement).
+
+Checkpoint reading is not a family-module hook: each family's reader / converter is
+registered in :data:`crossgap_jax.models.loader.LOADERS` (model modules import none).
 """
 
 from __future__ import annotations
@@ -51,13 +53,14 @@ def family_of(config: Any) -> Any:
     return family_module(getattr(config, "family", "clip"))
 
 
-def detect_family(source: str) -> str:
-    """The family whose ``claims_checkpoint(source)`` hook recognises a checkpoint path
-    (SigLIP directory or ``.npz``, SLIP ``.pt``), else ``"clip"``."""
-    for name, path in _FAMILIES.items():
-        if name == "clip":
-            continue
-        claims = getattr(importlib.import_module(path), "claims_checkpoint", None)
-        if claims is not None and claims(source):
-            return name
-    return "clip"
+def __getattr__(name: str) -> Any:
+    """``families.detect_family`` moved to :func:`crossgap_jax.models.loader.detect_family`
+    (the loader sits above this module); the old path still works, with a warning."""
+    if name == "detect_family":
+        import warnings
+
+        warnings.warn("crossgap_jax.models.families.detect_family moved to "
+                      "crossgap_jax.models.loader.detect_family", DeprecationWarning,
+                      stacklevel=2)
+        return importlib.import_module("crossgap_jax.models.loader").detect_family
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

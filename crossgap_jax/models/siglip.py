@@ -1,5 +1,9 @@
 """Flax linen SigLIP (Zhai et al. 2023): the ``"siglip"`` model family.
 
+(Over 450 lines on purpose: the family is one module - config, Flax modules, the pure entry
+points - as ``clip.py`` and ``slip.py`` are; its checkpoint loading lives elsewhere, in
+``convert_siglip.py`` / ``siglip_big_vision.py``.)
+
 Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
 
 - image tower: conv patch embedding *with* bias, learned position embedding over the N
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -52,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.attention import attention, select_rows, self_attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 
@@ -142,11 +148,6 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
                                  heads=2, vocab_size=512, context_length=16),
 }
 
-# Pretrained tags -> Hugging Face hub repos (transformers SiglipModel layout).
-PRETRAINED: dict[tuple[str, str], str] = {
-    ("SigLIP-ViT-B-16", "webli"): "google/siglip-base-patch16-224",
-}
-
 
 def _register() -> None:
     for cfg in ARCHITECTURES.values():
@@ -162,19 +163,6 @@ def _act(name: str):
     return functools.partial(jax.nn.gelu, approximate=False)
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, dtype: Dtype) -> jax.Array:
-    """``(B, Q, w), (B, K, w), (B, K, w) -> (B, Q, w)`` scaled dot-product attention."""
-    b, nq, w = q.shape
-    nk = k.shape[1]
-    hd = w // heads
-    q = q.reshape(b, nq, heads, hd) * (hd**-0.5)
-    k = k.reshape(b, nk, heads, hd)
-    v = v.reshape(b, nk, heads, hd)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, nq, w)
-
-
 class SelfAttention(nn.Module):
     """Non-causal self-attention with separate q/k/v projections (HF ``SiglipAttention``)."""
 
@@ -183,10 +171,10 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
         dense = lambda name: nn.Dense(self.width, dtype=self.dtype, name=name)
-        out = _attend(dense("q_proj")(x), dense("k_proj")(x), dense("v_proj")(x), self.heads,
-                      self.dtype)
+        out, _ = self_attention(dense("q_proj")(x), dense("k_proj")(x), dense("v_proj")(x),
+                                heads=self.heads, dtype=self.dtype, pool_index=pool_index)
         return dense("out_proj")(out)
 
 
@@ -212,10 +200,12 @@ class EncoderLayer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
+        """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)``: row ``pool_index`` only)."""
         ln = lambda name: LayerNorm(self.eps, self.dtype, name=name)
-        x = x + SelfAttention(self.width, self.heads, self.dtype, name="self_attn")(
-            ln("layer_norm1")(x))
+        x = select_rows(x, pool_index) + SelfAttention(
+            self.width, self.heads, self.dtype, name="self_attn")(ln("layer_norm1")(x),
+                                                                 pool_index)
         hidden = int(round(self.width * self.mlp_ratio))
         return x + MLP(self.width, hidden, self.act, self.dtype, name="mlp")(ln("layer_norm2")(x))
 
@@ -236,9 +226,10 @@ class Encoder(nn.Module):
             for _ in range(self.depth)
         ]
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for layer in self.layers:
-            x = layer(x)
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
+        """``pool_index`` ``(B,)``: the last layer computes that row only (``(B, 1, w)``)."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, pool_index if i == len(self.layers) - 1 else None)
         return x
 
 
@@ -265,7 +256,7 @@ class MAPHead(nn.Module):
         attn = _MHAParams(w, self.dtype, name="attention")
         q, _, _ = attn.project(probe)
         _, k, v = attn.project(x)
-        y = attn.out(_attend(q, k, v, self.heads, self.dtype))
+        y = attn.out(attention(q, k, v, heads=self.heads, dtype=self.dtype))
         hidden = int(round(w * self.mlp_ratio))
         y = y + MLP(w, hidden, self.act, self.dtype, name="mlp")(
             LayerNorm(self.eps, self.dtype, name="layernorm")(y))
@@ -376,15 +367,18 @@ class TextModel(nn.Module):
     def embed_tokens(self, ids: jax.Array) -> jax.Array:
         return self.embeddings.tokens(ids)
 
-    def pooled(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
-        """``(B, L, w)`` token embeddings, ``(B,)`` pool positions -> ``(B, w)`` pre-head."""
+    def pooled(self, embeddings: jax.Array, pool_index: jax.Array,
+               pooled_only: bool = False) -> jax.Array:
+        """``(B, L, w)`` token embeddings, ``(B,)`` pool positions -> ``(B, w)`` pre-head
+        (``pooled_only``: the last layer computes the pooled row only; exact)."""
         length = embeddings.shape[1]
         x = embeddings.astype(self.dtype) + self.embeddings.positions()[:length].astype(self.dtype)
-        x = self.final_layer_norm(self.encoder(x))
-        return pool_rows(x, pool_index)
+        x = self.final_layer_norm(self.encoder(x, pool_index if pooled_only else None))
+        return x[:, 0] if pooled_only else pool_rows(x, pool_index)
 
-    def encode_embeddings(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
-        return self.head(self.pooled(embeddings, pool_index)).astype(jnp.float32)
+    def encode_embeddings(self, embeddings: jax.Array, pool_index: jax.Array,
+                          pooled_only: bool = False) -> jax.Array:
+        return self.head(self.pooled(embeddings, pool_index, pooled_only)).astype(jnp.float32)
 
     def __call__(self, ids: jax.Array, pool_index: jax.Array) -> jax.Array:
         return self.encode_embeddings(self.embed_tokens(ids), pool_index)
@@ -407,8 +401,9 @@ class SigLIPModule(nn.Module):
     def embed_tokens(self, ids: jax.Array) -> jax.Array:
         return self.text_model.embed_tokens(ids)
 
-    def encode_text_embeddings(self, embeddings: jax.Array, pool_index: jax.Array) -> jax.Array:
-        return self.text_model.encode_embeddings(embeddings, pool_index)
+    def encode_text_embeddings(self, embeddings: jax.Array, pool_index: jax.Array,
+                               pooled_only: bool = False) -> jax.Array:
+        return self.text_model.encode_embeddings(embeddings, pool_index, pooled_only)
 
     def encode_text_preproj(self, ids: jax.Array, pool_index: jax.Array) -> jax.Array:
         return self.text_model.pooled(self.embed_tokens(ids), pool_index).astype(jnp.float32)
@@ -452,28 +447,62 @@ def embed_tokens(params: Params, ids: jax.Array, *, config: SigLIPConfig,
     return embed_rows(params["text_model"]["embeddings"]["token_embedding"]["embedding"], ids)
 
 
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+def _pool_arg(pool_index: Any, eot_index: Any, fn: str) -> Any:
+    """``pool_index``, or the deprecated ``eot_index=`` keyword (SigLIP pools at a position
+    that is not an EOT: the old name was CLIP's)."""
+    if eot_index is None:
+        if pool_index is None:
+            raise TypeError(f"siglip.{fn}() missing the pool positions: pass pool_index "
+                            f"((B,) int, the last position L - 1: pool_indices(ids, config))")
+        return pool_index
+    if pool_index is not None:
+        raise TypeError(f"siglip.{fn}(): give pool_index, not also the deprecated eot_index")
+    warnings.warn(f"siglip.{fn}(eot_index=...) is deprecated: SigLIP pools at a position, not "
+                  f"an EOT; pass pool_index=", DeprecationWarning, stacklevel=3)
+    return eot_index
+
+
+def encode_text_embeddings(params: Params, embeddings: jax.Array,
+                           pool_index: jax.Array | None = None, *, config: SigLIPConfig,
+                           dtype: Dtype = jnp.float32, prefix: Any = None,
+                           pooled_only: bool = False, eot_index: jax.Array | None = None
+                           ) -> jax.Array:
     """``(B, L, text_width)`` embeddings + ``(B,)`` pool positions -> ``(B, embed_dim)``.
 
-    SigLIP pools at the last position: pass ``L - 1`` (what :func:`pool_indices` and the
-    SigLIP tokenizer's ``template_ids`` give). The argument keeps CLIP's name.
+    SigLIP pools at the last position: pass ``pool_index = L - 1`` (what
+    :func:`pool_indices` and the SigLIP tokenizer's ``template_ids`` give). ``eot_index=``
+    (CLIP's name, used before) is accepted with a ``DeprecationWarning``.
+    ``pooled_only``: the last layer computes the pooled row only (exact).
+
+    Raises:
+        ValueError: a ``prefix`` (the text tower is not causal: no prefix cache exists).
     """
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
-                  dtype=dtype)
+    pool_index = _pool_arg(pool_index, eot_index, "encode_text_embeddings")
+    if prefix is not None:
+        raise ValueError("SigLIP's text encoder is not causal (CAUSAL_TEXT = False): every "
+                         "position sees every other, so a cached prefix is not exact; "
+                         "pass prefix=None")
+    return _apply("encode_text_embeddings", params, embeddings, pool_index, pooled_only,
+                  config=config, dtype=dtype)
 
 
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: SigLIPConfig,
-                dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised)."""
-    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
+def encode_text(params: Params, ids: jax.Array, pool_index: jax.Array | None = None, *,
+                config: SigLIPConfig, dtype: Dtype = jnp.float32,
+                eot_index: jax.Array | None = None) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised).
+    ``eot_index=``: deprecated name of ``pool_index``."""
+    pool_index = _pool_arg(pool_index, eot_index, "encode_text")
+    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), pool_index,
                                   config=config, dtype=dtype)
 
 
-def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                        config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, text_width)`` pooled feature before the text ``head``."""
-    return _apply("encode_text_preproj", params, ids, eot_index, config=config, dtype=dtype)
+def encode_text_preproj(params: Params, ids: jax.Array, pool_index: jax.Array | None = None, *,
+                        config: SigLIPConfig, dtype: Dtype = jnp.float32,
+                        eot_index: jax.Array | None = None) -> jax.Array:
+    """``(B, L)`` ids -> ``(B, text_width)`` pooled feature before the text ``head``.
+    ``eot_index=``: deprecated name of ``pool_index``."""
+    pool_index = _pool_arg(pool_index, eot_index, "encode_text_preproj")
+    return _apply("encode_text_preproj", params, ids, pool_index, config=config, dtype=dtype)
 
 
 def embed_image_patches(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
@@ -483,8 +512,13 @@ def embed_image_patches(params: Params, pixels: jax.Array, *, config: SigLIPConf
 
 
 def encode_image_tokens(params: Params, tokens: jax.Array, *, config: SigLIPConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (positions added here)."""
+                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
+    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (positions added here).
+
+    ``pooled_only`` has no effect (accepted for the common signature): the MAP head attends
+    over every token's last-layer output, so no row of the last layer can be skipped.
+    """
+    del pooled_only
     return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
 
 
@@ -555,20 +589,6 @@ def preprocess_options(config: SigLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "squash",
             "interpolation": config.interpolation}
-
-
-def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
-    """See :func:`crossgap_jax.models.convert_siglip.load_siglip`."""
-    from crossgap_jax.models.convert_siglip import load_siglip
-
-    return load_siglip(name_or_path, checkpoint, **kw)
-
-
-def claims_checkpoint(source: str) -> bool:
-    """Whether ``source`` (path) is a SigLIP checkpoint this family reads."""
-    from crossgap_jax.models.convert_siglip import is_siglip_checkpoint
-
-    return is_siglip_checkpoint(source)
 
 
 _register()

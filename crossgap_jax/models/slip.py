@@ -44,8 +44,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
-from crossgap_jax.models.clip import LayerNorm, Transformer
+from crossgap_jax.models._module_fns import ModuleFns, embed_rows
+from crossgap_jax.models.attention import KV, select_rows, self_attention
+from crossgap_jax.models.clip import (
+    LayerNorm,
+    Transformer,
+    causal_text_features,
+    causal_text_prefix,
+)
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 
 # Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
@@ -114,13 +120,6 @@ ARCHITECTURES: dict[str, SLIPConfig] = {
                              text_width=64, text_layers=2, text_heads=4),
 }
 
-# Pretrained tags -> release URLs (SLIP's README; 100-epoch YFCC15M models).
-PRETRAINED: dict[tuple[str, str], str] = {
-    ("SLIP-ViT-S-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_small_100ep.pt",
-    ("SLIP-ViT-B-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_base_100ep.pt",
-    ("SLIP-ViT-L-16", "slip"): "https://dl.fbaipublicfiles.com/slip/slip_large_100ep.pt",
-}
-
 
 def _register() -> None:
     for cfg in ARCHITECTURES.values():
@@ -142,14 +141,11 @@ class TimmAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, n, w = x.shape
-        hd = w // self.heads
-        qkv = nn.Dense(3 * w, dtype=self.dtype, name="qkv")(x).reshape(b, n, 3, self.heads, hd)
-        q, k, v = qkv[:, :, 0] * (hd**-0.5), qkv[:, :, 1], qkv[:, :, 2]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, w)
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
+        w = x.shape[-1]
+        q, k, v = jnp.split(nn.Dense(3 * w, dtype=self.dtype, name="qkv")(x), 3, axis=-1)
+        out, _ = self_attention(q, k, v, heads=self.heads, dtype=self.dtype,
+                                pool_index=pool_index)
         return nn.Dense(w, dtype=self.dtype, name="proj")(out)
 
 
@@ -174,9 +170,11 @@ class TimmBlock(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + TimmAttention(self.width, self.heads, self.dtype, name="attn")(
-            LayerNorm(self.eps, self.dtype, name="norm1")(x))
+    def __call__(self, x: jax.Array, pool_index: jax.Array | int | None = None) -> jax.Array:
+        """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)``: row ``pool_index`` only)."""
+        x = select_rows(x, pool_index) + TimmAttention(
+            self.width, self.heads, self.dtype, name="attn")(
+            LayerNorm(self.eps, self.dtype, name="norm1")(x), pool_index)
         hidden = int(round(self.width * self.mlp_ratio))
         return x + TimmMlp(self.width, hidden, self.quick_gelu, self.dtype, name="mlp")(
             LayerNorm(self.eps, self.dtype, name="norm2")(x))
@@ -216,14 +214,16 @@ class TimmViT(nn.Module):
     def embed_patches(self, pixels: jax.Array) -> jax.Array:
         return self.patch_embed(pixels)
 
-    def encode_tokens(self, tokens: jax.Array) -> jax.Array:
-        """``(B, N, w)`` patch tokens -> ``(B, w)`` class token after the final norm."""
+    def encode_tokens(self, tokens: jax.Array, pooled_only: bool = False) -> jax.Array:
+        """``(B, N, w)`` patch tokens -> ``(B, w)`` class token after the final norm
+        (``pooled_only``: the last block computes the class token only; exact)."""
         b, _, w = tokens.shape
         cls = jnp.broadcast_to(self.cls_token.astype(self.dtype), (b, 1, w))
         x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
         x = x + self.pos_embed.astype(self.dtype)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            last = pooled_only and i == len(self.blocks) - 1
+            x = block(x, 0 if last else None)
         return self.norm(x)[:, 0]
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
@@ -259,15 +259,18 @@ class SLIPModule(nn.Module):
     def embed_tokens(self, ids: jax.Array) -> jax.Array:
         return embed_rows(self.token_embedding.embedding, ids)
 
-    def text_preproj(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
-        length = embeddings.shape[1]
-        x = embeddings.astype(self.dtype) + self.positional_embedding[:length].astype(self.dtype)
-        mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
-        x = self.ln_final(self.transformer(x, mask))
-        return pool_rows(x, eot_index)
+    def text_preproj(self, embeddings: jax.Array, eot_index: jax.Array,
+                     prefix: tuple[KV, ...] | None = None, pooled_only: bool = False
+                     ) -> jax.Array:
+        return causal_text_features(self, embeddings, eot_index, prefix, pooled_only)
 
-    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array) -> jax.Array:
-        x = self.text_preproj(embeddings, eot_index)
+    def text_prefix(self, embeddings: jax.Array) -> tuple[KV, ...]:
+        return causal_text_prefix(self, embeddings)
+
+    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
+                               prefix: tuple[KV, ...] | None = None,
+                               pooled_only: bool = False) -> jax.Array:
+        x = self.text_preproj(embeddings, eot_index, prefix, pooled_only)
         return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
 
     def encode_text_preproj(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
@@ -280,8 +283,8 @@ class SLIPModule(nn.Module):
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
         return self.visual.embed_patches(pixels)
 
-    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
-        x = self.visual.encode_tokens(tokens)
+    def encode_image_tokens(self, tokens: jax.Array, pooled_only: bool = False) -> jax.Array:
+        x = self.visual.encode_tokens(tokens, pooled_only)
         return (x @ self.image_projection.astype(self.dtype)).astype(jnp.float32)
 
     def encode_image_preproj(self, pixels: jax.Array) -> jax.Array:
@@ -315,14 +318,23 @@ def embed_tokens(params: Params, ids: jax.Array, *, config: SLIPConfig,
     return embed_rows(params["token_embedding"]["embedding"], ids)
 
 
+def text_prefix(params: Params, embeddings: jax.Array, *, config: SLIPConfig,
+                dtype: Dtype = jnp.float32) -> tuple[KV, ...]:
+    """As :func:`crossgap_jax.models.clip.text_prefix` (same causal text tower)."""
+    return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
+
+
 def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: SLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+                           config: SLIPConfig, dtype: Dtype = jnp.float32,
+                           prefix: tuple[KV, ...] | None = None,
+                           pooled_only: bool = False) -> jax.Array:
     """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)``.
 
-    ``L`` may stop after the last EOT (causal mask: exact).
+    ``L`` may stop after the last EOT (causal mask: exact). ``prefix`` / ``pooled_only``: as
+    :func:`crossgap_jax.models.clip.encode_text_embeddings`.
     """
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, config=config,
-                  dtype=dtype)
+    return _apply("encode_text_embeddings", params, embeddings, eot_index, prefix,
+                  pooled_only, config=config, dtype=dtype)
 
 
 def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: SLIPConfig,
@@ -345,10 +357,11 @@ def embed_image_patches(params: Params, pixels: jax.Array, *, config: SLIPConfig
 
 
 def encode_image_tokens(params: Params, tokens: jax.Array, *, config: SLIPConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
+                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
     """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (class token prepended and
-    positions added here)."""
-    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
+    positions added here; ``pooled_only``: last block at the class token only, exact)."""
+    return _apply("encode_image_tokens", params, tokens, pooled_only, config=config,
+                  dtype=dtype)
 
 
 def encode_image(params: Params, pixels: jax.Array, *, config: SLIPConfig,
@@ -382,20 +395,6 @@ def preprocess_options(config: SLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "shortest",
             "interpolation": config.interpolation}
-
-
-def load_checkpoint(name_or_path: Any, checkpoint: str | None = None, **kw: Any):
-    """See :func:`crossgap_jax.models.convert_slip.load_slip`."""
-    from crossgap_jax.models.convert_slip import load_slip
-
-    return load_slip(name_or_path, checkpoint, **kw)
-
-
-def claims_checkpoint(source: str) -> bool:
-    """Whether ``source`` is a SLIP ``.pt`` (a torch zip whose tensor names are SLIP's)."""
-    from crossgap_jax.models.convert_slip import is_slip_checkpoint
-
-    return is_slip_checkpoint(source)
 
 
 _register()

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.fileio import atomic_write_json, ensure_dir, save_figure
+from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
+from crossgap_jax.pipeline.measure import evaluate_task
 from crossgap_jax.pipeline.prompts import class_prompt
-from crossgap_jax.pipeline.run import Run, _classnames_split, _labels_for, evaluate_task
+from crossgap_jax.pipeline.run import Run
+from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
 
 
 def default_record_steps(steps: int, points: int = 12) -> tuple[int, ...]:
@@ -27,18 +29,24 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     """Figure-2-style analysis on an image dataset, plus similarity / gap statistics.
 
     For each R in ``num_tokens``, one OTI run of the queries records features at
-    ``record_steps``; each snapshot is evaluated against the gallery image features.
+    ``record_steps`` (plus the final step, always); each snapshot is evaluated against the
+    gallery image features with :func:`~crossgap_jax.pipeline.measure.evaluate_task`, the
+    metric of every retrieval number.
 
     Returns:
-        The dict written to ``<out_dir>/analysis.json`` (plots beside it).
+        The dict written to ``<out_dir>/analysis.json`` (plots beside it), plus ``files``:
+        the paths written.
     """
     out_dir = out_dir or os.path.join(run.run_dir, "analysis", dataset.replace(":", "_"))
     ensure_dir(out_dir)
     task = run.task(dataset)
     if task.query.modality != "image":
         raise ValueError("analyze runs OTI on an image dataset's queries")
-    steps = int(run.cfg["oti_steps"])
-    rec = tuple(record_steps or default_record_steps(steps))
+    steps = run.preset.oti_steps
+    # The curve always ends at the run's final step (the headline number), even when
+    # ``record_steps`` leaves it out.
+    rec = tuple(sorted({int(s) for s in (record_steps or default_record_steps(steps))}
+                       | {steps}))
     qf = run.features(task.query)
     gf = run.features(task.gallery)
     baseline = evaluate_task(task, qf, gf)["mAP"]
@@ -67,22 +75,10 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
            "image-oti": retrieval.modality_gap(qf.features, last_inv.features),
            "text-oti": retrieval.modality_gap(paired_text, last_inv.features)}
     result = {"dataset": dataset, "baseline_mAP": baseline, "curves": curves,
-              "mean_loss": losses, "modality_gap": gap, "distributions": _jsonable(dists)}
+              "mean_loss": losses, "modality_gap": gap, "distributions": jsonable(dists)}
     atomic_write_json(os.path.join(out_dir, "analysis.json"), result)
-    plot_analysis(result, out_dir)
-    return result
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x
+    plots = plot_analysis(result, out_dir)
+    return dict(result, files=[os.path.join(out_dir, "analysis.json"), *plots])
 
 
 # The similarity curves drawn, with what is paired: (distribution key, part, label).

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crossgap_jax.data import ImageBatchLoader, ImageSplit, TextSplit
-from crossgap_jax.data.pipeline import iterate_text_batches
+from crossgap_jax.data.loader import iterate_text_batches
 from crossgap_jax.pipeline.store import (
     FeatureSet,
     load_features,

@@ -37,13 +37,13 @@ def published_for(model: str | None, pretrained: str | None,
     from crossgap_jax.pipeline.presets import PRESETS
 
     for preset, row in PUBLISHED.items():
-        p = PRESETS.get(preset, {})
-        if model is None or p.get("model") != model:
+        p = PRESETS.get(preset)
+        if model is None or p is None or p.model != model:
             continue
-        if pretrained is not None and pretrained == p.get("pretrained"):
+        if pretrained is not None and pretrained == p.pretrained:
             return preset, dict(row)
-        if checkpoint_sha256 and p.get("pretrained") == "openai":
-            from crossgap_jax.models.checkpoints import OPENAI_RELEASES, openai_release
+        if checkpoint_sha256 and p.pretrained == "openai":
+            from crossgap_jax.models import OPENAI_RELEASES, openai_release
 
             if model in OPENAI_RELEASES and openai_release(model)[1] == checkpoint_sha256:
                 return preset, dict(row)

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.fileio import atomic_write_bytes
+from crossgap_jax.fileio import atomic_write_bytes, jsonable
+from crossgap_jax.models import model_fingerprint as _model_fingerprint
 
 
 class StaleArtifactError(ValueError):
@@ -57,18 +58,12 @@ class FeatureSet:
 
 
 def model_fingerprint(clip: Any) -> dict:
-    """Identity of a CLIP bundle's weights and compute settings, by content.
-
-    The weights enter through their hash (:attr:`CLIP.weights_sha256`, computed once per
-    load), never through the path they were loaded from: the same checkpoint given by
-    another relative path or a symlink has the same fingerprint.
+    """Identity of a CLIP bundle's weights and compute settings, by content: the keys of
+    :func:`crossgap_jax.models.fingerprint.model_fingerprint` this cache has always stored
+    (``architecture``, ``family``, ``params_sha256``, ``dtype``), so old entries stay valid.
     """
-    return {
-        "architecture": clip.config.name,
-        "family": getattr(clip.config, "family", "clip"),
-        "params_sha256": clip.weights_sha256,
-        "dtype": np.dtype(clip.dtype).name,
-    }
+    fp = _model_fingerprint(clip)
+    return {k: fp[k] for k in ("architecture", "family", "params_sha256", "dtype")}
 
 
 def meta_key(meta: Mapping[str, Any]) -> str:
@@ -113,7 +108,7 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
 
 def check_meta(found: Mapping[str, Any], expect: Mapping[str, Any], where: str) -> None:
     """Raise :class:`StaleArtifactError` listing every key where ``found`` != ``expect``."""
-    norm = lambda v: json.loads(json.dumps(v, sort_keys=True, default=str))
+    norm = jsonable
     diffs = [f"{k}: cached {norm(found.get(k))!r} vs requested {norm(v)!r}"
              for k, v in expect.items() if norm(found.get(k)) != norm(v)]
     if diffs:

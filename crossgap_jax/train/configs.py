@@ -2,9 +2,10 @@
 
 The architectures are ordinary :class:`~crossgap_jax.models.configs.CLIPConfig` records
 (a ViT image tower, a causal text transformer with the real 49,408-token OpenAI BPE
-vocabulary and 77-token context), registered under their names so that
-``get_config("crossgap-digits")`` and checkpoint loading work like for any other CLIP.
-They are small enough to train on a CPU in minutes.
+vocabulary and 77-token context), defined and registered by the model layer
+(:data:`crossgap_jax.models.configs.SMALL_ARCHITECTURES`, re-exported here) so that
+``get_config("crossgap-digits")`` and checkpoint loading work like for any other CLIP,
+without importing this package. They are small enough to train on a CPU in minutes.
 
 Size note: at small width the token embedding dominates (49,408 x width). The shipped
 demo model (``crossgap-caltech``, text width 128) has 6.3M of its 8M parameters in the
@@ -17,54 +18,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from crossgap_jax.models.configs import (
+from crossgap_jax.models.configs import (  # noqa: F401  (re-exported: defined with the registry)
+    SMALL_ARCHITECTURES,
     CLIPConfig,
     get_config,
-    register_architecture,
-    vit_config,
+    register_small_architectures,
 )
-
-# Per-channel mean/std of the pixels the models are trained on. For these small models
-# trained from scratch we keep OpenAI's constants (any fixed affine map works; keeping the
-# usual ones means ``clip.preprocess`` behaves as for every other CLIP).
-
-
-def _small(name: str, *, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
-           tl: int, th: int) -> CLIPConfig:
-    return vit_config(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=False)
-
-
-SMALL_ARCHITECTURES: dict[str, CLIPConfig] = {
-    c.name: c
-    for c in [
-        # sklearn digits upscaled to 32 px: 4 x 4 patches of 8 px (a quick training example).
-        _small("crossgap-digits", embed=64, res=32, patch=8, vw=96, vl=3, vh=4, tw=64, tl=3,
-               th=4),
-        # The Caltech101 controlled experiment and the shipped demo model: 64 px, 8 px
-        # patches (8 x 8 grid).
-        _small("crossgap-caltech", embed=128, res=64, patch=8, vw=128, vl=4, vh=4, tw=128,
-               tl=4, th=4),
-        # A very small one for tests.
-        _small("crossgap-test", embed=16, res=16, patch=8, vw=32, vl=1, vh=2, tw=16, tl=1,
-               th=2),
-    ]
-}
-
-
-def register_small_architectures() -> None:
-    """Register :data:`SMALL_ARCHITECTURES` (idempotent)."""
-    for name, cfg in SMALL_ARCHITECTURES.items():
-        try:
-            existing = get_config(name)
-        except KeyError:
-            existing = None
-        if existing is None:
-            register_architecture(cfg)
-        elif existing != cfg:
-            register_architecture(cfg, overwrite=True)
-
-
-register_small_architectures()
 
 VARIANTS = ("clip", "clip+slip", "clip-t1", "clip+intra")
 VARIANT_DESCRIPTIONS = {

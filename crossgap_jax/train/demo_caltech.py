@@ -11,7 +11,7 @@
    would be 32 MB, most of it the 49,408-token embedding; the model computes in float32)
    with a JSON card beside it (command, seed, steps, data, config, sha256).
 2. **Data**: ``crossgap_jax/assets/demo_caltech101.npz`` (see
-   :mod:`crossgap_jax.data.embedded`): ``--train-per-class`` images of each class from the
+   :mod:`crossgap_jax.data.sources.embedded`): ``--train-per-class`` images of each class from the
    CoOp *train* split (the retrieval gallery) and ``--test-per-class`` from the *test* split
    (queries; the model never saw them), chosen by a seeded permutation per class, at 64 px
    (the training cache's resize + centre crop), JPEG ``--quality``; captions of every class
@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from crossgap_jax.data.embedded import ASSET_DIR, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,
@@ -42,7 +43,6 @@ from crossgap_jax.train.data import (
 )
 
 CHECKPOINT_NAME = "demo_caltech101.safetensors"
-CARD_NAME = "demo_caltech101.json"
 COMMAND = "python -m crossgap_jax.train.demo_caltech"
 DATASET = "caltech101"
 IMAGE_SIZE = 64
@@ -104,7 +104,7 @@ def _jpegs(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
 def build_demo_data(train: LabelledImages, test: LabelledImages, path: str, *,
                     train_per_class: int = 10, test_per_class: int = 4, quality: int = 90,
                     seed: int = 0) -> dict:
-    """Write the embedded subset (format: :mod:`crossgap_jax.data.embedded`); return its
+    """Write the embedded subset (format: :mod:`crossgap_jax.data.sources.embedded`); return its
     description for the card."""
     if tuple(train.classnames) != tuple(test.classnames):
         raise ValueError("train and test splits have different class names")
@@ -128,12 +128,9 @@ def build_demo_data(train: LabelledImages, test: LabelledImages, path: str, *,
                                             len(OBJECT_HELDOUT_TEMPLATES) - 1)
     arrays["query_templates"] = np.asarray(OBJECT_HELDOUT_TEMPLATES[:1], dtype=str)
     arrays["gallery_templates"] = np.asarray(OBJECT_HELDOUT_TEMPLATES[1:], dtype=str)
-    tmp = f"{path}.{os.getpid()}.part.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    with open(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
-              "w") as f:
-        f.write(LICENSE_TEXT)
+    atomic_write_with(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write_text(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
+                      LICENSE_TEXT)
     from crossgap_jax.models.checkpoints import sha256_file
 
     return {"file": os.path.basename(path), "size_bytes": os.path.getsize(path),
@@ -190,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     if os.path.isfile(ckpt) and os.path.isfile(hist_path):
         with open(hist_path) as f:
             hist = json.load(f)
-        if hist["config"] != json.loads(json.dumps(cfg.to_dict())):
+        if hist["config"] != jsonable(cfg.to_dict()):
             hist = None
     if hist is None:
         train(cfg, train_set, OBJECT_TRAIN_TEMPLATES, out_dir=work, progress=not a.no_progress,
@@ -233,8 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         "size_bytes": os.path.getsize(out),
         "wall_seconds": round(time.time() - t0, 1),
     }
-    with open(os.path.join(a.out, CARD_NAME), "w") as f:
-        json.dump(card, f, indent=1)
+    atomic_write_json(os.path.join(a.out, CARD_NAME), card, indent=1, sort_keys=False)
     print(f"wrote {out} ({card['size_bytes'] / 1e6:.1f} MB), "
           f"{data_card['file']} ({data_card['size_bytes'] / 1e6:.1f} MB) and "
           f"{os.path.join(a.out, CARD_NAME)}")

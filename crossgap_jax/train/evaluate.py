@@ -1,4 +1,12 @@
-"""The paper's three claims measured on a trained model, on held-out items only.
+"""The paper's three claims measured on a trained model, on held-out items only (the
+controlled experiment's adapter: in-memory images and template captions).
+
+Every comparison (baseline vs inverted numbers and their paired bootstrap interval) is
+computed by :func:`crossgap_jax.pipeline.measure.compare_retrieval` /
+:func:`~crossgap_jax.pipeline.measure.compare_zero_shot`, the functions behind
+:func:`crossgap_jax.pipeline.measure.measure` (``reproduce``, ``classify``, the demo); what
+stays here is the experiment's data (LabelledImages, held-out templates) and its
+prompt-ensembled classifier.
 
 :func:`evaluate_claims` computes, for one CLIP bundle:
 
@@ -28,7 +36,8 @@ import numpy as np
 from crossgap_jax import inversion
 from crossgap_jax import retrieval as R
 from crossgap_jax.models.bundle import CLIP
-from crossgap_jax.retrieval.stats import paired_bootstrap_ci, verdict
+from crossgap_jax.pipeline.compare import Bootstrap, compare_retrieval, compare_zero_shot
+from crossgap_jax.retrieval.stats import verdict
 from crossgap_jax.train.augment import normalize
 from crossgap_jax.train.data import LabelledImages, captions
 
@@ -48,14 +57,16 @@ def encode_texts(clip: CLIP, texts: Sequence[str], *, batch_size: int = 256) -> 
     return clip.encode_text(clip.tokenize(list(texts)), batch_size=batch_size, progress=False)
 
 
-def _map(q, g, ql, gl) -> dict[str, float]:
-    m = R.evaluate(q, g, (ql, gl), backend="numpy", progress=False)
+_EVAL = {"backend": "numpy", "progress": False}
+
+
+def _keep(m: dict) -> dict[str, float]:
     return {k: float(m[k]) for k in ("mAP", "mAP@R", "P@R", "R@1")}
 
 
-def _ap(q, g, ql, gl) -> np.ndarray:
-    """(Q,) average precision of each query."""
-    return R.evaluate_per_query(q, g, (ql, gl), backend="numpy", progress=False)["AP"]
+def _map(q, g, ql, gl) -> dict[str, float]:
+    """The metrics of one feature pair (the mAP-vs-step curves)."""
+    return _keep(R.evaluate(q, g, (ql, gl), **_EVAL))
 
 
 def evaluate_claims(
@@ -118,8 +129,10 @@ def evaluate_claims(
     say(f"OTI on {len(test)} test images ({oti_steps} steps) ...")
     res_oti = inversion.oti(clip, f_test, steps=oti_steps, record_steps=rec, seed=seed,
                             batch_size=oti_batch_size, progress=progress)
-    img2img = _map(f_test, f_train, test.labels, train.labels)
-    oti2img = _map(res_oti.features, f_train, test.labels, train.labels)
+    boot = Bootstrap(seed=seed)
+    c_img = compare_retrieval(f_test, res_oti.features, f_train, (test.labels, train.labels),
+                              bootstrap=boot, **_EVAL)
+    img2img, oti2img = _keep(c_img["baseline"]), _keep(c_img["inverted"])
     curve = [{"step": 0, "mAP": img2img["mAP"]}]
     for s in rec:
         if s != oti_steps:
@@ -127,9 +140,7 @@ def evaluate_claims(
                                                  train.labels)["mAP"]})
     curve.append({"step": oti_steps, "mAP": oti2img["mAP"]})
     loss_curve = res_oti.losses.mean(axis=1)
-    delta_ci = paired_bootstrap_ci(_ap(f_test, f_train, test.labels, train.labels),
-                                   _ap(res_oti.features, f_train, test.labels, train.labels),
-                                   seed=seed)
+    delta_ci = c_img["ci95"]
     out["image"] = {"image->image": img2img, "OTI->image": oti2img, "oti_curve": curve,
                     "delta_mAP_ci95": delta_ci,
                     "oti_loss_first": float(loss_curve[0]),
@@ -163,8 +174,9 @@ def evaluate_claims(
     res_ovi = inversion.ovi(clip, ovi_targets, steps=ovi_steps, record_steps=rec_v, seed=seed,
                             batch_size=ovi_batch_size, progress=progress)
     nqt = len(f_q)
-    txt2txt = _map(f_q, f_g, q_lab, g_lab)
-    ovi2txt = _map(res_ovi.features[:nqt], f_g, q_lab, g_lab)
+    c_txt = compare_retrieval(f_q, res_ovi.features[:nqt], f_g, (q_lab, g_lab), bootstrap=boot,
+                              **_EVAL)
+    txt2txt, ovi2txt = _keep(c_txt["baseline"]), _keep(c_txt["inverted"])
     vcurve = [{"step": 0, "mAP": txt2txt["mAP"]}]
     for s in rec_v:
         if s != ovi_steps:
@@ -173,9 +185,7 @@ def evaluate_claims(
     vcurve.append({"step": ovi_steps, "mAP": ovi2txt["mAP"]})
     vloss = res_ovi.losses.mean(axis=1)
     out["text"] = {"text->text": txt2txt, "OVI->text": ovi2txt, "ovi_curve": vcurve,
-                   "delta_mAP_ci95": paired_bootstrap_ci(
-                       _ap(f_q, f_g, q_lab, g_lab), _ap(res_ovi.features[:nqt], f_g, q_lab, g_lab),
-                       seed=seed),
+                   "delta_mAP_ci95": c_txt["ci95"],
                    "num_queries": int(nqt), "num_gallery": len(g_text),
                    "query_templates": list(heldout_templates[:nq]),
                    "gallery_templates": list(heldout_templates[nq:]),
@@ -184,21 +194,18 @@ def evaluate_claims(
                    "ovi_seconds": res_ovi.seconds}
 
     # ---------------- 3. zero-shot: inter vs intra -----------------------------------
-    zs = {"inter (image vs text classifier)":
-          R.zero_shot_accuracy(f_test, classifier, test.labels)["top1"],
-          "intra OTI (OTI(image) vs text classifier)":
-          R.zero_shot_accuracy(res_oti.features, classifier, test.labels)["top1"]}
+    c_oti = compare_zero_shot(f_test, classifier, res_oti.features, classifier, test.labels,
+                              bootstrap=boot)
+    zs = {"inter (image vs text classifier)": c_oti["baseline"]["top1"],
+          "intra OTI (OTI(image) vs text classifier)": c_oti["inverted"]["top1"]}
+    ci = {"intra OTI": c_oti["ci95"]}
     if ovi_zero_shot:
         ovi_cls = R.build_classifier(res_ovi.features[nqt:])
-        zs["intra OVI (image vs OVI(text classifier))"] = R.zero_shot_accuracy(
-            f_test, ovi_cls, test.labels)["top1"]
+        c_ovi = compare_zero_shot(f_test, classifier, f_test, ovi_cls, test.labels,
+                                  bootstrap=boot)
+        zs["intra OVI (image vs OVI(text classifier))"] = c_ovi["inverted"]["top1"]
+        ci["intra OVI"] = c_ovi["ci95"]
     out["zero_shot"] = {k: float(v) for k, v in zs.items()}
-    correct_inter = R.class_ranks(f_test, classifier, test.labels) == 1
-    ci = {"intra OTI": paired_bootstrap_ci(
-        correct_inter, R.class_ranks(res_oti.features, classifier, test.labels) == 1, seed=seed)}
-    if ovi_zero_shot:
-        ci["intra OVI"] = paired_bootstrap_ci(
-            correct_inter, R.class_ranks(f_test, ovi_cls, test.labels) == 1, seed=seed)
     out["zero_shot_delta_ci95"] = ci
 
     # ---------------- 4. modality gap ------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 
-from crossgap_jax.fileio import atomic_write_json, atomic_write_text, ensure_dir
+from crossgap_jax.fileio import atomic_write_json, atomic_write_text, ensure_dir, jsonable
 from crossgap_jax.train.configs import VARIANT_DESCRIPTIONS, VARIANTS, AugmentConfig, TrainConfig
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -85,7 +85,7 @@ def run_variant(variant: str, train_set, test_set, work_dir: str, *, steps: int,
     if os.path.isfile(ckpt) and os.path.isfile(hist_path) and not retrain:
         with open(hist_path) as f:
             hist = json.load(f)
-        have = hist["config"] == _jsonable(cfg.to_dict())
+        have = hist["config"] == jsonable(cfg.to_dict())
     if have:
         config, params, info = load_native(ckpt)
         clip = CLIP(config, params, info=info)
@@ -102,7 +102,7 @@ def run_variant(variant: str, train_set, test_set, work_dir: str, *, steps: int,
     if os.path.isfile(res_path) and not reeval:
         with open(res_path) as f:
             cached = json.load(f)
-        if (cached.get("eval_settings") == _jsonable(eval_settings)
+        if (cached.get("eval_settings") == jsonable(eval_settings)
                 and cached.get("eval_version") == EVAL_VERSION):
             print(f"[{variant}] cached results {res_path}")
             cached["train_seconds"] = _train_seconds(hist)
@@ -114,7 +114,7 @@ def run_variant(variant: str, train_set, test_set, work_dir: str, *, steps: int,
     out = {"variant": variant, "description": VARIANT_DESCRIPTIONS[variant],
            "train_config": cfg.to_dict(), "train_seconds": _train_seconds(hist),
            "final_train": hist["history"][-1] if hist["history"] else {},
-           "eval_seconds": time.time() - t0, "eval_settings": _jsonable(eval_settings),
+           "eval_seconds": time.time() - t0, "eval_settings": jsonable(eval_settings),
            "eval_version": EVAL_VERSION,
            "results": res}
     atomic_write_json(res_path, out, indent=1, sort_keys=False)
@@ -130,10 +130,6 @@ def _train_seconds(hist: dict) -> float:
             total += prev
         prev = h["seconds"]
     return total + float(hist["seconds"])
-
-
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x))
 
 
 NAMES = {"clip": "(a) CLIP", "clip+slip": "(b) CLIP + SLIP term", "clip-t1": "(c) CLIP, T=1",
@@ -433,8 +429,9 @@ def _verdict_text(runs, r, names, ev) -> list[str]:
 def _demo_section(runs: dict | None = None) -> list[str]:
     """The shipped demo model's card: variant (a) above, retrained by
     ``train.demo_caltech`` (the demo measures it itself, offline)."""
-    from crossgap_jax.demo import DEMO_CARD
+    from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME
 
+    DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)  # noqa: N806
     if not os.path.isfile(DEMO_CARD):
         return []
     with open(DEMO_CARD) as f:

@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir
+from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir, jsonable
+from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
 from crossgap_jax.models.configs import CLIPConfig
@@ -44,8 +45,6 @@ from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
 from crossgap_jax.train.configs import HEAD_DIM, HEAD_HIDDEN, TrainConfig
 from crossgap_jax.train.data import LabelledImages, caption_table
-
-DATA_AXIS = "data"
 
 
 class TrainState(dict):
@@ -228,11 +227,6 @@ def make_train_step(cfg: TrainConfig):
     return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
-def make_mesh(devices: Any = None) -> Mesh:
-    devices = list(devices) if devices is not None else jax.local_devices()
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` returns.
@@ -291,7 +285,7 @@ def load_train_state(path: str, params: Any, opt_state: Any, cfg: TrainConfig):
     """
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
-        if meta["config"] != json.loads(json.dumps(cfg.to_dict())):
+        if meta["config"] != jsonable(cfg.to_dict()):
             return None
         treedef = jax.tree_util.tree_structure((params, opt_state))
         n = treedef.num_leaves

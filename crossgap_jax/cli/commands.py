@@ -1,0 +1,249 @@
+"""The subcommands: each a thin call of a library function (``cmd_<name>(args) -> status``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from crossgap_jax.cli.checks import (
+    _check_root,
+    _one_line,
+    _process_ids,
+    _source_option,
+    cli_words,
+    data_roots,
+    validate,
+)
+from crossgap_jax.cli.options import (
+    PROG,
+    CLIError,
+)
+from crossgap_jax.pipeline.presets import Preset, list_presets
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the options, else the environment, else JAX's
+    cluster detection (TPU pods, SLURM, Open MPI)."""
+    import jax
+
+    num, pid = _process_ids(args)
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=num, process_id=pid)
+
+
+def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
+              data_root: str | None = None):
+    from crossgap_jax.pipeline.run import make_run
+
+    if args.distributed:
+        _init_distributed(args)
+    if cfg is None:
+        cfg = args.runs[0][1] if getattr(args, "runs", None) else validate(args)[0][1]
+    if data_root is None and isinstance(args.data_root, str):
+        data_root = args.data_root
+    try:
+        run = make_run(args.run_dir, cfg, data_root=data_root, progress=not args.quiet,
+                       on_error=args.on_error, record_steps=record_steps,
+                       checkpoint=args.checkpoint, dtype=args.dtype,
+                       max_queries=getattr(args, "max_queries", None),
+                       max_gallery=getattr(args, "max_gallery", None),
+                       shard_size=getattr(args, "shard_size", 256), tokenizer=args.tokenizer,
+                       model_explicit=args.model is not None,
+                       authors_assets=getattr(args, "authors_assets", None),
+                       metric_variant=getattr(args, "metric_variant", "standard"),
+                       loss_reduction=getattr(args, "loss_reduction", "per_example"),
+                       revisitop1m=getattr(args, "revisitop1m", "auto"))
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
+    args.run_dir_resolved = run.run_dir
+    return run
+
+
+def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
+    """The command's own record under ``<run_dir>/records/`` and ``--output``."""
+    from crossgap_jax.pipeline.records import write_record
+
+    return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
+                        also_to=getattr(args, "output", None))
+
+
+def cmd_list(args) -> int:
+    from crossgap_jax.data import list_datasets
+    from crossgap_jax.models import list_architectures
+    from crossgap_jax.pipeline.run import pretrained_aliases
+
+    if args.data_root is not None:
+        _check_root(args.data_root, "--data-root")
+    print("presets:", ", ".join(list_presets()))
+    print("architectures:", ", ".join(list_architectures()))
+    print("pretrained names (--pretrained NAME):")
+    from crossgap_jax.models.checkpoints import native_config
+
+    for name, path in pretrained_aliases().items():
+        arch = native_config(path)
+        print(f"  {name:18s} {arch.name if arch else '(missing)'}  {path}")
+    print("datasets (found under the data root):")
+    for e in list_datasets(args.data_root):
+        print(f"  {e.name:18s} {e.modality:5s} query={e.query_split:8s} "
+              f"gallery={e.gallery_split:8s} {e.found or '-'}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from crossgap_jax.models import load_clip
+    from crossgap_jax.models.checkpoints import save_native
+
+    try:
+        if args.arch:
+            clip = load_clip(args.arch, args.source, allow_pickle=args.allow_pickle)
+        else:
+            clip = load_clip(args.source, allow_pickle=args.allow_pickle)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise CLIError(f"{args.source}: {_one_line(e)}".replace(
+            "convert it once with `crossgap-jax convert --allow-pickle SRC OUT.safetensors`",
+            "pass --allow-pickle")) from None
+    save_native(args.out, clip.config, clip.params, metadata={"converted_from": args.source})
+    print(f"wrote {args.out} ({clip.config.name})")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    run = _make_run(args)
+    split = run.split(args.dataset, args.split)
+    fs = run.features(split, template=args.template)
+    path = _write_outputs(run, args, {"num_features": len(fs), "shape": list(fs.features.shape),
+                                      "num_skipped": len(fs.skipped),
+                                      "num_rescaled": len(fs.rescaled), "split": split.split},
+                          key={"dataset": args.dataset, "split": split.split,
+                               "template": args.template})
+    print(f"{len(fs)} features {fs.features.shape} for {split!r}; skipped {len(fs.skipped)}"
+          + (f"; {len(fs.rescaled)} 16-bit/float images scaled to 8 bits" if fs.rescaled else ""))
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_invert(args) -> int:
+    run = _make_run(args, record_steps=args.record_steps)
+    task = run.task(args.dataset)
+    split = task.query if args.split in (None, "query") else (
+        task.gallery if args.split == "gallery" else None)
+    if split is None:
+        split = run.split(args.dataset, args.split)
+    inv = run.side_features(split, args.method)
+    path = _write_outputs(run, args, {"num_items": len(inv), "split": split.split,
+                                      "inversion_dir": inv.meta["inversion_dir"]},
+                          key={"dataset": args.dataset, "split": split.split,
+                               "record_steps": list(args.record_steps)})
+    print(f"{args.method.upper()}: {len(inv)} items -> {inv.meta['inversion_dir']}")
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_retrieve(args) -> int:
+    from crossgap_jax.pipeline.report import retrieval_table
+
+    run = _make_run(args)
+    m = run.retrieve(args.dataset, args.query_type, args.gallery_type, split=args.split)
+    table = retrieval_table(run, args.dataset, m)
+    path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": args.split,
+                                             "query_type": m["query_type"],
+                                             "gallery_type": m["gallery_type"]}, table=table)
+    print(table)
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from crossgap_jax.pipeline.report import classify_table
+
+    run = _make_run(args)
+    m = run.classify(args.dataset, args.variants, split=args.split)
+    table = classify_table(run, args.dataset, m)
+    path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": m["split"],
+                                             "variants": list(args.variants)}, table=table)
+    print(table)
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from crossgap_jax.pipeline.report import results_table
+    from crossgap_jax.pipeline.reproduce import DatasetFailure, reproduce
+
+    runs = args.runs
+    default, per = data_roots(args.data_root, args.datasets)
+    base = args.run_dir
+    failures = []
+    for preset, cfg in runs:
+        args.preset = preset
+        if len(runs) > 1:
+            args.run_dir = os.path.join(base or "results", preset)
+        run = _make_run(args, cfg, data_root=default)
+        try:
+            res = reproduce(run, args.datasets, roots=per)
+        except DatasetFailure as e:
+            res = e.results
+            failures.append(e)
+        table = results_table(res) if res.get("datasets") else None  # as written to table.md
+        path = _write_outputs(run, args, res, key={"datasets": list(args.datasets)}, table=table)
+        if table:
+            print(table)
+        print(f"record: {path}")
+    if failures:
+        for e in failures:
+            print(f"{PROG} reproduce: error: {cli_words(str(e))}", file=sys.stderr)
+        # Bad input (a file, a layout, an asset) is status 2 as everywhere; others 1.
+        bad_input = all(isinstance(e.error, (ValueError, FileNotFoundError, KeyError))
+                        for e in failures)
+        return 2 if bad_input else 1
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from crossgap_jax.pipeline.analyze import analyze
+    from crossgap_jax.pipeline.records import provenance
+    from crossgap_jax.pipeline.report import analysis_summary
+
+    run = _make_run(args)
+    res = analyze(run, args.dataset, num_tokens=args.num_tokens,
+                  record_steps=args.record_steps or None)
+    out = {"curves": res["curves"], "modality_gap": res["modality_gap"],
+           "baseline_mAP": res["baseline_mAP"], "files": res["files"]}
+    path = _write_outputs(run, args, out, key={"dataset": args.dataset,
+                                               "num_tokens": list(args.num_tokens),
+                                               "record_steps": list(args.record_steps)})
+    print(analysis_summary(provenance(run), res))
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from crossgap_jax.demo import run_demo
+
+    run_demo(out_dir=args.out, quick=args.quick, progress=not args.quiet)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from crossgap_jax.bench import full_settings, run_bench, smoke_settings
+
+    run_bench(smoke_settings() if args.smoke else full_settings(), out_dir=args.out_dir)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# main: quiet mode, Ctrl-C, errors as one line
+# ---------------------------------------------------------------------------------------
+class _ArgvHolder:
+    def __init__(self) -> None:
+        self.argv: list[str] = []
+
+    def get(self) -> list[str]:
+        return list(self.argv)
+
+
+_ARGV = _ArgvHolder()

@@ -1,0 +1,110 @@
+"""CLIP image preprocessing, NumPy/PIL only (no torch, no torchvision).
+
+Same steps as OpenAI's ``clip.load(...)[1]`` transform: RGB
+(:func:`~crossgap_jax.data.decoding.to_rgb`), resize the shortest side to the model
+resolution with PIL bicubic, centre crop, scale to [0, 1], normalise with the CLIP
+mean/std. Output layout is NHWC float32 (JAX convention).
+
+This module belongs to the data layer (the batch loader uses it);
+:mod:`crossgap_jax.models.preprocess` re-exports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from crossgap_jax.data.decoding import to_rgb
+
+# OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def _resample(interpolation: str) -> int:
+    if interpolation not in RESAMPLE:
+        raise ValueError(f"interpolation must be one of {sorted(RESAMPLE)}, got {interpolation!r}")
+    return RESAMPLE[interpolation]
+
+
+def resize_shortest_side(image: Image.Image, size: int,
+                         interpolation: str = "bicubic") -> Image.Image:
+    """Resize so the shorter side is ``size``, keeping the aspect ratio.
+
+    The long side is ``int(size * long / short)``, as torchvision's ``Resize(int)`` does.
+    """
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return image
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return image.resize((new_w, new_h), _resample(interpolation))
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Centre crop to ``size x size`` with torchvision's rounding of the offsets.
+
+    Images smaller than ``size`` (only possible for odd inputs) are zero padded first.
+    """
+    w, h = image.size
+    if w < size or h < size:
+        canvas = Image.new(image.mode, (max(w, size), max(h, size)))
+        canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        image, (w, h) = canvas, canvas.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess_image(
+    image: Image.Image,
+    image_size: int = 224,
+    mean: Sequence[float] = OPENAI_MEAN,
+    std: Sequence[float] = OPENAI_STD,
+    *,
+    resize: str = "shortest",
+    interpolation: str = "bicubic",
+) -> np.ndarray:
+    """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array.
+
+    The image is made RGB by :func:`to_rgb` (16-bit and float greyscale scaled by depth).
+
+    Args:
+        resize: ``"shortest"`` (CLIP, SLIP: shorter side to ``image_size``, centre crop)
+            or ``"squash"`` (SigLIP: resize to ``image_size x image_size``, no crop).
+        interpolation: ``"bicubic"`` (CLIP, SigLIP) or ``"bilinear"`` (SLIP).
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    image = to_rgb(image)
+    if resize == "shortest":
+        image = center_crop(resize_shortest_side(image, image_size, interpolation), image_size)
+    elif resize == "squash":
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), _resample(interpolation))
+    else:
+        raise ValueError(f"resize must be 'shortest' or 'squash', got {resize!r}")
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def preprocess_images(
+    images: Sequence[Image.Image],
+    image_size: int = 224,
+    mean: Sequence[float] = OPENAI_MEAN,
+    std: Sequence[float] = OPENAI_STD,
+    *,
+    resize: str = "shortest",
+    interpolation: str = "bicubic",
+) -> np.ndarray:
+    """A list of PIL images -> ``(N, image_size, image_size, 3)`` float32 array."""
+    if len(images) == 0:
+        return np.zeros((0, image_size, image_size, 3), np.float32)
+    return np.stack([preprocess_image(im, image_size, mean, std, resize=resize,
+                                      interpolation=interpolation) for im in images])

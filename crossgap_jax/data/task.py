@@ -1,0 +1,226 @@
+"""A retrieval task: a query split, a gallery split and what "relevant" means."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal
+
+import numpy as np
+
+from crossgap_jax.data.types import DegenerateTaskError, Split
+
+__all__ = ["Difficulty", "Relevance", "RetrievalTask"]
+
+Relevance = Literal["label", "group", "qrels", "revisitop"]
+Difficulty = Literal["easy", "medium", "hard"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RetrievalTask:
+    """A query split, a gallery split and the relevance between them.
+
+    ``relevance`` says how positives are found:
+
+    * ``"label"``: gallery items with the query's class label;
+    * ``"group"``: gallery items with the query's group id (captions of the same image);
+    * ``"qrels"``: ``qrels[query item][gallery item] > 0``;
+    * ``"revisitop"``: the easy/hard/junk lists of ``gnd`` (ROxford5k / RParis6k), read
+      with a difficulty (Easy / Medium / Hard protocol).
+
+    When ``exclude_self`` is set (query split == gallery split), each query's own gallery
+    entry is neither a positive nor ranked: it is in :meth:`ignored`.
+
+    Attributes:
+        name: dataset name.
+        query: the query split.
+        gallery: the gallery split.
+        relevance: one of ``"label"``, ``"group"``, ``"qrels"``, ``"revisitop"``.
+        exclude_self: remove each query from its own gallery.
+        qrels: ``{query item: {gallery item: grade}}`` for ``"qrels"``.
+        gnd: per query ``{"easy", "hard", "junk": int arrays of gallery indices}`` for
+            ``"revisitop"``.
+    """
+
+    name: str
+    query: Split
+    gallery: Split
+    relevance: Relevance
+    exclude_self: bool = False
+    qrels: dict[str, dict[str, int]] | None = None
+    gnd: list[dict[str, np.ndarray]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.relevance in ("label", "group"):
+            attr = "labels" if self.relevance == "label" else "groups"
+            for side in (self.query, self.gallery):
+                if getattr(side, attr) is None:
+                    raise ValueError(
+                        f"{self.name}: the {side.split!r} split read from {side.root} has no "
+                        f"{attr}, and relevance={self.relevance!r} needs them"
+                        + (" (give every JSONL record a 'label' field)"
+                           if str(side.root).endswith(".jsonl") else ""))
+        elif self.relevance == "qrels":
+            if self.qrels is None:
+                raise ValueError("relevance='qrels' needs qrels")
+        elif self.relevance == "revisitop":
+            if self.gnd is None or len(self.gnd) != len(self.query):
+                raise ValueError("relevance='revisitop' needs one gnd entry per query")
+        else:
+            raise ValueError(f"unknown relevance {self.relevance!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"RetrievalTask({self.name!r}, query={self.query!r}, gallery={self.gallery!r}, "
+            f"relevance={self.relevance!r}, exclude_self={self.exclude_self})"
+        )
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.query)
+
+    @property
+    def num_gallery(self) -> int:
+        return len(self.gallery)
+
+    @functools.cached_property
+    def _gallery_pos(self) -> dict[str, int]:
+        return {it: i for i, it in enumerate(self.gallery.items)}
+
+    @functools.cached_property
+    def _self_index(self) -> np.ndarray:
+        """Gallery index of each query's own item, -1 if it is not in the gallery."""
+        pos = self._gallery_pos
+        return np.array([pos.get(it, -1) for it in self.query.items], np.int64)
+
+    @functools.cached_property
+    def _buckets(self) -> dict[int, np.ndarray]:
+        keys = self.gallery.labels if self.relevance == "label" else self.gallery.groups
+        assert keys is not None
+        order = np.argsort(keys, kind="stable")
+        uniq, starts = np.unique(keys[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        return {int(u): order[s:e] for u, s, e in zip(uniq, starts, ends)}
+
+    def positives(self, i: int, difficulty: Difficulty = "medium") -> np.ndarray:
+        """Sorted gallery indices relevant to query ``i``.
+
+        Args:
+            i: query index.
+            difficulty: revisitop protocol only: ``"easy"`` (easy positives), ``"medium"``
+                (easy + hard) or ``"hard"`` (hard).
+        """
+        if self.relevance in ("label", "group"):
+            keys = self.query.labels if self.relevance == "label" else self.query.groups
+            assert keys is not None
+            pos = self._buckets.get(int(keys[i]), np.zeros(0, np.int64))
+        elif self.relevance == "qrels":
+            assert self.qrels is not None
+            rel = self.qrels.get(self.query.items[i], {})
+            gp = self._gallery_pos
+            pos = np.array([gp[d] for d, g in rel.items() if g > 0 and d in gp], np.int64)
+        else:
+            assert self.gnd is not None
+            g = self.gnd[i]
+            parts = {"easy": ["easy"], "medium": ["easy", "hard"], "hard": ["hard"]}[difficulty]
+            pos = np.concatenate([np.asarray(g[k], np.int64) for k in parts])
+        pos = np.unique(pos)
+        if self.exclude_self and self._self_index[i] >= 0:
+            pos = pos[pos != self._self_index[i]]
+        return pos
+
+    def positive_counts(self) -> np.ndarray:
+        """``(Q,)`` int64: how many gallery items are relevant to each query (self excluded;
+        revisitop: easy + hard)."""
+        if self.relevance in ("label", "group"):
+            keys_q = self.query.labels if self.relevance == "label" else self.query.groups
+            assert keys_q is not None
+            sizes = {k: len(v) for k, v in self._buckets.items()}
+            counts = np.array([sizes.get(int(k), 0) for k in keys_q], np.int64)
+            if self.exclude_self:
+                own = self._self_index
+                keys_g = self.gallery.labels if self.relevance == "label" else self.gallery.groups
+                assert keys_g is not None
+                same = (own >= 0) & (keys_g[np.maximum(own, 0)] == keys_q)
+                counts -= same.astype(np.int64)
+            return counts
+        return np.array([len(self.positives(i)) for i in range(self.num_queries)], np.int64)
+
+    def check_informative(self, max_without_positive: float = 0.5) -> None:
+        """Refuse a task whose scores would mean nothing.
+
+        Raises:
+            DegenerateTaskError: the gallery has a single class (label relevance: every
+                item is relevant to every query, mAP is 100 whatever the model), or more
+                than ``max_without_positive`` of the queries have no relevant gallery item
+                (their ids or labels do not match the gallery's). The message gives the
+                numbers, examples and the usual fix.
+        """
+        if self.relevance == "label":
+            assert self.gallery.labels is not None
+            classes = np.unique(self.gallery.labels)
+            if len(classes) <= 1 and self.num_gallery > 1:
+                raise DegenerateTaskError(
+                    f"{self.name}: all {self.num_gallery:,} gallery items have the same label "
+                    f"(one class) - every item is relevant to every query and mAP would be "
+                    f"100 whatever the model. Images that sit in a single sub-folder carry no "
+                    f"labels: give the labels in an annotation file (imagefolder?labels=FILE, "
+                    f"lines '<path> <label>' or a CSV path,label) or one sub-folder per class.")
+        if not self.num_queries:
+            return
+        counts = self.positive_counts()
+        none = np.flatnonzero(counts == 0)
+        if len(none) > max_without_positive * self.num_queries:
+            ex = [self.query.items[i] for i in none[:3]]
+            hint = ""
+            if self.relevance == "qrels" and self.qrels is not None:
+                docs = [d for i in none[:20] for d in self.qrels.get(self.query.items[i], {})]
+                hint = (f" Their judged ids (e.g. {docs[:3]}) are not gallery ids (e.g. "
+                        f"{self.gallery.items[:3]}): do the qrels belong to this corpus?")
+            elif self.relevance == "label":
+                hint = " Their labels do not occur in the gallery: do the splits share classes?"
+            raise DegenerateTaskError(
+                f"{self.name}: {len(none):,} of {self.num_queries:,} queries have no relevant "
+                f"gallery item (e.g. {ex}); their scores would be 0 by construction.{hint}")
+
+    def ignored(self, i: int, difficulty: Difficulty = "medium") -> np.ndarray:
+        """Sorted gallery indices to drop from query ``i``'s ranking before scoring.
+
+        The query itself when ``exclude_self``; for revisitop the junk images plus, for
+        the easy protocol the hard positives, for the hard protocol the easy ones.
+        """
+        out: list[np.ndarray] = [np.zeros(0, np.int64)]
+        if self.exclude_self and self._self_index[i] >= 0:
+            out.append(self._self_index[i : i + 1])
+        if self.relevance == "revisitop":
+            assert self.gnd is not None
+            g = self.gnd[i]
+            parts = {"easy": ["junk", "hard"], "medium": ["junk"], "hard": ["junk", "easy"]}
+            out += [np.asarray(g[k], np.int64) for k in parts[difficulty]]
+        return np.unique(np.concatenate(out))
+
+    def relevance_matrix(
+        self, difficulty: Difficulty = "medium", max_elements: int = 2**31
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Dense ``(Q, G)`` boolean ``(relevant, ignored)`` matrices.
+
+        Args:
+            difficulty: revisitop protocol (see :meth:`positives`).
+            max_elements: refuse to build matrices larger than this (SOP's 60k x 60k
+                would be 3.6 GB); iterate over :meth:`positives` instead.
+        """
+        q, g = self.num_queries, self.num_gallery
+        if q * g > max_elements:
+            raise MemoryError(f"relevance matrix {q}x{g} exceeds max_elements={max_elements}")
+        rel = np.zeros((q, g), bool)
+        ign = np.zeros((q, g), bool)
+        if self.relevance in ("label", "group") and not self.exclude_self:
+            keys_q = self.query.labels if self.relevance == "label" else self.query.groups
+            keys_g = self.gallery.labels if self.relevance == "label" else self.gallery.groups
+            assert keys_q is not None and keys_g is not None
+            rel = keys_q[:, None] == keys_g[None, :]
+            return rel, ign
+        for i in range(q):
+            rel[i, self.positives(i, difficulty)] = True
+            ign[i, self.ignored(i, difficulty)] = True
+        return rel, ign

@@ -1,0 +1,256 @@
+"""The host side of OTI/OVI: validation, batching, padding, sharding, progress, non-finite
+detection. :func:`run_job` drives a :class:`Job` (the compiled programs of one method plus
+its settings) over the examples and assembles an :class:`InversionResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossgap_jax.inversion import sharding as shd
+from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
+from crossgap_jax.inversion.core import RawInversion, init_chunk_state, loss_weights, normal_init
+
+# Target wall time of one chunk of the progress-reporting loop: the bar moves about this
+# often (never more often than once per step). The device waits for the host only between
+# chunks, for the time of one dispatch.
+PROGRESS_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class InversionResult:
+    """Result of :func:`oti` / :func:`ovi` (NumPy arrays, N = number of inputs).
+
+    Attributes:
+        pseudo_tokens: ``(N, K, width)`` final pseudo tokens (K = R or P).
+        features: ``(N, embed_dim)`` encoder feature of the final pseudo tokens.
+        losses: ``(steps, N)`` per-example loss at each step's forward pass.
+        record_steps: the step counts snapshotted.
+        recorded_tokens: ``(S, N, K, width)`` pseudo tokens after each record step.
+        recorded_features: ``(S, N, embed_dim)`` features after each record step.
+        nonfinite: ``(N,)`` bool, True where a loss, token or feature was NaN/inf.
+        hparams: the hyper-parameters used.
+        seconds: wall time, compile included.
+    """
+
+    pseudo_tokens: np.ndarray
+    features: np.ndarray
+    losses: np.ndarray
+    record_steps: tuple[int, ...]
+    recorded_tokens: np.ndarray
+    recorded_features: np.ndarray
+    nonfinite: np.ndarray
+    hparams: dict
+    seconds: float = 0.0
+
+    def features_at(self, step: int) -> np.ndarray:
+        """``(N, embed_dim)`` features after ``step`` steps (a record step or the last)."""
+        if step in self.record_steps:
+            return self.recorded_features[self.record_steps.index(step)]
+        if step == self.hparams["steps"]:
+            return self.features
+        raise KeyError(f"step {step} was not recorded; recorded: {self.record_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One OTI/OVI call, ready to run batch by batch.
+
+    Attributes:
+        settings, execution: what is computed and how.
+        targets: ``(N, D)`` validated target features.
+        token_shape: ``(K, width)`` pseudo tokens per example.
+        init: ``(N, K, width)`` starting tokens, or ``None`` (seeded ``N(0, 0.02^2)``).
+        params: model params; ``consts``: the other inputs every batch shares (template
+            embeddings, hyper-parameters); both are replicated like the params.
+        run: ``(params, consts, targets, x0, weights) -> RawInversion``, the whole loop.
+        chunk: ``(params, consts, targets, weights, state, start, count) -> ChunkState``.
+        finish: ``(params, consts, state) -> RawInversion``.
+        description: what ``result.hparams`` reports besides steps, seed, batch size and
+            device count.
+    """
+
+    settings: InversionSettings
+    execution: ExecutionSettings
+    targets: np.ndarray
+    token_shape: tuple[int, int]
+    init: np.ndarray | None
+    params: Any
+    consts: Any
+    run: Callable[..., RawInversion]
+    chunk: Callable[..., Any]
+    finish: Callable[..., RawInversion]
+    description: dict
+
+
+def check_targets(x: Any, dim: int, what: str) -> np.ndarray:
+    """``(N, dim)`` finite, non-zero float32 rows, or a ``ValueError`` naming ``what``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{what} must be (N, {dim}), got shape {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{what}: no examples (N = 0)")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} rows contain NaN/inf "
+                         f"(first: row {int(np.argmax(bad))})")
+    zero = np.linalg.norm(x, axis=1) == 0
+    if zero.any():
+        raise ValueError(f"{what}: {int(zero.sum())} rows are all zeros (no direction to match)")
+    return x
+
+
+def check_init(init: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``init`` as float32 of ``shape`` (or ``None``), else a ``ValueError``."""
+    if init is None:
+        return None
+    init = np.asarray(init, np.float32)
+    if init.shape != shape:
+        raise ValueError(f"init must be {shape}, got {init.shape}")
+    if not np.isfinite(init).all():
+        raise ValueError("init contains NaN/inf")
+    return init
+
+
+def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad the leading axis to ``size`` by repeating the last row (harmless, discarded)."""
+    if len(x) == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+
+
+_init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
+_init_state_jit = jax.jit(init_chunk_state, static_argnames=("steps", "num_records"))
+
+
+def run_batch_chunked(run_chunk_fn, finish_fn, x0: jax.Array, steps: int,
+                      num_records: int, on_steps=None,
+                      seconds: float | None = None) -> RawInversion:
+    """One batch of OTI/OVI as chunks of one compiled loop, reporting progress in between.
+
+    ``run_chunk_fn(state, start, count)`` runs steps ``start+1 .. start+count`` (``start``,
+    ``count`` traced: every chunk reuses one compiled program), ``finish_fn(state)`` builds
+    the result. Chunk lengths adapt to the measured time per step so that ``on_steps(k)``
+    (k steps just finished) is called about every ``seconds`` (default
+    :data:`PROGRESS_SECONDS`). The result is bit-identical to the single-program loop
+    (same step computation; tested).
+    """
+    target = PROGRESS_SECONDS if seconds is None else float(seconds)
+    state = _init_state_jit(x0, steps=steps, num_records=num_records)
+    # Example-major state: give it the examples' sharding, which the chunk program keeps, so
+    # the second chunk sees the same input shardings as the first (no recompilation).
+    state = jax.device_put(state, x0.sharding) if hasattr(x0, "sharding") else state
+    done, count = 0, 1
+    while done < steps:
+        count = max(1, min(count, steps - done))
+        t0 = time.perf_counter()
+        state = run_chunk_fn(state, np.int32(done), np.int32(count))
+        jax.block_until_ready(state.tokens)
+        elapsed = time.perf_counter() - t0
+        done += count
+        if on_steps is not None:
+            on_steps(count)
+        # Next chunk: about `target` seconds at the last chunk's speed (at most 8x longer,
+        # so a first chunk slowed by compilation is not extrapolated too far).
+        count = max(1, min(8 * count, int(target * count / max(elapsed, 1e-9))))
+    return finish_fn(state)
+
+
+def run_job(kind: str, job: Job) -> InversionResult:
+    """Run ``job`` over its examples in fixed-shape batches; ``kind`` (``"oti"``/``"ovi"``)
+    names the bars and messages.
+
+    Raises:
+        FloatingPointError: a non-finite loss, token or feature with
+            ``on_nonfinite="raise"`` (otherwise a ``RuntimeWarning`` and
+            ``result.nonfinite``).
+    """
+    s, ex = job.settings, job.execution
+    t0 = time.perf_counter()
+    targets, n, steps = job.targets, len(job.targets), s.steps
+    devices = ex.devices
+    mesh = shd.make_mesh(devices) if (devices is None or len(devices) > 1) else None
+    n_dev = mesh.size if mesh is not None else 1
+    if mesh is not None and n_dev == 1:
+        mesh = None
+    # One fixed batch shape per call: no recompilation for a ragged last batch, and a
+    # second call with the same N / batch_size reuses the compiled program. ``pad_to``
+    # keeps that shape for a call with fewer than ``batch_size`` examples.
+    bsz = shd.round_up(min(ex.batch_size, max(n, int(ex.pad_to or 0))), n_dev)
+    # Real examples per batch: the whole compiled batch for the per-example objective; for
+    # the authors' batch mean exactly ``batch_size`` (the batch composition is part of the
+    # objective), the rows up to the device-count multiple being weight-0 padding.
+    step = bsz if s.loss_reduction == "per_example" else min(ex.batch_size, n)
+    # Everything the program reads besides the examples goes to the same devices as the
+    # examples: replicated over the mesh, or onto the one device asked for.
+    params, consts = job.params, job.consts
+    if mesh is not None:
+        params, consts = shd.replicate((params, consts), mesh)
+    elif devices is not None:
+        params, consts = jax.device_put((params, consts), devices[0])
+    key = jax.random.PRNGKey(s.seed)
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "tokens", "features", "losses", "rec_tokens", "rec_features")}
+    starts = range(0, n, step)
+    show = ex.progress if ex.progress is not None else len(starts) > 1
+    # With a bar, each batch runs as chunks of one compiled loop and the bar counts steps;
+    # without, as one program per batch.
+    bar = tqdm(total=steps * len(starts), desc=kind.upper(), unit="step", disable=not show,
+               leave=False, smoothing=0.1) if show else None
+    for start in starts:
+        stop = min(start + step, n)
+        idx = np.arange(start, stop)
+        if job.init is None:
+            x0 = np.asarray(_init_jit(key, jnp.asarray(_pad_rows(idx, bsz)),
+                                      shape=job.token_shape, std=0.02))
+        else:
+            x0 = _pad_rows(job.init[start:stop], bsz)
+        t = _pad_rows(targets[start:stop], bsz)
+        w = np.asarray(loss_weights(stop - start, bsz, s.loss_reduction))
+        if mesh is not None:
+            t, x0, w = shd.shard_examples((t, x0, w), mesh)
+        elif devices is not None:
+            t, x0, w = jax.device_put((t, x0, w), devices[0])
+        if bar is not None:
+            raw = run_batch_chunked(functools.partial(job.chunk, params, consts, t, w),
+                                    functools.partial(job.finish, params, consts), x0, steps,
+                                    len(s.record_steps), bar.update)
+        else:
+            raw = job.run(params, consts, t, x0, w)
+        m = stop - start
+        outs["tokens"].append(np.asarray(raw.tokens)[:m])
+        outs["features"].append(np.asarray(raw.features)[:m])
+        outs["losses"].append(np.asarray(raw.losses)[:, :m])
+        outs["rec_tokens"].append(np.asarray(raw.recorded_tokens)[:, :m])
+        outs["rec_features"].append(np.asarray(raw.recorded_features)[:, :m])
+    if bar is not None:
+        bar.close()
+    tokens = np.concatenate(outs["tokens"])
+    features = np.concatenate(outs["features"])
+    losses = np.concatenate(outs["losses"], axis=1)
+    nonfinite = ~(np.isfinite(losses).all(0) & np.isfinite(features).all(1)
+                  & np.isfinite(tokens.reshape(n, -1)).all(1))
+    if nonfinite.any():
+        bad = np.flatnonzero(nonfinite)
+        msg = (f"{kind.upper()}: {len(bad)} of {n} examples produced non-finite losses, tokens "
+               f"or features (indices {bad[:20].tolist()}{'...' if len(bad) > 20 else ''}); "
+               f"see result.nonfinite")
+        if ex.on_nonfinite == "raise":
+            raise FloatingPointError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    return InversionResult(
+        pseudo_tokens=tokens, features=features, losses=losses, record_steps=s.record_steps,
+        recorded_tokens=np.concatenate(outs["rec_tokens"], axis=1),
+        recorded_features=np.concatenate(outs["rec_features"], axis=1), nonfinite=nonfinite,
+        hparams=dict(job.description, steps=steps, seed=s.seed, batch_size=bsz, devices=n_dev),
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,101 @@
+"""What a run writes: the provenance of its results and one record per command.
+
+Each command writes its own record (``<run_dir>/records/<command>-<key>.json``) explicitly;
+nothing is written when a run is made, so no command rewrites another's files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.models import CLIP
+from crossgap_jax.pipeline.store import meta_key
+
+if TYPE_CHECKING:
+    from crossgap_jax.pipeline.run import Run
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process of a multi-host run (no-op on one host)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def is_writer() -> bool:
+    """Whether this process writes run-level results (process 0 of a multi-host run)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def checkpoint_sha256(clip: CLIP) -> str | None:
+    """sha256 of the checkpoint file a bundle was loaded from (verified / hub-cache value
+    when the loader has it, else hashed once and kept in ``clip.info``); None for several
+    files or none."""
+    info = clip.info
+    if info.get("checkpoint_sha256") is None:
+        sha = info.get("sha256")
+        path = info.get("path")
+        if sha is None and isinstance(path, str) and os.path.isfile(path):
+            from crossgap_jax.models.checkpoints import sha256_file
+
+            sha = sha256_file(path)
+        info["checkpoint_sha256"] = sha
+    return info["checkpoint_sha256"]
+
+
+_SETTING_KEYS = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
+                 "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed",
+                 "dtype", "authors_assets", "isoclip_k", "metric_variant", "loss_reduction",
+                 "revisitop1m")
+
+
+def provenance(run: Run) -> dict:
+    """What produced a run's results: ``model``, ``checkpoint``, ``checkpoint_sha256``,
+    ``pretrained`` (tag, or None for a file), ``preset``, ``settings`` (every preset key and
+    the compute dtype), ``subset`` (``max_queries`` / ``max_gallery``, None = full),
+    ``text_sources`` ({dataset: source} of replaced texts; empty: as read) and ``version``."""
+    from crossgap_jax import __version__
+
+    c = run.cfg
+    settings = {k: c[k] for k in _SETTING_KEYS if k in c}
+    settings.update(on_error=run.on_error, record_steps=list(run.record_steps))
+    return {"model": c.get("model"), "checkpoint": c.get("checkpoint"),
+            "checkpoint_sha256": c.get("checkpoint_sha256") or checkpoint_sha256(run.clip),
+            "pretrained": c.get("pretrained"), "preset": c.get("preset"),
+            "settings": settings,
+            "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
+            "text_sources": dict(run.text_sources), "version": __version__}
+
+
+def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,
+                 argv: Sequence[str] | None = None, table: str | None = None,
+                 also_to: str | None = None) -> str:
+    """Write ``<run_dir>/records/<command>-<key>.json``: the results with their provenance.
+
+    The key hashes the command, ``key`` (its arguments: dataset, feature types, ...) and the
+    provenance, so a command with other settings writes another record, and a rerun with
+    the same settings rewrites only its own. ``also_to``: a second path for the same
+    record (the CLI's ``--output``). Returns the path (written by process 0 only).
+    """
+    prov = provenance(run)
+    k = meta_key({"command": command, "key": key or {}, "provenance": prov})
+    path = os.path.join(run.run_dir, "records", f"{command}-{k}.json")
+    record = {"command": command, "argv": list(argv or []), "arguments": key or {},
+              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "provenance": prov, "results": results}
+    if table is not None:
+        record["table"] = table
+    if is_writer():
+        atomic_write_json(path, record)
+        if also_to:
+            atomic_write_json(also_to, record)
+    return path

@@ -1,0 +1,181 @@
+"""Building a run's tasks: smoke-run subsets, the revisitop +1M distractors, class-name
+splits, label lookups and the default classify split."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from crossgap_jax.data import RetrievalTask, dataset_info
+from crossgap_jax.pipeline.prompts import clean_classname
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRelevance:
+    """Which gallery items are relevant to a query: the one place that dispatches on a
+    task's relevance kind (:attr:`crossgap_jax.data.RetrievalTask.relevance`).
+
+    Attributes:
+        kind: ``"label"`` / ``"group"`` (same class / group id), ``"qrels"`` (judged
+            pairs), ``"revisitop"`` (its own protocol, ``retrieval.revisitop_evaluate``).
+        exclude_self: all-vs-all (each query left out of its own list).
+        qrels: ``{query id: {gallery id: grade}}`` of ``qrels`` tasks.
+    """
+
+    kind: str
+    exclude_self: bool = False
+    qrels: dict | None = None
+
+    @classmethod
+    def of(cls, task: RetrievalTask) -> TaskRelevance:
+        """The relevance of ``task``."""
+        return cls(task.relevance, bool(task.exclude_self), task.qrels)
+
+    @property
+    def per_query(self) -> bool:
+        """Whether per-query metrics (and subsets) are defined (not for revisitop)."""
+        return self.kind != "revisitop"
+
+    def _attr(self) -> str | None:
+        return {"label": "labels", "group": "groups"}.get(self.kind)
+
+    def evaluate_args(self, q_split, g_split) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` of :func:`crossgap_jax.retrieval.evaluate` for these splits.
+
+        Raises:
+            ValueError: a revisitop task, or all-vs-all splits that differ after skips.
+        """
+        if not self.per_query:
+            raise ValueError("revisitop tasks are evaluated by retrieval.revisitop_evaluate")
+        attr = self._attr()
+        if attr is not None:
+            rel = (getattr(q_split, attr), getattr(g_split, attr))
+            if self.exclude_self and len(q_split) != len(g_split):
+                raise ValueError("exclude_self with differing query/gallery items after skips")
+            return (rel,), {"exclude_self": self.exclude_self}
+        return (self.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
+
+    def positives(self, q_split, g_split) -> np.ndarray:
+        """``(G,)`` bool: gallery items relevant to at least one query of ``q_split``."""
+        attr = self._attr()
+        if attr is not None:
+            return np.isin(getattr(g_split, attr), getattr(q_split, attr))
+        keep_q = set(q_split.items)
+        wanted = {d for qi, r in (self.qrels or {}).items() if qi in keep_q
+                  for d, v in r.items() if v > 0}
+        return np.array([it in wanted for it in g_split.items], dtype=bool)
+
+
+def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | None,
+               seed: int = 0) -> RetrievalTask:
+    """A smaller task for smoke runs: a seeded random subset of the queries, and a gallery
+    that keeps the positives of the chosen queries first, then random other items.
+
+    Metrics on a limited task are not comparable with the paper's; every record and table
+    states the limits. On all-vs-all tasks (``exclude_self``: the queries are the gallery)
+    both limits cap that one set: ``min(max_queries, max_gallery)`` items.
+    """
+    relevance = TaskRelevance.of(task)
+    if not relevance.per_query:
+        raise ValueError("revisitop tasks cannot be subset (the ground truth indexes the "
+                         "full gallery)")
+    rng = np.random.default_rng(seed)
+    q = task.query
+    if task.exclude_self and (max_queries or max_gallery):
+        max_queries = min(x for x in (max_queries, max_gallery) if x)
+    if max_queries and max_queries < len(q):
+        q = q.subset(np.sort(rng.choice(len(q), max_queries, replace=False)))
+    g = task.gallery
+    if task.exclude_self:
+        g = q
+    elif max_gallery and max_gallery < len(g):
+        pos = relevance.positives(q, g)
+        first = np.flatnonzero(pos)
+        rest = np.flatnonzero(~pos)
+        first = rng.permutation(first)[:max_gallery]
+        fill = rng.permutation(rest)[: max(0, max_gallery - len(first))]
+        g = g.subset(np.sort(np.concatenate([first, fill])))
+    qrels = task.qrels
+    if qrels is not None:
+        keep_q = set(q.items)
+        qrels = {k: v for k, v in qrels.items() if k in keep_q}
+    return dataclasses.replace(task, query=q, gallery=g, qrels=qrels)
+
+
+def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> RetrievalTask:
+    """``task`` with every ``<distractor_dir>/*/*.jpg`` appended to its gallery (ROxford5k /
+    RParis6k +1M, as the authors' loader does when ``revisitop1m/jpg`` exists).
+
+    The distractors come after the ``imlist`` images, so the ground-truth indices stay valid;
+    they are never positive. Item names are ``revisitop1m/<sub>/<file>``; the gallery split is
+    named ``gallery+1m`` and records ``extra["num_distractors"]``.
+
+    Raises:
+        FileNotFoundError: ``distractor_dir`` holds no ``*/*.jpg``.
+    """
+    if distractor_dir is None:
+        return task
+    import glob
+
+    from crossgap_jax.data import ImageSplit
+
+    paths = sorted(glob.glob(os.path.join(distractor_dir, "*", "*.jpg")))
+    if not paths:
+        raise FileNotFoundError(f"revisitop1m distractors: no {distractor_dir}/*/*.jpg images")
+    g = task.gallery
+    if g.paths is None:
+        raise ValueError(f"{task.name}: distractors need a file-based gallery")
+    items = [f"revisitop1m/{os.path.relpath(p, distractor_dir)}" for p in paths]
+    gallery = ImageSplit(name=g.name, split=f"{g.split}+1m", items=g.items + items,
+                         paths=list(g.paths) + paths, root=g.root,
+                         extra=dict(g.extra, num_distractors=len(paths),
+                                    num_base=len(g.items), distractor_dir=distractor_dir))
+    return dataclasses.replace(task, gallery=gallery)
+
+
+def _classnames_split(dataset: str, classnames: Sequence[str]):
+    """The class names as a text split, ``_`` replaced by a space (as in every prompt)."""
+    from crossgap_jax.data import TextSplit
+
+    return TextSplit(name=f"{dataset}-classnames", split="classes",
+                     items=[f"class{i:05d}" for i in range(len(classnames))],
+                     texts=[clean_classname(c) for c in classnames],
+                     labels=np.arange(len(classnames)))
+
+
+def _per_class_subset(split, per_class: int, seed: int = 0):
+    """At most ``per_class`` seeded random items of each class (smoke runs)."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(split.labels == c))[:per_class]
+            for c in np.unique(split.labels)]
+    return split.subset(np.sort(np.concatenate(keep)))
+
+
+def _labels_for(split, items: Sequence[str]) -> np.ndarray:
+    pos = {it: i for i, it in enumerate(split.items)}
+    return np.asarray([split.labels[pos[it]] for it in items])
+
+
+def default_classify_split(dataset: str, root: str | None) -> str:
+    """``test`` when the dataset has it, else its query split (image folders: their
+    ``test`` sub-folder, else ``all``)."""
+    from crossgap_jax.data import dataset_info
+    from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS
+
+    if dataset.startswith(PREFIX):
+        d = TFDS_DEFAULTS.get(dataset[len(PREFIX):])
+        return d.query_split if d else "test"
+    info = dataset_info(dataset)
+    if info.name == "imagefolder" and root is not None:
+        from crossgap_jax.data import images as im
+
+        splits = im.imagefolder_splits(os.fspath(root))
+        return "test" if "test" in splits else splits[0]
+    return "test" if "test" in info.splits else info.query_split
+
+
+def _canonical_name(dataset: str) -> str:
+    return dataset if dataset.startswith("tfds:") else dataset_info(dataset).name

@@ -1,0 +1,82 @@
+"""The inverters' exact shortcuts as options of each family's own encoders: a cached causal
+text prefix and the last block at the pooled row only give the full forward pass (to float
+rounding) for CLIP, SLIP and SigLIP (tiny configs, random weights); SigLIP refuses a prefix.
+And the one attention function against a NumPy re-derivation of softmax(q k^T / sqrt(d)) v."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crossgap_jax.models import attention as att
+from crossgap_jax.models.configs import get_config
+from crossgap_jax.models.families import family_module
+
+TOL = 1e-5
+
+
+def _model(family: str, arch: str):
+    fam = family_module(family)
+    config = get_config(arch)
+    return fam, config, fam.init_params(config, 0)
+
+
+@pytest.mark.parametrize("family,arch", [("clip", "tiny"), ("slip", "slip-tiny"),
+                                         ("siglip", "siglip-tiny")])
+def test_pooled_only_and_prefix_equal_the_full_forward(family, arch):
+    fam, c, p = _model(family, arch)
+    rng = np.random.default_rng(0)
+    length = 9 if fam.CAUSAL_TEXT else c.text.context_length
+    emb = jnp.asarray(rng.normal(size=(3, length, c.text.width)) * 0.1, jnp.float32)
+    pool = jnp.asarray([8, 5, 2] if fam.CAUSAL_TEXT else [length - 1] * 3, jnp.int32)
+    full = np.asarray(fam.encode_text_embeddings(p, emb, pool, config=c))
+    fast = np.asarray(fam.encode_text_embeddings(p, emb, pool, config=c, pooled_only=True))
+    scale = np.linalg.norm(full, axis=-1, keepdims=True)
+    np.testing.assert_allclose(fast / scale, full / scale, rtol=0, atol=TOL)
+    assert not np.allclose(full[0], full[1], atol=1e-3)  # the rows differ: a real check
+    if fam.CAUSAL_TEXT:  # a shared 2-position prefix, computed once (batch 1)
+        shared = emb.at[:, :2].set(emb[:1, :2])
+        ref = np.asarray(fam.encode_text_embeddings(p, shared, pool, config=c))
+        prefix = fam.text_prefix(p, shared[:1, :2], config=c)
+        got = np.asarray(fam.encode_text_embeddings(p, shared[:, 2:], pool - 2, config=c,
+                                                    prefix=prefix, pooled_only=True))
+        np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=TOL)
+    else:
+        with pytest.raises(ValueError, match="not causal"):
+            fam.encode_text_embeddings(p, emb, pool, config=c, prefix=())
+    tok = jnp.asarray(rng.normal(size=(2, c.vision.num_patches, c.vision.width)), jnp.float32)
+    full = np.asarray(fam.encode_image_tokens(p, tok, config=c))
+    fast = np.asarray(fam.encode_image_tokens(p, tok, config=c, pooled_only=True))
+    scale = np.linalg.norm(full, axis=-1, keepdims=True)
+    np.testing.assert_allclose(fast / scale, full / scale, rtol=0, atol=TOL)
+
+
+def test_attention_matches_numpy_and_causal_prefix():
+    rng = np.random.default_rng(1)
+    b, s, w, heads = 2, 5, 8, 2
+    q, k, v = (rng.normal(size=(b, s, w)).astype(np.float32) for _ in range(3))
+
+    def ref(q, k, v, causal):  # per head: softmax(q k^T / sqrt(d) + mask) v
+        hd = w // heads
+        out = np.zeros_like(q)
+        for h in range(heads):
+            sl = slice(h * hd, (h + 1) * hd)
+            logits = q[:, :, sl] @ k[:, :, sl].transpose(0, 2, 1) / np.sqrt(hd)
+            if causal:
+                logits = np.where(np.tril(np.ones((s, s), bool)), logits, -np.inf)
+            e = np.exp(logits - logits.max(-1, keepdims=True))
+            out[:, :, sl] = (e / e.sum(-1, keepdims=True)) @ v[:, :, sl]
+        return out
+
+    for causal in (False, True):
+        got, _ = att.self_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), heads=heads,
+                                    dtype=jnp.float32, causal=causal)
+        np.testing.assert_allclose(np.asarray(got), ref(q, k, v, causal), rtol=0, atol=1e-5)
+    # The last 3 positions after a cached prefix of 2, the pooled row only (row 1 -> 3).
+    full = ref(q, k, v, True)
+    prefix = att.KV(jnp.asarray(k[:, :2]), jnp.asarray(v[:, :2]))
+    got, _ = att.self_attention(jnp.asarray(q[:, 2:]), jnp.asarray(k[:, 2:]),
+                                jnp.asarray(v[:, 2:]), heads=heads, dtype=jnp.float32,
+                                causal=True, prefix=prefix, pool_index=jnp.asarray([1, 2]))
+    np.testing.assert_allclose(np.asarray(got)[:, 0], full[[0, 1], [3, 4]], rtol=0, atol=1e-5)
