@@ -36,7 +36,6 @@ import dataclasses
 import functools
 import os
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.bench import flops
+from crossgap_jax.bench.memory import bench_inversion_memory
+from crossgap_jax.bench.models import peak_memory, random_clip  # noqa: F401  (re-exported)
 
 PAPER_JOBS = (("oti", "ImageNet val", 50_000, 150), ("ovi", "COCO 5k captions", 25_000, 1000))
 
@@ -160,36 +161,6 @@ def is_oom(error: BaseException) -> bool:
     text = f"{type(error).__name__}: {error}".lower()
     return isinstance(error, MemoryError) or any(
         s in text for s in ("resource_exhausted", "out of memory", "outofmemory"))
-
-
-def peak_memory() -> dict[str, float | None]:
-    """Peak device bytes in use (``memory_stats()``; None where the backend has none) and
-    peak host RSS of this process, in MiB."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return {"device_peak_mib": None if peak is None else peak / 2**20,
-            "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def random_clip(arch: str, dtype: str = "float32", seed: int = 0) -> Any:
-    """A CLIP bundle at ``arch``'s real shapes with N(0, 0.02) weights drawn by NumPy (no
-    init compile); LayerNorm scales 1, biases 0. Speed does not depend on the values."""
-    from crossgap_jax.models import CLIP, family_of, get_config
-
-    config = get_config(arch)
-    rng = np.random.default_rng(seed)
-
-    def draw(path, s):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name:
-            return np.ones(s.shape, np.float32)
-        if "bias" in name:
-            return np.zeros(s.shape, np.float32)
-        return (0.02 * rng.standard_normal(s.shape, dtype=np.float32))
-
-    shapes = family_of(config).param_shapes(config)
-    params = jax.device_put(jax.tree_util.tree_map_with_path(draw, shapes))
-    return CLIP(config, params, dtype=dtype, info={"source": "random (benchmark)"})
 
 
 @functools.lru_cache(maxsize=2)
@@ -466,8 +437,6 @@ def bench_memory(settings: BenchSettings, deadline: _Deadline) -> list[dict[str,
     """Peak memory of the resumable inversion at each item count of ``settings.memory``
     (:func:`crossgap_jax.bench.memory.bench_inversion_memory`; one process per size, each
     given what is left of the phase's cap)."""
-    from crossgap_jax.bench.memory import bench_inversion_memory
-
     arch, steps, batch, shard, sizes = settings.memory
     rows: list[dict[str, Any]] = []
     for n in sizes:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.bench.models import peak_memory, random_clip
+
 
 def _rss_now_mib() -> float:
     """Current resident set size of this process in MiB (Linux ``/proc``; else the peak)."""
@@ -64,7 +66,6 @@ def measure_inversion_memory(items: int, *, arch: str = "tiny", method: str = "o
         large allocation of a fresh process (``ru_maxrss`` never decreases): use
         :func:`bench_inversion_memory`, which starts one process per size.
     """
-    from crossgap_jax.bench.compare import peak_memory, random_clip
     from crossgap_jax.inversion.resumable import SHARD_GLOB, invert_dataset
 
     clip = random_clip(arch)
