@@ -122,7 +122,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         return
     r = _check_root(root, "--data-root")
     if info.generic:
-        from crossgap_jax.data import images as im
+        from crossgap_jax.data.sources import imagefolder as im
 
         splits = (im.imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
