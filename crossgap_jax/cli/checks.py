@@ -4,6 +4,7 @@ phrased as CLI options (:func:`cli_words`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -231,6 +232,32 @@ def _process_ids(args) -> tuple[int | None, int | None]:
     return num, pid
 
 
+def baseline_settings(args) -> dict | None:
+    """The ``baselines`` preset key from ``--pca-k`` etc. (None when none is given), checked
+    by :class:`~crossgap_jax.pipeline.baselines.BaselineSettings`."""
+    from crossgap_jax.pipeline.baselines import BaselineSettings
+
+    names = {"pca_k": "pca_k", "pca_whiten": "pca_whiten", "pca_fit": "pca_fit",
+             "center_fit": "center_fit", "shots": "shots", "fewshot_seeds": "seeds",
+             "fewshot_types": "fewshot_types"}
+    d = {key: getattr(args, attr) for attr, key in names.items()
+         if getattr(args, attr, None) is not None}
+    variants = getattr(args, "variants", None) or ()
+    try:
+        s = BaselineSettings.from_cfg({"baselines": d})
+        if "pca-ncm" in variants or (args.command == "retrieve" and "pca" in (
+                getattr(args, "query_type", None), getattr(args, "gallery_type", None))):
+            s.single_pca_k()
+        if "fewshot" in variants and "pca" in s.fewshot_types and not s.pca_k:
+            raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca "
+                             "out of --fewshot-types)")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if not d:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(s).items()}
+
+
 def validate(args) -> list[tuple[str, dict]]:
     """Check every preset, dataset, data root, split and checkpoint of a run command before
     anything is loaded or computed.
@@ -254,6 +281,7 @@ def validate(args) -> list[tuple[str, dict]]:
             find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
         except (ValueError, OSError) as e:
             raise CLIError(_one_line(e)) from None
+    baseline_settings(args)  # checked before any work
     presets = args.presets if getattr(args, "presets", None) else [args.preset or DEFAULT_PRESET]
     # Parsed once: the typed options become one frozen Preset per preset name.
     overrides = {k: getattr(args, k, None) for k in Preset.fields() if k != "name"}

@@ -11,6 +11,7 @@ from crossgap_jax.cli.checks import (
     _one_line,
     _process_ids,
     _source_option,
+    baseline_settings,
     cli_words,
     data_roots,
     validate,
@@ -56,7 +57,8 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
                        authors_assets=getattr(args, "authors_assets", None),
                        metric_variant=getattr(args, "metric_variant", "standard"),
                        loss_reduction=getattr(args, "loss_reduction", "per_example"),
-                       revisitop1m=getattr(args, "revisitop1m", "auto"))
+                       revisitop1m=getattr(args, "revisitop1m", "auto"),
+                       baselines=baseline_settings(args))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
@@ -217,6 +219,20 @@ def cmd_analyze(args) -> int:
                                                "num_tokens": list(args.num_tokens),
                                                "record_steps": list(args.record_steps)})
     print(analysis_summary(provenance(run), res))
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_indicators(args) -> int:
+    import json
+
+    from crossgap_jax.pipeline.baselines import indicators
+
+    run = _make_run(args)
+    res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
+    path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
+                                               "pairs": list(args.indicator_pairs)})
+    print(json.dumps({k: res[k] for k in ("summary", "figure")}, indent=2, default=str))
     print(f"record: {path}")
     return 0
 

@@ -11,6 +11,8 @@ Main entry points (see docs/retrieval.md):
 * :func:`build_classifier` / :func:`zero_shot_accuracy`: zero-shot classification.
 * :func:`modality_gap` / :func:`similarity_statistics` / :func:`similarity_distributions`:
   modality-gap statistics.
+* :mod:`crossgap_jax.retrieval.indicators`: misalignment indicators (same- vs
+  different-class similarity overlap and AUROC, closer-to-another-class fraction).
 * :func:`paired_bootstrap_ci` / :func:`verdict`: the interval of a paired difference and
   the holds / does not hold / inconclusive verdict it supports.
 """
