@@ -65,6 +65,8 @@ __all__ = [
     "resolve_clip_tag", "resolve_dtype", "save_native", "sha256_file", "to_rgb", "vit_config",
 ]
 
-# Register the SigLIP and SLIP architectures (their modules call register_architecture).
+# Register the SigLIP, SLIP and DINOv2 architectures (their modules call
+# register_architecture).
+from crossgap_jax.models import dinov2 as _dinov2  # noqa: E402,F401
 from crossgap_jax.models import siglip as _siglip  # noqa: E402,F401
 from crossgap_jax.models import slip as _slip  # noqa: E402,F401

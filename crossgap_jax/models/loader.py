@@ -64,6 +64,7 @@ LOADERS: dict[str, str] = {
     "clip": "crossgap_jax.models.clip_reader",
     "siglip": "crossgap_jax.models.convert_siglip",
     "slip": "crossgap_jax.models.convert_slip",
+    "dinov2": "crossgap_jax.models.convert_dinov2",
 }
 
 

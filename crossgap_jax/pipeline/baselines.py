@@ -242,9 +242,15 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
         max_pca_components,
         pca_features,
     )
+    from crossgap_jax.models.families import has_text_tower
     from crossgap_jax.pipeline.tasks import _labels_for
 
     s = BaselineSettings.from_cfg(run.cfg)
+    if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
+        # image-only backbone (DINOv2) with the default types: those needing text left out
+        s = dataclasses.replace(s, fewshot_types=tuple(
+            t for t in s.fewshot_types if t not in ("oti", "isoclip")))
+    run.require_text_tower(*s.fewshot_types)  # an explicit oti / isoclip: refused here
     if "pca" in s.fewshot_types and not s.pca_k:
         raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca out "
                          "of --fewshot-types)")
@@ -359,6 +365,12 @@ def indicators(run: Run, dataset: str, split: str | None = None,
     if bad:
         raise ValueError(f"unknown indicator pair type(s) {bad}; known: "
                          f"{', '.join(INDICATOR_PAIRS)}")
+    from crossgap_jax.models.families import has_text_tower
+
+    if not has_text_tower(run.clip.config) and tuple(pairs) == INDICATOR_PAIRS:
+        pairs = ("image-image",)  # image-only backbone (DINOv2), default pairs
+    run.require_text_tower(*(("text",) if "text-image" in pairs else ()),
+                           *(("oti",) if "oti-image" in pairs else ()))
     images = labelled_images(run, dataset, split)
     if len(images) > MAX_INDICATOR_IMAGES:
         raise ValueError(f"{dataset}/{images.split}: {len(images)} images; the indicators "

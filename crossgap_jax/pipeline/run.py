@@ -95,8 +95,21 @@ class Run:
         """The data root of ``dataset``: its own (``roots``), else :attr:`data_root`."""
         return self.roots.get(dataset, self.data_root)
 
+    def require_text_tower(self, *kinds: str) -> None:
+        """Raise :class:`~crossgap_jax.models.families.NoTextTowerError` (a ValueError naming
+        the backbone and the operation) when the model is image-only and any of ``kinds``
+        (feature types, classify variants: ``measure.NEEDS_TEXT_TOWER``) needs a text
+        tower."""
+        from crossgap_jax.models.families import require_text_tower
+
+        for kind in kinds:
+            if kind in measure_mod.NEEDS_TEXT_TOWER:
+                require_text_tower(self.clip.config, measure_mod.NEEDS_TEXT_TOWER[kind])
+
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
+        if split.modality == "text":
+            self.require_text_tower("text")
         return cached_split_features(self.clip, split, self.run_dir, template=template,
                                      batch_size=self.preset.batch_size, on_error=self.on_error,
                                      progress=self.progress, project=project)
@@ -110,6 +123,7 @@ class Run:
         from crossgap_jax.baselines.isoclip import isoclip_map, projection_heads
         from crossgap_jax.pipeline.presets import isoclip_k
 
+        self.require_text_tower("isoclip")
         (k_top, k_bottom), source = isoclip_k(self.cfg, task)
         key = ("isoclip", side, k_top, k_bottom)
         if key not in self._baseline_cache:
@@ -135,6 +149,7 @@ class Run:
         singular directions (:mod:`crossgap_jax.baselines.window`)."""
         from crossgap_jax.baselines.window import window_basis_for, window_features
 
+        self.require_text_tower("isotropic-window")
         if "window" not in self._baseline_cache:
             self._baseline_cache["window"] = window_basis_for(self.clip)
         basis = self._baseline_cache["window"]
@@ -149,6 +164,7 @@ class Run:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
         from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
 
+        self.require_text_tower(method)
         kwargs = self.inversion_kwargs(method)
         key = meta_key({"features": fs.meta, "method": method, **kwargs,
                         "record_steps": list(self.record_steps)})
@@ -256,6 +272,7 @@ class Run:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window``
         (``task``: IsoCLIP's ``(k_top, k_bottom)`` column, default the split's modality)."""
         check_feature_type(split, feature_type)
+        self.require_text_tower(feature_type)
         if feature_type == "isoclip":
             return self.isoclip(split, task)
         if feature_type == "isotropic-window":
@@ -288,6 +305,13 @@ class Run:
             train_split: str = "train") -> dict:
         """Nearest-class-mean accuracy (:func:`crossgap_jax.pipeline.measure.ncm`)."""
         return measure_mod.ncm(self, dataset, images, variants, train_split)
+
+
+def _claimed_by_family(source: Any) -> bool:
+    """Whether a non-CLIP family recognises ``source`` (``loader.detect_family``)."""
+    from crossgap_jax.models.loader import detect_family
+
+    return isinstance(source, str) and detect_family(source) != "clip"
 
 
 def pretrained_aliases() -> dict[str, str]:
@@ -410,6 +434,11 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
                                  f"{cfg['model']!r}")
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
         model = clip.config.name if not model_explicit else cfg["model"]
+    elif not model_explicit and checkpoint is not None and _claimed_by_family(source):
+        # A checkpoint that names its own family (a DINOv2 / SigLIP directory, a SLIP .pt):
+        # its architecture comes from the files, not from the default preset's model.
+        clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
+        model = clip.config.name
     else:
         clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
         model = cfg["model"]
