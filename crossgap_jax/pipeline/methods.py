@@ -12,6 +12,7 @@ cell ``{"skipped": why}``, never a number.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,8 +46,6 @@ _SKIPPABLE = (ValueError, FileNotFoundError, KeyError)
 
 def check_methods(methods: Sequence[str]) -> None:
     """Raise ValueError naming the first unknown method (with a suggestion)."""
-    import difflib
-
     for m in methods:
         if m not in METHODS:
             close = difflib.get_close_matches(m, list(METHODS), n=1)
