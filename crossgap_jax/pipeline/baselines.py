@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossgap_jax.baselines.fewshot import (
+from crossgap_jax.retrieval.fewshot import (
     DEFAULT_SEEDS,
     DEFAULT_SHOTS,
     FewShotSkip,
@@ -185,9 +185,10 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
     cosine; top-1/top-5 in percent. With ``max_gallery`` (smoke runs) the training split is
     cut to ``max(1, max_gallery // C)`` seeded images per class, as ``ncm``.
     """
-    from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+    from crossgap_jax.baselines.ncm import class_means
     from crossgap_jax.baselines.pca import center_features, fit_center, fit_pca, pca_features
     from crossgap_jax.pipeline.tasks import _labels_for, _per_class_subset
+    from crossgap_jax.retrieval.ncm import ncm_accuracy
 
     s = BaselineSettings.from_cfg(run.cfg)
     train = _train_split(run, dataset, images, train_split)
@@ -219,7 +220,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     """Few-shot NCM accuracy of the labelled image split ``images`` (the queries, CoOp's
     ``test``) with ``k``-shot prototypes from ``train_split`` (CoOp's ``train``), for each
     feature type, ``k`` and seed of :class:`BaselineSettings`
-    (:func:`crossgap_jax.baselines.fewshot.few_shot_sweep`). Only the sampled training
+    (:func:`crossgap_jax.retrieval.fewshot.few_shot_sweep`). Only the sampled training
     images are encoded (and, for ``oti``, inverted).
 
     Feature types (prototypes = class mean of the un-normalised features, cosine):
@@ -233,7 +234,6 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
             could not be encoded, ``pca`` without ``--pca-k``, IsoCLIP without a published
             or given ``(k_top, k_bottom)``.
     """
-    from crossgap_jax.baselines.fewshot import few_shot_sweep
     from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
     from crossgap_jax.baselines.pca import (
         center_features,
@@ -244,6 +244,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     )
     from crossgap_jax.models.families import has_text_tower
     from crossgap_jax.pipeline.tasks import _labels_for
+    from crossgap_jax.retrieval.fewshot import few_shot_sweep
 
     s = BaselineSettings.from_cfg(run.cfg)
     if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:

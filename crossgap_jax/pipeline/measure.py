@@ -214,7 +214,8 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
     """
     from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
-    from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+    from crossgap_jax.baselines.ncm import class_means
+    from crossgap_jax.retrieval.ncm import ncm_accuracy
 
     train = get_dataset(dataset, run.root_for(dataset), train_split)
     if list(train.classnames or []) != list(images.classnames):

@@ -24,6 +24,12 @@ from crossgap_jax.retrieval.engine import (
     evaluate_per_query,
     qrels_to_csr,
 )
+from crossgap_jax.retrieval.fewshot import (
+    FewShotSkip,
+    few_shot_ncm_accuracy,
+    few_shot_sweep,
+    k_shot_indices,
+)
 from crossgap_jax.retrieval.gap import (
     modality_gap,
     paired_similarities,
@@ -31,6 +37,7 @@ from crossgap_jax.retrieval.gap import (
     similarity_statistics,
 )
 from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
+from crossgap_jax.retrieval.ncm import ncm_accuracy
 from crossgap_jax.retrieval.revisitop import (
     REVISITOP_PROTOCOLS,
     load_revisitop_gnd,
@@ -47,6 +54,7 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
+    "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",
     "average_precision",
