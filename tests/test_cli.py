@@ -346,3 +346,24 @@ def test_checkpoint_paths_vs_hub_ids():
     assert not _looks_like_path("openai")
     assert _looks_like_path("/no/such/model.pt") and _looks_like_path("ckpt/b32.safetensors")
     assert _looks_like_path("./weights")
+
+
+def test_demo_model_defaults_to_the_demo_preset(tmp_path, imagefolder):
+    """Without --preset, the shipped demo model runs under the ``demo`` preset (its own
+    settings), however it is named; any other model keeps the OpenAI ViT-B/32 preset."""
+    import argparse
+
+    from crossgap_jax.cli.checks import default_preset
+
+    link = tmp_path / "weights.safetensors"
+    link.symlink_to(DEMO_CHECKPOINT)
+    ns = argparse.Namespace
+    assert default_preset(ns(pretrained="demo", checkpoint=None)) == "demo"
+    assert default_preset(ns(pretrained=None, checkpoint=str(link))) == "demo"
+    assert default_preset(ns(pretrained=None, checkpoint=str(imagefolder))) == "clip_vitb32"
+    assert default_preset(ns(pretrained="openai", checkpoint=None)) == "clip_vitb32"
+    run = tmp_path / "run"
+    assert main(["--quiet", "encode", "--dataset", "imagefolder", "--checkpoint", str(link),
+                 "--data-root", str(imagefolder), "--run-dir", str(run)]) == 0
+    _, rec = _record(run, "encode")
+    assert rec["provenance"]["preset"] == "demo"

@@ -47,12 +47,26 @@ def _one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------
 # Validation before any computation
 # ---------------------------------------------------------------------------------------
+def default_preset(args) -> str:
+    """The preset a command uses without ``--preset``: ``demo`` for the shipped demo model
+    (``--pretrained demo``, or ``--checkpoint`` naming its file), else
+    :data:`DEFAULT_PRESET` (OpenAI ViT-B/32's settings)."""
+    from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
+
+    if getattr(args, "pretrained", None) == "demo":
+        return "demo"
+    ckpt = getattr(args, "checkpoint", None)
+    if ckpt and os.path.isfile(ckpt) and os.path.samefile(ckpt, DEMO_CHECKPOINT):
+        return "demo"
+    return DEFAULT_PRESET
+
+
 def _source_option(args) -> str:
     if getattr(args, "checkpoint", None):
         return f"--checkpoint {args.checkpoint}"
     if getattr(args, "pretrained", None):
         return f"--pretrained {args.pretrained}"
-    return f"--preset {args.preset or DEFAULT_PRESET}"
+    return f"--preset {args.preset or default_preset(args)}"
 
 
 def data_roots(values: Sequence[str] | str | None, datasets: Sequence[str] = ()
@@ -163,7 +177,8 @@ def _check_tag(args, model: str, source: str | None) -> None:
     except KeyError as e:
         from crossgap_jax.models import list_architectures
 
-        opt = f"--model {model}" if args.model else f"--preset {args.preset or DEFAULT_PRESET}"
+        opt = (f"--model {model}" if args.model
+               else f"--preset {args.preset or default_preset(args)}")
         raise CLIError(f"{opt}: {_one_line(e)}{did_you_mean(model, list_architectures())}"
                        ) from None
     if getattr(config, "family", "clip") != "clip" or (source and not re.fullmatch(
@@ -282,7 +297,8 @@ def validate(args) -> list[tuple[str, dict]]:
         except (ValueError, OSError) as e:
             raise CLIError(_one_line(e)) from None
     baseline_settings(args)  # checked before any work
-    presets = args.presets if getattr(args, "presets", None) else [args.preset or DEFAULT_PRESET]
+    presets = (args.presets if getattr(args, "presets", None)
+               else [args.preset or default_preset(args)])
     # Parsed once: the typed options become one frozen Preset per preset name.
     overrides = {k: getattr(args, k, None) for k in Preset.fields() if k != "name"}
     out = []

@@ -202,7 +202,8 @@ _BASELINE_OPTIONS = [
 ]
 OPTIONS: list[Option] = [
     _opt("--preset", RUN_COMMANDS, default=None,
-         help=f"settings preset (default {DEFAULT_PRESET}): {', '.join(list_presets())}"),
+         help=f"settings preset (default {DEFAULT_PRESET}; demo for the shipped demo model): "
+              f"{', '.join(list_presets())}"),
     _opt("--checkpoint", RUN_COMMANDS,
          help="checkpoint file / folder / hub id (overrides the preset's weights); a native "
               "file carries its architecture, so it needs no --model"),
