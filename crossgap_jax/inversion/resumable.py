@@ -314,7 +314,7 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     # Every chunk compiles to one batch shape: batch_size, or the largest chunk when all are
     # smaller (100 items at batch 200 run as 100 rows, not 200 with 100 of padding).
     pad_to = batch_size if mean else min(batch_size, max(map(len, chunks), default=1))
-    show = progress if progress is not None else len(chunks) > 1
+    show = bool(chunks) and (progress if progress is not None else len(chunks) > 1)
     written, bad = [], []
     for chunk in tqdm(chunks, desc=f"{method.upper()} shards", unit="shard", disable=not show):
         chunk_names = [names[i] for i in chunk]
