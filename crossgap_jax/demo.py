@@ -1,7 +1,6 @@
 """The offline demo: the paper's measurements on a CLIP trained here, on embedded real data.
 
 ``run_demo`` needs nothing beyond the package and its pip dependencies:
-
 * **model**: ``crossgap_jax/assets/demo_caltech101.safetensors``, variant (a) of the
   controlled experiment (docs/experiments.md): a small CLIP (ViT 64 px) trained from
   scratch with CLIP's loss on the 4,128 Caltech101 CoOp *train* images (built by
@@ -35,7 +34,16 @@ from crossgap_jax.data.sources.embedded import (
     TEXT_NAME,
 )
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
+from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.models.checkpoints import load_native
+from crossgap_jax.pipeline.analyze import analysis_figure, analyze
+from crossgap_jax.pipeline.measure import Bootstrap
+from crossgap_jax.pipeline.measure import measure as pipeline_measure
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
+from crossgap_jax.pipeline.presets import preset
+from crossgap_jax.pipeline.published import published_row
+from crossgap_jax.pipeline.run import make_run
+from crossgap_jax.retrieval import verdict
 
 DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)
 DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)
@@ -118,8 +126,6 @@ VERDICT_MEANING = {
 
 def load_demo_clip(path: str = DEMO_CHECKPOINT):
     """The shipped demo model as a :class:`~crossgap_jax.models.bundle.CLIP` bundle."""
-    from crossgap_jax.models.bundle import CLIP
-    from crossgap_jax.models.checkpoints import load_native
 
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -133,7 +139,6 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
 def demo_config(settings: DemoSettings = FULL):
     """The run's typed settings: the ``demo`` preset
     (:class:`~crossgap_jax.pipeline.presets.Preset`) with ``settings`` applied."""
-    from crossgap_jax.pipeline.presets import preset
 
     return preset("demo", oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
                   batch_size=settings.batch_size, seed=settings.seed)
@@ -145,8 +150,8 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
     ``demo`` preset made by :func:`~crossgap_jax.pipeline.run.make_run`, exactly as
     ``crossgap-jax reproduce --preset demo`` makes it (features and inversions cached under
     ``<out_dir>/run``)."""
-    from crossgap_jax.pipeline.run import make_run
-    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
+    # lazy: registers the small demo architectures, only when a demo run is made
+    from crossgap_jax.train import configs as _  # noqa: F401
 
     if not os.path.isfile(checkpoint):
         load_demo_clip(checkpoint)  # raises with the rebuild command
@@ -160,7 +165,6 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
 def claim_result(claim: Claim, baseline: float, inverted: float, ci: list[float],
                  paper: tuple[float, float] | None) -> dict:
     """One claim's numbers, interval and verdict (percent units)."""
-    from crossgap_jax.retrieval import verdict
 
     return {"claim": claim.title, "key": claim.key, "unit": claim.unit,
             "baseline": float(baseline), "inverted": float(inverted),
@@ -182,10 +186,6 @@ def measure(run: Any, settings: DemoSettings = FULL, *, analysis_dir: str | None
         ``zero_shot`` the classification accuracies; ``claims`` one :func:`claim_result`
         per claim.
     """
-    from crossgap_jax.pipeline.analyze import analyze
-    from crossgap_jax.pipeline.measure import Bootstrap
-    from crossgap_jax.pipeline.measure import measure as pipeline_measure
-    from crossgap_jax.pipeline.published import published_row
 
     paper = published_row(PAPER_PRESET)
     boot = Bootstrap(samples=settings.bootstrap_samples, seed=settings.seed)
@@ -326,7 +326,6 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from crossgap_jax.pipeline.analyze import analysis_figure
 
     t0 = time.perf_counter()
     settings = settings or (QUICK if quick else FULL)

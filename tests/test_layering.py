@@ -15,6 +15,9 @@ cycles (they never execute). The rules:
   ``from crossgap_jax import __version__`` reads package metadata and is allowed anywhere.
   The package face ``crossgap_jax/__init__.py`` sits above everything.
 * No import cycle between modules (sub-package ``__init__`` faces included).
+* Imports sit at the top of their module. A function-local import is only of an optional or
+  heavy third-party module (:data:`LAZY_OK`), or carries a ``# lazy: <reason>`` comment on
+  its line or the line above (the reason: a real cycle, settings read at import, ...).
 
 Violations that remain in code owned by other areas are listed in :data:`ALLOWED_LAYER` and
 :data:`ALLOWED_CYCLES`, each with its reason and owner; an entry that no longer occurs is
@@ -53,6 +56,16 @@ ALLOWED_LAYER: dict[tuple[str, str], str] = {
 
 # Import cycles between modules still present (each as the sorted tuple of its modules).
 ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
+
+# Third-party modules a function may import locally: optional dependencies (extras ``torch``
+# / ``tfds`` / ``test`` in pyproject.toml, or not declared at all) and hard dependencies
+# too slow to import with ``import crossgap_jax`` (scikit-learn ~1.9 s, matplotlib ~0.7 s
+# on this machine), used by one command each.
+LAZY_OK = frozenset({
+    "torch", "torchmetrics", "tensorflow_datasets", "tensorflow", "array_record", "pyarrow",
+    "open_clip", "matplotlib", "sklearn",
+})
+LAZY_MARK = "# lazy:"
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -228,6 +241,79 @@ def test_no_import_cycles():
     stale = sorted(set(ALLOWED_CYCLES) - set(cycles))
     if stale:
         warnings.warn(f"fixed, remove from ALLOWED_CYCLES: {stale}", stacklevel=1)
+
+
+def _function_local_imports(source: str) -> list[tuple[int, str, bool]]:
+    """``(line, imported module, marked)`` of every import inside a function body of
+    ``source`` (``marked``: a ``# lazy:`` comment on its first line or the line above, or
+    it directly follows a marked one in the same block, as a group)."""
+    lines = source.splitlines()
+    out: list[tuple[int, str, bool]] = []
+
+    def marked(node: ast.stmt) -> bool:
+        return any(LAZY_MARK in lines[i - 1]
+                   for i in (node.lineno, node.lineno - 1) if 0 < i <= len(lines))
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            block = getattr(node, field, None)
+            if not isinstance(block, list):
+                continue
+            prev_marked = False
+            for stmt in block:
+                if isinstance(stmt, (ast.Import, ast.ImportFrom)) and in_function:
+                    mods = ([a.name for a in stmt.names] if isinstance(stmt, ast.Import)
+                            else ["." * stmt.level + (stmt.module or "")])
+                    is_marked = marked(stmt) or prev_marked
+                    out.extend((stmt.lineno, m, is_marked) for m in mods)
+                    prev_marked = is_marked
+                    continue
+                prev_marked = False
+                visit(stmt, in_function or isinstance(
+                    stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(source), False)
+    return out
+
+
+def test_function_local_imports_are_optional_or_explained():
+    """Item 5: a function-local import hides a dependency from readers and from ruff, so it
+    is only for an optional/heavy module (:data:`LAZY_OK`) or explained by ``# lazy:``."""
+    bad = []
+    for path in MODULES.values():
+        for line, mod, is_marked in _function_local_imports(path.read_text(encoding="utf-8")):
+            if not is_marked and mod.split(".")[0] not in LAZY_OK:
+                bad.append(f"  {path.relative_to(ROOT.parent)}:{line}: import {mod}")
+    assert not bad, ("function-local imports to move to the top of their module (or give a "
+                     "'# lazy: <reason>' comment, e.g. a real cycle):\n" + "\n".join(bad))
+
+
+def test_the_local_import_check_sees_violations():
+    """The checker flags a plain local import, accepts optional modules, marked imports and
+    their group, and ignores module-level and ``TYPE_CHECKING`` imports."""
+    src = (
+        "import os\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from crossgap_jax.models import CLIP\n"
+        "def f():\n"
+        "    import json\n"
+        "    import torch.nn\n"
+        "    try:\n"
+        "        from crossgap_jax.data import x  # lazy: a cycle\n"
+        "        from crossgap_jax.data import y\n"
+        "    except ImportError:\n"
+        "        from .models import z\n"
+        "    # lazy: settings read at import\n"
+        "    from huggingface_hub import constants\n"
+        "    class C:\n"
+        "        def g(self):\n"
+        "            import numpy\n"
+    )
+    got = _function_local_imports(src)
+    assert got == [(6, "json", False), (7, "torch.nn", False), (9, "crossgap_jax.data", True),
+                   (10, "crossgap_jax.data", True), (12, ".models", False),
+                   (14, "huggingface_hub", True), (17, "numpy", False)]
 
 
 def test_the_checker_sees_violations(monkeypatch):

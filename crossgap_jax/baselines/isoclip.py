@@ -4,7 +4,6 @@ Source: the IsoCLIP paper and its reference code (facts in ``PAPER.md``, "IsoCLI
 Not an inversion: no per-query optimisation, one SVD per model.
 
 Notation (row vectors, ``x @ P`` as the encoders apply their heads):
-
 - ``x_i (d_i,)``, ``x_t (d_t,)``: the features *before* the projection heads;
 - ``P_i (d_i, D)``, ``P_t (d_t, D)``: the heads (OpenAI ``visual.proj`` and
   ``text_projection``). A head with a bias ``b (D,)`` (SigLIP's text ``head``) is used as
@@ -22,7 +21,6 @@ nothing and is an error.
 What ``P_i`` / ``P_t`` / the biases are for each family of this package
 (:func:`projection_heads`; the pre-projection features are the family hooks
 ``encode_image_preproj`` / ``encode_text_preproj``):
-
 ============  ==================================  =====================================
 family        image head ``P_i`` (bias)           text head ``P_t`` (bias)
 ============  ==================================  =====================================
@@ -47,6 +45,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from crossgap_jax.models import family_of
 
 SIDES = ("image", "text")
 
@@ -271,7 +271,6 @@ def projection_heads(clip: Any) -> tuple[ProjectionHead, ProjectionHead]:
     Weights come from the family's ``projection_matrices`` hook, biases from its optional
     ``projection_biases`` hook (SigLIP: the text head's bias).
     """
-    from crossgap_jax.models import family_of
 
     wi, wt = clip.projection_matrices()
     hook = getattr(family_of(clip.config), "projection_biases", None)

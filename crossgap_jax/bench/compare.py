@@ -2,7 +2,6 @@
 
 Phases (each under its own wall-time cap, so the whole run has a known bound; a phase that
 would overrun stops early and says so in its rows):
-
 1. ``matmul``: the device's dense matmul rate (float32 and bfloat16), the FLOP-floor unit.
 2. ``inversion``: OTI / OVI through the public :func:`~crossgap_jax.inversion.oti` /
    :func:`~crossgap_jax.inversion.ovi` (all local devices), random weights at real size,
@@ -42,6 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.bench import flops
+from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.inversion import oti, ovi
+from crossgap_jax.models import CLIP, family_of, get_config
+from crossgap_jax.retrieval import evaluate_per_query
+from crossgap_jax.retrieval._common import auto_chunk_size
+from crossgap_jax.retrieval.metrics import _JAX_BLOCK_ELEMENTS
 
 PAPER_JOBS = (("oti", "ImageNet val", 50_000, 150), ("ovi", "COCO 5k captions", 25_000, 1000))
 
@@ -163,7 +168,6 @@ def peak_memory() -> dict[str, float | None]:
 def random_clip(arch: str, dtype: str = "float32", seed: int = 0) -> Any:
     """A CLIP bundle at ``arch``'s real shapes with N(0, 0.02) weights drawn by NumPy (no
     init compile); LayerNorm scales 1, biases 0. Speed does not depend on the values."""
-    from crossgap_jax.models import CLIP, family_of, get_config
 
     config = get_config(arch)
     rng = np.random.default_rng(seed)
@@ -225,8 +229,6 @@ def bench_matmul(n: int, dtypes: Sequence[str] = ("float32", "bfloat16")
 
 
 def _inversion_call(clip: Any, method: str, batch: int, steps: int) -> Callable[[], Any]:
-    from crossgap_jax.inversion import oti, ovi
-
     rng = np.random.default_rng(0)
     targets = rng.standard_normal((batch, clip.config.embed_dim)).astype(np.float32)
     fn = oti if method == "oti" else ovi
@@ -298,10 +300,10 @@ def bench_torch(settings: BenchSettings, deadline: _Deadline,
     try:
         import torch
 
+        # lazy: torch_reference imports torch (optional) at its top
         from crossgap_jax.bench import torch_reference as ref
     except ImportError as e:
         return [{"status": f"skipped: {e}"}]
-    from crossgap_jax.models import get_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     b, rows = settings.torch_batch, []
@@ -394,9 +396,6 @@ def _torch_per_query(q: np.ndarray, g: Any, ql: np.ndarray, gl: Any) -> dict[str
 def bench_metrics(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, Any]]:
     """Chunked JAX metrics at Q x G vs the authors' per-query loop (both extrapolated from
     timed samples where the full run would not fit the cap)."""
-    from crossgap_jax.retrieval import evaluate_per_query
-    from crossgap_jax.retrieval._common import auto_chunk_size
-    from crossgap_jax.retrieval.metrics import _JAX_BLOCK_ELEMENTS
 
     nq, ng, dim, classes = settings.metrics_size
     key_q, key_g = jax.random.split(jax.random.PRNGKey(0))
@@ -455,7 +454,6 @@ def paper_jobs(settings: BenchSettings, inversion: Sequence[dict[str, Any]],
                matmul: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Extrapolated wall time of the paper's two jobs at the best measured throughput,
     beside the FLOP floor at the measured matmul rate of the same dtype."""
-    from crossgap_jax.models import get_config
 
     config = get_config(settings.job_arch)
     rate = {m["dtype"]: m["tflops"] for m in matmul}
@@ -502,7 +500,6 @@ def run_bench(settings: BenchSettings, out_dir: str = os.path.join("benchmarks",
         ``(results, json_path)``; ``results`` holds ``environment``, ``settings``, one list
         of rows per phase, ``paper_jobs``, ``speedups`` and the run's ``wall_s``.
     """
-    from crossgap_jax.fileio import atomic_write_json
 
     t0 = time.perf_counter()
     env = environment()

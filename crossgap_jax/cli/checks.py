@@ -13,7 +13,17 @@ from crossgap_jax.cli.options import (
     CLIError,
     did_you_mean,
 )
+from crossgap_jax.data import dataset_info, list_datasets
+from crossgap_jax.data import images as im
+from crossgap_jax.data._fs import ENV_VAR, resolve_root
+from crossgap_jax.data.authors_assets import check_authors_assets, find_summaries_dir
+from crossgap_jax.data.sources.tfds import PREFIX, _import_tfds
+from crossgap_jax.models import HUB_ID as _HUB_ID
+from crossgap_jax.models import get_config, list_architectures
+from crossgap_jax.models import resolve_clip_tag as _resolve_named
 from crossgap_jax.pipeline.presets import PRESETS, Preset, preset
+from crossgap_jax.pipeline.run import pretrained_aliases, resolve_source
+from crossgap_jax.pipeline.tasks import _canonical_name
 
 # ---------------------------------------------------------------------------------------
 # Errors in CLI words
@@ -81,8 +91,6 @@ def data_roots(values: Sequence[str] | str | None, datasets: Sequence[str] = ()
 
 
 def _check_root(root: str | None, option: str) -> str:
-    from crossgap_jax.data._fs import ENV_VAR, resolve_root
-
     try:
         r = resolve_root(root)
     except ValueError:
@@ -96,12 +104,8 @@ def _check_root(root: str | None, option: str) -> str:
 def _check_dataset(name: str, root: str | None, option: str, split: str | None = None,
                    split_option: str = "--split") -> None:
     """Known name, tfds importable, root present, the dataset found there, split known."""
-    from crossgap_jax.data import dataset_info
-    from crossgap_jax.data.sources.tfds import PREFIX
 
     if name.startswith(PREFIX):
-        from crossgap_jax.data.sources.tfds import _import_tfds
-
         try:
             _import_tfds()
         except ImportError:
@@ -111,7 +115,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     try:
         info = dataset_info(name)
     except KeyError as e:
-        from crossgap_jax.data import list_datasets
 
         hint = did_you_mean(name, [d.name for d in list_datasets(None)])
         raise CLIError(f"{option} {name}: {_one_line(e)}{hint}") from None
@@ -122,8 +125,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         return
     r = _check_root(root, "--data-root")
     if info.generic:
-        from crossgap_jax.data import images as im
-
         splits = (im.imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
     else:
@@ -144,7 +145,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
 
 def _looks_like_path(source: str) -> bool:
     """A local path rather than a hub id (``org/name``) or a pretrained tag."""
-    from crossgap_jax.models import HUB_ID as _HUB_ID
 
     if source.startswith(("/", ".", "~")) or source.endswith(
             (".pt", ".pth", ".bin", ".safetensors", ".npz", ".json")):
@@ -154,13 +154,10 @@ def _looks_like_path(source: str) -> bool:
 
 def _check_tag(args, model: str, source: str | None) -> None:
     """A CLIP architecture name and pretrained tag that resolve (no download here)."""
-    from crossgap_jax.models import get_config
-    from crossgap_jax.models import resolve_clip_tag as _resolve_named
 
     try:
         config = get_config(model)
     except KeyError as e:
-        from crossgap_jax.models import list_architectures
 
         opt = f"--model {model}" if args.model else f"--preset {args.preset or DEFAULT_PRESET}"
         raise CLIError(f"{opt}: {_one_line(e)}{did_you_mean(model, list_architectures())}"
@@ -171,7 +168,6 @@ def _check_tag(args, model: str, source: str | None) -> None:
     try:
         _resolve_named(config.name, source)
     except ValueError as e:
-        from crossgap_jax.pipeline.run import pretrained_aliases
 
         names = ", ".join(pretrained_aliases())
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}; packaged models (any "
@@ -180,7 +176,6 @@ def _check_tag(args, model: str, source: str | None) -> None:
 
 def _check_source(args, cfg: dict) -> None:
     """The checkpoint / pretrained source exists (local paths) and fits an explicit model."""
-    from crossgap_jax.pipeline.run import resolve_source
 
     try:
         source, native = resolve_source(cfg, args.checkpoint)
@@ -198,8 +193,6 @@ def _check_source(args, cfg: dict) -> None:
     if want is None and args.preset is not None:
         want = cfg["model"]  # the preset's model, given explicitly
     if want is not None and want != native.name:
-        from crossgap_jax.models import get_config
-
         try:
             same = get_config(want) == native.replace(name=want)
         except (KeyError, TypeError):
@@ -248,8 +241,6 @@ def validate(args) -> list[tuple[str, dict]]:
         except ValueError as e:
             raise CLIError(str(e)) from None
     if getattr(args, "authors_assets", None):
-        from crossgap_jax.data.authors_assets import find_summaries_dir
-
         try:
             find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
         except (ValueError, OSError) as e:
@@ -274,9 +265,6 @@ def validate(args) -> list[tuple[str, dict]]:
         for ds in args.datasets:
             _check_dataset(ds, per.get(ds, default), "--datasets")
         if getattr(args, "authors_assets", None):
-            from crossgap_jax.data.authors_assets import check_authors_assets
-            from crossgap_jax.pipeline.tasks import _canonical_name
-
             try:
                 check_authors_assets([_canonical_name(ds) for ds in args.datasets],
                                      args.authors_assets)
@@ -287,8 +275,6 @@ def validate(args) -> list[tuple[str, dict]]:
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):
             split = None
         if args.command == "retrieve" and split is not None:
-            from crossgap_jax.data import dataset_info
-
             with contextlib.suppress(KeyError):  # an unknown name is reported below
                 if not args.dataset.startswith("tfds:") and dataset_info(
                         args.dataset).protocol not in ("label", "captions"):

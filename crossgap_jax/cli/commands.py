@@ -6,6 +6,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+import jax
+
+from crossgap_jax import demo
+from crossgap_jax.bench import full_settings, run_bench, smoke_settings
 from crossgap_jax.cli.checks import (
     _check_root,
     _one_line,
@@ -19,7 +23,20 @@ from crossgap_jax.cli.options import (
     PROG,
     CLIError,
 )
+from crossgap_jax.data import list_datasets
+from crossgap_jax.models import list_architectures, load_clip
+from crossgap_jax.models.checkpoints import native_config, save_native
+from crossgap_jax.pipeline.analyze import analyze
 from crossgap_jax.pipeline.presets import Preset, list_presets
+from crossgap_jax.pipeline.records import provenance, write_record
+from crossgap_jax.pipeline.report import (
+    analysis_summary,
+    classify_table,
+    results_table,
+    retrieval_table,
+)
+from crossgap_jax.pipeline.reproduce import DatasetFailure, reproduce
+from crossgap_jax.pipeline.run import make_run, pretrained_aliases
 
 
 # ---------------------------------------------------------------------------------------
@@ -28,7 +45,6 @@ from crossgap_jax.pipeline.presets import Preset, list_presets
 def _init_distributed(args) -> None:
     """``jax.distributed.initialize`` from the options, else the environment, else JAX's
     cluster detection (TPU pods, SLURM, Open MPI)."""
-    import jax
 
     num, pid = _process_ids(args)
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
@@ -37,8 +53,6 @@ def _init_distributed(args) -> None:
 
 def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
               data_root: str | None = None):
-    from crossgap_jax.pipeline.run import make_run
-
     if args.distributed:
         _init_distributed(args)
     if cfg is None:
@@ -65,23 +79,17 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
 
 def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
     """The command's own record under ``<run_dir>/records/`` and ``--output``."""
-    from crossgap_jax.pipeline.records import write_record
 
     return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
                         also_to=getattr(args, "output", None))
 
 
 def cmd_list(args) -> int:
-    from crossgap_jax.data import list_datasets
-    from crossgap_jax.models import list_architectures
-    from crossgap_jax.pipeline.run import pretrained_aliases
-
     if args.data_root is not None:
         _check_root(args.data_root, "--data-root")
     print("presets:", ", ".join(list_presets()))
     print("architectures:", ", ".join(list_architectures()))
     print("pretrained names (--pretrained NAME):")
-    from crossgap_jax.models.checkpoints import native_config
 
     for name, path in pretrained_aliases().items():
         arch = native_config(path)
@@ -94,9 +102,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from crossgap_jax.models import load_clip
-    from crossgap_jax.models.checkpoints import save_native
-
     try:
         if args.arch:
             clip = load_clip(args.arch, args.source, allow_pickle=args.allow_pickle)
@@ -144,8 +149,6 @@ def cmd_invert(args) -> int:
 
 
 def cmd_retrieve(args) -> int:
-    from crossgap_jax.pipeline.report import retrieval_table
-
     run = _make_run(args)
     m = run.retrieve(args.dataset, args.query_type, args.gallery_type, split=args.split)
     table = retrieval_table(run, args.dataset, m)
@@ -158,8 +161,6 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from crossgap_jax.pipeline.report import classify_table
-
     run = _make_run(args)
     m = run.classify(args.dataset, args.variants, split=args.split)
     table = classify_table(run, args.dataset, m)
@@ -171,9 +172,6 @@ def cmd_classify(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from crossgap_jax.pipeline.report import results_table
-    from crossgap_jax.pipeline.reproduce import DatasetFailure, reproduce
-
     runs = args.runs
     default, per = data_roots(args.data_root, args.datasets)
     base = args.run_dir
@@ -204,10 +202,6 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from crossgap_jax.pipeline.analyze import analyze
-    from crossgap_jax.pipeline.records import provenance
-    from crossgap_jax.pipeline.report import analysis_summary
-
     run = _make_run(args)
     res = analyze(run, args.dataset, num_tokens=args.num_tokens,
                   record_steps=args.record_steps or None)
@@ -222,15 +216,11 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from crossgap_jax.demo import run_demo
-
-    run_demo(out_dir=args.out, quick=args.quick, progress=not args.quiet)
+    demo.run_demo(out_dir=args.out, quick=args.quick, progress=not args.quiet)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from crossgap_jax.bench import full_settings, run_bench, smoke_settings
-
     run_bench(smoke_settings() if args.smoke else full_settings(), out_dir=args.out_dir)
     return 0
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
 from crossgap_jax.pipeline.presets import list_presets
 
 PROG = "crossgap-jax"
@@ -120,7 +121,6 @@ def name_list(s: str) -> list[str]:
 def variant_list(s: str) -> list[str]:
     """Comma-separated classify variants out of
     :data:`crossgap_jax.pipeline.run.CLASSIFY_VARIANTS`."""
-    from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
 
     out = name_list(s)
     bad = [v for v in out if v not in CLASSIFY_VARIANTS]

@@ -5,7 +5,6 @@ points - as ``clip.py`` and ``slip.py`` are; its checkpoint loading lives elsewh
 ``convert_siglip.py`` / ``siglip_big_vision.py``.)
 
 Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
-
 - image tower: conv patch embedding *with* bias, learned position embedding over the N
   patches (**no class token**), pre-norm encoder blocks, ``post_layernorm`` over all
   tokens, then a multi-head attention-pooling head (MAP: a learned probe attends over the
@@ -18,7 +17,6 @@ Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
   ``logit_scale`` and ``logit_bias`` (sigmoid loss).
 
 Parameter names mirror transformers' ``SiglipModel`` so conversion is mechanical:
-
 ==================================================  ===========================================
 transformers ``SiglipModel``                        Flax params path
 ==================================================  ===========================================
@@ -60,6 +58,7 @@ from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.attention import attention, select_rows, self_attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
 
 # Non-causal text encoder pooled at the last position: positions after the EOS do
 # influence the feature, so OTI must encode the whole context.
@@ -573,7 +572,6 @@ def get_tokenizer(config: SigLIPConfig, path: str | None = None) -> Any:
     Raises:
         ValueError: no path given (SigLIP's vocabulary is not shipped with this package).
     """
-    from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
 
     if path is None:
         raise ValueError(

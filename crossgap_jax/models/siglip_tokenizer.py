@@ -2,7 +2,6 @@
 
 The authors tokenised SigLIP text with open_clip's ``HFTokenizer(clean="canonicalize")``;
 this class reproduces it id for id:
-
 1. clean the text as open_clip's ``_clean_canonicalize`` (:func:`canonicalize_text`):
    ``ftfy.fix_text``, HTML-unescape twice, strip; then ``_`` -> space, remove every ASCII
    punctuation character (``string.punctuation``; ``£`` is not ASCII and stays),
@@ -36,7 +35,9 @@ import os
 import string
 from collections.abc import Sequence
 
+import ftfy
 import numpy as np
+import sentencepiece as spm
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 _SPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
@@ -44,7 +45,6 @@ _SPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 
 def basic_clean(text: str) -> str:
     """open_clip's ``basic_clean``: ``ftfy.fix_text``, HTML-unescape twice, strip."""
-    import ftfy
 
     return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
@@ -78,8 +78,6 @@ class SigLIPTokenizer:
     """
 
     def __init__(self, model_file: str, context_length: int = 64, lowercase: bool = True):
-        import sentencepiece as spm
-
         if not os.path.isfile(model_file):
             raise FileNotFoundError(f"SentencePiece model not found: {model_file}")
         self.model_file = model_file

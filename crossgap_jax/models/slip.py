@@ -2,7 +2,6 @@
 
 SLIP's CLIP part is a timm ``VisionTransformer`` image tower (``num_classes=0``) plus
 OpenAI's causal text transformer, joined by two projection matrices:
-
 - image: conv patch embedding with bias, class token, position embedding over N + 1
   tokens, pre-norm blocks (``norm1``/``attn.qkv``/``attn.proj``/``norm2``/``mlp.fc1``/
   ``mlp.fc2``; exact erf GELU, LayerNorm eps 1e-6), final ``norm``, class token,
@@ -13,7 +12,6 @@ OpenAI's causal text transformer, joined by two projection matrices:
   ``ResidualAttentionBlock``); :attr:`SLIPConfig.quick_gelu` makes it configurable.
 
 Parameter names mirror the SLIP state dict (``module.`` stripped):
-
 ===============================================  ======================================
 SLIP checkpoint                                  Flax params path
 ===============================================  ======================================
@@ -53,6 +51,7 @@ from crossgap_jax.models.clip import (
     causal_text_prefix,
 )
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
 # Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
 CAUSAL_TEXT = True
@@ -384,7 +383,6 @@ def projection_matrices(params: Params, config: SLIPConfig) -> tuple[jax.Array, 
 
 def get_tokenizer(config: SLIPConfig) -> Any:
     """OpenAI's CLIP BPE tokenizer (SLIP uses it unchanged), context ``text.context_length``."""
-    from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
     return _get(config.text.context_length)
 

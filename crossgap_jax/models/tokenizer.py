@@ -4,7 +4,6 @@ in the Rust ``tokenizers`` backend.
 The vocabulary and merges are derived from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``
 (shipped as package data, MIT licensed). Every step before the BPE follows OpenAI's
 reference ``simple_tokenizer`` exactly, so that the ids equal its ids:
-
 1. clean: ``ftfy.fix_text`` (which applies NFC once), HTML unescaping twice, whitespace
    runs to one space, strip, Python ``str.lower()``; no second unicode normalisation
    (transformers' CLIP normaliser applies NFC again *after* lower-casing, which reorders
@@ -28,8 +27,10 @@ import html
 import os
 from collections.abc import Sequence
 
+import ftfy
 import numpy as np
 import regex
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from crossgap_jax.models.configs import CONTEXT_LENGTH, EOT_TOKEN_ID, SOT_TOKEN_ID
 
@@ -79,7 +80,6 @@ _SPECIAL_WORDS = {"<|startoftext|>": SOT_TOKEN_ID, "<|endoftext|>": EOT_TOKEN_ID
 
 def clean_text(text: str) -> str:
     """OpenAI CLIP's text normalisation: ftfy, HTML unescape (twice), whitespace, lower case."""
-    import ftfy
 
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
@@ -98,8 +98,6 @@ class CLIPTokenizer:
 
     def __init__(self, context_length: int = CONTEXT_LENGTH, truncate: bool = True,
                  bpe_path: str = BPE_PATH):
-        from tokenizers import Tokenizer, models, pre_tokenizers
-
         vocab, merges = load_vocab_and_merges(bpe_path)
         # Pure BPE over pre-split words: no normaliser, byte-level mapping without a regex.
         self._bpe = Tokenizer(models.BPE(vocab=dict(vocab), merges=list(merges),

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
+from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
+from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
 from crossgap_jax.data import RetrievalTask, get_dataset
 from crossgap_jax.pipeline.compare import (  # noqa: F401 (part of this face)
     COMPARISONS,
@@ -190,8 +192,6 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     (:mod:`crossgap_jax.baselines.ncm`). With ``max_gallery`` (smoke runs) the training
     split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
     """
-    from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
-    from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
 
     train = get_dataset(dataset, run.root_for(dataset), train_split)
     if list(train.classnames or []) != list(images.classnames):

@@ -1,7 +1,6 @@
 """End-to-end runs: features -> inversion -> retrieval / zero-shot -> metrics and tables.
 
 Every artefact lives under one run folder::
-
     <run_dir>/records/<command>-<key>.json        one record per command and setting
     <run_dir>/features/<dataset>/<split>-<modality>-<key>.npz
     <run_dir>/inversions/<oti|ovi>/<dataset>/<split>-<key>/   resumable shards
@@ -19,30 +18,39 @@ silently reuses stale work.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from crossgap_jax.baselines.isoclip import isoclip_features, isoclip_map, projection_heads
+from crossgap_jax.baselines.window import window_basis_for, window_features
 from crossgap_jax.data import RetrievalTask, TextSplit, dataset_info, get_dataset, get_task
+from crossgap_jax.data._fs import resolve_root
 from crossgap_jax.data.authors_assets import (
     apply_authors_assets,
     apply_authors_assets_to_split,
     find_summaries_dir,
 )
 from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
-from crossgap_jax.models import CLIP, load_clip
+from crossgap_jax.inversion.core import LOSS_REDUCTIONS
+from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
+from crossgap_jax.models import CLIP, get_config, load_clip
+from crossgap_jax.models.checkpoints import native_config
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
-from crossgap_jax.pipeline.presets import Preset
+from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT, PRESETS, Preset, isoclip_k
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (re-export)
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
+from crossgap_jax.retrieval._common import check_metric_variant
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +115,6 @@ class Run:
         ``--isoclip-k`` override, else the published value of the backbone
         (:func:`~crossgap_jax.pipeline.presets.isoclip_k`, which raises when there is none).
         Returns ``(map, info)``."""
-        from crossgap_jax.baselines.isoclip import isoclip_map, projection_heads
-        from crossgap_jax.pipeline.presets import isoclip_k
 
         (k_top, k_bottom), source = isoclip_k(self.cfg, task)
         key = ("isoclip", side, k_top, k_bottom)
@@ -122,7 +128,6 @@ class Run:
         """IsoCLIP features of ``split`` (training-free baseline): its pre-projection
         features mapped by :meth:`isoclip_map` of its modality; ``task`` picks the published
         ``(k_top, k_bottom)`` column (default: the split's modality)."""
-        from crossgap_jax.baselines.isoclip import isoclip_features
 
         m, info = self.isoclip_map(split.modality, task or split.modality)
         pre = self.features(split, project=False)
@@ -133,7 +138,6 @@ class Run:
         """Our own ``isotropic-window`` heuristic (NOT IsoCLIP): pre-projection features
         mapped onto an automatically chosen, approximately isotropic window of the
         singular directions (:mod:`crossgap_jax.baselines.window`)."""
-        from crossgap_jax.baselines.window import window_basis_for, window_features
 
         if "window" not in self._baseline_cache:
             self._baseline_cache["window"] = window_basis_for(self.clip)
@@ -147,7 +151,6 @@ class Run:
 
     def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
-        from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
 
         kwargs = self.inversion_kwargs(method)
         key = meta_key({"features": fs.meta, "method": method, **kwargs,
@@ -237,7 +240,6 @@ class Run:
                 raise FileNotFoundError(f"revisitop1m distractors: no folder {d} (expected "
                                         "<dir>/jpg/<sub>/<image>.jpg)")
             return d
-        from crossgap_jax.data._fs import resolve_root
 
         places = []
         try:
@@ -294,7 +296,6 @@ def pretrained_aliases() -> dict[str, str]:
     """Pretrained names that resolve to a shipped file: ``{"demo": <the demo checkpoint>}``
     (:data:`crossgap_jax.pipeline.presets.DEMO_CHECKPOINT`, whatever model that file
     holds)."""
-    from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
 
     return {"demo": DEMO_CHECKPOINT}
 
@@ -314,7 +315,6 @@ def resolve_source(cfg: dict, checkpoint: str | None = None
     Raises:
         FileNotFoundError: an alias whose file is missing.
     """
-    from crossgap_jax.models.checkpoints import native_config
 
     source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
     aliases = pretrained_aliases()
@@ -335,7 +335,6 @@ def _is_tag(source: str | None) -> bool:
 
 def default_run_dir(cfg: dict) -> str:
     """``results/<preset>`` when the preset's own model runs, else ``results/<model>``."""
-    from crossgap_jax.pipeline.presets import PRESETS
 
     preset = cfg.get("preset")
     if preset in PRESETS and PRESETS[preset].model == cfg.get("model"):
@@ -374,8 +373,6 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
         ValueError: an explicit model that the native file contradicts; checkpoint errors
             (:class:`~crossgap_jax.models.checkpoints.CheckpointError`).
     """
-    from crossgap_jax.inversion.core import LOSS_REDUCTIONS
-    from crossgap_jax.retrieval._common import check_metric_variant
 
     if isinstance(cfg, dict) and checkpoint is None:
         checkpoint = cfg.get("checkpoint")  # a run configuration's own weights
@@ -390,8 +387,6 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     source, native = resolve_source(cfg, checkpoint)
     if native is not None:
         if model_explicit and cfg["model"] != native.name:
-            from crossgap_jax.models import get_config
-
             if get_config(cfg["model"]) != native.replace(name=cfg["model"]):
                 raise ValueError(f"{source} holds architecture {native.name!r}, not "
                                  f"{cfg['model']!r}")
@@ -433,9 +428,6 @@ _WHERE = {name: mod for mod, names in _MOVED.items() for name in names}
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        import importlib
-        import warnings
-
         where = f"crossgap_jax.pipeline.{_WHERE[name]}"
         warnings.warn(f"crossgap_jax.pipeline.run.{name} moved to {where}.{name}; import it "
                       "from there", DeprecationWarning, stacklevel=2)

@@ -4,7 +4,6 @@
 
 Same data (the CoOp *train* split of Caltech101 at 64 px, 4,128 images, 100 classes), same
 architecture (``crossgap-caltech``), same seed, same schedule; only the loss differs:
-
 (a) ``clip``: CLIP's symmetric InfoNCE, learned temperature;
 (b) ``clip+slip``: (a) + SLIP's SimCLR NT-Xent between two augmented views of each image,
     on an MLP head over the image trunk;
@@ -32,7 +31,10 @@ from typing import Any
 
 import jax
 
+from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, ensure_dir, jsonable
+from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.models.checkpoints import load_native
 from crossgap_jax.train.configs import VARIANT_DESCRIPTIONS, VARIANTS, AugmentConfig, TrainConfig
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -42,6 +44,7 @@ from crossgap_jax.train.data import (
 )
 from crossgap_jax.train.evaluate import claim_verdicts, evaluate_claims
 from crossgap_jax.train.report import plot_claims
+from crossgap_jax.train.trainer import train
 
 DATASET = "caltech101"
 
@@ -72,9 +75,6 @@ def run_variant(variant: str, train_set, test_set, work_dir: str, *, steps: int,
                 eval_settings: dict, retrain: bool = False, reeval: bool = False,
                 progress: bool = True) -> dict[str, Any]:
     """Train (or load) one variant and evaluate it; cached in ``work_dir/<variant>``."""
-    from crossgap_jax.models.bundle import CLIP
-    from crossgap_jax.models.checkpoints import load_native
-    from crossgap_jax.train.trainer import train
 
     cfg = caltech_train_config(variant, steps, seed)
     d = os.path.join(work_dir, variant.replace("+", "_plus_"))
@@ -429,7 +429,6 @@ def _verdict_text(runs, r, names, ev) -> list[str]:
 def _demo_section(runs: dict | None = None) -> list[str]:
     """The shipped demo model's card: variant (a) above, retrained by
     ``train.demo_caltech`` (the demo measures it itself, offline)."""
-    from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME
 
     DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)  # noqa: N806
     if not os.path.isfile(DEMO_CARD):

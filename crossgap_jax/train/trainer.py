@@ -9,7 +9,6 @@ per-step augmentation/caption keys (``fold_in(key, step)``); on CPU the run is b
 reproducible.
 
 Variants (``TrainConfig.variant``):
-
 * ``"clip"`` (a): symmetric InfoNCE with a learned temperature (init 0.07, capped at 1/100).
 * ``"clip+slip"`` (b): (a) plus SLIP's intra-modal term: SimCLR's NT-Xent between two
   augmented views, on a small MLP head over the image trunk (the head is trained with the
@@ -40,6 +39,7 @@ from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir
 from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
+from crossgap_jax.models.checkpoints import save_native
 from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
@@ -317,7 +317,6 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
     Returns:
         :class:`TrainResult`.
     """
-    from crossgap_jax.models.checkpoints import save_native
 
     t0 = time.perf_counter()
     config: CLIPConfig = cfg.clip_config
