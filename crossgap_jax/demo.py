@@ -26,23 +26,13 @@ import os
 import time
 from typing import Any
 
-from crossgap_jax.data.sources.embedded import (
-    ASSET_DIR,
-    CARD_NAME,
-    DEMO_DATA,
-    IMAGE_NAME,
-    TEXT_NAME,
-)
+from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, IMAGE_NAME, TEXT_NAME
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
-from crossgap_jax.models.bundle import CLIP
-from crossgap_jax.models.checkpoints import load_native
-from crossgap_jax.pipeline.analyze import analysis_figure, analyze
-from crossgap_jax.pipeline.measure import Bootstrap
+from crossgap_jax.models import CLIP, load_native
+from crossgap_jax.pipeline import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
+from crossgap_jax.pipeline import Bootstrap, analysis_figure, make_run, preset, published_row
+from crossgap_jax.pipeline.analyze import analyze
 from crossgap_jax.pipeline.measure import measure as pipeline_measure
-from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
-from crossgap_jax.pipeline.presets import preset
-from crossgap_jax.pipeline.published import published_row
-from crossgap_jax.pipeline.run import make_run
 from crossgap_jax.retrieval import verdict
 
 DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)

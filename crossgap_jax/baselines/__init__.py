@@ -15,17 +15,26 @@ from crossgap_jax.baselines.isoclip import (
     ProjectionHead,
     inter_modal_svd,
     isoclip_features,
+    isoclip_image_features,
     isoclip_map,
     isoclip_map_for,
     isoclip_similarity,
+    isoclip_text_features,
     kept_components,
     projection_heads,
 )
 from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
-from crossgap_jax.baselines.window import WindowBasis, isotropic_window, window_basis
+from crossgap_jax.baselines.window import (
+    WindowBasis,
+    isotropic_window,
+    window_basis,
+    window_basis_for,
+    window_features,
+)
 
 __all__ = [
     "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
-    "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
-    "isotropic_window", "kept_components", "ncm_accuracy", "projection_heads", "window_basis",
+    "isoclip_features", "isoclip_image_features", "isoclip_map", "isoclip_map_for",
+    "isoclip_similarity", "isoclip_text_features", "isotropic_window", "kept_components",
+    "ncm_accuracy", "projection_heads", "window_basis", "window_basis_for", "window_features",
 ]

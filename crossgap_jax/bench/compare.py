@@ -44,8 +44,7 @@ from crossgap_jax.bench import flops
 from crossgap_jax.fileio import atomic_write_json
 from crossgap_jax.inversion import oti, ovi
 from crossgap_jax.models import CLIP, family_of, get_config
-from crossgap_jax.retrieval import evaluate_per_query
-from crossgap_jax.retrieval._common import auto_chunk_size
+from crossgap_jax.retrieval import auto_chunk_size, evaluate_per_query
 from crossgap_jax.retrieval.metrics import _JAX_BLOCK_ELEMENTS
 
 PAPER_JOBS = (("oti", "ImageNet val", 50_000, 150), ("ovi", "COCO 5k captions", 25_000, 1000))

@@ -13,16 +13,21 @@ from crossgap_jax.cli.options import (
     CLIError,
     did_you_mean,
 )
-from crossgap_jax.data import dataset_info, list_datasets
-from crossgap_jax.data import images as im
-from crossgap_jax.data._fs import ENV_VAR, resolve_root
-from crossgap_jax.data.authors_assets import check_authors_assets, find_summaries_dir
-from crossgap_jax.data.sources.tfds import PREFIX, _import_tfds
+from crossgap_jax.data import (
+    ENV_VAR,
+    PREFIX,
+    check_authors_assets,
+    dataset_info,
+    find_summaries_dir,
+    imagefolder_splits,
+    list_datasets,
+    resolve_root,
+)
+from crossgap_jax.data.sources.tfds import _import_tfds
 from crossgap_jax.models import HUB_ID as _HUB_ID
 from crossgap_jax.models import get_config, list_architectures
 from crossgap_jax.models import resolve_clip_tag as _resolve_named
-from crossgap_jax.pipeline.presets import PRESETS, Preset, preset
-from crossgap_jax.pipeline.run import pretrained_aliases, resolve_source
+from crossgap_jax.pipeline import PRESETS, Preset, preset, pretrained_aliases, resolve_source
 from crossgap_jax.pipeline.tasks import _canonical_name
 
 # ---------------------------------------------------------------------------------------
@@ -125,7 +130,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         return
     r = _check_root(root, "--data-root")
     if info.generic:
-        splits = (im.imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
+        splits = (imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
     else:
         splits = list(info.splits) + (["val"] if info.name == "imagenet" else [])

@@ -24,19 +24,22 @@ from crossgap_jax.cli.options import (
     CLIError,
 )
 from crossgap_jax.data import list_datasets
-from crossgap_jax.models import list_architectures, load_clip
-from crossgap_jax.models.checkpoints import native_config, save_native
-from crossgap_jax.pipeline.analyze import analyze
-from crossgap_jax.pipeline.presets import Preset, list_presets
-from crossgap_jax.pipeline.records import provenance, write_record
-from crossgap_jax.pipeline.report import (
+from crossgap_jax.models import list_architectures, load_clip, native_config, save_native
+from crossgap_jax.pipeline import (
+    DatasetFailure,
+    Preset,
     analysis_summary,
     classify_table,
+    list_presets,
+    make_run,
+    pretrained_aliases,
+    provenance,
     results_table,
     retrieval_table,
+    write_record,
 )
-from crossgap_jax.pipeline.reproduce import DatasetFailure, reproduce
-from crossgap_jax.pipeline.run import make_run, pretrained_aliases
+from crossgap_jax.pipeline.analyze import analyze
+from crossgap_jax.pipeline.reproduce import reproduce
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,8 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
-from crossgap_jax.pipeline.presets import list_presets
+from crossgap_jax.pipeline import CLASSIFY_VARIANTS, list_presets
 
 PROG = "crossgap-jax"
 DEFAULT_PRESET = "clip_vitb32"

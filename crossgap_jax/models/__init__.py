@@ -15,6 +15,7 @@ from crossgap_jax.models.configs import (
     ARCHITECTURE_ALIASES,
     OPENAI_MEAN,
     OPENAI_STD,
+    SMALL_ARCHITECTURES,
     CLIPConfig,
     TextConfig,
     VisionConfig,
@@ -22,6 +23,7 @@ from crossgap_jax.models.configs import (
     list_aliases,
     list_architectures,
     register_architecture,
+    register_small_architectures,
     vit_config,
 )
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
@@ -50,6 +52,7 @@ from crossgap_jax.models.pretrained import (
 from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 
 __all__ = [
+    "SMALL_ARCHITECTURES", "register_small_architectures",
     "ARCHITECTURE_ALIASES", "CLIP", "CLIPConfig", "CLIPTokenizer", "CheckpointError",
     "CheckpointNotFoundError", "ChecksumError", "HUB_ID", "ImageDecodeError", "OPENAI_MEAN",
     "OPENAI_RELEASES", "OPENAI_STD", "RESCALED_FROM", "TextConfig", "VisionConfig",

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
-from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+from crossgap_jax.baselines import class_means, isoclip_features, ncm_accuracy, projection_heads
 from crossgap_jax.data import RetrievalTask, get_dataset
 from crossgap_jax.pipeline.compare import (  # noqa: F401 (part of this face)
     COMPARISONS,

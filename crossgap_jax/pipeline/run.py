@@ -28,20 +28,32 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines.isoclip import isoclip_features, isoclip_map, projection_heads
-from crossgap_jax.baselines.window import window_basis_for, window_features
-from crossgap_jax.data import RetrievalTask, TextSplit, dataset_info, get_dataset, get_task
-from crossgap_jax.data._fs import resolve_root
-from crossgap_jax.data.authors_assets import (
+from crossgap_jax.baselines import (
+    isoclip_features,
+    isoclip_map,
+    projection_heads,
+    window_basis_for,
+    window_features,
+)
+from crossgap_jax.data import (
+    RetrievalTask,
+    TextSplit,
     apply_authors_assets,
     apply_authors_assets_to_split,
+    dataset_info,
     find_summaries_dir,
+    get_dataset,
+    get_task,
+    resolve_root,
 )
-from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
-from crossgap_jax.inversion.core import LOSS_REDUCTIONS
-from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
-from crossgap_jax.models import CLIP, get_config, load_clip
-from crossgap_jax.models.checkpoints import native_config
+from crossgap_jax.inversion import (
+    LOSS_REDUCTIONS,
+    ExecutionSettings,
+    InversionSettings,
+    invert_dataset,
+    load_inverted,
+)
+from crossgap_jax.models import CLIP, get_config, load_clip, native_config
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
@@ -50,7 +62,7 @@ from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
-from crossgap_jax.retrieval._common import check_metric_variant
+from crossgap_jax.retrieval import check_metric_variant
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crossgap_jax.data import ImageSplit, RetrievalTask, TextSplit, dataset_info
-from crossgap_jax.data import images as im
-from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS
+from crossgap_jax.data import (
+    PREFIX,
+    TFDS_DEFAULTS,
+    ImageSplit,
+    RetrievalTask,
+    TextSplit,
+    dataset_info,
+    imagefolder_splits,
+)
 from crossgap_jax.pipeline.prompts import clean_classname
 
 
@@ -168,7 +174,7 @@ def default_classify_split(dataset: str, root: str | None) -> str:
         return d.query_split if d else "test"
     info = dataset_info(dataset)
     if info.name == "imagefolder" and root is not None:
-        splits = im.imagefolder_splits(os.fspath(root))
+        splits = imagefolder_splits(os.fspath(root))
         return "test" if "test" in splits else splits[0]
     return "test" if "test" in info.splits else info.query_split
 

@@ -15,7 +15,7 @@ Main entry points (see docs/retrieval.md):
   the holds / does not hold / inconclusive verdict it supports.
 """
 
-from crossgap_jax.retrieval._common import l2_normalize
+from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, l2_normalize
 from crossgap_jax.retrieval.engine import (
     cosine_similarity,
     evaluate,
@@ -45,6 +45,7 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
+    "auto_chunk_size", "check_metric_variant",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",
     "average_precision",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from crossgap_jax.models.configs import (  # noqa: F401  (re-exported: defined with the registry)
+from crossgap_jax.models import (  # noqa: F401  (re-exported: defined with the registry)
     SMALL_ARCHITECTURES,
     CLIPConfig,
     get_config,

@@ -26,10 +26,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from crossgap_jax.data.registry import get_dataset
+from crossgap_jax.data import center_crop, get_dataset, resize_shortest_side
 from crossgap_jax.fileio import atomic_write_with
-from crossgap_jax.models.preprocess import center_crop, resize_shortest_side
-from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
+from crossgap_jax.models import eot_indices, get_tokenizer
 
 # --- templates ---------------------------------------------------------------------------
 # Objects (Caltech101). Training templates: a subset of CLIP's ImageNet prompt style.

@@ -33,10 +33,9 @@ import jax
 import numpy as np
 from PIL import Image
 
-from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
-from crossgap_jax.models.bundle import params_sha256
-from crossgap_jax.models.checkpoints import load_native, save_native, sha256_file
+from crossgap_jax.models import load_native, params_sha256, save_native, sha256_file
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,

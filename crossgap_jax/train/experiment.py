@@ -31,10 +31,9 @@ from typing import Any
 
 import jax
 
-from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME
+from crossgap_jax.data import ASSET_DIR, CARD_NAME
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, ensure_dir, jsonable
-from crossgap_jax.models.bundle import CLIP
-from crossgap_jax.models.checkpoints import load_native
+from crossgap_jax.models import CLIP, load_native
 from crossgap_jax.train.configs import VARIANT_DESCRIPTIONS, VARIANTS, AugmentConfig, TrainConfig
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
