@@ -316,7 +316,6 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     t0 = time.perf_counter()
     settings = settings or (QUICK if quick else FULL)
     ensure_dir(out_dir)

@@ -104,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
 @contextlib.contextmanager
 def quiet_progress(enabled: bool) -> Iterator[None]:
     """While active (``enabled``), every tqdm bar is created disabled, wherever it is."""

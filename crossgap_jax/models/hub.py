@@ -300,7 +300,6 @@ def hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
     return None
 
 
-
 def hub_sha256(path: str) -> str | None:
     """The sha256 of an LFS file in the Hugging Face cache is its blob's name."""
     real = os.path.realpath(path)

@@ -2,7 +2,8 @@
 measurements, records and reports (see docs/architecture.md for the path of a run).
 
 - :mod:`~crossgap_jax.pipeline.presets`: the typed :class:`Preset` per paper table.
-- :mod:`~crossgap_jax.pipeline.run`: :func:`make_run` (model, tasks, caches of one run).
+- :mod:`~crossgap_jax.pipeline.run`: :func:`make_run` (model, tasks, caches of one run);
+  :mod:`~crossgap_jax.pipeline.weights`: which weights it loads.
 - :mod:`~crossgap_jax.pipeline.tasks` / :mod:`~crossgap_jax.pipeline.features` /
   :mod:`~crossgap_jax.pipeline.store`: tasks loaded once, encoded features cached on disk.
 - :mod:`~crossgap_jax.pipeline.measure`: the one ``measure(...)`` of every claim;
@@ -35,7 +36,8 @@ from crossgap_jax.pipeline.report import (
     retrieval_table,
 )
 from crossgap_jax.pipeline.reproduce import DatasetFailure
-from crossgap_jax.pipeline.run import Run, make_run, pretrained_aliases, resolve_source
+from crossgap_jax.pipeline.run import Run, make_run
+from crossgap_jax.pipeline.weights import pretrained_aliases, resolve_source
 
 __all__ = [
     "CLASSIFY_VARIANTS", "DEFAULT_BOOTSTRAP", "DEMO_CHECKPOINT", "PRESETS", "Bootstrap",

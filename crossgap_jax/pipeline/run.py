@@ -53,15 +53,16 @@ from crossgap_jax.inversion import (
     invert_dataset,
     load_inverted,
 )
-from crossgap_jax.models import CLIP, get_config, load_clip, native_config
+from crossgap_jax.models import CLIP, get_config, load_clip
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
-from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT, PRESETS, Preset, isoclip_k
+from crossgap_jax.pipeline.presets import PRESETS, Preset, isoclip_k
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (re-export)
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
+from crossgap_jax.pipeline.weights import _is_tag, pretrained_aliases, resolve_source
 from crossgap_jax.retrieval import check_metric_variant
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,6 @@ class Run:
         """Retrieval metrics for one dataset (:func:`crossgap_jax.pipeline.measure.retrieve`)."""
         return measure_mod.retrieve(self, dataset, query_type, gallery_type, split)
 
-
     def split(self, dataset: str, split: str | None = None):
         """One split of ``dataset``, with the authors' texts when :attr:`authors_assets` is set
         (the gallery summaries, the 20NG queries)."""
@@ -302,47 +302,6 @@ class Run:
             train_split: str = "train") -> dict:
         """Nearest-class-mean accuracy (:func:`crossgap_jax.pipeline.measure.ncm`)."""
         return measure_mod.ncm(self, dataset, images, variants, train_split)
-
-
-def pretrained_aliases() -> dict[str, str]:
-    """Pretrained names that resolve to a shipped file: ``{"demo": <the demo checkpoint>}``
-    (:data:`crossgap_jax.pipeline.presets.DEMO_CHECKPOINT`, whatever model that file
-    holds)."""
-
-    return {"demo": DEMO_CHECKPOINT}
-
-
-
-def resolve_source(cfg: dict, checkpoint: str | None = None
-                   ) -> tuple[str | None, Any]:
-    """The weights a run loads, and their architecture when the file states it.
-
-    ``checkpoint`` (a path / hub id) wins over the preset's ``checkpoint`` / ``pretrained``;
-    a pretrained alias (``"demo"``) becomes its file.
-
-    Returns:
-        ``(source, config)``: ``config`` is the architecture stored in a native file
-        (:func:`~crossgap_jax.models.checkpoints.native_config`), else None.
-
-    Raises:
-        FileNotFoundError: an alias whose file is missing.
-    """
-
-    source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
-    aliases = pretrained_aliases()
-    if source in aliases and not os.path.exists(source):
-        source = aliases[source]
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"the demo checkpoint {source} is missing; rebuild it "
-                                    "with: python -m crossgap_jax.train.demo_caltech")
-    if isinstance(source, str) and os.path.exists(os.path.expanduser(source)):
-        return source, native_config(os.path.expanduser(source))
-    return source, None
-
-
-def _is_tag(source: str | None) -> bool:
-    return (isinstance(source, str) and re.fullmatch(r"[a-z0-9_]+", source) is not None
-            and not os.path.exists(source))
 
 
 def default_run_dir(cfg: dict) -> str:

@@ -128,7 +128,6 @@ def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> Retriev
     if distractor_dir is None:
         return task
 
-
     paths = sorted(glob.glob(os.path.join(distractor_dir, "*", "*.jpg")))
     if not paths:
         raise FileNotFoundError(f"revisitop1m distractors: no {distractor_dir}/*/*.jpg images")

@@ -16,12 +16,7 @@ Main entry points (see docs/retrieval.md):
 """
 
 from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, l2_normalize
-from crossgap_jax.retrieval.engine import (
-    cosine_similarity,
-    evaluate,
-    evaluate_per_query,
-    qrels_to_csr,
-)
+from crossgap_jax.retrieval.engine import cosine_similarity, evaluate, evaluate_per_query
 from crossgap_jax.retrieval.gap import (
     modality_gap,
     paired_similarities,
@@ -29,6 +24,7 @@ from crossgap_jax.retrieval.gap import (
     similarity_statistics,
 )
 from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
+from crossgap_jax.retrieval.relevance import qrels_to_csr
 from crossgap_jax.retrieval.revisitop import (
     REVISITOP_PROTOCOLS,
     load_revisitop_gnd,

@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> dict:
     if a.data_root is None and not os.environ.get("CROSSGAP_SHARED_DATA"):
         p.error("give --data-root or set CROSSGAP_SHARED_DATA")
 
-
     t0 = time.time()
     train_set = coop_data(DATASET, a.data_root, "train", IMAGE_SIZE, progress=not a.no_progress)
     test_set = coop_data(DATASET, a.data_root, "test", IMAGE_SIZE, progress=not a.no_progress)
