@@ -61,6 +61,18 @@ def test_bench_smoke_end_to_end(tmp_path):
     # rewritten: torchmetrics is absent here) on the sample
     (m,) = res["metrics"]
     assert m["max_abs_diff_on_sample"] < 1e-4
+    # the resumable inversion's memory rows: one fresh process per size, every item
+    # inverted into ceil(N / shard) shards, the input features' size by arithmetic
+    arch, steps, batch, shard, sizes = res["settings"]["memory"]
+    mem = res["inversion_memory"]
+    assert [r["items"] for r in mem] == list(sizes)
+    dim = get_config(arch).embed_dim
+    for r in mem:
+        assert r["status"] == "ok", r
+        assert r["shards"] == -(-r["items"] // shard)
+        assert r["features_mib"] == pytest.approx(r["items"] * dim * 4 / 2**20)
+        assert r["host_growth_mib"] == pytest.approx(r["host_peak_rss_mib"]
+                                                     - r["host_rss_before_mib"])
     # extrapolations are the stated arithmetic of the measured rows
     for job in res["paper_jobs"]:
         method = job["job"].split()[0].lower()

@@ -5,6 +5,7 @@ refused. Tolerance: 1e-5 (the restarted run may batch the remaining items differ
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from crossgap_jax.inversion.resumable import (
     ResumeMismatchError,
     invert_dataset,
+    item_init,
     load_inverted,
 )
 from crossgap_jax.models.bundle import create_clip
@@ -123,6 +125,8 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny, data, uninterrupted
     assert (again.already_done, again.inverted, again.shards) == (N_ITEMS, 0, [])
 
 
+# slow (issue 14 item 8): ~20 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_refuses_mismatched_resume(tiny, data, uninterrupted):
     names, f = data
     with pytest.raises(ResumeMismatchError, match="learning_rate"):
@@ -146,6 +150,8 @@ def test_refuses_mismatched_resume(tiny, data, uninterrupted):
     assert ok.inverted == 0
 
 
+# slow (issue 14 item 8): ~10 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_multi_host_split_and_order(tiny, data, uninterrupted, tmp_path):
     names, f = data
     n = 20
@@ -195,3 +201,37 @@ def test_ovi_shards_and_input_checks(tiny, data, tmp_path):
         invert_dataset(tiny, names[:2], f[:2], str(tmp_path / "x"), "oti", stepz=2)
     with pytest.raises(FileNotFoundError):
         load_inverted(str(tmp_path / "nothing"))
+
+
+def test_shards_hold_whole_batches_and_small_runs_are_not_padded(tiny, data, tmp_path,
+                                                                  monkeypatch):
+    """Shard boundaries fall on batch boundaries (shard_size 3 at batch 2 -> shards of 2),
+    every call compiles one batch shape, and a run smaller than one batch is not padded up
+    to batch_size (what each inverter call gets is recorded by a spy around ``oti``)."""
+    from crossgap_jax.inversion import inverters
+
+    names, f = data
+    calls = []
+    real = inverters.oti
+
+    @functools.wraps(real)  # invert_dataset reads oti's signature
+    def spy(clip, targets, **kw):
+        calls.append((len(targets), kw["pad_to"], kw["batch_size"]))
+        return real(clip, targets, **kw)
+
+    monkeypatch.setattr(inverters, "oti", spy)
+    kw = dict(steps=2, progress=False)
+    s = invert_dataset(tiny, names[:5], f[:5], str(tmp_path / "a"), "oti", shard_size=3,
+                       batch_size=2, **kw)
+    assert [len(np.load(p)["names"]) for p in s.shards] == [2, 2, 1]
+    assert calls == [(2, 2, 2), (2, 2, 2), (1, 2, 2)]
+    calls.clear()
+    invert_dataset(tiny, names[:2], f[:2], str(tmp_path / "b"), "oti", shard_size=256,
+                   batch_size=8, **kw)
+    assert calls == [(2, 2, 8)]
+    # the results are those of one direct call (per-example objective: batching is free)
+    got_names, got = load_inverted(str(tmp_path / "a"))
+    want = real(tiny, f[:5], init=item_init(names[:5], 0, got["pseudo_tokens"].shape[1:]),
+                steps=2, batch_size=2, progress=False)
+    order = [got_names.index(n) for n in names[:5]]
+    np.testing.assert_allclose(got["features"][order], want.features, rtol=1e-5, atol=1e-6)

@@ -234,7 +234,9 @@ def test_deprecated_module_warns_and_keeps_old_names():
 
 
 # --- bundle helpers: heads of every family reproduce the model's own features -----------
-@pytest.fixture(scope="module", params=["tiny", "siglip-tiny", "slip-tiny"])
+# SigLIP and SLIP run in CI only (make test): ~10 CPU-s each of model building/compiling.
+@pytest.fixture(scope="module", params=["tiny", pytest.param("siglip-tiny", marks=pytest.mark.slow),
+                                        pytest.param("slip-tiny", marks=pytest.mark.slow)])
 def bundle(request, tmp_path_factory):
     from crossgap_jax.models import create_clip
 

@@ -36,6 +36,8 @@ def test_presets_resolve_and_reject_unknown():
         get_preset("clip_vitb32", lr=1.0)
 
 
+# slow (issue 14 item 8): ~25 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_reproduce_end_to_end(tiny_ckpt, shared_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
     argv = ["--quiet", "reproduce", "--datasets", "caltech101,coco_text",
@@ -66,6 +68,8 @@ def test_reproduce_end_to_end(tiny_ckpt, shared_data, tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["datasets"] == metrics["datasets"]
 
 
+# slow (issue 14 item 8): ~35 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_feature_cache_refuses_other_model(tiny_ckpt, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["--quiet", "encode", "--dataset", "coco_text", "--split", "test",

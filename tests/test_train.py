@@ -223,6 +223,8 @@ def test_slip_variant_uses_a_head_over_the_trunk():
     assert np.isfinite([h["loss"] for h in res.history]).all()
 
 
+# slow (issue 14 item 8): ~35 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_same_seed_same_params_different_seed_different(tmp_path):
     from crossgap_jax.models.checkpoints import read_safetensors
 
@@ -246,6 +248,8 @@ def test_same_seed_same_params_different_seed_different(tmp_path):
 
 # ---------------------------------------------------------------------------------------
 # checkpoints
+# slow (issue 14 item 8): ~12 CPU-s here; CI runs it (make test)
+@pytest.mark.slow
 def test_checkpoint_roundtrip(tmp_path):
     cfg = tiny_cfg()
     res = train(cfg, tiny_data(), TEMPLATES, out_dir=str(tmp_path), progress=False,

@@ -6,10 +6,21 @@
   task).
 - :mod:`crossgap_jax.baselines.window`: the ``isotropic-window`` map, our own heuristic
   (not IsoCLIP).
+- :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
+  on a fit set, e.g. the gallery).
+- :mod:`crossgap_jax.baselines.fewshot`: k-shot NCM with seeded per-class sampling.
 
 See docs/baselines.md.
 """
 
+from crossgap_jax.baselines.fewshot import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    FewShotSkip,
+    few_shot_ncm_accuracy,
+    few_shot_sweep,
+    k_shot_indices,
+)
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
     ProjectionHead,
@@ -24,6 +35,15 @@ from crossgap_jax.baselines.isoclip import (
     projection_heads,
 )
 from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+from crossgap_jax.baselines.pca import (
+    CenterMap,
+    PCAMap,
+    center_features,
+    fit_center,
+    fit_pca,
+    max_pca_components,
+    pca_features,
+)
 from crossgap_jax.baselines.window import (
     WindowBasis,
     isotropic_window,
@@ -33,6 +53,9 @@ from crossgap_jax.baselines.window import (
 )
 
 __all__ = [
+    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "max_pca_components",
+    "CenterMap", "FewShotSkip", "PCAMap", "center_features", "few_shot_ncm_accuracy",
+    "few_shot_sweep", "fit_center", "fit_pca", "k_shot_indices", "pca_features",
     "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
     "isoclip_features", "isoclip_image_features", "isoclip_map", "isoclip_map_for",
     "isoclip_similarity", "isoclip_text_features", "isotropic_window", "kept_components",

@@ -2,6 +2,7 @@
 
 Phases (each under its own wall-time cap, so the whole run has a known bound; a phase that
 would overrun stops early and says so in its rows):
+
 1. ``matmul``: the device's dense matmul rate (float32 and bfloat16), the FLOP-floor unit.
 2. ``inversion``: OTI / OVI through the public :func:`~crossgap_jax.inversion.oti` /
    :func:`~crossgap_jax.inversion.ovi` (all local devices), random weights at real size,
@@ -16,16 +17,21 @@ would overrun stops early and says so in its rows):
    run would overrun; against the authors' per-query loop (torch similarities +
    torchmetrics per query, or the same computation in torch when torchmetrics is absent),
    timed on a few queries and extrapolated.
-6. ``paper_jobs``: extrapolated wall time of OTI over ImageNet val (50k x 150 steps, B/32)
+6. ``inversion_memory``: peak host RSS (and device memory where the backend reports it)
+   of :func:`~crossgap_jax.inversion.resumable.invert_dataset` (the chunked, resumable
+   path of ``oti`` / ``ovi`` / ``reproduce``) at two dataset sizes (10k and 50k items),
+   each in a fresh process (:mod:`crossgap_jax.bench.memory`): bounded means the same
+   peak at both sizes, apart from the ``(N, D)`` input features.
+7. ``paper_jobs``: extrapolated wall time of OTI over ImageNet val (50k x 150 steps, B/32)
    and OVI over the COCO 5k captions (25k x 1000 steps, B/32), beside their FLOP floor at
    the matmul rate measured in phase 1.
 
 Imports: jax, numpy, torch (optional: phases 3 and 5's baseline are skipped without it),
 torchmetrics (optional). Nothing else (no sklearn, matplotlib, tfds, network).
 
-(Over 450 lines on purpose: the six phases share the settings, the deadline, the timing and
+(Over 450 lines on purpose: the phases share the settings, the deadline, the timing and
 out-of-memory helpers and the one table the command prints; each phase is one function of
-~30-60 lines, and a split by phase would scatter one command's bookkeeping over six files.)
+~30-60 lines, and a split by phase would scatter one command's bookkeeping over many files.)
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ import dataclasses
 import functools
 import os
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -45,9 +50,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.bench import flops
+from crossgap_jax.bench.memory import bench_inversion_memory
+from crossgap_jax.bench.models import peak_memory, random_clip  # noqa: F401  (re-exported)
 from crossgap_jax.fileio import atomic_write_json
 from crossgap_jax.inversion import oti, ovi
-from crossgap_jax.models import CLIP, family_of, get_config
+from crossgap_jax.models import get_config
 from crossgap_jax.retrieval import auto_chunk_size, evaluate_per_query
 from crossgap_jax.retrieval.metrics import _JAX_BLOCK_ELEMENTS
 
@@ -59,8 +66,10 @@ class BenchSettings:
     """What one ``bench`` run measures. :func:`full_settings` / :func:`smoke_settings`.
 
     ``sweeps``: ``(arch, method, timed steps, batch sizes)``; each runs in every dtype.
+    ``memory``: ``(arch, steps, batch size, shard size, item counts)`` of the
+    ``inversion_memory`` phase.
     ``caps``: wall seconds per phase (``matmul``, ``inversion``, ``torch``, ``encode``,
-    ``metrics``).
+    ``metrics``, ``inversion_memory``).
     """
 
     archs: tuple[str, ...] = ("ViT-B/32", "ViT-L/14")
@@ -77,8 +86,11 @@ class BenchSettings:
     metrics_sample: int = 2048
     metrics_torch_sample: int = 8
     job_arch: str = "ViT-B/32"
-    caps: tuple[tuple[str, float], ...] = (("matmul", 15), ("inversion", 220), ("torch", 100),
-                                           ("encode", 40), ("metrics", 80))
+    memory: tuple[str, int, int, int, tuple[int, ...]] = ("ViT-B/32", 1, 4096, 8192,
+                                                          (10_000, 50_000))
+    caps: tuple[tuple[str, float], ...] = (("matmul", 15), ("inversion", 200), ("torch", 100),
+                                           ("encode", 40), ("metrics", 80),
+                                           ("inversion_memory", 45))
     smoke: bool = False
 
     def cap(self, phase: str) -> float:
@@ -103,8 +115,9 @@ def smoke_settings() -> BenchSettings:
         matmul_size=256, torch_archs=("tiny",), torch_compile_archs=("tiny",),
         torch_compile_backend="aot_eager", torch_batch=4, torch_steps=2, encode_batches=(4, 8),
         metrics_size=(300, 3000, 16, 10), metrics_sample=100, metrics_torch_sample=4,
-        job_arch="tiny",
-        caps=(("matmul", 10), ("inversion", 90), ("torch", 60), ("encode", 30), ("metrics", 30)),
+        job_arch="tiny", memory=("tiny", 1, 256, 512, (500, 2000)),
+        caps=(("matmul", 10), ("inversion", 90), ("torch", 60), ("encode", 30), ("metrics", 30),
+              ("inversion_memory", 150)),  # two fresh processes; an idle CPU needs ~15 s
         smoke=True)
 
 
@@ -159,35 +172,6 @@ def is_oom(error: BaseException) -> bool:
         s in text for s in ("resource_exhausted", "out of memory", "outofmemory"))
 
 
-def peak_memory() -> dict[str, float | None]:
-    """Peak device bytes in use (``memory_stats()``; None where the backend has none) and
-    peak host RSS of this process, in MiB."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return {"device_peak_mib": None if peak is None else peak / 2**20,
-            "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def random_clip(arch: str, dtype: str = "float32", seed: int = 0) -> Any:
-    """A CLIP bundle at ``arch``'s real shapes with N(0, 0.02) weights drawn by NumPy (no
-    init compile); LayerNorm scales 1, biases 0. Speed does not depend on the values."""
-
-    config = get_config(arch)
-    rng = np.random.default_rng(seed)
-
-    def draw(path, s):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name:
-            return np.ones(s.shape, np.float32)
-        if "bias" in name:
-            return np.zeros(s.shape, np.float32)
-        return (0.02 * rng.standard_normal(s.shape, dtype=np.float32))
-
-    shapes = family_of(config).param_shapes(config)
-    params = jax.device_put(jax.tree_util.tree_map_with_path(draw, shapes))
-    return CLIP(config, params, dtype=dtype, info={"source": "random (benchmark)"})
-
-
 @functools.lru_cache(maxsize=2)
 def _cached_clip(arch: str) -> Any:
     """One random float32 parameter set per architecture (dtypes share it)."""
@@ -232,6 +216,7 @@ def bench_matmul(n: int, dtypes: Sequence[str] = ("float32", "bfloat16")
 
 
 def _inversion_call(clip: Any, method: str, batch: int, steps: int) -> Callable[[], Any]:
+
     rng = np.random.default_rng(0)
     targets = rng.standard_normal((batch, clip.config.embed_dim)).astype(np.float32)
     fn = oti if method == "oti" else ovi
@@ -453,6 +438,21 @@ def bench_metrics(settings: BenchSettings, deadline: _Deadline) -> list[dict[str
     return [row]
 
 
+def bench_memory(settings: BenchSettings, deadline: _Deadline) -> list[dict[str, Any]]:
+    """Peak memory of the resumable inversion at each item count of ``settings.memory``
+    (:func:`crossgap_jax.bench.memory.bench_inversion_memory`; one process per size, each
+    given what is left of the phase's cap)."""
+    arch, steps, batch, shard, sizes = settings.memory
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        if deadline.left() <= 0:
+            rows.append({"items": n, "arch": arch, "status": "skipped (phase time cap)"})
+            continue
+        rows += bench_inversion_memory((n,), arch=arch, steps=steps, batch_size=batch,
+                                       shard_size=shard, timeout_s=max(deadline.left(), 1))
+    return rows
+
+
 def paper_jobs(settings: BenchSettings, inversion: Sequence[dict[str, Any]],
                matmul: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Extrapolated wall time of the paper's two jobs at the best measured throughput,
@@ -514,7 +514,8 @@ def run_bench(settings: BenchSettings, out_dir: str = os.path.join("benchmarks",
               ("inversion", lambda d: bench_inversion(settings, d, rate())),
               ("torch", lambda d: bench_torch(settings, d, rate()["float32"])),
               ("encode", lambda d: bench_encode(settings, d)),
-              ("metrics", lambda d: bench_metrics(settings, d)))
+              ("metrics", lambda d: bench_metrics(settings, d)),
+              ("inversion_memory", lambda d: bench_memory(settings, d)))
     for name, fn in phases:
         p0 = time.perf_counter()
         res[name] = fn(_Deadline(settings.cap(name)))

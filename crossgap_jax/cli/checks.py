@@ -4,6 +4,7 @@ phrased as CLI options (:func:`cli_words`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -27,7 +28,14 @@ from crossgap_jax.data.sources.tfds import _import_tfds
 from crossgap_jax.models import HUB_ID as _HUB_ID
 from crossgap_jax.models import get_config, list_architectures
 from crossgap_jax.models import resolve_clip_tag as _resolve_named
-from crossgap_jax.pipeline import PRESETS, Preset, preset, pretrained_aliases, resolve_source
+from crossgap_jax.pipeline import (
+    PRESETS,
+    BaselineSettings,
+    Preset,
+    preset,
+    pretrained_aliases,
+    resolve_source,
+)
 from crossgap_jax.pipeline.tasks import _canonical_name
 
 # ---------------------------------------------------------------------------------------
@@ -96,6 +104,7 @@ def data_roots(values: Sequence[str] | str | None, datasets: Sequence[str] = ()
 
 
 def _check_root(root: str | None, option: str) -> str:
+
     try:
         r = resolve_root(root)
     except ValueError:
@@ -111,6 +120,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     """Known name, tfds importable, root present, the dataset found there, split known."""
 
     if name.startswith(PREFIX):
+
         try:
             _import_tfds()
         except ImportError:
@@ -130,6 +140,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         return
     r = _check_root(root, "--data-root")
     if info.generic:
+
         splits = (imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
     else:
@@ -198,6 +209,7 @@ def _check_source(args, cfg: dict) -> None:
     if want is None and args.preset is not None:
         want = cfg["model"]  # the preset's model, given explicitly
     if want is not None and want != native.name:
+
         try:
             same = get_config(want) == native.replace(name=want)
         except (KeyError, TypeError):
@@ -229,6 +241,31 @@ def _process_ids(args) -> tuple[int | None, int | None]:
     return num, pid
 
 
+def baseline_settings(args) -> dict | None:
+    """The ``baselines`` preset key from ``--pca-k`` etc. (None when none is given), checked
+    by :class:`~crossgap_jax.pipeline.baselines.BaselineSettings`."""
+
+    names = {"pca_k": "pca_k", "pca_whiten": "pca_whiten", "pca_fit": "pca_fit",
+             "center_fit": "center_fit", "shots": "shots", "fewshot_seeds": "seeds",
+             "fewshot_types": "fewshot_types"}
+    d = {key: getattr(args, attr) for attr, key in names.items()
+         if getattr(args, attr, None) is not None}
+    variants = getattr(args, "variants", None) or ()
+    try:
+        s = BaselineSettings.from_cfg({"baselines": d})
+        if "pca-ncm" in variants or (args.command == "retrieve" and "pca" in (
+                getattr(args, "query_type", None), getattr(args, "gallery_type", None))):
+            s.single_pca_k()
+        if "fewshot" in variants and "pca" in s.fewshot_types and not s.pca_k:
+            raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca "
+                             "out of --fewshot-types)")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if not d:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(s).items()}
+
+
 def validate(args) -> list[tuple[str, dict]]:
     """Check every preset, dataset, data root, split and checkpoint of a run command before
     anything is loaded or computed.
@@ -246,10 +283,12 @@ def validate(args) -> list[tuple[str, dict]]:
         except ValueError as e:
             raise CLIError(str(e)) from None
     if getattr(args, "authors_assets", None):
+
         try:
             find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
         except (ValueError, OSError) as e:
             raise CLIError(_one_line(e)) from None
+    baseline_settings(args)  # checked before any work
     presets = args.presets if getattr(args, "presets", None) else [args.preset or DEFAULT_PRESET]
     # Parsed once: the typed options become one frozen Preset per preset name.
     overrides = {k: getattr(args, k, None) for k in Preset.fields() if k != "name"}
@@ -270,6 +309,7 @@ def validate(args) -> list[tuple[str, dict]]:
         for ds in args.datasets:
             _check_dataset(ds, per.get(ds, default), "--datasets")
         if getattr(args, "authors_assets", None):
+
             try:
                 check_authors_assets([_canonical_name(ds) for ds in args.datasets],
                                      args.authors_assets)
@@ -280,6 +320,7 @@ def validate(args) -> list[tuple[str, dict]]:
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):
             split = None
         if args.command == "retrieve" and split is not None:
+
             with contextlib.suppress(KeyError):  # an unknown name is reported below
                 if not args.dataset.startswith("tfds:") and dataset_info(
                         args.dataset).protocol not in ("label", "captions"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from crossgap_jax.cli.checks import (
     _one_line,
     _process_ids,
     _source_option,
+    baseline_settings,
     cli_words,
     data_roots,
     validate,
@@ -30,6 +32,7 @@ from crossgap_jax.pipeline import (
     Preset,
     analysis_summary,
     classify_table,
+    indicators,
     list_presets,
     make_run,
     pretrained_aliases,
@@ -73,7 +76,8 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
                        authors_assets=getattr(args, "authors_assets", None),
                        metric_variant=getattr(args, "metric_variant", "standard"),
                        loss_reduction=getattr(args, "loss_reduction", "per_example"),
-                       revisitop1m=getattr(args, "revisitop1m", "auto"))
+                       revisitop1m=getattr(args, "revisitop1m", "auto"),
+                       baselines=baseline_settings(args))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
@@ -214,6 +218,18 @@ def cmd_analyze(args) -> int:
                                                "num_tokens": list(args.num_tokens),
                                                "record_steps": list(args.record_steps)})
     print(analysis_summary(provenance(run), res))
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_indicators(args) -> int:
+
+
+    run = _make_run(args)
+    res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
+    path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
+                                               "pairs": list(args.indicator_pairs)})
+    print(json.dumps({k: res[k] for k in ("summary", "figure")}, indent=2, default=str))
     print(f"record: {path}")
     return 0
 

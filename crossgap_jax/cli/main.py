@@ -27,6 +27,7 @@ from crossgap_jax.cli.commands import (
     cmd_convert,
     cmd_demo,
     cmd_encode,
+    cmd_indicators,
     cmd_invert,
     cmd_list,
     cmd_reproduce,
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser("classify", "zero-shot: inter-modal vs OTI / OVI variants", cmd_classify)
     parser("reproduce", "baseline vs inverted retrieval, tables and JSON", cmd_reproduce)
     parser("analyze", "mAP vs OTI step, loss curves, similarity plots, gap", cmd_analyze)
+    parser("indicators", "misalignment indicators of a labelled image split (JSON + figure)",
+           cmd_indicators)
     return p
 
 

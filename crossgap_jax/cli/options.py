@@ -109,6 +109,19 @@ def positive_int_list(s: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def non_negative_int_list(s: str) -> tuple[int, ...]:
+    """Comma-separated integers >= 0, e.g. ``0,1,2`` (at least one)."""
+    try:
+        out = tuple(int(p) for p in s.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated non-negative integers, got {s!r}") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated non-negative integers, got {s!r}")
+    return out
+
+
 def name_list(s: str) -> list[str]:
     """Comma-separated names (at least one)."""
     out = [x.strip() for x in s.split(",") if x.strip()]
@@ -139,12 +152,14 @@ def template(s: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Which command takes which option: adding an option to some commands is one line here.
 # ---------------------------------------------------------------------------------------
-RUN_COMMANDS = ("encode", "oti", "ovi", "retrieve", "classify", "reproduce", "analyze")
-_INVERT = ("oti", "ovi", "retrieve", "classify", "reproduce", "analyze")  # run an inversion
-_USES_OTI = ("oti", "retrieve", "classify", "reproduce", "analyze")
+RUN_COMMANDS = ("encode", "oti", "ovi", "retrieve", "classify", "reproduce", "analyze",
+                "indicators")
+_INVERT = ("oti", "ovi", "retrieve", "classify", "reproduce", "analyze",
+           "indicators")  # run an inversion
+_USES_OTI = ("oti", "retrieve", "classify", "reproduce", "analyze", "indicators")
 _USES_OVI = ("ovi", "retrieve", "classify", "reproduce")
 _TASK = ("oti", "ovi", "retrieve", "reproduce", "analyze")  # build a retrieval task
-_OUTPUT = ("retrieve", "classify", "reproduce", "analyze")
+_OUTPUT = ("retrieve", "classify", "reproduce", "analyze", "indicators")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +179,24 @@ def _opt(flags: str | tuple[str, ...], commands: Sequence[str], group: str = "mo
 
 
 _OV = "preset overrides (the authors' keys)"
+_BL = "training-free baselines (docs/baselines.md)"
+_BASELINE_OPTIONS = [
+    _opt("--pca-k", ("retrieve", "classify"), _BL, type=positive_int_list, default=None,
+         metavar="K[,K...]", help="PCA: principal directions kept (classify fewshot: a sweep)"),
+    _opt("--pca-whiten", ("retrieve", "classify"), _BL, action="store_true", default=None,
+         help="PCA: unit variance per direction on the fit set"),
+    _opt("--pca-fit", ("retrieve", "classify"), _BL, choices=["gallery", "query", "both"],
+         default=None, help="PCA fitted on the gallery (default; few-shot: the support), the "
+                            "queries, or both"),
+    _opt("--center-fit", ("retrieve",), _BL, choices=["modality", "gallery"], default=None,
+         help="centered: each modality on its own mean (default) or both on the gallery's"),
+    _opt("--shots", ("classify",), _BL, type=positive_int_list, default=None,
+         help="fewshot: shots per class (default 1,2,4,8,16)"),
+    _opt("--fewshot-seeds", ("classify",), _BL, type=non_negative_int_list, default=None,
+         help="fewshot: sampling seeds (default 0,1,2)"),
+    _opt("--fewshot-types", ("classify",), _BL, type=name_list, default=None,
+         help="fewshot feature types (default image,oti,isoclip,pca,centered)"),
+]
 OPTIONS: list[Option] = [
     _opt("--preset", RUN_COMMANDS, default=None,
          help=f"settings preset (default {DEFAULT_PRESET}): {', '.join(list_presets())}"),
@@ -182,7 +215,7 @@ OPTIONS: list[Option] = [
               "dataset's own root"),
     _opt("--on-error", RUN_COMMANDS, default="skip", choices=["skip", "raise"],
          help="corrupt images: skip and count, or stop"),
-    _opt("--max-queries", _TASK + ("classify",), type=positive_int, default=None,
+    _opt("--max-queries", _TASK + ("classify", "indicators"), type=positive_int, default=None,
          help="smoke runs: a seeded random subset of the queries (classify: of the images)"),
     _opt("--max-gallery", _TASK + ("classify",), type=positive_int, default=None,
          help="smoke runs: gallery capped (positives of the chosen queries first); on "
@@ -237,7 +270,8 @@ OPTIONS: list[Option] = [
     _opt("--ovi-steps", _USES_OVI, _OV, type=positive_int, default=None),
     _opt("--ovi-num-pseudo-tokens", _USES_OVI, _OV, type=positive_int, default=None),
     # Command-specific.
-    _opt("--dataset", ("encode", "oti", "ovi", "retrieve", "classify", "analyze"), "command",
+    _opt("--dataset", ("encode", "oti", "ovi", "retrieve", "classify", "analyze", "indicators"),
+         "command",
          required=True, help="dataset name (see `crossgap-jax list`) or tfds:NAME"),
     _opt("--datasets", ("reproduce",), "command", required=True, type=name_list,
          help="comma-separated dataset names"),
@@ -250,27 +284,35 @@ OPTIONS: list[Option] = [
     _opt("--split", ("retrieve",), "command", default=None,
          help="query split (caption datasets: the split whose captions are used, e.g. "
               "flickr30k_text test); default: the paper's"),
-    _opt("--split", ("classify",), "command", default=None,
+    _opt("--split", ("classify", "indicators"), "command", default=None,
          help="labelled image split (default: test, or what the dataset has)"),
     _opt("--template", ("encode",), "command", type=template, default="{}",
          help="text template for text splits"),
     _opt("--record-steps", ("oti", "ovi", "analyze"), "command", type=positive_int_list,
          default=(), help="steps to snapshot, e.g. 17,50,150"),
     _opt("--query-type", ("retrieve",), "command",
-         choices=["image", "text", "oti", "ovi", "isoclip", "isotropic-window"], default=None),
+         choices=["image", "text", "oti", "ovi", "isoclip", "isotropic-window", "pca",
+                  "centered"], default=None),
     _opt("--gallery-type", ("retrieve",), "command",
-         choices=["image", "text", "isoclip", "isotropic-window"], default=None,
+         choices=["image", "text", "isoclip", "isotropic-window", "pca", "centered"],
+         default=None,
          help="isoclip on both sides: the training-free IsoCLIP baseline; isotropic-window: "
-              "our own heuristic (not IsoCLIP)"),
+              "our own heuristic (not IsoCLIP); pca (both sides, --pca-k) / centered: fitted "
+              "on the gallery (docs/baselines.md)"),
     _opt("--variants", ("classify",), "command", type=variant_list,
          default=list(DEFAULT_VARIANTS),
-         help="comma separated: inter, oti, ovi (zero-shot; the default), ncm, isoclip-ncm "
-              "(nearest class mean over the train split)"),
+         help="comma separated: inter, oti, ovi (zero-shot; the default), ncm, isoclip-ncm, "
+              "pca-ncm, centered-ncm (nearest class mean over the train split), fewshot "
+              "(k-shot NCM, --shots, --fewshot-seeds, --fewshot-types)"),
+    *_BASELINE_OPTIONS,
     _opt("--isoclip-k", ("retrieve", "classify"), "command", type=isoclip_k_pair, default=None,
          metavar="TOP,BOTTOM",
          help="IsoCLIP: drop the TOP largest and BOTTOM smallest singular directions "
               "(default: the IsoCLIP authors' value for the backbone; an error when they "
               "published none)"),
+    _opt("--indicator-pairs", ("indicators",), "command", type=name_list,
+         default=["image-image", "text-image", "oti-image"],
+         help="pair types: image-image (always), text-image (class prompts), oti-image"),
     _opt("--num-tokens", ("analyze",), "command", type=positive_int_list, default=(1, 4),
          help="OTI R values, e.g. 1,4"),
 ]

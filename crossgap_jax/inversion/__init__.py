@@ -35,10 +35,16 @@ from crossgap_jax.inversion.inverters import (
     ovi_fn,
     prepare_template,
 )
-from crossgap_jax.inversion.resumable import ResumeMismatchError, invert_dataset, load_inverted
+from crossgap_jax.inversion.resumable import (
+    SHARD_GLOB,
+    ResumeMismatchError,
+    invert_dataset,
+    load_inverted,
+)
 from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh, process_shard
 
 __all__ = [
+    "SHARD_GLOB",
     "DATA_AXIS", "LOSS_REDUCTIONS",
     "DEFAULT_TEMPLATE", "ExecutionSettings", "HParams", "InversionSettings", "OTISettings",
     "OVISettings", "invert", "InversionResult", "RawInversion", "ResumeMismatchError",

@@ -208,7 +208,8 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         features: ``(N, embed_dim)`` image features (OTI) or text features (OVI).
         out_dir: output folder (created; may already hold shards of the same run).
         method: ``"oti"`` or ``"ovi"``.
-        shard_size: items per shard file (a multiple of ``batch_size`` wastes nothing).
+        shard_size: items per shard file at most; rounded down to a multiple of
+            ``batch_size`` when larger, so that no shard computes padding rows.
         process_index, process_count: this host's share of the items (default:
             ``jax.process_index()`` / ``jax.process_count()``); with
             ``loss_reduction="mean"`` (the authors' batch-mean objective) the batches are the
@@ -306,7 +307,13 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     if mean:
         chunks = _batch_aligned_chunks(todo, batch_size, shard_size, len(names), out_dir)
     else:
-        chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
+        # Shards hold whole batches: shard_size rounded down to a multiple of batch_size
+        # (a shard of 256 at batch 200 would compute 200 + 56 rows padded to 200).
+        step = shard_size if shard_size < batch_size else shard_size - shard_size % batch_size
+        chunks = [todo[s:s + step] for s in range(0, len(todo), step)]
+    # Every chunk compiles to one batch shape: batch_size, or the largest chunk when all are
+    # smaller (100 items at batch 200 run as 100 rows, not 200 with 100 of padding).
+    pad_to = batch_size if mean else min(batch_size, max(map(len, chunks), default=1))
     show = progress if progress is not None else len(chunks) > 1
     written, bad = [], []
     for chunk in tqdm(chunks, desc=f"{method.upper()} shards", unit="shard", disable=not show):
@@ -320,7 +327,7 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         # pad_to: a short chunk keeps the compiled batch shape of the full chunks (its
         # padding rows have weight 0 and never count, also not in the batch mean).
         res = fn(clip, targets, init=init, progress=bool(show),
-                 **dict(run_kwargs, pad_to=batch_size))
+                 **dict(run_kwargs, pad_to=pad_to))
         arrays = {
             "names": np.array(chunk_names, dtype=str),
             "index": np.asarray(chunk, np.int64),

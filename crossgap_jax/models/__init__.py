@@ -61,7 +61,8 @@ __all__ = [
     "list_architectures", "list_pretrained", "load", "load_checkpoint", "load_clip",
     "load_image", "load_native", "model_fingerprint", "native_config", "openai_release",
     "params_fingerprint", "params_sha256", "preprocess_image", "preprocess_images",
-    "register_architecture", "register_family", "register_loader", "resize_shortest_side",
+    "SMALL_ARCHITECTURES", "register_architecture", "register_family", "register_loader",
+    "register_small_architectures", "resize_shortest_side",
     "resolve_clip_tag", "resolve_dtype", "save_native", "sha256_file", "to_rgb", "vit_config",
 ]
 

@@ -19,6 +19,7 @@ are not re-exported here (the attribute would shadow the module): import them fr
 """
 
 from crossgap_jax.pipeline.analyze import analysis_figure
+from crossgap_jax.pipeline.baselines import BaselineSettings, indicators
 from crossgap_jax.pipeline.compare import (
     DEFAULT_BOOTSTRAP,
     Bootstrap,
@@ -40,6 +41,7 @@ from crossgap_jax.pipeline.run import Run, make_run
 from crossgap_jax.pipeline.weights import pretrained_aliases, resolve_source
 
 __all__ = [
+    "BaselineSettings", "indicators",
     "CLASSIFY_VARIANTS", "DEFAULT_BOOTSTRAP", "DEMO_CHECKPOINT", "PRESETS", "Bootstrap",
     "DatasetFailure", "Preset", "Run", "analysis_figure", "analysis_summary", "classify_table",
     "compare_retrieval", "compare_zero_shot", "list_presets", "make_run", "preset",

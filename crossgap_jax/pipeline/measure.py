@@ -17,6 +17,14 @@ import numpy as np
 from crossgap_jax import retrieval
 from crossgap_jax.baselines import class_means, isoclip_features, ncm_accuracy, projection_heads
 from crossgap_jax.data import RetrievalTask, get_dataset
+from crossgap_jax.pipeline.baselines import (
+    FITTED_NCM_VARIANTS,
+    apply_fitted,
+    check_fitted_pair,
+    few_shot,
+    fitted_ncm,
+    labelled_images,
+)
 from crossgap_jax.pipeline.compare import (  # noqa: F401 (part of this face)
     COMPARISONS,
     DEFAULT_BOOTSTRAP,
@@ -31,16 +39,19 @@ from crossgap_jax.pipeline.tasks import (
     _classnames_split,
     _labels_for,
     _per_class_subset,
-    default_classify_split,
 )
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
 
-FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window")
+# pca / centered: fitted on the gallery, applied to both sides (pipeline.baselines)
+FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window", "pca", "centered")
 # classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
 # image features, IsoCLIP-mapped features).
-CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm")
+# pca-ncm / centered-ncm: full-train NCM with the fitted baselines; fewshot: k-shot NCM for
+# several feature types and seeds (pipeline.baselines).
+CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "pca-ncm", "centered-ncm",
+                     "fewshot")
 
 
 def check_feature_type(split, feature_type: str) -> None:
@@ -79,9 +90,12 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     gallery_type = gallery_type or task.gallery.modality
     check_feature_type(task.query, query_type)  # before any work
     check_feature_type(task.gallery, gallery_type)
+    check_fitted_pair(query_type, gallery_type, run.cfg)
     kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
     q = run.side_features(task.query, query_type, kind)
     g = run.side_features(task.gallery, gallery_type, kind)
+    q, g = apply_fitted(run, q, g, query_type, gallery_type,
+                        task.query.modality == task.gallery.modality)
     if metrics is None:
         metrics = _describe(run, task, q, g, query_type, gallery_type, evaluate_task(
             task, q, g, metric_variant=run.metric_variant))
@@ -97,7 +111,7 @@ def _describe(run: Run, task: RetrievalTask, q: FeatureSet, g: FeatureSet, query
         metrics["gallery_size"] = len(task.gallery)
         metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
     for side, fs in (("query", q), ("gallery", g)):
-        for key in ("isoclip", "isotropic_window"):
+        for key in ("isoclip", "isotropic_window", "pca", "centered"):
             if key in fs.meta:
                 metrics[f"{side}_{key}"] = fs.meta[key]
     metrics["query_type"] = query_type
@@ -137,14 +151,8 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     if unknown:
         raise ValueError(f"unknown classify variant(s) {unknown}; known: "
                          f"{', '.join(CLASSIFY_VARIANTS)}")
-    split = split or default_classify_split(dataset, run.root_for(dataset))
-    images = get_dataset(dataset, run.root_for(dataset), split)
-    if run.max_queries and run.max_queries < len(images):
-        rng = np.random.default_rng(run.preset.seed)
-        images = images.subset(np.sort(rng.choice(len(images), run.max_queries, False)))
-    if images.modality != "image" or not images.classnames or images.labels is None:
-        raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
-                         "with class names")
+    images = labelled_images(run, dataset, split)
+    split = images.split
     fi = run.features(images)
     labels = _labels_for(images, fi.items)
     prompt = class_prompt(dataset)
@@ -177,6 +185,10 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     ncm_variants = [v for v in variants if v in ("ncm", "isoclip-ncm")]
     if ncm_variants:
         out.update(ncm(run, dataset, images, ncm_variants))
+    if set(FITTED_NCM_VARIANTS) & set(variants):
+        out.update(fitted_ncm(run, dataset, images, variants))
+    if "fewshot" in variants:
+        out["fewshot"] = few_shot(run, dataset, images)
     return out
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossgap_jax.pipeline.baselines import few_shot_table
 from crossgap_jax.pipeline.published import published_for
 from crossgap_jax.pipeline.records import provenance
 
@@ -192,7 +193,7 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
                          f"{int(r.get('num_samples', 0))} |")
     return (provenance_header(provenance(run), "Zero-shot classification")
             + f"Accuracy in percent; prompt `{m.get('prompt')}`.\n\n" + "\n".join(lines)
-            + "\n")
+            + "\n" + (few_shot_table(dataset, m["fewshot"]) if "fewshot" in m else ""))
 
 
 def analysis_summary(prov: dict, result: dict) -> str:

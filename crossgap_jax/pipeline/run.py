@@ -276,7 +276,7 @@ class Run:
         if feature_type == "isotropic-window":
             return self.isotropic_window(split)
         base = self.features(split)
-        if feature_type in ("image", "text"):
+        if feature_type in ("image", "text", "pca", "centered"):  # pca/centered: fitted later
             return base
         return self.inverted(base, feature_type)
     def retrieve(self, dataset: str, query_type: str | None = None,
@@ -320,7 +320,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
              shard_size: int = 256, tokenizer: str | None = None,
              model_explicit: bool = False, roots: dict[str, str] | None = None,
              authors_assets: str | None = None, metric_variant: str = "standard",
-             loss_reduction: str = "per_example", revisitop1m: str = "auto") -> Run:
+             loss_reduction: str = "per_example", revisitop1m: str = "auto",
+             baselines: dict | None = None) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``cfg``: a :class:`~crossgap_jax.pipeline.presets.Preset` (typed; the CLI's), or its
@@ -339,6 +340,9 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     ``metric_variant`` (``"standard"`` / ``"authors"``), ``loss_reduction``
     (``"per_example"`` / ``"mean"``) and ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
     are the compatibility switches of docs/fidelity.md; they are recorded in the config.
+    ``baselines``: the settings of the fitted baselines and few-shot NCM
+    (:class:`~crossgap_jax.pipeline.baselines.BaselineSettings` as a dict; None: defaults),
+    recorded in the config.
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
@@ -372,7 +376,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
                max_queries=max_queries, max_gallery=max_gallery,
                checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets,
                metric_variant=metric_variant, loss_reduction=loss_reduction,
-               revisitop1m=revisitop1m)
+               revisitop1m=revisitop1m, baselines=baselines)
     return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,

@@ -11,6 +11,8 @@ Main entry points (see docs/retrieval.md):
 * :func:`build_classifier` / :func:`zero_shot_accuracy`: zero-shot classification.
 * :func:`modality_gap` / :func:`similarity_statistics` / :func:`similarity_distributions`:
   modality-gap statistics.
+* :mod:`crossgap_jax.retrieval.indicators`: misalignment indicators (same- vs
+  different-class similarity overlap and AUROC, closer-to-another-class fraction).
 * :func:`paired_bootstrap_ci` / :func:`verdict`: the interval of a paired difference and
   the holds / does not hold / inconclusive verdict it supports.
 """
@@ -23,6 +25,7 @@ from crossgap_jax.retrieval.gap import (
     similarity_distributions,
     similarity_statistics,
 )
+from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
 from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
 from crossgap_jax.retrieval.relevance import qrels_to_csr
 from crossgap_jax.retrieval.revisitop import (
@@ -41,6 +44,7 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
+    "misalignment_indicators", "plot_indicators",
     "auto_chunk_size", "check_metric_variant",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",

@@ -159,7 +159,11 @@ def caption_table(classnames: Sequence[str], templates: Sequence[str], length: i
 # --- digits ------------------------------------------------------------------------------
 def digits_images(image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8x8 digits as ``(N, S, S, 3)`` uint8 (bilinear upscaling)."""
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError("the digits example needs scikit-learn: "
+                          "pip install 'crossgap-jax[train]' (or scikit-learn)") from e
 
     d = load_digits()
     raw = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # (N, 8, 8), 0..16

@@ -224,7 +224,7 @@ def make_train_step(cfg: TrainConfig):
             clip_params = trainable["clip"]
             trainable = dict(trainable, clip=dict(clip_params, logit_scale=jnp.clip(
                 clip_params["logit_scale"], 0.0, jnp.log(cfg.max_logit_scale))))
-        metrics["grad_norm"] = optax.tree_utils.tree_l2_norm(grads)
+        metrics["grad_norm"] = optax.tree_utils.tree_norm(grads)
         return trainable, opt_state, metrics
 
     return tx, jax.jit(step, donate_argnums=(0, 1))
