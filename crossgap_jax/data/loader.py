@@ -4,7 +4,6 @@ Images are decoded and preprocessed by a thread pool (PIL releases the GIL while
 decodes and resizes), a bounded number of batches ahead of the consumer, and come out in
 the split's order whatever the thread timing. Every batch has exactly ``batch_size``
 rows, the last one padded, with a boolean mask, so a jitted encoder compiles once::
-
     loader = ImageBatchLoader(split, batch_size=256, process_index=jax.process_index(),
                               process_count=jax.process_count())
     for batch in loader:                      # ImageBatch(names, images, mask, indices)
@@ -124,6 +123,8 @@ class ImageBatchLoader:
         resize: ``"shortest"`` (shorter side + centre crop) or ``"squash"`` (see
             :func:`~crossgap_jax.data.preprocess.preprocess_image`).
         interpolation: ``"bicubic"`` or ``"bilinear"``.
+        resize_size: shorter side before the centre crop (DINOv2: 256); None: ``image_size``.
+        crop_offset: ``"round"`` (torchvision) or ``"floor"`` (transformers; DINOv2).
         num_threads: decode threads (default: CPU count, at least 2).
         prefetch_batches: batches decoded ahead of the consumer (bounded memory:
             ``(prefetch_batches + 1) * batch_size`` images in flight).
@@ -157,6 +158,8 @@ class ImageBatchLoader:
         std: Sequence[float] = OPENAI_STD,
         resize: str = "shortest",
         interpolation: str = "bicubic",
+        resize_size: int | None = None,
+        crop_offset: str = "round",
         num_threads: int | None = None,
         prefetch_batches: int = 2,
         process_index: int = 0,
@@ -178,6 +181,7 @@ class ImageBatchLoader:
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
         self.resize, self.interpolation = resize, interpolation
+        self.resize_size, self.crop_offset = resize_size, crop_offset
         self.num_threads = num_threads or max(2, os.cpu_count() or 1)
         self.prefetch_batches = max(0, prefetch_batches)
         self.process_index, self.process_count = process_index, process_count
@@ -218,7 +222,7 @@ class ImageBatchLoader:
 
     def _load(self, index: int) -> tuple[np.ndarray, str | None] | ImageDecodeError:
         """``(preprocessed image, original mode if it was rescaled to 8 bits else None)``."""
-        draft = self.image_size if self.fast_decode else None
+        draft = (self.resize_size or self.image_size) if self.fast_decode else None
         try:
             img = self.split.open_image(index, draft_size=draft, draft_margin=self.draft_margin)
         except ImageDecodeError as e:
@@ -226,7 +230,9 @@ class ImageBatchLoader:
                 raise
             return e
         return (preprocess_image(img, self.image_size, self.mean, self.std, resize=self.resize,
-                                 interpolation=self.interpolation), img.info.get(RESCALED_FROM))
+                                 interpolation=self.interpolation, resize_size=self.resize_size,
+                                 crop_offset=self.crop_offset),
+                img.info.get(RESCALED_FROM))
 
     def __iter__(self) -> Iterator[ImageBatch]:
         self.skipped = []

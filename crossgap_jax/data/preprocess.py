@@ -47,18 +47,29 @@ def resize_shortest_side(image: Image.Image, size: int,
     return image.resize((new_w, new_h), _resample(interpolation))
 
 
-def center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Centre crop to ``size x size`` with torchvision's rounding of the offsets.
+CROP_OFFSETS = ("round", "floor")
+
+
+def center_crop(image: Image.Image, size: int, offset: str = "round") -> Image.Image:
+    """Centre crop to ``size x size``.
+
+    ``offset``: ``"round"`` (torchvision's ``int(round((h - size) / 2))``, CLIP, SLIP) or
+    ``"floor"`` (transformers' ``(h - size) // 2``, its image processors: DINOv2). They
+    differ by one pixel when ``h - size`` is odd and ``round`` rounds the half up.
 
     Images smaller than ``size`` (only possible for odd inputs) are zero padded first.
     """
+    if offset not in CROP_OFFSETS:
+        raise ValueError(f"crop offset must be one of {CROP_OFFSETS}, got {offset!r}")
     w, h = image.size
     if w < size or h < size:
         canvas = Image.new(image.mode, (max(w, size), max(h, size)))
         canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
         image, (w, h) = canvas, canvas.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
+    if offset == "floor":
+        top, left = (h - size) // 2, (w - size) // 2
+    else:
+        top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return image.crop((left, top, left + size, top + size))
 
 
@@ -70,6 +81,8 @@ def preprocess_image(
     *,
     resize: str = "shortest",
     interpolation: str = "bicubic",
+    resize_size: int | None = None,
+    crop_offset: str = "round",
 ) -> np.ndarray:
     """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array.
 
@@ -79,12 +92,17 @@ def preprocess_image(
         resize: ``"shortest"`` (CLIP, SLIP: shorter side to ``image_size``, centre crop)
             or ``"squash"`` (SigLIP: resize to ``image_size x image_size``, no crop).
         interpolation: ``"bicubic"`` (CLIP, SigLIP) or ``"bilinear"`` (SLIP).
+        resize_size: with ``"shortest"``, the shorter side's size before the centre crop
+            (DINOv2: 256 then crop 224); None: ``image_size`` (CLIP, SLIP).
+        crop_offset: ``"round"`` (torchvision) or ``"floor"`` (transformers), see
+            :func:`center_crop`.
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
     image = to_rgb(image)
     if resize == "shortest":
-        image = center_crop(resize_shortest_side(image, image_size, interpolation), image_size)
+        image = center_crop(resize_shortest_side(image, resize_size or image_size,
+                                                 interpolation), image_size, crop_offset)
     elif resize == "squash":
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), _resample(interpolation))
@@ -102,9 +120,13 @@ def preprocess_images(
     *,
     resize: str = "shortest",
     interpolation: str = "bicubic",
+    resize_size: int | None = None,
+    crop_offset: str = "round",
 ) -> np.ndarray:
     """A list of PIL images -> ``(N, image_size, image_size, 3)`` float32 array."""
     if len(images) == 0:
         return np.zeros((0, image_size, image_size, 3), np.float32)
     return np.stack([preprocess_image(im, image_size, mean, std, resize=resize,
-                                      interpolation=interpolation) for im in images])
+                                      interpolation=interpolation, resize_size=resize_size,
+                                      crop_offset=crop_offset)
+                     for im in images])

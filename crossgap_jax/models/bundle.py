@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crossgap_jax.models.configs import CLIPConfig, get_config
-from crossgap_jax.models.families import family_of
+from crossgap_jax.models.families import family_of, require_text_tower
 from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.inputs import check_text_inputs
 from crossgap_jax.models.loader import load
@@ -114,6 +114,7 @@ class CLIP:
     # --- text -----------------------------------------------------------------------
     @property
     def tokenizer(self) -> CLIPTokenizer:
+        require_text_tower(self.config, "a tokenizer")
         family = family_of(self.config)
         if self.tokenizer_file is not None:
             return family.get_tokenizer(self.config, self.tokenizer_file)
@@ -144,6 +145,7 @@ class CLIP:
                 sequence, a CLIP row without EOT.
             TypeError: non-integer ids.
         """
+        require_text_tower(self.config, "text encoding")
         ids, eot_index = check_text_inputs(ids, eot_index, self.config)
         fn = functools.partial(_encode_text_jit, self.params, config=self.config,
                                dtype=self.dtype, project=project)

@@ -34,7 +34,32 @@ _FAMILIES: dict[str, str] = {
     "clip": "crossgap_jax.models.clip",
     "siglip": "crossgap_jax.models.siglip",
     "slip": "crossgap_jax.models.slip",
+    "dinov2": "crossgap_jax.models.dinov2",
 }
+
+
+class NoTextTowerError(ValueError):
+    """A text-side operation (text features, OTI/OVI, zero-shot, IsoCLIP) was asked of an
+    image-only backbone (a family whose ``HAS_TEXT_TOWER`` is False, e.g. DINOv2)."""
+
+
+def has_text_tower(config: Any) -> bool:
+    """Whether ``config``'s family has a text tower (its ``HAS_TEXT_TOWER``, default True)."""
+    return bool(getattr(family_of(config), "HAS_TEXT_TOWER", True))
+
+
+def require_text_tower(config: Any, what: str) -> None:
+    """Raise :class:`NoTextTowerError` naming ``what`` and the backbone when ``config``'s
+    family is image-only; no-op otherwise.
+
+    ``what``: the operation, e.g. ``"OTI"``, ``"zero-shot classification"``.
+    """
+    if not has_text_tower(config):
+        family = getattr(config, "family", "clip")
+        raise NoTextTowerError(
+            f"{what} needs a text tower, but {config.name} ({family}) is an image-only "
+            f"backbone: use it for image features (encode, image-image retrieve, classify "
+            f"--variants ncm) or choose a CLIP-family model (CLIP, SigLIP, SLIP)")
 
 
 def register_family(name: str, module_path: str) -> None:

@@ -35,6 +35,7 @@ from crossgap_jax.baselines import (
 )
 from crossgap_jax.data import get_dataset
 from crossgap_jax.fileio import atomic_write_json, ensure_dir
+from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.prompts import class_prompt
 from crossgap_jax.pipeline.tasks import (
     _classnames_split,
@@ -180,7 +181,6 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
 
 
 def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
-
     train = get_dataset(dataset, run.root_for(dataset), train_split)
     if list(train.classnames or []) != list(images.classnames):
         raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
@@ -248,6 +248,11 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     """
 
     s = BaselineSettings.from_cfg(run.cfg)
+    if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
+        # image-only backbone (DINOv2) with the default types: those needing text left out
+        s = dataclasses.replace(s, fewshot_types=tuple(
+            t for t in s.fewshot_types if t not in ("oti", "isoclip")))
+    run.require_text_tower(*s.fewshot_types)  # an explicit oti / isoclip: refused here
     if "pca" in s.fewshot_types and not s.pca_k:
         raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca out "
                          "of --fewshot-types)")
@@ -358,6 +363,11 @@ def indicators(run: Run, dataset: str, split: str | None = None,
     if bad:
         raise ValueError(f"unknown indicator pair type(s) {bad}; known: "
                          f"{', '.join(INDICATOR_PAIRS)}")
+
+    if not has_text_tower(run.clip.config) and tuple(pairs) == INDICATOR_PAIRS:
+        pairs = ("image-image",)  # image-only backbone (DINOv2), default pairs
+    run.require_text_tower(*(("text",) if "text-image" in pairs else ()),
+                           *(("oti",) if "oti-image" in pairs else ()))
     images = labelled_images(run, dataset, split)
     if len(images) > MAX_INDICATOR_IMAGES:
         raise ValueError(f"{dataset}/{images.split}: {len(images)} images; the indicators "

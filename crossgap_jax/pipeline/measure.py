@@ -17,6 +17,7 @@ import numpy as np
 from crossgap_jax import retrieval
 from crossgap_jax.baselines import class_means, isoclip_features, ncm_accuracy, projection_heads
 from crossgap_jax.data import RetrievalTask, get_dataset
+from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
     FITTED_NCM_VARIANTS,
     apply_fitted,
@@ -52,6 +53,11 @@ FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window", "
 # several feature types and seeds (pipeline.baselines).
 CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "pca-ncm", "centered-ncm",
                      "fewshot")
+# Feature types and classify variants that need a text tower (refused, before any work, for
+# an image-only backbone such as DINOv2; see models.families.require_text_tower).
+NEEDS_TEXT_TOWER = {"text": "text features", "oti": "OTI", "ovi": "OVI",
+                    "isoclip": "IsoCLIP", "isotropic-window": "the isotropic-window baseline",
+                    "inter": "zero-shot classification", "isoclip-ncm": "IsoCLIP NCM"}
 
 
 def check_feature_type(split, feature_type: str) -> None:
@@ -90,6 +96,7 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     gallery_type = gallery_type or task.gallery.modality
     check_feature_type(task.query, query_type)  # before any work
     check_feature_type(task.gallery, gallery_type)
+    run.require_text_tower(query_type, gallery_type)
     check_fitted_pair(query_type, gallery_type, run.cfg)
     kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
     q = run.side_features(task.query, query_type, kind)
@@ -151,15 +158,19 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     if unknown:
         raise ValueError(f"unknown classify variant(s) {unknown}; known: "
                          f"{', '.join(CLASSIFY_VARIANTS)}")
+    run.require_text_tower(*variants)
     images = labelled_images(run, dataset, split)
     split = images.split
     fi = run.features(images)
     labels = _labels_for(images, fi.items)
     prompt = class_prompt(dataset)
     classes = _classnames_split(dataset, images.classnames)
-    ft = run.features(classes, template=prompt)
-    classifier = retrieval.build_classifier(ft.features)
-    out: dict[str, Any] = {"prompt": prompt, "num_classes": len(images.classnames),
+    classifier = None  # image-only backbone: only NCM variants get here (checked above)
+    if has_text_tower(run.clip.config):
+        ft = run.features(classes, template=prompt)
+        classifier = retrieval.build_classifier(ft.features)
+    out: dict[str, Any] = {"prompt": prompt if classifier is not None else None,
+                           "num_classes": len(images.classnames),
                            "split": split, "num_images": len(fi.items)}
     pairs = {}  # variant -> (features, classifier)
     if "inter" in variants:

@@ -192,7 +192,8 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
                          f"{float(r.get('top5', float('nan'))):.2f} | "
                          f"{int(r.get('num_samples', 0))} |")
     return (provenance_header(provenance(run), "Zero-shot classification")
-            + f"Accuracy in percent; prompt `{m.get('prompt')}`.\n\n" + "\n".join(lines)
+            + "Accuracy in percent" + (f"; prompt `{m['prompt']}`" if m.get("prompt") else "")
+            + ".\n\n" + "\n".join(lines)
             + "\n" + (few_shot_table(dataset, m["fewshot"]) if "fewshot" in m else ""))
 
 

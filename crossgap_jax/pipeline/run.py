@@ -53,7 +53,7 @@ from crossgap_jax.inversion import (
     invert_dataset,
     load_inverted,
 )
-from crossgap_jax.models import CLIP, get_config, load_clip
+from crossgap_jax.models import CLIP, get_config, load_clip, require_text_tower
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
@@ -62,7 +62,12 @@ from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
-from crossgap_jax.pipeline.weights import _is_tag, pretrained_aliases, resolve_source
+from crossgap_jax.pipeline.weights import (
+    _claimed_by_family,
+    _is_tag,
+    pretrained_aliases,
+    resolve_source,
+)
 from crossgap_jax.retrieval import check_metric_variant
 
 log = logging.getLogger(__name__)
@@ -116,8 +121,20 @@ class Run:
         """The data root of ``dataset``: its own (``roots``), else :attr:`data_root`."""
         return self.roots.get(dataset, self.data_root)
 
+    def require_text_tower(self, *kinds: str) -> None:
+        """Raise :class:`~crossgap_jax.models.families.NoTextTowerError` (a ValueError naming
+        the backbone and the operation) when the model is image-only and any of ``kinds``
+        (feature types, classify variants: ``measure.NEEDS_TEXT_TOWER``) needs a text
+        tower."""
+
+        for kind in kinds:
+            if kind in measure_mod.NEEDS_TEXT_TOWER:
+                require_text_tower(self.clip.config, measure_mod.NEEDS_TEXT_TOWER[kind])
+
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
+        if split.modality == "text":
+            self.require_text_tower("text")
         return cached_split_features(self.clip, split, self.run_dir, template=template,
                                      batch_size=self.preset.batch_size, on_error=self.on_error,
                                      progress=self.progress, project=project)
@@ -129,6 +146,7 @@ class Run:
         (:func:`~crossgap_jax.pipeline.presets.isoclip_k`, which raises when there is none).
         Returns ``(map, info)``."""
 
+        self.require_text_tower("isoclip")
         (k_top, k_bottom), source = isoclip_k(self.cfg, task)
         key = ("isoclip", side, k_top, k_bottom)
         if key not in self._baseline_cache:
@@ -152,6 +170,7 @@ class Run:
         mapped onto an automatically chosen, approximately isotropic window of the
         singular directions (:mod:`crossgap_jax.baselines.window`)."""
 
+        self.require_text_tower("isotropic-window")
         if "window" not in self._baseline_cache:
             self._baseline_cache["window"] = window_basis_for(self.clip)
         basis = self._baseline_cache["window"]
@@ -165,6 +184,7 @@ class Run:
     def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
 
+        self.require_text_tower(method)
         kwargs = self.inversion_kwargs(method)
         key = meta_key({"features": fs.meta, "method": method, **kwargs,
                         "record_steps": list(self.record_steps)})
@@ -271,6 +291,7 @@ class Run:
         """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window``
         (``task``: IsoCLIP's ``(k_top, k_bottom)`` column, default the split's modality)."""
         check_feature_type(split, feature_type)
+        self.require_text_tower(feature_type)
         if feature_type == "isoclip":
             return self.isoclip(split, task)
         if feature_type == "isotropic-window":
@@ -367,6 +388,11 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
                                  f"{cfg['model']!r}")
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
         model = clip.config.name if not model_explicit else cfg["model"]
+    elif not model_explicit and checkpoint is not None and _claimed_by_family(source):
+        # A checkpoint that names its own family (a DINOv2 / SigLIP directory, a SLIP .pt):
+        # its architecture comes from the files, not from the default preset's model.
+        clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
+        model = clip.config.name
     else:
         clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
         model = cfg["model"]

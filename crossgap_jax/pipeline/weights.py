@@ -7,8 +7,13 @@ import os
 import re
 from typing import Any
 
-from crossgap_jax.models import native_config
+from crossgap_jax.models import detect_family, native_config
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
+
+
+def _claimed_by_family(source: Any) -> bool:
+    """Whether a non-CLIP family recognises ``source`` (``loader.detect_family``)."""
+    return isinstance(source, str) and detect_family(source) != "clip"
 
 
 def pretrained_aliases() -> dict[str, str]:
@@ -17,7 +22,6 @@ def pretrained_aliases() -> dict[str, str]:
     holds)."""
 
     return {"demo": DEMO_CHECKPOINT}
-
 
 
 def resolve_source(cfg: dict, checkpoint: str | None = None

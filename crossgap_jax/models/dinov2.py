@@ -1,0 +1,526 @@
+"""Flax linen DINOv2 (Oquab et al. 2023): the ``"dinov2"`` model family, image-only.
+
+The computation is transformers' ``Dinov2Model`` (``modeling_dinov2.py``, transformers 5):
+
+- patch embedding: ``Conv2d(3, W, kernel=stride=14)`` with bias;
+- a learned class token prepended; learned position embeddings stored for the *training*
+  grid (``1 + 37 x 37`` for the released 518 px checkpoints) and resampled to the input
+  grid ``(H / 14, W / 14)`` by PyTorch's bicubic interpolation
+  (``F.interpolate(size=(h, w), mode="bicubic", align_corners=False)``, no antialias,
+  in float32; see :func:`torch_bicubic_matrix`); the class position is not resampled. When
+  the grids agree the stored embeddings are used as they are (transformers does the same);
+- pre-norm blocks: ``x + ls1 * attn(norm1(x))``, ``x + ls2 * mlp(norm2(x))`` with
+  LayerNorm eps 1e-6, separate ``q/k/v`` projections with bias, multi-head softmax
+  attention scaled by ``head_dim ** -0.5``, layer scale (a per-channel vector
+  ``lambda1``), an MLP ``fc1 -> exact (erf) GELU -> fc2`` of width ``W * mlp_ratio``;
+- a final ``layernorm`` over all tokens (``last_hidden_state``); the pooler output is the
+  layer-normed class token.
+
+Image embedding (:attr:`DINOv2Config.pooling`): ``"cls"`` = the pooler output (``W``),
+``"cls+mean"`` = ``[cls, mean of the patch tokens]`` (``2 W``, the linear-probe feature of
+DINOv2 and of transformers' ``Dinov2ForImageClassification``).
+
+There is **no text tower and no projection**: :data:`HAS_TEXT_TOWER` is False, every text
+entry point raises :class:`~crossgap_jax.models.families.NoTextTowerError`, and the
+pipeline refuses OTI/OVI, zero-shot classification, text-image retrieval and IsoCLIP for
+this family. :func:`projection_matrices` returns the identity as the image "head" (so the
+pre-projection features *are* the embedding, used by nearest-class-mean classification)
+and a ``(0, D)`` text matrix.
+
+Parameter names mirror the transformers state dict (``.`` -> ``/``, Linear ``weight.T``
+-> ``kernel``, LayerNorm ``weight`` -> ``scale``); see
+:mod:`crossgap_jax.models.convert_dinov2`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crossgap_jax.models._module_fns import ModuleFns
+from crossgap_jax.models.clip import LayerNorm
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.families import NoTextTowerError
+
+# No text tower: OTI's context truncation question does not arise; the flag is part of the
+# family interface.
+CAUSAL_TEXT = False
+HAS_TEXT_TOWER = False
+
+Params = Any
+Dtype = Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLINGS = ("cls", "cls+mean")
+# Torch's bicubic convolution coefficient (aten/src/ATen/native/UpSample.h); PIL and
+# jax.image.resize use the Keys value -0.5.
+TORCH_CUBIC_A = -0.75
+
+
+@dataclasses.dataclass(frozen=True)
+class DINOv2Config(CLIPConfig):
+    """A DINOv2 image encoder. Shapes use :class:`CLIPConfig`'s ``vision`` record; the
+    ``text`` record is unused (the family has no text tower).
+
+    Attributes:
+        vision.image_size: the *input* resolution (the centre crop, 224 by default); the
+            position embeddings are resampled to its grid.
+        position_grid: side of the stored position-embedding grid (518 / 14 = 37 for the
+            released checkpoints, transformers' ``config.image_size / patch_size``).
+        layer_norm_eps: every LayerNorm's epsilon (1e-6).
+        layerscale_value: initial layer scale of random init (checkpoints store theirs).
+        pooling: ``"cls"`` (``embed_dim = width``) or ``"cls+mean"`` (``2 * width``).
+        resize_size: shortest-edge resize before the centre crop (transformers'
+            ``BitImageProcessor`` config of the DINOv2 checkpoints: 256).
+        interpolation: PIL resampling of that resize (``"bicubic"``, ``resample=3``).
+    """
+
+    name: str = "DINOv2-ViT-S-14"
+    family: str = "dinov2"
+    embed_dim: int = 384
+    vision: VisionConfig = dataclasses.field(
+        default_factory=lambda: VisionConfig(image_size=224, patch_size=14, width=384,
+                                             layers=12, heads=6))
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    quick_gelu: bool = False
+    layer_norm_eps: float = 1e-6
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    position_grid: int = 37
+    layerscale_value: float = 1.0
+    pooling: str = "cls"
+    resize_size: int = 256
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"DINOv2 pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        want = self.vision.width * (2 if self.pooling == "cls+mean" else 1)
+        if self.embed_dim != want:
+            raise ValueError(f"DINOv2 {self.name}: embed_dim {self.embed_dim} does not match "
+                             f"pooling {self.pooling!r} of width {self.vision.width} "
+                             f"(expected {want})")
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError(f"DINOv2 {self.name}: image_size {self.vision.image_size} is not "
+                             f"a multiple of the patch size {self.vision.patch_size}")
+
+    def with_pooling(self, pooling: str) -> DINOv2Config:
+        """The same model with another image embedding (``"cls"`` / ``"cls+mean"``); a
+        registered name gets the ``-clsmean`` suffix for ``"cls+mean"``."""
+        base = self.name.removesuffix(CLSMEAN_SUFFIX)
+        name = base + (CLSMEAN_SUFFIX if pooling == "cls+mean" else "")
+        mult = 2 if pooling == "cls+mean" else 1
+        return dataclasses.replace(self, name=name, pooling=pooling,
+                                   embed_dim=self.vision.width * mult)
+
+
+CONFIG_CLASS = DINOv2Config
+CLSMEAN_SUFFIX = "-clsmean"
+
+
+def dinov2_config(name: str, width: int, layers: int, heads: int, *, image_size: int = 224,
+                  patch_size: int = 14, position_grid: int = 37, pooling: str = "cls",
+                  **kw: Any) -> DINOv2Config:
+    """A :class:`DINOv2Config` from a few numbers (MLP ratio 4)."""
+    return DINOv2Config(
+        name=name, embed_dim=width * (2 if pooling == "cls+mean" else 1),
+        vision=VisionConfig(image_size=image_size, patch_size=patch_size, width=width,
+                            layers=layers, heads=heads),
+        position_grid=position_grid, pooling=pooling, **kw)
+
+
+def _architectures() -> dict[str, DINOv2Config]:
+    base = {
+        # facebook/dinov2-small and facebook/dinov2-base (config.json: hidden_size 384 / 768,
+        # 12 layers, 6 / 12 heads, image_size 518, patch 14).
+        "DINOv2-ViT-S-14": dinov2_config("DINOv2-ViT-S-14", 384, 12, 6),
+        "DINOv2-ViT-B-14": dinov2_config("DINOv2-ViT-B-14", 768, 12, 12),
+        # Tiny config for tests and smoke runs: 4 x 4 input grid from a 6 x 6 stored grid.
+        "dinov2-tiny": dinov2_config("dinov2-tiny", 32, 2, 2, image_size=32, patch_size=8,
+                                     position_grid=6, resize_size=36),
+    }
+    out = dict(base)
+    for cfg in base.values():
+        clsmean = cfg.with_pooling("cls+mean")
+        out[clsmean.name] = clsmean
+    return out
+
+
+ARCHITECTURES: dict[str, DINOv2Config] = _architectures()
+
+# Hub ids of the released checkpoints (transformers Dinov2Model repos).
+PRETRAINED: dict[tuple[str, str], str] = {
+    ("DINOv2-ViT-S-14", "dinov2"): "facebook/dinov2-small",
+    ("DINOv2-ViT-B-14", "dinov2"): "facebook/dinov2-base",
+}
+
+
+def _register() -> None:
+    for cfg in ARCHITECTURES.values():
+        register_architecture(cfg, overwrite=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Position-embedding interpolation (PyTorch bicubic, align_corners=False)
+# ---------------------------------------------------------------------------------------
+def _cubic_weights(t: np.ndarray, a: Any = TORCH_CUBIC_A) -> np.ndarray:
+    """``(..., 4)`` weights of the taps at offsets -1, 0, 1, 2 for fractional part ``t``
+    (Keys' cubic convolution with coefficient ``a``; torch's
+    ``get_cubic_upsample_coefficients``)."""
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def torch_bicubic_matrix(in_size: int, out_size: int, dtype: str = "float32") -> np.ndarray:
+    """``(out_size, in_size)`` matrix ``M`` with ``y = M @ x`` equal to
+    ``torch.nn.functional.interpolate(x, size=out_size, mode="bicubic",
+    align_corners=False)`` along one axis (no antialias).
+
+    Source positions ``s = (o + 0.5) * in / out - 0.5`` (torch's
+    ``area_pixel_compute_source_index`` with ``cubic=True``: not clamped at 0), taps at
+    ``floor(s) - 1 .. floor(s) + 2`` clamped to the border (``upsample_get_value_bounded``),
+    weights from :func:`_cubic_weights` with ``a = -0.75``. The 2-D resize is separable:
+    ``M_h @ X @ M_w.T``.
+
+    ``dtype``: the arithmetic of the positions and weights. ``"float32"`` (default) is
+    torch's for float32 inputs (its ``opmath_t``): a source position near 37 carries
+    float32 rounding (~2e-6), which moves the weights by as much, so computing them in
+    float64 would leave a ~3e-6 relative difference to torch; emulated this way the
+    weights agree with torch's to <= 6e-7 (exactly for the 37 -> 16 grid of 224 px inputs).
+    ``"float64"`` matches torch on float64 inputs (1e-12).
+
+    Raises:
+        ValueError: a size < 1.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"interpolation sizes must be >= 1, got {in_size} -> {out_size}")
+    f = np.dtype(dtype).type
+    scale = f(in_size) / f(out_size)
+    half = np.arange(out_size).astype(f) + f(0.5)
+    # One rounding of scale * (o + 0.5) - 0.5 (torch's compiled kernel fuses the
+    # multiply-add), the fractional part in ``dtype``, the weights evaluated in float64 and
+    # rounded once.
+    src = (np.float64(scale) * half.astype(np.float64) - 0.5).astype(f)
+    base = np.floor(src)
+    t = (src - base).astype(f)
+    w = _cubic_weights(t.astype(np.float64)).astype(f)
+    m = np.zeros((out_size, in_size), f)
+    for k in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + k, 0, in_size - 1)
+        np.add.at(m, (np.arange(out_size), idx), w[:, k])
+    return m
+
+
+def interpolate_position_embeddings(pos: jax.Array, grid_h: int, grid_w: int) -> jax.Array:
+    """Resample ``(1, 1 + G * G, W)`` position embeddings to a ``grid_h x grid_w`` patch grid
+    -> ``(1, 1 + grid_h * grid_w, W)`` (transformers' ``interpolate_pos_encoding``: the class
+    position kept, the patch grid bicubic-resampled as torch does, in float32).
+
+    Unchanged when the grid is already ``grid_h x grid_w``.
+
+    Raises:
+        ValueError: the stored positions are not ``1 + G * G``.
+    """
+    n = pos.shape[1] - 1
+    g = int(round(n**0.5))
+    if g * g != n:
+        raise ValueError(f"position embeddings hold {n} patch positions, not a square grid")
+    if g == grid_h == grid_w:
+        return pos
+    width = pos.shape[-1]
+    grid = pos[0, 1:].astype(jnp.float32).reshape(g, g, width)
+    mh = jnp.asarray(torch_bicubic_matrix(g, grid_h), jnp.float32)
+    mw = jnp.asarray(torch_bicubic_matrix(g, grid_w), jnp.float32)
+    out = jnp.einsum("oi,ijc,pj->opc", mh, grid, mw, precision=jax.lax.Precision.HIGHEST)
+    out = out.reshape(1, grid_h * grid_w, width).astype(pos.dtype)
+    return jnp.concatenate([pos[:, :1], out], axis=1)
+
+
+# ---------------------------------------------------------------------------------------
+# Modules (names mirror transformers' Dinov2Model)
+# ---------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Separate ``q_proj``/``k_proj``/``v_proj`` (with bias), softmax, ``o_proj``."""
+
+    width: int
+    heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, n, w = x.shape
+        hd = w // self.heads
+
+        def proj(name):
+            return nn.Dense(w, dtype=self.dtype, name=name)(x).reshape(b, n, self.heads, hd)
+
+        q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * (hd**-0.5)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, w)
+        return nn.Dense(w, dtype=self.dtype, name="o_proj")(out)
+
+
+class LayerScale(nn.Module):
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lam = self.param("lambda1", nn.initializers.constant(self.init_value), (x.shape[-1],),
+                         jnp.float32)
+        return x * lam.astype(x.dtype)
+
+
+class Mlp(nn.Module):
+    width: int
+    hidden: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
+        x = jax.nn.gelu(x, approximate=False)
+        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
+
+
+class Layer(nn.Module):
+    """``Dinov2Layer``: pre-norm attention and MLP, each scaled by a layer scale."""
+
+    config: DINOv2Config
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c, eps = self.config.vision, self.config.layer_norm_eps
+        ls = self.config.layerscale_value
+        h = Attention(c.width, c.heads, self.dtype, name="attention")(
+            LayerNorm(eps, self.dtype, name="norm1")(x))
+        x = x + LayerScale(ls, name="layer_scale1")(h)
+        hidden = int(c.width * c.mlp_ratio)  # transformers: int(hidden_size * mlp_ratio)
+        h = Mlp(c.width, hidden, self.dtype, name="mlp")(LayerNorm(eps, self.dtype,
+                                                                    name="norm2")(x))
+        return x + LayerScale(ls, name="layer_scale2")(h)
+
+
+class PatchEmbeddings(nn.Module):
+    width: int
+    patch_size: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        p = self.patch_size
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=True,
+                    dtype=self.dtype, name="projection")(pixels.astype(self.dtype))
+        b, gh, gw, w = x.shape
+        return x.reshape(b, gh * gw, w)
+
+
+class Embeddings(nn.Module):
+    config: DINOv2Config
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config.vision
+        g = self.config.position_grid
+        self.cls_token = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, c.width))
+        self.position_embeddings = self.param("position_embeddings",
+                                              nn.initializers.normal(0.02),
+                                              (1, 1 + g * g, c.width))
+        self.patch_embeddings = PatchEmbeddings(c.width, c.patch_size, self.dtype)
+
+    def embed_patches(self, pixels: jax.Array) -> jax.Array:
+        return self.patch_embeddings(pixels)
+
+    def __call__(self, tokens: jax.Array, grid_h: int, grid_w: int) -> jax.Array:
+        """``(B, grid_h * grid_w, W)`` patch tokens -> ``(B, 1 + N, W)`` with the class token
+        prepended and the (resampled) positions added."""
+        b, _, w = tokens.shape
+        cls = jnp.broadcast_to(self.cls_token.astype(self.dtype), (b, 1, w))
+        x = jnp.concatenate([cls, tokens.astype(self.dtype)], axis=1)
+        pos = interpolate_position_embeddings(self.position_embeddings, grid_h, grid_w)
+        return x + pos.astype(self.dtype)
+
+
+class DINOv2Module(nn.Module):
+    """transformers' ``Dinov2Model`` with its top-level names (``embeddings``, ``encoder``,
+    ``layernorm``)."""
+
+    config: DINOv2Config
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.embeddings = Embeddings(c, self.dtype)
+        self.encoder = Encoder(c, self.dtype)
+        self.layernorm = LayerNorm(c.layer_norm_eps, self.dtype)
+
+    def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
+        return self.embeddings.embed_patches(pixels)
+
+    def hidden_states_from_tokens(self, tokens: jax.Array, grid_h: int,
+                                  grid_w: int) -> jax.Array:
+        x = self.embeddings(tokens, grid_h, grid_w)
+        return self.layernorm(self.encoder(x)).astype(jnp.float32)
+
+    def last_hidden_state(self, pixels: jax.Array) -> jax.Array:
+        p = self.config.vision.patch_size
+        return self.hidden_states_from_tokens(self.embed_image_patches(pixels),
+                                              pixels.shape[1] // p, pixels.shape[2] // p)
+
+    def pool(self, x: jax.Array) -> jax.Array:
+        if self.config.pooling == "cls":
+            return x[:, 0]
+        return jnp.concatenate([x[:, 0], jnp.mean(x[:, 1:], axis=1)], axis=-1)
+
+    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
+        g = self.config.vision.grid_size
+        return self.pool(self.hidden_states_from_tokens(tokens, g, g))
+
+    def encode_image(self, pixels: jax.Array) -> jax.Array:
+        return self.pool(self.last_hidden_state(pixels))
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.encode_image(pixels)
+
+
+class Encoder(nn.Module):
+    config: DINOv2Config
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i in range(self.config.vision.layers):
+            x = Layer(self.config, self.dtype, name=f"layer_{i}")(x)
+        return x
+
+
+class _DINOv2Fns(ModuleFns):
+    @staticmethod
+    def dummy_inputs(config: Any) -> tuple[jax.Array]:
+        s = config.vision.image_size
+        return (jnp.zeros((1, s, s, 3), jnp.float32),)
+
+
+_FNS = _DINOv2Fns(DINOv2Module)
+_apply = _FNS.apply
+init_params = _FNS.init_params
+param_shapes = _FNS.param_shapes
+
+
+# ---------------------------------------------------------------------------------------
+# The family's pure functions
+# ---------------------------------------------------------------------------------------
+def _check_pixels(pixels: Any, config: DINOv2Config) -> None:
+    p = config.vision.patch_size
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.shape[1] % p or pixels.shape[2] % p:
+        raise ValueError(f"DINOv2 pixels must be (B, H, W, 3) NHWC with H and W multiples of "
+                         f"the patch size {p}, got {tuple(pixels.shape)}")
+
+
+def last_hidden_state(params: Params, pixels: jax.Array, *, config: DINOv2Config,
+                      dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` normalised pixels -> ``(B, 1 + (H/p)(W/p), width)`` float32: the
+    final-layernormed tokens (transformers' ``last_hidden_state``). ``H``, ``W``: any
+    multiples of the patch size (positions resampled to that grid).
+
+    Raises:
+        ValueError: pixels not NHWC or not a multiple of the patch size.
+    """
+    _check_pixels(pixels, config)
+    return _apply("last_hidden_state", params, pixels, config=config, dtype=dtype)
+
+
+def embed_image_patches(params: Params, pixels: jax.Array, *, config: DINOv2Config,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` pixels -> ``(B, N, width)`` patch-conv output (with bias)."""
+    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
+
+
+def encode_image_tokens(params: Params, tokens: jax.Array, *, config: DINOv2Config,
+                        dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, grid**2, width)`` patch tokens of a ``config.vision.image_size`` input ->
+    ``(B, embed_dim)`` (class token, positions, encoder, layernorm, pooling)."""
+    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
+
+
+def encode_image(params: Params, pixels: jax.Array, *, config: DINOv2Config,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` float32 image embedding
+    (``"cls"``: transformers' ``pooler_output``; ``"cls+mean"``: ``[cls, mean patch]``).
+    Not normalised."""
+    _check_pixels(pixels, config)
+    return _apply("encode_image", params, pixels, config=config, dtype=dtype).astype(
+        jnp.float32)
+
+
+# There is no projection: the features "before the image head" are the embedding.
+encode_image_preproj = encode_image
+
+
+def projection_matrices(params: Params, config: DINOv2Config) -> tuple[jax.Array, jax.Array]:
+    """``(I (D, D), (0, D) empty)``: no image projection (identity head, so nearest-class-mean
+    classification on pre-projection features equals it on the embedding) and no text
+    tower. Features that need a real cross-modal head (IsoCLIP) are refused by the pipeline
+    (:func:`~crossgap_jax.models.families.require_text_tower`)."""
+    del params
+    d = config.embed_dim
+    return jnp.eye(d, dtype=jnp.float32), jnp.zeros((0, d), jnp.float32)
+
+
+def _no_text(what: str, config: DINOv2Config):
+    raise NoTextTowerError(f"{what}: {config.name} (DINOv2) is an image-only backbone with no "
+                           f"text tower; use a CLIP-family model (CLIP, SigLIP, SLIP) for text "
+                           f"features, OTI/OVI and zero-shot classification")
+
+
+def embed_tokens(params: Params, ids: jax.Array, *, config: DINOv2Config,
+                 dtype: Dtype = jnp.float32) -> jax.Array:
+    """Refused: DINOv2 has no text tower (:class:`NoTextTowerError`)."""
+    _no_text("token embeddings", config)
+
+
+def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
+                           config: DINOv2Config, dtype: Dtype = jnp.float32) -> jax.Array:
+    """Refused: DINOv2 has no text tower (:class:`NoTextTowerError`)."""
+    _no_text("text encoding", config)
+
+
+def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *,
+                config: DINOv2Config, dtype: Dtype = jnp.float32) -> jax.Array:
+    """Refused: DINOv2 has no text tower (:class:`NoTextTowerError`)."""
+    _no_text("text encoding", config)
+
+
+encode_text_preproj = encode_text
+
+
+def get_tokenizer(config: DINOv2Config, path: str | None = None) -> Any:
+    """Refused: DINOv2 has no tokenizer (:class:`NoTextTowerError`)."""
+    _no_text("tokenizer", config)
+
+
+def preprocess_options(config: DINOv2Config) -> dict:
+    """DINOv2's evaluation transform (transformers' ``BitImageProcessor`` config of the
+    released checkpoints): shortest edge to ``resize_size`` (256) with PIL bicubic, centre
+    crop ``image_size`` (224), [0, 1], ImageNet mean/std."""
+    return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
+            "std": tuple(config.std), "resize": "shortest",
+            "interpolation": config.interpolation, "resize_size": config.resize_size,
+            "crop_offset": "floor"}
+
+
+_register()
