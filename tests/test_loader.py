@@ -62,7 +62,7 @@ def test_unknown_family_is_a_clear_error():
         loader.loader_hooks("dinov2-not-registered")
     msg = str(e.value)
     assert "no checkpoint loader for model family 'dinov2-not-registered'" in msg
-    assert "register_loader" in msg and "clip, siglip, slip" in msg
+    assert "register_loader" in msg and "clip, dinov2, siglip, slip" in msg
     with pytest.raises(CheckpointError, match="no checkpoint loader for model family 'nope'"):
         M.load("whatever.bin", family="nope")
 
