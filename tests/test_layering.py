@@ -54,9 +54,6 @@ FACE = PKG  # the top-level package face: above every layer
 # (importing module, imported module): layer violations still present, with the reason and
 # the owner expected to clear them. The lead clears this list after the round.
 ALLOWED_LAYER: dict[tuple[str, str], str] = {
-    # baselines (layer 2) uses the zero-shot metric of retrieval (layer 3): the NCM baseline
-    # should take the metric as an argument, or the metric move below (owner: base).
-    ("crossgap_jax.baselines.ncm", "crossgap_jax.retrieval.zeroshot"): "baselines -> retrieval",
 }
 
 # Import cycles between modules still present (each as the sorted tuple of its modules).
@@ -82,6 +79,8 @@ ALLOWED_PAST_FACE: dict[tuple[str, str], str] = {
         "a private tuning constant the benchmark reports (owner: perf)",
     (f"{PKG}.cli.checks", f"{PKG}.data.sources.tfds._import_tfds"):
         "private: the CLI's preflight imports tfds the way the reader does (owner: data)",
+    (f"{PKG}.cli.commands", f"{PKG}.pipeline.methods.compare"):
+        "the face cannot export it: 'compare' is the module pipeline.compare there",
     (f"{PKG}.cli.checks", f"{PKG}.pipeline.tasks._canonical_name"):
         "private: dataset name normalisation (owner: pipe)",
 }

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.retrieval.zeroshot import zero_shot_accuracy
-
 
 def class_means(features: Any, labels: Any, num_classes: int) -> np.ndarray:
     """``(C, d)`` mean feature of each class (float64 accumulation, float32 result).
@@ -63,9 +61,42 @@ def ncm_accuracy(features: Any, labels: Any, prototypes: Any, *, ks: Sequence[in
         ks: cut-offs (keys ``"top{k}"``).
 
     Returns:
-        ``{"top1": ..., "top5": ..., "num_samples": N}``.
+        ``{"top1": ..., "top5": ..., "num_samples": N}`` (the numbers of
+        :func:`crossgap_jax.retrieval.zero_shot_accuracy` with the prototypes as classifier;
+        computed here so that this layer does not import the retrieval layer).
+
+    Raises:
+        ValueError: shape mismatch, non-integer or out-of-range labels, zero-norm rows,
+            empty input, a cut-off below 1.
     """
-    return zero_shot_accuracy(features, prototypes, labels, ks=ks)
+    x = np.asarray(features, np.float64)
+    w = np.asarray(prototypes, np.float64)
+    y = np.asarray(labels)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"features must be (N, D) and prototypes (C, D), got {x.shape} and "
+                         f"{w.shape}")
+    if y.shape != (x.shape[0],) or not x.shape[0]:
+        raise ValueError(f"labels must be (N,) with N >= 1, got {y.shape} for {x.shape[0]} "
+                         "samples")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= w.shape[0]:
+        raise ValueError(f"labels must be integers in [0, {w.shape[0]})")
+    ks = [int(k) for k in ks]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks must be >= 1, got {ks}")
+    nx = np.linalg.norm(x, axis=1, keepdims=True)
+    nw = np.linalg.norm(w, axis=1, keepdims=True)
+    if (nx == 0).any() or (nw == 0).any():
+        raise ValueError("features and prototypes must have non-zero rows")
+    x = (x / nx).astype(np.float32)  # float32 scores, as the zero-shot metric
+    w = (w / nw).astype(np.float32)
+    ranks = np.empty(x.shape[0], np.int64)
+    for s in range(0, x.shape[0], 4096):
+        scores = x[s:s + 4096] @ w.T
+        true = scores[np.arange(scores.shape[0]), y[s:s + 4096]][:, None]
+        ranks[s:s + 4096] = (scores >= true).sum(axis=1)  # pessimistic: ties rank before
+    out: dict[str, float | int] = {f"top{k}": float((ranks <= k).mean() * 100.0) for k in ks}
+    out["num_samples"] = int(ranks.size)
+    return out
 
 
 __all__ = ["class_means", "ncm_accuracy"]

@@ -32,6 +32,7 @@ from crossgap_jax.pipeline import (
     PRESETS,
     BaselineSettings,
     Preset,
+    check_methods,
     preset,
     pretrained_aliases,
     resolve_source,
@@ -104,7 +105,6 @@ def data_roots(values: Sequence[str] | str | None, datasets: Sequence[str] = ()
 
 
 def _check_root(root: str | None, option: str) -> str:
-
     try:
         r = resolve_root(root)
     except ValueError:
@@ -120,7 +120,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     """Known name, tfds importable, root present, the dataset found there, split known."""
 
     if name.startswith(PREFIX):
-
         try:
             _import_tfds()
         except ImportError:
@@ -130,7 +129,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     try:
         info = dataset_info(name)
     except KeyError as e:
-
         hint = did_you_mean(name, [d.name for d in list_datasets(None)])
         raise CLIError(f"{option} {name}: {_one_line(e)}{hint}") from None
     if info.packaged:  # shipped inside the package: no data root involved
@@ -140,7 +138,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         return
     r = _check_root(root, "--data-root")
     if info.generic:
-
         splits = (imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
     else:
@@ -174,7 +171,6 @@ def _check_tag(args, model: str, source: str | None) -> None:
     try:
         config = get_config(model)
     except KeyError as e:
-
         opt = f"--model {model}" if args.model else f"--preset {args.preset or DEFAULT_PRESET}"
         raise CLIError(f"{opt}: {_one_line(e)}{did_you_mean(model, list_architectures())}"
                        ) from None
@@ -184,7 +180,6 @@ def _check_tag(args, model: str, source: str | None) -> None:
     try:
         _resolve_named(config.name, source)
     except ValueError as e:
-
         names = ", ".join(pretrained_aliases())
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}; packaged models (any "
                        f"architecture): {names}") from None
@@ -209,7 +204,6 @@ def _check_source(args, cfg: dict) -> None:
     if want is None and args.preset is not None:
         want = cfg["model"]  # the preset's model, given explicitly
     if want is not None and want != native.name:
-
         try:
             same = get_config(want) == native.replace(name=want)
         except (KeyError, TypeError):
@@ -283,7 +277,6 @@ def validate(args) -> list[tuple[str, dict]]:
         except ValueError as e:
             raise CLIError(str(e)) from None
     if getattr(args, "authors_assets", None):
-
         try:
             find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
         except (ValueError, OSError) as e:
@@ -304,12 +297,16 @@ def validate(args) -> list[tuple[str, dict]]:
             raise CLIError(_one_line(e)) from None
         _check_source(args, typed.as_dict())
         out.append((name, typed))
-    if args.command == "reproduce":
+    if args.command == "compare":
+        try:
+            check_methods(args.methods)
+        except ValueError as e:
+            raise CLIError(f"--methods: {_one_line(e)}") from None
+    if args.command in ("reproduce", "compare"):
         default, per = data_roots(args.data_root, args.datasets)
         for ds in args.datasets:
             _check_dataset(ds, per.get(ds, default), "--datasets")
         if getattr(args, "authors_assets", None):
-
             try:
                 check_authors_assets([_canonical_name(ds) for ds in args.datasets],
                                      args.authors_assets)
@@ -320,7 +317,6 @@ def validate(args) -> list[tuple[str, dict]]:
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):
             split = None
         if args.command == "retrieve" and split is not None:
-
             with contextlib.suppress(KeyError):  # an unknown name is reported below
                 if not args.dataset.startswith("tfds:") and dataset_info(
                         args.dataset).protocol not in ("label", "captions"):

@@ -32,6 +32,7 @@ from crossgap_jax.pipeline import (
     Preset,
     analysis_summary,
     classify_table,
+    compare_table,
     indicators,
     list_presets,
     make_run,
@@ -42,6 +43,7 @@ from crossgap_jax.pipeline import (
     write_record,
 )
 from crossgap_jax.pipeline.analyze import analyze
+from crossgap_jax.pipeline.methods import compare
 from crossgap_jax.pipeline.reproduce import reproduce
 
 
@@ -223,13 +225,23 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_indicators(args) -> int:
-
-
     run = _make_run(args)
     res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
     path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
                                                "pairs": list(args.indicator_pairs)})
     print(json.dumps({k: res[k] for k in ("summary", "figure")}, indent=2, default=str))
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    default, per = data_roots(args.data_root, args.datasets)
+    run = _make_run(args, data_root=default)
+    res = compare(run, args.datasets, roots=per, methods=args.methods)
+    table = compare_table(res)
+    path = _write_outputs(run, args, res, key={"datasets": list(args.datasets),
+                                               "methods": list(args.methods)}, table=table)
+    print(table)
     print(f"record: {path}")
     return 0
 

@@ -24,6 +24,7 @@ from crossgap_jax.cli.commands import (
     cmd_analyze,
     cmd_bench,
     cmd_classify,
+    cmd_compare,
     cmd_convert,
     cmd_demo,
     cmd_encode,
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser("analyze", "mAP vs OTI step, loss curves, similarity plots, gap", cmd_analyze)
     parser("indicators", "misalignment indicators of a labelled image split (JSON + figure)",
            cmd_indicators)
+    parser("compare", "one backbone: methods x datasets (retrieval, few-shot NCM, indicators)",
+           cmd_compare)
     return p
 
 

@@ -153,13 +153,13 @@ def template(s: str) -> str:
 # Which command takes which option: adding an option to some commands is one line here.
 # ---------------------------------------------------------------------------------------
 RUN_COMMANDS = ("encode", "oti", "ovi", "retrieve", "classify", "reproduce", "analyze",
-                "indicators")
+                "indicators", "compare")
 _INVERT = ("oti", "ovi", "retrieve", "classify", "reproduce", "analyze",
-           "indicators")  # run an inversion
-_USES_OTI = ("oti", "retrieve", "classify", "reproduce", "analyze", "indicators")
-_USES_OVI = ("ovi", "retrieve", "classify", "reproduce")
-_TASK = ("oti", "ovi", "retrieve", "reproduce", "analyze")  # build a retrieval task
-_OUTPUT = ("retrieve", "classify", "reproduce", "analyze", "indicators")
+           "indicators", "compare")  # run an inversion
+_USES_OTI = ("oti", "retrieve", "classify", "reproduce", "analyze", "indicators", "compare")
+_USES_OVI = ("ovi", "retrieve", "classify", "reproduce", "compare")
+_TASK = ("oti", "ovi", "retrieve", "reproduce", "analyze", "compare")  # a retrieval task
+_OUTPUT = ("retrieve", "classify", "reproduce", "analyze", "indicators", "compare")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,19 +180,21 @@ def _opt(flags: str | tuple[str, ...], commands: Sequence[str], group: str = "mo
 
 _OV = "preset overrides (the authors' keys)"
 _BL = "training-free baselines (docs/baselines.md)"
+_BASELINE_CMDS = ("retrieve", "classify", "compare")
 _BASELINE_OPTIONS = [
-    _opt("--pca-k", ("retrieve", "classify"), _BL, type=positive_int_list, default=None,
+    _opt("--pca-k", _BASELINE_CMDS, _BL, type=positive_int_list, default=None,
          metavar="K[,K...]", help="PCA: principal directions kept (classify fewshot: a sweep)"),
-    _opt("--pca-whiten", ("retrieve", "classify"), _BL, action="store_true", default=None,
+    _opt("--pca-whiten", _BASELINE_CMDS, _BL, action="store_true", default=None,
          help="PCA: unit variance per direction on the fit set"),
-    _opt("--pca-fit", ("retrieve", "classify"), _BL, choices=["gallery", "query", "both"],
+    _opt("--pca-fit", _BASELINE_CMDS, _BL, choices=["gallery", "query", "both"],
          default=None, help="PCA fitted on the gallery (default; few-shot: the support), the "
                             "queries, or both"),
-    _opt("--center-fit", ("retrieve",), _BL, choices=["modality", "gallery"], default=None,
+    _opt("--center-fit", ("retrieve", "compare"), _BL, choices=["modality", "gallery"],
+         default=None,
          help="centered: each modality on its own mean (default) or both on the gallery's"),
-    _opt("--shots", ("classify",), _BL, type=positive_int_list, default=None,
+    _opt("--shots", ("classify", "compare"), _BL, type=positive_int_list, default=None,
          help="fewshot: shots per class (default 1,2,4,8,16)"),
-    _opt("--fewshot-seeds", ("classify",), _BL, type=non_negative_int_list, default=None,
+    _opt("--fewshot-seeds", ("classify", "compare"), _BL, type=non_negative_int_list, default=None,
          help="fewshot: sampling seeds (default 0,1,2)"),
     _opt("--fewshot-types", ("classify",), _BL, type=name_list, default=None,
          help="fewshot feature types (default image,oti,isoclip,pca,centered)"),
@@ -208,9 +210,11 @@ OPTIONS: list[Option] = [
     _opt("--dtype", RUN_COMMANDS, default="float32", choices=["float32", "bfloat16"]),
     _opt("--run-dir", RUN_COMMANDS, default=None,
          help="output folder (default results/<preset>, or results/<model> for another model)"),
-    _opt("--data-root", tuple(c for c in RUN_COMMANDS if c != "reproduce"), default=None,
+    _opt("--data-root", tuple(c for c in RUN_COMMANDS if c not in ("reproduce", "compare")),
+         default=None,
          help="dataset root (default $CROSSGAP_SHARED_DATA)"),
-    _opt("--data-root", ("reproduce",), default=None, action="append", metavar="[NAME=]PATH",
+    _opt("--data-root", ("reproduce", "compare"), default=None, action="append",
+         metavar="[NAME=]PATH",
          help="dataset root (default $CROSSGAP_SHARED_DATA); repeat NAME=PATH for a "
               "dataset's own root"),
     _opt("--on-error", RUN_COMMANDS, default="skip", choices=["skip", "raise"],
@@ -239,7 +243,8 @@ OPTIONS: list[Option] = [
     _opt("--process-id", RUN_COMMANDS, type=non_negative_int, default=None,
          help="this process, 0..num-processes-1 (default $CROSSGAP_PROCESS_ID)"),
     # Compatibility switches (docs/fidelity.md).
-    _opt("--metric-variant", ("retrieve", "reproduce", "analyze"), "compatibility switches",
+    _opt("--metric-variant", ("retrieve", "reproduce", "analyze", "compare"),
+         "compatibility switches",
          default="standard", choices=["standard", "authors"],
          help="standard: the metric definitions; authors: the authors' code (mAP@R on "
               "all-vs-all splits counts R before removing the query; queries without a "
@@ -273,7 +278,7 @@ OPTIONS: list[Option] = [
     _opt("--dataset", ("encode", "oti", "ovi", "retrieve", "classify", "analyze", "indicators"),
          "command",
          required=True, help="dataset name (see `crossgap-jax list`) or tfds:NAME"),
-    _opt("--datasets", ("reproduce",), "command", required=True, type=name_list,
+    _opt("--datasets", ("reproduce", "compare"), "command", required=True, type=name_list,
          help="comma-separated dataset names"),
     _opt("--presets", ("reproduce",), "command", type=name_list, default=None,
          help="several presets, comma separated (one run folder each)"),
@@ -305,7 +310,7 @@ OPTIONS: list[Option] = [
               "pca-ncm, centered-ncm (nearest class mean over the train split), fewshot "
               "(k-shot NCM, --shots, --fewshot-seeds, --fewshot-types)"),
     *_BASELINE_OPTIONS,
-    _opt("--isoclip-k", ("retrieve", "classify"), "command", type=isoclip_k_pair, default=None,
+    _opt("--isoclip-k", _BASELINE_CMDS, "command", type=isoclip_k_pair, default=None,
          metavar="TOP,BOTTOM",
          help="IsoCLIP: drop the TOP largest and BOTTOM smallest singular directions "
               "(default: the IsoCLIP authors' value for the backbone; an error when they "
@@ -313,6 +318,10 @@ OPTIONS: list[Option] = [
     _opt("--indicator-pairs", ("indicators",), "command", type=name_list,
          default=["image-image", "text-image", "oti-image"],
          help="pair types: image-image (always), text-image (class prompts), oti-image"),
+    _opt("--methods", ("compare",), "command", type=name_list,
+         default=["image", "oti", "isoclip", "pca", "centered", "text", "ovi"],
+         help="rows, comma separated: image, oti, isoclip, pca (one row per --pca-k), "
+              "centered (image datasets); text, ovi, isoclip (text datasets)"),
     _opt("--num-tokens", ("analyze",), "command", type=positive_int_list, default=(1, 4),
          help="OTI R values, e.g. 1,4"),
 ]

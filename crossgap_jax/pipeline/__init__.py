@@ -13,9 +13,10 @@ measurements, records and reports (see docs/architecture.md for the path of a ru
 - :mod:`~crossgap_jax.pipeline.records` / :mod:`~crossgap_jax.pipeline.report` /
   :mod:`~crossgap_jax.pipeline.published`: JSON records, Markdown tables, the paper's numbers.
 
-The functions ``measure``, ``analyze`` and ``reproduce`` share their module's name, so they
-are not re-exported here (the attribute would shadow the module): import them from
-``crossgap_jax.pipeline.measure`` etc.
+The functions ``measure``, ``analyze`` and ``reproduce`` share their module's name, and
+``methods.compare`` the name of the module ``compare``, so they are not re-exported here
+(the attribute would shadow the module): import them from ``crossgap_jax.pipeline.measure``
+etc.
 """
 
 from crossgap_jax.pipeline.analyze import analysis_figure
@@ -27,6 +28,7 @@ from crossgap_jax.pipeline.compare import (
     compare_zero_shot,
 )
 from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
+from crossgap_jax.pipeline.methods import check_methods, compare_table
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT, PRESETS, Preset, list_presets, preset
 from crossgap_jax.pipeline.published import published_row
 from crossgap_jax.pipeline.records import provenance, write_record
@@ -41,6 +43,7 @@ from crossgap_jax.pipeline.run import Run, make_run
 from crossgap_jax.pipeline.weights import pretrained_aliases, resolve_source
 
 __all__ = [
+    "check_methods", "compare_table",
     "BaselineSettings", "indicators",
     "CLASSIFY_VARIANTS", "DEFAULT_BOOTSTRAP", "DEMO_CHECKPOINT", "PRESETS", "Bootstrap",
     "DatasetFailure", "Preset", "Run", "analysis_figure", "analysis_summary", "classify_table",

@@ -67,6 +67,7 @@ from crossgap_jax.pipeline.weights import (
     _is_tag,
     pretrained_aliases,
     resolve_source,
+    written_as_path,
 )
 from crossgap_jax.retrieval import check_metric_variant
 
@@ -437,4 +438,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",
-           "pretrained_aliases"]
+           "pretrained_aliases", "written_as_path"]

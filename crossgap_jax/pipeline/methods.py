@@ -1,0 +1,241 @@
+"""``compare``: one backbone, several datasets, one table of methods x datasets.
+
+Every number comes from the pipeline's existing measurements on the run's cached features:
+retrieval metrics from :func:`crossgap_jax.pipeline.measure.retrieve` (the dataset's task
+and main metric, as ``reproduce`` reports it), few-shot NCM accuracy from ``classify
+--variants fewshot`` (:func:`crossgap_jax.pipeline.baselines.few_shot`) and the
+misalignment indicators from :func:`crossgap_jax.pipeline.baselines.indicators`. A method
+that cannot apply to a dataset (no text side, a baseline whose preconditions fail) is a
+cell ``{"skipped": why}``, never a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
+from crossgap_jax.pipeline.baselines import BaselineSettings, indicators
+from crossgap_jax.pipeline.measure import classify, retrieve
+from crossgap_jax.pipeline.records import _barrier, is_writer, provenance
+from crossgap_jax.pipeline.report import provenance_header
+
+if TYPE_CHECKING:
+    from crossgap_jax.pipeline.run import Run
+
+# method -> (side, query feature type, gallery feature type); side: the dataset modality
+# the method applies to ("both": either). "pca" becomes one row per --pca-k.
+METHODS: dict[str, tuple[str, str, str]] = {
+    "image": ("image", "image", "image"),
+    "oti": ("image", "oti", "image"),
+    "isoclip": ("both", "isoclip", "isoclip"),  # image or text task, both sides alike
+    "pca": ("image", "pca", "pca"),
+    "centered": ("image", "centered", "centered"),
+    "text": ("text", "text", "text"),
+    "ovi": ("text", "ovi", "text"),
+}
+# the few-shot NCM feature type of each image-side method (text methods: no image support)
+_FEWSHOT_TYPE = {"image": "image", "oti": "oti", "isoclip": "isoclip", "pca": "pca",
+                 "centered": "centered"}
+# what a skipped cell may be caused by: bad preconditions, not bugs
+_SKIPPABLE = (ValueError, FileNotFoundError, KeyError)
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """Raise ValueError naming the first unknown method (with a suggestion)."""
+    for m in methods:
+        if m not in METHODS:
+            close = difflib.get_close_matches(m, list(METHODS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown method {m!r}{hint} (known: {', '.join(METHODS)})")
+
+
+def _why(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _rows(methods: Sequence[str], settings: BaselineSettings) -> list[tuple[str, str, int]]:
+    """``(row name, method, pca k or 0)``: ``pca`` expands to ``pca-<k>`` per --pca-k."""
+    rows = []
+    for m in methods:
+        if m == "pca" and settings.pca_k:
+            rows += [(f"pca-{k}", m, int(k)) for k in settings.pca_k]
+        else:
+            rows.append((m, m, 0))
+    return rows
+
+
+def _with_baselines(run: Run, **changes: Any) -> Run:
+    bl = dict(run.cfg.get("baselines") or {})
+    bl.update(changes)
+    return dataclasses.replace(run, cfg={**run.cfg, "baselines": bl})
+
+
+def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -> dict:
+    task = run.task(dataset)
+    modality = task.query.modality
+    metric = "mAP_medium" if task.relevance == "revisitop" else "mAP"
+    cells: dict[str, Any] = {}
+    for name, method, k in rows:
+        side, qt, gt = METHODS[method]
+        if side not in (modality, "both"):
+            cells[name] = {"skipped": f"{side}-side method; {dataset} is a {modality} "
+                                      "retrieval task"}
+            continue
+        if method == "pca" and not k:
+            cells[name] = {"skipped": "pca needs --pca-k K[,K...]"}
+            continue
+        r = _with_baselines(run, pca_k=[k]) if k else run
+        try:
+            m = retrieve(r, dataset, qt, gt)
+        except _SKIPPABLE as e:
+            cells[name] = {"skipped": _why(e)}
+            continue
+        cells[name] = {"value": float(m[metric]), "metric": metric, "query_type": qt,
+                       "gallery_type": gt, "metrics": m}
+    return {"modality": modality, "metric": metric, "num_queries": len(task.query),
+            "num_gallery": len(task.gallery), "cells": cells}
+
+
+def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, str, int]]
+                   ) -> dict:
+    settings = BaselineSettings.from_cfg(run.cfg)
+    types = []
+    for _, method, _k in rows:
+        t = _FEWSHOT_TYPE.get(method)
+        if t and t not in types and (t != "pca" or settings.pca_k):
+            types.append(t)
+    if modality != "image":
+        return {"skipped": f"{dataset} is a {modality} dataset; few-shot NCM classifies "
+                           "labelled images"}
+    if not types:
+        return {"skipped": "no image-side method selected"}
+    try:
+        res = classify(_with_baselines(run, fewshot_types=types), dataset,
+                       variants=("fewshot",))["fewshot"]
+    except _SKIPPABLE as e:
+        return {"skipped": _why(e)}
+    cells: dict[str, Any] = {}
+    for name, method, _k in rows:
+        t = _FEWSHOT_TYPE.get(method)
+        if t is None:
+            cells[name] = {"skipped": "text-side method; few-shot NCM classifies images"}
+        elif method == "pca" and not settings.pca_k:
+            cells[name] = {"skipped": "pca needs --pca-k K[,K...]"}
+        else:
+            cells[name] = res["types"][name]
+    return {"result": {k: v for k, v in res.items() if k != "types"}, "cells": cells}
+
+
+def _indicators(run: Run, dataset: str, modality: str) -> dict:
+    if modality != "image":
+        return {"skipped": f"{dataset} is a {modality} dataset; the indicators need a "
+                           "labelled image split"}
+    try:
+        res = indicators(run, dataset)
+    except _SKIPPABLE as e:
+        return {"skipped": _why(e)}
+    return {"split": res["split"], "summary": res["summary"], "figure": res["figure"]}
+
+
+def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
+            methods: Sequence[str] = tuple(METHODS)) -> dict:
+    """Methods x datasets on one backbone; writes ``<run_dir>/compare/metrics.json`` and
+    ``table.md``.
+
+    Per dataset: ``retrieval`` (the dataset's task; each method's main metric, ``mAP`` or
+    ``mAP_medium``, in percent, with its full metrics dict), ``fewshot`` (image datasets
+    with a ``train`` split: the k-shot NCM sweep of :class:`BaselineSettings`, one cell per
+    image-side method) and ``indicators`` (their summary). Cells that cannot apply hold
+    ``{"skipped": reason}``.
+
+    Args:
+        run: the run (model, settings, cache; ``max_queries`` / ``max_gallery`` apply).
+        datasets: dataset names, in order.
+        roots: per-dataset data roots (as :func:`~crossgap_jax.pipeline.reproduce.reproduce`).
+        methods: a subset of :data:`METHODS`, in row order.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    check_methods(methods)
+    if roots:
+        run = dataclasses.replace(run, roots={**run.roots, **roots})
+    rows = _rows(methods, BaselineSettings.from_cfg(run.cfg))
+    out: dict[str, Any] = {"provenance": provenance(run), "config": run.cfg,
+                           "methods": list(methods), "rows": [r[0] for r in rows],
+                           "datasets": {}}
+    for ds in datasets:
+        entry = _retrieval_cells(run, ds, rows)
+        entry["fewshot"] = _fewshot_cells(run, ds, entry["modality"], rows)
+        entry["indicators"] = _indicators(run, ds, entry["modality"])
+        out["datasets"][ds] = entry
+    out["provenance"] = provenance(run)  # with the text sources the tasks used
+    if is_writer():
+        d = ensure_dir(os.path.join(run.run_dir, "compare"))
+        atomic_write_json(os.path.join(d, "metrics.json"), out)
+        atomic_write_bytes(os.path.join(d, "table.md"), compare_table(out).encode())
+    _barrier(f"compare:{run.run_dir}")
+    return out
+
+
+def _cell(c: dict) -> str:
+    if "skipped" in c:
+        return f"n/a ({c['skipped']})"
+    return f"{c['value']:.2f}"
+
+
+def _shot_cell(c: dict, k: str) -> str:
+    if "skipped" in c and isinstance(c["skipped"], str):
+        return f"n/a ({c['skipped']})"
+    if k in c.get("shots", {}):
+        s = c["shots"][k]
+        return f"{s['mean']:.2f} +- {s['std']:.2f}"
+    return f"n/a ({c.get('skipped', {}).get(k, 'not run')})"
+
+
+def compare_table(res: dict) -> str:
+    """Markdown of a :func:`compare` result: rows = methods, columns = each dataset's
+    retrieval metric and its few-shot NCM top-1 per k (mean +- std over the seeds), then the
+    indicators per dataset."""
+    dss = list(res["datasets"])
+    head = ["method"]
+    for ds in dss:
+        e = res["datasets"][ds]
+        head.append(f"{ds} {e['metric']}")
+        fs = e["fewshot"]
+        if "cells" in fs:
+            head += [f"{ds} {k}-shot NCM top-1" for k in fs["result"]["shots"]]
+    lines = [provenance_header(res["provenance"], "compare: methods x datasets"), "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in res["rows"]:
+        cells = [row]
+        for ds in dss:
+            e = res["datasets"][ds]
+            cells.append(_cell(e["cells"][row]))
+            fs = e["fewshot"]
+            if "cells" in fs:
+                cells += [_shot_cell(fs["cells"][row], str(k)) for k in fs["result"]["shots"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- `{ds}` few-shot: n/a ({e['fewshot']['skipped']})"
+             for ds, e in res["datasets"].items() if "skipped" in e["fewshot"]]
+    if notes:
+        lines += ["", *notes]
+    lines += ["", "Misalignment indicators (overlap / AUROC of same- vs different-class "
+                  "similarities; fraction of images closer to another class):", "",
+              "| dataset | image-image | text-image | oti-image | closer to other class |",
+              "|---|---|---|---|---|"]
+    for ds, e in res["datasets"].items():
+        ind = e["indicators"]
+        if "skipped" in ind:
+            lines.append(f"| {ds} | n/a ({ind['skipped']}) | | | |")
+            continue
+        s = ind["summary"]
+        pair = [f"{s[p]['overlap']:.3f} / {s[p]['auroc']:.3f}" if p in s else "n/a"
+                for p in ("image-image", "text-image", "oti-image")]
+        lines.append(f"| {ds} | " + " | ".join(pair)
+                     + f" | {s['closer_to_other_class']:.3f} |")
+    return "\n".join(lines) + "\n"
