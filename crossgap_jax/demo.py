@@ -1,6 +1,7 @@
 """The offline demo: the paper's measurements on a CLIP trained here, on embedded real data.
 
 ``run_demo`` needs nothing beyond the package and its pip dependencies:
+
 * **model**: ``crossgap_jax/assets/demo_caltech101.safetensors``, variant (a) of the
   controlled experiment (docs/experiments.md): a small CLIP (ViT 64 px) trained from
   scratch with CLIP's loss on the 4,128 Caltech101 CoOp *train* images (built by

@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossgap_jax.baselines.fewshot import (
-    FewShotSkip,
-    few_shot_ncm_accuracy,
-    few_shot_sweep,
-    k_shot_indices,
-)
 from crossgap_jax.baselines.pca import (
     center_features,
     fit_center,
     fit_pca,
     max_pca_components,
     pca_features,
+)
+from crossgap_jax.retrieval.fewshot import (
+    FewShotSkip,
+    few_shot_ncm_accuracy,
+    few_shot_sweep,
+    k_shot_indices,
 )
 
 

@@ -8,19 +8,15 @@
   (not IsoCLIP).
 - :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
   on a fit set, e.g. the gallery).
-- :mod:`crossgap_jax.baselines.fewshot`: k-shot NCM with seeded per-class sampling.
+- few-shot NCM (k-shot prototypes, seeded sampling) and the NCM metric are evaluation
+  protocols: :mod:`crossgap_jax.retrieval.fewshot`, :func:`crossgap_jax.retrieval.ncm_accuracy`.
 
 See docs/baselines.md.
 """
 
-from crossgap_jax.baselines.fewshot import (
-    DEFAULT_SEEDS,
-    DEFAULT_SHOTS,
-    FewShotSkip,
-    few_shot_ncm_accuracy,
-    few_shot_sweep,
-    k_shot_indices,
-)
+import importlib
+import warnings
+
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
     ProjectionHead,
@@ -34,7 +30,7 @@ from crossgap_jax.baselines.isoclip import (
     kept_components,
     projection_heads,
 )
-from crossgap_jax.baselines.ncm import class_means, ncm_accuracy
+from crossgap_jax.baselines.ncm import class_means
 from crossgap_jax.baselines.pca import (
     CenterMap,
     PCAMap,
@@ -53,11 +49,21 @@ from crossgap_jax.baselines.window import (
 )
 
 __all__ = [
-    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "max_pca_components",
-    "CenterMap", "FewShotSkip", "PCAMap", "center_features", "few_shot_ncm_accuracy",
-    "few_shot_sweep", "fit_center", "fit_pca", "k_shot_indices", "pca_features",
+    "isoclip_image_features", "isoclip_text_features", "window_basis_for", "window_features",
+    "max_pca_components",
+    "CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca", "pca_features",
     "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
-    "isoclip_features", "isoclip_image_features", "isoclip_map", "isoclip_map_for",
-    "isoclip_similarity", "isoclip_text_features", "isotropic_window", "kept_components",
-    "ncm_accuracy", "projection_heads", "window_basis", "window_basis_for", "window_features",
+    "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
+    "isotropic_window", "kept_components", "projection_heads", "window_basis",
 ]
+
+
+def __getattr__(name: str):
+    """``baselines.ncm_accuracy`` (before this layout) moved to the metrics layer:
+    :func:`crossgap_jax.retrieval.ncm_accuracy`; the old name still works, with a warning."""
+    if name == "ncm_accuracy":
+
+        warnings.warn("crossgap_jax.baselines.ncm_accuracy moved to "
+                      "crossgap_jax.retrieval.ncm_accuracy", DeprecationWarning, stacklevel=2)
+        return importlib.import_module("crossgap_jax.retrieval.ncm").ncm_accuracy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

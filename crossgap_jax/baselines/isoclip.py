@@ -4,6 +4,7 @@ Source: the IsoCLIP paper and its reference code (facts in ``PAPER.md``, "IsoCLI
 Not an inversion: no per-query optimisation, one SVD per model.
 
 Notation (row vectors, ``x @ P`` as the encoders apply their heads):
+
 - ``x_i (d_i,)``, ``x_t (d_t,)``: the features *before* the projection heads;
 - ``P_i (d_i, D)``, ``P_t (d_t, D)``: the heads (OpenAI ``visual.proj`` and
   ``text_projection``). A head with a bias ``b (D,)`` (SigLIP's text ``head``) is used as
@@ -21,6 +22,7 @@ nothing and is an error.
 What ``P_i`` / ``P_t`` / the biases are for each family of this package
 (:func:`projection_heads`; the pre-projection features are the family hooks
 ``encode_image_preproj`` / ``encode_text_preproj``):
+
 ============  ==================================  =====================================
 family        image head ``P_i`` (bias)           text head ``P_t`` (bias)
 ============  ==================================  =====================================

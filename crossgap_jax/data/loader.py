@@ -4,6 +4,7 @@ Images are decoded and preprocessed by a thread pool (PIL releases the GIL while
 decodes and resizes), a bounded number of batches ahead of the consumer, and come out in
 the split's order whatever the thread timing. Every batch has exactly ``batch_size``
 rows, the last one padded, with a boolean mask, so a jitted encoder compiles once::
+
     loader = ImageBatchLoader(split, batch_size=256, process_index=jax.process_index(),
                               process_count=jax.process_count())
     for batch in loader:                      # ImageBatch(names, images, mask, indices)

@@ -2,6 +2,7 @@
 
 Parameter names mirror OpenAI's PyTorch ``model.py`` so that checkpoint conversion is a
 set of string rules plus transposes:
+
 =====================================  ==========================================
 PyTorch (OpenAI / open_clip)           Flax params path
 =====================================  ==========================================

@@ -2,6 +2,7 @@
 
 Every load runs the same five steps; only step 2 and the conversion in step 4 belong to
 a family::
+
     1. resolve   name / alias / config + checkpoint (or pretrained=) -> Request
                  (a native file short-cuts to step 4: it carries its config)
     2. read      hook.read(request) -> Read       (fetch + read files; declared config)

@@ -5,6 +5,7 @@ points - as ``clip.py`` and ``slip.py`` are; its checkpoint loading lives elsewh
 ``convert_siglip.py`` / ``siglip_big_vision.py``.)
 
 Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
+
 - image tower: conv patch embedding *with* bias, learned position embedding over the N
   patches (**no class token**), pre-norm encoder blocks, ``post_layernorm`` over all
   tokens, then a multi-head attention-pooling head (MAP: a learned probe attends over the
@@ -17,6 +18,7 @@ Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
   ``logit_scale`` and ``logit_bias`` (sigmoid loss).
 
 Parameter names mirror transformers' ``SiglipModel`` so conversion is mechanical:
+
 ==================================================  ===========================================
 transformers ``SiglipModel``                        Flax params path
 ==================================================  ===========================================

@@ -2,6 +2,7 @@
 
 The authors tokenised SigLIP text with open_clip's ``HFTokenizer(clean="canonicalize")``;
 this class reproduces it id for id:
+
 1. clean the text as open_clip's ``_clean_canonicalize`` (:func:`canonicalize_text`):
    ``ftfy.fix_text``, HTML-unescape twice, strip; then ``_`` -> space, remove every ASCII
    punctuation character (``string.punctuation``; ``£`` is not ASCII and stays),

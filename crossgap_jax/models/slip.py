@@ -2,6 +2,7 @@
 
 SLIP's CLIP part is a timm ``VisionTransformer`` image tower (``num_classes=0``) plus
 OpenAI's causal text transformer, joined by two projection matrices:
+
 - image: conv patch embedding with bias, class token, position embedding over N + 1
   tokens, pre-norm blocks (``norm1``/``attn.qkv``/``attn.proj``/``norm2``/``mlp.fc1``/
   ``mlp.fc2``; exact erf GELU, LayerNorm eps 1e-6), final ``norm``, class token,
@@ -12,6 +13,7 @@ OpenAI's causal text transformer, joined by two projection matrices:
   ``ResidualAttentionBlock``); :attr:`SLIPConfig.quick_gelu` makes it configurable.
 
 Parameter names mirror the SLIP state dict (``module.`` stripped):
+
 ===============================================  ======================================
 SLIP checkpoint                                  Flax params path
 ===============================================  ======================================

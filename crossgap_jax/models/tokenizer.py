@@ -4,6 +4,7 @@ in the Rust ``tokenizers`` backend.
 The vocabulary and merges are derived from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``
 (shipped as package data, MIT licensed). Every step before the BPE follows OpenAI's
 reference ``simple_tokenizer`` exactly, so that the ids equal its ids:
+
 1. clean: ``ftfy.fix_text`` (which applies NFC once), HTML unescaping twice, whitespace
    runs to one space, strip, Python ``str.lower()``; no second unicode normalisation
    (transformers' CLIP normaliser applies NFC again *after* lower-casing, which reorders

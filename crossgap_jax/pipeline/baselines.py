@@ -18,18 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax.baselines import (
-    DEFAULT_SEEDS,
-    DEFAULT_SHOTS,
-    FewShotSkip,
     center_features,
     class_means,
-    few_shot_sweep,
     fit_center,
     fit_pca,
     isoclip_features,
-    k_shot_indices,
     max_pca_components,
-    ncm_accuracy,
     pca_features,
     projection_heads,
 )
@@ -43,7 +37,16 @@ from crossgap_jax.pipeline.tasks import (
     _per_class_subset,
     default_classify_split,
 )
-from crossgap_jax.retrieval import misalignment_indicators, plot_indicators
+from crossgap_jax.retrieval import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    FewShotSkip,
+    few_shot_sweep,
+    k_shot_indices,
+    misalignment_indicators,
+    ncm_accuracy,
+    plot_indicators,
+)
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
@@ -181,6 +184,7 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
 
 
 def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
+
     train = get_dataset(dataset, run.root_for(dataset), train_split)
     if list(train.classnames or []) != list(images.classnames):
         raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
@@ -232,7 +236,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     """Few-shot NCM accuracy of the labelled image split ``images`` (the queries, CoOp's
     ``test``) with ``k``-shot prototypes from ``train_split`` (CoOp's ``train``), for each
     feature type, ``k`` and seed of :class:`BaselineSettings`
-    (:func:`crossgap_jax.baselines.fewshot.few_shot_sweep`). Only the sampled training
+    (:func:`crossgap_jax.retrieval.fewshot.few_shot_sweep`). Only the sampled training
     images are encoded (and, for ``oti``, inverted).
 
     Feature types (prototypes = class mean of the un-normalised features, cosine):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.baselines import class_means, isoclip_features, ncm_accuracy, projection_heads
+from crossgap_jax.baselines import class_means, isoclip_features, projection_heads
 from crossgap_jax.data import RetrievalTask, get_dataset
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
@@ -41,6 +41,7 @@ from crossgap_jax.pipeline.tasks import (
     _labels_for,
     _per_class_subset,
 )
+from crossgap_jax.retrieval import ncm_accuracy
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run

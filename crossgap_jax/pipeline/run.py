@@ -1,6 +1,7 @@
 """End-to-end runs: features -> inversion -> retrieval / zero-shot -> metrics and tables.
 
 Every artefact lives under one run folder::
+
     <run_dir>/records/<command>-<key>.json        one record per command and setting
     <run_dir>/features/<dataset>/<split>-<modality>-<key>.npz
     <run_dir>/inversions/<oti|ovi>/<dataset>/<split>-<key>/   resumable shards

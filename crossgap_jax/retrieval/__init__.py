@@ -19,6 +19,14 @@ Main entry points (see docs/retrieval.md):
 
 from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, l2_normalize
 from crossgap_jax.retrieval.engine import cosine_similarity, evaluate, evaluate_per_query
+from crossgap_jax.retrieval.fewshot import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    FewShotSkip,
+    few_shot_ncm_accuracy,
+    few_shot_sweep,
+    k_shot_indices,
+)
 from crossgap_jax.retrieval.gap import (
     modality_gap,
     paired_similarities,
@@ -27,6 +35,7 @@ from crossgap_jax.retrieval.gap import (
 )
 from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
 from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
+from crossgap_jax.retrieval.ncm import ncm_accuracy
 from crossgap_jax.retrieval.relevance import qrels_to_csr
 from crossgap_jax.retrieval.revisitop import (
     REVISITOP_PROTOCOLS,
@@ -44,8 +53,9 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
-    "misalignment_indicators", "plot_indicators",
+    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "misalignment_indicators", "plot_indicators",
     "auto_chunk_size", "check_metric_variant",
+    "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",
     "average_precision",

@@ -4,6 +4,7 @@
 
 Same data (the CoOp *train* split of Caltech101 at 64 px, 4,128 images, 100 classes), same
 architecture (``crossgap-caltech``), same seed, same schedule; only the loss differs:
+
 (a) ``clip``: CLIP's symmetric InfoNCE, learned temperature;
 (b) ``clip+slip``: (a) + SLIP's SimCLR NT-Xent between two augmented views of each image,
     on an MLP head over the image trunk;

@@ -9,6 +9,7 @@ per-step augmentation/caption keys (``fold_in(key, step)``); on CPU the run is b
 reproducible.
 
 Variants (``TrainConfig.variant``):
+
 * ``"clip"`` (a): symmetric InfoNCE with a learned temperature (init 0.07, capped at 1/100).
 * ``"clip+slip"`` (b): (a) plus SLIP's intra-modal term: SimCLR's NT-Xent between two
   augmented views, on a small MLP head over the image trunk (the head is trained with the
