@@ -305,6 +305,32 @@ def test_limit_task_all_vs_all_applies_both_caps():
     assert len(tasks.limit_task(task, 3, None, seed=0).query) == 3
 
 
+@pytest.mark.parametrize("kind", ["label", "qrels"])
+def test_limit_task_gallery_gives_every_query_a_positive(kind):
+    """--max-gallery keeps one positive of each chosen query before any other item (the
+    case the old rule failed: early queries' many positives filled the cap)."""
+    from crossgap_jax.data import ImageSplit, RetrievalTask
+
+    rng = np.random.default_rng(1)
+    g_labels = np.repeat(np.arange(10), [40, 40, 40, 1, 1, 1, 1, 1, 1, 1])
+    g = ImageSplit(name="x", split="train", items=[f"g{k}" for k in range(len(g_labels))],
+                   paths=[f"/g{k}" for k in range(len(g_labels))], labels=g_labels,
+                   classnames=[str(c) for c in range(10)])
+    q_labels = rng.permutation(np.arange(30) % 10)
+    q = ImageSplit(name="x", split="test", items=[f"q{k}" for k in range(30)],
+                   paths=[f"/q{k}" for k in range(30)], labels=q_labels,
+                   classnames=g.classnames)
+    qrels = ({f"q{i}": {f"g{j}": 1 for j in np.flatnonzero(g_labels == lab)}
+              for i, lab in enumerate(q_labels)} if kind == "qrels" else None)
+    task = RetrievalTask("x", q, g, kind, qrels=qrels)
+    small = tasks.limit_task(task, 12, 15, seed=0)
+    assert len(small.gallery) == 15 and len(small.query) == 12
+    keep = set(small.gallery.items)
+    for item, lab in zip(small.query.items, small.query.labels):  # brute force
+        assert any(f"g{j}" in keep for j in np.flatnonzero(g_labels == lab)), item
+    assert small.gallery.items == tasks.limit_task(task, 12, 15, seed=0).gallery.items
+
+
 def test_readme_demo_snippet_loads_the_demo_model():
     import crossgap_jax as cg
     from crossgap_jax.models.checkpoints import native_config

@@ -222,7 +222,7 @@ OPTIONS: list[Option] = [
     _opt("--max-queries", _TASK + ("classify", "indicators"), type=positive_int, default=None,
          help="smoke runs: a seeded random subset of the queries (classify: of the images)"),
     _opt("--max-gallery", _TASK + ("classify",), type=positive_int, default=None,
-         help="smoke runs: gallery capped (positives of the chosen queries first); on "
+         help="smoke runs: gallery capped (one positive of each chosen query first); on "
               "all-vs-all datasets the queries are the gallery, capped by both limits; "
               "classify: NCM's train split cut to max-gallery // classes images per class"),
     _opt("--shard-size", _INVERT, type=positive_int, default=256,

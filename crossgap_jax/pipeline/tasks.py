@@ -67,21 +67,49 @@ class TaskRelevance:
             return (rel,), {"exclude_self": self.exclude_self}
         return (self.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
 
-    def positives(self, q_split, g_split) -> np.ndarray:
-        """``(G,)`` bool: gallery items relevant to at least one query of ``q_split``."""
+    def positives_of_each(self, q_split, g_split) -> list[np.ndarray]:
+        """For each query of ``q_split``, the sorted indices of its relevant gallery items."""
         attr = self._attr()
         if attr is not None:
-            return np.isin(getattr(g_split, attr), getattr(q_split, attr))
-        keep_q = set(q_split.items)
-        wanted = {d for qi, r in (self.qrels or {}).items() if qi in keep_q
-                  for d, v in r.items() if v > 0}
-        return np.array([it in wanted for it in g_split.items], dtype=bool)
+            gv = np.asarray(getattr(g_split, attr))
+            order = np.argsort(gv, kind="stable")
+            values, starts = np.unique(gv[order], return_index=True)
+            groups = dict(zip(values.tolist(), np.split(order, starts[1:])))
+            empty = np.zeros(0, np.int64)
+            return [np.sort(groups.get(v, empty)) for v in np.asarray(getattr(q_split, attr))
+                    .tolist()]
+        where = {it: i for i, it in enumerate(g_split.items)}
+        return [np.array(sorted(where[d] for d, v in (self.qrels or {}).get(qi, {}).items()
+                                if v > 0 and d in where), np.int64) for qi in q_split.items]
+
+
+def _gallery_with_positives(pos_each: list[np.ndarray], size: int, budget: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """Sorted gallery indices, at most ``budget``: first one positive of each query (queries
+    in random order; a query whose positive is already in keeps its place free), then the
+    other positives, then random non-positives."""
+    chosen: list[int] = []
+    taken = np.zeros(size, bool)
+    for qi in rng.permutation(len(pos_each)):
+        p = pos_each[qi]
+        if len(chosen) >= budget or not p.size or taken[p].any():
+            continue
+        j = int(p[rng.integers(p.size)])
+        taken[j] = True
+        chosen.append(j)
+    pos = np.zeros(size, bool)
+    for p in pos_each:
+        pos[p] = True
+    more = rng.permutation(np.flatnonzero(pos & ~taken))[: max(0, budget - len(chosen))]
+    fill = rng.permutation(np.flatnonzero(~pos))[: max(0, budget - len(chosen) - len(more))]
+    return np.sort(np.concatenate([np.asarray(chosen, np.int64), more, fill]))
 
 
 def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | None,
                seed: int = 0) -> RetrievalTask:
     """A smaller task for smoke runs: a seeded random subset of the queries, and a gallery
-    that keeps the positives of the chosen queries first, then random other items.
+    that keeps one positive of every chosen query first (as far as ``max_gallery`` allows),
+    then their other positives, then random other items.
 
     Metrics on a limited task are not comparable with the paper's; every record and table
     states the limits. On all-vs-all tasks (``exclude_self``: the queries are the gallery)
@@ -101,12 +129,8 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     if task.exclude_self:
         g = q
     elif max_gallery and max_gallery < len(g):
-        pos = relevance.positives(q, g)
-        first = np.flatnonzero(pos)
-        rest = np.flatnonzero(~pos)
-        first = rng.permutation(first)[:max_gallery]
-        fill = rng.permutation(rest)[: max(0, max_gallery - len(first))]
-        g = g.subset(np.sort(np.concatenate([first, fill])))
+        g = g.subset(_gallery_with_positives(relevance.positives_of_each(q, g), len(g),
+                                             max_gallery, rng))
     qrels = task.qrels
     if qrels is not None:
         keep_q = set(q.items)
