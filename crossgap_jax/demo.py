@@ -27,15 +27,14 @@ import os
 import time
 from typing import Any
 
-from crossgap_jax.data.sources.embedded import (
-    ASSET_DIR,
-    CARD_NAME,
-    DEMO_DATA,
-    IMAGE_NAME,
-    TEXT_NAME,
-)
+from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, IMAGE_NAME, TEXT_NAME
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
-from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
+from crossgap_jax.models import CLIP, load_native
+from crossgap_jax.pipeline import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
+from crossgap_jax.pipeline import Bootstrap, analysis_figure, make_run, preset, published_row
+from crossgap_jax.pipeline.analyze import analyze
+from crossgap_jax.pipeline.measure import measure as pipeline_measure
+from crossgap_jax.retrieval import verdict
 
 DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)
 DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)
@@ -118,8 +117,6 @@ VERDICT_MEANING = {
 
 def load_demo_clip(path: str = DEMO_CHECKPOINT):
     """The shipped demo model as a :class:`~crossgap_jax.models.bundle.CLIP` bundle."""
-    from crossgap_jax.models.bundle import CLIP
-    from crossgap_jax.models.checkpoints import load_native
 
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -133,7 +130,6 @@ def load_demo_clip(path: str = DEMO_CHECKPOINT):
 def demo_config(settings: DemoSettings = FULL):
     """The run's typed settings: the ``demo`` preset
     (:class:`~crossgap_jax.pipeline.presets.Preset`) with ``settings`` applied."""
-    from crossgap_jax.pipeline.presets import preset
 
     return preset("demo", oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
                   batch_size=settings.batch_size, seed=settings.seed)
@@ -145,8 +141,8 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
     ``demo`` preset made by :func:`~crossgap_jax.pipeline.run.make_run`, exactly as
     ``crossgap-jax reproduce --preset demo`` makes it (features and inversions cached under
     ``<out_dir>/run``)."""
-    from crossgap_jax.pipeline.run import make_run
-    from crossgap_jax.train import configs as _  # noqa: F401  (registers the small archs)
+    # lazy: registers the small demo architectures, only when a demo run is made
+    from crossgap_jax.train import configs as _  # noqa: F401
 
     if not os.path.isfile(checkpoint):
         load_demo_clip(checkpoint)  # raises with the rebuild command
@@ -160,7 +156,6 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
 def claim_result(claim: Claim, baseline: float, inverted: float, ci: list[float],
                  paper: tuple[float, float] | None) -> dict:
     """One claim's numbers, interval and verdict (percent units)."""
-    from crossgap_jax.retrieval import verdict
 
     return {"claim": claim.title, "key": claim.key, "unit": claim.unit,
             "baseline": float(baseline), "inverted": float(inverted),
@@ -182,10 +177,6 @@ def measure(run: Any, settings: DemoSettings = FULL, *, analysis_dir: str | None
         ``zero_shot`` the classification accuracies; ``claims`` one :func:`claim_result`
         per claim.
     """
-    from crossgap_jax.pipeline.analyze import analyze
-    from crossgap_jax.pipeline.measure import Bootstrap
-    from crossgap_jax.pipeline.measure import measure as pipeline_measure
-    from crossgap_jax.pipeline.published import published_row
 
     paper = published_row(PAPER_PRESET)
     boot = Bootstrap(samples=settings.bootstrap_samples, seed=settings.seed)
@@ -325,8 +316,6 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from crossgap_jax.pipeline.analyze import analysis_figure
 
     t0 = time.perf_counter()
     settings = settings or (QUICK if quick else FULL)

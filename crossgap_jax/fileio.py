@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+import numpy as np
+
 #: errno -> (cause in words, fix) for the failures a user can act on.
 _CAUSES = {
     errno.EROFS: ("the file system is read-only", "choose a writable output folder"),
@@ -195,8 +197,6 @@ def jsonable(x: Any) -> Any:
     if x is None or isinstance(x, (str, bool, int, float)):
         return x
     if hasattr(x, "__array__") and hasattr(x, "dtype"):
-        import numpy as np
-
         a = np.asarray(x)
         return a.item() if a.ndim == 0 else a.tolist()
     return str(x)

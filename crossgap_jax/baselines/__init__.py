@@ -14,14 +14,19 @@
 See docs/baselines.md.
 """
 
+import importlib
+import warnings
+
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
     ProjectionHead,
     inter_modal_svd,
     isoclip_features,
+    isoclip_image_features,
     isoclip_map,
     isoclip_map_for,
     isoclip_similarity,
+    isoclip_text_features,
     kept_components,
     projection_heads,
 )
@@ -32,11 +37,20 @@ from crossgap_jax.baselines.pca import (
     center_features,
     fit_center,
     fit_pca,
+    max_pca_components,
     pca_features,
 )
-from crossgap_jax.baselines.window import WindowBasis, isotropic_window, window_basis
+from crossgap_jax.baselines.window import (
+    WindowBasis,
+    isotropic_window,
+    window_basis,
+    window_basis_for,
+    window_features,
+)
 
 __all__ = [
+    "isoclip_image_features", "isoclip_text_features", "window_basis_for", "window_features",
+    "max_pca_components",
     "CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca", "pca_features",
     "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
@@ -48,8 +62,6 @@ def __getattr__(name: str):
     """``baselines.ncm_accuracy`` (before this layout) moved to the metrics layer:
     :func:`crossgap_jax.retrieval.ncm_accuracy`; the old name still works, with a warning."""
     if name == "ncm_accuracy":
-        import importlib
-        import warnings
 
         warnings.warn("crossgap_jax.baselines.ncm_accuracy moved to "
                       "crossgap_jax.retrieval.ncm_accuracy", DeprecationWarning, stacklevel=2)

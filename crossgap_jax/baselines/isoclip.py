@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.models import family_of
+
 SIDES = ("image", "text")
 
 
@@ -271,7 +273,6 @@ def projection_heads(clip: Any) -> tuple[ProjectionHead, ProjectionHead]:
     Weights come from the family's ``projection_matrices`` hook, biases from its optional
     ``projection_biases`` hook (SigLIP: the text head's bias).
     """
-    from crossgap_jax.models import family_of
 
     wi, wt = clip.projection_matrices()
     hook = getattr(family_of(clip.config), "projection_biases", None)

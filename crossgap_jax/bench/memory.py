@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax.bench.models import peak_memory, random_clip
+from crossgap_jax.inversion import SHARD_GLOB, invert_dataset
 
 
 def _rss_now_mib() -> float:
@@ -66,7 +67,6 @@ def measure_inversion_memory(items: int, *, arch: str = "tiny", method: str = "o
         large allocation of a fresh process (``ru_maxrss`` never decreases): use
         :func:`bench_inversion_memory`, which starts one process per size.
     """
-    from crossgap_jax.inversion.resumable import SHARD_GLOB, invert_dataset
 
     clip = random_clip(arch)
     rng = np.random.default_rng(0)

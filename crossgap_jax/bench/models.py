@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from crossgap_jax.models import CLIP, family_of, get_config
+
 
 def peak_memory() -> dict[str, float | None]:
     """Peak device bytes in use (``memory_stats()``; None where the backend has none) and
@@ -22,7 +24,6 @@ def peak_memory() -> dict[str, float | None]:
 def random_clip(arch: str, dtype: str = "float32", seed: int = 0) -> Any:
     """A CLIP bundle at ``arch``'s real shapes with N(0, 0.02) weights drawn by NumPy (no
     init compile); LayerNorm scales 1, biases 0. Speed does not depend on the values."""
-    from crossgap_jax.models import CLIP, family_of, get_config
 
     config = get_config(arch)
     rng = np.random.default_rng(seed)

@@ -14,7 +14,31 @@ from crossgap_jax.cli.options import (
     CLIError,
     did_you_mean,
 )
-from crossgap_jax.pipeline.presets import PRESETS, Preset, preset
+from crossgap_jax.data import (
+    ENV_VAR,
+    PREFIX,
+    check_authors_assets,
+    dataset_info,
+    find_summaries_dir,
+    imagefolder_splits,
+    list_datasets,
+    resolve_root,
+)
+from crossgap_jax.data.sources.tfds import _import_tfds
+from crossgap_jax.models import HUB_ID as _HUB_ID
+from crossgap_jax.models import get_config, list_architectures
+from crossgap_jax.models import resolve_clip_tag as _resolve_named
+from crossgap_jax.pipeline import (
+    DEMO_CHECKPOINT,
+    PRESETS,
+    BaselineSettings,
+    Preset,
+    check_methods,
+    preset,
+    pretrained_aliases,
+    resolve_source,
+)
+from crossgap_jax.pipeline.tasks import _canonical_name
 
 # ---------------------------------------------------------------------------------------
 # Errors in CLI words
@@ -51,8 +75,6 @@ def default_preset(args) -> str:
     """The preset a command uses without ``--preset``: ``demo`` for the shipped demo model
     (``--pretrained demo``, or ``--checkpoint`` naming its file), else
     :data:`DEFAULT_PRESET` (OpenAI ViT-B/32's settings)."""
-    from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
-
     if getattr(args, "pretrained", None) == "demo":
         return "demo"
     ckpt = getattr(args, "checkpoint", None)
@@ -96,8 +118,6 @@ def data_roots(values: Sequence[str] | str | None, datasets: Sequence[str] = ()
 
 
 def _check_root(root: str | None, option: str) -> str:
-    from crossgap_jax.data._fs import ENV_VAR, resolve_root
-
     try:
         r = resolve_root(root)
     except ValueError:
@@ -111,12 +131,8 @@ def _check_root(root: str | None, option: str) -> str:
 def _check_dataset(name: str, root: str | None, option: str, split: str | None = None,
                    split_option: str = "--split") -> None:
     """Known name, tfds importable, root present, the dataset found there, split known."""
-    from crossgap_jax.data import dataset_info
-    from crossgap_jax.data.sources.tfds import PREFIX
 
     if name.startswith(PREFIX):
-        from crossgap_jax.data.sources.tfds import _import_tfds
-
         try:
             _import_tfds()
         except ImportError:
@@ -126,8 +142,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     try:
         info = dataset_info(name)
     except KeyError as e:
-        from crossgap_jax.data import list_datasets
-
         hint = did_you_mean(name, [d.name for d in list_datasets(None)])
         raise CLIError(f"{option} {name}: {_one_line(e)}{hint}") from None
     if info.packaged:  # shipped inside the package: no data root involved
@@ -137,9 +151,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         return
     r = _check_root(root, "--data-root")
     if info.generic:
-        from crossgap_jax.data.sources import imagefolder as im
-
-        splits = (im.imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
+        splits = (imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
     else:
         splits = list(info.splits) + (["val"] if info.name == "imagenet" else [])
@@ -159,7 +171,6 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
 
 def _looks_like_path(source: str) -> bool:
     """A local path rather than a hub id (``org/name``) or a pretrained tag."""
-    from crossgap_jax.models import HUB_ID as _HUB_ID
 
     if source.startswith(("/", ".", "~")) or source.endswith(
             (".pt", ".pth", ".bin", ".safetensors", ".npz", ".json")):
@@ -169,14 +180,10 @@ def _looks_like_path(source: str) -> bool:
 
 def _check_tag(args, model: str, source: str | None) -> None:
     """A CLIP architecture name and pretrained tag that resolve (no download here)."""
-    from crossgap_jax.models import get_config
-    from crossgap_jax.models import resolve_clip_tag as _resolve_named
 
     try:
         config = get_config(model)
     except KeyError as e:
-        from crossgap_jax.models import list_architectures
-
         opt = (f"--model {model}" if args.model
                else f"--preset {args.preset or default_preset(args)}")
         raise CLIError(f"{opt}: {_one_line(e)}{did_you_mean(model, list_architectures())}"
@@ -187,8 +194,6 @@ def _check_tag(args, model: str, source: str | None) -> None:
     try:
         _resolve_named(config.name, source)
     except ValueError as e:
-        from crossgap_jax.pipeline.run import pretrained_aliases
-
         names = ", ".join(pretrained_aliases())
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}; packaged models (any "
                        f"architecture): {names}") from None
@@ -196,7 +201,6 @@ def _check_tag(args, model: str, source: str | None) -> None:
 
 def _check_source(args, cfg: dict) -> None:
     """The checkpoint / pretrained source exists (local paths) and fits an explicit model."""
-    from crossgap_jax.pipeline.run import resolve_source
 
     try:
         source, native = resolve_source(cfg, args.checkpoint)
@@ -214,8 +218,6 @@ def _check_source(args, cfg: dict) -> None:
     if want is None and args.preset is not None:
         want = cfg["model"]  # the preset's model, given explicitly
     if want is not None and want != native.name:
-        from crossgap_jax.models import get_config
-
         try:
             same = get_config(want) == native.replace(name=want)
         except (KeyError, TypeError):
@@ -250,7 +252,6 @@ def _process_ids(args) -> tuple[int | None, int | None]:
 def baseline_settings(args) -> dict | None:
     """The ``baselines`` preset key from ``--pca-k`` etc. (None when none is given), checked
     by :class:`~crossgap_jax.pipeline.baselines.BaselineSettings`."""
-    from crossgap_jax.pipeline.baselines import BaselineSettings
 
     names = {"pca_k": "pca_k", "pca_whiten": "pca_whiten", "pca_fit": "pca_fit",
              "center_fit": "center_fit", "shots": "shots", "fewshot_seeds": "seeds",
@@ -290,8 +291,6 @@ def validate(args) -> list[tuple[str, dict]]:
         except ValueError as e:
             raise CLIError(str(e)) from None
     if getattr(args, "authors_assets", None):
-        from crossgap_jax.data.authors_assets import find_summaries_dir
-
         try:
             find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
         except (ValueError, OSError) as e:
@@ -314,8 +313,6 @@ def validate(args) -> list[tuple[str, dict]]:
         _check_source(args, typed.as_dict())
         out.append((name, typed))
     if args.command == "compare":
-        from crossgap_jax.pipeline.methods import check_methods
-
         try:
             check_methods(args.methods)
         except ValueError as e:
@@ -325,9 +322,6 @@ def validate(args) -> list[tuple[str, dict]]:
         for ds in args.datasets:
             _check_dataset(ds, per.get(ds, default), "--datasets")
         if getattr(args, "authors_assets", None):
-            from crossgap_jax.data.authors_assets import check_authors_assets
-            from crossgap_jax.pipeline.tasks import _canonical_name
-
             try:
                 check_authors_assets([_canonical_name(ds) for ds in args.datasets],
                                      args.authors_assets)
@@ -338,8 +332,6 @@ def validate(args) -> list[tuple[str, dict]]:
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):
             split = None
         if args.command == "retrieve" and split is not None:
-            from crossgap_jax.data import dataset_info
-
             with contextlib.suppress(KeyError):  # an unknown name is reported below
                 if not args.dataset.startswith("tfds:") and dataset_info(
                         args.dataset).protocol not in ("label", "captions"):

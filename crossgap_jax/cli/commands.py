@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
 
+import jax
+
+from crossgap_jax import demo
+from crossgap_jax.bench import full_settings, run_bench, smoke_settings
 from crossgap_jax.cli.checks import (
     _check_root,
     _one_line,
@@ -20,7 +25,26 @@ from crossgap_jax.cli.options import (
     PROG,
     CLIError,
 )
-from crossgap_jax.pipeline.presets import Preset, list_presets
+from crossgap_jax.data import list_datasets
+from crossgap_jax.models import list_architectures, load_clip, native_config, save_native
+from crossgap_jax.pipeline import (
+    DatasetFailure,
+    Preset,
+    analysis_summary,
+    classify_table,
+    compare_table,
+    indicators,
+    list_presets,
+    make_run,
+    pretrained_aliases,
+    provenance,
+    results_table,
+    retrieval_table,
+    write_record,
+)
+from crossgap_jax.pipeline.analyze import analyze
+from crossgap_jax.pipeline.methods import compare
+from crossgap_jax.pipeline.reproduce import reproduce
 
 
 # ---------------------------------------------------------------------------------------
@@ -29,7 +53,6 @@ from crossgap_jax.pipeline.presets import Preset, list_presets
 def _init_distributed(args) -> None:
     """``jax.distributed.initialize`` from the options, else the environment, else JAX's
     cluster detection (TPU pods, SLURM, Open MPI)."""
-    import jax
 
     num, pid = _process_ids(args)
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
@@ -38,8 +61,6 @@ def _init_distributed(args) -> None:
 
 def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
               data_root: str | None = None):
-    from crossgap_jax.pipeline.run import make_run
-
     if args.distributed:
         _init_distributed(args)
     if cfg is None:
@@ -67,23 +88,17 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
 
 def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
     """The command's own record under ``<run_dir>/records/`` and ``--output``."""
-    from crossgap_jax.pipeline.records import write_record
 
     return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
                         also_to=getattr(args, "output", None))
 
 
 def cmd_list(args) -> int:
-    from crossgap_jax.data import list_datasets
-    from crossgap_jax.models import list_architectures
-    from crossgap_jax.pipeline.run import pretrained_aliases
-
     if args.data_root is not None:
         _check_root(args.data_root, "--data-root")
     print("presets:", ", ".join(list_presets()))
     print("architectures:", ", ".join(list_architectures()))
     print("pretrained names (--pretrained NAME):")
-    from crossgap_jax.models.checkpoints import native_config
 
     for name, path in pretrained_aliases().items():
         arch = native_config(path)
@@ -96,9 +111,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from crossgap_jax.models import load_clip
-    from crossgap_jax.models.checkpoints import save_native
-
     try:
         if args.arch:
             clip = load_clip(args.arch, args.source, allow_pickle=args.allow_pickle)
@@ -146,8 +158,6 @@ def cmd_invert(args) -> int:
 
 
 def cmd_retrieve(args) -> int:
-    from crossgap_jax.pipeline.report import retrieval_table
-
     run = _make_run(args)
     m = run.retrieve(args.dataset, args.query_type, args.gallery_type, split=args.split)
     table = retrieval_table(run, args.dataset, m)
@@ -160,8 +170,6 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from crossgap_jax.pipeline.report import classify_table
-
     run = _make_run(args)
     m = run.classify(args.dataset, args.variants, split=args.split)
     table = classify_table(run, args.dataset, m)
@@ -173,9 +181,6 @@ def cmd_classify(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from crossgap_jax.pipeline.report import results_table
-    from crossgap_jax.pipeline.reproduce import DatasetFailure, reproduce
-
     runs = args.runs
     default, per = data_roots(args.data_root, args.datasets)
     base = args.run_dir
@@ -206,10 +211,6 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from crossgap_jax.pipeline.analyze import analyze
-    from crossgap_jax.pipeline.records import provenance
-    from crossgap_jax.pipeline.report import analysis_summary
-
     run = _make_run(args)
     res = analyze(run, args.dataset, num_tokens=args.num_tokens,
                   record_steps=args.record_steps or None)
@@ -224,10 +225,6 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_indicators(args) -> int:
-    import json
-
-    from crossgap_jax.pipeline.baselines import indicators
-
     run = _make_run(args)
     res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
     path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
@@ -238,8 +235,6 @@ def cmd_indicators(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from crossgap_jax.pipeline.methods import compare, compare_table
-
     default, per = data_roots(args.data_root, args.datasets)
     run = _make_run(args, data_root=default)
     res = compare(run, args.datasets, roots=per, methods=args.methods)
@@ -252,15 +247,11 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from crossgap_jax.demo import run_demo
-
-    run_demo(out_dir=args.out, quick=args.quick, progress=not args.quiet)
+    demo.run_demo(out_dir=args.out, quick=args.quick, progress=not args.quiet)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from crossgap_jax.bench import full_settings, run_bench, smoke_settings
-
     run_bench(smoke_settings() if args.smoke else full_settings(), out_dir=args.out_dir)
     return 0
 

@@ -12,6 +12,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+from tqdm import std
+
+from crossgap_jax import __version__
 from crossgap_jax.cli.checks import (
     _one_line,
     validate,
@@ -40,6 +43,7 @@ from crossgap_jax.cli.options import (
     _add_quiet,
     did_you_mean,
 )
+from crossgap_jax.fileio import OutputWriteError
 
 DESCRIPTION = ("``crossgap-jax``: a thin command line over the library (all work is in "
                "importable functions).")
@@ -60,8 +64,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from crossgap_jax import __version__
-
     p = _Parser(prog=PROG, description=DESCRIPTION)
     _add_quiet(p, False)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -108,14 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
 @contextlib.contextmanager
 def quiet_progress(enabled: bool) -> Iterator[None]:
     """While active (``enabled``), every tqdm bar is created disabled, wherever it is."""
     if not enabled:
         yield
         return
-    from tqdm import std
 
     orig = std.tqdm.__init__
 
@@ -176,7 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
-        from crossgap_jax.fileio import OutputWriteError
 
         if not isinstance(e, OutputWriteError):
             raise

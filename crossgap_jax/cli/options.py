@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from crossgap_jax.pipeline.presets import list_presets
+from crossgap_jax.pipeline import CLASSIFY_VARIANTS, list_presets
 
 PROG = "crossgap-jax"
 DEFAULT_PRESET = "clip_vitb32"
@@ -133,7 +133,6 @@ def name_list(s: str) -> list[str]:
 def variant_list(s: str) -> list[str]:
     """Comma-separated classify variants out of
     :data:`crossgap_jax.pipeline.run.CLASSIFY_VARIANTS`."""
-    from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
 
     out = name_list(s)
     bad = [v for v in out if v not in CLASSIFY_VARIANTS]

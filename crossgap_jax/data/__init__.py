@@ -19,7 +19,13 @@ Main entry points:
 See ``docs/datasets.md`` for the expected layouts and protocols.
 """
 
-from crossgap_jax.data._fs import ENV_VAR
+from crossgap_jax.data._fs import ENV_VAR, resolve_root
+from crossgap_jax.data.authors_assets import (
+    apply_authors_assets,
+    apply_authors_assets_to_split,
+    check_authors_assets,
+    find_summaries_dir,
+)
 from crossgap_jax.data.decoding import ImageDecodeError, open_image
 from crossgap_jax.data.loader import (
     ImageBatch,
@@ -30,6 +36,7 @@ from crossgap_jax.data.loader import (
     num_batches_per_process,
     shard_indices,
 )
+from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD, center_crop, resize_shortest_side
 from crossgap_jax.data.registry import (
     IMAGE_DATASETS,
     TEXT_DATASETS,
@@ -42,10 +49,19 @@ from crossgap_jax.data.registry import (
     register_dataset,
 )
 from crossgap_jax.data.sources.captions import first_caption_split
+from crossgap_jax.data.sources.embedded import (
+    ASSET_DIR,
+    CARD_NAME,
+    DEMO_DATA,
+    DEMO_DATA_LICENSE,
+    IMAGE_NAME,
+    TEXT_NAME,
+)
+from crossgap_jax.data.sources.imagefolder import imagefolder_splits
 from crossgap_jax.data.sources.imdb import IMDB_QUERIES
 from crossgap_jax.data.sources.jsonl import load_text_replacements
 from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
-from crossgap_jax.data.sources.tfds import TFDS_DEFAULTS, load_tfds
+from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS, load_tfds
 from crossgap_jax.data.task import RetrievalTask
 from crossgap_jax.data.types import (
     DataFileError,
@@ -59,6 +75,11 @@ from crossgap_jax.data.types import (
 )
 
 __all__ = [
+    "imagefolder_splits",
+    "ASSET_DIR", "CARD_NAME", "DEMO_DATA", "DEMO_DATA_LICENSE", "IMAGE_NAME", "OPENAI_MEAN",
+    "OPENAI_STD", "PREFIX", "TEXT_NAME", "apply_authors_assets", "apply_authors_assets_to_split",
+    "center_crop", "check_authors_assets", "find_summaries_dir", "resize_shortest_side",
+    "resolve_root",
     "ENV_VAR",
     "IMAGE_DATASETS",
     "IMDB_QUERIES",

@@ -14,7 +14,13 @@ from crossgap_jax.inversion.config import (
     OTISettings,
     OVISettings,
 )
-from crossgap_jax.inversion.core import HParams, RawInversion, cosine_loss, run_inversion
+from crossgap_jax.inversion.core import (
+    LOSS_REDUCTIONS,
+    HParams,
+    RawInversion,
+    cosine_loss,
+    run_inversion,
+)
 from crossgap_jax.inversion.inverters import (
     DEFAULT_TEMPLATE,
     InversionResult,
@@ -29,10 +35,17 @@ from crossgap_jax.inversion.inverters import (
     ovi_fn,
     prepare_template,
 )
-from crossgap_jax.inversion.resumable import ResumeMismatchError, invert_dataset, load_inverted
-from crossgap_jax.inversion.sharding import make_mesh, process_shard
+from crossgap_jax.inversion.resumable import (
+    SHARD_GLOB,
+    ResumeMismatchError,
+    invert_dataset,
+    load_inverted,
+)
+from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh, process_shard
 
 __all__ = [
+    "SHARD_GLOB",
+    "DATA_AXIS", "LOSS_REDUCTIONS",
     "DEFAULT_TEMPLATE", "ExecutionSettings", "HParams", "InversionSettings", "OTISettings",
     "OVISettings", "invert", "InversionResult", "RawInversion", "ResumeMismatchError",
     "Template", "cosine_loss", "expand_patch_tokens", "invert_dataset", "load_inverted",

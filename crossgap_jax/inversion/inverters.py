@@ -51,8 +51,7 @@ from crossgap_jax.inversion.driver import (  # noqa: F401 (re-exported: document
     run_job,
 )
 from crossgap_jax.inversion.template import PLACEHOLDER, Template, prepare_template  # noqa: F401
-from crossgap_jax.models.configs import CLIPConfig
-from crossgap_jax.models.families import family_of
+from crossgap_jax.models import CLIPConfig, family_of
 
 _O, _V, _E = OTISettings(), OVISettings(), ExecutionSettings()  # the one source of defaults
 

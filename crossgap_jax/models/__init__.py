@@ -27,11 +27,17 @@ from crossgap_jax.models.configs import (
     vit_config,
 )
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
-from crossgap_jax.models.families import family_module, family_of, register_family
+from crossgap_jax.models.families import (
+    family_module,
+    family_of,
+    has_text_tower,
+    register_family,
+    require_text_tower,
+)
 from crossgap_jax.models.fingerprint import model_fingerprint, params_fingerprint
 from crossgap_jax.models.hub import HUB_ID, default_cache_dir, sha256_file
 from crossgap_jax.models.inputs import check_text_inputs
-from crossgap_jax.models.loader import load, register_loader
+from crossgap_jax.models.loader import detect_family, load, register_loader
 from crossgap_jax.models.native import is_native, load_native, native_config, save_native
 from crossgap_jax.models.preprocess import (
     RESCALED_FROM,
@@ -52,6 +58,9 @@ from crossgap_jax.models.pretrained import (
 from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 
 __all__ = [
+    "has_text_tower", "require_text_tower",
+    "detect_family",
+    "SMALL_ARCHITECTURES", "register_small_architectures",
     "ARCHITECTURE_ALIASES", "CLIP", "CLIPConfig", "CLIPTokenizer", "CheckpointError",
     "CheckpointNotFoundError", "ChecksumError", "HUB_ID", "ImageDecodeError", "OPENAI_MEAN",
     "OPENAI_RELEASES", "OPENAI_STD", "RESCALED_FROM", "TextConfig", "VisionConfig",

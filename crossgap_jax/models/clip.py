@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.attention import KV, attention, select_rows, self_attention
 from crossgap_jax.models.configs import CLIPConfig
+from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
 CONFIG_CLASS = CLIPConfig
 
@@ -431,7 +432,6 @@ def projection_matrices(params: Params, config: CLIPConfig) -> tuple[jax.Array, 
 
 def get_tokenizer(config: CLIPConfig) -> Any:
     """The CLIP BPE tokenizer for ``config``'s context length."""
-    from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
     return _get(config.text.context_length)
 

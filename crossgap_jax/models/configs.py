@@ -11,7 +11,7 @@ from typing import Any
 
 # OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models):
 # defined with the preprocessing in the data layer, re-exported here.
-from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD  # noqa: F401
+from crossgap_jax.data import OPENAI_MEAN, OPENAI_STD  # noqa: F401
 
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407

@@ -46,7 +46,10 @@ from crossgap_jax.models.dinov2 import (
     DINOv2Config,
     param_shapes,
 )
-from crossgap_jax.models.errors import CheckpointError
+from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.formats import read_state_dict
+from crossgap_jax.models.hub import hub_fetch as _hub_fetch
+from crossgap_jax.models.loader import Converted, Read
 
 _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.key": "attention.k_proj",
@@ -324,7 +327,6 @@ def _hub_files(repo: str) -> str:
     """Fetch ``config.json``, ``preprocessor_config.json`` (optional) and the weights of a
     hub repo through the package's hub machinery (Hugging Face cache, offline mode); the
     directory holding them."""
-    from crossgap_jax.models.hub import hub_fetch as _hub_fetch
 
     weights = " or ".join(_WEIGHT_FILES)
     _, cfg_path = _hub_fetch(repo, ("config.json",), then=(weights,))
@@ -351,8 +353,6 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
     Raises:
         CheckpointNotFoundError, CheckpointError: see :func:`load_dinov2`.
     """
-    from crossgap_jax.models.errors import CheckpointNotFoundError
-    from crossgap_jax.models.formats import read_state_dict
 
     if arch is not None and (source is None or source == "dinov2"):
         base = arch.name.removesuffix(CLSMEAN_SUFFIX)
@@ -468,7 +468,6 @@ claims = is_dinov2_checkpoint
 
 def read(request: Any) -> Any:
     """``loader.Read`` of a DINOv2 request (directory, hub id, ``"dinov2"`` tag)."""
-    from crossgap_jax.models.loader import Read
 
     arch = request.arch
     if arch is not None and not isinstance(arch, DINOv2Config):
@@ -481,7 +480,6 @@ def read(request: Any) -> Any:
 
 def convert_tensors(read_result: Any, config: DINOv2Config) -> Any:
     """``loader.Converted``: the renaming of :func:`map_tensors` (the loader checks fit)."""
-    from crossgap_jax.models.loader import Converted
 
     flat, names, unknown, ignored = map_tensors(read_result.tensors)
     return Converted(flat=flat, names=names, unexpected=unknown, extra={"ignored": ignored})

@@ -46,6 +46,7 @@ import numpy as np
 from crossgap_jax.models._module_fns import ModuleFns
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.families import NoTextTowerError
 
 # No text tower: OTI's context truncation question does not arise; the flag is part of the
 # family interface.
@@ -481,8 +482,6 @@ def projection_matrices(params: Params, config: DINOv2Config) -> tuple[jax.Array
 
 
 def _no_text(what: str, config: DINOv2Config):
-    from crossgap_jax.models.families import NoTextTowerError
-
     raise NoTextTowerError(f"{what}: {config.name} (DINOv2) is an image-only backbone with no "
                            f"text tower; use a CLIP-family model (CLIP, SigLIP, SLIP) for text "
                            f"features, OTI/OVI and zero-shot classification")

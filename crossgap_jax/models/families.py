@@ -27,6 +27,7 @@ registered in :data:`crossgap_jax.models.loader.LOADERS` (model modules import n
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 _FAMILIES: dict[str, str] = {
@@ -82,8 +83,6 @@ def __getattr__(name: str) -> Any:
     """``families.detect_family`` moved to :func:`crossgap_jax.models.loader.detect_family`
     (the loader sits above this module); the old path still works, with a warning."""
     if name == "detect_family":
-        import warnings
-
         warnings.warn("crossgap_jax.models.families.detect_family moved to "
                       "crossgap_jax.models.loader.detect_family", DeprecationWarning,
                       stacklevel=2)

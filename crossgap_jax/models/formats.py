@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
 
@@ -95,7 +96,6 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
     bfloat16 tensors (which NumPy cannot hold) are widened to float32 exactly.
     """
-    from safetensors import safe_open
 
     header, base = _safetensors_header(path)
     metadata = header.pop("__metadata__", None) or {}

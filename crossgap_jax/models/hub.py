@@ -104,6 +104,7 @@ def hub_client_offline(active: bool) -> Iterator[None]:
     if not active:
         yield
         return
+    # lazy: the hub client reads HF_* settings at import (tests and users set them)
     from huggingface_hub import constants
 
     before = constants.HF_HUB_OFFLINE
@@ -120,6 +121,7 @@ def hub_offline_reason() -> str | None:
     var = _offline_var()
     if var is not None:
         return f"offline mode is on ({var}={os.environ[var]})"
+    # lazy: the hub client reads HF_* settings at import (tests and users set them)
     from huggingface_hub import constants
 
     if not host_reachable(constants.ENDPOINT):
@@ -247,6 +249,7 @@ def hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
         CheckpointNotFoundError: the repo does not exist, or the hub is unreachable and no
             candidate is in the cache; the message names the repo and files to fetch.
     """
+    # lazy: the hub client reads HF_* settings at import (tests and users set them)
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -297,7 +300,6 @@ def hub_fetch(repo: str, candidates: tuple[str, ...], *, required: bool = True,
     return None
 
 
-
 def hub_sha256(path: str) -> str | None:
     """The sha256 of an LFS file in the Hugging Face cache is its blob's name."""
     real = os.path.realpath(path)
@@ -317,6 +319,7 @@ def hub_snapshot(repo: str, cache_dir: str | None, allow_patterns: list[str],
             the ``needed`` files and the command that fetches them.
     """
     try:
+        # lazy: the hub client reads HF_* settings at import (tests and users set them)
         from huggingface_hub import snapshot_download
 
         offline = hub_offline_reason() is not None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax.models.families import family_of
+from crossgap_jax.models.tokenizer import eot_indices
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
@@ -108,7 +109,6 @@ def check_text_inputs(ids: Any, eot_index: Any, config: Any) -> tuple[np.ndarray
     Returns:
         ``(ids (N, L) int32, pool positions (N,) int32)``.
     """
-    from crossgap_jax.models.tokenizer import eot_indices
 
     ids = check_token_ids(ids, config)
     family = family_of(config)

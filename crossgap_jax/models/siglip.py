@@ -60,6 +60,7 @@ from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.attention import attention, select_rows, self_attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
 
 # Non-causal text encoder pooled at the last position: positions after the EOS do
 # influence the feature, so OTI must encode the whole context.
@@ -573,7 +574,6 @@ def get_tokenizer(config: SigLIPConfig, path: str | None = None) -> Any:
     Raises:
         ValueError: no path given (SigLIP's vocabulary is not shipped with this package).
     """
-    from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
 
     if path is None:
         raise ValueError(

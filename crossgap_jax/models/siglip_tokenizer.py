@@ -36,7 +36,9 @@ import os
 import string
 from collections.abc import Sequence
 
+import ftfy
 import numpy as np
+import sentencepiece as spm
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 _SPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
@@ -44,7 +46,6 @@ _SPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 
 def basic_clean(text: str) -> str:
     """open_clip's ``basic_clean``: ``ftfy.fix_text``, HTML-unescape twice, strip."""
-    import ftfy
 
     return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
@@ -78,8 +79,6 @@ class SigLIPTokenizer:
     """
 
     def __init__(self, model_file: str, context_length: int = 64, lowercase: bool = True):
-        import sentencepiece as spm
-
         if not os.path.isfile(model_file):
             raise FileNotFoundError(f"SentencePiece model not found: {model_file}")
         self.model_file = model_file

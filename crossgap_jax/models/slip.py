@@ -53,6 +53,7 @@ from crossgap_jax.models.clip import (
     causal_text_prefix,
 )
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
 # Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
 CAUSAL_TEXT = True
@@ -384,7 +385,6 @@ def projection_matrices(params: Params, config: SLIPConfig) -> tuple[jax.Array, 
 
 def get_tokenizer(config: SLIPConfig) -> Any:
     """OpenAI's CLIP BPE tokenizer (SLIP uses it unchanged), context ``text.context_length``."""
-    from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
     return _get(config.text.context_length)
 

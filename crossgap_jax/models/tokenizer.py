@@ -28,8 +28,10 @@ import html
 import os
 from collections.abc import Sequence
 
+import ftfy
 import numpy as np
 import regex
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from crossgap_jax.models.configs import CONTEXT_LENGTH, EOT_TOKEN_ID, SOT_TOKEN_ID
 
@@ -79,7 +81,6 @@ _SPECIAL_WORDS = {"<|startoftext|>": SOT_TOKEN_ID, "<|endoftext|>": EOT_TOKEN_ID
 
 def clean_text(text: str) -> str:
     """OpenAI CLIP's text normalisation: ftfy, HTML unescape (twice), whitespace, lower case."""
-    import ftfy
 
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
@@ -98,8 +99,6 @@ class CLIPTokenizer:
 
     def __init__(self, context_length: int = CONTEXT_LENGTH, truncate: bool = True,
                  bpe_path: str = BPE_PATH):
-        from tokenizers import Tokenizer, models, pre_tokenizers
-
         vocab, merges = load_vocab_and_merges(bpe_path)
         # Pure BPE over pre-split words: no normaliser, byte-level mapping without a regex.
         self._bpe = Tokenizer(models.BPE(vocab=dict(vocab), merges=list(merges),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,8 +180,6 @@ def analysis_figure(result: dict, *, title: str = "", caption: str = "") -> Any:
     if title:
         fig.suptitle(title, fontsize=11)
     if caption:
-        import textwrap
-
         fig.text(0.01, 0.005, textwrap.fill(caption, 170), fontsize=7.5, va="bottom")
         fig.tight_layout(rect=(0, 0.035 + 0.012 * caption.count(". "), 1, 0.97))
     else:

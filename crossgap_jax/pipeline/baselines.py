@@ -17,11 +17,35 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossgap_jax.retrieval.fewshot import (
+from crossgap_jax.baselines import (
+    center_features,
+    class_means,
+    fit_center,
+    fit_pca,
+    isoclip_features,
+    max_pca_components,
+    pca_features,
+    projection_heads,
+)
+from crossgap_jax.data import get_dataset
+from crossgap_jax.fileio import atomic_write_json, ensure_dir
+from crossgap_jax.models import has_text_tower
+from crossgap_jax.pipeline.prompts import class_prompt
+from crossgap_jax.pipeline.tasks import (
+    _classnames_split,
+    _labels_for,
+    _per_class_subset,
+    default_classify_split,
+)
+from crossgap_jax.retrieval import (
     DEFAULT_SEEDS,
     DEFAULT_SHOTS,
     FewShotSkip,
+    few_shot_sweep,
     k_shot_indices,
+    misalignment_indicators,
+    ncm_accuracy,
+    plot_indicators,
 )
 
 if TYPE_CHECKING:
@@ -117,7 +141,6 @@ def apply_fitted(run: Run, q: FeatureSet, g: FeatureSet, query_type: str | None,
     """Replace the features of the sides whose type is fitted (``pca``, ``centered``) by the
     mapped ones (``q``, ``g`` hold the plain embeddings of those sides); the fit and its
     settings are added to each side's ``meta`` (``"pca"`` / ``"centered"``)."""
-    from crossgap_jax.baselines.pca import center_features, fit_center, fit_pca, pca_features
 
     s = BaselineSettings.from_cfg(run.cfg)
     out = {"q": q, "g": g}
@@ -148,8 +171,6 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
     Raises:
         ValueError: the split is not a labelled image split with class names.
     """
-    from crossgap_jax.data import get_dataset
-    from crossgap_jax.pipeline.tasks import default_classify_split
 
     split = split or default_classify_split(dataset, run.root_for(dataset))
     images = get_dataset(dataset, run.root_for(dataset), split)
@@ -163,7 +184,6 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
 
 
 def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
-    from crossgap_jax.data import get_dataset
 
     train = get_dataset(dataset, run.root_for(dataset), train_split)
     if list(train.classnames or []) != list(images.classnames):
@@ -185,10 +205,6 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
     cosine; top-1/top-5 in percent. With ``max_gallery`` (smoke runs) the training split is
     cut to ``max(1, max_gallery // C)`` seeded images per class, as ``ncm``.
     """
-    from crossgap_jax.baselines.ncm import class_means
-    from crossgap_jax.baselines.pca import center_features, fit_center, fit_pca, pca_features
-    from crossgap_jax.pipeline.tasks import _labels_for, _per_class_subset
-    from crossgap_jax.retrieval.ncm import ncm_accuracy
 
     s = BaselineSettings.from_cfg(run.cfg)
     train = _train_split(run, dataset, images, train_split)
@@ -234,17 +250,6 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
             could not be encoded, ``pca`` without ``--pca-k``, IsoCLIP without a published
             or given ``(k_top, k_bottom)``.
     """
-    from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
-    from crossgap_jax.baselines.pca import (
-        center_features,
-        fit_center,
-        fit_pca,
-        max_pca_components,
-        pca_features,
-    )
-    from crossgap_jax.models.families import has_text_tower
-    from crossgap_jax.pipeline.tasks import _labels_for
-    from crossgap_jax.retrieval.fewshot import few_shot_sweep
 
     s = BaselineSettings.from_cfg(run.cfg)
     if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
@@ -357,16 +362,11 @@ def indicators(run: Run, dataset: str, split: str | None = None,
         ValueError: an unknown pair type, an unlabelled split, or more than
             :data:`MAX_INDICATOR_IMAGES` images (pass ``--max-queries``).
     """
-    from crossgap_jax.fileio import atomic_write_json, ensure_dir
-    from crossgap_jax.pipeline.prompts import class_prompt
-    from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
-    from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
 
     bad = [p for p in pairs if p not in INDICATOR_PAIRS]
     if bad:
         raise ValueError(f"unknown indicator pair type(s) {bad}; known: "
                          f"{', '.join(INDICATOR_PAIRS)}")
-    from crossgap_jax.models.families import has_text_tower
 
     if not has_text_tower(run.clip.config) and tuple(pairs) == INDICATOR_PAIRS:
         pairs = ("image-image",)  # image-only backbone (DINOv2), default pairs

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.data import ImageBatchLoader, ImageSplit, TextSplit
-from crossgap_jax.data.loader import iterate_text_batches
+from crossgap_jax.data import ImageBatchLoader, ImageSplit, TextSplit, iterate_text_batches
 from crossgap_jax.pipeline.store import (
     FeatureSet,
     load_features,

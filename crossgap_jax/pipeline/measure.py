@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
+from crossgap_jax.baselines import class_means, isoclip_features, projection_heads
 from crossgap_jax.data import RetrievalTask, get_dataset
-from crossgap_jax.models.families import has_text_tower
+from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
     FITTED_NCM_VARIANTS,
     apply_fitted,
@@ -40,6 +41,7 @@ from crossgap_jax.pipeline.tasks import (
     _labels_for,
     _per_class_subset,
 )
+from crossgap_jax.retrieval import ncm_accuracy
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
@@ -213,9 +215,6 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     (:mod:`crossgap_jax.baselines.ncm`). With ``max_gallery`` (smoke runs) the training
     split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
     """
-    from crossgap_jax.baselines.isoclip import isoclip_features, projection_heads
-    from crossgap_jax.baselines.ncm import class_means
-    from crossgap_jax.retrieval.ncm import ncm_accuracy
 
     train = get_dataset(dataset, run.root_for(dataset), train_split)
     if list(train.classnames or []) != list(images.classnames):

@@ -14,13 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from crossgap_jax.data.sources.embedded import ASSET_DIR
-from crossgap_jax.inversion.config import (
-    ExecutionSettings,
-    InversionSettings,
-    OTISettings,
-    OVISettings,
-)
+from crossgap_jax.data import ASSET_DIR
+from crossgap_jax.inversion import ExecutionSettings, InversionSettings, OTISettings, OVISettings
 
 #: The shipped demo model (a CLIP trained here, ``python -m crossgap_jax.train.demo_caltech``):
 #: the weights of the ``demo`` preset and of ``--pretrained demo``.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from crossgap_jax.models import OPENAI_RELEASES, openai_release
+from crossgap_jax.pipeline.presets import PRESETS
+
 # preset -> {"image": (image->image, OTI->image), "text": (text->text, OVI->text),
 #            "zero_shot": (standard, OTI)} in percent.
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
@@ -34,7 +37,6 @@ def published_for(model: str | None, pretrained: str | None,
     Returns:
         ``(preset name, row)`` as in :data:`PUBLISHED`, or None.
     """
-    from crossgap_jax.pipeline.presets import PRESETS
 
     for preset, row in PUBLISHED.items():
         p = PRESETS.get(preset)
@@ -43,8 +45,6 @@ def published_for(model: str | None, pretrained: str | None,
         if pretrained is not None and pretrained == p.pretrained:
             return preset, dict(row)
         if checkpoint_sha256 and p.pretrained == "openai":
-            from crossgap_jax.models import OPENAI_RELEASES, openai_release
-
             if model in OPENAI_RELEASES and openai_release(model)[1] == checkpoint_sha256:
                 return preset, dict(row)
     return None

@@ -11,8 +11,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import jax
+from jax.experimental import multihost_utils
+
+from crossgap_jax import __version__
 from crossgap_jax.fileio import atomic_write_json
-from crossgap_jax.models import CLIP
+from crossgap_jax.models import CLIP, sha256_file
 from crossgap_jax.pipeline.store import meta_key
 
 if TYPE_CHECKING:
@@ -21,17 +25,13 @@ if TYPE_CHECKING:
 
 def _barrier(name: str) -> None:
     """Wait for every process of a multi-host run (no-op on one host)."""
-    import jax
 
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
 def is_writer() -> bool:
     """Whether this process writes run-level results (process 0 of a multi-host run)."""
-    import jax
 
     return jax.process_index() == 0
 
@@ -45,8 +45,6 @@ def checkpoint_sha256(clip: CLIP) -> str | None:
         sha = info.get("sha256")
         path = info.get("path")
         if sha is None and isinstance(path, str) and os.path.isfile(path):
-            from crossgap_jax.models.checkpoints import sha256_file
-
             sha = sha256_file(path)
         info["checkpoint_sha256"] = sha
     return info["checkpoint_sha256"]
@@ -63,7 +61,6 @@ def provenance(run: Run) -> dict:
     ``pretrained`` (tag, or None for a file), ``preset``, ``settings`` (every preset key and
     the compute dtype), ``subset`` (``max_queries`` / ``max_gallery``, None = full),
     ``text_sources`` ({dataset: source} of replaced texts; empty: as read) and ``version``."""
-    from crossgap_jax import __version__
 
     c = run.cfg
     settings = {k: c[k] for k in _SETTING_KEYS if k in c}

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from crossgap_jax.data.authors_assets import check_authors_assets
+from crossgap_jax.data import check_authors_assets
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
 from crossgap_jax.pipeline.measure import DEFAULT_BOOTSTRAP, Bootstrap, measure
 from crossgap_jax.pipeline.records import _barrier, is_writer, provenance

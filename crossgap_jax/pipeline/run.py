@@ -19,30 +19,58 @@ silently reuses stale work.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from crossgap_jax.data import RetrievalTask, TextSplit, dataset_info, get_dataset, get_task
-from crossgap_jax.data.authors_assets import (
+from crossgap_jax.baselines import (
+    isoclip_features,
+    isoclip_map,
+    projection_heads,
+    window_basis_for,
+    window_features,
+)
+from crossgap_jax.data import (
+    RetrievalTask,
+    TextSplit,
     apply_authors_assets,
     apply_authors_assets_to_split,
+    dataset_info,
     find_summaries_dir,
+    get_dataset,
+    get_task,
+    resolve_root,
 )
-from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
-from crossgap_jax.models import CLIP, load_clip
+from crossgap_jax.inversion import (
+    LOSS_REDUCTIONS,
+    ExecutionSettings,
+    InversionSettings,
+    invert_dataset,
+    load_inverted,
+)
+from crossgap_jax.models import CLIP, get_config, load_clip, require_text_tower
 from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
-from crossgap_jax.pipeline.presets import Preset
+from crossgap_jax.pipeline.presets import PRESETS, Preset, isoclip_k
 from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (re-export)
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
+from crossgap_jax.pipeline.weights import (
+    _claimed_by_family,
+    _is_tag,
+    pretrained_aliases,
+    resolve_source,
+    written_as_path,
+)
+from crossgap_jax.retrieval import check_metric_variant
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +128,6 @@ class Run:
         the backbone and the operation) when the model is image-only and any of ``kinds``
         (feature types, classify variants: ``measure.NEEDS_TEXT_TOWER``) needs a text
         tower."""
-        from crossgap_jax.models.families import require_text_tower
 
         for kind in kinds:
             if kind in measure_mod.NEEDS_TEXT_TOWER:
@@ -120,8 +147,6 @@ class Run:
         ``--isoclip-k`` override, else the published value of the backbone
         (:func:`~crossgap_jax.pipeline.presets.isoclip_k`, which raises when there is none).
         Returns ``(map, info)``."""
-        from crossgap_jax.baselines.isoclip import isoclip_map, projection_heads
-        from crossgap_jax.pipeline.presets import isoclip_k
 
         self.require_text_tower("isoclip")
         (k_top, k_bottom), source = isoclip_k(self.cfg, task)
@@ -136,7 +161,6 @@ class Run:
         """IsoCLIP features of ``split`` (training-free baseline): its pre-projection
         features mapped by :meth:`isoclip_map` of its modality; ``task`` picks the published
         ``(k_top, k_bottom)`` column (default: the split's modality)."""
-        from crossgap_jax.baselines.isoclip import isoclip_features
 
         m, info = self.isoclip_map(split.modality, task or split.modality)
         pre = self.features(split, project=False)
@@ -147,7 +171,6 @@ class Run:
         """Our own ``isotropic-window`` heuristic (NOT IsoCLIP): pre-projection features
         mapped onto an automatically chosen, approximately isotropic window of the
         singular directions (:mod:`crossgap_jax.baselines.window`)."""
-        from crossgap_jax.baselines.window import window_basis_for, window_features
 
         self.require_text_tower("isotropic-window")
         if "window" not in self._baseline_cache:
@@ -162,7 +185,6 @@ class Run:
 
     def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
         """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
-        from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
 
         self.require_text_tower(method)
         kwargs = self.inversion_kwargs(method)
@@ -253,7 +275,6 @@ class Run:
                 raise FileNotFoundError(f"revisitop1m distractors: no folder {d} (expected "
                                         "<dir>/jpg/<sub>/<image>.jpg)")
             return d
-        from crossgap_jax.data._fs import resolve_root
 
         places = []
         try:
@@ -286,7 +307,6 @@ class Run:
         """Retrieval metrics for one dataset (:func:`crossgap_jax.pipeline.measure.retrieve`)."""
         return measure_mod.retrieve(self, dataset, query_type, gallery_type, split)
 
-
     def split(self, dataset: str, split: str | None = None):
         """One split of ``dataset``, with the authors' texts when :attr:`authors_assets` is set
         (the gallery summaries, the 20NG queries)."""
@@ -307,68 +327,8 @@ class Run:
         return measure_mod.ncm(self, dataset, images, variants, train_split)
 
 
-def _claimed_by_family(source: Any) -> bool:
-    """Whether a non-CLIP family recognises ``source`` (``loader.detect_family``)."""
-    from crossgap_jax.models.loader import detect_family
-
-    return isinstance(source, str) and detect_family(source) != "clip"
-
-
-def pretrained_aliases() -> dict[str, str]:
-    """Pretrained names that resolve to a shipped file: ``{"demo": <the demo checkpoint>}``
-    (:data:`crossgap_jax.pipeline.presets.DEMO_CHECKPOINT`, whatever model that file
-    holds)."""
-    from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
-
-    return {"demo": DEMO_CHECKPOINT}
-
-
-def written_as_path(source: str) -> bool:
-    """Whether ``source`` is spelled as a local path: ``./x``, ``../x``, ``~/x``, an absolute
-    path, one with a folder separator or a file extension. A bare name (``demo``) is a
-    pretrained name even when a file or folder of that name exists in the working
-    directory; write ``./demo`` to load that one."""
-    return (source.startswith((".", "/", "~")) or os.sep in source or "/" in source
-            or bool(os.path.splitext(source)[1]))
-
-
-def resolve_source(cfg: dict, checkpoint: str | None = None
-                   ) -> tuple[str | None, Any]:
-    """The weights a run loads, and their architecture when the file states it.
-
-    ``checkpoint`` (a path / hub id) wins over the preset's ``checkpoint`` / ``pretrained``;
-    a pretrained alias (``"demo"``) becomes its file, also when a same-named file or folder
-    exists here, unless written as a path (:func:`written_as_path`: ``./demo``).
-
-    Returns:
-        ``(source, config)``: ``config`` is the architecture stored in a native file
-        (:func:`~crossgap_jax.models.checkpoints.native_config`), else None.
-
-    Raises:
-        FileNotFoundError: an alias whose file is missing.
-    """
-    from crossgap_jax.models.checkpoints import native_config
-
-    source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
-    aliases = pretrained_aliases()
-    if source in aliases and not written_as_path(source):
-        source = aliases[source]
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"the demo checkpoint {source} is missing; rebuild it "
-                                    "with: python -m crossgap_jax.train.demo_caltech")
-    if isinstance(source, str) and os.path.exists(os.path.expanduser(source)):
-        return source, native_config(os.path.expanduser(source))
-    return source, None
-
-
-def _is_tag(source: str | None) -> bool:
-    return (isinstance(source, str) and re.fullmatch(r"[a-z0-9_]+", source) is not None
-            and (source in pretrained_aliases() or not os.path.exists(source)))
-
-
 def default_run_dir(cfg: dict) -> str:
     """``results/<preset>`` when the preset's own model runs, else ``results/<model>``."""
-    from crossgap_jax.pipeline.presets import PRESETS
 
     preset = cfg.get("preset")
     if preset in PRESETS and PRESETS[preset].model == cfg.get("model"):
@@ -411,8 +371,6 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
         ValueError: an explicit model that the native file contradicts; checkpoint errors
             (:class:`~crossgap_jax.models.checkpoints.CheckpointError`).
     """
-    from crossgap_jax.inversion.core import LOSS_REDUCTIONS
-    from crossgap_jax.retrieval._common import check_metric_variant
 
     if isinstance(cfg, dict) and checkpoint is None:
         checkpoint = cfg.get("checkpoint")  # a run configuration's own weights
@@ -427,8 +385,6 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     source, native = resolve_source(cfg, checkpoint)
     if native is not None:
         if model_explicit and cfg["model"] != native.name:
-            from crossgap_jax.models import get_config
-
             if get_config(cfg["model"]) != native.replace(name=cfg["model"]):
                 raise ValueError(f"{source} holds architecture {native.name!r}, not "
                                  f"{cfg['model']!r}")
@@ -475,9 +431,6 @@ _WHERE = {name: mod for mod, names in _MOVED.items() for name in names}
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        import importlib
-        import warnings
-
         where = f"crossgap_jax.pipeline.{_WHERE[name]}"
         warnings.warn(f"crossgap_jax.pipeline.run.{name} moved to {where}.{name}; import it "
                       "from there", DeprecationWarning, stacklevel=2)
@@ -486,4 +439,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",
-           "pretrained_aliases"]
+           "pretrained_aliases", "written_as_path"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -75,7 +76,6 @@ def meta_key(meta: Mapping[str, Any]) -> str:
 def save_features(path: str, fs: FeatureSet) -> None:
     """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``); of ``extra`` only
     ``item_digests`` (a per-item content digest, see ``features.py``) is kept."""
-    import io
 
     buf = io.BytesIO()
     more = {k: np.asarray(fs.extra[k]).astype(str) for k in ("item_digests",) if k in fs.extra}

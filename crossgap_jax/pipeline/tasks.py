@@ -4,12 +4,21 @@ splits, label lookups and the default classify split."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from crossgap_jax.data import RetrievalTask, dataset_info
+from crossgap_jax.data import (
+    PREFIX,
+    TFDS_DEFAULTS,
+    ImageSplit,
+    RetrievalTask,
+    TextSplit,
+    dataset_info,
+    imagefolder_splits,
+)
 from crossgap_jax.pipeline.prompts import clean_classname
 
 
@@ -142,9 +151,6 @@ def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> Retriev
     """
     if distractor_dir is None:
         return task
-    import glob
-
-    from crossgap_jax.data import ImageSplit
 
     paths = sorted(glob.glob(os.path.join(distractor_dir, "*", "*.jpg")))
     if not paths:
@@ -162,7 +168,6 @@ def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> Retriev
 
 def _classnames_split(dataset: str, classnames: Sequence[str]):
     """The class names as a text split, ``_`` replaced by a space (as in every prompt)."""
-    from crossgap_jax.data import TextSplit
 
     return TextSplit(name=f"{dataset}-classnames", split="classes",
                      items=[f"class{i:05d}" for i in range(len(classnames))],
@@ -186,17 +191,13 @@ def _labels_for(split, items: Sequence[str]) -> np.ndarray:
 def default_classify_split(dataset: str, root: str | None) -> str:
     """``test`` when the dataset has it, else its query split (image folders: their
     ``test`` sub-folder, else ``all``)."""
-    from crossgap_jax.data import dataset_info
-    from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS
 
     if dataset.startswith(PREFIX):
         d = TFDS_DEFAULTS.get(dataset[len(PREFIX):])
         return d.query_split if d else "test"
     info = dataset_info(dataset)
     if info.name == "imagefolder" and root is not None:
-        from crossgap_jax.data import images as im
-
-        splits = im.imagefolder_splits(os.fspath(root))
+        splits = imagefolder_splits(os.fspath(root))
         return "test" if "test" in splits else splits[0]
     return "test" if "test" in info.splits else info.query_split
 

@@ -17,14 +17,11 @@ Main entry points (see docs/retrieval.md):
   the holds / does not hold / inconclusive verdict it supports.
 """
 
-from crossgap_jax.retrieval._common import l2_normalize
-from crossgap_jax.retrieval.engine import (
-    cosine_similarity,
-    evaluate,
-    evaluate_per_query,
-    qrels_to_csr,
-)
+from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, l2_normalize
+from crossgap_jax.retrieval.engine import cosine_similarity, evaluate, evaluate_per_query
 from crossgap_jax.retrieval.fewshot import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
     FewShotSkip,
     few_shot_ncm_accuracy,
     few_shot_sweep,
@@ -36,8 +33,10 @@ from crossgap_jax.retrieval.gap import (
     similarity_distributions,
     similarity_statistics,
 )
+from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
 from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
 from crossgap_jax.retrieval.ncm import ncm_accuracy
+from crossgap_jax.retrieval.relevance import qrels_to_csr
 from crossgap_jax.retrieval.revisitop import (
     REVISITOP_PROTOCOLS,
     load_revisitop_gnd,
@@ -54,6 +53,8 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
+    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "misalignment_indicators", "plot_indicators",
+    "auto_chunk_size", "check_metric_variant",
     "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 #: Anything the public functions accept as an array.
 ArrayLike = np.ndarray | jax.Array
@@ -167,7 +168,6 @@ def progress_iter(iterable, total: int, enabled: bool, desc: str):
     """Wrap ``iterable`` in a tqdm bar when ``enabled``."""
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc)
 

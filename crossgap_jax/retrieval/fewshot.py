@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines.ncm import class_means
+from crossgap_jax.baselines import class_means
 from crossgap_jax.retrieval.ncm import ncm_accuracy
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)

@@ -25,10 +25,12 @@ and image-only backbones, computed here for any features (pure NumPy, float64):
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 
+from crossgap_jax.fileio import atomic_write_bytes
 from crossgap_jax.retrieval._common import features_numpy, l2_normalize_numpy
 from crossgap_jax.retrieval.gap import modality_gap
 
@@ -233,14 +235,12 @@ def plot_indicators(result: dict[str, Any], path: str, title: str = "") -> str:
     ``inverted-image`` or ``oti-image``, those present) with the same- and different-class
     histograms (densities), overlap and AUROC in each panel title. Writes ``path`` (PNG) atomically
     and returns it. Uses the Agg backend (headless safe)."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from crossgap_jax.fileio import atomic_write_bytes
 
     kinds = [k for k in ("image-image", "text-image", "inverted-image", "oti-image")
              if result.get(k)]

@@ -23,11 +23,12 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
+from crossgap_jax.data import center_crop, get_dataset, resize_shortest_side
 from crossgap_jax.fileio import atomic_write_with
-from crossgap_jax.models.preprocess import center_crop, resize_shortest_side
-from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
+from crossgap_jax.models import eot_indices, get_tokenizer
 
 # --- templates ---------------------------------------------------------------------------
 # Objects (Caltech101). Training templates: a subset of CLIP's ImageNet prompt style.
@@ -158,8 +159,6 @@ def caption_table(classnames: Sequence[str], templates: Sequence[str], length: i
 # --- digits ------------------------------------------------------------------------------
 def digits_images(image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8x8 digits as ``(N, S, S, 3)`` uint8 (bilinear upscaling)."""
-    from PIL import Image
-
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
@@ -227,7 +226,6 @@ def coop_data(name: str, root: str | None, split: str, image_size: int, *,
         :class:`LabelledImages`; the cache key covers the item list and labels, so a
         changed split file gives a new cache entry.
     """
-    from crossgap_jax.data.registry import get_dataset
 
     s = get_dataset(name, root, split)
     key = hashlib.sha256(json.dumps([s.items, s.labels.tolist(), image_size, 1]).encode())

@@ -29,10 +29,13 @@ import platform
 import sys
 import time
 
+import jax
 import numpy as np
+from PIL import Image
 
-from crossgap_jax.data.sources.embedded import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
+from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
+from crossgap_jax.models import load_native, params_sha256, save_native, sha256_file
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,
@@ -41,6 +44,8 @@ from crossgap_jax.train.data import (
     coop_data,
     default_cache_dir,
 )
+from crossgap_jax.train.experiment import caltech_train_config
+from crossgap_jax.train.trainer import train
 
 CHECKPOINT_NAME = "demo_caltech101.safetensors"
 COMMAND = "python -m crossgap_jax.train.demo_caltech"
@@ -70,7 +75,6 @@ Changes made: images selected (see demo_caltech101.json: per-class counts and se
 
 def caltech_demo_train_config(steps: int = 600, seed: int = 0):
     """Variant (a) of the controlled experiment, unchanged (see ``caltech_train_config``)."""
-    from crossgap_jax.train.experiment import caltech_train_config
 
     return caltech_train_config("clip", steps, seed)
 
@@ -90,8 +94,6 @@ def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
 
 
 def _jpegs(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
     blobs = []
     for im in images:
         buf = io.BytesIO()
@@ -131,7 +133,6 @@ def build_demo_data(train: LabelledImages, test: LabelledImages, path: str, *,
     atomic_write_with(path, lambda f: np.savez_compressed(f, **arrays))
     atomic_write_text(os.path.join(os.path.dirname(path), os.path.basename(DEMO_DATA_LICENSE)),
                       LICENSE_TEXT)
-    from crossgap_jax.models.checkpoints import sha256_file
 
     return {"file": os.path.basename(path), "size_bytes": os.path.getsize(path),
             "sha256": sha256_file(path),
@@ -166,10 +167,6 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if a.data_root is None and not os.environ.get("CROSSGAP_SHARED_DATA"):
         p.error("give --data-root or set CROSSGAP_SHARED_DATA")
-
-    from crossgap_jax.models.bundle import params_sha256
-    from crossgap_jax.models.checkpoints import load_native, save_native, sha256_file
-    from crossgap_jax.train.trainer import train
 
     t0 = time.time()
     train_set = coop_data(DATASET, a.data_root, "train", IMAGE_SIZE, progress=not a.no_progress)
@@ -238,8 +235,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _leaves(tree) -> list:
-    import jax
-
     return jax.tree_util.tree_leaves(tree)
 
 

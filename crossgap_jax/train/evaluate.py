@@ -35,9 +35,9 @@ import numpy as np
 
 from crossgap_jax import inversion
 from crossgap_jax import retrieval as R
-from crossgap_jax.models.bundle import CLIP
-from crossgap_jax.pipeline.compare import Bootstrap, compare_retrieval, compare_zero_shot
-from crossgap_jax.retrieval.stats import verdict
+from crossgap_jax.models import CLIP
+from crossgap_jax.pipeline import Bootstrap, compare_retrieval, compare_zero_shot
+from crossgap_jax.retrieval import verdict
 from crossgap_jax.train.augment import normalize
 from crossgap_jax.train.data import LabelledImages, captions
 

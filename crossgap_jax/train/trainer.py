@@ -37,10 +37,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir, jsonable
-from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
+from crossgap_jax.inversion import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
+from crossgap_jax.models import (
+    CLIP,
+    CLIPConfig,
+    params_sha256,  # noqa: F401 (re-export)
+    save_native,
+)
 from crossgap_jax.models import clip as clip_lib
-from crossgap_jax.models.bundle import CLIP, params_sha256  # noqa: F401 (re-export)
-from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
 from crossgap_jax.train.configs import HEAD_DIM, HEAD_HIDDEN, TrainConfig
@@ -317,7 +321,6 @@ def train(cfg: TrainConfig, data: LabelledImages, templates: tuple[str, ...] | l
     Returns:
         :class:`TrainResult`.
     """
-    from crossgap_jax.models.checkpoints import save_native
 
     t0 = time.perf_counter()
     config: CLIPConfig = cfg.clip_config
