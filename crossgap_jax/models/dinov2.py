@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.models._module_fns import ModuleFns
+from crossgap_jax.models.attention import attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 from crossgap_jax.models.families import NoTextTowerError
@@ -253,7 +254,8 @@ def interpolate_position_embeddings(pos: jax.Array, grid_h: int, grid_w: int) ->
 # Modules (names mirror transformers' Dinov2Model)
 # ---------------------------------------------------------------------------------------
 class Attention(nn.Module):
-    """Separate ``q_proj``/``k_proj``/``v_proj`` (with bias), softmax, ``o_proj``."""
+    """Separate ``q_proj``/``k_proj``/``v_proj`` (with bias), the package's one
+    :func:`~crossgap_jax.models.attention.attention`, ``o_proj``."""
 
     width: int
     heads: int
@@ -261,16 +263,10 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, n, w = x.shape
-        hd = w // self.heads
-
-        def proj(name):
-            return nn.Dense(w, dtype=self.dtype, name=name)(x).reshape(b, n, self.heads, hd)
-
-        q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * (hd**-0.5)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, w)
+        w = x.shape[-1]
+        q, k, v = (nn.Dense(w, dtype=self.dtype, name=n)(x) for n in ("q_proj", "k_proj",
+                                                                     "v_proj"))
+        out = attention(q, k, v, heads=self.heads, dtype=self.dtype)
         return nn.Dense(w, dtype=self.dtype, name="o_proj")(out)
 
 
