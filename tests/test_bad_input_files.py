@@ -390,7 +390,8 @@ def test_cli_run_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, c
                ckpt, "--data-root", data, "--run-dir", run])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1
-    assert f"cannot write {run}: the file system is read-only (EROFS)" in err
+    # Making a run writes nothing: the first folder written (features/) is the one named.
+    assert f"cannot write {run}/features/jsonl: the file system is read-only (EROFS)" in err
 
 
 def test_no_empty_skip_list_when_nothing_was_skipped(tmp_path):
