@@ -423,3 +423,41 @@ def test_indicators_and_fewshot_image_only(tiny, shared_data, tmp_path):
                  "--pca-k", "4", *common]) == 0
     (rec,) = (json.loads(p.read_text()) for p in (run / "records").glob("classify-*.json"))
     assert sorted(rec["results"]["fewshot"]["types"]) == ["centered", "image", "pca-4"]
+
+
+def test_compare_on_an_image_only_backbone(tiny, shared_data, tmp_path):
+    """``compare`` with DINOv2: every method that needs a text tower is a cell that says
+    so (no number); the image and centred cells equal a brute-force NumPy recomputation
+    from the run's cached features."""
+    from test_compare import _cached
+    from test_isoclip import _ref_retrieval
+
+    from crossgap_jax.cli import main
+    from crossgap_jax.data import get_task
+
+    _, path = tiny
+    run, out = tmp_path / "run", tmp_path / "out.json"
+    assert main(["--quiet", "compare", "--datasets", "caltech101", "--checkpoint", path,
+                 "--data-root", str(shared_data), "--run-dir", str(run), "--batch-size", "8",
+                 "--max-queries", "10", "--max-gallery", "40", "--methods",
+                 "image,oti,isoclip,centered", "--isoclip-k", "3,10", "--shots", "1",
+                 "--fewshot-seeds", "0", "--output", str(out)]) == 0
+    cal = json.loads(out.read_text())["results"]["datasets"]["caltech101"]
+    for row in ("oti", "isoclip"):
+        assert "value" not in cal["cells"][row]
+        assert "text tower" in cal["cells"][row]["skipped"], cal["cells"][row]
+    q_d = _cached(run, "caltech101", "test", True)
+    g_d = _cached(run, "caltech101", "train", True, 40)
+    qi, gi = sorted(q_d), sorted(g_d)
+    task = get_task("caltech101", str(shared_data))
+    lab_q = dict(zip(task.query.items, task.query.labels))
+    lab_g = dict(zip(task.gallery.items, task.gallery.labels))
+    q = np.stack([q_d[i] for i in qi])
+    g = np.stack([g_d[i] for i in gi])
+    yq, yg = np.array([lab_q[i] for i in qi]), np.array([lab_g[i] for i in gi])
+    uq = q / np.linalg.norm(q, axis=1, keepdims=True)
+    ug = g / np.linalg.norm(g, axis=1, keepdims=True)
+    mu = ug.mean(0)
+    for row, (a, b) in {"image": (q, g), "centered": (uq - mu, ug - mu)}.items():
+        assert cal["cells"][row]["value"] == pytest.approx(
+            _ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
