@@ -48,6 +48,7 @@ from crossgap_jax.models.attention import attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 from crossgap_jax.models.families import NoTextTowerError
+from crossgap_jax.models.vit_layers import Mlp, PatchEmbed
 
 # No text tower: OTI's context truncation question does not arise; the flag is part of the
 # family interface.
@@ -280,18 +281,6 @@ class LayerScale(nn.Module):
         return x * lam.astype(x.dtype)
 
 
-class Mlp(nn.Module):
-    width: int
-    hidden: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
-        x = jax.nn.gelu(x, approximate=False)
-        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
-
-
 class Layer(nn.Module):
     """``Dinov2Layer``: pre-norm attention and MLP, each scaled by a layer scale."""
 
@@ -306,23 +295,9 @@ class Layer(nn.Module):
             LayerNorm(eps, self.dtype, name="norm1")(x))
         x = x + LayerScale(ls, name="layer_scale1")(h)
         hidden = int(c.width * c.mlp_ratio)  # transformers: int(hidden_size * mlp_ratio)
-        h = Mlp(c.width, hidden, self.dtype, name="mlp")(LayerNorm(eps, self.dtype,
+        h = Mlp(c.width, hidden, False, self.dtype, name="mlp")(LayerNorm(eps, self.dtype,
                                                                     name="norm2")(x))
         return x + LayerScale(ls, name="layer_scale2")(h)
-
-
-class PatchEmbeddings(nn.Module):
-    width: int
-    patch_size: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:
-        p = self.patch_size
-        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=True,
-                    dtype=self.dtype, name="projection")(pixels.astype(self.dtype))
-        b, gh, gw, w = x.shape
-        return x.reshape(b, gh * gw, w)
 
 
 class Embeddings(nn.Module):
@@ -336,7 +311,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = self.param("position_embeddings",
                                               nn.initializers.normal(0.02),
                                               (1, 1 + g * g, c.width))
-        self.patch_embeddings = PatchEmbeddings(c.width, c.patch_size, self.dtype)
+        self.patch_embeddings = PatchEmbed(c.width, c.patch_size, self.dtype, "projection")
 
     def embed_patches(self, pixels: jax.Array) -> jax.Array:
         return self.patch_embeddings(pixels)

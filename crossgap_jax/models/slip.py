@@ -54,6 +54,8 @@ from crossgap_jax.models.clip import (
 )
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 from crossgap_jax.models.tokenizer import get_tokenizer as _get
+from crossgap_jax.models.vit_layers import Mlp as TimmMlp
+from crossgap_jax.models.vit_layers import PatchEmbed
 
 # Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
 CAUSAL_TEXT = True
@@ -130,10 +132,6 @@ def _register() -> None:
 # ---------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------
-def _gelu(x: jax.Array, quick: bool) -> jax.Array:
-    return x * jax.nn.sigmoid(1.702 * x) if quick else jax.nn.gelu(x, approximate=False)
-
-
 class TimmAttention(nn.Module):
     """timm ``Attention``: fused ``qkv`` Linear (q | k | v along the output axis), ``proj``."""
 
@@ -148,18 +146,6 @@ class TimmAttention(nn.Module):
         out, _ = self_attention(q, k, v, heads=self.heads, dtype=self.dtype,
                                 pool_index=pool_index)
         return nn.Dense(w, dtype=self.dtype, name="proj")(out)
-
-
-class TimmMlp(nn.Module):
-    width: int
-    hidden: int
-    quick_gelu: bool
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = _gelu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x), self.quick_gelu)
-        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
 
 
 class TimmBlock(nn.Module):
@@ -179,20 +165,6 @@ class TimmBlock(nn.Module):
         hidden = int(round(self.width * self.mlp_ratio))
         return x + TimmMlp(self.width, hidden, self.quick_gelu, self.dtype, name="mlp")(
             LayerNorm(self.eps, self.dtype, name="norm2")(x))
-
-
-class PatchEmbed(nn.Module):
-    width: int
-    patch_size: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:
-        p = self.patch_size
-        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=True,
-                    dtype=self.dtype, name="proj")(pixels.astype(self.dtype))
-        b, gh, gw, w = x.shape
-        return x.reshape(b, gh * gw, w)
 
 
 class TimmViT(nn.Module):

@@ -1,0 +1,51 @@
+"""Vision-transformer layers shared by the timm-style towers (SLIP's image tower, DINOv2):
+the two-layer MLP and the patch embedding. Each family keeps its own parameter names
+through module names (``fc1``/``fc2``; the patch convolution ``conv_name``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def gelu(x: jax.Array, quick: bool) -> jax.Array:
+    """OpenAI's QuickGELU ``x * sigmoid(1.702 x)`` when ``quick``, else the exact (erf)
+    GELU of timm and transformers."""
+    return x * jax.nn.sigmoid(1.702 * x) if quick else jax.nn.gelu(x, approximate=False)
+
+
+class Mlp(nn.Module):
+    """``fc1 -> GELU -> fc2``: ``(..., width) -> (..., width)`` through ``hidden`` units."""
+
+    width: int
+    hidden: int
+    quick_gelu: bool
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = gelu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x), self.quick_gelu)
+        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch_size`` convolution (with bias): ``(B, H, W, 3)`` pixels ->
+    ``(B, (H / p) * (W / p), width)`` patch tokens, row-major over the patch grid."""
+
+    width: int
+    patch_size: int
+    dtype: Dtype = jnp.float32
+    conv_name: str = "proj"  # timm's name; DINOv2 (transformers) calls it "projection"
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        p = self.patch_size
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=True,
+                    dtype=self.dtype, name=self.conv_name)(pixels.astype(self.dtype))
+        b, gh, gw, w = x.shape
+        return x.reshape(b, gh * gw, w)
