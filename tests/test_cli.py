@@ -123,7 +123,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
     table = (run / "table.md").read_text()
     assert f"model: `{DEMO_ARCH}`" in table
     assert f"checkpoint sha256: `{_sha256(DEMO_CHECKPOINT)}`" in table
-    assert "preset (settings): `clip_vitb32`" in table and "oti_steps=2" in table
+    assert "preset (settings): `demo`" in table and "oti_steps=2" in table
     assert "learning_rate=0.02" in table and f"crossgap_jax {__version__}" in table
     assert "Caveat: subset run** (--max-queries 4, --max-gallery 8)" in table
     assert "*paper" not in table and "No paper row" in table  # not OpenAI's model
@@ -139,7 +139,7 @@ def test_every_command_on_the_demo_model(imagefolder, shared_data, tmp_path, cap
                  "--output", str(out / "analyze.json")]) == 0
     printed = capsys.readouterr().out
     assert f"checkpoint sha256: {_sha256(DEMO_CHECKPOINT)}" in printed
-    assert f"model {DEMO_ARCH}, preset clip_vitb32" in printed and "oti_steps=2" in printed
+    assert f"model {DEMO_ARCH}, preset demo" in printed and "oti_steps=2" in printed
     curve = printed.split("OTI->image mAP, R=1: ")[1].splitlines()[0]
     assert [c.split("@")[1] for c in curve.split(", ")] == ["1", "2"]
     assert "analysis.json" in printed and not printed.lstrip().startswith("{")
