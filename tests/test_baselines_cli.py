@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_isoclip import _ref_retrieval, ref_side
+from test_isoclip import _cli, _record, _ref_retrieval, ref_side
 
 
 @pytest.fixture(scope="module")
@@ -17,21 +17,6 @@ def heads():
 
     clip = create_clip("tiny", seed=3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
-
-
-def _cli(ckpt, shared_data, run_dir, *extra):
-    return ["--model", "tiny", "--checkpoint", ckpt, "--data-root", str(shared_data),
-            "--run-dir", str(run_dir), "--batch-size", "8", *extra]
-
-
-def _record(run_dir, command, **arguments):
-    found = []
-    for p in (run_dir / "records").glob(f"{command}-*.json"):
-        rec = json.loads(p.read_text())
-        if all(rec["arguments"].get(k) == v for k, v in arguments.items()):
-            found.append(rec["results"])
-    (res,) = found
-    return res
 
 
 def _features(run_dir, split, projected):
