@@ -30,11 +30,16 @@ from typing import Any
 from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, IMAGE_NAME, TEXT_NAME
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
 from crossgap_jax.models import CLIP, load_native
+from crossgap_jax.pipeline import (
+    CLAIMS,
+    VERDICT_MEANING,
+    Bootstrap,
+    analysis_figure,
+    make_run,
+    measure_claims,
+    preset,
+)
 from crossgap_jax.pipeline import DEMO_CHECKPOINT as _DEMO_CHECKPOINT
-from crossgap_jax.pipeline import Bootstrap, analysis_figure, make_run, preset, published_row
-from crossgap_jax.pipeline.analyze import analyze
-from crossgap_jax.pipeline.measure import measure as pipeline_measure
-from crossgap_jax.retrieval import verdict
 
 DEMO_CHECKPOINT = _DEMO_CHECKPOINT  # the shipped model (the ``demo`` preset's weights)
 DEMO_CARD = os.path.join(ASSET_DIR, CARD_NAME)
@@ -80,41 +85,6 @@ QUICK = DemoSettings(oti_steps=20, ovi_steps=20, record_steps=(1, 5, 10, 20), ba
                      bootstrap_samples=500)
 
 
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """One of the paper's claims as the demo tests it."""
-
-    key: str
-    title: str
-    baseline: str  # what the baseline number is, in words
-    inverted: str  # what the inverted number is, in words
-    direction: int  # +1: the paper reports an increase; -1: a decrease
-    unit: str
-
-
-CLAIMS = (
-    Claim("image", "OTI makes image->image retrieval better",
-          "image->image mAP: each query image's own feature ranks the gallery images",
-          "OTI->image mAP: each query replaced by its OTI feature (a text feature optimised "
-          "to match the image), same gallery", +1, "mAP"),
-    Claim("text", "OVI makes text->text retrieval better",
-          "text->text mAP: each query caption's own feature ranks the gallery captions",
-          "OVI->text mAP: each query replaced by its OVI feature (an image feature optimised "
-          "to match the caption), same gallery", +1, "mAP"),
-    Claim("zero_shot", "intra-modal zero-shot (OTI) is worse than standard zero-shot",
-          "standard zero-shot top-1: image features vs the text features of the class prompts",
-          "intra-modal zero-shot top-1: the images' OTI features vs the same class prompts",
-          -1, "top-1 accuracy"),
-)
-
-VERDICT_MEANING = {
-    "holds": "the 95% interval of the difference excludes 0 in the paper's direction",
-    "does not hold": "the 95% interval of the difference excludes 0 in the opposite "
-                     "direction",
-    "inconclusive": "the 95% interval of the difference contains 0",
-}
-
-
 def load_demo_clip(path: str = DEMO_CHECKPOINT):
     """The shipped demo model as a :class:`~crossgap_jax.models.bundle.CLIP` bundle."""
 
@@ -153,62 +123,20 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
                     record_steps=tuple(settings.record_steps))
 
 
-def claim_result(claim: Claim, baseline: float, inverted: float, ci: list[float],
-                 paper: tuple[float, float] | None) -> dict:
-    """One claim's numbers, interval and verdict (percent units)."""
-
-    return {"claim": claim.title, "key": claim.key, "unit": claim.unit,
-            "baseline": float(baseline), "inverted": float(inverted),
-            "difference": float(inverted) - float(baseline), "ci95": [float(c) for c in ci],
-            "paper_direction": claim.direction, "verdict": verdict(ci, claim.direction),
-            "paper": list(paper) if paper else None}
-
-
 def measure(run: Any, settings: DemoSettings = FULL, *, analysis_dir: str | None = None
             ) -> dict:
-    """The demo's measurements: the paper's three comparisons, each one call of the
-    pipeline's :func:`crossgap_jax.pipeline.measure.measure` (the function ``reproduce``
-    uses), and :func:`~crossgap_jax.pipeline.analyze.analyze` (cached in ``run.run_dir``).
+    """The demo's measurements: :func:`crossgap_jax.pipeline.measure_claims` (three calls of
+    the pipeline's ``measure``, the function ``reproduce`` uses, and the Fig. 2 analysis) on
+    the embedded datasets, with the paper's ViT-B/32 averages beside each claim.
 
     Returns:
-        ``{"image": {...}, "text": {...}, "zero_shot": {...}, "claims": [...],
-        "analysis": <analyze() result>, "measurements": {claim key: measure() dict}}``:
-        ``image``/``text`` hold the retrieval metrics of the baseline and inverted queries,
-        ``zero_shot`` the classification accuracies; ``claims`` one :func:`claim_result`
-        per claim.
+        :func:`~crossgap_jax.pipeline.claims.measure_claims`'s dict.
     """
-
-    paper = published_row(PAPER_PRESET)
-    boot = Bootstrap(samples=settings.bootstrap_samples, seed=settings.seed)
-    out: dict[str, Any] = {}
-    claims = []
-    seconds: dict[str, float] = {}
-    measurements: dict[str, dict] = {}
-    t = time.perf_counter()
-    # The OTI runs record the Fig. 2a steps (shared with analyze); OVI records nothing.
-    text_run = dataclasses.replace(run, record_steps=())
-    for claim, r, ds, comparison in ((CLAIMS[0], run, IMAGE_DATASET, "retrieval"),
-                                     (CLAIMS[1], text_run, TEXT_DATASET, "retrieval"),
-                                     (CLAIMS[2], run, IMAGE_DATASET, "zero_shot")):
-        m = pipeline_measure(r, ds, comparison, bootstrap=boot)
-        measurements[claim.key] = m
-        if comparison == "retrieval":
-            out[claim.key] = {"dataset": ds, "baseline": m["baseline"],
-                              "inverted": m["inverted"], "num_queries": m["num_items"],
-                              "num_gallery": m["num_gallery"]}
-        else:
-            out[claim.key] = {"dataset": ds, "prompt": m["prompt"], "inter": m["baseline"],
-                              "oti": m["inverted"], "num_images": m["num_items"]}
-        claims.append(claim_result(claim, m["baseline_value"], m["inverted_value"],
-                                   m["ci95"], paper.get(claim.key)))
-        seconds[claim.key], t = time.perf_counter() - t, time.perf_counter()
-    out["claims"] = claims
-    out["measurements"] = measurements
-    out["analysis"] = analyze(run, IMAGE_DATASET, num_tokens=settings.num_tokens,
-                              record_steps=settings.record_steps, out_dir=analysis_dir)
-    seconds["analysis"] = time.perf_counter() - t
-    out["stage_seconds"] = seconds
-    return out
+    return measure_claims(run, IMAGE_DATASET, TEXT_DATASET,
+                          bootstrap=Bootstrap(samples=settings.bootstrap_samples,
+                                              seed=settings.seed),
+                          num_tokens=settings.num_tokens, analysis_dir=analysis_dir,
+                          paper_preset=PAPER_PRESET)
 
 
 def _card() -> dict:

@@ -367,3 +367,26 @@ def test_demo_model_defaults_to_the_demo_preset(tmp_path, imagefolder):
                  "--data-root", str(imagefolder), "--run-dir", str(run)]) == 0
     _, rec = _record(run, "encode")
     assert rec["provenance"]["preset"] == "demo"
+
+
+def test_retrieve_gallery_count_leaves_out_unreadable_images(tmp_path, capsys):
+    """A corrupt image is skipped (default ``--on-error skip``): the gallery ranked, the
+    table's gallery cell and the record count only the readable images, and say how many
+    were left out."""
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(2)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                root / c / f"{i}.png")
+    (root / "dog" / "3.png").write_bytes(b"not a png")
+    run = tmp_path / "run"
+    assert main(["--quiet", "retrieve", "--dataset", "imagefolder", "--query-type", "image",
+                 "--pretrained", "demo", "--data-root", str(root), "--run-dir", str(run)]) == 0
+    printed = capsys.readouterr().out
+    _, rec = _record(run, "retrieve")
+    res = rec["results"]
+    assert res["num_gallery"] == 6 and res["num_gallery_items_missing"] == 1
+    assert res["num_query_items_missing"] == 1
+    assert "| 6 (1 unreadable, left out) |" in printed

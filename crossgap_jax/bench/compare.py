@@ -55,8 +55,7 @@ from crossgap_jax.bench.models import peak_memory, random_clip  # noqa: F401  (r
 from crossgap_jax.fileio import atomic_write_json
 from crossgap_jax.inversion import oti, ovi
 from crossgap_jax.models import get_config
-from crossgap_jax.retrieval import auto_chunk_size, evaluate_per_query
-from crossgap_jax.retrieval.metrics import _JAX_BLOCK_ELEMENTS
+from crossgap_jax.retrieval import JAX_BLOCK_ELEMENTS, auto_chunk_size, evaluate_per_query
 
 PAPER_JOBS = (("oti", "ImageNet val", 50_000, 150), ("ovi", "COCO 5k captions", 25_000, 1000))
 
@@ -399,7 +398,7 @@ def bench_metrics(settings: BenchSettings, deadline: _Deadline) -> list[dict[str
         return x / jnp.linalg.norm(x, axis=1, keepdims=True)
 
     g, q = features(key_g, ng), features(key_q, nq)
-    chunk = auto_chunk_size(nq, ng, _JAX_BLOCK_ELEMENTS)
+    chunk = auto_chunk_size(nq, ng, JAX_BLOCK_ELEMENTS)
     sample = max(chunk, min(settings.metrics_sample, nq) // chunk * chunk)
     run = lambda n: evaluate_per_query(q[:n], g, (ql[:n], gl), recall_ks=(1,), backend="jax",
                                        chunk_size=chunk, progress=False)

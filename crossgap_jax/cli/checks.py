@@ -21,10 +21,10 @@ from crossgap_jax.data import (
     dataset_info,
     find_summaries_dir,
     imagefolder_splits,
+    import_tfds,
     list_datasets,
     resolve_root,
 )
-from crossgap_jax.data.sources.tfds import _import_tfds
 from crossgap_jax.models import HUB_ID as _HUB_ID
 from crossgap_jax.models import get_config, list_architectures
 from crossgap_jax.models import resolve_clip_tag as _resolve_named
@@ -33,12 +33,12 @@ from crossgap_jax.pipeline import (
     PRESETS,
     BaselineSettings,
     Preset,
+    canonical_name,
     check_methods,
     preset,
     pretrained_aliases,
     resolve_source,
 )
-from crossgap_jax.pipeline.tasks import _canonical_name
 
 # ---------------------------------------------------------------------------------------
 # Errors in CLI words
@@ -134,7 +134,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
 
     if name.startswith(PREFIX):
         try:
-            _import_tfds()
+            import_tfds()
         except ImportError:
             raise CLIError(f"{option} {name} needs tensorflow-datasets: "
                            "pip install 'crossgap-jax[tfds]'") from None
@@ -323,7 +323,7 @@ def validate(args) -> list[tuple[str, dict]]:
             _check_dataset(ds, per.get(ds, default), "--datasets")
         if getattr(args, "authors_assets", None):
             try:
-                check_authors_assets([_canonical_name(ds) for ds in args.datasets],
+                check_authors_assets([canonical_name(ds) for ds in args.datasets],
                                      args.authors_assets)
             except (ValueError, OSError) as e:
                 raise CLIError(_one_line(e)) from None

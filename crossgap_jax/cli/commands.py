@@ -32,6 +32,7 @@ from crossgap_jax.pipeline import (
     Preset,
     analysis_summary,
     classify_table,
+    compare_methods,
     compare_table,
     indicators,
     list_presets,
@@ -43,7 +44,6 @@ from crossgap_jax.pipeline import (
     write_record,
 )
 from crossgap_jax.pipeline.analyze import analyze
-from crossgap_jax.pipeline.methods import compare
 from crossgap_jax.pipeline.reproduce import reproduce
 
 
@@ -237,7 +237,7 @@ def cmd_indicators(args) -> int:
 def cmd_compare(args) -> int:
     default, per = data_roots(args.data_root, args.datasets)
     run = _make_run(args, data_root=default)
-    res = compare(run, args.datasets, roots=per, methods=args.methods)
+    res = compare_methods(run, args.datasets, roots=per, methods=args.methods)
     table = compare_table(res)
     path = _write_outputs(run, args, res, key={"datasets": list(args.datasets),
                                                "methods": list(args.methods)}, table=table)

@@ -51,9 +51,18 @@ DESCRIPTION = ("``crossgap-jax``: a thin command line over the library (all work
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: no usage block, and the closest valid word for an
-    unknown subcommand or choice."""
+    unknown subcommand or choice; a missing required option is reported together with any
+    unknown option on the command line (often its misspelling)."""
+
+    argv: list[str] = []  # the command line being parsed (set by main)
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        if message.startswith("the following arguments are required"):
+            known = sorted(self._option_string_actions)
+            unknown = [a.split("=")[0] for a in self.argv
+                       if a.startswith("--") and a.split("=")[0] not in known]
+            message += "".join(f"; {u} is not an option of this command"
+                               + did_you_mean(u, known) for u in unknown)
         m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if m:
             choices = re.findall(r"'([^']*)'", m.group(2)) or [
@@ -147,6 +156,7 @@ def _saved_summary(args) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    _Parser.argv = argv
     args, extra = parser.parse_known_args(argv)
     if extra:
         unknown = [a for a in extra if a.startswith("-")] or extra

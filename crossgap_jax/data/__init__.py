@@ -61,7 +61,7 @@ from crossgap_jax.data.sources.imagefolder import imagefolder_splits
 from crossgap_jax.data.sources.imdb import IMDB_QUERIES
 from crossgap_jax.data.sources.jsonl import load_text_replacements
 from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
-from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS, load_tfds
+from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS, import_tfds, load_tfds
 from crossgap_jax.data.task import RetrievalTask
 from crossgap_jax.data.types import (
     DataFileError,
@@ -79,7 +79,7 @@ __all__ = [
     "ASSET_DIR", "CARD_NAME", "DEMO_DATA", "DEMO_DATA_LICENSE", "IMAGE_NAME", "OPENAI_MEAN",
     "OPENAI_STD", "PREFIX", "TEXT_NAME", "apply_authors_assets", "apply_authors_assets_to_split",
     "center_crop", "check_authors_assets", "find_summaries_dir", "resize_shortest_side",
-    "resolve_root",
+    "import_tfds", "resolve_root",
     "ENV_VAR",
     "IMAGE_DATASETS",
     "IMDB_QUERIES",

@@ -8,19 +8,29 @@ measurements, records and reports (see docs/architecture.md for the path of a ru
   :mod:`~crossgap_jax.pipeline.store`: tasks loaded once, encoded features cached on disk.
 - :mod:`~crossgap_jax.pipeline.measure`: the one ``measure(...)`` of every claim;
   :mod:`~crossgap_jax.pipeline.compare`: paired comparisons with bootstrap intervals.
+- :mod:`~crossgap_jax.pipeline.claims`: :func:`measure_claims`, the paper's three claims
+  and its Fig. 2 analysis on one model (the demo and the controlled experiment).
 - :mod:`~crossgap_jax.pipeline.reproduce` / :mod:`~crossgap_jax.pipeline.analyze`: the
   ``reproduce`` and ``analyze`` commands' cores.
 - :mod:`~crossgap_jax.pipeline.records` / :mod:`~crossgap_jax.pipeline.report` /
   :mod:`~crossgap_jax.pipeline.published`: JSON records, Markdown tables, the paper's numbers.
 
-The functions ``measure``, ``analyze`` and ``reproduce`` share their module's name, and
-``methods.compare`` the name of the module ``compare``, so they are not re-exported here
-(the attribute would shadow the module): import them from ``crossgap_jax.pipeline.measure``
-etc.
+The functions ``measure``, ``analyze`` and ``reproduce`` share their module's name, so they
+are not re-exported here (the attribute would shadow the module): import them from
+``crossgap_jax.pipeline.measure`` etc. ``methods.compare`` (the ``compare`` command's core)
+is exported as :func:`compare_methods`, since ``compare`` is the module of paired
+comparisons.
 """
 
 from crossgap_jax.pipeline.analyze import analysis_figure
 from crossgap_jax.pipeline.baselines import BaselineSettings, indicators
+from crossgap_jax.pipeline.claims import (
+    CLAIMS,
+    VERDICT_MEANING,
+    Claim,
+    claim_result,
+    measure_claims,
+)
 from crossgap_jax.pipeline.compare import (
     DEFAULT_BOOTSTRAP,
     Bootstrap,
@@ -29,6 +39,7 @@ from crossgap_jax.pipeline.compare import (
 )
 from crossgap_jax.pipeline.measure import CLASSIFY_VARIANTS
 from crossgap_jax.pipeline.methods import check_methods, compare_table
+from crossgap_jax.pipeline.methods import compare as compare_methods
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT, PRESETS, Preset, list_presets, preset
 from crossgap_jax.pipeline.published import published_row
 from crossgap_jax.pipeline.records import provenance, write_record
@@ -40,10 +51,12 @@ from crossgap_jax.pipeline.report import (
 )
 from crossgap_jax.pipeline.reproduce import DatasetFailure
 from crossgap_jax.pipeline.run import Run, make_run
+from crossgap_jax.pipeline.tasks import canonical_name
 from crossgap_jax.pipeline.weights import pretrained_aliases, resolve_source
 
 __all__ = [
-    "check_methods", "compare_table",
+    "CLAIMS", "VERDICT_MEANING", "Claim", "claim_result", "measure_claims",
+    "canonical_name", "check_methods", "compare_methods", "compare_table",
     "BaselineSettings", "indicators",
     "CLASSIFY_VARIANTS", "DEFAULT_BOOTSTRAP", "DEMO_CHECKPOINT", "PRESETS", "Bootstrap",
     "DatasetFailure", "Preset", "Run", "analysis_figure", "analysis_summary", "classify_table",

@@ -2,10 +2,10 @@
 queries, and two zero-shot classifications of the same images, each with the paired
 bootstrap interval of the difference.
 
-Every comparison the package reports is computed here: by
-:func:`crossgap_jax.pipeline.measure.measure` (``reproduce``, ``classify``, the demo) on
-a run's features, and by the controlled experiment
-(:func:`crossgap_jax.train.evaluate.evaluate_claims`) on its in-memory features.
+Every comparison the package reports is computed here, by
+:func:`crossgap_jax.pipeline.measure.measure` on a run's features (``reproduce``,
+``classify``, and through :func:`crossgap_jax.pipeline.measure_claims` the demo and the
+controlled experiment).
 """
 
 from __future__ import annotations

@@ -126,7 +126,9 @@ def _describe(run: Run, task: RetrievalTask, q: FeatureSet, g: FeatureSet, query
     metrics["gallery_type"] = gallery_type
     metrics["query_split"] = task.query.split
     metrics["gallery_split"] = task.gallery.split
-    metrics["num_gallery"] = len(task.gallery)
+    # The gallery actually ranked: items that could not be read are left out (and counted
+    # in ``num_gallery_items_missing``).
+    metrics["num_gallery"] = len(task.gallery) - int(metrics.get("num_gallery_items_missing", 0))
     if task.name in run.text_sources:
         metrics["text_source"] = run.text_sources[task.name]
     return metrics
@@ -380,7 +382,7 @@ def measure(run: Run, dataset: str, comparison: str = "retrieval", *,
                "metric": "mAP_medium" if task.relevance == "revisitop" else "mAP",
                "baseline": base, "inverted": inv, "difference": c["difference"],
                "ci95": c["ci95"], "num_items": len(task.query),
-               "num_gallery": len(task.gallery),
+               "num_gallery": int(base.get("num_gallery", len(task.gallery))),
                "text_source": run.text_sources.get(task.name)}
     out["baseline_value"] = float(out["baseline"][out["metric"]])
     out["inverted_value"] = float(out["inverted"][out["metric"]])

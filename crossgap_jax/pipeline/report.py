@@ -168,6 +168,13 @@ def _dataset_label(ds: str, m: dict) -> str:
     return f"{ds} (Medium; {what})"
 
 
+def _gallery_cell(m: dict) -> str:
+    """The gallery ranked, and how many of its items could not be read (left out)."""
+    missing = int(m.get("num_gallery_items_missing", 0))
+    return f"{m.get('num_gallery', '')}" + (f" ({missing} unreadable, left out)" if missing
+                                            else "")
+
+
 def retrieval_table(run: Run, dataset: str, m: dict) -> str:
     """Markdown table of one ``retrieve`` result, headed by the run's provenance."""
     keys = [k for k in ("mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10") if k in m]
@@ -178,7 +185,7 @@ def retrieval_table(run: Run, dataset: str, m: dict) -> str:
     lines.append(f"| {dataset} | {m['query_type']} -> {m['gallery_type']} | "
                  f"{m.get('query_split')}/{m.get('gallery_split')} | "
                  + " | ".join(f"{float(m[k]):.2f}" for k in keys)
-                 + f" | {_counts(m)} | {m.get('num_gallery', '')} |")
+                 + f" | {_counts(m)} | {_gallery_cell(m)} |")
     return (provenance_header(provenance(run), "Retrieval") + "Metrics in percent.\n\n"
             + "\n".join(lines) + "\n")
 

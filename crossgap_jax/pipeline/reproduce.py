@@ -14,7 +14,7 @@ from crossgap_jax.pipeline.measure import DEFAULT_BOOTSTRAP, Bootstrap, measure
 from crossgap_jax.pipeline.records import _barrier, is_writer, provenance
 from crossgap_jax.pipeline.report import results_table, summarize
 from crossgap_jax.pipeline.run import Run
-from crossgap_jax.pipeline.tasks import _canonical_name
+from crossgap_jax.pipeline.tasks import canonical_name
 
 
 class DatasetFailure(RuntimeError):
@@ -55,7 +55,7 @@ def reproduce(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = 
     results: dict[str, Any] = {"provenance": provenance(run), "config": run.cfg,
                                "datasets": {}, "metric_variant": run.metric_variant,
                                "loss_reduction": run.cfg.get("loss_reduction", "per_example")}
-    check_authors_assets([_canonical_name(ds) for ds in datasets], run.authors_assets)
+    check_authors_assets([canonical_name(ds) for ds in datasets], run.authors_assets)
     failure = None
     for ds in datasets:
         try:

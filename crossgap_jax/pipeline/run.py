@@ -419,7 +419,7 @@ _MOVED = {
                 "evaluate_task_per_query", "paper_modes", "_aligned", "_relevance_args",
                 "_flatten"),
     "tasks": ("limit_task", "with_revisitop1m", "default_classify_split", "_classnames_split",
-              "_per_class_subset", "_labels_for", "_canonical_name"),
+              "_per_class_subset", "_labels_for", "canonical_name"),
     "records": ("checkpoint_sha256", "provenance", "write_record", "is_writer", "_barrier",
                 "_SETTING_KEYS"),
     "report": ("summarize", "results_table", "retrieval_table", "classify_table",

@@ -202,5 +202,5 @@ def default_classify_split(dataset: str, root: str | None) -> str:
     return "test" if "test" in info.splits else info.query_split
 
 
-def _canonical_name(dataset: str) -> str:
+def canonical_name(dataset: str) -> str:
     return dataset if dataset.startswith("tfds:") else dataset_info(dataset).name

@@ -34,7 +34,12 @@ from crossgap_jax.retrieval.gap import (
     similarity_statistics,
 )
 from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
-from crossgap_jax.retrieval.metrics import average_precision, per_query_metrics, summarize
+from crossgap_jax.retrieval.metrics import (
+    JAX_BLOCK_ELEMENTS,
+    average_precision,
+    per_query_metrics,
+    summarize,
+)
 from crossgap_jax.retrieval.ncm import ncm_accuracy
 from crossgap_jax.retrieval.relevance import qrels_to_csr
 from crossgap_jax.retrieval.revisitop import (
@@ -54,7 +59,7 @@ from crossgap_jax.retrieval.zeroshot import (
 
 __all__ = [
     "DEFAULT_SEEDS", "DEFAULT_SHOTS", "misalignment_indicators", "plot_indicators",
-    "auto_chunk_size", "check_metric_variant",
+    "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",
     "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",

@@ -42,8 +42,8 @@ from crossgap_jax.retrieval._common import (
     want_progress,
 )
 from crossgap_jax.retrieval.metrics import (
-    _JAX_BLOCK_ELEMENTS,
     _NUMPY_BLOCK_ELEMENTS,
+    JAX_BLOCK_ELEMENTS,
     block_metrics_jax,
     block_metrics_numpy,
     summarize,
@@ -281,7 +281,7 @@ def evaluate_per_query(
     if backend == "jax":
         qn = l2_normalize_jax(qf, "query_features")
         gn = l2_normalize_jax(gf, "gallery_features")
-        chunk = chunk_size or auto_chunk_size(num_q, num_g, _JAX_BLOCK_ELEMENTS)
+        chunk = chunk_size or auto_chunk_size(num_q, num_g, JAX_BLOCK_ELEMENTS)
         out = _run_jax(qn, gn, rel, exclude_self, recall_ks, ties, min(chunk, num_q), show,
                        r_extra)
     else:

@@ -55,7 +55,7 @@ from crossgap_jax.retrieval._common import (
 # Score blocks of about this many entries (float32: 64 MiB) per chunk on the NumPy path.
 _NUMPY_BLOCK_ELEMENTS = 1 << 24
 # And on the JAX path (device memory is larger; the sort needs a few copies).
-_JAX_BLOCK_ELEMENTS = 1 << 25
+JAX_BLOCK_ELEMENTS = 1 << 25
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def per_query_metrics(
         raise ValueError("an item with score -inf (excluded) is marked relevant")
     backend = resolve_backend(backend)
     q, g = s.shape
-    target = _JAX_BLOCK_ELEMENTS if backend == "jax" else _NUMPY_BLOCK_ELEMENTS
+    target = JAX_BLOCK_ELEMENTS if backend == "jax" else _NUMPY_BLOCK_ELEMENTS
     rows = chunk_size or auto_chunk_size(q, g, target)
     parts = []
     for start in range(0, q, rows):

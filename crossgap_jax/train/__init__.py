@@ -1,9 +1,10 @@
-"""Contrastive training of small CLIPs (the controlled experiment and the demo model).
+"""Contrastive training of small CLIPs (the controlled experiment's variants and the demo
+model). This package only trains; measuring is the pipeline's
+(:func:`crossgap_jax.pipeline.measure_claims`).
 
 ``python -m crossgap_jax.train.demo_caltech`` builds the shipped demo model (variant (a))
-and the embedded demo data;
-``python -m crossgap_jax.train.experiment`` runs the Caltech101 experiment (variants a, b,
-c and b').
+and the embedded demo data; ``python -m crossgap_jax.experiment`` trains the Caltech101
+experiment's variants (a, b, c and b') and measures them.
 """
 
 from crossgap_jax.train.configs import (

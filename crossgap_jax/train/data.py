@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from crossgap_jax.data import center_crop, get_dataset, resize_shortest_side
 from crossgap_jax.fileio import atomic_write_with
-from crossgap_jax.models import eot_indices, get_tokenizer
+from crossgap_jax.models import default_cache_dir, eot_indices, get_tokenizer
 
 # --- templates ---------------------------------------------------------------------------
 # Objects (Caltech101). Training templates: a subset of CLIP's ImageNet prompt style.
@@ -196,12 +196,6 @@ def digits_data(image_size: int = 32, test_fraction: float = 0.3,
 
 
 # --- CoOp image datasets (Caltech101) ----------------------------------------------------
-def default_cache_dir() -> str:
-    """``$CROSSGAP_CACHE`` or ``~/.cache/crossgap_jax`` (never inside the repository)."""
-    return os.environ.get("CROSSGAP_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "crossgap_jax")
-
-
 def _load_image_split(split, image_size: int, progress: bool) -> np.ndarray:
     out = np.empty((len(split), image_size, image_size, 3), np.uint8)
     for i in tqdm(range(len(split)), desc=f"decode {split.name}/{split.split}", unit="img",
@@ -220,7 +214,8 @@ def coop_data(name: str, root: str | None, split: str, image_size: int, *,
         root: data root (default ``$CROSSGAP_SHARED_DATA``).
         split: ``"train"``, ``"val"`` or ``"test"``.
         image_size: side of the stored square images.
-        cache_dir: where the ``.npz`` goes (default :func:`default_cache_dir`).
+        cache_dir: where the ``.npz`` goes (default: the package cache,
+            :func:`crossgap_jax.models.default_cache_dir`).
 
     Returns:
         :class:`LabelledImages`; the cache key covers the item list and labels, so a

@@ -3,7 +3,7 @@
     python -m crossgap_jax.train.demo_caltech --data-root ../shared/data
 
 1. **Model**: the controlled experiment's variant (a) ``clip`` (CLIP's symmetric InfoNCE,
-   learned temperature; :func:`crossgap_jax.train.experiment.caltech_train_config`: 600
+   learned temperature; :func:`crossgap_jax.train.configs.caltech_train_config`: 600
    steps, batch 128, seed 0) trained on the CoOp *train* split of Caltech101 at 64 px. The
    run is resumable and cached in ``--work-dir``; a finished run there is reused. The
    result is written with :func:`~crossgap_jax.models.checkpoints.save_native` as
@@ -35,16 +35,21 @@ from PIL import Image
 
 from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
 from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
-from crossgap_jax.models import load_native, params_sha256, save_native, sha256_file
+from crossgap_jax.models import (
+    default_cache_dir,
+    load_native,
+    params_sha256,
+    save_native,
+    sha256_file,
+)
+from crossgap_jax.train.configs import caltech_train_config
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
     OBJECT_TRAIN_TEMPLATES,
     LabelledImages,
     captions,
     coop_data,
-    default_cache_dir,
 )
-from crossgap_jax.train.experiment import caltech_train_config
 from crossgap_jax.train.trainer import train
 
 CHECKPOINT_NAME = "demo_caltech101.safetensors"

@@ -107,7 +107,7 @@ _FILE_KEYS = ("file_name", "image/file_name", "image/filename", "filename", "ima
 _CLASSNAME_KEYS = ("label_name",)
 
 
-def _import_tfds() -> Any:
+def import_tfds() -> Any:
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -247,7 +247,7 @@ def load_tfds(
         DatasetLayoutError: the dataset is not prepared (as array_record) in ``data_dir``.
         ValueError: unknown split.
     """
-    tfds = _import_tfds()
+    tfds = import_tfds()
     name = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     full = PREFIX + name
     data_dir = os.fspath(data_dir) if data_dir is not None else None
