@@ -174,7 +174,7 @@ def explain(res: dict, card: dict, settings: DemoSettings) -> str:
          "The queries are class-balanced (4 per class), so every number is lower than on the "
          "full, imbalanced test split, where a few large easy classes (faces, airplanes, "
          "motorbikes) dominate: there this model has image->image 29.5 vs OTI->image 26.7 mAP "
-         "and 39.8% zero-shot (docs/experiments.md).",
+         "and 39.7% zero-shot (docs/experiments.md).",
          "The paper's numbers are for OpenAI CLIP ViT-B/32, averaged over its datasets "
          "(Mistretta et al., ICLR 2025, poster averages); they are a direction to compare "
          "with, not a target for this model.", ""]
