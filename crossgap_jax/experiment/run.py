@@ -57,6 +57,7 @@ class ExperimentSettings:
         batch_size: items per compiled inversion / encoding batch (no effect on results).
         bootstrap_samples: resamples of the paired bootstrap intervals.
         max_queries: measure on a seeded subset of the test images (``--quick`` only).
+        quick: a smoke test (the report says its numbers mean nothing).
     """
 
     steps: int = 600
@@ -68,11 +69,12 @@ class ExperimentSettings:
     batch_size: int = 512
     bootstrap_samples: int = 2000
     max_queries: int | None = None
+    quick: bool = False
 
 
 FULL = ExperimentSettings()
 QUICK = ExperimentSettings(steps=20, oti_steps=20, ovi_steps=10, record_steps=(1, 5, 20),
-                           bootstrap_samples=200, max_queries=200)
+                           bootstrap_samples=200, max_queries=200, quick=True)
 
 
 def variant_dir(work_dir: str, variant: str) -> str:
@@ -144,7 +146,7 @@ def run_experiment(data_root: str | None, out: str, *, work_dir: str | None = No
         variant -> ``{"variant", "description", "checkpoint", "train_config",
         "train_seconds", "final_train", "measure_seconds", "results": measure_variant()}``.
     """
-    quick = settings != FULL
+    quick = settings.quick
     work = work_dir or os.path.join(default_cache_dir(), "experiment_caltech101"
                                     + ("_quick" if quick else ""))
     train_set = coop_data(DATASET, data_root, "train", IMAGE_SIZE, progress=progress)
