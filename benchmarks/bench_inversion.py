@@ -187,9 +187,18 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
         out["compile_s"] = time.perf_counter() - t0
         if on:  # interleave with progress-off calls: an A/B that a busy machine affects alike
             fn(clip, targets, **dict(kw, progress=False))
-            pairs = [(_timed_loop(lambda: fn(clip, targets, **kw), 0, 1)[0],
-                      _timed_loop(lambda: fn(clip, targets, **dict(kw, progress=False)), 0,
-                                  1)[0]) for _ in range(repeats)]
+
+            def timed(bar: bool) -> float:
+                return _timed_loop(lambda: fn(clip, targets, **dict(kw, progress=bar)), 0, 1)[0]
+
+            pairs = []
+            for i in range(repeats):  # ABBA order: on-off, off-on, ... (no order bias)
+                if i % 2 == 0:
+                    a = timed(True)
+                    pairs.append((a, timed(False)))
+                else:
+                    b = timed(False)
+                    pairs.append((timed(True), b))
             calls = [a for a, _ in pairs]
             out["paired_off_step_times"] = [b / steps for _, b in pairs]
         else:
@@ -388,6 +397,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--xla-flags", default=None, help="XLA_FLAGS for the JAX children")
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--name", default="bench_inversion")
+    ap.add_argument("--pairs", type=int, default=None,
+                    help="interleaved on/off pairs of the 'api, progress on' rows (the bar's "
+                         "cost; default 5 for OTI, 2 for OVI)")
     ap.add_argument("--compile-records", action="store_true",
                     help="only time the compilation with 0 vs 11 record steps (OTI and OVI)")
     # child mode (internal)
@@ -422,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.only and not any(o in f"{method} {variant}" for o in args.only):
                 continue
             flags = None if variant.startswith("torch") else args.xla_flags
+            if args.pairs and "progress on" in variant:
+                repeats = args.pairs
             r = run_child(variant, method, batch, steps, repeats, flags)
             raw.append({"method": method, "variant": variant, "batch": batch, **r})
             s = min(r["step_times"])
@@ -437,6 +451,11 @@ def main(argv: list[str] | None = None) -> None:
                    "load_1m": max(r["load_1m"])}
             if r.get("paired_off_step_times"):  # the bar's cost, same process, interleaved
                 row["bar_overhead_pct"] = 100 * (s / min(r["paired_off_step_times"]) - 1)
+                # Each pair ran back to back: the median of the per-pair ratios is robust to
+                # load changes between pairs.
+                ratios = [a / b for a, b in zip(r["step_times"], r["paired_off_step_times"])]
+                row["bar_overhead_median_pct"] = 100 * (statistics.median(ratios) - 1)
+                row["pairs"] = len(ratios)
             if r.get("xla_flops_per_step"):
                 row["xla_vs_counted_flops"] = r["xla_flops_per_step"] / flops
             rows.append(row)
@@ -452,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
         row["speedup_vs_torch"] = min(ref) / row["ms_per_step"] if ref else None
     cols = ["method", "variant", "batch", "ms_per_step", "speedup_vs_torch", "ex_steps_per_s",
             "inversions_per_s", "compile_s", "gflops", "pct_of_matmul", "peak_rss_mb",
-            "load_1m", "bar_overhead_pct"]
+            "load_1m", "bar_overhead_pct", "bar_overhead_median_pct", "pairs"]
     print(f"matmul rate (max of start/end): {mm:.1f} GFLOP/s; "
           f"load average at end: {os.getloadavg()}")
     print(format_table(rows, cols))

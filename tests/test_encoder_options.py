@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from crossgap_jax.models import attention as att
+from crossgap_jax.models.bundle import CLIP, TEXT_LENGTH_BUCKET, trim_causal_text
 from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.families import family_module
 
@@ -80,3 +81,40 @@ def test_attention_matches_numpy_and_causal_prefix():
                                 jnp.asarray(v[:, 2:]), heads=heads, dtype=jnp.float32,
                                 causal=True, prefix=prefix, pool_index=jnp.asarray([1, 2]))
     np.testing.assert_allclose(np.asarray(got)[:, 0], full[[0, 1], [3, 4]], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family,arch", [("clip", "tiny"), ("slip", "slip-tiny")])
+def test_bundle_encoders_equal_the_full_forward(family, arch):
+    """``CLIP.encode_text`` cuts each causal batch after its last EOT (to a multiple of
+    ``TEXT_LENGTH_BUCKET``) and both encoders run the last block at the pooled row only: the
+    features equal the full-context, all-rows forward pass, for short and long rows."""
+    fam, c, p = _model(family, arch)
+    clip = CLIP(c, p)
+    rng = np.random.default_rng(2)
+    ids = np.zeros((5, c.text.context_length), np.int32)
+    eot = np.asarray([3, 9, TEXT_LENGTH_BUCKET, 5, c.text.context_length - 1])
+    for row, e in enumerate(eot):
+        ids[row, 0] = c.text.sot_token_id
+        ids[row, 1:e] = rng.integers(1, c.text.sot_token_id, e - 1)
+        ids[row, e] = c.text.eot_token_id
+    emb = fam.embed_tokens(p, jnp.asarray(ids), config=c)
+    full = np.asarray(fam.encode_text_embeddings(p, emb, jnp.asarray(eot), config=c))
+    for batch in (2, 5):  # batches [3, 9] (cut to 16) ... and one batch of the whole
+        got = clip.encode_text(ids, eot, batch_size=batch)
+        scale = np.linalg.norm(full, axis=-1, keepdims=True)
+        np.testing.assert_allclose(got / scale, full / scale, rtol=0, atol=TOL)
+    pixels = rng.normal(size=(3, c.vision.image_size, c.vision.image_size, 3)).astype(np.float32)
+    tok = fam.embed_image_patches(p, jnp.asarray(pixels), config=c)
+    full = np.asarray(fam.encode_image_tokens(p, tok, config=c))
+    got = clip.encode_image(pixels)
+    scale = np.linalg.norm(full, axis=-1, keepdims=True)
+    np.testing.assert_allclose(got / scale, full / scale, rtol=0, atol=TOL)
+    assert not np.allclose(got[0], got[1], atol=1e-3)
+
+
+def test_trim_causal_text_lengths():
+    ids = np.ones((2, 77), np.int32)
+    for last, expected in ((0, TEXT_LENGTH_BUCKET), (TEXT_LENGTH_BUCKET - 1, TEXT_LENGTH_BUCKET),
+                           (TEXT_LENGTH_BUCKET, 2 * TEXT_LENGTH_BUCKET), (76, 77)):
+        got, eot = trim_causal_text(ids, np.asarray([0, last]))
+        assert got.shape == (2, expected) and list(eot) == [0, last]

@@ -99,6 +99,19 @@ def test_expand_patch_tokens_is_torch_nearest(p, n):
     np.testing.assert_array_equal(np.asarray(expand_patch_tokens(jnp.asarray(x), n)), ref)
 
 
+@pytest.mark.parametrize("p,n", [(1, 49), (4, 256), (2, 49)])
+def test_expand_patch_tokens_gradient_is_the_sum_over_copies(p, n):
+    """The broadcast form (P divides n) and the gather form send each position's gradient
+    back to the token it copies: d/dx sum(c * expand(x)) = the sum of c over its copies."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, p, 5)), jnp.float32)
+    c = jnp.asarray(rng.normal(size=(2, n, 5)), jnp.float32)
+    got = np.asarray(jax.grad(lambda t: jnp.sum(c * expand_patch_tokens(t, n)))(x))
+    owner = (np.arange(n) * p) // n
+    ref = np.stack([np.asarray(c)[:, owner == j].sum(1) for j in range(p)], axis=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
 def test_cosine_loss_is_per_example_one_minus_cos():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)

@@ -141,6 +141,7 @@ def test_demo_and_reproduce_give_identical_numbers(tmp_path):
         pytest.skip("shipped demo assets missing")
     settings = demo.DemoSettings(oti_steps=2, ovi_steps=2, record_steps=(1, 2),
                                  num_tokens=(1,), bootstrap_samples=2000)
+    assert settings.concurrent  # the demo's text claim in a second thread; reproduce's not
     run = demo.demo_run(str(tmp_path / "demo"), settings, progress=False)
     res = demo.measure(run, settings, analysis_dir=str(tmp_path / "analysis"))
     run_dir = tmp_path / "demo" / "run"  # the demo's run folder: its cached features

@@ -413,6 +413,7 @@ def _demo_section(runs: dict) -> list[str]:
         f"(`{dd['file']}`, {dd['size_bytes'] / 1e6:.1f} MB, CC BY 4.0): {dd['queries']}; "
         f"{dd['gallery']}; the same held-out-template captions. `crossgap-jax demo` measures "
         "the claims on it with the same `measure_claims` (`demo` preset: OTI 150 steps as "
-        "the paper, OVI 100). Its queries are class-balanced, so its numbers are lower than "
+        "the paper, OVI shortened: the demo prints its settings). Its queries are "
+        "class-balanced, so its numbers are lower than "
         "in the table above (the full test split, where a few large, easy classes dominate) "
         "and its intervals wider." + same, ""]

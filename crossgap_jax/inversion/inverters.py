@@ -97,8 +97,14 @@ def oti_features(params: Any, tokens: jax.Array, base_embeddings: jax.Array, *,
 
 
 def expand_patch_tokens(tokens: jax.Array, num_patches: int) -> jax.Array:
-    """Nearest-neighbour expansion ``(N, P, w) -> (N, num_patches, w)``: ``i -> floor(i P / n)``."""
+    """Nearest-neighbour expansion ``(N, P, w) -> (N, num_patches, w)``: ``i -> floor(i P / n)``.
+
+    When ``P`` divides ``n`` this is each token repeated ``n / P`` times (a broadcast, whose
+    gradient is a sum); otherwise a gather (whose gradient is a scatter-add, slower on CPU).
+    """
     p = tokens.shape[1]
+    if num_patches % p == 0:
+        return jnp.repeat(tokens, num_patches // p, axis=1)
     idx = (np.arange(num_patches) * p) // num_patches
     return tokens[:, idx]
 

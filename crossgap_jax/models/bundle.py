@@ -53,9 +53,26 @@ def _encode_text_jit(params, ids, eot, *, config, dtype, project=True):
     return fn(params, ids, eot, config=config, dtype=dtype)
 
 
+TEXT_LENGTH_BUCKET = 16  # causal text batches are cut to a multiple of this many positions
+
+
+def trim_causal_text(ids: np.ndarray, eot_index: np.ndarray) -> list[np.ndarray]:
+    """Cut a batch of ids after its last EOT, rounded up to a multiple of
+    :data:`TEXT_LENGTH_BUCKET` (at most the context length; a few compiled shapes).
+
+    Exact for causal text towers (CLIP, open_clip, SLIP): the causal mask means positions
+    after a row's EOT never influence its feature, and the positional embeddings of the
+    kept positions are the same. A caption of ~15 tokens then costs 16 positions, not 77.
+    """
+    need = int(np.max(eot_index)) + 1 if len(eot_index) else 1
+    length = min(ids.shape[1], -(-need // TEXT_LENGTH_BUCKET) * TEXT_LENGTH_BUCKET)
+    return [ids[:, :length], eot_index]
+
+
 def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
-             progress: bool | None, out_dim: int) -> np.ndarray:
-    """Run ``fn`` over fixed-size padded batches (one compilation), concatenate the rows."""
+             progress: bool | None, out_dim: int, trim=None) -> np.ndarray:
+    """Run ``fn`` over fixed-size padded batches (one compilation per shape), concatenate
+    the rows; ``trim(*chunk) -> chunk`` may shorten a batch's other axes first."""
     n = len(arrays[0])
     if progress is None:
         progress = n > 4 * batch_size
@@ -65,6 +82,8 @@ def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
         m = len(chunk[0])
         if m < batch_size and n > batch_size:  # pad the ragged last batch: no recompile
             chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, axis=0)]) for c in chunk]
+        if trim is not None:
+            chunk = trim(*chunk)
         outs.append(np.asarray(fn(*chunk))[:m])
     return np.concatenate(outs) if outs else np.zeros((0, out_dim), np.float32)
 
@@ -150,8 +169,9 @@ class CLIP:
         fn = functools.partial(_encode_text_jit, self.params, config=self.config,
                                dtype=self.dtype, project=project)
         dim = self.config.embed_dim if project else self.projection_matrices()[1].shape[0]
-        return _batched(fn, [ids, eot_index],
-                        batch_size or self.batch_size, "encode text", progress, dim)
+        causal = getattr(family_of(self.config), "CAUSAL_TEXT", False)
+        return _batched(fn, [ids, eot_index], batch_size or self.batch_size, "encode text",
+                        progress, dim, trim=trim_causal_text if causal else None)
 
     # --- image ----------------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:

@@ -246,11 +246,13 @@ class SLIPModule(nn.Module):
         x = self.text_preproj(embeddings, eot_index, prefix, pooled_only)
         return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
 
+    # Whole-sentence / whole-image encoders: the last block at the pooled row only (exact).
     def encode_text_preproj(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        return self.text_preproj(self.embed_tokens(ids), eot_index).astype(jnp.float32)
+        return self.text_preproj(self.embed_tokens(ids), eot_index,
+                                 pooled_only=True).astype(jnp.float32)
 
     def encode_text(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index)
+        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index, pooled_only=True)
 
     # --- image --------------------------------------------------------------------------
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
@@ -261,10 +263,11 @@ class SLIPModule(nn.Module):
         return (x @ self.image_projection.astype(self.dtype)).astype(jnp.float32)
 
     def encode_image_preproj(self, pixels: jax.Array) -> jax.Array:
-        return self.visual(pixels).astype(jnp.float32)
+        return self.visual.encode_tokens(self.visual.embed_patches(pixels),
+                                         pooled_only=True).astype(jnp.float32)
 
     def encode_image(self, pixels: jax.Array) -> jax.Array:
-        return self.encode_image_tokens(self.embed_image_patches(pixels))
+        return self.encode_image_tokens(self.embed_image_patches(pixels), pooled_only=True)
 
     def __call__(self, pixels: jax.Array, ids: jax.Array, eot_index: jax.Array):
         return self.encode_image(pixels), self.encode_text(ids, eot_index), self.logit_scale
@@ -314,7 +317,7 @@ def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config:
                 dtype: Dtype = jnp.float32) -> jax.Array:
     """``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` (not normalised)."""
     return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
-                                  config=config, dtype=dtype)
+                                  config=config, dtype=dtype, pooled_only=True)
 
 
 def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from crossgap_jax.pipeline.analyze import analyze
@@ -96,7 +97,7 @@ def claim_result(claim: Claim, baseline: float, inverted: float, ci: Sequence[fl
 def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
                    bootstrap: Bootstrap | None = None, num_tokens: Sequence[int] = (1, 4),
                    analysis_dir: str | None = None, paper_preset: str | None = None,
-                   log: Any = None) -> dict:
+                   log: Any = None, concurrent: bool = False) -> dict:
     """The paper's three claims and its Fig. 2 analysis on ``run``'s model.
 
     The OTI run of the image claim records ``run.record_steps`` (plus the final step) and is
@@ -114,6 +115,12 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
         paper_preset: the preset whose published averages are set beside each claim
             (``"clip_vitb32"``), or None.
         log: a callable for one line per stage (None: silent).
+        concurrent: measure the text claim (text encoding + OVI) in a second thread while
+            this one measures the image claims and the analysis. The numbers are the same
+            (the two sides share no computation; each writes its own cache files). On a CPU
+            the two sides' compiled programs and compilations then share the cores (the
+            demo on 2 cores: docs/performance.md); on one accelerator they mostly queue.
+            ``stage_seconds`` then overlap. An interrupt waits for the running inversion.
 
     Returns:
         ``{"image": {...}, "text": {...}, "zero_shot": {...}, "claims": [claim_result per
@@ -133,14 +140,41 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
     image_run = dataclasses.replace(run, record_steps=rec)
     text_run = dataclasses.replace(run, record_steps=())
     datasets = {"image": image_dataset, "text": text_dataset, "zero_shot": image_dataset}
+
+    def one(claim: Claim) -> tuple[dict, float]:
+        t = time.perf_counter()
+        m = measure(text_run if claim.key == "text" else image_run, datasets[claim.key],
+                    claim.comparison, bootstrap=boot)
+        return m, time.perf_counter() - t
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="claims") if concurrent else None
+    try:
+        done, pending = {}, {}
+        for claim in CLAIMS:
+            if pool is not None and claim.key == "text":
+                say(f"measuring: {claim.title} ({datasets[claim.key]}), in a second thread ...")
+                pending[claim.key] = pool.submit(one, claim)
+        for claim in CLAIMS:
+            if claim.key not in pending:
+                say(f"measuring: {claim.title} ({datasets[claim.key]}) ...")
+                done[claim.key] = one(claim)
+        for f in pending.values():  # a failed text side stops the run before the analysis
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+        t = time.perf_counter()
+        say(f"analysis: OTI over steps for R = {', '.join(map(str, num_tokens))} ...")
+        analysis = analyze(image_run, image_dataset, num_tokens=num_tokens, record_steps=rec,
+                           out_dir=analysis_dir)
+        analysis_seconds = time.perf_counter() - t
+        done.update({k: f.result() for k, f in pending.items()})
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     out: dict[str, Any] = {}
     claims, measurements, seconds = [], {}, {}
-    t = time.perf_counter()
     for claim in CLAIMS:
+        m, seconds[claim.key] = done[claim.key]
         ds = datasets[claim.key]
-        say(f"measuring: {claim.title} ({ds}) ...")
-        m = measure(text_run if claim.key == "text" else image_run, ds, claim.comparison,
-                    bootstrap=boot)
         measurements[claim.key] = m
         if claim.comparison == "retrieval":
             out[claim.key] = {"dataset": ds, "baseline": m["baseline"],
@@ -151,10 +185,7 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
                               "oti": m["inverted"], "num_images": m["num_items"]}
         claims.append(claim_result(claim, m["baseline_value"], m["inverted_value"],
                                    m["ci95"], paper.get(claim.key)))
-        seconds[claim.key], t = time.perf_counter() - t, time.perf_counter()
-    say(f"analysis: OTI over steps for R = {', '.join(map(str, num_tokens))} ...")
-    out["analysis"] = analyze(image_run, image_dataset, num_tokens=num_tokens,
-                              record_steps=rec, out_dir=analysis_dir)
-    seconds["analysis"] = time.perf_counter() - t
-    out.update(claims=claims, measurements=measurements, stage_seconds=seconds)
+    seconds["analysis"] = analysis_seconds
+    out.update(analysis=analysis, claims=claims, measurements=measurements,
+               stage_seconds=seconds)
     return out
