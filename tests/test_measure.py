@@ -163,3 +163,21 @@ def test_demo_and_reproduce_give_identical_numbers(tmp_path):
     assert metrics["provenance"]["checkpoint_sha256"] == run.cfg["checkpoint_sha256"]
     # analyze's curve ends at the final OTI step.
     assert res["analysis"]["curves"]["R=1"]["steps"][-1] == settings.oti_steps
+
+
+def test_concurrent_claims_report_a_failed_text_side(tmp_path):
+    """With ``concurrent=True`` an error of the text claim's thread (here an unknown text
+    dataset) reaches the caller with its own type and message, and nothing is returned."""
+    from crossgap_jax import demo
+    from crossgap_jax.pipeline import measure_claims
+
+    if not (os.path.isfile(demo.DEMO_CHECKPOINT) and os.path.isfile(demo.DEMO_DATA)):
+        pytest.skip("shipped demo assets missing")
+    settings = demo.DemoSettings(oti_steps=1, ovi_steps=1, record_steps=(1,), num_tokens=(1,))
+    run = demo.demo_run(str(tmp_path / "demo"), settings, progress=False)
+    with pytest.raises(Exception, match="no_such_text_dataset") as err:
+        measure_claims(run, demo.IMAGE_DATASET, "no_such_text_dataset", concurrent=True,
+                       analysis_dir=str(tmp_path / "analysis"))
+    with pytest.raises(type(err.value)):  # the same error as without the thread
+        measure_claims(run, demo.IMAGE_DATASET, "no_such_text_dataset",
+                       analysis_dir=str(tmp_path / "analysis"))

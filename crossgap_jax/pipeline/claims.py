@@ -150,10 +150,10 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
     pool = ThreadPoolExecutor(1, thread_name_prefix="claims") if concurrent else None
     try:
         done, pending = {}, {}
-        for claim in CLAIMS:
-            if pool is not None and claim.key == "text":
-                say(f"measuring: {claim.title} ({datasets[claim.key]}), in a second thread ...")
-                pending[claim.key] = pool.submit(one, claim)
+        if pool is not None:
+            text = next(c for c in CLAIMS if c.key == "text")
+            say(f"measuring: {text.title} ({text_dataset}), in a second thread ...")
+            pending[text.key] = pool.submit(one, text)
         for claim in CLAIMS:
             if claim.key not in pending:
                 say(f"measuring: {claim.title} ({datasets[claim.key]}) ...")
