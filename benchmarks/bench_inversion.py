@@ -400,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=int, default=None,
                     help="interleaved on/off pairs of the 'api, progress on' rows (the bar's "
                          "cost; default 5 for OTI, 2 for OVI)")
+    ap.add_argument("--progress-steps", type=int, default=None,
+                    help="steps per call of the 'api, progress' rows (long calls show the "
+                         "bar's cost per step; short ones its fixed cost per call)")
     ap.add_argument("--compile-records", action="store_true",
                     help="only time the compilation with 0 vs 11 record steps (OTI and OVI)")
     # child mode (internal)
@@ -436,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
             flags = None if variant.startswith("torch") else args.xla_flags
             if args.pairs and "progress on" in variant:
                 repeats = args.pairs
+            if args.progress_steps and "progress" in variant:
+                steps = args.progress_steps
             r = run_child(variant, method, batch, steps, repeats, flags)
             raw.append({"method": method, "variant": variant, "batch": batch, **r})
             s = min(r["step_times"])
