@@ -502,6 +502,7 @@ def _texts(n=6):
                      texts=[f"text number {k}" for k in range(n)])
 
 
+@pytest.mark.slow
 def test_same_weights_by_another_path_or_symlink_encode_nothing(tmp_path, monkeypatch,
                                                                 counted_encoder):
     from crossgap_jax.pipeline.features import cached_split_features
@@ -553,6 +554,7 @@ def test_bounded_run_reuses_the_full_split(tmp_path, counted_encoder):
     assert not np.allclose(got.features[0], full.features[1], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_weights_hash_follows_the_params_object():
     clip = create_clip("tiny", seed=0)
     h0 = clip.weights_sha256

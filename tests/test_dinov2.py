@@ -407,6 +407,7 @@ def test_classify_ncm_recomputed(tiny, shared_data, tmp_path):
     assert "inter" not in res
 
 
+@pytest.mark.slow
 def test_indicators_and_fewshot_image_only(tiny, shared_data, tmp_path):
     """The misalignment indicators and few-shot NCM run on DINOv2 with their defaults
     narrowed to what needs no text tower (image-image; image / pca / centered)."""

@@ -144,6 +144,7 @@ def test_batch_invariance(tiny, targets, method):
     assert_same_result(mixed, ref, rows_a=[2, 6, 7], rows_b=[12, 3, 7])
 
 
+@pytest.mark.slow
 def test_seeded_init_depends_on_index_not_batch(tiny, targets):
     a = oti(tiny, targets, steps=3, batch_size=N, progress=False)
     b = oti(tiny, targets, steps=3, batch_size=5, progress=False)
@@ -155,8 +156,10 @@ def test_seeded_init_depends_on_index_not_batch(tiny, targets):
 # ---------------------------------------------------------------------------------------
 # 2. Exact truncation (and the exact prefix cache)
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("template,r", [("a photo of {}", 1), ("a photo of {} on a table", 3),
-                                        ("{} is nice", 2)])
+@pytest.mark.parametrize("template,r", [
+    ("a photo of {}", 1),
+    pytest.param("a photo of {} on a table", 3, marks=pytest.mark.slow),
+    pytest.param("{} is nice", 2, marks=pytest.mark.slow)])
 def test_truncation_and_prefix_cache_are_exact(tiny, targets, template, r):
     init = _init(tiny, "oti", k=r)
     full = oti(tiny, targets, steps=10, num_tokens=r, template=template, init=init,
@@ -169,6 +172,7 @@ def test_truncation_and_prefix_cache_are_exact(tiny, targets, template, r):
         assert_same_result(res, full)
 
 
+@pytest.mark.slow
 def test_oti_features_equal_encode_text(tiny):
     """With the placeholder's own embedding as pseudo token, every path gives encode_text."""
     p = tiny.params
@@ -194,6 +198,7 @@ def test_oti_features_equal_encode_text(tiny):
     np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=TOL)
 
 
+@pytest.mark.slow
 def test_ovi_last_block_at_cls_only_is_exact(tiny, targets):
     init = _init(tiny, "ovi", n=5, k=3)
     model = ovi(tiny, targets[:5], steps=10, num_tokens=3, init=init, pooled_only=False,
@@ -216,7 +221,8 @@ def test_ovi_last_block_at_cls_only_is_exact(tiny, targets):
 # ---------------------------------------------------------------------------------------
 # 3. record_steps
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["oti", pytest.param("ovi", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", [pytest.param("oti", marks=pytest.mark.slow),
+                                    pytest.param("ovi", marks=pytest.mark.slow)])
 def test_record_steps_equal_separate_runs(tiny, targets, method):
     t = targets[:5]
     res = _run(method, tiny, t, steps=20, record_steps=(7, 3, 20, 3), seed=4)
@@ -244,7 +250,7 @@ def test_record_steps_equal_separate_runs(tiny, targets, method):
 # ---------------------------------------------------------------------------------------
 # 5. No recompilation
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["oti", "ovi"])
+@pytest.mark.parametrize("method", ["oti", pytest.param("ovi", marks=pytest.mark.slow)])
 def test_no_recompilation(tiny, targets, method):
     core = oti_fn if method == "oti" else ovi_fn
     kw = dict(steps=4, batch_size=8, record_steps=(2,))

@@ -165,6 +165,7 @@ def test_demo_and_reproduce_give_identical_numbers(tmp_path):
     assert res["analysis"]["curves"]["R=1"]["steps"][-1] == settings.oti_steps
 
 
+@pytest.mark.slow
 def test_concurrent_claims_report_a_failed_text_side(tmp_path):
     """With ``concurrent=True`` an error of the text claim's thread (here an unknown text
     dataset) reaches the caller with its own type and message, and nothing is returned."""

@@ -137,6 +137,7 @@ def test_eot_is_the_only_pooled_position(model):
     assert (norms[:6] > 0).all() and (norms[6:] == 0).all()
 
 
+@pytest.mark.slow
 def test_pure_functions_jit_vmap_and_pseudo_tokens(model, pixels):
     """The inverter entry points under jit/vmap; replacing the "£" embedding by a word's
     embedding reproduces that sentence (tiny model). The two sides are different compiled

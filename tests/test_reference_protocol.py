@@ -189,6 +189,7 @@ def test_revisitop_with_distractors(tiny_ckpt, tmp_path):
     assert "roxford5k (Medium; gallery 6)" in (tmp_path / "run0" / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_zero_shot_variants(tiny_ckpt, shared_data, tmp_path, monkeypatch):
     """inter / OTI / OVI zero-shot accuracies, and the texts that went into them: class
     names with ``_`` replaced by a space, CoOp's prompt for the classifier, the authors' OVI

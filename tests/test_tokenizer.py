@@ -113,6 +113,7 @@ def test_eot_indices_errors():
     assert eot_indices(ids).tolist() == [1, 2]
 
 
+@pytest.mark.slow
 def test_all_coco_captions_match_reference(ours, reference, shared_data):
     path = shared_data / "coco_karpathy" / "test5k_captions.txt"
     if not path.is_file():

@@ -265,6 +265,7 @@ def test_checkpoint_roundtrip(tmp_path):
     assert not os.path.exists(tmp_path / "train_state.npz")  # removed once finished
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     data = tiny_data()
     cfg = tiny_cfg(checkpoint_every=2)
