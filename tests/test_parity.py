@@ -184,12 +184,13 @@ def test_patch_tokens_entry_point_is_encode_image(b32_openai):
     tokens = _jit("embed_image_patches", config)(params, jnp.asarray(pixels))
     assert tokens.shape == (N_IMAGES, config.vision.num_patches, config.vision.width)
     # encode_image runs the last block at the class token only: the same arithmetic as the
-    # tokens entry point with pooled_only (bitwise), and the all-rows forward to rounding.
+    # tokens entry point with pooled_only, and the all-rows forward to rounding. (Two
+    # compiled programs: equal here, but fusion may round differently on another BLAS.)
     pooled = jax.jit(functools.partial(clip_lib.encode_image_tokens, config=config,
                                        pooled_only=True))(params, tokens)
     all_rows = _jit("encode_image_tokens", config)(params, tokens)
     direct = _jit("encode_image", config)(params, jnp.asarray(pixels))
-    np.testing.assert_array_equal(np.asarray(pooled), np.asarray(direct))
+    assert F.max_rel_err(np.asarray(pooled), np.asarray(direct)) < 1e-6
     assert F.max_rel_err(np.asarray(all_rows), np.asarray(direct)) < 1e-5
 
 
