@@ -51,7 +51,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_retrieval.py
 	$(BIN)/python benchmarks/bench_inversion.py
-	$(BIN)/python benchmarks/bench_chunks.py
+	$(BIN)/python benchmarks/bench_progress.py
 	$(BIN)/python benchmarks/bench_isoclip.py
 	$(BIN)/python benchmarks/bench_demo.py
 

@@ -26,11 +26,11 @@ Variants (OTI, text side; OVI, image side):
   and MLP of the class token only (exact); what :func:`ovi` runs by default.
 - ``api, progress off`` / ``api, progress on``: the public :func:`oti` / :func:`ovi` (their
   default exact shortcuts), one batch, without and with the step-level progress bar (with
-  it, the loop runs as chunks of one compiled program, ~2 s each, and the host updates the
-  bar between chunks). ms/step = steady call time / steps (the final forward pass and the
-  init are included in both rows alike). The ``progress on`` child also times progress-off
-  calls interleaved with its own (``bar_overhead_pct``: min on / min off - 1), the fairer
-  comparison on a busy machine.
+  it, each step of the one compiled loop ends with a host callback that advances the bar;
+  ``benchmarks/bench_progress.py`` isolates that cost). ms/step = steady call time /
+  steps (the final forward pass and the init are included in both rows alike). The
+  ``progress on`` child also times progress-off calls interleaved with its own
+  (``bar_overhead_pct``: min on / min off - 1), the fairer comparison on a busy machine.
 
 Usage: python benchmarks/bench_inversion.py [--quick] [--batches 64 8] [--out-dir DIR]
 """

@@ -7,7 +7,8 @@ outputs within 1e-5 of the single-device run (losses, tokens; features relative 
 norm), a ragged N (13 examples, batch 8: the last batch is padded) returning exactly 13
 rows, and evidence that the examples were really split: the compiled program's inputs and
 outputs are sharded over all 8 devices, each device holds one example, and the program
-contains no collective (each example is computed where it lives).
+contains no collective (each example is computed where it lives), also with the progress
+bar's per-step callback, which reports every step once.
 """
 
 from __future__ import annotations
@@ -69,6 +70,33 @@ SCRIPT = textwrap.dedent(r"""
     res = oti(committed, t, steps=8, record_steps=(3,), batch_size=8, progress=False)
     out["committed_params_ok"] = len(res.features) == 13
 
+    # The progress bar over 8 devices: one report per step of each batch, the same numbers.
+    from crossgap_jax.inversion import driver
+    bars = []
+
+    class Bar:
+        def __init__(self, *a, total=None, **k):
+            self.total, self.updates = total, []
+            bars.append(self)
+
+        def update(self, k):
+            self.updates.append(k)
+
+        def close(self):
+            pass
+
+    driver.tqdm = Bar
+    from crossgap_jax.inversion import progress
+    progress.REPORT_SECONDS = 0.0  # every step of every batch reported
+    for name, fn in (("oti", oti), ("ovi", ovi)):
+        kw = dict(steps=8, record_steps=(3,), batch_size=8)
+        quiet = fn(clip, t, progress=False, **kw)
+        shown = fn(clip, t, progress=True, **kw)
+        out[name]["progress_updates"] = bars[-1].updates
+        out[name]["progress_identical"] = all(
+            np.array_equal(getattr(quiet, k), getattr(shown, k))
+            for k in ("pseudo_tokens", "features", "losses", "recorded_features"))
+
     # The compiled program: sharded inputs -> sharded outputs, one example per device,
     # no collectives.
     mesh = shd.make_mesh()
@@ -91,6 +119,9 @@ SCRIPT = textwrap.dedent(r"""
         raw = compiled(*args)
         out[name]["collectives"] = sorted(set(re.findall(
             r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)", hlo)))
+        shown = core.lower(*args, None, np.asarray([1, 1], np.int32), **kw).compile().as_text()
+        out[name]["collectives_with_progress"] = sorted(set(re.findall(
+            r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)", shown)))
         out[name]["out_specs"] = {
             k: list(getattr(compiled.output_shardings, k).spec)
             for k in ("tokens", "features", "losses")}
@@ -138,6 +169,16 @@ def test_examples_really_sharded(report, method):
                               "losses": [None, "data"]}
     assert r["feature_devices"] == 8
     assert r["feature_shards"] == [[i, 1] for i in range(8)]  # (device id, rows)
+
+
+@pytest.mark.parametrize("method", ["oti", "ovi"])
+def test_progress_over_devices(report, method):
+    """With the bar, 2 batches of 8 steps report 16 single steps; the same numbers; the
+    program with the callback still has no collective."""
+    r = report[method]
+    assert r["progress_updates"] == [1] * 16
+    assert r["progress_identical"]
+    assert r["collectives_with_progress"] == [], r["collectives_with_progress"]
 
 
 def test_committed_params(report):

@@ -19,7 +19,7 @@ its batch; :func:`run_inversion`'s traced ``weights`` reproduce the batch mean e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +102,7 @@ def run_inversion(
     steps: int,
     record_steps: Sequence[int] = (),
     weights: jax.Array | None = None,
+    on_step: Callable[[jax.Array], None] | None = None,
 ) -> RawInversion:
     """Optimise pseudo tokens; call under ``jit`` (``steps``/``record_steps`` static).
 
@@ -116,16 +117,49 @@ def run_inversion(
         weights: ``(N,)`` traced per-example weights of the objective ``sum_i w_i (1 - cos_i)``
             (:func:`loss_weights`; ``None``: all 1, the per-example objective). Traced, so
             the per-example and batch-mean objectives and ragged batches share one program.
+        on_step: called inside the loop after each step with the int32 number of steps done
+            (a traced scalar), e.g. :func:`~crossgap_jax.inversion.progress.emit` (a host
+            callback); it returns nothing and cannot change the computation.
 
     Returns:
         :class:`RawInversion`.
     """
     record_steps = _sorted_steps(record_steps)
-    state = init_chunk_state(init, steps, len(record_steps))
+    tx = make_optimizer(hparams)
+    one_step = _make_step(features_fn, targets, tx, weights)
+    n, num = init.shape[0], len(record_steps)
+    rec = jnp.asarray(record_steps, jnp.int32)
+
     # One loop whatever the number of record steps: the snapshots are written into a
     # preallocated buffer inside it (a record step does not add a copy of the loop body).
-    state = run_chunk(features_fn, targets, hparams, state, 0, steps, record_steps, weights)
-    return finish_chunks(features_fn, state, steps, record_steps)
+    def body(carry, _):
+        tokens, opt_state, snaps, done = carry
+        (tokens, opt_state), losses = one_step((tokens, opt_state))
+        done = done + 1  # steps done, counted in the carry (no (steps,) index array)
+        if record_steps:  # one slot write per step, whatever the number of record steps
+            # first record step >= done (a comparison, not searchsorted's loop)
+            slot = jnp.minimum(jnp.sum(rec < done), num - 1)
+            old = jax.lax.dynamic_index_in_dim(snaps, slot, axis=1, keepdims=False)
+            new = jnp.where(rec[slot] == done, tokens, old)
+            snaps = jax.lax.dynamic_update_index_in_dim(snaps, new, slot, axis=1)
+        if on_step is not None:
+            on_step(done)
+        return (tokens, opt_state, snaps, done), losses
+
+    # snapshots example-major (N, S, K, width), like every other leaf: one data sharding fits.
+    snaps0 = jnp.zeros((n, num, *init.shape[1:]), init.dtype)
+    carry = (init, jax.vmap(tx.init)(init), snaps0, jnp.int32(0))
+    (tokens, _, snaps, _), losses = jax.lax.scan(body, carry, None, length=steps)
+    # One forward pass over every snapshot and the final tokens (examples are independent):
+    # (N, S', K, w) -> (N * S', K, w) -> (N, S', D).
+    last_recorded = bool(record_steps) and record_steps[-1] == steps
+    tok = snaps if last_recorded else jnp.concatenate([snaps, tokens[:, None]], axis=1)
+    feats = features_fn(tok.reshape(-1, *tok.shape[2:])).reshape(n, tok.shape[1], -1)
+    return RawInversion(
+        tokens=tokens, features=feats[:, -1], losses=losses,
+        recorded_tokens=jnp.swapaxes(snaps, 0, 1),
+        recorded_features=jnp.swapaxes(feats[:, :num], 0, 1),
+    )
 
 
 def _sorted_steps(record_steps: Sequence[int]) -> tuple[int, ...]:
@@ -134,8 +168,7 @@ def _sorted_steps(record_steps: Sequence[int]) -> tuple[int, ...]:
 
 def _make_step(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
                tx: optax.GradientTransformation, weights: jax.Array | None = None) -> Callable:
-    """One AdamW step ``(tokens, opt_state) -> ((tokens, opt_state), losses (N,))``: the same
-    computation in the single-program loop and in the chunked one (bit-identical results).
+    """One AdamW step ``(tokens, opt_state) -> ((tokens, opt_state), losses (N,))``.
     ``weights``: see :func:`run_inversion`."""
     w = jnp.ones(targets.shape[:1], jnp.float32) if weights is None else weights
 
@@ -154,87 +187,6 @@ def _make_step(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array
         return (tokens, opt_state), losses
 
     return step
-
-
-# ---------------------------------------------------------------------------------------
-# Chunked execution: the same loop as run_inversion, cut into host-visible pieces
-# ---------------------------------------------------------------------------------------
-class ChunkState(NamedTuple):
-    """State carried between chunks of :func:`run_chunk` (device arrays). Every leaf is
-    example-major (leading axis N), so one data sharding fits the whole state.
-
-    Attributes:
-        tokens: ``(N, K, width)`` current pseudo tokens.
-        opt_state: per-example AdamW state.
-        losses: ``(N, steps)`` loss of every step run so far (later columns are zero).
-        snapshots: ``(N, S, K, width)`` tokens after each record step reached so far.
-    """
-
-    tokens: jax.Array
-    opt_state: Any
-    losses: jax.Array
-    snapshots: jax.Array
-
-
-def init_chunk_state(init: jax.Array, steps: int, num_records: int) -> ChunkState:
-    """The state before step 1 (``steps``/``num_records`` static; AdamW's initial state does
-    not depend on the hyper-parameter values)."""
-    tx = make_optimizer(HParams())
-    n = init.shape[0]
-    return ChunkState(init, jax.vmap(tx.init)(init), jnp.zeros((n, steps), jnp.float32),
-                      jnp.zeros((n, num_records, *init.shape[1:]), init.dtype))
-
-
-def run_chunk(features_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
-              hparams: HParams, state: ChunkState, start: jax.Array, count: jax.Array,
-              record_steps: Sequence[int] = (), weights: jax.Array | None = None
-              ) -> ChunkState:
-    """Steps ``start + 1 .. start + count`` of :func:`run_inversion`; call under ``jit``.
-
-    ``start`` and ``count`` are traced (one compiled program serves every chunk length);
-    ``record_steps`` is static. Each step is the same computation as in
-    :func:`run_inversion`; losses go to column ``start + j`` of ``state.losses`` and the
-    tokens after a record step to its slot of ``state.snapshots``, so running ``0..steps`` in any
-    chunks gives the single program's results. ``weights``: see :func:`run_inversion`.
-    """
-    tx = make_optimizer(hparams)
-    one_step = _make_step(features_fn, targets, tx, weights)
-    record_steps = _sorted_steps(record_steps)
-    rec = jnp.asarray(record_steps, jnp.int32)
-
-    def body(j, st):
-        (tokens, opt_state), losses = one_step((st.tokens, st.opt_state))
-        done = start + j + 1
-        all_losses = jax.lax.dynamic_update_slice_in_dim(st.losses, losses[:, None], done - 1,
-                                                         1)
-        snaps = st.snapshots
-        if record_steps:  # one slot write per step, whatever the number of record steps
-            # first record step >= done (a comparison, not searchsorted's loop)
-            slot = jnp.minimum(jnp.sum(rec < done), len(record_steps) - 1)
-            old = jax.lax.dynamic_index_in_dim(snaps, slot, axis=1, keepdims=False)
-            new = jnp.where(rec[slot] == done, tokens, old)
-            snaps = jax.lax.dynamic_update_index_in_dim(snaps, new, slot, axis=1)
-        return ChunkState(tokens, opt_state, all_losses, snaps)
-
-    return jax.lax.fori_loop(0, count, body, state)
-
-
-def finish_chunks(features_fn: Callable[[jax.Array], jax.Array], state: ChunkState,
-                  steps: int, record_steps: Sequence[int] = ()) -> RawInversion:
-    """:class:`RawInversion` of a state that has run all ``steps`` (call under ``jit``)."""
-    record_steps = _sorted_steps(record_steps)
-    n, num = state.tokens.shape[0], len(record_steps)
-    last_recorded = bool(record_steps) and record_steps[-1] == steps
-    # One forward pass over every snapshot and the final tokens (examples are independent):
-    # (N, S', K, w) -> (N * S', K, w) -> (N, S', D); example-major, so a data sharding holds.
-    tok = (state.snapshots if last_recorded
-           else jnp.concatenate([state.snapshots, state.tokens[:, None]], axis=1))
-    feats = features_fn(tok.reshape(-1, *tok.shape[2:])).reshape(n, tok.shape[1], -1)
-    return RawInversion(
-        tokens=state.tokens, features=feats[:, -1], losses=state.losses.T,
-        recorded_tokens=jnp.swapaxes(state.snapshots, 0, 1),
-        recorded_features=jnp.swapaxes(feats[:, :num], 0, 1),
-    )
 
 
 def normal_init(key: jax.Array, indices: jax.Array, shape: tuple[int, ...],

@@ -5,7 +5,6 @@ its settings) over the examples and assembles an :class:`InversionResult`."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -16,14 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.inversion import progress
 from crossgap_jax.inversion import sharding as shd
 from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
-from crossgap_jax.inversion.core import RawInversion, init_chunk_state, loss_weights, normal_init
-
-# Target wall time of one chunk of the progress-reporting loop: the bar moves about this
-# often (never more often than once per step). The device waits for the host only between
-# chunks, for the time of one dispatch.
-PROGRESS_SECONDS = 2.0
+from crossgap_jax.inversion.core import RawInversion, loss_weights, normal_init
 
 
 @dataclasses.dataclass
@@ -72,9 +67,9 @@ class Job:
         init: ``(N, K, width)`` starting tokens, or ``None`` (seeded ``N(0, 0.02^2)``).
         params: model params; ``consts``: the other inputs every batch shares (template
             embeddings, hyper-parameters); both are replicated like the params.
-        run: ``(params, consts, targets, x0, weights) -> RawInversion``, the whole loop.
-        chunk: ``(params, consts, targets, weights, state, start, count) -> ChunkState``.
-        finish: ``(params, consts, state) -> RawInversion``.
+        run: ``(params, consts, targets, x0, weights, progress_channel) -> RawInversion``,
+            the whole loop of one batch as one compiled program (``progress_channel``: see
+            :mod:`~crossgap_jax.inversion.progress`; ``None``: no progress callback).
         description: what ``result.hparams`` reports besides steps, seed, batch size and
             device count.
     """
@@ -87,8 +82,6 @@ class Job:
     params: Any
     consts: Any
     run: Callable[..., RawInversion]
-    chunk: Callable[..., Any]
-    finish: Callable[..., RawInversion]
     description: dict
 
 
@@ -129,40 +122,6 @@ def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
 
 
 _init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
-_init_state_jit = jax.jit(init_chunk_state, static_argnames=("steps", "num_records"))
-
-
-def run_batch_chunked(run_chunk_fn, finish_fn, x0: jax.Array, steps: int,
-                      num_records: int, on_steps=None,
-                      seconds: float | None = None) -> RawInversion:
-    """One batch of OTI/OVI as chunks of one compiled loop, reporting progress in between.
-
-    ``run_chunk_fn(state, start, count)`` runs steps ``start+1 .. start+count`` (``start``,
-    ``count`` traced: every chunk reuses one compiled program), ``finish_fn(state)`` builds
-    the result. Chunk lengths adapt to the measured time per step so that ``on_steps(k)``
-    (k steps just finished) is called about every ``seconds`` (default
-    :data:`PROGRESS_SECONDS`). The result is bit-identical to the single-program loop
-    (same step computation; tested).
-    """
-    target = PROGRESS_SECONDS if seconds is None else float(seconds)
-    state = _init_state_jit(x0, steps=steps, num_records=num_records)
-    # Example-major state: give it the examples' sharding, which the chunk program keeps, so
-    # the second chunk sees the same input shardings as the first (no recompilation).
-    state = jax.device_put(state, x0.sharding) if hasattr(x0, "sharding") else state
-    done, count = 0, 1
-    while done < steps:
-        count = max(1, min(count, steps - done))
-        t0 = time.perf_counter()
-        state = run_chunk_fn(state, np.int32(done), np.int32(count))
-        jax.block_until_ready(state.tokens)
-        elapsed = time.perf_counter() - t0
-        done += count
-        if on_steps is not None:
-            on_steps(count)
-        # Next chunk: about `target` seconds at the last chunk's speed (at most 8x longer,
-        # so a first chunk slowed by compilation is not extrapolated too far).
-        count = max(1, min(8 * count, int(target * count / max(elapsed, 1e-9))))
-    return finish_fn(state)
 
 
 def run_job(kind: str, job: Job) -> InversionResult:
@@ -202,8 +161,10 @@ def run_job(kind: str, job: Job) -> InversionResult:
         "tokens", "features", "losses", "rec_tokens", "rec_features")}
     starts = range(0, n, step)
     show = ex.progress if ex.progress is not None else len(starts) > 1
-    # With a bar, each batch runs as chunks of one compiled loop and the bar counts steps;
-    # without, as one program per batch.
+    # The bar counts steps: steps of the compiled loop report through a host callback (one
+    # program per batch either way; without a bar, a program without the callback). The
+    # first batch reports every step, later ones about every progress.REPORT_SECONDS.
+    every = 1
     bar = tqdm(total=steps * len(starts), desc=kind.upper(), unit="step", disable=not show,
                leave=False, smoothing=0.1) if show else None
     for start in starts:
@@ -220,12 +181,13 @@ def run_job(kind: str, job: Job) -> InversionResult:
             t, x0, w = shd.shard_examples((t, x0, w), mesh)
         elif devices is not None:
             t, x0, w = jax.device_put((t, x0, w), devices[0])
-        if bar is not None:
-            raw = run_batch_chunked(functools.partial(job.chunk, params, consts, t, w),
-                                    functools.partial(job.finish, params, consts), x0, steps,
-                                    len(s.record_steps), bar.update)
+        if bar is None:
+            raw = job.run(params, consts, t, x0, w, None)
         else:
-            raw = job.run(params, consts, t, x0, w)
+            with progress.channel(bar.update, every) as ch:
+                # wait inside the channel, so that every step's report reaches the bar
+                raw = jax.block_until_ready(job.run(params, consts, t, x0, w, ch.handle))
+            every = ch.next_every()  # later batches: a report about every 0.5 s
         m = stop - start
         outs["tokens"].append(np.asarray(raw.tokens)[:m])
         outs["features"].append(np.asarray(raw.features)[:m])

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.inversion import config as cfg
+from crossgap_jax.inversion import progress
 from crossgap_jax.inversion.config import (
     DEFAULT_TEMPLATE,
     ExecutionSettings,
@@ -33,21 +34,12 @@ from crossgap_jax.inversion.config import (
     OTISettings,
     OVISettings,
 )
-from crossgap_jax.inversion.core import (
-    ChunkState,
-    HParams,
-    RawInversion,
-    finish_chunks,
-    run_inversion,
-)
-from crossgap_jax.inversion.core import run_chunk as _run_chunk
+from crossgap_jax.inversion.core import HParams, RawInversion, run_inversion
 from crossgap_jax.inversion.driver import (  # noqa: F401 (re-exported: documented names)
-    PROGRESS_SECONDS,
     InversionResult,
     Job,
     check_init,
     check_targets,
-    run_batch_chunked,
     run_job,
 )
 from crossgap_jax.inversion.template import PLACEHOLDER, Template, prepare_template  # noqa: F401
@@ -139,16 +131,23 @@ def _ovi_objective(params, config, dtype, pooled_only):
 
 
 # ---------------------------------------------------------------------------------------
-# Compiled programs: the whole loop (one lax.scan), or its chunks for the progress bar
+# Compiled programs: the whole loop of one batch, one XLA program
 # ---------------------------------------------------------------------------------------
 _OTI_STATIC = ("config", "placeholder_index", "eot_index", "record_steps", "dtype",
-               "cache_prefix")
-_OVI_STATIC = ("config", "record_steps", "dtype", "pooled_only")
+               "cache_prefix", "steps")
+_OVI_STATIC = ("config", "record_steps", "dtype", "pooled_only", "steps")
 
 
-@functools.partial(jax.jit, static_argnames=(*_OTI_STATIC, "steps"))
+def _on_step(channel: jax.Array | None, steps: int):
+    """The loop's per-step hook: report progress on ``channel`` (``None``: no hook, and a
+    program without the callback)."""
+    return None if channel is None else functools.partial(progress.emit, channel, steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames=_OTI_STATIC)
 def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: jax.Array,
-           hparams: HParams, weights: jax.Array | None = None, *, config: CLIPConfig,
+           hparams: HParams, weights: jax.Array | None = None,
+           progress_channel: jax.Array | None = None, *, config: CLIPConfig,
            placeholder_index: int, eot_index: int,
            steps: int = _O.steps, record_steps: tuple[int, ...] = (),
            dtype: Any = jnp.float32, cache_prefix: bool = _E.cache_prefix) -> RawInversion:
@@ -160,6 +159,11 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
         base_embeddings: ``(L, text_width)`` template token embeddings.
         hparams: :class:`HParams` of traced scalars; ``weights``: ``(N,)`` traced objective
             weights (:func:`~crossgap_jax.inversion.core.loss_weights`; ``None``: 1).
+        progress_channel: ``int32 (2,)`` handle of a
+            :class:`~crossgap_jax.inversion.progress.Channel` (``(channel id, every)``):
+            every ``every``-th step and the last report to it through a host callback
+            (traced: every channel and interval share one program); ``None``: a program
+            without the callback.
         cache_prefix: encode the template positions before the placeholder once per call
             and the last block at the pooled position only (exact; the prefix cache for
             causal text towers only).
@@ -169,49 +173,21 @@ def oti_fn(params: Any, targets: jax.Array, init: jax.Array, base_embeddings: ja
     """
     fn = _oti_objective(params, base_embeddings, config, placeholder_index, eot_index, dtype,
                         cache_prefix)
-    return run_inversion(fn, targets, init, hparams, steps, record_steps, weights)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps, weights,
+                         _on_step(progress_channel, steps))
 
 
-@functools.partial(jax.jit, static_argnames=_OTI_STATIC)
-def _oti_chunk(params, targets, state, start, count, base_embeddings, hparams, weights, *,
-               config, placeholder_index, eot_index, record_steps, dtype, cache_prefix
-               ) -> ChunkState:
-    fn = _oti_objective(params, base_embeddings, config, placeholder_index, eot_index, dtype,
-                        cache_prefix)
-    return _run_chunk(fn, targets, hparams, state, start, count, record_steps, weights)
-
-
-@functools.partial(jax.jit, static_argnames=(*_OTI_STATIC, "steps"))
-def _oti_finish(params, state, base_embeddings, *, config, placeholder_index, eot_index,
-                record_steps, dtype, cache_prefix, steps) -> RawInversion:
-    fn = _oti_objective(params, base_embeddings, config, placeholder_index, eot_index, dtype,
-                        cache_prefix)
-    return finish_chunks(fn, state, steps, record_steps)
-
-
-@functools.partial(jax.jit, static_argnames=(*_OVI_STATIC, "steps"))
+@functools.partial(jax.jit, static_argnames=_OVI_STATIC)
 def ovi_fn(params: Any, targets: jax.Array, init: jax.Array, hparams: HParams,
-           weights: jax.Array | None = None, *, config: CLIPConfig, steps: int = _V.steps,
+           weights: jax.Array | None = None, progress_channel: jax.Array | None = None, *,
+           config: CLIPConfig, steps: int = _V.steps,
            record_steps: tuple[int, ...] = (), dtype: Any = jnp.float32,
            pooled_only: bool = _E.pooled_only) -> RawInversion:
     """The whole OVI optimisation as one compiled program (arguments as :func:`oti_fn`;
     ``init`` ``(N, P, vision_width)``, ``targets`` text features)."""
     fn = _ovi_objective(params, config, dtype, pooled_only)
-    return run_inversion(fn, targets, init, hparams, steps, record_steps, weights)
-
-
-@functools.partial(jax.jit, static_argnames=_OVI_STATIC)
-def _ovi_chunk(params, targets, state, start, count, hparams, weights, *, config, record_steps,
-               dtype, pooled_only) -> ChunkState:
-    fn = _ovi_objective(params, config, dtype, pooled_only)
-    return _run_chunk(fn, targets, hparams, state, start, count, record_steps, weights)
-
-
-@functools.partial(jax.jit, static_argnames=(*_OVI_STATIC, "steps"))
-def _ovi_finish(params, state, *, config, record_steps, dtype, pooled_only, steps
-                ) -> RawInversion:
-    return finish_chunks(_ovi_objective(params, config, dtype, pooled_only), state, steps,
-                         record_steps)
+    return run_inversion(fn, targets, init, hparams, steps, record_steps, weights,
+                         _on_step(progress_channel, steps))
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,10 +224,8 @@ def invert(clip: Any, features: Any, settings: InversionSettings,
         base = fam.embed_tokens(clip.params, jnp.asarray(tpl.ids[:length]), config=config)
         static = dict(config=config, placeholder_index=tpl.placeholder_index,
                       eot_index=tpl.eot_index, record_steps=s.record_steps, dtype=dtype,
-                      cache_prefix=ex.cache_prefix)
-        run = lambda p, c, t, x0, w: oti_fn(p, t, x0, c[0], c[1], w, steps=s.steps, **static)
-        chunk = lambda p, c, t, w, st, a, k: _oti_chunk(p, t, st, a, k, c[0], c[1], w, **static)
-        finish = lambda p, c, st: _oti_finish(p, st, c[0], steps=s.steps, **static)
+                      cache_prefix=ex.cache_prefix, steps=s.steps)
+        run = lambda p, c, t, x0, w, ch: oti_fn(p, t, x0, c[0], c[1], w, ch, **static)
         consts, width = (base, h), config.text.width
         desc.update(method="oti", truncate=ex.truncate, cache_prefix=ex.cache_prefix,
                     template_text=tpl.text)
@@ -261,17 +235,15 @@ def invert(clip: Any, features: Any, settings: InversionSettings,
             raise ValueError(f"num_tokens must be in 1..{config.vision.num_patches}, "
                              f"got {s.num_tokens}")
         static = dict(config=config, record_steps=s.record_steps, dtype=dtype,
-                      pooled_only=ex.pooled_only)
-        run = lambda p, c, t, x0, w: ovi_fn(p, t, x0, c, w, steps=s.steps, **static)
-        chunk = lambda p, c, t, w, st, a, k: _ovi_chunk(p, t, st, a, k, c, w, **static)
-        finish = lambda p, c, st: _ovi_finish(p, st, steps=s.steps, **static)
+                      pooled_only=ex.pooled_only, steps=s.steps)
+        run = lambda p, c, t, x0, w, ch: ovi_fn(p, t, x0, c, w, ch, **static)
         consts, width = h, config.vision.width
         desc.update(method="ovi", pooled_only=ex.pooled_only)
     else:
         raise TypeError(f"settings must be OTISettings or OVISettings, got {type(s).__name__}")
     shape = (s.num_tokens, width)
     job = Job(s, ex, targets, shape, check_init(init, (len(targets), *shape)), clip.params,
-              consts, run, chunk, finish, desc)
+              consts, run, desc)
     return run_job(s.method, job)
 
 
