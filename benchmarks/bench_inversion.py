@@ -30,7 +30,9 @@ Variants (OTI, text side; OVI, image side):
   ``benchmarks/bench_progress.py`` isolates that cost). ms/step = steady call time /
   steps (the final forward pass and the init are included in both rows alike). The
   ``progress on`` child also times progress-off calls interleaved with its own
-  (``bar_overhead_pct``: min on / min off - 1), the fairer comparison on a busy machine.
+  (``bar_overhead_pct``: min on / min off - 1), the fairer comparison on a busy machine,
+  and the cost of one report in a trivial loop (``bar_report_share_pct``: that cost over
+  the step time, the bar's cost when it reports every step, as in a call's first batch).
 
 Usage: python benchmarks/bench_inversion.py [--quick] [--batches 64 8] [--out-dir DIR]
 """
@@ -201,6 +203,10 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
                     pairs.append((timed(True), b))
             calls = [a for a, _ in pairs]
             out["paired_off_step_times"] = [b / steps for _, b in pairs]
+            # What one report of the bar costs, without the model's noise (a trivial loop).
+            from bench_progress import callback_cost
+
+            out["report_us"] = callback_cost(steps=1000, rounds=5)["report_us"]
         else:
             calls = _timed_loop(lambda: fn(clip, targets, **kw), 0, repeats)
         out["call_times"] = calls
@@ -461,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
                 ratios = [a / b for a, b in zip(r["step_times"], r["paired_off_step_times"])]
                 row["bar_overhead_median_pct"] = 100 * (statistics.median(ratios) - 1)
                 row["pairs"] = len(ratios)
+                # Upper bound of the bar's cost from its parts: one report per step (the
+                # first batch's interval) over the step time.
+                row["bar_report_share_pct"] = 100 * r["report_us"] * 1e-6 / s
             if r.get("xla_flops_per_step"):
                 row["xla_vs_counted_flops"] = r["xla_flops_per_step"] / flops
             rows.append(row)
@@ -476,7 +485,8 @@ def main(argv: list[str] | None = None) -> None:
         row["speedup_vs_torch"] = min(ref) / row["ms_per_step"] if ref else None
     cols = ["method", "variant", "batch", "ms_per_step", "speedup_vs_torch", "ex_steps_per_s",
             "inversions_per_s", "compile_s", "gflops", "pct_of_matmul", "peak_rss_mb",
-            "load_1m", "bar_overhead_pct", "bar_overhead_median_pct", "pairs"]
+            "load_1m", "bar_overhead_pct", "bar_overhead_median_pct", "pairs",
+            "bar_report_share_pct"]
     print(f"matmul rate (max of start/end): {mm:.1f} GFLOP/s; "
           f"load average at end: {os.getloadavg()}")
     print(format_table(rows, cols))

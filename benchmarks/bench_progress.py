@@ -91,7 +91,7 @@ def _call(fn, every: int | None) -> None:
         jax.block_until_ready(fn(ch.handle))
 
 
-def _callback_cost(steps: int = 2000, rounds: int = 7) -> dict:
+def callback_cost(steps: int = 2000, rounds: int = 7) -> dict:
     """Microseconds per step of a loop of trivial steps: without the callback, reporting
     every step, and with the conditional but no report (``every`` beyond the loop)."""
     x = jnp.ones((64,), jnp.float32)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(program_rows, ["method", "hlo_ops_without", "array_ops_without",
                                       "array_ops_identical", "added_ops", "removed_ops"]))
 
-    cb = _callback_cost()
+    cb = callback_cost()
     print(f"trivial loop, us per step: {cb['us_per_step']}; one report costs "
           f"{cb['report_us']:.1f} us, the condition alone {cb['condition_us']:.1f} us")
 
