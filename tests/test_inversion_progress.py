@@ -54,7 +54,7 @@ class _Bar:
 
 @pytest.mark.parametrize("method,kw", [("oti", dict(steps=12, record_steps=(3, 7, 12))),
                                        ("ovi", dict(steps=9, record_steps=(2, 5)))])
-@pytest.mark.parametrize("report_seconds", [0.0, 1e9])
+@pytest.mark.parametrize("report_seconds", [0.0, pytest.param(1e9, marks=pytest.mark.slow)])
 def test_bar_moves_and_changes_nothing(tiny, targets, method, kw, report_seconds,
                                        monkeypatch):
     fn = oti if method == "oti" else ovi
@@ -141,6 +141,7 @@ def test_closed_channel_drops_reports_and_steps_never_go_back():
     assert got == [1, 2] and ch.id not in progress._channels
 
 
+@pytest.mark.slow  # the demo==reproduce test runs the concurrent demo too
 def test_concurrent_calls_report_to_their_own_bars(tiny, targets, monkeypatch):
     """The demo runs OVI in a second thread beside OTI: each call's steps reach its own bar."""
     monkeypatch.setattr(driver, "tqdm", _Bar)
