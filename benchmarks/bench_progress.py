@@ -23,9 +23,7 @@ Usage: python benchmarks/bench_progress.py [--pairs 8] [--oti-steps 40] [--ovi-s
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import re
 import statistics
 import sys
 import time
@@ -37,24 +35,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import format_table, write_results  # noqa: E402
 
+from crossgap_jax.bench.hlo import array_ops, opcodes  # noqa: E402
 from crossgap_jax.inversion import HParams, oti_fn, ovi_fn, prepare_template, progress  # noqa: E402
 from crossgap_jax.models import family_of  # noqa: E402
 from crossgap_jax.models.bundle import create_clip  # noqa: E402
-
-
-def _opcodes(hlo: str) -> collections.Counter:
-    return collections.Counter(re.findall(r"^\s*(?:ROOT )?%\S+ = .*? ([a-z][\w-]*)\(", hlo,
-                                          re.M))
-
-
-def _array_ops(hlo: str) -> collections.Counter:
-    """(opcode, dtype, dims) of every instruction with an array result of > 2 elements."""
-    out: collections.Counter = collections.Counter()
-    for m in re.finditer(r"^\s*(?:ROOT )?%\S+ = (\w+)\[([\d,]*)\]\S* ([a-z][\w-]*)\(", hlo,
-                         re.M):
-        if int(np.prod([int(d) for d in m.group(2).split(",") if d])) > 2:
-            out[(m.group(3), m.group(1), m.group(2))] += 1
-    return out
 
 
 def _programs(batch: int, oti_steps: int, ovi_steps: int):
@@ -136,11 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, (_, _, lower) in programs.items():
         q_hlo = lower(None).compile().as_text()
         s_hlo = lower(np.asarray([1, 1], np.int32)).compile().as_text()
-        quiet, shown = _opcodes(q_hlo), _opcodes(s_hlo)
+        quiet, shown = opcodes(q_hlo), opcodes(s_hlo)
         program_rows.append({
             "method": name, "hlo_ops_without": sum(quiet.values()),
-            "array_ops_without": sum(_array_ops(q_hlo).values()),
-            "array_ops_identical": _array_ops(q_hlo) == _array_ops(s_hlo),
+            "array_ops_without": sum(array_ops(q_hlo).values()),
+            "array_ops_identical": array_ops(q_hlo) == array_ops(s_hlo),
             "added_ops": dict(shown - quiet), "removed_ops": dict(quiet - shown)})
     print(format_table(program_rows, ["method", "hlo_ops_without", "array_ops_without",
                                       "array_ops_identical", "added_ops", "removed_ops"]))

@@ -10,8 +10,6 @@ out-of-order reports, threads).
 
 from __future__ import annotations
 
-import collections
-import re
 import threading
 
 import jax
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 from compile_counter import CompileCounter  # the project's compile-logging helper
 
+from crossgap_jax.bench.hlo import array_ops, opcodes
 from crossgap_jax.inversion import HParams, driver, oti, ovi, ovi_fn, progress
 from crossgap_jax.models import create_clip
 
@@ -89,16 +88,6 @@ def test_other_channels_and_intervals_do_not_recompile(tiny, targets, method, mo
     assert _Bar.instances[0].updates == [1] * 6 + [6, 6]
 
 
-def _array_ops(hlo: str) -> collections.Counter:
-    """(opcode, dtype, dims) of every instruction with an array result of > 2 elements."""
-    out: collections.Counter = collections.Counter()
-    for m in re.finditer(r"^\s*(?:ROOT )?%\S+ = (\w+)\[([\d,]*)\]\S* ([a-z][\w-]*)\(", hlo,
-                         re.M):
-        if int(np.prod([int(d) for d in m.group(2).split(",") if d])) > 2:
-            out[(m.group(3), m.group(1), m.group(2))] += 1
-    return out
-
-
 def test_compiled_program_is_the_quiet_one_plus_the_callback(tiny):
     """What the bar adds to the optimised program: a conditional host callback and scalar
     bookkeeping; every operation on an array (fusions, dots, loops, copies) is unchanged."""
@@ -111,11 +100,11 @@ def test_compiled_program_is_the_quiet_one_plus_the_callback(tiny):
     quiet = ovi_fn.lower(tiny.params, t, x0, h, None, None, **kw).compile().as_text()
     handle = np.asarray([7, 1], np.int32)
     shown = ovi_fn.lower(tiny.params, t, x0, h, None, handle, **kw).compile().as_text()
-    assert sum(_array_ops(quiet).values()) > 100
-    assert _array_ops(quiet) == _array_ops(shown)
-    count = lambda hlo, op: len(re.findall(rf" {op}\(", hlo))  # noqa: E731
-    assert count(quiet, "custom-call") == 0 and count(shown, "custom-call") == 1
-    assert count(shown, "conditional") == count(quiet, "conditional") + 1
+    assert sum(array_ops(quiet).values()) > 100
+    assert array_ops(quiet) == array_ops(shown)
+    q, s = opcodes(quiet), opcodes(shown)
+    assert q["custom-call"] == 0 and s["custom-call"] == 1
+    assert s["conditional"] == q["conditional"] + 1 and not q - s
 
 
 def test_report_interval_follows_the_measured_step_time(monkeypatch):
