@@ -79,8 +79,13 @@ SCRIPT = textwrap.dedent(r"""
             self.total, self.updates = total, []
             bars.append(self)
 
+        postfix = ""
+
         def update(self, k):
             self.updates.append(k)
+
+        def set_postfix_str(self, s="", refresh=True):
+            self.postfix = s
 
         def close(self):
             pass

@@ -41,11 +41,17 @@ class _Bar:
     instances: list = []
 
     def __init__(self, *a, total=None, disable=False, **kw):
-        self.total, self.updates = total, []
+        self.total, self.updates, self.postfixes = total, [], []
         _Bar.instances.append(self)
+
+    postfix = ""
 
     def update(self, k):
         self.updates.append(k)
+
+    def set_postfix_str(self, s="", refresh=True):
+        self.postfix = s
+        self.postfixes.append(s)
 
     def close(self):
         pass
@@ -72,6 +78,8 @@ def test_bar_moves_and_changes_nothing(tiny, targets, method, kw, report_seconds
     # REPORT_SECONDS at the measured speed: 0 s -> every step, 1e9 s -> the last step only.
     later = [1] * steps if report_seconds == 0 else [steps]
     assert bar.total == 3 * steps and bar.updates == [1] * steps + later * 2
+    # "compiling" while the first batch compiles, cleared by its first report
+    assert bar.postfixes == ["compiling / step 1", ""]
 
 
 @pytest.mark.parametrize("method", ["oti", "ovi"])

@@ -5,6 +5,7 @@ its settings) over the examples and assembles an :class:`InversionResult`."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -124,6 +125,13 @@ def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
 _init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
 
 
+def _first_update(bar: Any, k: int) -> None:
+    """Advance ``bar`` by ``k`` steps, clearing the first batch's "compiling" note."""
+    if bar.postfix:
+        bar.set_postfix_str("", refresh=False)
+    bar.update(k)
+
+
 def run_job(kind: str, job: Job) -> InversionResult:
     """Run ``job`` over its examples in fixed-shape batches; ``kind`` (``"oti"``/``"ovi"``)
     names the bars and messages.
@@ -184,7 +192,11 @@ def run_job(kind: str, job: Job) -> InversionResult:
         if bar is None:
             raw = job.run(params, consts, t, x0, w, None)
         else:
-            with progress.channel(bar.update, every) as ch:
+            on_steps = bar.update
+            if start == 0:  # the first batch may compile (tens of seconds on a CPU): say so
+                bar.set_postfix_str("compiling / step 1")
+                on_steps = functools.partial(_first_update, bar)
+            with progress.channel(on_steps, every) as ch:
                 # wait inside the channel, so that every step's report reaches the bar
                 raw = jax.block_until_ready(job.run(params, consts, t, x0, w, ch.handle))
             every = ch.next_every()  # later batches: a report about every 0.5 s
