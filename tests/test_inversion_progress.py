@@ -57,8 +57,9 @@ class _Bar:
         pass
 
 
-@pytest.mark.parametrize("method,kw", [("oti", dict(steps=12, record_steps=(3, 7, 12))),
-                                       ("ovi", dict(steps=9, record_steps=(2, 5)))])
+@pytest.mark.parametrize("method,kw", [
+    ("oti", dict(steps=12, record_steps=(3, 7, 12))),
+    pytest.param("ovi", dict(steps=9, record_steps=(2, 5)), marks=pytest.mark.slow)])
 @pytest.mark.parametrize("report_seconds", [0.0, pytest.param(1e9, marks=pytest.mark.slow)])
 def test_bar_moves_and_changes_nothing(tiny, targets, method, kw, report_seconds,
                                        monkeypatch):
