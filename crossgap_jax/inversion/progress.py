@@ -53,28 +53,26 @@ class Channel:
         self.on_steps, self.every = on_steps, min(max(1, int(every)), _MAX_EVERY)
         self.id = next(_ids) % (2**31 - 1)
         self.handle = np.asarray([self.id, self.every], np.int32)
-        self.done = 0
+        self.done = 0  # steps reported so far
         self.first: tuple[float, int] | None = None  # (time, steps) at the first report
-        self.last: tuple[float, int] | None = None
+        self.last_time = 0.0  # time of the latest report (its steps: self.done)
 
     def _report(self, done: int) -> int:
         """Record ``done`` steps; return the new steps (0 for a late or repeated report)."""
         new = done - self.done
         if new <= 0:
             return 0
-        self.done = done
-        now = time.perf_counter()
+        self.done, self.last_time = done, time.perf_counter()
         if self.first is None:
-            self.first = (now, done)
-        self.last = (now, done)
+            self.first = (self.last_time, done)
         return new
 
     def seconds_per_step(self) -> float | None:
         """Step time measured between the first and the last report (compilation and the
         first reported steps excluded); ``None`` with fewer than two reports."""
-        if self.first is None or self.last is None or self.last[1] <= self.first[1]:
+        if self.first is None or self.done <= self.first[1]:
             return None
-        return (self.last[0] - self.first[0]) / (self.last[1] - self.first[1])
+        return (self.last_time - self.first[0]) / (self.done - self.first[1])
 
     def next_every(self, target: float | None = None) -> int:
         """Steps between reports for the next batch of the same program: about ``target``
