@@ -23,6 +23,9 @@ definition below is written out per query, as a loop, from the protocol's text:
   ``k' = min(k, 1-based position of the last positive)``; queries without a positive are
   left out;
 - zero-shot: the class with the highest cosine similarity (top-1), or among the 5 highest.
+- OVI's targets: the authors' OVI replaces ``_`` by a space in every text it inverts (class
+  prompts, captions, text-dataset queries); the text->text baseline encodes the raw text
+  (:func:`ovi_target_texts`).
 
 Ties between equal scores (not expected with real-valued features): a relevant item is
 ranked after the non-relevant items with the same score (the lower bound of the metric).
@@ -160,6 +163,11 @@ def zero_shot(images: np.ndarray, class_features: np.ndarray, labels: Sequence[i
         top1 += order[0] == labels[i]
         top5 += labels[i] in order[:5]
     return {"top1": 100.0 * top1 / len(x), "top5": 100.0 * top5 / len(x)}
+
+
+def ovi_target_texts(texts: Sequence[str]) -> list[str]:
+    """The texts the authors' OVI inverts: every ``_`` replaced by a space."""
+    return [t.replace("_", " ") for t in texts]
 
 
 def relevance_from_keys(query_keys: Sequence, gallery_keys: Sequence) -> np.ndarray:

@@ -258,6 +258,11 @@ OPTIONS: list[Option] = [
          metavar="DIR|auto|none",
          help="ROxford/RParis +1M distractors: auto (use <data root>/revisitop1m/jpg when it "
               "exists, as the authors do), none, or the folder"),
+    _opt("--ovi-text", _USES_OVI, "compatibility switches", default="authors",
+         choices=["authors", "raw"],
+         help="OVI's target texts: authors (default: '_' replaced by a space in every text "
+              "OVI inverts, as the authors do; the text->text baseline keeps the raw text) "
+              "or raw (the texts as read)"),
     # Preset overrides.
     _opt("--model", RUN_COMMANDS, _OV, default=None,
          help="architecture name (default: the checkpoint's own for native files, else the "

@@ -1,6 +1,10 @@
-"""Zero-shot classification prompts: CoOp's per-dataset templates (facts of that protocol)."""
+"""Zero-shot classification prompts: CoOp's per-dataset templates (facts of that protocol),
+and the texts OVI inverts (:func:`ovi_target_split`)."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 COOP_TEMPLATES: dict[str, str] = {
     "caltech101": "a photo of a {}.",
@@ -27,6 +31,29 @@ def clean_classname(name: str) -> str:
     """A class name as it goes into every prompt: ``_`` replaced by a space (the authors'
     zero-shot, OTI and OVI code does this; e.g. ``"Leopards_easy"`` -> ``"Leopards easy"``)."""
     return name.replace("_", " ")
+
+
+#: How OVI's target texts are built: ``"authors"`` (default; the authors' OVI replaces ``_``
+#: by a space in every text it inverts: class prompts, captions, text-dataset queries) or
+#: ``"raw"`` (the texts as read, as the text->text baseline encodes them).
+OVI_TEXT_MODES = ("authors", "raw")
+
+
+def ovi_target_split(split: Any, mode: str = "authors") -> Any:
+    """The split whose text features OVI inverts: ``split`` with ``_`` replaced by a space
+    in every text (``mode="authors"``), or ``split`` itself (``"raw"``; image splits are
+    returned unchanged). Item names, labels and groups are kept, so the inverted features
+    align with the raw split's items; the changed texts give the features their own cache
+    entry (the feature key hashes the texts).
+
+    Raises:
+        ValueError: ``mode`` not in :data:`OVI_TEXT_MODES`.
+    """
+    if mode not in OVI_TEXT_MODES:
+        raise ValueError(f"ovi_text must be one of {OVI_TEXT_MODES}, got {mode!r}")
+    if mode == "raw" or split.modality != "text":
+        return split
+    return dataclasses.replace(split, texts=[clean_classname(t) for t in split.texts])
 
 
 def class_prompt(dataset: str, default: str = "a photo of a {}.") -> str:

@@ -59,7 +59,11 @@ from crossgap_jax.pipeline import measure as measure_mod
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.measure import check_feature_type
 from crossgap_jax.pipeline.presets import PRESETS, Preset, isoclip_k
-from crossgap_jax.pipeline.prompts import DEFAULT_CLASS_TEMPLATE  # noqa: F401 (re-export)
+from crossgap_jax.pipeline.prompts import (
+    DEFAULT_CLASS_TEMPLATE,  # noqa: F401 (re-export)
+    OVI_TEXT_MODES,
+    ovi_target_split,
+)
 from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
@@ -231,6 +235,12 @@ class Run:
         return kw
 
     @property
+    def ovi_text(self) -> str:
+        """OVI's target texts: ``"authors"`` (default, ``_`` -> space) or ``"raw"``
+        (:func:`~crossgap_jax.pipeline.prompts.ovi_target_split`)."""
+        return str(self.cfg.get("ovi_text", "authors"))
+
+    @property
     def metric_variant(self) -> str:
         """``"standard"`` (default) or ``"authors"`` (see docs/fidelity.md)."""
         return str(self.cfg.get("metric_variant", "standard"))
@@ -298,6 +308,8 @@ class Run:
             return self.isoclip(split, task)
         if feature_type == "isotropic-window":
             return self.isotropic_window(split)
+        if feature_type == "ovi":  # the authors' target texts (docs/fidelity.md)
+            split = ovi_target_split(split, self.ovi_text)
         base = self.features(split)
         if feature_type in ("image", "text", "pca", "centered"):  # pca/centered: fitted later
             return base
@@ -344,7 +356,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
              model_explicit: bool = False, roots: dict[str, str] | None = None,
              authors_assets: str | None = None, metric_variant: str = "standard",
              loss_reduction: str = "per_example", revisitop1m: str = "auto",
-             baselines: dict | None = None) -> Run:
+             baselines: dict | None = None, ovi_text: str = "authors") -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``cfg``: a :class:`~crossgap_jax.pipeline.presets.Preset` (typed; the CLI's), or its
@@ -361,7 +373,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
     ``authors_assets``: see :class:`Run` (checked to be a folder with the summaries first).
     ``metric_variant`` (``"standard"`` / ``"authors"``), ``loss_reduction``
-    (``"per_example"`` / ``"mean"``) and ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
+    (``"per_example"`` / ``"mean"``), ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
+    and ``ovi_text`` (``"authors"``: ``_`` -> space in OVI's target texts / ``"raw"``)
     are the compatibility switches of docs/fidelity.md; they are recorded in the config.
     ``baselines``: the settings of the fitted baselines and few-shot NCM
     (:class:`~crossgap_jax.pipeline.baselines.BaselineSettings` as a dict; None: defaults),
@@ -376,6 +389,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
         checkpoint = cfg.get("checkpoint")  # a run configuration's own weights
     cfg = (cfg if isinstance(cfg, Preset) else Preset.from_dict(cfg)).as_dict()
     check_metric_variant(metric_variant)
+    if ovi_text not in OVI_TEXT_MODES:
+        raise ValueError(f"ovi_text must be one of {OVI_TEXT_MODES}, got {ovi_text!r}")
     if loss_reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
                          f"{loss_reduction!r}")
@@ -404,7 +419,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
                max_queries=max_queries, max_gallery=max_gallery,
                checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets,
                metric_variant=metric_variant, loss_reduction=loss_reduction,
-               revisitop1m=revisitop1m, baselines=baselines)
+               revisitop1m=revisitop1m, baselines=baselines, ovi_text=ovi_text)
     return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
