@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from crossgap_jax.cli.options import (
     PROG,
     CLIError,
 )
-from crossgap_jax.data import list_datasets
+from crossgap_jax.data import ENV_VAR, list_datasets, resolve_root
 from crossgap_jax.models import list_architectures, load_clip, native_config, save_native
 from crossgap_jax.pipeline import (
     DatasetFailure,
@@ -35,6 +34,7 @@ from crossgap_jax.pipeline import (
     compare_methods,
     compare_table,
     indicators,
+    indicators_table,
     list_presets,
     make_run,
     pretrained_aliases,
@@ -104,7 +104,12 @@ def cmd_list(args) -> int:
     for name, path in pretrained_aliases().items():
         arch = native_config(path)
         print(f"  {name:18s} {arch.name if arch else '(missing)'}  {path}")
-    print("datasets (found under the data root):")
+    try:
+        root = resolve_root(args.data_root)
+        print(f"datasets (found under the data root {root}):")
+    except ValueError:
+        print(f"datasets (no data root set: pass --data-root or set ${ENV_VAR}; only the "
+              "packaged ones are found):")
     for e in list_datasets(args.data_root):
         print(f"  {e.name:18s} {e.modality:5s} query={e.query_split:8s} "
               f"gallery={e.gallery_split:8s} {e.found or '-'}")
@@ -228,9 +233,10 @@ def cmd_analyze(args) -> int:
 def cmd_indicators(args) -> int:
     run = _make_run(args)
     res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
+    table = indicators_table(run, res)
     path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
-                                               "pairs": list(args.indicator_pairs)})
-    print(json.dumps({k: res[k] for k in ("summary", "figure")}, indent=2, default=str))
+                                               "pairs": list(args.indicator_pairs)}, table=table)
+    print(table)
     print(f"record: {path}")
     return 0
 

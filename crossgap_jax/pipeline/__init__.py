@@ -46,6 +46,7 @@ from crossgap_jax.pipeline.records import provenance, write_record
 from crossgap_jax.pipeline.report import (
     analysis_summary,
     classify_table,
+    indicators_table,
     results_table,
     retrieval_table,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "BaselineSettings", "indicators",
     "CLASSIFY_VARIANTS", "DEFAULT_BOOTSTRAP", "DEMO_CHECKPOINT", "PRESETS", "Bootstrap",
     "DatasetFailure", "Preset", "Run", "analysis_figure", "analysis_summary", "classify_table",
+    "indicators_table",
     "compare_retrieval", "compare_zero_shot", "list_presets", "make_run", "preset",
     "pretrained_aliases", "provenance", "published_row", "resolve_source", "results_table",
     "retrieval_table", "write_record",

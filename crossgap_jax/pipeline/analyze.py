@@ -75,7 +75,8 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     gap = {"image-text": retrieval.modality_gap(qf.features, paired_text),
            "image-oti": retrieval.modality_gap(qf.features, last_inv.features),
            "text-oti": retrieval.modality_gap(paired_text, last_inv.features)}
-    result = {"dataset": dataset, "baseline_mAP": baseline, "curves": curves,
+    result = {"dataset": dataset, "model": run.cfg.get("model"), "baseline_mAP": baseline,
+              "curves": curves,
               "mean_loss": losses, "modality_gap": gap, "distributions": jsonable(dists)}
     atomic_write_json(os.path.join(out_dir, "analysis.json"), result)
     plots = plot_analysis(result, out_dir)
@@ -144,8 +145,14 @@ def draw_gap(ax: Any, result: dict) -> None:
     ax.set_title("modality gap")
 
 
+def figure_title(result: dict) -> str:
+    """``"<model> on <dataset>"``: what every analysis figure is of."""
+    return f"{result.get('model') or 'unknown model'} on {result['dataset']}"
+
+
 def plot_analysis(result: dict, out_dir: str) -> list[str]:
-    """Write ``map_vs_steps.png``, ``loss.png`` and ``similarities.png``; return their paths."""
+    """Write ``map_vs_steps.png``, ``loss.png`` and ``similarities.png``, each titled with
+    the model and the dataset (:func:`figure_title`); return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,8 +164,7 @@ def plot_analysis(result: dict, out_dir: str) -> list[str]:
                              ("similarities.png", draw_similarities, (6, 4))):
         fig, ax = plt.subplots(figsize=size)
         draw(ax, result)
-        if name == "map_vs_steps.png":
-            ax.set_title(f"{result['dataset']}: retrieval vs OTI step")
+        fig.suptitle(figure_title(result), fontsize=9)
         fig.tight_layout()
         paths.append(os.path.join(out_dir, name))
         save_figure(fig, paths[-1], dpi=120)

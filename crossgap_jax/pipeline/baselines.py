@@ -394,7 +394,7 @@ def indicators(run: Run, dataset: str, split: str | None = None,
     out_dir = ensure_dir(os.path.join(run.run_dir, "indicators"))
     stem = f"{dataset.replace(':', '_').replace('/', '_')}-{images.split}"
     figure = plot_indicators(res, os.path.join(out_dir, f"{stem}.png"),
-                             title=f"{dataset} ({images.split})")
+                             title=f"{run.cfg.get('model')} on {dataset} ({images.split})")
     summary = {p: {"overlap": res[p]["overlap"], "auroc": res[p]["auroc"]}
                for p in INDICATOR_PAIRS if p in res}
     summary["closer_to_other_class"] = res["closer_to_other_class"]["fraction"]

@@ -82,8 +82,9 @@ def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -
     for name, method, k in rows:
         side, qt, gt = METHODS[method]
         if side not in (modality, "both"):
-            cells[name] = {"skipped": f"{side}-side method; {dataset} is a {modality} "
-                                      "retrieval task"}
+            article = "an" if modality[0] in "aeiou" else "a"
+            cells[name] = {"skipped": f"{side}-side method; {dataset} is {article} "
+                                      f"{modality} retrieval task"}
             continue
         if method == "pca" and not k:
             cells[name] = {"skipped": "pca needs --pca-k K[,K...]"}

@@ -10,6 +10,7 @@ import numpy as np
 from crossgap_jax.pipeline.baselines import few_shot_table
 from crossgap_jax.pipeline.published import published_for
 from crossgap_jax.pipeline.records import provenance
+from crossgap_jax.retrieval import INDICATOR_FIELDS
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
@@ -114,30 +115,38 @@ def _counts(m: dict) -> str:
             f"{cell('num_skipped_no_relevant')} | {cell('num_query_items_missing')}")
 
 
+def _interval(ci: list | None) -> str:
+    """``[low, high]`` in points (two decimals, signed), or ``-`` without an interval."""
+    if not ci:
+        return "-"
+    return f"[{float(ci[0]):+.2f}, {float(ci[1]):+.2f}]"
+
+
 def results_table(results: dict) -> str:
     """Markdown table: per dataset and average, baseline vs inverted mAP, with the paper's
     published averages only when the run's model and weights are the paper's (see
     :func:`~crossgap_jax.pipeline.published.published_for`). Query counts: evaluated /
     asked, skipped for having no relevant item, missing (unreadable)."""
     names = {"image": ("image->image", "OTI->image"), "text": ("text->text", "OVI->text")}
-    lines = ["| dataset | mode | baseline mAP | inverted mAP | gain | queries evaluated | "
-             "skipped (no relevant) | missing |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | mode | baseline mAP | inverted mAP | gain | gain 95% interval | "
+             "queries evaluated | skipped (no relevant) | missing |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for ds, v in results["datasets"].items():
         b, i = _main_metric(v["baseline"]), _main_metric(v["inverted"])
         mode = " vs ".join(names[v["modality"]])
         lines.append(f"| {_dataset_label(ds, v['baseline'])} | {mode} | {b:.2f} | {i:.2f} | "
-                     f"{i - b:+.2f} | {_counts(v['inverted'])} |")
+                     f"{i - b:+.2f} | {_interval(v.get('ci95'))} | {_counts(v['inverted'])} |")
     pub = results.get("published") or {}
     for modality, avg in results.get("average", {}).items():
         mode = " vs ".join(names[modality])
         b, i = avg["baseline"], avg["inverted"]
         n = avg['num_datasets']
         lines.append(f"| **average** ({n} dataset{'s' if n != 1 else ''}) | {mode} | {b:.2f} | "
-                     f"{i:.2f} | {i - b:+.2f} | | | |")
+                     f"{i:.2f} | {i - b:+.2f} | | | | |")
         if modality in pub:
             pb, pi = pub[modality]
             lines.append(f"| *paper (avg. over its datasets)* | {mode} | {pb:.1f} | {pi:.1f} | "
-                         f"{pi - pb:+.1f} | | | |")
+                         f"{pi - pb:+.1f} | | | | |")
     prov = results.get("provenance") or {"model": results.get("config", {}).get("model"),
                                          "preset": results.get("config", {}).get("preset")}
     head = provenance_header(prov, "Results: intra-modal baseline vs modality inversion")
@@ -151,7 +160,10 @@ def results_table(results: dict) -> str:
     cfg = results.get("config", {})
     variant = results.get("metric_variant", cfg.get("metric_variant", "standard"))
     reduction = results.get("loss_reduction", cfg.get("loss_reduction", "per_example"))
-    note += (" ROxford5k / RParis6k: Medium protocol mAP.\n\n"
+    note += (" Gain: inverted - baseline, in points; its 95% interval: paired bootstrap over "
+             "the queries (as in metrics.json's `ci95`; none for ROxford5k / RParis6k or "
+             "without a bootstrap)."
+             " ROxford5k / RParis6k: Medium protocol mAP.\n\n"
              f"Metric variant: `{variant}`; OTI/OVI loss reduction: `{reduction}` "
              "(see docs/fidelity.md).")
     lines += _text_source_lines(results["datasets"])
@@ -202,6 +214,32 @@ def classify_table(run: Run, dataset: str, m: dict) -> str:
             + "Accuracy in percent" + (f"; prompt `{m['prompt']}`" if m.get("prompt") else "")
             + ".\n\n" + "\n".join(lines)
             + "\n" + (few_shot_table(dataset, m["fewshot"]) if "fewshot" in m else ""))
+
+
+def indicators_table(run: Run, res: dict) -> str:
+    """Markdown table of one ``indicators`` result (:func:`~crossgap_jax.pipeline.baselines.
+    indicators`), headed by the run's provenance: one row per pair type and indicator, with
+    what each indicator means (:data:`~crossgap_jax.retrieval.indicators.INDICATOR_FIELDS`)."""
+    ind = res["indicators"]
+    lines = ["| pair type | indicator | value | meaning |", "|---|---|---|---|"]
+    for pair in [p for p in ("image-image", "text-image", "oti-image") if p in ind]:
+        r = ind[pair]
+        lines += [f"| {pair} | overlap | {r['overlap']:.4f} | {INDICATOR_FIELDS['overlap']} |",
+                  f"| {pair} | AUROC | {r['auroc']:.4f} | {INDICATOR_FIELDS['auroc']} |"]
+        for side in ("same", "different"):
+            d = r[side]
+            lines.append(f"| {pair} | {side}-class pairs | {d['count']} (cosine "
+                         f"{d['mean']:.4f} +- {d['std']:.4f}) | {INDICATOR_FIELDS[side]} |")
+    for pair, g in (ind.get("modality_gap") or {}).items():
+        lines.append(f"| {pair} | modality gap | {g:.4f} | {INDICATOR_FIELDS['modality_gap']} |")
+    c = ind["closer_to_other_class"]
+    lines.append(f"| image-image | closer to another class | {c['fraction']:.4f} "
+                 f"({c['num_counted']} images counted, {c['num_singletons']} alone in their "
+                 f"class) | {INDICATOR_FIELDS['closer_to_other_class']} |")
+    return (provenance_header(provenance(run), "Misalignment indicators")
+            + f"{res['dataset']} / {res['split']}: {ind['num_images']} images, "
+            f"{res['num_classes']} classes; histograms: {ind['bins']} bins over "
+            f"{ind['value_range']}. Figure: {res['figure']}\n\n" + "\n".join(lines) + "\n")
 
 
 def analysis_summary(prov: dict, result: dict) -> str:

@@ -33,7 +33,11 @@ from crossgap_jax.retrieval.gap import (
     similarity_distributions,
     similarity_statistics,
 )
-from crossgap_jax.retrieval.indicators import misalignment_indicators, plot_indicators
+from crossgap_jax.retrieval.indicators import (
+    INDICATOR_FIELDS,
+    misalignment_indicators,
+    plot_indicators,
+)
 from crossgap_jax.retrieval.metrics import (
     JAX_BLOCK_ELEMENTS,
     average_precision,
@@ -58,7 +62,8 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
-    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "misalignment_indicators", "plot_indicators",
+    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "INDICATOR_FIELDS", "misalignment_indicators",
+    "plot_indicators",
     "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",
     "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
     "REVISITOP_PROTOCOLS",

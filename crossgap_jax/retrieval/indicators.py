@@ -37,6 +37,22 @@ from crossgap_jax.retrieval.gap import modality_gap
 DEFAULT_BINS = 200
 DEFAULT_RANGE = (-1.0, 1.0)
 
+#: What each field of :func:`misalignment_indicators` means, in one line (tables print it).
+INDICATOR_FIELDS: dict[str, str] = {
+    "overlap": "histogram intersection of the same- and different-class cosine similarity "
+               "distributions (equal bins over [-1, 1]): 1 = indistinguishable, 0 = disjoint",
+    "auroc": "similarity as a same-class detector: P(s_same > s_diff) + 0.5 P(s_same = "
+             "s_diff); 0.5 = chance, 1 = every same-class pair scores higher",
+    "same": "number of same-class pairs, and the mean +- std of their cosine similarity",
+    "different": "number of different-class pairs, and the mean +- std of their cosine "
+                 "similarity",
+    "modality_gap": "distance between the means of the two sides' L2-normalised features "
+                    "(Liang et al. 2022; 0 = no gap, at most 2)",
+    "closer_to_other_class": "fraction of images whose most similar image of another class "
+                             "is strictly more similar than their most similar other image of "
+                             "their own class (images alone in their class left out)",
+}
+
 
 def _norm(x: Any, name: str) -> np.ndarray:
     return l2_normalize_numpy(features_numpy(x, name), name).astype(np.float64)
@@ -269,6 +285,7 @@ def plot_indicators(result: dict[str, Any], path: str, title: str = "") -> str:
     return path
 
 
-__all__ = ["auroc", "closer_to_other_class_fraction", "cross_pairs", "distribution_summary",
+__all__ = ["INDICATOR_FIELDS", "auroc", "closer_to_other_class_fraction", "cross_pairs",
+           "distribution_summary",
            "image_image_pairs", "misalignment_indicators", "overlap_coefficient",
            "plot_indicators", "split_pairs"]
