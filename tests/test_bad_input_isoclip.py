@@ -27,13 +27,15 @@ def test_published_values_are_the_presets():
 
 
 @pytest.mark.parametrize("preset,task,hint", [
-    ("openclip_vitb32", "text", "only for image tasks"),
-    ("openclip_vitl14", "image", "for no task"),
-    ("siglip_vitb16", "image", "for no task"),  # SigLIP, not the SigLIP2 IsoCLIP ran
-    ("slip_vitb16", "text", "for no task"),
+    ("openclip_vitb32", "text", r"published none for ViT-B-32 \(datacomp_xl_s13b_b90k\) "
+                                r"\(only image-task values\)"),
+    ("openclip_vitl14", "image", r"published none for ViT-L-14 \(datacomp_xl_s13b_b90k\), "
+                                 "only for"),
+    ("siglip_vitb16", "image", "published none for"),  # SigLIP, not the SigLIP2 IsoCLIP ran
+    ("slip_vitb16", "text", "published none for"),
 ])
 def test_unpublished_backbone_asks_for_the_option(preset, task, hint):
-    with pytest.raises(ValueError, match=f"{hint}.*--isoclip-k TOP,BOTTOM"):
+    with pytest.raises(ValueError, match=f"^IsoCLIP needs .*--isoclip-k TOP,BOTTOM.*{hint}"):
         isoclip_k(get_preset(preset), task)
     # The override is used as given.
     assert isoclip_k(get_preset(preset, isoclip_k=(3, 4)), task) == ((3, 4), "--isoclip-k")

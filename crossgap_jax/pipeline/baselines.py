@@ -30,6 +30,7 @@ from crossgap_jax.baselines import (
 from crossgap_jax.data import get_dataset
 from crossgap_jax.fileio import atomic_write_json, ensure_dir
 from crossgap_jax.models import has_text_tower
+from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import class_prompt
 from crossgap_jax.pipeline.tasks import (
     _classnames_split,
@@ -185,7 +186,12 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
 
 def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
 
-    train = get_dataset(dataset, run.root_for(dataset), train_split)
+    try:
+        train = get_dataset(dataset, run.root_for(dataset), train_split)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise ValueError(f"NCM / few-shot prototypes come from the {train_split!r} split of "
+                         f"{dataset}, which it lacks: {msg}") from None
     if list(train.classnames or []) != list(images.classnames):
         raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
                          f"from those of {images.split!r}; NCM needs the same classes")
@@ -232,6 +238,33 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
 # ---------------------------------------------------------------------------------------
 # few-shot NCM
 # ---------------------------------------------------------------------------------------
+def fewshot_settings(run: Run) -> BaselineSettings:
+    """The few-shot settings of ``run`` (image-only backbones with the default types: those
+    needing a text tower left out), checked before any work.
+
+    Raises:
+        ValueError: an explicit type needing a text tower the backbone lacks, ``pca``
+            without ``--pca-k``, ``isoclip`` without a published or given
+            ``(k_top, k_bottom)``.
+    """
+    s = BaselineSettings.from_cfg(run.cfg)
+    if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
+        # image-only backbone (DINOv2) with the default types: those needing text left out
+        s = dataclasses.replace(s, fewshot_types=tuple(
+            t for t in s.fewshot_types if t not in ("oti", "isoclip")))
+    run.require_text_tower(*s.fewshot_types)  # an explicit oti / isoclip: refused here
+    if "pca" in s.fewshot_types and not s.pca_k:
+        raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca out "
+                         "of --fewshot-types)")
+    if "isoclip" in s.fewshot_types:
+        try:
+            isoclip_k(run.cfg, "image")
+        except ValueError as e:
+            raise ValueError(f"few-shot feature type isoclip: {e} (or leave isoclip out of "
+                             "--fewshot-types)") from None
+    return s
+
+
 def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") -> dict:
     """Few-shot NCM accuracy of the labelled image split ``images`` (the queries, CoOp's
     ``test``) with ``k``-shot prototypes from ``train_split`` (CoOp's ``train``), for each
@@ -251,15 +284,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
             or given ``(k_top, k_bottom)``.
     """
 
-    s = BaselineSettings.from_cfg(run.cfg)
-    if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
-        # image-only backbone (DINOv2) with the default types: those needing text left out
-        s = dataclasses.replace(s, fewshot_types=tuple(
-            t for t in s.fewshot_types if t not in ("oti", "isoclip")))
-    run.require_text_tower(*s.fewshot_types)  # an explicit oti / isoclip: refused here
-    if "pca" in s.fewshot_types and not s.pca_k:
-        raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca out "
-                         "of --fewshot-types)")
+    s = fewshot_settings(run)
     train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     ytr_all = np.asarray(train.labels)

@@ -16,13 +16,15 @@ import numpy as np
 
 from crossgap_jax import retrieval
 from crossgap_jax.baselines import class_means, isoclip_features, projection_heads
-from crossgap_jax.data import RetrievalTask, get_dataset
+from crossgap_jax.data import RetrievalTask
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
     FITTED_NCM_VARIANTS,
+    _train_split,
     apply_fitted,
     check_fitted_pair,
     few_shot,
+    fewshot_settings,
     fitted_ncm,
     labelled_images,
 )
@@ -33,6 +35,7 @@ from crossgap_jax.pipeline.compare import (  # noqa: F401 (part of this face)
     compare_retrieval,
     compare_zero_shot,
 )
+from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import OVI_CLASS_TEMPLATE, class_prompt
 from crossgap_jax.pipeline.store import FeatureSet
 from crossgap_jax.pipeline.tasks import (
@@ -100,6 +103,8 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     run.require_text_tower(query_type, gallery_type)
     check_fitted_pair(query_type, gallery_type, run.cfg)
     kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
+    if "isoclip" in (query_type, gallery_type):
+        isoclip_k(run.cfg, kind)  # published or given, before either side is encoded
     q = run.side_features(task.query, query_type, kind)
     g = run.side_features(task.gallery, gallery_type, kind)
     q, g = apply_fitted(run, q, g, query_type, gallery_type,
@@ -163,6 +168,7 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
                          f"{', '.join(CLASSIFY_VARIANTS)}")
     run.require_text_tower(*variants)
     images = labelled_images(run, dataset, split)
+    _check_classify(run, dataset, images, variants)  # every option / name, before any work
     split = images.split
     fi = run.features(images)
     labels = _labels_for(images, fi.items)
@@ -206,6 +212,25 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     return out
 
 
+def _check_classify(run: Run, dataset: str, images: Any, variants: Sequence[str]) -> None:
+    """What the variants need beyond the labelled split, checked before any image is
+    encoded: IsoCLIP's ``(k_top, k_bottom)`` (``isoclip-ncm``), the few-shot settings
+    (``fewshot``), a train split with the same classes (the NCM variants).
+
+    Raises:
+        ValueError: naming the variant and the fix.
+    """
+    if "isoclip-ncm" in variants:
+        try:
+            isoclip_k(run.cfg, "image")
+        except ValueError as e:
+            raise ValueError(f"classify variant isoclip-ncm: {e}") from None
+    if "fewshot" in variants:
+        fewshot_settings(run)
+    if {"ncm", "isoclip-ncm", "fewshot", *FITTED_NCM_VARIANTS} & set(variants):
+        _train_split(run, dataset, images, "train")
+
+
 def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isoclip-ncm"),
         train_split: str = "train") -> dict:
     """Nearest-class-mean accuracy of the labelled image split ``images``.
@@ -218,10 +243,7 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
     """
 
-    train = get_dataset(dataset, run.root_for(dataset), train_split)
-    if list(train.classnames or []) != list(images.classnames):
-        raise ValueError(f"{dataset}: the class names of the {train_split!r} split differ "
-                         f"from those of {images.split!r}; NCM needs the same classes")
+    train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     if run.max_gallery:
         train = _per_class_subset(train, max(1, run.max_gallery // num_classes),

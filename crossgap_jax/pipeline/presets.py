@@ -300,10 +300,10 @@ def isoclip_k(cfg: dict[str, Any], task: str) -> tuple[tuple[int, int], str]:
     key = (_OPENAI_ALIASES.get(model, model) if pretrained == "openai" else model, pretrained)
     published = ISOCLIP_K.get(key, {})
     if task not in published:
-        where = ("only for image tasks" if published else "for no task")
+        weights = f"{model} ({pretrained})" if pretrained else f"{model} (a local checkpoint)"
+        only = " (only image-task values)" if published else ""
         raise ValueError(
-            f"IsoCLIP's authors published (k_top, k_bottom) {where} for model {model!r} with "
-            f"pretrained {pretrained!r}, not for {task} tasks; pass --isoclip-k TOP,BOTTOM "
-            f"(published backbones: "
-            f"{', '.join(f'{m} ({p})' for m, p in ISOCLIP_K)})")
+            f"IsoCLIP needs (k_top, k_bottom) for {task} tasks: pass --isoclip-k TOP,BOTTOM; "
+            f"its authors published none for {weights}{only}, only for "
+            f"{', '.join(f'{m} ({p})' for m, p in ISOCLIP_K)}")
     return published[task], f"published for {key[0]} ({key[1]})"
