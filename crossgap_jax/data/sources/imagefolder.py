@@ -12,6 +12,7 @@ from crossgap_jax.data._fs import (
     IMAGE_EXTENSIONS,
     bad_split,
     list_images,
+    open_text,
 )
 from crossgap_jax.data.types import DataFileError, DatasetLayoutError, ImageSplit, MissingFilesError
 
@@ -46,7 +47,7 @@ def read_annotations(path: str) -> list[tuple[str, str]]:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"imagefolder: annotation file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
+    with open_text(path, newline="") as f:
         lines = f.read().splitlines()
     body = [(n, ln) for n, ln in enumerate(lines, 1) if ln.strip()]
     if not body:
