@@ -279,6 +279,13 @@ class RetrievalTask:
                         f"{self.gallery.items[:3]}): do the qrels belong to this corpus?")
             elif self.relevance == "label":
                 hint = " Their labels do not occur in the gallery: do the splits share classes?"
+                for side in (self.query, self.gallery):  # an annotation file: its rule
+                    if "label_rule" in side.extra:
+                        hint += (f" The {side.split!r} labels come from "
+                                 f"{side.extra['labels_file']}, label = {side.extra['label_rule']}:"
+                                 f" {side.extra['distinct_labels']:,} distinct labels for "
+                                 f"{len(side):,} images; choose the label column with "
+                                 f"imagefolder?labels=FILE&label_column=K.")
             raise DegenerateTaskError(
                 f"{self.name}: {len(none):,} of {self.num_queries:,} queries have no relevant "
                 f"gallery item (e.g. {ex}); their scores would be 0 by construction.{hint}")
