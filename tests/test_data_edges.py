@@ -245,3 +245,21 @@ def test_exif_orientation_counted_and_applied_on_request(tmp_path, fast):
         assert (rep["exif_oriented"], rep["exif_oriented_names"], rep["exif_transpose"]) == (
             1, ["turned.jpg"], transpose)
     assert EXIF_ORIENTATION not in open_image(paths[1]).info
+
+
+def test_qrels_audit_reaches_the_record_and_the_table(tmp_path):
+    from crossgap_jax.pipeline.measure import evaluate_task
+    from crossgap_jax.pipeline.report import qrels_note
+    from crossgap_jax.pipeline.store import FeatureSet
+
+    d = _beir(tmp_path, qrels="q0\td0\t1\nq0\tgone\t1\nq1\td2\t1\nq1\td1\t0\nq2\td3\t1\n")
+    for mode, rule in (("drop", "left out of R"), ("count", "counted in R")):
+        task = cgd.get_task("beir", d, qrels_missing=mode)
+        m = evaluate_task(task, FeatureSet(task.query.items, _features(3, 0), {}, {}),
+                          FeatureSet(task.gallery.items, _features(4, 1), {}, {}))
+        assert m["qrels_missing"] == mode
+        assert (m["qrels_audit"]["outside_pairs"], m["qrels_audit"]["zero_score_pairs"],
+                m["qrels_audit"]["outside_examples"]) == (1, 1, ["q0 -> gone"])
+        note = qrels_note(m)
+        assert note.startswith("Qrels: 1 of 5 judged pairs point outside the corpus "
+                               "(e.g. q0 -> gone)") and rule in note
