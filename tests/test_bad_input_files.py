@@ -219,7 +219,8 @@ def test_qrels_mixed_tabs_and_trailing_spaces_keep_every_judgement(tmp_path):
     q = cgd.get_dataset("beir", d, "queries")
     assert q.qrels == {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
     assert q.items == ["q1", "q2"]  # q3 has no judgement: dropped
-    assert q.extra == {"judged_queries": 2, "judged_pairs": 3, "unjudged_queries_dropped": 1}
+    assert q.extra == {"judged_queries": 2, "judged_pairs": 3, "unjudged_queries_dropped": 1,
+                       "qrels_duplicate_pairs": 0}
     task = cgd.get_task("beir", d)
     assert task.positive_counts().tolist() == [2, 1]
 

@@ -80,7 +80,9 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
                        loss_reduction=getattr(args, "loss_reduction", "per_example"),
                        revisitop1m=getattr(args, "revisitop1m", "auto"),
                        baselines=baseline_settings(args),
-                       ovi_text=getattr(args, "ovi_text", "authors"))
+                       ovi_text=getattr(args, "ovi_text", "authors"),
+                       qrels_missing=getattr(args, "qrels_missing", "drop"),
+                       exif_transpose=bool(getattr(args, "exif_transpose", False)))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir

@@ -254,6 +254,15 @@ OPTIONS: list[Option] = [
          choices=["per_example", "mean"],
          help="OTI/OVI objective: per_example (default) or mean (the authors' batch mean "
               "over consecutive batches of --batch-size items)"),
+    _opt("--qrels-missing", _TASK, "compatibility switches", default="drop",
+         choices=["drop", "count"],
+         help="qrels pointing at documents absent from the corpus: drop (the authors', "
+              "left out of R) or count (in R, never retrieved, as BEIR's pytrec_eval); "
+              "either way they are counted in the table and the record"),
+    _opt("--exif-transpose", RUN_COMMANDS, "compatibility switches", action="store_true",
+         default=False,
+         help="turn images upright as their EXIF orientation says (the reference ignores "
+              "it; such images are counted either way)"),
     _opt("--revisitop1m", _TASK, "compatibility switches", default="auto",
          metavar="DIR|auto|none",
          help="ROxford/RParis +1M distractors: auto (use <data root>/revisitop1m/jpg when it "

@@ -62,7 +62,7 @@ from crossgap_jax.data.sources.imdb import IMDB_QUERIES
 from crossgap_jax.data.sources.jsonl import load_text_replacements
 from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
 from crossgap_jax.data.sources.tfds import PREFIX, TFDS_DEFAULTS, import_tfds, load_tfds
-from crossgap_jax.data.task import RetrievalTask
+from crossgap_jax.data.task import QRELS_MISSING, QrelsAudit, RetrievalTask, audit_qrels
 from crossgap_jax.data.types import (
     DataFileError,
     DatasetLayoutError,
@@ -97,7 +97,10 @@ __all__ = [
     "ImageReader",
     "ImageSplit",
     "MissingFilesError",
+    "QRELS_MISSING",
+    "QrelsAudit",
     "RetrievalTask",
+    "audit_qrels",
     "Split",
     "TextBatch",
     "TextSplit",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import IO, Any
 
 from crossgap_jax.data.types import DataFileError, DatasetLayoutError
 
@@ -101,9 +101,20 @@ def layout_error(name: str, root: str, searched: str, layout: str) -> DatasetLay
     )
 
 
-def read_lines(path: str, encoding: str = "utf-8") -> list[str]:
-    """The non-empty lines of a text file, stripped."""
-    with open(path, encoding=encoding) as f:
+def open_text(path: str | os.PathLike, newline: str | None = None) -> IO[str]:
+    """``path`` opened for reading as UTF-8 text, a leading byte-order mark dropped.
+
+    Every text file the readers take in (qrels TSV, JSON / JSONL, split and annotation
+    files, caption and class-name files) goes through here: an editor's UTF-8 BOM would
+    otherwise become part of the first id (``"\\ufeffq1"`` matches no query).
+    ``newline``: as for :func:`open` (``""`` for the ``csv`` module).
+    """
+    return open(path, encoding="utf-8-sig", newline=newline)
+
+
+def read_lines(path: str) -> list[str]:
+    """The non-empty lines of a text file (UTF-8, BOM dropped), stripped."""
+    with open_text(path) as f:
         return [ln.strip() for ln in f if ln.strip()]
 
 
@@ -114,7 +125,7 @@ def read_json(path: str) -> Any:
         FileNotFoundError: no such file (named).
         DataFileError: not valid JSON (names the file, line and column) or empty.
     """
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         text = f.read()
     if not text.strip():
         raise DataFileError(f"{path}: the file is empty (expected a JSON document)")
@@ -138,7 +149,7 @@ def read_jsonl(path: str, required: Sequence[str] = ()) -> list[tuple[int, dict]
             line and says what was expected.
     """
     out: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from crossgap_jax.data._fs import open_text
 from crossgap_jax.data.sources.newsgroups import NEWSGROUP_DESCRIPTIONS
 from crossgap_jax.data.task import RetrievalTask
 from crossgap_jax.data.types import TextSplit
@@ -300,7 +301,7 @@ def _py_files(root: str) -> list[str]:
 def _literal_assignments(path: str, name: str) -> list[tuple[int, Any]]:
     """``(line, value)`` of every ``name = <literal>`` in a Python file (parsed, not run)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_text(path) as f:
             source = f.read()
     except (OSError, UnicodeDecodeError):
         return []

@@ -20,9 +20,10 @@ import threading
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "EXIF_ORIENTATION",
     "RESCALED_FROM",
     "ImageDecodeError",
     "is_high_bit_depth",
@@ -38,6 +39,42 @@ class ImageDecodeError(ValueError):
 
 # ``Image.info`` key set on images that :func:`to_rgb` rescaled: the original PIL mode.
 RESCALED_FROM = "crossgap_jax.rescaled_from_mode"
+# ``Image.info`` key set on decoded images whose EXIF orientation tag is not 1 (identity):
+# the tag's value (2-8), whether or not it was applied (``exif_transpose``).
+EXIF_ORIENTATION = "crossgap_jax.exif_orientation"
+_ORIENTATION_TAG = 0x0112
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                  Image.DecompressionBombError)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of ``image`` (1 when absent or unreadable)."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # a malformed EXIF block: PIL's own exif_transpose would fail too
+        return 1
+
+
+def _decode(im: Image.Image, exif_transpose: bool) -> Image.Image:
+    """Full decode of an opened image -> RGB (see :func:`to_rgb`), the EXIF orientation
+    recorded in ``info[EXIF_ORIENTATION]`` (if not 1) and applied when ``exif_transpose``."""
+    im.load()  # full decode here so that truncation is caught here
+    orientation = _orientation(im)
+    if exif_transpose and orientation != 1:
+        im = ImageOps.exif_transpose(im)
+    out = to_rgb(im)
+    if orientation != 1:
+        out.info[EXIF_ORIENTATION] = orientation
+    return out
+
+
+def _error_text(err: Exception) -> str:
+    if isinstance(err, Image.DecompressionBombError):
+        return (f"{err} (PIL's decompression-bomb limit: 2 x Image.MAX_IMAGE_PIXELS = "
+                f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; raise PIL.Image.MAX_IMAGE_PIXELS "
+                f"if the image is trusted)")
+    return str(err)
 
 
 def _high_depth_to_8bit(image: Image.Image) -> np.ndarray:
@@ -86,8 +123,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return rgb
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Image:
     """Open and fully decode an image file as RGB.
+
+    ``exif_transpose``: turn the image as its EXIF orientation tag says
+    (``PIL.ImageOps.exif_transpose``); the reference ignores the tag (default). Either
+    way a tag other than 1 is recorded in ``info[EXIF_ORIENTATION]``.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -98,14 +139,13 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
-            im.load()  # force the full decode so truncation is caught here
-            return to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageDecodeError(f"cannot decode image {path}: {e}") from e
+            return _decode(im, exif_transpose)
+    except _DECODE_ERRORS as e:
+        raise _decode_error(path, e) from e
 
 
 def _decode_error(name: str, err: Exception) -> ImageDecodeError:
-    return ImageDecodeError(f"cannot decode image {name}: {err}")
+    return ImageDecodeError(f"cannot decode image {name}: {_error_text(err)}")
 
 
 def _target_dims(width: int, height: int, size: int) -> tuple[int, int]:
@@ -140,6 +180,7 @@ def open_image(
     draft_margin: float = 2.0,
     name: str | None = None,
     truncated: str = "decode",
+    exif_transpose: bool = False,
 ) -> Image.Image:
     """Open and fully decode an image (file path or encoded bytes) as RGB.
 
@@ -148,11 +189,14 @@ def open_image(
     missing part left grey; logged as a warning) or ``"error"`` (raise
     :class:`ImageDecodeError`, which the batch loader skips and counts with
     ``on_error="skip"``). A file that cannot be decoded even so is an
-    :class:`ImageDecodeError` either way. Other arguments: see :func:`_open_image`.
+    :class:`ImageDecodeError` either way. An image over PIL's decompression-bomb limit
+    (``2 * Image.MAX_IMAGE_PIXELS``) is an :class:`ImageDecodeError` naming the file and
+    the limit. Other arguments: see :func:`_open_image`.
     """
     if truncated not in ("decode", "error"):
         raise ValueError(f"truncated must be 'decode' or 'error', got {truncated!r}")
-    kw = dict(draft_size=draft_size, draft_margin=draft_margin, name=name)
+    kw = dict(draft_size=draft_size, draft_margin=draft_margin, name=name,
+              exif_transpose=exif_transpose)
     try:
         return _open_image(source, **kw)
     except ImageDecodeError as e:
@@ -174,6 +218,7 @@ def _open_image(
     draft_size: int | None = None,
     draft_margin: float = 2.0,
     name: str | None = None,
+    exif_transpose: bool = False,
 ) -> Image.Image:
     """Open and fully decode an image (file path or encoded bytes) as RGB.
 
@@ -191,6 +236,7 @@ def _open_image(
             (2: mean abs difference ~0.01 in normalised units, about 0.7 grey levels,
             on upscaled Caltech101 photos; 1: ~0.03, faster).
         name: name used in error messages (defaults to the path).
+        exif_transpose: see :func:`load_image`.
 
     Returns:
         The decoded RGB image.
@@ -206,7 +252,7 @@ def _open_image(
         path = os.fspath(source)
         label = name or path
         if draft_size is None:
-            return load_image(path)  # the reference full decode
+            return load_image(path, exif_transpose)  # the reference full decode
         if not os.path.exists(path):
             raise FileNotFoundError(f"image file not found: {path}")
         fileobj = path
@@ -216,10 +262,13 @@ def _open_image(
             if draft_size is not None and im.format == "JPEG":
                 req = int(np.ceil(draft_size * max(1.0, draft_margin)))
                 im.draft("RGB", (req, req))
-            im.load()  # full decode here so that truncation is caught here
-            out = to_rgb(im)  # 16-bit / float greyscale scaled by bit depth
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            out = _decode(im, exif_transpose)  # 16-bit / float greyscale scaled by depth
+    except _DECODE_ERRORS as e:
         raise _decode_error(label, e) from e
+    if exif_transpose and out.info.get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+        original = original[::-1]  # turned by a quarter: the long side changed axis
     if draft_size is not None and out.size != original:
+        info = out.info
         out = out.resize(_target_dims(*original, draft_size), Image.BICUBIC)
+        out.info = info
     return out

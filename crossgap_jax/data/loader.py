@@ -31,7 +31,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.data.decoding import RESCALED_FROM, ImageDecodeError
+from crossgap_jax.data.decoding import EXIF_ORIENTATION, RESCALED_FROM, ImageDecodeError
 from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD, preprocess_image
 from crossgap_jax.data.types import ImageSplit, MissingFilesError, TextSplit
 from crossgap_jax.fileio import atomic_write_text
@@ -198,6 +198,9 @@ class ImageBatchLoader:
         # Greyscale images deeper than 8 bits (16-bit, float), scaled to 8 bits by their
         # depth where the reference clamps them (see models.preprocess.to_rgb): (name, mode).
         self.rescaled: list[tuple[str, str]] = []
+        # Images whose EXIF orientation tag is not 1: (name, tag). Applied only when the
+        # split says so (ImageSplit.exif_transpose); the reference ignores the tag.
+        self.oriented: list[tuple[str, int]] = []
         self.num_decoded = 0
         self.seconds = 0.0
         if check_files:
@@ -221,8 +224,9 @@ class ImageBatchLoader:
                 f"\n  {shown}{more}"
             )
 
-    def _load(self, index: int) -> tuple[np.ndarray, str | None] | ImageDecodeError:
-        """``(preprocessed image, original mode if it was rescaled to 8 bits else None)``."""
+    def _load(self, index: int) -> tuple[np.ndarray, str | None, int] | ImageDecodeError:
+        """``(preprocessed image, original mode if it was rescaled to 8 bits else None,
+        EXIF orientation tag (1: none))``."""
         draft = (self.resize_size or self.image_size) if self.fast_decode else None
         try:
             img = self.split.open_image(index, draft_size=draft, draft_margin=self.draft_margin)
@@ -233,11 +237,12 @@ class ImageBatchLoader:
         return (preprocess_image(img, self.image_size, self.mean, self.std, resize=self.resize,
                                  interpolation=self.interpolation, resize_size=self.resize_size,
                                  crop_offset=self.crop_offset),
-                img.info.get(RESCALED_FROM))
+                img.info.get(RESCALED_FROM), int(img.info.get(EXIF_ORIENTATION, 1)))
 
     def __iter__(self) -> Iterator[ImageBatch]:
         self.skipped = []
         self.rescaled = []
+        self.oriented = []
         self.num_decoded = 0
         t0 = time.perf_counter()
         bs, s = self.batch_size, self.image_size
@@ -268,9 +273,11 @@ class ImageBatchLoader:
                         self.skipped.append((self.split.items[i], str(out)))
                         log.warning("skipping undecodable image: %s", out)
                     else:
-                        images[row], rescaled_from = out
+                        images[row], rescaled_from, orientation = out
                         if rescaled_from is not None:
                             self.rescaled.append((self.split.items[i], rescaled_from))
+                        if orientation != 1:
+                            self.oriented.append((self.split.items[i], orientation))
                         mask[row] = True
                         indices[row] = i
                         names[row] = self.split.items[i]
@@ -301,6 +308,12 @@ class ImageBatchLoader:
                 "bits by their depth (the reference pipeline clamps them instead)",
                 len(self.rescaled), len(self.indices), self.split.name, self.split.split,
                 ", ".join(modes))
+        if self.oriented:
+            what = ("turned upright (exif_transpose)" if self.split.exif_transpose else
+                    "ignored, as the reference does (--exif-transpose applies it)")
+            log.warning("%d of %d images of %s/%s carry an EXIF orientation: %s",
+                        len(self.oriented), len(self.indices), self.split.name,
+                        self.split.split, what)
         if self.skipped:
             where = f" (list in {self.error_log})" if self.error_log else ""
             log.warning(
@@ -309,8 +322,10 @@ class ImageBatchLoader:
             )
 
     def report(self) -> dict[str, object]:
-        """Counts and speed of the last (or current) pass (``skipped``: undecodable images;
-        ``rescaled``: 16-bit / float greyscale images scaled to 8 bits by their depth)."""
+        """Counts and speed of the last (or current) pass (``skipped``: undecodable images,
+        including those over PIL's decompression-bomb limit; ``rescaled``: 16-bit / float
+        greyscale images scaled to 8 bits by their depth; ``exif_oriented``: images with an
+        EXIF orientation tag other than 1, turned upright only if ``exif_transpose``)."""
         return {
             "dataset": self.split.name,
             "split": self.split.split,
@@ -321,6 +336,9 @@ class ImageBatchLoader:
             "skipped_names": [n for n, _ in self.skipped],
             "rescaled": len(self.rescaled),
             "rescaled_names": [n for n, _ in self.rescaled],
+            "exif_oriented": len(self.oriented),
+            "exif_oriented_names": [n for n, _ in self.oriented],
+            "exif_transpose": self.split.exif_transpose,
             "seconds": self.seconds,
             "images_per_s": self.num_decoded / self.seconds if self.seconds else 0.0,
         }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +41,7 @@ from crossgap_jax.data.types import (
 )
 
 Protocol = TaskProtocol  # the former name, kept for importers
+log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
@@ -266,6 +268,7 @@ def get_task(
     gallery_split: str | None = None,
     replacements: Mapping[str, str] | str | os.PathLike | None = None,
     check: bool = True,
+    qrels_missing: str = "drop",
     **options: Any,
 ) -> RetrievalTask:
     """The paper's retrieval task for a dataset: default query / gallery splits + relevance.
@@ -281,6 +284,10 @@ def get_task(
         check: refuse a task whose scores would mean nothing
             (:meth:`RetrievalTask.check_informative`: one class, or most queries without a
             relevant item).
+        qrels_missing: qrels tasks: ``"drop"`` (default, the authors') or ``"count"``
+            (BEIR / pytrec_eval): whether relevant judged documents absent from the corpus
+            count in R. Either way they are counted in the task's ``qrels_audit`` and a
+            warning names some.
         **options: reader options, see :func:`get_dataset` (they may also ride on the name:
             ``imagefolder?labels=FILE``).
 
@@ -314,7 +321,13 @@ def get_task(
         task = RetrievalTask(name, query, gallery, "label")
     elif protocol == "qrels":
         query, gallery = load("queries"), load("corpus")
-        task = RetrievalTask(name, query, gallery, "qrels", qrels=query.qrels)
+        task = RetrievalTask(name, query, gallery, "qrels", qrels=query.qrels,
+                             qrels_missing=qrels_missing)
+        audit = task.qrels_audit
+        if audit is not None and (audit.outside_pairs or audit.duplicate_pairs):
+            rule = ("counted in R (--qrels-missing count)" if qrels_missing == "count" else
+                    "left out of R as the authors do (--qrels-missing count counts them)")
+            log.warning("%s: %s; outside pairs %s", name, audit.summary(), rule)
     elif protocol == "revisitop":
         query, gallery = load("query"), load("gallery")
         task = RetrievalTask(name, query, gallery, "revisitop", gnd=query.extra["gnd"])

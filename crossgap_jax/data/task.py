@@ -10,10 +10,89 @@ import numpy as np
 
 from crossgap_jax.data.types import DegenerateTaskError, Split
 
-__all__ = ["Difficulty", "Relevance", "RetrievalTask"]
+__all__ = ["QRELS_MISSING", "Difficulty", "QrelsAudit", "Relevance", "RetrievalTask",
+           "audit_qrels"]
 
 Relevance = Literal["label", "group", "qrels", "revisitop"]
 Difficulty = Literal["easy", "medium", "hard"]
+#: What judged documents absent from the corpus do: ``"drop"`` (the authors' tensor ground
+#: truth: left out of R) or ``"count"`` (BEIR / pytrec_eval: counted in R, never retrieved).
+QRELS_MISSING = ("drop", "count")
+
+
+@dataclasses.dataclass(frozen=True)
+class QrelsAudit:
+    """What a task's qrels hold beyond plain relevant pairs (reported on every run).
+
+    Convention (BEIR / pytrec_eval): a judgement with score <= 0 is "judged not relevant"
+    and never counts in R; a (query, document) pair listed twice keeps its last score.
+
+    Attributes:
+        judged_pairs: (query, document) pairs of the task's queries (after de-duplication).
+        relevant_pairs: of those, score > 0.
+        zero_score_pairs: of those, score <= 0 (not relevant).
+        duplicate_pairs: lines that repeated an earlier (query, document) pair (reader count).
+        outside_pairs: judged pairs whose document is not in the corpus.
+        outside_relevant_pairs: of those, score > 0 (what ``qrels_missing="count"`` adds to R).
+        outside_examples: up to 5 ``"query -> document"`` of the outside pairs.
+        queries_all_outside: queries with relevant judgements, none of them in the corpus
+            (no relevant gallery item: left out under "drop", AP 0 under "count").
+        outside_per_query: ``{query: relevant documents outside the corpus}`` (non-zero only).
+    """
+
+    judged_pairs: int
+    relevant_pairs: int
+    zero_score_pairs: int
+    duplicate_pairs: int
+    outside_pairs: int
+    outside_relevant_pairs: int
+    outside_examples: tuple[str, ...]
+    queries_all_outside: int
+    outside_per_query: dict[str, int]
+
+    def as_record(self) -> dict:
+        """The counts and examples as plain JSON (without the per-query map)."""
+        out = dataclasses.asdict(self)
+        out.pop("outside_per_query")
+        out["outside_examples"] = list(self.outside_examples)
+        return out
+
+    def summary(self) -> str:
+        """One line for logs and tables."""
+        ex = f" (e.g. {', '.join(self.outside_examples[:3])})" if self.outside_examples else ""
+        return (f"{self.outside_pairs} of {self.judged_pairs} judged pairs point outside the "
+                f"corpus{ex}; {self.zero_score_pairs} score-0 judgements (not relevant); "
+                f"{self.duplicate_pairs} duplicate lines (last score kept)")
+
+
+def audit_qrels(qrels: dict[str, dict[str, int]], query_items: list[str],
+                corpus_items: list[str], duplicate_pairs: int = 0,
+                max_examples: int = 5) -> QrelsAudit:
+    """The :class:`QrelsAudit` of ``qrels`` for these queries against this corpus."""
+    corpus = set(corpus_items)
+    judged = relevant = zero = outside = outside_rel = all_out = 0
+    examples: list[str] = []
+    per_query: dict[str, int] = {}
+    for q in query_items:
+        docs = qrels.get(q, {})
+        judged += len(docs)
+        n_rel = n_rel_out = 0
+        for d, v in docs.items():
+            rel = v > 0
+            relevant += rel
+            zero += not rel
+            if d not in corpus:
+                outside += 1
+                n_rel_out += rel
+                if len(examples) < max_examples:
+                    examples.append(f"{q} -> {d}")
+            n_rel += rel
+        outside_rel += n_rel_out
+        if n_rel_out:
+            per_query[q] = n_rel_out
+        all_out += bool(n_rel) and n_rel_out == n_rel
+    return QrelsAudit(judged, relevant, zero, duplicate_pairs, outside, outside_rel,
+                      tuple(examples), all_out, per_query)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,6 +119,9 @@ class RetrievalTask:
         qrels: ``{query item: {gallery item: grade}}`` for ``"qrels"``.
         gnd: per query ``{"easy", "hard", "junk": int arrays of gallery indices}`` for
             ``"revisitop"``.
+        qrels_missing: ``"drop"`` (default, the authors') or ``"count"``: whether relevant
+            judged documents absent from the corpus count in R (see :data:`QRELS_MISSING`).
+        qrels_audit: the :class:`QrelsAudit` of ``qrels`` against the corpus as loaded.
     """
 
     name: str
@@ -49,8 +131,13 @@ class RetrievalTask:
     exclude_self: bool = False
     qrels: dict[str, dict[str, int]] | None = None
     gnd: list[dict[str, np.ndarray]] | None = None
+    qrels_missing: str = "drop"
+    qrels_audit: QrelsAudit | None = None
 
     def __post_init__(self) -> None:
+        if self.qrels_missing not in QRELS_MISSING:
+            raise ValueError(f"qrels_missing must be one of {QRELS_MISSING}, got "
+                             f"{self.qrels_missing!r}")
         if self.relevance in ("label", "group"):
             attr = "labels" if self.relevance == "label" else "groups"
             for side in (self.query, self.gallery):
@@ -63,6 +150,10 @@ class RetrievalTask:
         elif self.relevance == "qrels":
             if self.qrels is None:
                 raise ValueError("relevance='qrels' needs qrels")
+            if self.qrels_audit is None:
+                object.__setattr__(self, "qrels_audit", audit_qrels(
+                    self.qrels, list(self.query.items), list(self.gallery.items),
+                    int(self.query.extra.get("qrels_duplicate_pairs", 0))))
         elif self.relevance == "revisitop":
             if self.gnd is None or len(self.gnd) != len(self.query):
                 raise ValueError("relevance='revisitop' needs one gnd entry per query")
@@ -129,6 +220,15 @@ class RetrievalTask:
             pos = pos[pos != self._self_index[i]]
         return pos
 
+    def unretrievable_counts(self) -> np.ndarray:
+        """``(Q,)`` int64: relevant judged documents outside the corpus that count in R
+        (``qrels_missing="count"``); zeros otherwise."""
+        if self.relevance != "qrels" or self.qrels_missing != "count":
+            return np.zeros(self.num_queries, np.int64)
+        assert self.qrels_audit is not None
+        per = self.qrels_audit.outside_per_query
+        return np.array([per.get(q, 0) for q in self.query.items], np.int64)
+
     def positive_counts(self) -> np.ndarray:
         """``(Q,)`` int64: how many gallery items are relevant to each query (self excluded;
         revisitop: easy + hard)."""
@@ -179,6 +279,13 @@ class RetrievalTask:
                         f"{self.gallery.items[:3]}): do the qrels belong to this corpus?")
             elif self.relevance == "label":
                 hint = " Their labels do not occur in the gallery: do the splits share classes?"
+                for side in (self.query, self.gallery):  # an annotation file: its rule
+                    if "label_rule" in side.extra:
+                        hint += (f" The {side.split!r} labels come from "
+                                 f"{side.extra['labels_file']}, label = {side.extra['label_rule']}:"
+                                 f" {side.extra['distinct_labels']:,} distinct labels for "
+                                 f"{len(side):,} images; choose the label column with "
+                                 f"imagefolder?labels=FILE&label_column=K.")
             raise DegenerateTaskError(
                 f"{self.name}: {len(none):,} of {self.num_queries:,} queries have no relevant "
                 f"gallery item (e.g. {ex}); their scores would be 0 by construction.{hint}")

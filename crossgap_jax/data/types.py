@@ -110,6 +110,9 @@ class ImageSplit:
         reader: random access to the images when they are not files (tfds), else ``None``.
         root: the folder the dataset was read from (informative).
         extra: loader-specific metadata (e.g. the revisitop ground truth of query splits).
+        exif_transpose: decode each image turned as its EXIF orientation tag says
+            (``PIL.ImageOps.exif_transpose``); ``False`` (default): the tag is ignored, as
+            in the reference. Part of the feature cache key.
     """
 
     modality: ClassVar[str] = "image"
@@ -125,6 +128,7 @@ class ImageSplit:
     reader: ImageReader | None = None
     root: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    exif_transpose: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.items)
@@ -178,7 +182,8 @@ class ImageSplit:
             box = self.boxes[index]
             draft_size = None
         if self.paths is not None:
-            img = open_image(self.paths[index], draft_size=draft_size, draft_margin=draft_margin)
+            img = open_image(self.paths[index], draft_size=draft_size, draft_margin=draft_margin,
+                             exif_transpose=self.exif_transpose)
         else:
             assert self.reader is not None
             data = self.reader.read(index)
@@ -190,7 +195,7 @@ class ImageSplit:
                     raise _decode_error(self.describe(index), e) from e
             else:
                 img = open_image(data, draft_size=draft_size, draft_margin=draft_margin,
-                                 name=self.describe(index))
+                                 name=self.describe(index), exif_transpose=self.exif_transpose)
         if box is not None:
             w, h = img.size
             x1, y1, x2, y2 = (float(v) for v in box)

@@ -32,7 +32,8 @@ def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{
             "items_sha256": hashlib.sha256("\n".join(split.items).encode()).hexdigest(),
             "projected": project}
     if split.modality == "image":
-        meta["preprocessing"] = clip.preprocess_options
+        exif = {"exif_transpose": True} if split.exif_transpose else {}  # --exif-transpose
+        meta["preprocessing"] = dict(clip.preprocess_options, **exif)
     else:
         meta["template"] = template
         meta["context_length"] = clip.config.text.context_length

@@ -296,6 +296,9 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
         return {**_flatten(res), **missing}
     args, kwargs = _relevance_args(task, q_split, g_split)
     res = retrieval.evaluate(qf, gf, *args, metric_variant=metric_variant, **kwargs)
+    if task.qrels_audit is not None:  # judged pairs outside the corpus etc., on every run
+        missing["qrels_missing"] = task.qrels_missing
+        missing["qrels_audit"] = task.qrels_audit.as_record()
     return {**res, **missing}
 
 

@@ -167,6 +167,9 @@ def results_table(results: dict) -> str:
              f"Metric variant: `{variant}`; OTI/OVI loss reduction: `{reduction}` "
              "(see docs/fidelity.md).")
     lines += _text_source_lines(results["datasets"])
+    qrels = [f"- `{ds}`: {qrels_note(v['inverted'])}".rstrip() for ds, v in
+             results["datasets"].items() if qrels_note(v.get("inverted", {}))]
+    lines += ["", *qrels] if qrels else []
     return head + note + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -187,6 +190,21 @@ def _gallery_cell(m: dict) -> str:
                                             else "")
 
 
+def qrels_note(m: dict) -> str:
+    """A line on judged pairs outside the corpus, score-0 and duplicate judgements of a
+    qrels task (``m["qrels_audit"]``, see :class:`crossgap_jax.data.QrelsAudit`); ``""``
+    for other tasks."""
+    a = m.get("qrels_audit")
+    if not a:
+        return ""
+    ex = f" (e.g. {', '.join(a['outside_examples'][:3])})" if a["outside_examples"] else ""
+    rule = ("counted in R" if m.get("qrels_missing") == "count" else
+            "left out of R as the authors do; `--qrels-missing count` counts them")
+    return (f"Qrels: {a['outside_pairs']} of {a['judged_pairs']} judged pairs point outside "
+            f"the corpus{ex}: {rule}; {a['zero_score_pairs']} score-0 judgements (not "
+            f"relevant); {a['duplicate_pairs']} duplicate lines (last score kept).\n")
+
+
 def retrieval_table(run: Run, dataset: str, m: dict) -> str:
     """Markdown table of one ``retrieve`` result, headed by the run's provenance."""
     keys = [k for k in ("mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10") if k in m]
@@ -199,7 +217,7 @@ def retrieval_table(run: Run, dataset: str, m: dict) -> str:
                  + " | ".join(f"{float(m[k]):.2f}" for k in keys)
                  + f" | {_counts(m)} | {_gallery_cell(m)} |")
     return (provenance_header(provenance(run), "Retrieval") + "Metrics in percent.\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(lines) + "\n" + ("\n" + qrels_note(m) if qrels_note(m) else ""))
 
 
 def classify_table(run: Run, dataset: str, m: dict) -> str:

@@ -37,6 +37,7 @@ from crossgap_jax.baselines import (
     window_features,
 )
 from crossgap_jax.data import (
+    QRELS_MISSING,
     RetrievalTask,
     TextSplit,
     apply_authors_assets,
@@ -141,6 +142,8 @@ class Run:
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
         if split.modality == "text":
             self.require_text_tower("text")
+        elif self.cfg.get("exif_transpose"):  # --exif-transpose (part of the cache key)
+            split = dataclasses.replace(split, exif_transpose=True)
         return cached_split_features(self.clip, split, self.run_dir, template=template,
                                      batch_size=self.preset.batch_size, on_error=self.on_error,
                                      progress=self.progress, project=project)
@@ -258,7 +261,9 @@ class Run:
 
     def _load_task(self, dataset: str, split: str | None) -> RetrievalTask:
         task, source = apply_authors_assets(
-            get_task(dataset, self.root_for(dataset), query_split=split), self.authors_assets)
+            get_task(dataset, self.root_for(dataset), query_split=split,
+                     qrels_missing=str(self.cfg.get("qrels_missing") or "drop")),
+            self.authors_assets)
         if source:
             self.text_sources[task.name] = source
         if task.relevance == "revisitop":
@@ -356,7 +361,9 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
              model_explicit: bool = False, roots: dict[str, str] | None = None,
              authors_assets: str | None = None, metric_variant: str = "standard",
              loss_reduction: str = "per_example", revisitop1m: str = "auto",
-             baselines: dict | None = None, ovi_text: str = "authors") -> Run:
+             baselines: dict | None = None, ovi_text: str = "authors",
+             qrels_missing: str = "drop",
+             exif_transpose: bool = False) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``cfg``: a :class:`~crossgap_jax.pipeline.presets.Preset` (typed; the CLI's), or its
@@ -378,7 +385,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     are the compatibility switches of docs/fidelity.md; they are recorded in the config.
     ``baselines``: the settings of the fitted baselines and few-shot NCM
     (:class:`~crossgap_jax.pipeline.baselines.BaselineSettings` as a dict; None: defaults),
-    recorded in the config.
+    recorded in the config. ``qrels_missing`` (``"drop"`` / ``"count"``) and
+    ``exif_transpose`` are data switches of docs/fidelity.md, recorded in the config.
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
@@ -391,6 +399,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     check_metric_variant(metric_variant)
     if ovi_text not in OVI_TEXT_MODES:
         raise ValueError(f"ovi_text must be one of {OVI_TEXT_MODES}, got {ovi_text!r}")
+    if qrels_missing not in QRELS_MISSING:
+        raise ValueError(f"qrels_missing must be one of {QRELS_MISSING}, got {qrels_missing!r}")
     if loss_reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
                          f"{loss_reduction!r}")
@@ -419,7 +429,9 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
                max_queries=max_queries, max_gallery=max_gallery,
                checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets,
                metric_variant=metric_variant, loss_reduction=loss_reduction,
-               revisitop1m=revisitop1m, baselines=baselines, ovi_text=ovi_text)
+               revisitop1m=revisitop1m, baselines=baselines, ovi_text=ovi_text,
+               qrels_missing=qrels_missing,
+               exif_transpose=exif_transpose)
     return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,

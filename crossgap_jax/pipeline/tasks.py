@@ -32,16 +32,23 @@ class TaskRelevance:
             pairs), ``"revisitop"`` (its own protocol, ``retrieval.revisitop_evaluate``).
         exclude_self: all-vs-all (each query left out of its own list).
         qrels: ``{query id: {gallery id: grade}}`` of ``qrels`` tasks.
+        outside: ``{query id: relevant documents outside the corpus}`` when they count in R
+            (``qrels_missing="count"``), else None.
     """
 
     kind: str
     exclude_self: bool = False
     qrels: dict | None = None
+    outside: dict | None = None
 
     @classmethod
     def of(cls, task: RetrievalTask) -> TaskRelevance:
         """The relevance of ``task``."""
-        return cls(task.relevance, bool(task.exclude_self), task.qrels)
+        outside = None
+        if task.relevance == "qrels" and task.qrels_missing == "count":
+            assert task.qrels_audit is not None
+            outside = task.qrels_audit.outside_per_query
+        return cls(task.relevance, bool(task.exclude_self), task.qrels, outside)
 
     @property
     def per_query(self) -> bool:
@@ -65,7 +72,11 @@ class TaskRelevance:
             if self.exclude_self and len(q_split) != len(g_split):
                 raise ValueError("exclude_self with differing query/gallery items after skips")
             return (rel,), {"exclude_self": self.exclude_self}
-        return (self.qrels,), {"query_ids": q_split.items, "gallery_ids": g_split.items}
+        kwargs = {"query_ids": q_split.items, "gallery_ids": g_split.items}
+        if self.outside is not None:
+            kwargs["unretrievable"] = np.array([self.outside.get(q, 0) for q in q_split.items],
+                                               np.int64)
+        return (self.qrels,), kwargs
 
     def positives_of_each(self, q_split, g_split) -> list[np.ndarray]:
         """For each query of ``q_split``, the sorted indices of its relevant gallery items."""

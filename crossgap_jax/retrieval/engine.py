@@ -67,6 +67,7 @@ def _run_numpy(
     num_threads: int,
     progress: bool,
     r_extra: np.ndarray,
+    r_absent: np.ndarray,
 ) -> dict[str, np.ndarray]:
     num_q = qn.shape[0]
     keys = ["AP", "AP@R", "P@R", *(f"R@{k}" for k in recall_ks)]
@@ -82,7 +83,8 @@ def _run_numpy(
             idx = np.arange(stop - start)
             scores[idx, start + idx] = -np.inf
             relevant[idx, start + idx] = False
-        res = block_metrics_numpy(scores, relevant, recall_ks, ties, r_extra[start:stop])
+        res = block_metrics_numpy(scores, relevant, recall_ks, ties, r_extra[start:stop],
+                                  r_absent[start:stop])
         for k, v in res.items():
             out[k][start:stop] = v
         return stop - start
@@ -115,27 +117,29 @@ def _jax_chunk_scores(qpad, gn, start, block, exclude_self):
 @functools.partial(
     jax.jit, static_argnames=("block", "exclude_self", "recall_ks", "pessimistic")
 )
-def _jax_block_labels(qpad, gn, start, qlab_pad, glab, extra_pad, *, block, exclude_self,
-                      recall_ks, pessimistic):
+def _jax_block_labels(qpad, gn, start, qlab_pad, glab, extra_pad, absent_pad, *, block,
+                      exclude_self, recall_ks, pessimistic):
     scores, self_mask = _jax_chunk_scores(qpad, gn, start, block, exclude_self)
     ql = lax.dynamic_slice_in_dim(qlab_pad, start, block)
     relevant = ql[:, None] == glab[None, :]
     if exclude_self:
         relevant = relevant & ~self_mask
     extra = lax.dynamic_slice_in_dim(extra_pad, start, block)
-    return block_metrics_jax(scores, relevant, recall_ks, pessimistic, extra)
+    absent = lax.dynamic_slice_in_dim(absent_pad, start, block)
+    return block_metrics_jax(scores, relevant, recall_ks, pessimistic, extra, absent)
 
 
 @functools.partial(
     jax.jit, static_argnames=("block", "exclude_self", "recall_ks", "pessimistic")
 )
-def _jax_block_mask(qpad, gn, start, relevant, extra_pad, *, block, exclude_self, recall_ks,
-                    pessimistic):
+def _jax_block_mask(qpad, gn, start, relevant, extra_pad, absent_pad, *, block, exclude_self,
+                    recall_ks, pessimistic):
     scores, self_mask = _jax_chunk_scores(qpad, gn, start, block, exclude_self)
     if exclude_self:
         relevant = relevant & ~self_mask
     extra = lax.dynamic_slice_in_dim(extra_pad, start, block)
-    return block_metrics_jax(scores, relevant, recall_ks, pessimistic, extra)
+    absent = lax.dynamic_slice_in_dim(absent_pad, start, block)
+    return block_metrics_jax(scores, relevant, recall_ks, pessimistic, extra, absent)
 
 
 def _run_jax(
@@ -148,6 +152,7 @@ def _run_jax(
     chunk: int,
     progress: bool,
     r_extra: np.ndarray,
+    r_absent: np.ndarray,
 ) -> dict[str, np.ndarray]:
     num_q = qn.shape[0]
     num_chunks = -(-num_q // chunk)
@@ -155,6 +160,9 @@ def _run_jax(
     extra_pad = np.zeros(num_chunks * chunk, np.int32)  # traced: no recompile per variant
     extra_pad[:num_q] = r_extra
     extra_pad = jnp.asarray(extra_pad)
+    absent_pad = np.zeros(num_chunks * chunk, np.int32)
+    absent_pad[:num_q] = r_absent
+    absent_pad = jnp.asarray(absent_pad)
     static = dict(block=chunk, exclude_self=exclude_self, recall_ks=recall_ks,
                   pessimistic=ties == "pessimistic")
     if isinstance(rel, _LabelRelevance):
@@ -172,11 +180,12 @@ def _run_jax(
         start = c * chunk
         stop = min(num_q, start + chunk)
         if isinstance(rel, _LabelRelevance):
-            res = _jax_block_labels(qpad, gn, start, qlab, glab, extra_pad, **static)
+            res = _jax_block_labels(qpad, gn, start, qlab, glab, extra_pad, absent_pad,
+                                    **static)
         else:
             blk = np.zeros((chunk, rel.num_gallery), bool)
             blk[: stop - start] = rel.block(start, stop)
-            res = _jax_block_mask(qpad, gn, start, blk, extra_pad, **static)
+            res = _jax_block_mask(qpad, gn, start, blk, extra_pad, absent_pad, **static)
         pending.append((stop - start, res))  # dispatched asynchronously
         if len(pending) > 2:  # keep at most two chunks in flight (bounded memory)
             fetch(*pending.pop(0))
@@ -232,6 +241,7 @@ def evaluate_per_query(
     num_threads: int | None = None,
     progress: bool | None = None,
     metric_variant: str = "standard",
+    unretrievable: ArrayLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-query retrieval metrics; see :func:`evaluate` for the arguments.
 
@@ -270,6 +280,15 @@ def evaluate_per_query(
     num_relevant = rel.counts()
     if exclude_self:
         num_relevant = num_relevant - rel.self_relevant()
+    r_absent = np.zeros(num_q, np.int64)
+    if unretrievable is not None:
+        r_absent = np.asarray(unretrievable)
+        if (r_absent.shape != (num_q,) or not np.issubdtype(r_absent.dtype, np.integer)
+                or (r_absent < 0).any()):
+            raise ValueError(f"unretrievable must be ({num_q},) non-negative integers, got "
+                             f"shape {r_absent.shape} dtype {r_absent.dtype}")
+        r_absent = r_absent.astype(np.int64)
+        num_relevant = num_relevant + r_absent
     if not (num_relevant > 0).any():
         raise ValueError("no query has a relevant item in the gallery: the metrics are undefined")
     # The authors count R before removing the query itself: one more rank in the AP@R cut-off.
@@ -283,14 +302,14 @@ def evaluate_per_query(
         gn = l2_normalize_jax(gf, "gallery_features")
         chunk = chunk_size or auto_chunk_size(num_q, num_g, JAX_BLOCK_ELEMENTS)
         out = _run_jax(qn, gn, rel, exclude_self, recall_ks, ties, min(chunk, num_q), show,
-                       r_extra)
+                       r_extra, r_absent)
     else:
         qn = l2_normalize_numpy(qf, "query_features")
         gn = l2_normalize_numpy(gf, "gallery_features")
         chunk = chunk_size or auto_chunk_size(num_q, num_g, _NUMPY_BLOCK_ELEMENTS)
         threads = num_threads or default_num_threads()
         out = _run_numpy(qn, gn, rel, exclude_self, recall_ks, ties, chunk, threads, show,
-                         r_extra)
+                         r_extra, r_absent)
     if not np.array_equal(out["num_relevant"], num_relevant):  # internal consistency check
         raise AssertionError("relevance counts disagree between the blocks and the source")
     return out
@@ -311,6 +330,7 @@ def evaluate(
     num_threads: int | None = None,
     progress: bool | None = None,
     metric_variant: str = "standard",
+    unretrievable: ArrayLike | None = None,
 ) -> dict[str, float | int]:
     """Retrieval metrics of queries against a gallery, in percent.
 
@@ -347,6 +367,10 @@ def evaluate(
             (the Cross-the-Gap code: on ``exclude_self`` splits mAP@R counts R before the
             query is removed, i.e. sums R + 1 ranks and divides by R; queries without a
             relevant item count as 0 in every mean). See docs/fidelity.md.
+        unretrievable: optional (Q,) non-negative ints: relevant items of each query that
+            are not in the gallery (qrels pointing outside the corpus). They count in R
+            (BEIR / pytrec_eval) and are never retrieved; ``None``: R counts only gallery
+            items (the authors' tensor ground truth).
 
     Returns:
         ``{"mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10", "num_queries", "num_evaluated",
@@ -362,6 +386,6 @@ def evaluate(
         query_features, gallery_features, relevant, exclude_self,
         query_ids=query_ids, gallery_ids=gallery_ids, recall_ks=recall_ks, ties=ties,
         chunk_size=chunk_size, backend=backend, num_threads=num_threads, progress=progress,
-        metric_variant=metric_variant,
+        metric_variant=metric_variant, unretrievable=unretrievable,
     )
     return summarize(per_query, metric_variant)

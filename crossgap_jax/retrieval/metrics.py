@@ -146,6 +146,7 @@ def metrics_from_ranks(
     num_relevant: np.ndarray,
     recall_ks: Sequence[int] = (1, 5, 10),
     r_extra: np.ndarray | None = None,
+    r_absent: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-row metrics from the output of :func:`relevant_ranks_numpy`.
 
@@ -153,6 +154,9 @@ def metrics_from_ranks(
         r_extra: optional (B,) non-negative ints added to R for the AP@R cut-off only (the
             divisor stays R): 1 for an all-vs-all query under the authors' metric variant
             (R counted before the query itself was removed), else 0. ``None``: all 0.
+        r_absent: optional (B,) non-negative ints: relevant items that are not in the
+            gallery (qrels pointing outside the corpus, BEIR / pytrec_eval style). They
+            count in R (divisor and cut-offs) and are never retrieved. ``None``: all 0.
 
     Returns:
         dict of (B,) arrays: ``"AP"``, ``"AP@R"``, ``"P@R"`` (float64 in [0, 1]), ``"R@k"`` for
@@ -160,6 +164,8 @@ def metrics_from_ranks(
         get 0 for every metric (``num_relevant`` tells them apart).
     """
     num_rows = num_relevant.shape[0]
+    if r_absent is not None:
+        num_relevant = num_relevant + np.asarray(r_absent, np.int64)
     denom = np.maximum(num_relevant, 1).astype(np.float64)
     precision = m / rank.astype(np.float64)
     within_r = rank <= num_relevant[rows]
@@ -185,11 +191,12 @@ def block_metrics_numpy(
     recall_ks: Sequence[int] = (1, 5, 10),
     ties: str = "pessimistic",
     r_extra: np.ndarray | None = None,
+    r_absent: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """All per-row metrics of one (B, G) block (``scores`` is sorted in place); ``r_extra``
-    as in :func:`metrics_from_ranks`."""
+    and ``r_absent`` as in :func:`metrics_from_ranks`."""
     rows, m, rank, num_relevant = relevant_ranks_numpy(scores, relevant, ties)
-    return metrics_from_ranks(rows, m, rank, num_relevant, recall_ks, r_extra)
+    return metrics_from_ranks(rows, m, rank, num_relevant, recall_ks, r_extra, r_absent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +207,7 @@ def block_metrics_numpy(
 def block_metrics_jax(
     scores: jax.Array, relevant: jax.Array, recall_ks: tuple[int, ...], pessimistic: bool,
     r_extra: jax.Array | None = None,
+    r_absent: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Traceable per-row metrics of one (B, G) block; call under ``jit``.
 
@@ -210,6 +218,8 @@ def block_metrics_jax(
         pessimistic: static tie rule (True: relevant items last among equal scores).
         r_extra: optional traced (B,) ints added to R for the AP@R cut-off only (see
             :func:`metrics_from_ranks`); ``None``: 0.
+        r_absent: optional traced (B,) ints: relevant items not in the gallery, counted in
+            R (see :func:`metrics_from_ranks`); ``None``: 0.
 
     Returns:
         dict of (B,) arrays as :func:`metrics_from_ranks` (float32 metrics, int32 counts).
@@ -222,12 +232,15 @@ def block_metrics_jax(
     rel_sorted = tie_sorted == (1 if pessimistic else 0)
     cum = jnp.cumsum(rel_sorted, axis=1, dtype=jnp.int32)
     num_relevant = cum[:, -1]
+    if r_absent is not None:
+        num_relevant = num_relevant + r_absent.astype(jnp.int32)
     pos = jnp.arange(1, num_items + 1, dtype=jnp.int32)[None, :]
     precision = jnp.where(rel_sorted, cum.astype(jnp.float32) / pos.astype(jnp.float32), 0.0)
     denom = jnp.maximum(num_relevant, 1).astype(jnp.float32)
     cutoff = num_relevant if r_extra is None else num_relevant + r_extra.astype(jnp.int32)
     within_r = pos <= cutoff[:, None]
-    hits_at_r = jnp.take_along_axis(cum, jnp.maximum(num_relevant - 1, 0)[:, None], axis=1)[:, 0]
+    last = jnp.clip(num_relevant - 1, 0, num_items - 1)
+    hits_at_r = jnp.take_along_axis(cum, last[:, None], axis=1)[:, 0]
     out = {
         "AP": precision.sum(axis=1) / denom,
         "AP@R": jnp.where(within_r, precision, 0.0).sum(axis=1) / denom,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from crossgap_jax.data._fs import (
     bad_split,
     candidate_dirs,
+    open_text,
     read_jsonl,
 )
 from crossgap_jax.data.types import DataFileError, DatasetLayoutError, TextSplit
@@ -86,8 +87,10 @@ def _beir_file(d: str, name: str) -> str:
     return path
 
 
-def read_beir_qrels(path: str) -> tuple[dict[str, dict[str, int]], int]:
-    """A BEIR qrels TSV: ``{query id: {corpus id: score}}`` and the number of pairs read.
+def read_beir_qrels(path: str) -> tuple[dict[str, dict[str, int]], int, int]:
+    """A BEIR qrels TSV: ``{query id: {corpus id: score}}``, the number of pairs read and
+    how many of them repeated an earlier (query, corpus id) pair (the last score is kept,
+    as BEIR's own loader does). A UTF-8 byte-order mark is dropped.
 
     The format: an optional header ``query-id<TAB>corpus-id<TAB>score``, then one judged
     pair per line, fields separated by tabs (a space *inside* a field is part of the id,
@@ -98,8 +101,8 @@ def read_beir_qrels(path: str) -> tuple[dict[str, dict[str, int]], int]:
             an integer; the message names ``path:line`` and shows the line.
     """
     qrels: dict[str, dict[str, int]] = {}
-    pairs = 0
-    with open(path, encoding="utf-8") as f:
+    pairs = duplicates = 0
+    with open_text(path) as f:
         for n, raw in enumerate(f, 1):
             line = raw.rstrip("\r\n").rstrip()
             if not line:
@@ -119,9 +122,11 @@ def read_beir_qrels(path: str) -> tuple[dict[str, dict[str, int]], int]:
                 what = f"score {parts[2]!r} is not an integer"
             if what:
                 raise DataFileError(f"{path}:{n}: {what}: {line[:80]!r}")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+            docs = qrels.setdefault(parts[0], {})
+            duplicates += parts[1] in docs
+            docs[parts[1]] = int(parts[2])
             pairs += 1
-    return qrels, pairs
+    return qrels, pairs, duplicates
 
 
 def load_beir(
@@ -174,6 +179,7 @@ def load_beir(
             texts = [f"{ti} {te}".strip() if ti else te for ti, te in zip(titles, texts)]
         return TextSplit(name=name, split="corpus", items=ids, texts=texts, root=d)
     qrels: dict[str, dict[str, int]] = {}
+    duplicates = 0
     if fmt == "parquet":
         t = _read_parquet(_parquet(d, "queries"))  # type: ignore[arg-type]
         q_ids, q_texts = [str(x) for x in t["_id"]], [str(x) for x in t["text"]]
@@ -182,7 +188,9 @@ def load_beir(
             r = _read_parquet(qrels_file)
             scores = r.get("score") or [1] * len(r["query-id"])
             for q, doc, s in zip(r["query-id"], r["corpus-id"], scores):
-                qrels.setdefault(str(q), {})[str(doc)] = int(s)
+                docs = qrels.setdefault(str(q), {})
+                duplicates += str(doc) in docs
+                docs[str(doc)] = int(s)
         else:  # sentence-transformers' NanoBEIR-bm25 variant: relevance/ with id lists
             r = _read_parquet(_parquet(d, "relevance"))  # type: ignore[arg-type]
             for q, docs in zip(r["query-id"], r["positive-corpus-ids"]):
@@ -195,7 +203,7 @@ def load_beir(
         if not os.path.isfile(tsv):
             have = sorted(os.listdir(os.path.join(d, "qrels")))
             raise FileNotFoundError(f"{name}: no {tsv}; qrels files present: {have}")
-        qrels, pairs = read_beir_qrels(tsv)
+        qrels, pairs, duplicates = read_beir_qrels(tsv)
         known = set(q_ids)
         unknown = [q for q in qrels if q not in known]
         if len(unknown) == len(qrels) and qrels:
@@ -211,5 +219,6 @@ def load_beir(
         texts=[q_texts[i] for i in keep], qrels=kept, root=d,
         extra={"judged_queries": sum(1 for v in kept.values() if v),
                "judged_pairs": sum(len(v) for v in kept.values()),
-               "unjudged_queries_dropped": len(q_ids) - len(keep)},
+               "unjudged_queries_dropped": len(q_ids) - len(keep),
+               "qrels_duplicate_pairs": duplicates},
     )

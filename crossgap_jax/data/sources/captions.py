@@ -13,6 +13,7 @@ from crossgap_jax.data._fs import (
     bad_split,
     candidate_dirs,
     layout_error,
+    open_text,
     read_json,
 )
 from crossgap_jax.data.types import TextSplit
@@ -160,7 +161,7 @@ def load_captions(
         data = None
     if kind == "txt":
         per = cap or LINES_PER_IMAGE
-        with open(path, encoding="utf-8") as f:
+        with open_text(path) as f:
             lines = [ln.strip() for ln in f.read().splitlines()]
         while lines and not lines[-1]:
             lines.pop()

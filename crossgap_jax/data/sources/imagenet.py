@@ -16,6 +16,7 @@ from crossgap_jax.data._fs import (
     layout_error,
     list_images,
     looked_for,
+    open_text,
     read_lines,
 )
 from crossgap_jax.data.types import DatasetLayoutError, ImageSplit
@@ -121,7 +122,7 @@ def load_imagenet(root: str, split: str) -> ImageSplit:
                 f"imagenet: {split_dir} is flat and no LOC_val_solution.csv was found at or "
                 f"above {base}\nExpected layout:\n{IMAGENET_LAYOUT}"
             )
-        with open(sol, newline="") as f:
+        with open_text(sol, newline="") as f:
             gt = {row[0]: row[1].split()[0] for row in csv.reader(f) if row and row[0] != "ImageId"}
         for fname in list_images(split_dir):
             stem = os.path.splitext(fname)[0]

@@ -14,6 +14,7 @@ from crossgap_jax.data._fs import (
     candidate_dirs,
     layout_error,
     looked_for,
+    open_text,
 )
 from crossgap_jax.data.types import DatasetLayoutError, TextSplit
 
@@ -66,7 +67,7 @@ def load_imdb(root: str, split: str = "all", queries: Sequence[str] = IMDB_QUERI
     if os.path.isfile(src):  # the 50k CSV (no train/test split inside)
         if split != "all":
             raise ValueError(f"imdb_text: the CSV {src} has only the split 'all'")
-        with open(src, encoding="utf-8", newline="") as f:
+        with open_text(src, newline="") as f:
             reader = csv.DictReader(f)
             for i, row in enumerate(reader):
                 items.append(f"row{i:05d}")
@@ -81,7 +82,7 @@ def load_imdb(root: str, split: str = "all", queries: Sequence[str] = IMDB_QUERI
                 for fn in sorted(os.listdir(folder), key=_imdb_sort_key):
                     if not fn.endswith(".txt"):
                         continue
-                    with open(os.path.join(folder, fn), encoding="utf-8") as f:
+                    with open_text(os.path.join(folder, fn)) as f:
                         texts.append(f.read())
                     items.append(f"{part}/{pol}/{fn}")
                     labels.append(lab)

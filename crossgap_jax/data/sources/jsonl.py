@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from crossgap_jax.data._fs import (
+    open_text,
     read_jsonl,
 )
 from crossgap_jax.data.types import DataFileError, DatasetLayoutError, TextSplit
@@ -65,7 +66,7 @@ def load_text_replacements(path: str | os.PathLike) -> dict[str, str]:
     :mod:`crossgap_jax.data.authors_assets`.)
     """
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         content = f.read()
     try:
         data = json.loads(content)
