@@ -79,7 +79,8 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
                        metric_variant=getattr(args, "metric_variant", "standard"),
                        loss_reduction=getattr(args, "loss_reduction", "per_example"),
                        revisitop1m=getattr(args, "revisitop1m", "auto"),
-                       baselines=baseline_settings(args))
+                       baselines=baseline_settings(args),
+                       verify_data=getattr(args, "verify_data", False))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
