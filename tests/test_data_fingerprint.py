@@ -25,6 +25,7 @@ from crossgap_jax.data.fingerprint import file_records
 from crossgap_jax.models import load_clip
 from crossgap_jax.pipeline import features
 from crossgap_jax.pipeline.features import cached_split_features, encode_split
+from crossgap_jax.pipeline.store import load_features
 
 NAMES = [f"c{c}/{i}.bmp" for c in range(2) for i in range(3)]
 
@@ -263,3 +264,21 @@ def test_two_folders_with_the_same_names_in_one_run_dir(tiny_ckpt, tmp_path):
     # the second folder's inversions are their own (another folder key)
     inv = sorted(p.name for p in (shared / "inversions" / "oti" / "imagefolder").iterdir())
     assert len(inv) == 2
+
+
+def test_verify_data_option_reaches_the_cache_and_the_record(tiny_ckpt, tmp_path):
+    a = _folder(tmp_path / "a", 0)
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "encode", "--dataset", "imagefolder", "--data-root", a,
+                 "--model", "tiny", "--checkpoint", tiny_ckpt, "--run-dir", str(run_dir),
+                 "--batch-size", "4", "--verify-data"]) == 0
+    (record,) = (run_dir / "records").glob("encode-*.json")
+    prov = json.loads(record.read_text())["provenance"]
+    expect = split_fingerprint(get_dataset("imagefolder", a, "all"), verify=True)
+    assert prov["data"] == {"imagefolder/all": {"root": a, "mode": "sha256",
+                                                "digest": expect.digest, "num_items": 6}}
+    assert prov["settings"]["verify_data"] is True
+    (feats,) = (run_dir / "features" / "imagefolder").glob("*.npz")
+    fs = load_features(str(feats))
+    assert fs.meta["data"] == expect.as_meta()
+    assert fs.fingerprints == expect.keys(NAMES)
