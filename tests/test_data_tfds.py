@@ -175,3 +175,23 @@ def test_real_captions_dataset(tiny_data_dir):
     assert len(query) == 2 and len(gallery) == 3
     with pytest.raises(ValueError, match="modality"):
         cgd.get_dataset("tfds:crossgap_tiny_captions", dd, "test", modality="audio")
+
+
+def test_fingerprint_of_a_prepared_dataset(tiny_data_dir):
+    """tfds splits are fingerprinted by the files of the prepared version folder: a touched
+    file changes the stat digest (not the content digest), for every item at once."""
+    s = cgd.get_dataset("tfds:crossgap_tiny_images", tiny_data_dir / "data", "train")
+    src = s.extra["source_dir"]
+    assert os.path.isdir(src) and src.startswith(str(tiny_data_dir / "data"))
+    fp, sha = cgd.split_fingerprint(s), cgd.split_fingerprint(s, verify=True)
+    assert (fp.root, fp.mode, sha.mode) == (os.path.abspath(src), "stat", "sha256")
+    assert len(set(fp.item_keys)) == 1 and len(fp.item_keys) == 4
+    some = sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs)[0]
+    st = os.stat(some)
+    os.utime(some, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert cgd.split_fingerprint(s).digest != fp.digest
+        assert cgd.split_fingerprint(s, verify=True) == sha
+    finally:
+        os.utime(some, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cgd.split_fingerprint(s) == fp

@@ -82,7 +82,8 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
                        baselines=baseline_settings(args),
                        ovi_text=getattr(args, "ovi_text", "authors"),
                        qrels_missing=getattr(args, "qrels_missing", "drop"),
-                       exif_transpose=bool(getattr(args, "exif_transpose", False)))
+                       exif_transpose=bool(getattr(args, "exif_transpose", False)),
+                       verify_data=getattr(args, "verify_data", False))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir

@@ -220,6 +220,9 @@ OPTIONS: list[Option] = [
               "dataset's own root"),
     _opt("--on-error", RUN_COMMANDS, default="skip", choices=["skip", "raise"],
          help="corrupt images: skip and count, or stop"),
+    _opt("--verify-data", RUN_COMMANDS, action="store_true",
+         help="key cached features by the sha256 of each image file (reads every file) "
+              "instead of its path, size and mtime"),
     _opt("--max-queries", _TASK + ("classify", "indicators"), type=positive_int, default=None,
          help="smoke runs: a seeded random subset of the queries (classify: of the images)"),
     _opt("--max-gallery", _TASK + ("classify",), type=positive_int, default=None,

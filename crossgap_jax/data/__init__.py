@@ -6,7 +6,8 @@ package. Image decoding and CLIP preprocessing live here (:mod:`.decoding`,
 :mod:`.preprocess`); the model layer re-exports them.
 
 Modules: :mod:`.types` (splits, errors), :mod:`.task` (retrieval task), :mod:`.decoding`,
-:mod:`.preprocess`, :mod:`.loader` (batches), :mod:`.registry`, :mod:`.sources` (one module
+:mod:`.preprocess`, :mod:`.loader` (batches), :mod:`.fingerprint` (data identity of a
+split, for caches), :mod:`.registry`, :mod:`.sources` (one module
 per data source), :mod:`.authors_assets`.
 
 Main entry points:
@@ -27,6 +28,7 @@ from crossgap_jax.data.authors_assets import (
     find_summaries_dir,
 )
 from crossgap_jax.data.decoding import ImageDecodeError, open_image
+from crossgap_jax.data.fingerprint import SplitFingerprint, split_fingerprint
 from crossgap_jax.data.loader import (
     ImageBatch,
     ImageBatchLoader,
@@ -102,6 +104,7 @@ __all__ = [
     "RetrievalTask",
     "audit_qrels",
     "Split",
+    "SplitFingerprint",
     "TextBatch",
     "TextSplit",
     "dataset_info",
@@ -117,4 +120,5 @@ __all__ = [
     "open_image",
     "register_dataset",
     "shard_indices",
+    "split_fingerprint",
 ]

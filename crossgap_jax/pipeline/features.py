@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -12,7 +13,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.data import ImageBatchLoader, ImageSplit, TextSplit, iterate_text_batches
+from crossgap_jax.data import (
+    ImageBatchLoader,
+    ImageSplit,
+    SplitFingerprint,
+    TextSplit,
+    iterate_text_batches,
+    split_fingerprint,
+)
 from crossgap_jax.pipeline.store import (
     FeatureSet,
     load_features,
@@ -25,8 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{}",
-                 project: bool = True) -> dict:
-    """Everything a split's features depend on (the cache key)."""
+                 project: bool = True, fingerprint: SplitFingerprint | None = None) -> dict:
+    """Everything a split's features depend on (the cache key): model, dataset, split,
+    items, preprocessing (images) or template and texts (texts), and for images the data
+    fingerprint (``"data"``: root, mode, digest; ``fingerprint`` None: taken now, mode
+    ``stat``). Texts are keyed by their contents (``texts_sha256``), which is their data."""
     meta = {"model": model_fingerprint(clip), "dataset": split.name, "split": split.split,
             "modality": split.modality, "num_items": len(split),
             "items_sha256": hashlib.sha256("\n".join(split.items).encode()).hexdigest(),
@@ -34,6 +45,7 @@ def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{
     if split.modality == "image":
         exif = {"exif_transpose": True} if split.exif_transpose else {}  # --exif-transpose
         meta["preprocessing"] = dict(clip.preprocess_options, **exif)
+        meta["data"] = (fingerprint or split_fingerprint(split)).as_meta()
     else:
         meta["template"] = template
         meta["context_length"] = clip.config.text.context_length
@@ -45,7 +57,8 @@ def feature_meta(clip: Any, split: ImageSplit | TextSplit, *, template: str = "{
 def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 64,
                  template: str = "{}", on_error: str = "skip", error_log: str | None = None,
                  progress: bool = True, fast_decode: bool = False,
-                 project: bool = True) -> FeatureSet:
+                 project: bool = True, fingerprint: SplitFingerprint | None = None
+                 ) -> FeatureSet:
     """Features of every item of ``split``.
 
     Images go through the threaded decode/preprocess pipeline in fixed-size masked batches
@@ -63,11 +76,15 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
         project: False gives the features before the projection (IsoCLIP's input).
         fast_decode: decode large JPEGs at reduced size (faster, ~0.65 grey levels off);
             False (default) keeps the reference preprocessing bit for bit.
+        fingerprint: the split's data fingerprint taken before reading it (None: taken
+            now, mode ``stat``); its item keys go to ``fingerprints``.
 
     Returns:
         A :class:`FeatureSet` (``features`` ``(N', embed_dim)``, N' = N minus skipped items).
     """
-    meta = feature_meta(clip, split, template=template, project=project)
+    fingerprint = fingerprint or split_fingerprint(split)
+    meta = feature_meta(clip, split, template=template, project=project,
+                        fingerprint=fingerprint)
     if split.modality == "image":
         loader = ImageBatchLoader(split, batch_size, on_error=on_error, error_log=error_log,
                                   fast_decode=fast_decode, **clip.preprocess_options)
@@ -100,62 +117,82 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
             feats.append(f[batch.mask])
     features = (np.concatenate(feats).astype(np.float32) if feats
                 else np.zeros((0, 0), np.float32))
-    extra = {}
-    if split.modality == "text":
-        text_of = dict(zip(split.items, split.texts))
-        extra["item_digests"] = _text_digests([text_of[n] for n in names])
-    return FeatureSet(names, features, meta, skipped, rescaled=rescaled, extra=extra)
+    return FeatureSet(names, features, meta, skipped, rescaled=rescaled,
+                      fingerprints=fingerprint.keys(split.items))
 
 
-#: Metadata that depends on the item list (the rest is the settings key of a cache entry).
-_ITEM_KEYS = ("num_items", "items_sha256", "texts_sha256")
+#: Metadata that depends on the item list or the data (the rest is the settings key of a
+#: cache entry).
+_ITEM_KEYS = ("num_items", "items_sha256", "texts_sha256", "data")
 
 
-def _text_digests(texts: list[str]) -> np.ndarray:
-    """A short content digest per text (so that a subset can be checked against a cached
-    entry: same ids with other texts - e.g. summaries - must not be reused)."""
-    return np.array([hashlib.blake2b(t.encode(), digest_size=8).hexdigest() for t in texts])
+def _reusable(fs: FeatureSet, keys: dict[str, str]) -> list[str]:
+    """The items of ``keys`` (``{item: data key}``) that ``fs`` covers with the same data
+    key (encoded or skipped)."""
+    return [it for it, k in keys.items() if fs.fingerprints.get(it) == k]
 
 
-def _subset_of(fs: FeatureSet, split: ImageSplit | TextSplit, meta: dict) -> FeatureSet | None:
-    """``split``'s rows of a cached ``fs`` (skipped items stay skipped), or None when ``fs``
-    does not cover every item (for texts: with the same text)."""
-    have = {it: i for i, it in enumerate(fs.items)}
-    items = list(split.items)
-    if any(it not in have and it not in fs.skipped for it in items):
-        return None
-    keep = [it for it in items if it in have]
-    idx = np.array([have[it] for it in keep], np.int64)
-    extra = {}
-    if split.modality == "text":
-        if "item_digests" not in fs.extra:
-            return None
-        mine = _text_digests(list(split.texts))
-        if not np.array_equal(np.asarray(fs.extra["item_digests"])[idx], mine):
-            return None
-        extra["item_digests"] = mine
-    skipped = {it: fs.skipped[it] for it in items if it not in have}
-    rescaled = {it: fs.rescaled[it] for it in keep if it in fs.rescaled}
-    return FeatureSet(keep, fs.features[idx], meta, skipped, rescaled=rescaled, extra=extra)
+def _merge(split: ImageSplit | TextSplit, meta: dict, keys: dict[str, str],
+           parts: list[tuple[FeatureSet, set[str]]]) -> FeatureSet:
+    """``split``'s features in its order from ``parts``: ``(features, items to take from
+    them)`` (rows, or the reason an item was skipped), the first part holding an item wins."""
+    rows: dict[str, tuple[int, int]] = {}
+    skipped: dict[str, str] = {}
+    rescaled: dict[str, str] = {}
+    for p, (fs, take) in enumerate(parts):
+        pos = {it: i for i, it in enumerate(fs.items)}
+        for it in keys:
+            if it not in take:
+                continue
+            if it in pos and it not in rows and it not in skipped:
+                rows[it] = (p, pos[it])
+                if it in fs.rescaled:
+                    rescaled[it] = fs.rescaled[it]
+            elif it in fs.skipped and it not in rows and it not in skipped:
+                skipped[it] = fs.skipped[it]
+    names = [it for it in split.items if it in rows]
+    dim = max((fs.features.shape[1] for fs, _ in parts if len(fs)), default=0)
+    feats = np.zeros((len(names), dim), np.float32)
+    for p, (fs, _) in enumerate(parts):
+        out = [r for r, it in enumerate(names) if rows[it][0] == p]
+        if out:
+            feats[out] = fs.features[[rows[names[r]][1] for r in out]]
+    return FeatureSet(names, feats, meta, {it: skipped[it] for it in split.items
+                                           if it in skipped},
+                      rescaled=rescaled, fingerprints=dict(keys))
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,
                           template: str = "{}", batch_size: int = 64, on_error: str = "skip",
-                          progress: bool = True, project: bool = True) -> FeatureSet:
-    """:func:`encode_split`, cached under ``cache_dir`` keyed by the model and settings.
+                          progress: bool = True, project: bool = True,
+                          verify_data: bool = False,
+                          fingerprint: SplitFingerprint | None = None) -> FeatureSet:
+    """:func:`encode_split`, cached under ``cache_dir`` keyed by the model, the settings and
+    the data.
 
     The file name is ``<split>-<modality>-<settings key>-<items key>.npz``: the settings key
-    hashes everything but the item list (model weights hash - by content, so another path
-    or a symlink to the same checkpoint hits the same entry -, dataset, split,
-    preprocessing / template), the items key the item list (and, for texts, the texts).
-    A split whose items are all in an existing entry with the same settings (a
-    ``--max-queries`` subset of a split encoded in full) takes its rows from that entry and
-    encodes nothing.
+    hashes everything but the item list and the data (model weights hash - by content, so
+    another path or a symlink to the same checkpoint hits the same entry -, dataset, split,
+    preprocessing / template), the items key the item list and the data: for images the
+    data fingerprint (root, and per item path + size + mtime, or with ``verify_data`` the
+    sha256 of the file; :func:`~crossgap_jax.data.fingerprint.split_fingerprint`), for
+    texts the texts.
+
+    Without an exact entry, the entry of the same settings that holds the most items of the
+    split with the same per-item data key gives their rows (a ``--max-queries`` subset of a
+    split encoded in full encodes nothing); only the other items are encoded (new ones, and
+    changed ones - counted in a one-line warning -, including previously skipped images
+    whose file changed), and the merged entry is written.
 
     An existing file is reused only if its metadata equals what is asked for; otherwise
     :class:`~crossgap_jax.pipeline.store.StaleArtifactError` is raised.
+
+    Args:
+        fingerprint: the split's data fingerprint if already taken (else taken here, with
+            ``verify_data``).
     """
-    meta = feature_meta(clip, split, template=template, project=project)
+    fp = fingerprint or split_fingerprint(split, verify=verify_data)
+    meta = feature_meta(clip, split, template=template, project=project, fingerprint=fp)
     settings = {k: v for k, v in meta.items() if k not in _ITEM_KEYS}
     safe = split.name.replace(":", "_").replace("/", "_")
     stem = f"{split.split}-{split.modality}-{meta_key(settings)}"
@@ -164,15 +201,41 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
     path = os.path.join(folder, f"{stem}-{items_key}.npz")
     if os.path.exists(path):
         return load_features(path, expect=meta)
+    keys = fp.keys(split.items)
     others = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(stem) + "-*.npz")),
                     key=os.path.getsize, reverse=True)
+    best, reuse, rank = None, [], (0, 0)
     for other in others:
-        sub = _subset_of(load_features(other, expect=settings), split, meta)
-        if sub is not None:
-            log.info("%s/%s: %d items taken from the cached %s (nothing encoded)", split.name,
-                     split.split, len(split), other)
-            return sub
-    fs = encode_split(clip, split, batch_size=batch_size, template=template, on_error=on_error,
-                      error_log=path[:-4] + ".skipped.txt", progress=progress, project=project)
+        cached = load_features(other, expect=settings)
+        if cached.meta.get("data", {}).get("mode") != meta.get("data", {}).get("mode"):
+            continue  # keys of another fingerprint mode (stat vs sha256) never match
+        found = _reusable(cached, keys)
+        covered = sum(1 for it in keys if it in cached.fingerprints)
+        if (len(found), covered) > rank:  # most reusable rows, then most items known
+            best, reuse, rank = (other, cached), found, (len(found), covered)
+        if len(reuse) == len(split):
+            break
+    if best is not None and len(reuse) == len(split):
+        log.info("%s/%s: %d items taken from the cached %s (nothing encoded)", split.name,
+                 split.split, len(split), best[0])
+        return _merge(split, meta, keys, [(best[1], set(reuse))])
+    done = set(reuse)
+    todo = [i for i, it in enumerate(split.items) if it not in done]
+    changed = (sum(1 for it in split.items if it not in done and it in best[1].fingerprints)
+               if best is not None else 0)
+    if changed:
+        log.warning("%s/%s: %d of %d items changed since the cached %s (data fingerprint, "
+                    "%s), %d new: encoding %d, reusing %d", split.name, split.split, changed,
+                    len(split), os.path.basename(best[0]), fp.mode,
+                    len(todo) - changed, len(todo), len(reuse))
+    part = split if len(todo) == len(split) else split.subset(todo)
+    new = encode_split(clip, part, batch_size=batch_size, template=template, on_error=on_error,
+                       error_log=path[:-4] + ".skipped.txt", progress=progress,
+                       project=project,
+                       fingerprint=dataclasses.replace(
+                           fp, item_keys=tuple(fp.item_keys[i] for i in todo)))
+    fs = new if part is split else _merge(
+        split, meta, keys, [(new, set(new.fingerprints))] + ([(best[1], done)] if best else []))
+    fs = dataclasses.replace(fs, meta=meta)
     save_features(path, fs)
     return fs

@@ -60,17 +60,22 @@ def provenance(run: Run) -> dict:
     """What produced a run's results: ``model``, ``checkpoint``, ``checkpoint_sha256``,
     ``pretrained`` (tag, or None for a file), ``preset``, ``settings`` (every preset key and
     the compute dtype), ``subset`` (``max_queries`` / ``max_gallery``, None = full),
-    ``text_sources`` ({dataset: source} of replaced texts; empty: as read) and ``version``."""
+    ``text_sources`` ({dataset: source} of replaced texts; empty: as read), ``data``
+    ({"<dataset>/<split>": root, fingerprint mode and digest, item count} of every split whose
+    features the run used so far: :attr:`Run.data_fingerprints`) and ``version``."""
 
     c = run.cfg
     settings = {k: c[k] for k in _SETTING_KEYS if k in c}
-    settings.update(on_error=run.on_error, record_steps=list(run.record_steps))
+    settings.update(on_error=run.on_error, record_steps=list(run.record_steps),
+                    verify_data=run.verify_data)
     return {"model": c.get("model"), "checkpoint": c.get("checkpoint"),
             "checkpoint_sha256": c.get("checkpoint_sha256") or checkpoint_sha256(run.clip),
             "pretrained": c.get("pretrained"), "preset": c.get("preset"),
             "settings": settings,
             "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
-            "text_sources": dict(run.text_sources), "version": __version__}
+            "text_sources": dict(run.text_sources),
+            "data": {k: dict(v) for k, v in run.data_fingerprints.items()},
+            "version": __version__}
 
 
 def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,

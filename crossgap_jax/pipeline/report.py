@@ -86,9 +86,17 @@ def _format_text_sources(sources: dict) -> str:
     return "; ".join(parts)
 
 
+def _data_lines(data: dict) -> list[str]:
+    """One line per split: its data root and fingerprint (mode, first 16 hex digits)."""
+    return [f"- data `{name}`: root `{d.get('root')}`, fingerprint `{d.get('mode')}:"
+            f"{str(d.get('digest'))[:16]}` ({d.get('num_items')} items)"
+            for name, d in data.items()]
+
+
 def provenance_header(prov: dict, title: str) -> str:
     """Markdown lines naming what produced a table: model, checkpoint sha256, preset, every
-    setting, subset caveat, text sources and the package version."""
+    setting, subset caveat, text sources, each split's data root and fingerprint and the
+    package version."""
     s = prov.get("settings", {})
     lines = [f"# {title}", "",
              f"- model: `{prov.get('model')}`; weights: `{prov.get('checkpoint')}`"
@@ -98,6 +106,7 @@ def provenance_header(prov: dict, title: str) -> str:
              + ", ".join(f"{k}={s[k]!r}" if isinstance(s[k], str) else f"{k}={s[k]}"
                          for k in sorted(s)),
              f"- text sources: {_format_text_sources(prov.get('text_sources') or {})}",
+             *_data_lines(prov.get("data") or {}),
              f"- crossgap_jax {prov.get('version')}"]
     caveat = _subset_line(prov)
     if caveat:

@@ -12,8 +12,9 @@ sha256, preset, every setting, subset sizes, package version); its key hashes th
 command, its arguments and that provenance, so no command rewrites another's record.
 
 Keys hash everything an artefact depends on (model weights, preprocessing, template,
-hyper-parameters), so a restarted run reuses finished work and a changed setting never
-silently reuses stale work.
+hyper-parameters, and the data: each split's data fingerprint, carried in the features'
+``meta`` into the inversion keys), so a restarted run reuses finished work and a changed
+setting or changed data never silently reuses stale work.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from crossgap_jax.baselines import (
 from crossgap_jax.data import (
     QRELS_MISSING,
     RetrievalTask,
+    SplitFingerprint,
     TextSplit,
     apply_authors_assets,
     apply_authors_assets_to_split,
@@ -47,6 +49,7 @@ from crossgap_jax.data import (
     get_dataset,
     get_task,
     resolve_root,
+    split_fingerprint,
 )
 from crossgap_jax.inversion import (
     LOSS_REDUCTIONS,
@@ -105,6 +108,11 @@ class Run:
             summaries and 20NG queries, as the paper did (see
             :mod:`crossgap_jax.data.authors_assets`); ``None``: raw texts, our queries.
         text_sources: per dataset, which texts its task used (filled by :meth:`task`).
+        verify_data: fingerprint image files by their sha256 instead of path, size and mtime
+            (CLI ``--verify-data``; see :mod:`crossgap_jax.data.fingerprint`).
+        data_fingerprints: per ``"<dataset>/<split>"`` whose features were used, its data
+            root and fingerprint (``root``, ``mode``, ``digest``, ``num_items``; filled by
+            :meth:`features`, recorded in the provenance).
     """
 
     run_dir: str
@@ -120,6 +128,11 @@ class Run:
     roots: dict[str, str] = dataclasses.field(default_factory=dict)
     authors_assets: str | None = None
     text_sources: dict = dataclasses.field(default_factory=dict)
+    verify_data: bool = False
+    data_fingerprints: dict = dataclasses.field(default_factory=dict)
+    # one fingerprint per split object of this run (a run reads its data once):
+    # id(split) -> (split, SplitFingerprint); shared by dataclasses.replace copies
+    _fingerprints: dict = dataclasses.field(default_factory=dict, repr=False)
     _baseline_cache: dict = dataclasses.field(default_factory=dict, repr=False)
     # not an init field: dataclasses.replace (other roots, settings) starts an empty cache
     _task_cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
@@ -140,13 +153,30 @@ class Run:
 
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
+        """Features of ``split``, cached in the run folder keyed by model, settings and the
+        split's data fingerprint (taken once per split per run; see
+        :func:`~crossgap_jax.pipeline.features.cached_split_features`)."""
         if split.modality == "text":
             self.require_text_tower("text")
-        elif self.cfg.get("exif_transpose"):  # --exif-transpose (part of the cache key)
-            split = dataclasses.replace(split, exif_transpose=True)
+        fp = self.data_fingerprint(split)
+        if split.modality == "image" and self.cfg.get("exif_transpose"):
+            split = dataclasses.replace(split, exif_transpose=True)  # in the cache key
         return cached_split_features(self.clip, split, self.run_dir, template=template,
                                      batch_size=self.preset.batch_size, on_error=self.on_error,
-                                     progress=self.progress, project=project)
+                                     progress=self.progress, project=project, fingerprint=fp)
+
+    def data_fingerprint(self, split) -> SplitFingerprint:
+        """The data fingerprint of ``split`` (with :attr:`verify_data`), taken on first use
+        and noted in :attr:`data_fingerprints`."""
+        if id(split) not in self._fingerprints:
+            fp = split_fingerprint(split, verify=self.verify_data)
+            self._fingerprints[id(split)] = (split, fp)
+            entry = dict(fp.as_meta(), num_items=len(split))
+            name = f"{split.name}/{split.split}"
+            if self.data_fingerprints.get(name, entry) != entry:  # another subset of it
+                name = f"{name} ({len(split)} items, {fp.digest[:8]})"
+            self.data_fingerprints[name] = entry
+        return self._fingerprints[id(split)][1]
 
     def isoclip_map(self, side: str, task: str):
         """IsoCLIP's map of one side (``"image"``/``"text"``) with the ``(k_top, k_bottom)``
@@ -191,7 +221,12 @@ class Run:
                                    meta=dict(pre.meta, isotropic_window=window))
 
     def inverted(self, fs: FeatureSet, method: str) -> FeatureSet:
-        """OTI (image features) or OVI (text features) of every item of ``fs``, resumable."""
+        """OTI (image features) or OVI (text features) of every item of ``fs``, resumable.
+
+        The folder key hashes ``fs.meta``, which holds the split's data fingerprint (image
+        splits: ``meta["data"]``; texts: ``texts_sha256``): when the data changes, the
+        split's inversions are redone in a new folder (per split: a shard holds many items,
+        and the authors' batch-mean objective couples the items of a batch)."""
 
         self.require_text_tower(method)
         kwargs = self.inversion_kwargs(method)
@@ -363,7 +398,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
              loss_reduction: str = "per_example", revisitop1m: str = "auto",
              baselines: dict | None = None, ovi_text: str = "authors",
              qrels_missing: str = "drop",
-             exif_transpose: bool = False) -> Run:
+             exif_transpose: bool = False, verify_data: bool = False) -> Run:
     """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
 
     ``cfg``: a :class:`~crossgap_jax.pipeline.presets.Preset` (typed; the CLI's), or its
@@ -387,6 +422,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     (:class:`~crossgap_jax.pipeline.baselines.BaselineSettings` as a dict; None: defaults),
     recorded in the config. ``qrels_missing`` (``"drop"`` / ``"count"``) and
     ``exif_transpose`` are data switches of docs/fidelity.md, recorded in the config.
+    ``verify_data``: see :class:`Run`.
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
@@ -435,7 +471,8 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
                progress=progress, on_error=on_error, record_steps=tuple(record_steps),
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
-               roots=dict(roots or {}), authors_assets=authors_assets)
+               roots=dict(roots or {}), authors_assets=authors_assets,
+               verify_data=verify_data)
 
 
 # Names that lived here before the split into measure / tasks / records / report /

@@ -1,7 +1,9 @@
 """On-disk artefacts of a run: feature caches keyed by what produced them, atomic writes.
 
 A feature file is an ``.npz`` (``items``, ``features``) plus its metadata (model
-fingerprint, dataset, split, preprocessing or text template) stored inside it as JSON.
+fingerprint, dataset, split, preprocessing or text template, data fingerprint) stored inside
+it as JSON, and the per-item data keys (``fingerprint_items``, ``fingerprints``:
+:mod:`crossgap_jax.data.fingerprint`) of every item it covers, encoded or skipped.
 Loading checks that metadata against what the caller expects: features computed with
 another model (or other preprocessing) are refused, never silently reused.
 """
@@ -38,6 +40,8 @@ class FeatureSet:
         rescaled: images deeper than 8 bits (16-bit / float greyscale) that were scaled to 8
             bits by their depth (the reference clamps them), with their original PIL mode.
         extra: further per-item arrays (an inversion's losses, pseudo tokens, snapshots).
+        fingerprints: ``{item: data key}`` of every item covered (encoded and skipped; see
+            :func:`crossgap_jax.data.fingerprint.split_fingerprint`): equal keys, same data.
     """
 
     items: list[str]
@@ -46,6 +50,7 @@ class FeatureSet:
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     rescaled: dict[str, str] = dataclasses.field(default_factory=dict)
+    fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,11 +79,13 @@ def meta_key(meta: Mapping[str, Any]) -> str:
 
 
 def save_features(path: str, fs: FeatureSet) -> None:
-    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``); of ``extra`` only
-    ``item_digests`` (a per-item content digest, see ``features.py``) is kept."""
+    """Atomically write a :class:`FeatureSet` to ``path`` (``.npz``) with its
+    ``fingerprints``; ``extra`` is not kept."""
 
     buf = io.BytesIO()
-    more = {k: np.asarray(fs.extra[k]).astype(str) for k in ("item_digests",) if k in fs.extra}
+    more = {"fingerprint_items": np.asarray(list(fs.fingerprints), dtype=object).astype(str),
+            "fingerprints": np.asarray(list(fs.fingerprints.values()),
+                                       dtype=object).astype(str)}
     np.savez(buf, items=np.asarray(fs.items, dtype=object).astype(str),
              features=np.asarray(fs.features, np.float32),
              meta=np.asarray(json.dumps(fs.meta, sort_keys=True, default=str)),
@@ -100,7 +107,9 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
         fs = FeatureSet(items=[str(x) for x in z["items"]], features=z["features"],
                         meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])),
                         rescaled=json.loads(str(z["rescaled"])) if "rescaled" in z else {},
-                        extra={k: z[k] for k in ("item_digests",) if k in z.files})
+                        fingerprints=dict(zip(z["fingerprint_items"].tolist(),
+                                              z["fingerprints"].tolist(), strict=True))
+                        if "fingerprints" in z.files else {})
     if expect is not None:
         check_meta(fs.meta, expect, path)
     return fs

@@ -291,7 +291,9 @@ def load_tfds(
         if cn_key is not None and classnames and all(c.isdigit() for c in classnames):
             found = {int(r[label_key]): _str(r[cn_key]) for r in records}
             classnames = [found.get(i, classnames[i]) for i in range(len(classnames))]
-    extra: dict[str, Any] = {"tfds_name": name, "data_dir": data_dir}
+    # source_dir: the prepared files, what the data fingerprint reads (data/fingerprint.py)
+    extra: dict[str, Any] = {"tfds_name": name, "data_dir": data_dir,
+                             "source_dir": os.fspath(builder.data_dir)}
     if file_key is not None:
         extra["file_names"] = [_str(r[file_key]) for r in records]
     if image_key is not None:
