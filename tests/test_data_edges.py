@@ -263,3 +263,38 @@ def test_qrels_audit_reaches_the_record_and_the_table(tmp_path):
         note = qrels_note(m)
         assert note.startswith("Qrels: 1 of 5 judged pairs point outside the corpus "
                                "(e.g. q0 -> gone)") and rule in note
+
+
+def test_exif_orientation_reaches_the_record_and_the_table(tmp_path, tiny_ckpt):
+    """Through ``encode``: the record counts the oriented image, the table line says whether
+    it was turned, and the stored features equal an independent encoding of the image as
+    stored (default) or turned upright by PIL (``--exif-transpose``)."""
+    from crossgap_jax.cli import main
+    from crossgap_jax.models import load_clip
+    from crossgap_jax.pipeline.report import provenance_header
+    from crossgap_jax.pipeline.store import load_features
+
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+    _oriented_jpeg(root / "a" / "turned.jpg", 6)
+    Image.new("RGB", (20, 10), (0, 0, 255)).save(root / "b" / "plain.jpg")
+    clip = load_clip(tiny_ckpt)
+    for transpose, words in ((False, "encoded as stored"), (True, "turned upright")):
+        run_dir = tmp_path / f"run{int(transpose)}"
+        assert main(["--quiet", "encode", "--dataset", "imagefolder", "--data-root", str(root),
+                     "--checkpoint", tiny_ckpt, "--run-dir", str(run_dir), "--batch-size", "2",
+                     *(["--exif-transpose"] if transpose else [])]) == 0
+        (record,) = (run_dir / "records").glob("encode-*.json")
+        prov = json.loads(record.read_text())["provenance"]
+        assert prov["data"]["imagefolder/all"]["exif_oriented"] == 1
+        assert prov["settings"]["exif_transpose"] is transpose
+        assert f"1 images with an EXIF orientation, {words}" in provenance_header(prov, "t")
+        (feats,) = (run_dir / "features" / "imagefolder").glob("*.npz")
+        fs = load_features(str(feats))
+        assert fs.oriented == {"a/turned.jpg": 6}
+        with Image.open(root / "a" / "turned.jpg") as im:
+            im = ImageOps.exif_transpose(im) if transpose else im
+            want = clip.encode_image(clip.preprocess([im.convert("RGB")]))
+        np.testing.assert_allclose(fs.features[fs.items.index("a/turned.jpg")],
+                                   np.asarray(want)[0], rtol=1e-5, atol=1e-6)

@@ -276,7 +276,8 @@ def test_verify_data_option_reaches_the_cache_and_the_record(tiny_ckpt, tmp_path
     prov = json.loads(record.read_text())["provenance"]
     expect = split_fingerprint(get_dataset("imagefolder", a, "all"), verify=True)
     assert prov["data"] == {"imagefolder/all": {"root": a, "mode": "sha256",
-                                                "digest": expect.digest, "num_items": 6}}
+                                                "digest": expect.digest, "num_items": 6,
+                                                "exif_oriented": 0}}
     assert prov["settings"]["verify_data"] is True
     (feats,) = (run_dir / "features" / "imagefolder").glob("*.npz")
     fs = load_features(str(feats))

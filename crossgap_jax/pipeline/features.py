@@ -97,6 +97,7 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
             names += [n for n, m in zip(batch.names, batch.mask) if m]
             feats.append(f[batch.mask])
         skipped, rescaled = dict(loader.skipped), dict(loader.rescaled)
+        oriented = dict(loader.oriented)
         if rescaled:
             log.warning("%s/%s: %d images deeper than 8 bits scaled by their bit depth "
                         "(the reference clamps them); see the feature file's 'rescaled'",
@@ -105,7 +106,7 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
             log.warning("%s/%s: %d images skipped (corrupt); see the feature file's 'skipped'",
                         split.name, split.split, len(skipped))
     else:
-        names, feats, skipped, rescaled = [], [], {}, {}
+        names, feats, skipped, rescaled, oriented = [], [], {}, {}, {}
         batches = iterate_text_batches(split, batch_size)
         n_batches = -(-len(split) // batch_size)
         for batch in tqdm(batches, total=n_batches, desc=f"encode {split.name}/{split.split}",
@@ -118,7 +119,7 @@ def encode_split(clip: Any, split: ImageSplit | TextSplit, *, batch_size: int = 
     features = (np.concatenate(feats).astype(np.float32) if feats
                 else np.zeros((0, 0), np.float32))
     return FeatureSet(names, features, meta, skipped, rescaled=rescaled,
-                      fingerprints=fingerprint.keys(split.items))
+                      fingerprints=fingerprint.keys(split.items), oriented=oriented)
 
 
 #: Metadata that depends on the item list or the data (the rest is the settings key of a
@@ -139,6 +140,7 @@ def _merge(split: ImageSplit | TextSplit, meta: dict, keys: dict[str, str],
     rows: dict[str, tuple[int, int]] = {}
     skipped: dict[str, str] = {}
     rescaled: dict[str, str] = {}
+    oriented: dict[str, int] = {}
     for p, (fs, take) in enumerate(parts):
         pos = {it: i for i, it in enumerate(fs.items)}
         for it in keys:
@@ -148,6 +150,8 @@ def _merge(split: ImageSplit | TextSplit, meta: dict, keys: dict[str, str],
                 rows[it] = (p, pos[it])
                 if it in fs.rescaled:
                     rescaled[it] = fs.rescaled[it]
+                if it in fs.oriented:
+                    oriented[it] = fs.oriented[it]
             elif it in fs.skipped and it not in rows and it not in skipped:
                 skipped[it] = fs.skipped[it]
     names = [it for it in split.items if it in rows]
@@ -159,7 +163,7 @@ def _merge(split: ImageSplit | TextSplit, meta: dict, keys: dict[str, str],
             feats[out] = fs.features[[rows[names[r]][1] for r in out]]
     return FeatureSet(names, feats, meta, {it: skipped[it] for it in split.items
                                            if it in skipped},
-                      rescaled=rescaled, fingerprints=dict(keys))
+                      rescaled=rescaled, fingerprints=dict(keys), oriented=oriented)
 
 
 def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: str, *,

@@ -53,7 +53,7 @@ def checkpoint_sha256(clip: CLIP) -> str | None:
 _SETTING_KEYS = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
                  "num_pseudo_tokens", "ovi_num_pseudo_tokens", "template_sentence", "seed",
                  "dtype", "authors_assets", "isoclip_k", "metric_variant", "loss_reduction",
-                 "revisitop1m", "baselines", "ovi_text")
+                 "revisitop1m", "baselines", "ovi_text", "qrels_missing", "exif_transpose")
 
 
 def provenance(run: Run) -> dict:

@@ -86,10 +86,19 @@ def _format_text_sources(sources: dict) -> str:
     return "; ".join(parts)
 
 
-def _data_lines(data: dict) -> list[str]:
-    """One line per split: its data root and fingerprint (mode, first 16 hex digits)."""
+def _data_lines(data: dict, exif_transpose: bool = False) -> list[str]:
+    """One line per split: its data root and fingerprint (mode, first 16 hex digits), and
+    how many of its images carry an EXIF orientation (rotated or mirrored photos)."""
+    def exif(d: dict) -> str:
+        n = d.get("exif_oriented")
+        if not n:
+            return ""
+        return (f"; {n} images with an EXIF orientation, "
+                + ("turned upright (--exif-transpose)" if exif_transpose else
+                   "encoded as stored (the authors' default; --exif-transpose turns them)"))
+
     return [f"- data `{name}`: root `{d.get('root')}`, fingerprint `{d.get('mode')}:"
-            f"{str(d.get('digest'))[:16]}` ({d.get('num_items')} items)"
+            f"{str(d.get('digest'))[:16]}` ({d.get('num_items')} items){exif(d)}"
             for name, d in data.items()]
 
 
@@ -106,7 +115,7 @@ def provenance_header(prov: dict, title: str) -> str:
              + ", ".join(f"{k}={s[k]!r}" if isinstance(s[k], str) else f"{k}={s[k]}"
                          for k in sorted(s)),
              f"- text sources: {_format_text_sources(prov.get('text_sources') or {})}",
-             *_data_lines(prov.get("data") or {}),
+             *_data_lines(prov.get("data") or {}, bool(s.get("exif_transpose"))),
              f"- crossgap_jax {prov.get('version')}"]
     caveat = _subset_line(prov)
     if caveat:

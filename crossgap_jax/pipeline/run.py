@@ -159,23 +159,28 @@ class Run:
         if split.modality == "text":
             self.require_text_tower("text")
         fp = self.data_fingerprint(split)
+        name = self._fingerprints[id(split)][2]
         if split.modality == "image" and self.cfg.get("exif_transpose"):
             split = dataclasses.replace(split, exif_transpose=True)  # in the cache key
-        return cached_split_features(self.clip, split, self.run_dir, template=template,
-                                     batch_size=self.preset.batch_size, on_error=self.on_error,
-                                     progress=self.progress, project=project, fingerprint=fp)
+        fs = cached_split_features(self.clip, split, self.run_dir, template=template,
+                                   batch_size=self.preset.batch_size, on_error=self.on_error,
+                                   progress=self.progress, project=project, fingerprint=fp)
+        if split.modality == "image":  # reported with the split's data (records, tables)
+            self.data_fingerprints[name]["exif_oriented"] = len(fs.oriented)
+        return fs
 
     def data_fingerprint(self, split) -> SplitFingerprint:
         """The data fingerprint of ``split`` (with :attr:`verify_data`), taken on first use
         and noted in :attr:`data_fingerprints`."""
         if id(split) not in self._fingerprints:
             fp = split_fingerprint(split, verify=self.verify_data)
-            self._fingerprints[id(split)] = (split, fp)
             entry = dict(fp.as_meta(), num_items=len(split))
             name = f"{split.name}/{split.split}"
-            if self.data_fingerprints.get(name, entry) != entry:  # another subset of it
+            known = self.data_fingerprints.get(name)
+            if known is not None and {k: known[k] for k in entry} != entry:  # another subset
                 name = f"{name} ({len(split)} items, {fp.digest[:8]})"
-            self.data_fingerprints[name] = entry
+            self._fingerprints[id(split)] = (split, fp, name)
+            self.data_fingerprints.setdefault(name, entry)
         return self._fingerprints[id(split)][1]
 
     def isoclip_map(self, side: str, task: str):

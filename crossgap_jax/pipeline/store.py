@@ -40,6 +40,8 @@ class FeatureSet:
         rescaled: images deeper than 8 bits (16-bit / float greyscale) that were scaled to 8
             bits by their depth (the reference clamps them), with their original PIL mode.
         extra: further per-item arrays (an inversion's losses, pseudo tokens, snapshots).
+        oriented: images whose EXIF orientation tag is not 1 (rotated or mirrored photos),
+            with the tag; turned upright only under ``exif_transpose`` (see docs/fidelity.md).
         fingerprints: ``{item: data key}`` of every item covered (encoded and skipped; see
             :func:`crossgap_jax.data.fingerprint.split_fingerprint`): equal keys, same data.
     """
@@ -51,6 +53,7 @@ class FeatureSet:
     extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     rescaled: dict[str, str] = dataclasses.field(default_factory=dict)
     fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
+    oriented: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -90,7 +93,8 @@ def save_features(path: str, fs: FeatureSet) -> None:
              features=np.asarray(fs.features, np.float32),
              meta=np.asarray(json.dumps(fs.meta, sort_keys=True, default=str)),
              skipped=np.asarray(json.dumps(fs.skipped, sort_keys=True)),
-             rescaled=np.asarray(json.dumps(fs.rescaled, sort_keys=True)), **more)
+             rescaled=np.asarray(json.dumps(fs.rescaled, sort_keys=True)),
+             oriented=np.asarray(json.dumps(fs.oriented, sort_keys=True)), **more)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -107,6 +111,7 @@ def load_features(path: str, expect: Mapping[str, Any] | None = None) -> Feature
         fs = FeatureSet(items=[str(x) for x in z["items"]], features=z["features"],
                         meta=json.loads(str(z["meta"])), skipped=json.loads(str(z["skipped"])),
                         rescaled=json.loads(str(z["rescaled"])) if "rescaled" in z else {},
+                        oriented=json.loads(str(z["oriented"])) if "oriented" in z else {},
                         fingerprints=dict(zip(z["fingerprint_items"].tolist(),
                                               z["fingerprints"].tolist(), strict=True))
                         if "fingerprints" in z.files else {})
