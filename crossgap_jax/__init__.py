@@ -8,15 +8,18 @@ Curated public API (everything else is reachable through the sub-packages)::
     cg.retrieval.evaluate(res.features, gallery, (q_labels, g_labels))
 """
 
-from crossgap_jax import baselines, data, inversion, models, retrieval
-from crossgap_jax.inversion import InversionResult, oti, oti_fn, ovi, ovi_fn
-from crossgap_jax.models import (
-    CLIP,
-    CLIPConfig,
-    create_clip,
-    get_config,
-    list_architectures,
-    load_clip,
+import lazy_loader
+
+# The faces load on first use (SPEC 1 lazy loading: ``import crossgap_jax`` does not import
+# JAX, so the command line answers an argument error at once); ``cg.oti`` etc. work as usual.
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=["baselines", "data", "inversion", "models", "retrieval"],
+    submod_attrs={
+        "inversion": ["InversionResult", "oti", "oti_fn", "ovi", "ovi_fn"],
+        "models": ["CLIP", "CLIPConfig", "create_clip", "get_config", "list_architectures",
+                   "load_clip"],
+    },
 )
 
 __version__ = "0.1.0"

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossgap_jax import cli
-from crossgap_jax.cli import main
+from crossgap_jax.cli import checks, main, options
 from crossgap_jax.demo import DEMO_CHECKPOINT
 from crossgap_jax.models.checkpoints import native_config
 
@@ -164,7 +163,7 @@ def _fill(argv, shared, folder, run):
     subs = {"{data}": str(shared) if shared else "", "{folder}": str(folder), "{demo}":
             DEMO_CHECKPOINT}
     out = [subs.get(a, a) for a in argv]
-    if any(a in cli.RUN_COMMANDS for a in out[:1]) and "--run-dir" not in out \
+    if any(a in options.RUN_COMMANDS for a in out[:1]) and "--run-dir" not in out \
             and "does not take" not in " ".join(out):
         out += ["--run-dir", str(run)]
     return out
@@ -236,22 +235,22 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(monkeypatch, imagefolder, 
 
 
 def test_cli_words_rewrites_keyword_advice():
-    assert cli.cli_words("no default checkpoint for 'x': pass checkpoint= a file") == \
+    assert checks.cli_words("no default checkpoint for 'x': pass checkpoint= a file") == \
         "no default checkpoint for 'x': pass --checkpoint a file"
-    assert cli.cli_words("or pass checkpoint=PATH to a copy of it.") == \
+    assert checks.cli_words("or pass checkpoint=PATH to a copy of it.") == \
         "or pass --checkpoint PATH (a copy of it)."
-    assert "--data-root" in cli.cli_words("no data root: pass root=... or set X")
+    assert "--data-root" in checks.cli_words("no data root: pass root=... or set X")
 
 
 @pytest.mark.parametrize("text,expect", [("7", 7), ("1", 1)])
 def test_positive_int_accepts(text, expect):
-    assert cli.positive_int(text) == expect
+    assert options.positive_int(text) == expect
 
 
 def test_int_lists_parse_exactly():
-    assert cli.positive_int_list("17,50,150") == (17, 50, 150)
-    assert cli.positive_int_list("") == ()
-    assert cli.name_list(" caltech101 , coco_text,") == ["caltech101", "coco_text"]
+    assert options.positive_int_list("17,50,150") == (17, 50, 150)
+    assert options.positive_int_list("") == ()
+    assert options.name_list(" caltech101 , coco_text,") == ["caltech101", "coco_text"]
 
 
 @pytest.mark.parametrize("argv, expect", [

@@ -340,7 +340,7 @@ def test_readme_demo_snippet_loads_the_demo_model():
 
 
 def test_checkpoint_paths_vs_hub_ids():
-    from crossgap_jax.cli import _looks_like_path
+    from crossgap_jax.cli.checks import _looks_like_path
 
     assert not _looks_like_path("openai/clip-vit-base-patch32")
     assert not _looks_like_path("openai")

@@ -4,6 +4,10 @@ the encoder is replaced by a sentinel that fails loudly if encoding ever starts.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -89,3 +93,26 @@ def test_validation_errors_come_before_encoding(argv, fragment, folder, tmp_path
     assert status == 2, err
     assert fragment in err, err
     assert err.count("\n") == 1 and err.startswith(f"crossgap-jax {argv[0]}: error: ")
+
+
+@pytest.mark.parametrize("argv", [
+    ["retrieve", "--bogus", "1"],                  # an option no command has
+    ["classify", "--dataset", "x", "--batch-size", "0"],  # out of range
+    ["reproduce", "--datasets"],                   # a missing value
+    ["frobnicate"],                                # an unknown command
+])
+def test_argument_errors_come_before_jax_is_imported(argv):
+    """A malformed command line is refused by the parser alone: in a fresh interpreter the
+    error is printed and the exit code is 2 with neither JAX nor the models imported."""
+    code = ("import sys\n"
+            "from crossgap_jax.cli import main\n"
+            "try:\n"
+            f"    rc = main({argv!r})\n"
+            "except SystemExit as e:\n"
+            "    rc = e.code\n"
+            "print('RC', rc, 'jax' in sys.modules, 'crossgap_jax.models' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip().splitlines()[-1] == "RC 2 False False", out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("crossgap-jax") and "error:" in line

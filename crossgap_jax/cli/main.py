@@ -1,4 +1,9 @@
-"""The parser (:func:`build_parser`) and :func:`main`: quiet mode, Ctrl-C, errors as one line."""
+"""The parser (:func:`build_parser`) and :func:`main`: quiet mode, Ctrl-C, errors as one line.
+
+The parser needs neither JAX nor the models: a malformed command line is refused before
+:mod:`~crossgap_jax.cli.checks` and :mod:`~crossgap_jax.cli.commands` (which load them) are
+imported.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +14,12 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from tqdm import std
 
 from crossgap_jax import __version__
-from crossgap_jax.cli.checks import (
-    _one_line,
-    validate,
-)
-from crossgap_jax.cli.commands import (
-    _ARGV,
-    cmd_analyze,
-    cmd_bench,
-    cmd_classify,
-    cmd_compare,
-    cmd_convert,
-    cmd_demo,
-    cmd_encode,
-    cmd_indicators,
-    cmd_invert,
-    cmd_list,
-    cmd_reproduce,
-    cmd_retrieve,
-)
 from crossgap_jax.cli.options import (
     OPTIONS,
     PROG,
@@ -78,44 +64,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def parser(name: str, help: str, fn: Callable, **defaults: Any) -> argparse.ArgumentParser:
+    def parser(name: str, help: str, fn: str, **defaults: Any) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
         _add_quiet(s, argparse.SUPPRESS)  # after the command name too
         _add_options(s, name)
-        s.set_defaults(fn=fn, **defaults)
+        s.set_defaults(fn=fn, **defaults)  # the name of its function in cli.commands
         return s
 
-    s = parser("demo", "the offline demo on the embedded model and data", cmd_demo)
+    s = parser("demo", "the offline demo on the embedded model and data", "cmd_demo")
     s.add_argument("--out", default="results/demo")
     s.add_argument("--quick", action="store_true", help="fewer items and steps")
 
     s = parser("bench", "JAX vs the authors' PyTorch on this device (docs/performance.md)",
-               cmd_bench)
+               "cmd_bench")
     s.add_argument("--smoke", action="store_true", help="tiny sizes (CI, any CPU, < 1 min)")
     s.add_argument("--out-dir", default=os.path.join("benchmarks", "results"),
                    help="where bench-<backend>[-smoke].json goes")
 
-    s = parser("list", "presets, architectures, pretrained names, datasets found", cmd_list)
+    s = parser("list", "presets, architectures, pretrained names, datasets found", "cmd_list")
     s.add_argument("--data-root", default=None)
 
-    s = parser("convert", "any supported checkpoint -> the native format", cmd_convert)
+    s = parser("convert", "any supported checkpoint -> the native format", "cmd_convert")
     s.add_argument("source")
     s.add_argument("out")
     s.add_argument("--arch", help="architecture name (default: inferred)")
     s.add_argument("--allow-pickle", action="store_true",
                    help="torch.load with weights_only=False (trusted files only)")
 
-    parser("encode", "features of a dataset split (cached)", cmd_encode)
+    parser("encode", "features of a dataset split (cached)", "cmd_encode")
     for method in ("oti", "ovi"):
-        parser(method, f"{method.upper()} of a split (resumable)", cmd_invert, method=method)
-    parser("retrieve", "retrieval metrics with chosen feature types (a table)", cmd_retrieve)
-    parser("classify", "zero-shot: inter-modal vs OTI / OVI variants", cmd_classify)
-    parser("reproduce", "baseline vs inverted retrieval, tables and JSON", cmd_reproduce)
-    parser("analyze", "mAP vs OTI step, loss curves, similarity plots, gap", cmd_analyze)
+        parser(method, f"{method.upper()} of a split (resumable)", "cmd_invert", method=method)
+    parser("retrieve", "retrieval metrics with chosen feature types (a table)", "cmd_retrieve")
+    parser("classify", "zero-shot: inter-modal vs OTI / OVI variants", "cmd_classify")
+    parser("reproduce", "baseline vs inverted retrieval, tables and JSON", "cmd_reproduce")
+    parser("analyze", "mAP vs OTI step, loss curves, similarity plots, gap", "cmd_analyze")
     parser("indicators", "misalignment indicators of a labelled image split (JSON + figure)",
-           cmd_indicators)
+           "cmd_indicators")
     parser("compare", "one backbone: methods x datasets (retrieval, few-shot NCM, indicators)",
-           cmd_compare)
+           "cmd_compare")
     return p
 
 
@@ -165,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "-") else ""
         parser.exit(2, f"{PROG} {args.command}: error: {args.command} does not take "
                        f"{' '.join(unknown)}{hint} (see `{PROG} {args.command} --help`)\n")
-    _ARGV.argv = argv
+    # The parser above needs neither JAX nor the models: an argument error came back at once.
+    # lazy: checks and commands load JAX and the models
+    from crossgap_jax.cli import checks, commands
+
+    commands._ARGV.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -173,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with quiet_progress(args.quiet):
             if args.command in RUN_COMMANDS:
-                args.runs = validate(args)
-            return int(args.fn(args) or 0)
+                args.runs = checks.validate(args)
+            return int(getattr(commands, args.fn)(args) or 0)
     except CLIError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -183,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{PROG} {shlex.join(argv)}", file=sys.stderr)
         return 130
     except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {checks._one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
 

@@ -10,8 +10,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from crossgap_jax.pipeline import CLASSIFY_VARIANTS, list_presets
-
 PROG = "crossgap-jax"
 DEFAULT_PRESET = "clip_vitb32"
 
@@ -134,6 +132,9 @@ def variant_list(s: str) -> list[str]:
     """Comma-separated classify variants out of
     :data:`crossgap_jax.pipeline.run.CLASSIFY_VARIANTS`."""
 
+    # lazy: the pipeline loads JAX; the parser (and its argument errors) must not
+    from crossgap_jax.pipeline import CLASSIFY_VARIANTS
+
     out = name_list(s)
     bad = [v for v in out if v not in CLASSIFY_VARIANTS]
     if bad:
@@ -201,8 +202,8 @@ _BASELINE_OPTIONS = [
 ]
 OPTIONS: list[Option] = [
     _opt("--preset", RUN_COMMANDS, default=None,
-         help=f"settings preset (default {DEFAULT_PRESET}; demo for the shipped demo model): "
-              f"{', '.join(list_presets())}"),
+         help=f"settings preset (default {DEFAULT_PRESET}; demo for the shipped demo model; "
+              f"`{PROG} list` names them all)"),
     _opt("--checkpoint", RUN_COMMANDS,
          help="checkpoint file / folder / hub id (overrides the preset's weights); a native "
               "file carries its architecture, so it needs no --model"),
