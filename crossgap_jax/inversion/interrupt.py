@@ -42,8 +42,12 @@ class InversionInterrupted(KeyboardInterrupt):
 
 
 class InversionAborted(KeyboardInterrupt):
-    """A second Ctrl-C: the run stopped at once; the batch in flight is lost (it may still be
-    running on the device), every shard written before stays."""
+    """A second Ctrl-C: the run stopped at once; the batch in flight is lost, every shard
+    written before stays. The device may still be running that batch, and a normal
+    interpreter exit waits for it: ``device_busy`` tells a program that wants to exit now to
+    use ``os._exit`` (the CLI does)."""
+
+    device_busy = True
 
 
 class StopRequest:

@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 
 from crossgap_jax import __version__
 from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.inversion import jax_numerics
 from crossgap_jax.models import CLIP, sha256_file
 from crossgap_jax.pipeline.store import meta_key
 
@@ -60,7 +61,9 @@ def provenance(run: Run) -> dict:
     """What produced a run's results: ``model``, ``checkpoint``, ``checkpoint_sha256``,
     ``pretrained`` (tag, or None for a file), ``preset``, ``settings`` (every preset key and
     the compute dtype), ``subset`` (``max_queries`` / ``max_gallery``, None = full),
-    ``text_sources`` ({dataset: source} of replaced texts; empty: as read) and ``version``."""
+    ``text_sources`` ({dataset: source} of replaced texts; empty: as read), ``version`` and
+    ``jax`` (x64, default matmul precision, backend, device kind, JAX version:
+    :func:`~crossgap_jax.inversion.jax_numerics`)."""
 
     c = run.cfg
     settings = {k: c[k] for k in _SETTING_KEYS if k in c}
@@ -70,7 +73,8 @@ def provenance(run: Run) -> dict:
             "pretrained": c.get("pretrained"), "preset": c.get("preset"),
             "settings": settings,
             "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
-            "text_sources": dict(run.text_sources), "version": __version__}
+            "text_sources": dict(run.text_sources), "version": __version__,
+            "jax": jax_numerics()}
 
 
 def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,
