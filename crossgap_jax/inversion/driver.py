@@ -206,7 +206,8 @@ def run_job(kind: str, job: Job) -> InversionResult:
     bar = tqdm(total=steps * len(starts), desc=kind.upper(), unit="step", disable=not show,
                leave=False, smoothing=0.1) if show else None
     req = interrupt.active()  # a Ctrl-C asks to stop after the batch in flight
-    last: tuple[float, float] | None = None  # the previous batch's (seconds, s/step)
+    # the previous batch's (seconds, s/step), also of the previous call of the same run
+    last: tuple[float, float] | None = req.last if req is not None else None
     for start in starts:
         t_batch, sps = time.perf_counter(), None
         stop = min(start + step, n)
@@ -246,6 +247,8 @@ def run_job(kind: str, job: Job) -> InversionResult:
         outs["rec_features"].append(np.asarray(raw.recorded_features)[:, :m])
         seconds = time.perf_counter() - t_batch
         last = (seconds, sps if sps is not None else seconds / steps)
+        if req is not None:
+            req.last = last
         if req is not None and req.requested and stop < n:
             n = stop  # the batches so far; the caller keeps them and stops
             break

@@ -57,12 +57,15 @@ class StopRequest:
         requested: a stop after the batch in flight was asked for.
         what: names the run in messages (``"OVI"``).
         eta: set by the driver while a batch runs: ``() -> (seconds left or None, detail)``.
+        last: ``(seconds, seconds per step)`` of the run's latest finished batch (the
+            driver's estimate for a batch that has not reported a step time yet).
     """
 
     def __init__(self, what: str):
         self.requested = False
         self.what = what
         self.eta: Callable[[], tuple[float | None, str]] | None = None
+        self.last: tuple[float, float] | None = None
 
     def message(self) -> str:
         """What the first Ctrl-C does, with the time left in the batch in flight."""
