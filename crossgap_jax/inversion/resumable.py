@@ -34,6 +34,14 @@ was split. Options that change only the float rounding of the (batch-invariant, 
 computation — ``batch_size``, ``truncate``, ``cache_prefix``, ``pooled_only``,
 ``devices`` — may differ between restarts.
 
+The manifest also records the numerics-relevant JAX settings
+(:mod:`~crossgap_jax.inversion.numerics`): a restart under another ``jax_enable_x64`` or
+``jax_default_matmul_precision`` is refused; another backend or JAX version is recorded
+only. Runs writing into one folder concurrently claim the items they compute (OS file
+locks under ``.claims/``): none is computed twice, and a killed claimant's claim is stale,
+not blocking. A Ctrl-C finishes the batch in flight, writes every finished batch and stops
+(:mod:`~crossgap_jax.inversion.interrupt`).
+
 Multi-host: every host calls :func:`invert_dataset` with the same arguments (after
 ``jax.distributed.initialize()``); each takes its contiguous
 :func:`~crossgap_jax.inversion.sharding.process_shard` of the items, runs it on its local
@@ -253,6 +261,9 @@ class _Claims:
                 lock.acquire(timeout=0.5)
             except Timeout:
                 continue
+            if not os.path.exists(self._path(holders[0], "json")):  # released, not stale:
+                with contextlib.suppress(FileNotFoundError):  # our open re-created the file
+                    os.remove(self._path(holders[0], "lock"))
             lock.release()
             return
 
