@@ -141,3 +141,19 @@ def test_list_says_no_data_root_was_set(tmp_path):
                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert f"datasets (found under the data root {tmp_path}):" in out.stdout
+
+
+def test_table_header_names_the_jax_settings():
+    """The JAX settings of the record (``provenance["jax"]``, from ``jax_numerics``) appear in
+    the table header as one line."""
+    from crossgap_jax.inversion import jax_numerics
+    from crossgap_jax.pipeline.report import provenance_header
+
+    jx = jax_numerics()
+    head = provenance_header({"settings": {}, "jax": jx}, "t").splitlines()
+    want = (f"- JAX {jx['jax_version']}: backend `{jx['backend']}` ({jx['device_kind']}), "
+            f"x64 {'on' if jx['jax_enable_x64'] else 'off'}, matmul precision "
+            f"{jx['jax_default_matmul_precision'] or 'default'}")
+    assert want in head
+    assert not any(line.startswith("- JAX") for line in
+                   provenance_header({"settings": {}}, "t").splitlines())

@@ -168,9 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"\n{PROG} {args.command}: interrupted; {_saved_summary(args)}; resume with: "
               f"{PROG} {shlex.join(argv)}", file=sys.stderr)
+        if getattr(e, "device_busy", False):  # a second Ctrl-C: don't wait for the device
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"{PROG} {args.command}: error: {checks._one_line(e)}", file=sys.stderr)

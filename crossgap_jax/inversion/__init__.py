@@ -21,6 +21,7 @@ from crossgap_jax.inversion.core import (
     cosine_loss,
     run_inversion,
 )
+from crossgap_jax.inversion.interrupt import InversionAborted, InversionInterrupted
 from crossgap_jax.inversion.inverters import (
     DEFAULT_TEMPLATE,
     InversionResult,
@@ -35,6 +36,7 @@ from crossgap_jax.inversion.inverters import (
     ovi_fn,
     prepare_template,
 )
+from crossgap_jax.inversion.numerics import jax_numerics
 from crossgap_jax.inversion.resumable import (
     SHARD_GLOB,
     ResumeMismatchError,
@@ -51,4 +53,5 @@ __all__ = [
     "Template", "cosine_loss", "expand_patch_tokens", "invert_dataset", "load_inverted",
     "make_mesh", "oti", "oti_features", "oti_fn", "ovi", "ovi_features", "ovi_fn",
     "prepare_template", "process_shard", "run_inversion",
+    "InversionAborted", "InversionInterrupted", "jax_numerics",
 ]

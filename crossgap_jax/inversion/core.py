@@ -204,8 +204,10 @@ def normal_init(key: jax.Array, indices: jax.Array, shape: tuple[int, ...],
     Returns:
         ``(N, K, width)`` float32.
     """
-    return jax.vmap(lambda i: std * jax.random.normal(jax.random.fold_in(key, i), shape))(
-        indices)
+    # float32 whatever ``jax_enable_x64`` says: a dtype-less draw would be float64 under
+    # x64 (other values for the same seed, and a float64 optimisation).
+    return jax.vmap(lambda i: jnp.float32(std) * jax.random.normal(
+        jax.random.fold_in(key, i), shape, jnp.float32))(jnp.asarray(indices, jnp.int32))
 
 
 def validate_steps(steps: int, record_steps: Sequence[int]) -> tuple[int, ...]:

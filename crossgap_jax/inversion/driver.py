@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossgap_jax.inversion import progress
+from crossgap_jax.inversion import interrupt, progress
 from crossgap_jax.inversion import sharding as shd
 from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
 from crossgap_jax.inversion.core import RawInversion, loss_weights, normal_init
@@ -132,9 +132,39 @@ def _first_update(bar: Any, k: int) -> None:
     bar.update(k)
 
 
+def wait_ready(tree: Any) -> Any:
+    """Wait for every array of ``tree`` by polling (1 ms, growing to 50 ms), not blocking
+    in ``block_until_ready``: Python runs signal handlers only between bytecodes, so a
+    Ctrl-C is handled at once instead of when the compiled program ends."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if isinstance(x, jax.Array)]
+    pause = 0.001
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+    return tree
+
+
+def _eta(steps: int, ch: progress.Channel | None, t_batch: float,
+         last: tuple[float, float] | None) -> tuple[float | None, str]:
+    """Seconds left in the batch in flight and how that was estimated: from the channel's
+    measured step time (else the previous batch's), or the previous batch's wall time."""
+    if ch is not None:
+        sps = ch.seconds_per_step() or (last[1] if last else None)
+        if sps is not None:
+            return ((steps - ch.done) * sps,
+                    f"step {ch.done}/{steps} at {sps:.3g} s/step")
+    if last is not None:
+        return max(0.0, last[0] - (time.perf_counter() - t_batch)), "as long as the last batch"
+    return None, ""
+
+
 def run_job(kind: str, job: Job) -> InversionResult:
     """Run ``job`` over its examples in fixed-shape batches; ``kind`` (``"oti"``/``"ovi"``)
     names the bars and messages.
+
+    Inside :func:`~crossgap_jax.inversion.interrupt.graceful_stop` (``invert_dataset``), a
+    stop request ends the call after the batch in flight: the result then holds the first
+    ``len(result.features) < N`` examples (whole batches).
 
     Raises:
         FloatingPointError: a non-finite loss, token or feature with
@@ -175,7 +205,11 @@ def run_job(kind: str, job: Job) -> InversionResult:
     every = 1
     bar = tqdm(total=steps * len(starts), desc=kind.upper(), unit="step", disable=not show,
                leave=False, smoothing=0.1) if show else None
+    req = interrupt.active()  # a Ctrl-C asks to stop after the batch in flight
+    # the previous batch's (seconds, s/step), also of the previous call of the same run
+    last: tuple[float, float] | None = req.last if req is not None else None
     for start in starts:
+        t_batch, sps = time.perf_counter(), None
         stop = min(start + step, n)
         idx = np.arange(start, stop)
         if job.init is None:
@@ -190,22 +224,36 @@ def run_job(kind: str, job: Job) -> InversionResult:
         elif devices is not None:
             t, x0, w = jax.device_put((t, x0, w), devices[0])
         if bar is None:
-            raw = job.run(params, consts, t, x0, w, None)
+            if req is not None:
+                req.eta = functools.partial(_eta, steps, None, t_batch, last)
+            raw = wait_ready(job.run(params, consts, t, x0, w, None))
         else:
             on_steps = bar.update
             if start == 0:  # the first batch may compile (tens of seconds on a CPU): say so
                 bar.set_postfix_str("compiling / step 1")
                 on_steps = functools.partial(_first_update, bar)
             with progress.channel(on_steps, every) as ch:
+                if req is not None:
+                    req.eta = functools.partial(_eta, steps, ch, t_batch, last)
                 # wait inside the channel, so that every step's report reaches the bar
-                raw = jax.block_until_ready(job.run(params, consts, t, x0, w, ch.handle))
+                raw = wait_ready(job.run(params, consts, t, x0, w, ch.handle))
             every = ch.next_every()  # later batches: a report about every 0.5 s
+            sps = ch.seconds_per_step()
         m = stop - start
         outs["tokens"].append(np.asarray(raw.tokens)[:m])
         outs["features"].append(np.asarray(raw.features)[:m])
         outs["losses"].append(np.asarray(raw.losses)[:, :m])
         outs["rec_tokens"].append(np.asarray(raw.recorded_tokens)[:, :m])
         outs["rec_features"].append(np.asarray(raw.recorded_features)[:, :m])
+        seconds = time.perf_counter() - t_batch
+        last = (seconds, sps if sps is not None else seconds / steps)
+        if req is not None:
+            req.last = last
+        if req is not None and req.requested and stop < n:
+            n = stop  # the batches so far; the caller keeps them and stops
+            break
+    if req is not None:
+        req.eta = None
     if bar is not None:
         bar.close()
     tokens = np.concatenate(outs["tokens"])

@@ -34,6 +34,14 @@ was split. Options that change only the float rounding of the (batch-invariant, 
 computation — ``batch_size``, ``truncate``, ``cache_prefix``, ``pooled_only``,
 ``devices`` — may differ between restarts.
 
+The manifest also records the numerics-relevant JAX settings
+(:mod:`~crossgap_jax.inversion.numerics`): a restart under another ``jax_enable_x64`` or
+``jax_default_matmul_precision`` is refused; another backend or JAX version is recorded
+only. Runs writing into one folder concurrently claim the items they compute (OS file
+locks under ``.claims/``): none is computed twice, and a killed claimant's claim is stale,
+not blocking. A Ctrl-C finishes the batch in flight, writes every finished batch and stops
+(:mod:`~crossgap_jax.inversion.interrupt`).
+
 Multi-host: every host calls :func:`invert_dataset` with the same arguments (after
 ``jax.distributed.initialize()``); each takes its contiguous
 :func:`~crossgap_jax.inversion.sharding.process_shard` of the items, runs it on its local
@@ -51,23 +59,30 @@ import io
 import json
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import atomic_write_bytes, ensure_dir, jsonable
 from crossgap_jax.inversion import config as inv_config
-from crossgap_jax.inversion import inverters
+from crossgap_jax.inversion import interrupt, inverters
 from crossgap_jax.inversion.core import normal_init
+from crossgap_jax.inversion.numerics import RESUME_KEYS, fix_hint, jax_numerics, resume_settings
 from crossgap_jax.inversion.sharding import process_shard
 from crossgap_jax.models import model_fingerprint as _model_fingerprint
 
 FORMAT = "crossgap-jax/inversion-shards/1"
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.npz"
+LOCK = ".lock"  # the folder's bookkeeping lock (held for milliseconds at a time)
+CLAIMS = ".claims"  # <id>.json (the claimed names) + <id>.lock (held while computing them)
+# Manifest keys recorded but not compared (another device or JAX version: float rounding).
+RECORDED_ONLY = ("environment",)
 
 # Arguments of oti/ovi that change how the result is computed but not (beyond float
 # rounding) what it is: they may differ between a run and its restart.
@@ -93,6 +108,8 @@ class InvertSummary:
         shards: shard files written by this call.
         nonfinite: names of items written with a non-finite result.
         seconds: wall time of this call.
+        reused: items another run into the same folder finished while this one ran
+            (claimed by it; never computed twice).
     """
 
     out_dir: str
@@ -102,6 +119,7 @@ class InvertSummary:
     shards: list[str]
     nonfinite: list[str]
     seconds: float
+    reused: int = 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,6 +160,112 @@ def _diff(stored: Any, current: Any, prefix: str = "") -> list[str]:
             out += _diff(stored.get(k, "<absent>"), current.get(k, "<absent>"), f"{prefix}{k}.")
         return out
     return [] if stored == current else [f"{prefix[:-1]}: stored {stored!r}, now {current!r}"]
+
+
+def _comparable(m: dict[str, Any]) -> dict[str, Any]:
+    """A manifest as compared between runs: recorded-only keys dropped, and the JAX
+    numerics of a manifest written before they were recorded taken as JAX's defaults."""
+    m = {k: v for k, v in _jsonable(m).items() if k not in RECORDED_ONLY}
+    m["numerics"] = resume_settings(m.get("numerics") or {})
+    return m
+
+
+def _check_manifest(out_dir: str, stored: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Refuse to resume a run of other settings (:class:`ResumeMismatchError`)."""
+    stored, current = _comparable(stored), _comparable(manifest)
+    for key in RESUME_KEYS:
+        was, now = stored["numerics"][key], current["numerics"][key]
+        if was != now:
+            raise ResumeMismatchError(
+                f"refusing to resume in {out_dir}: its shards were computed with {key}={was!r}, "
+                f"this process has {key}={now!r}; {fix_hint(key, was)}, or use another out_dir")
+    diffs = _diff(stored, current)
+    if diffs:
+        raise ResumeMismatchError(
+            f"refusing to resume in {out_dir}: it holds a different run:\n  "
+            + "\n  ".join(diffs) + "\nuse another out_dir (or delete this one)")
+
+
+# ---------------------------------------------------------------------------------------
+# Claims: runs writing into one folder never compute the same item twice
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Claim:
+    id: str
+    lock: FileLock
+
+
+class _Claims:
+    """The claims of the runs writing into ``out_dir``.
+
+    A run claims the items it is about to compute under the folder's lock (:data:`LOCK`):
+    ``.claims/<id>.json`` names them and ``.claims/<id>.lock`` stays locked (an OS lock,
+    ``filelock``) until their shard is written. Another run skips the items of a *live*
+    claim (its lock cannot be taken) and comes back for them later: they are finished then,
+    or their claimant died (the OS released its lock) and it computes them itself. A claim
+    whose lock can be taken is stale and is removed.
+    """
+
+    def __init__(self, out_dir: str):
+        self.dir = os.path.join(out_dir, CLAIMS)
+        self.lock = FileLock(os.path.join(out_dir, LOCK))
+
+    def _path(self, cid: str, ext: str) -> str:
+        return os.path.join(self.dir, f"{cid}.{ext}")
+
+    def live(self) -> dict[str, set[str]]:
+        """Claim id -> names of the live claims (call under :attr:`lock`); removes stale ones."""
+        out: dict[str, set[str]] = {}
+        for path in glob.glob(os.path.join(self.dir, "*.json")):
+            cid = os.path.basename(path)[:-len(".json")]
+            lock = FileLock(self._path(cid, "lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                with open(path) as f:
+                    out[cid] = set(json.load(f))
+                continue
+            for p in (path, self._path(cid, "lock")):  # its run ended without releasing it
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(p)
+            lock.release()
+        return out
+
+    def claim(self, names: list[str]) -> _Claim:
+        """Claim ``names`` (call under :attr:`lock`, after :meth:`live`)."""
+        ensure_dir(self.dir)
+        cid = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        lock = FileLock(self._path(cid, "lock"))
+        lock.acquire(timeout=0)
+        atomic_write_bytes(self._path(cid, "json"), json.dumps(names).encode())
+        return _Claim(cid, lock)
+
+    def release(self, claim: _Claim) -> None:
+        """Drop ``claim`` (its shard is written, or the run stops without it)."""
+        with self.lock:
+            for p in (self._path(claim.id, "json"), self._path(claim.id, "lock")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(p)
+            claim.lock.release()
+
+    def wait_any(self, names: set[str], req: interrupt.StopRequest) -> None:
+        """Block until a live claim holding one of ``names`` is released (or none is live,
+        or a stop is requested)."""
+        with self.lock:
+            holders = [cid for cid, held in self.live().items() if held & names]
+        if not holders:
+            return
+        lock = FileLock(self._path(holders[0], "lock"))
+        while not req.requested:
+            try:
+                lock.acquire(timeout=0.5)
+            except Timeout:
+                continue
+            if not os.path.exists(self._path(holders[0], "json")):  # released, not stale:
+                with contextlib.suppress(FileNotFoundError):  # our open re-created the file
+                    os.remove(self._path(holders[0], "lock"))
+            lock.release()
+            return
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,20 +383,24 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     ensure_dir(out_dir)
     pi = jax.process_index() if process_index is None else int(process_index)
     pc = jax.process_count() if process_count is None else int(process_count)
-    stored = _read_manifest(out_dir)
-    if stored is None:
-        atomic_write_bytes(os.path.join(out_dir, MANIFEST),
-                           json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
-    else:
-        diffs = _diff(_jsonable(stored), _jsonable(manifest))
-        if diffs:
-            raise ResumeMismatchError(
-                f"refusing to resume in {out_dir}: it holds a different run:\n  "
-                + "\n  ".join(diffs) + "\nuse another out_dir (or delete this one)")
-    # Leftovers of this host's killed runs (never complete shards: those are renamed).
-    for tmp in glob.glob(os.path.join(out_dir, f".tmp-p{pi}-*")):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    numerics = jax_numerics()
+    manifest["numerics"] = resume_settings(numerics)
+    claims = _Claims(out_dir)
+    with claims.lock:
+        stored = _read_manifest(out_dir)
+        if stored is None:
+            manifest["environment"] = {k: v for k, v in numerics.items() if k not in RESUME_KEYS}
+            atomic_write_bytes(os.path.join(out_dir, MANIFEST),
+                               json.dumps(manifest, indent=2, sort_keys=True).encode(), f"p{pi}")
+        else:
+            _check_manifest(out_dir, stored, manifest)
+        # Leftovers of this host's killed runs (never complete shards: those are renamed);
+        # not those of a live run of this host (their name holds its claim's id).
+        live_ids = claims.live()
+        for tmp in glob.glob(os.path.join(out_dir, f".tmp-p{pi}-*")):
+            if not any(f"-{cid}-" in os.path.basename(tmp) for cid in live_ids):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
 
     mean = hp.get("loss_reduction") == "mean"
     batch_size = int(ex["batch_size"])
@@ -283,11 +411,13 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     else:
         mine = range(len(names))[process_shard(len(names), pi, pc)]
     position = {n: i for i, n in enumerate(names)}
+    seen: dict[str, list[str]] = {}  # shard path -> its names
     done: set[str] = set()
     mismatched: list[str] = []
     for path in _shard_paths(out_dir):
         z = _load_shard(path, ("names", "targets") if check_targets else ("names",))
         shard_names = z["names"].tolist()
+        seen[path] = shard_names
         done.update(shard_names)
         if check_targets:
             idx = np.array([position.get(n, -1) for n in shard_names], np.int64)
@@ -315,44 +445,104 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     # smaller (100 items at batch 200 run as 100 rows, not 200 with 100 of padding).
     pad_to = batch_size if mean else min(batch_size, max(map(len, chunks), default=1))
     show = bool(chunks) and (progress if progress is not None else len(chunks) > 1)
-    written, bad = [], []
-    for chunk in tqdm(chunks, desc=f"{method.upper()} shards", unit="shard", disable=not show):
-        chunk_names = [names[i] for i in chunk]
-        targets = features[chunk]
-        init = item_init(chunk_names, int(hp["seed"]), token_shape)
-        n = len(chunk)
-        t1 = time.perf_counter()
-        # With a bar, the inner one counts optimisation steps (compiled in chunks, so it
-        # moves during a long shard; results are bit-identical to the unchunked loop).
-        # pad_to: a short chunk keeps the compiled batch shape of the full chunks (its
-        # padding rows have weight 0 and never count, also not in the batch mean).
-        res = fn(clip, targets, init=init, progress=bool(show),
-                 **dict(run_kwargs, pad_to=pad_to))
-        arrays = {
-            "names": np.array(chunk_names, dtype=str),
-            "index": np.asarray(chunk, np.int64),
-            "targets": features[chunk],
-            "pseudo_tokens": res.pseudo_tokens[:n],
-            "features": res.features[:n],
-            "losses": np.ascontiguousarray(res.losses[:, :n].T),
-            "recorded_tokens": np.ascontiguousarray(np.swapaxes(res.recorded_tokens[:, :n], 0, 1)),
-            "recorded_features": np.ascontiguousarray(
-                np.swapaxes(res.recorded_features[:, :n], 0, 1)),
-            "nonfinite": res.nonfinite[:n],
-            "meta": np.array(json.dumps({
-                "seconds": time.perf_counter() - t1, "finished": time.time(),
-                "process_index": pi, "process_count": pc, "host": os.uname().nodename,
-                "execution": _jsonable({k: v for k, v in ex.items() if k != "devices"}),
-                "devices": res.hparams.get("devices")})),
-        }
-        digest = hashlib.blake2b("\0".join(chunk_names).encode(), digest_size=10).hexdigest()
-        path = os.path.join(out_dir, f"shard-{digest}.npz")
-        atomic_write_bytes(path, _npz_bytes(arrays), f"p{pi}")
-        written.append(path)
-        bad += [m for m, f in zip(chunk_names, res.nonfinite[:n]) if f]
-    return InvertSummary(out_dir=out_dir, num_items=len(mine), already_done=len(mine) - len(todo),
-                         inverted=len(todo), shards=written, nonfinite=bad,
-                         seconds=time.perf_counter() - t0)
+    written: list[str] = []
+    bad: list[str] = []
+    inverted = reused = 0
+
+    def refresh() -> None:  # shards other runs wrote meanwhile (call under claims.lock)
+        for path in _shard_paths(out_dir):
+            if path not in seen:
+                seen[path] = _load_shard(path, ("names",))["names"].tolist()
+                done.update(seen[path])
+
+    def summary() -> InvertSummary:
+        return InvertSummary(out_dir=out_dir, num_items=len(mine),
+                             already_done=len(mine) - len(todo), inverted=inverted,
+                             shards=written, nonfinite=bad, seconds=time.perf_counter() - t0,
+                             reused=reused)
+
+    queue, waiting = list(chunks), []
+    bar = tqdm(total=len(todo), desc=f"{method.upper()} items", unit="item", disable=not show)
+    with bar, interrupt.graceful_stop(method.upper()) as req:
+        while (queue or waiting) and not req.requested:
+            if not queue:  # only chunks another run holds: wait until one is released
+                claims.wait_any({names[i] for c in waiting for i in c}, req)
+                queue, waiting = waiting, []
+                continue
+            chunk = queue.pop(0)
+            with claims.lock:
+                refresh()
+                taken = set().union(*claims.live().values())
+                pending = [i for i in chunk if names[i] not in done]
+                busy_keys = {(i // batch_size if mean else i) for i in pending
+                             if names[i] in taken}
+                free = [i for i in pending if (i // batch_size if mean else i) not in busy_keys]
+                claim = claims.claim([names[i] for i in free]) if free else None
+            finished_elsewhere = len(chunk) - len(pending)
+            reused += finished_elsewhere
+            bar.update(finished_elsewhere)
+            if len(free) < len(pending):
+                waiting.append([i for i in pending if i not in set(free)])
+            if claim is None:
+                continue
+            try:
+                n, path = _invert_chunk(fn, clip, names, features, free, out_dir, hp, ex,
+                                        token_shape, run_kwargs, pad_to, bool(show), pi, pc,
+                                        claim, bad)
+            finally:
+                claims.release(claim)
+            inverted += n
+            written.append(path)
+            bar.update(n)
+    if req.requested:
+        left = len(todo) - inverted - reused
+        raise interrupt.InversionInterrupted(
+            f"{method.upper()}: interrupted; every finished batch is written ({inverted} items "
+            f"by this run, {left} of this host's {len(mine)} left); rerun the same call to "
+            f"resume in {out_dir}", summary())
+    return summary()
+
+
+def _invert_chunk(fn: Any, clip: Any, names: list[str], features: np.ndarray,
+                  chunk: list[int], out_dir: str, hp: dict[str, Any], ex: dict[str, Any],
+                  token_shape: tuple[int, int], run_kwargs: dict[str, Any], pad_to: int,
+                  show: bool, pi: int, pc: int, claim: _Claim, bad: list[str]
+                  ) -> tuple[int, str]:
+    """Invert the items ``chunk`` (indices into ``names``) and write them as one shard.
+
+    After a Ctrl-C the driver returns the first whole batches only: those are written.
+    Returns ``(items written, shard path)``; appends the non-finite names to ``bad``.
+    """
+    chunk_names = [names[i] for i in chunk]
+    init = item_init(chunk_names, int(hp["seed"]), token_shape)
+    t1 = time.perf_counter()
+    # pad_to: a short chunk keeps the compiled batch shape of the full chunks (its padding
+    # rows have weight 0 and never count, also not in the batch mean).
+    res = fn(clip, features[chunk], init=init, progress=show, **dict(run_kwargs, pad_to=pad_to))
+    n = len(res.features)  # fewer than the chunk after a Ctrl-C (whole batches)
+    chunk, chunk_names = chunk[:n], chunk_names[:n]
+    arrays = {
+        "names": np.array(chunk_names, dtype=str),
+        "index": np.asarray(chunk, np.int64),
+        "targets": features[chunk],
+        "pseudo_tokens": res.pseudo_tokens[:n],
+        "features": res.features[:n],
+        "losses": np.ascontiguousarray(res.losses[:, :n].T),
+        "recorded_tokens": np.ascontiguousarray(np.swapaxes(res.recorded_tokens[:, :n], 0, 1)),
+        "recorded_features": np.ascontiguousarray(
+            np.swapaxes(res.recorded_features[:, :n], 0, 1)),
+        "nonfinite": res.nonfinite[:n],
+        "meta": np.array(json.dumps({
+            "seconds": time.perf_counter() - t1, "finished": time.time(),
+            "process_index": pi, "process_count": pc, "host": os.uname().nodename,
+            "execution": _jsonable({k: v for k, v in ex.items() if k != "devices"}),
+            "devices": res.hparams.get("devices"), "numerics": jax_numerics()})),
+    }
+    digest = hashlib.blake2b("\0".join(chunk_names).encode(), digest_size=10).hexdigest()
+    path = os.path.join(out_dir, f"shard-{digest}.npz")
+    atomic_write_bytes(path, _npz_bytes(arrays), f"p{pi}-{claim.id}")
+    bad += [m for m, f in zip(chunk_names, res.nonfinite[:n]) if f]
+    return n, path
 
 
 def _batch_aligned_chunks(todo: list[int], batch_size: int, shard_size: int, num_items: int,
@@ -403,7 +593,7 @@ def load_inverted(out_dir: str | Sequence[str], names: Sequence[str] | None = No
         if m is None:
             raise FileNotFoundError(f"no {MANIFEST} in {d}: not an invert_dataset folder")
     for d, m in zip(dirs[1:], manifests[1:]):
-        diffs = _diff(manifests[0], m)
+        diffs = _diff(_comparable(manifests[0]), _comparable(m))
         if diffs:
             raise ValueError(f"{d} holds a different run than {dirs[0]}: {diffs[:5]}")
     parts: list[dict[str, np.ndarray]] = []

@@ -35,7 +35,8 @@ class ModuleFns:
         if isinstance(rng, int):
             rng = jax.random.PRNGKey(rng)
         init = jax.jit(self.module(config, jnp.float32).init)
-        return init(rng, *self.dummy_inputs(config))["params"]
+        with jax.enable_x64(False):  # Flax's dtype-less initialisers would draw float64
+            return init(rng, *self.dummy_inputs(config))["params"]
 
     def param_shapes(self, config: Any) -> Any:
         """``jax.ShapeDtypeStruct`` pytree of the params of ``config`` (no allocation)."""

@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 
 from crossgap_jax import __version__
 from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.inversion import jax_numerics
 from crossgap_jax.models import CLIP, sha256_file
 from crossgap_jax.pipeline.store import meta_key
 
@@ -62,7 +63,9 @@ def provenance(run: Run) -> dict:
     the compute dtype), ``subset`` (``max_queries`` / ``max_gallery``, None = full),
     ``text_sources`` ({dataset: source} of replaced texts; empty: as read), ``data``
     ({"<dataset>/<split>": root, fingerprint mode and digest, item count} of every split whose
-    features the run used so far: :attr:`Run.data_fingerprints`) and ``version``."""
+    features the run used so far: :attr:`Run.data_fingerprints`), ``version`` and ``jax``
+    (x64, default matmul precision, backend, device kind, JAX version:
+    :func:`~crossgap_jax.inversion.jax_numerics`)."""
 
     c = run.cfg
     settings = {k: c[k] for k in _SETTING_KEYS if k in c}
@@ -75,7 +78,7 @@ def provenance(run: Run) -> dict:
             "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
             "text_sources": dict(run.text_sources),
             "data": {k: dict(v) for k, v in run.data_fingerprints.items()},
-            "version": __version__}
+            "version": __version__, "jax": jax_numerics()}
 
 
 def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,

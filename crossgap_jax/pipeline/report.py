@@ -102,6 +102,17 @@ def _data_lines(data: dict, exif_transpose: bool = False) -> list[str]:
             for name, d in data.items()]
 
 
+def _jax_line(jx: dict | None) -> list[str]:
+    """The JAX settings the numbers could depend on (:func:`crossgap_jax.inversion.
+    jax_numerics`): x64, default matmul precision, backend and device, JAX version."""
+    if not jx:
+        return []
+    prec = jx.get("jax_default_matmul_precision") or "default"
+    return [f"- JAX {jx.get('jax_version')}: backend `{jx.get('backend')}` "
+            f"({jx.get('device_kind')}), x64 {'on' if jx.get('jax_enable_x64') else 'off'}, "
+            f"matmul precision {prec}"]
+
+
 def provenance_header(prov: dict, title: str) -> str:
     """Markdown lines naming what produced a table: model, checkpoint sha256, preset, every
     setting, subset caveat, text sources, each split's data root and fingerprint and the
@@ -116,6 +127,7 @@ def provenance_header(prov: dict, title: str) -> str:
                          for k in sorted(s)),
              f"- text sources: {_format_text_sources(prov.get('text_sources') or {})}",
              *_data_lines(prov.get("data") or {}, bool(s.get("exif_transpose"))),
+             *_jax_line(prov.get("jax")),
              f"- crossgap_jax {prov.get('version')}"]
     caveat = _subset_line(prov)
     if caveat:
