@@ -42,7 +42,10 @@ CHILD = textwrap.dedent("""
         calls[0] += 1
         if calls[0] == at:
             flight.extend(x for x in __import__("jax").tree_util.tree_leaves(tree))
-            for _ in range(kills):
+            os.kill(os.getpid(), signal.SIGINT)
+            if kills == 2:  # this hook runs on the driver's worker thread: two signals sent
+                while not interrupt.active().requested:  # at once would arrive as one
+                    time.sleep(0.001)
                 os.kill(os.getpid(), signal.SIGINT)
         return wait(tree)
     driver.wait_ready = hooked
@@ -164,3 +167,74 @@ def test_stop_message_names_the_time_left():
                           "3 min 5 s (step 158/1000 at 0.22 s/step)")
     assert [interrupt.format_seconds(s) for s in (0.4, 59, 3600 + 240)] == [
         "0 s", "59 s", "1 h 4 min"]
+
+
+# With the progress bar the program carries a host callback, and the CPU backend then runs
+# the whole compiled loop inside the dispatching call: the driver dispatches from a worker
+# thread so that the main thread still handles Ctrl-C mid-batch. The signal is sent from the
+# progress report of step AT_STEP of batch 3 (while that batch runs).
+BAR_CHILD = textwrap.dedent("""
+    import json, os, signal, sys, time
+    import numpy as np
+    from crossgap_jax.inversion import interrupt, progress
+    from crossgap_jax.inversion.resumable import invert_dataset
+    from crossgap_jax.models.bundle import create_clip
+    out, kills, at_step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    clip = create_clip("tiny", 0)
+    f = np.random.default_rng(0).normal(size=({n}, clip.config.embed_dim)).astype(np.float32)
+    names = [f"item-{{i:03d}}" for i in range({n})]
+    steps, seen = {steps}, []
+    report = progress._report
+    def hooked(msg):  # every step's report (the first batch) or every ~0.5 s (later ones)
+        report(msg)
+        batch = sum(1 for s in seen if s == steps) + 1  # the batch this report is of
+        seen.append(int(msg[1]))
+        if (batch == 3 and at_step <= int(msg[1]) < steps
+                and not getattr(hooked, "sent", False)):
+            hooked.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+            if kills == 2:  # a second, separate signal once the first one was handled
+                while not interrupt.active().requested:
+                    time.sleep(0.001)
+                os.kill(os.getpid(), signal.SIGINT)
+    progress._report = hooked
+    try:
+        invert_dataset(clip, names, f, out, "oti", shard_size={shard}, progress=True, **{kw!r})
+        print(json.dumps({{"result": "finished"}}))
+    except interrupt.InversionInterrupted as e:
+        print(json.dumps({{"result": "interrupted", "inverted": e.summary.inverted}}))
+        sys.exit(130)
+    except interrupt.InversionAborted:
+        print(json.dumps({{"result": "aborted", "last_report": seen[-1]}}), flush=True)
+        os._exit(130)
+""").format(n=N, shard=SHARD, kw=dict(KW, steps=3000), steps=3000)
+
+
+def _bar_child(out: str, kills: int) -> tuple[int, dict, str]:
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-c", BAR_CHILD, out, str(kills), "5"], env=env,
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    assert lines, p.stdout + p.stderr
+    return p.returncode, json.loads(lines[-1]), p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kills", [1, 2])
+def test_ctrl_c_is_handled_mid_batch_with_the_progress_bar(tmp_path, kills):
+    """One Ctrl-C: the message comes while the batch runs (it names a step short of the
+    end) and the run stops after it with 3 batches written; two: aborted before the batch
+    ended (the last step reported is short of the end), the two earlier batches kept."""
+    out = str(tmp_path / "run")
+    rc, res, err = _bar_child(out, kills)
+    if kills == 1:
+        assert (rc, res) == (130, {"result": "interrupted", "inverted": 12}), err
+        import re
+        (step,) = re.findall(r"stopping after the batch in flight, in about [^(]*\(step "
+                             r"(\d+)/3000", err)
+        assert int(step) < 3000, err
+        assert _on_disk(out) == [f"item-{i:03d}" for i in range(12)]
+    else:
+        assert (rc, res["result"]) == (130, "aborted"), err
+        assert res["last_report"] < 3000
+        assert _on_disk(out) == [f"item-{i:03d}" for i in range(8)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -144,6 +145,34 @@ def wait_ready(tree: Any) -> Any:
     return tree
 
 
+def run_interruptibly(fn: Callable[[], Any]) -> Any:
+    """``wait_ready(fn())`` in a worker thread, waited for from this thread in short slices.
+
+    With a host callback in the program (the progress bar), the CPU backend runs the whole
+    compiled loop inside the dispatching call, so a dispatch on this thread would hold off
+    Python's signal handlers until the batch ends. Dispatched from a worker, the program
+    runs there while this (main) thread keeps handling Ctrl-C; an exception raised by a
+    handler here leaves the worker to finish the batch on its own (a daemon thread).
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["out"] = wait_ready(fn())
+        except BaseException as e:  # re-raised on the caller's thread
+            box["err"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="crossgap-jax-batch", daemon=True).start()
+    while not done.wait(0.05):  # an interruptible wait: signal handlers run in between
+        pass
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
+
+
 def _eta(steps: int, ch: progress.Channel | None, t_batch: float,
          last: tuple[float, float] | None) -> tuple[float | None, str]:
     """Seconds left in the batch in flight and how that was estimated: from the channel's
@@ -226,7 +255,9 @@ def run_job(kind: str, job: Job) -> InversionResult:
         if bar is None:
             if req is not None:
                 req.eta = functools.partial(_eta, steps, None, t_batch, last)
-            raw = wait_ready(job.run(params, consts, t, x0, w, None))
+            raw = (wait_ready(job.run(params, consts, t, x0, w, None)) if req is None else
+                   run_interruptibly(functools.partial(job.run, params, consts, t, x0, w,
+                                                       None)))
         else:
             on_steps = bar.update
             if start == 0:  # the first batch may compile (tens of seconds on a CPU): say so
@@ -236,7 +267,10 @@ def run_job(kind: str, job: Job) -> InversionResult:
                 if req is not None:
                     req.eta = functools.partial(_eta, steps, ch, t_batch, last)
                 # wait inside the channel, so that every step's report reaches the bar
-                raw = wait_ready(job.run(params, consts, t, x0, w, ch.handle))
+                raw = (wait_ready(job.run(params, consts, t, x0, w, ch.handle))
+                       if req is None else
+                       run_interruptibly(functools.partial(job.run, params, consts, t, x0,
+                                                           w, ch.handle)))
             every = ch.next_every()  # later batches: a report about every 0.5 s
             sps = ch.seconds_per_step()
         m = stop - start
