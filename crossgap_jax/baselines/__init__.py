@@ -8,14 +8,9 @@
   (not IsoCLIP).
 - :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
   on a fit set, e.g. the gallery).
-- few-shot NCM (k-shot prototypes, seeded sampling) and the NCM metric are evaluation
-  protocols: :mod:`crossgap_jax.retrieval.fewshot`, :func:`crossgap_jax.retrieval.ncm_accuracy`.
 
 See docs/baselines.md.
 """
-
-import importlib
-import warnings
 
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
@@ -56,14 +51,3 @@ __all__ = [
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
     "isotropic_window", "kept_components", "projection_heads", "window_basis",
 ]
-
-
-def __getattr__(name: str):
-    """``baselines.ncm_accuracy`` (before this layout) moved to the metrics layer:
-    :func:`crossgap_jax.retrieval.ncm_accuracy`; the old name still works, with a warning."""
-    if name == "ncm_accuracy":
-
-        warnings.warn("crossgap_jax.baselines.ncm_accuracy moved to "
-                      "crossgap_jax.retrieval.ncm_accuracy", DeprecationWarning, stacklevel=2)
-        return importlib.import_module("crossgap_jax.retrieval.ncm").ncm_accuracy
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

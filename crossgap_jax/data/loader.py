@@ -196,7 +196,7 @@ class ImageBatchLoader:
         self.num_batches = num_batches_per_process(len(split), batch_size, process_count)
         self.skipped: list[tuple[str, str]] = []
         # Greyscale images deeper than 8 bits (16-bit, float), scaled to 8 bits by their
-        # depth where the reference clamps them (see models.preprocess.to_rgb): (name, mode).
+        # depth where the reference clamps them (see decoding.to_rgb): (name, mode).
         self.rescaled: list[tuple[str, str]] = []
         # Images whose EXIF orientation tag is not 1: (name, tag). Applied only when the
         # split says so (ImageSplit.exif_transpose); the reference ignores the tag.

@@ -12,12 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.data import preprocess_images
 from crossgap_jax.models.configs import CLIPConfig, get_config
 from crossgap_jax.models.families import family_of, require_text_tower
 from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.inputs import check_text_inputs
 from crossgap_jax.models.loader import load
-from crossgap_jax.models.preprocess import preprocess_images
 from crossgap_jax.models.tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
@@ -182,7 +182,7 @@ class CLIP:
 
     @property
     def preprocess_options(self) -> dict:
-        """Keyword arguments of :func:`~crossgap_jax.models.preprocess.preprocess_image`."""
+        """Keyword arguments of :func:`~crossgap_jax.data.preprocess.preprocess_image`."""
         return family_of(self.config).preprocess_options(self.config)
 
     def encode_image(self, pixels: np.ndarray | jax.Array, *, batch_size: int | None = None,

@@ -51,10 +51,6 @@ from crossgap_jax.train.configs import HEAD_DIM, HEAD_HIDDEN, TrainConfig
 from crossgap_jax.train.data import LabelledImages, caption_table
 
 
-class TrainState(dict):
-    """``{"params", "opt_state", "step"}`` (a dict so it is a pytree)."""
-
-
 @functools.lru_cache(maxsize=16)
 def _init_fn(config: CLIPConfig):
     """A jitted ``rng -> params`` per architecture (the same computation as
