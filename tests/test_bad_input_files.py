@@ -25,8 +25,8 @@ from crossgap_jax import fileio
 from crossgap_jax.data import DataFileError, DatasetLayoutError, DegenerateTaskError
 from crossgap_jax.data.types import MissingFilesError, TextSplit
 from crossgap_jax.models import create_clip, hub, load_clip
-from crossgap_jax.models.bundle import params_sha256
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.hub import OFFLINE_VARS
 from crossgap_jax.models.native import save_native
 
@@ -481,7 +481,7 @@ def test_params_hash_is_the_documented_formula():
     h.update(np.array([0.5], "<f4").tobytes())
     h.update(b"b/w")
     h.update(np.array([1.0, 2.0], "<f4").tobytes())
-    assert params_sha256(params) == h.hexdigest()
+    assert params_fingerprint(params) == h.hexdigest()
 
 
 @pytest.fixture
@@ -560,7 +560,7 @@ def test_bounded_run_reuses_the_full_split(tmp_path, counted_encoder):
 def test_weights_hash_follows_the_params_object():
     clip = create_clip("tiny", seed=0)
     h0 = clip.weights_sha256
-    assert clip.info["params_sha256"] == h0 == params_sha256(clip.params)
+    assert clip.info["params_sha256"] == h0 == params_fingerprint(clip.params)
     assert clip.with_dtype("bfloat16").weights_sha256 == h0
     clip.params = create_clip("tiny", seed=1).params
     assert clip.weights_sha256 != h0

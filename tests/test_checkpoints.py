@@ -30,6 +30,7 @@ import flax.traverse_util as traverse_util
 import numpy as np
 import pytest
 
+from crossgap_jax.fileio import sha256_file
 from crossgap_jax.models.bundle import CLIP, load_clip
 from crossgap_jax.models.clip_declared import (
     config_from_hf,
@@ -40,7 +41,7 @@ from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.convert import CheckpointError, state_dict_to_params
 from crossgap_jax.models.errors import CheckpointNotFoundError, ChecksumError
 from crossgap_jax.models.formats import read_safetensors, sniff_format
-from crossgap_jax.models.hub import download_url, sha256_file
+from crossgap_jax.models.hub import download_url
 from crossgap_jax.models.loader import load
 from crossgap_jax.models.native import load_native, save_native
 from crossgap_jax.models.pretrained import (

@@ -1,4 +1,4 @@
-"""The package's import rules (issue 14, item 5), read from the source with ``ast``.
+"""The package's import rules, read from the source with ``ast``.
 
 Every ``import`` / ``from ... import`` statement of every module of ``crossgap_jax`` counts,
 function-local ones included; ``if TYPE_CHECKING:`` blocks count for the layer rule, not for
@@ -285,7 +285,7 @@ def _past_faces(path: pathlib.Path, area: str | None) -> list[tuple[int, str, st
 
 
 def test_sub_packages_import_each_other_through_their_faces():
-    """Issue 14 item 10: names of another sub-package come from its face."""
+    """Names of another sub-package come from its face."""
     bad = []
     for name, path in MODULES.items():
         for line, _, target in _past_faces(path, _area(name)):

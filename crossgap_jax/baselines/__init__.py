@@ -6,6 +6,8 @@
   task).
 - :mod:`crossgap_jax.baselines.window`: the ``isotropic-window`` map, our own heuristic
   (not IsoCLIP).
+- :mod:`crossgap_jax.baselines.normalize`: L2 normalisation (the strict one every layer
+  above uses, and torch's clamped one for IsoCLIP).
 - :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
   on a fit set, e.g. the gallery).
 
@@ -26,6 +28,7 @@ from crossgap_jax.baselines.isoclip import (
     projection_heads,
 )
 from crossgap_jax.baselines.ncm import class_means
+from crossgap_jax.baselines.normalize import l2_normalize, l2_normalize_traceable
 from crossgap_jax.baselines.pca import (
     CenterMap,
     PCAMap,
@@ -49,5 +52,6 @@ __all__ = [
     "CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca", "pca_features",
     "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
-    "isotropic_window", "kept_components", "projection_heads", "window_basis",
+    "isotropic_window", "kept_components", "l2_normalize", "l2_normalize_traceable",
+    "projection_heads", "window_basis",
 ]

@@ -36,6 +36,7 @@ from crossgap_jax.data.loader import (
     iterate_image_batches,
     iterate_text_batches,
     num_batches_per_process,
+    pad_rows,
     shard_indices,
 )
 from crossgap_jax.data.preprocess import (
@@ -86,7 +87,7 @@ __all__ = [
     "imagefolder_splits",
     "ASSET_DIR", "CARD_NAME", "DEMO_DATA", "DEMO_DATA_LICENSE", "IMAGE_NAME", "OPENAI_MEAN",
     "OPENAI_STD", "PREFIX", "TEXT_NAME", "apply_authors_assets", "apply_authors_assets_to_split",
-    "center_crop", "preprocess_images", "check_authors_assets", "find_summaries_dir",
+    "center_crop", "pad_rows", "preprocess_images", "check_authors_assets", "find_summaries_dir",
     "resize_shortest_side",
     "import_tfds", "resolve_root",
     "ENV_VAR",

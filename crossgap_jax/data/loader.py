@@ -91,6 +91,23 @@ def num_batches_per_process(num_items: int, batch_size: int, process_count: int 
     return math.ceil(largest / batch_size)
 
 
+def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with its leading axis padded to ``size`` by repeating the last row: the one pad
+    of a ragged last batch before a fixed-shape (compiled once) call. The padding rows are
+    real values, so they never produce NaN; callers discard their outputs.
+
+    Args:
+        x: ``(n, ...)`` with ``1 <= n <= size``.
+        size: the batch size.
+
+    Returns:
+        ``(size, ...)``, ``x`` itself when ``n == size``.
+    """
+    if len(x) == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+
+
 def iterate_text_batches(
     split: TextSplit,
     batch_size: int,

@@ -6,7 +6,7 @@ Loading: :func:`load_clip` (a bundle) / :func:`load` (``(config, params, info)``
 pipeline for every family (:mod:`crossgap_jax.models.loader`).
 """
 
-from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, params_sha256, resolve_dtype
+from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, resolve_dtype
 from crossgap_jax.models.configs import (
     ARCHITECTURE_ALIASES,
     OPENAI_MEAN,
@@ -31,7 +31,7 @@ from crossgap_jax.models.families import (
     require_text_tower,
 )
 from crossgap_jax.models.fingerprint import model_fingerprint, params_fingerprint
-from crossgap_jax.models.hub import HUB_ID, default_cache_dir, sha256_file
+from crossgap_jax.models.hub import HUB_ID, default_cache_dir
 from crossgap_jax.models.inputs import check_text_inputs
 from crossgap_jax.models.loader import detect_family, load, register_loader
 from crossgap_jax.models.native import is_native, load_native, native_config, save_native
@@ -54,9 +54,9 @@ __all__ = [
     "family_module", "family_of", "get_config", "get_tokenizer", "is_native", "list_aliases",
     "list_architectures", "list_pretrained", "load", "load_clip",
     "load_native", "model_fingerprint", "native_config", "openai_release",
-    "params_fingerprint", "params_sha256", "register_architecture", "register_family",
+    "params_fingerprint", "register_architecture", "register_family",
     "register_loader",
-    "resolve_clip_tag", "resolve_dtype", "save_native", "sha256_file", "vit_config",
+    "resolve_clip_tag", "resolve_dtype", "save_native", "vit_config",
 ]
 
 # Register the SigLIP, SLIP and DINOv2 architectures (their modules call

@@ -250,9 +250,6 @@ def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     return diffs
 
 
-_same_architecture = architecture_diff  # the old name
-
-
 def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | None:
     """The first registered SigLIP architecture with ``config``'s shapes, or None."""
     del prefer
@@ -261,9 +258,6 @@ def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | N
         if isinstance(c, SigLIPConfig) and not architecture_diff(c, config):
             return name
     return None
-
-
-_registered_match = match_registered  # the old name
 
 
 def adopt(requested: SigLIPConfig, declared: SigLIPConfig) -> SigLIPConfig:

@@ -167,9 +167,6 @@ def architecture_diff(a: SLIPConfig, b: SLIPConfig) -> list[str]:
     return diffs
 
 
-_shapes_differ = architecture_diff  # the old name
-
-
 def match_registered(config: SLIPConfig, prefer: str | None = None) -> str | None:
     """The first registered SLIP architecture with ``config``'s shapes, or None."""
     del prefer
@@ -178,9 +175,6 @@ def match_registered(config: SLIPConfig, prefer: str | None = None) -> str | Non
         if isinstance(c, SLIPConfig) and not architecture_diff(c, config):
             return name
     return None
-
-
-_registered_match = match_registered  # the old name
 
 
 def is_slip_checkpoint(source: str) -> bool:

@@ -34,14 +34,14 @@ import numpy as np
 from PIL import Image
 
 from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
-from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
-from crossgap_jax.models import (
-    default_cache_dir,
-    load_native,
-    params_sha256,
-    save_native,
+from crossgap_jax.fileio import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    jsonable,
     sha256_file,
 )
+from crossgap_jax.models import default_cache_dir, load_native, params_fingerprint, save_native
 from crossgap_jax.train.configs import caltech_train_config
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sha256": sha256_file(out),
         # Hash of the float32 values as loaded (the file hash can change with the
         # safetensors metadata order; this cannot).
-        "params_sha256": params_sha256(stored),
+        "params_sha256": params_fingerprint(stored),
         "size_bytes": os.path.getsize(out),
         "wall_seconds": round(time.time() - t0, 1),
     }

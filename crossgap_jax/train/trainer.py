@@ -37,11 +37,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir, jsonable
-from crossgap_jax.inversion import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
+from crossgap_jax.inversion import DATA_AXIS, make_mesh
 from crossgap_jax.models import (
     CLIP,
     CLIPConfig,
-    params_sha256,  # noqa: F401 (re-export)
     save_native,
 )
 from crossgap_jax.models import clip as clip_lib
