@@ -29,6 +29,7 @@ from typing import Any
 
 from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, IMAGE_NAME, TEXT_NAME
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_figure
+from crossgap_jax.inversion import check_steps
 from crossgap_jax.models import CLIP, load_native
 from crossgap_jax.pipeline import (
     CLAIMS,
@@ -76,12 +77,9 @@ class DemoSettings:
     concurrent: bool = True
 
     def __post_init__(self):
-        if self.oti_steps < 1 or self.ovi_steps < 1:
-            raise ValueError("oti_steps and ovi_steps must be >= 1")
-        if not self.record_steps or max(self.record_steps) > self.oti_steps \
-                or min(self.record_steps) < 1:
-            raise ValueError(f"record_steps must lie in 1..oti_steps={self.oti_steps}, "
-                             f"got {self.record_steps}")
+        check_steps(self.ovi_steps, (), "ovi_steps")
+        if not check_steps(self.oti_steps, self.record_steps, "oti_steps"):
+            raise ValueError("record_steps must not be empty: the demo plots them")
 
 
 FULL = DemoSettings()

@@ -24,10 +24,11 @@ import crossgap_jax.data as cgd
 from crossgap_jax import fileio
 from crossgap_jax.data import DataFileError, DatasetLayoutError, DegenerateTaskError
 from crossgap_jax.data.types import MissingFilesError, TextSplit
-from crossgap_jax.models import checkpoints as C
 from crossgap_jax.models import create_clip, hub, load_clip
-from crossgap_jax.models.bundle import params_sha256
-from crossgap_jax.models.checkpoints import CheckpointError, save_native
+from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.fingerprint import params_fingerprint
+from crossgap_jax.models.hub import OFFLINE_VARS
+from crossgap_jax.models.native import save_native
 
 PNG = bytes.fromhex(  # a valid 1x1 RGB PNG
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478"
@@ -441,7 +442,7 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", gai)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    for v in C.OFFLINE_VARS + ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    for v in OFFLINE_VARS + ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setattr(hub, "_REACHABLE", {})
     return calls
@@ -451,7 +452,7 @@ def no_network(monkeypatch, tmp_path):
                                  "CROSSGAP_JAX_OFFLINE"])
 def test_offline_variable_is_honoured_up_front(no_network, monkeypatch, var):
     monkeypatch.setenv(var, "1")
-    with pytest.raises(C.CheckpointNotFoundError) as e:
+    with pytest.raises(CheckpointNotFoundError) as e:
         load_clip("someorg/some-model")
     msg = str(e.value)
     assert f"offline mode is on ({var}=1)" in msg and "someorg/some-model" in msg
@@ -462,7 +463,7 @@ def test_offline_variable_is_honoured_up_front(no_network, monkeypatch, var):
 
 def test_blocked_network_is_detected_by_one_probe(no_network):
     for _ in range(2):
-        with pytest.raises(C.CheckpointNotFoundError, match="cannot be reached") as e:
+        with pytest.raises(CheckpointNotFoundError, match="cannot be reached") as e:
             load_clip("someorg/some-model")
         assert "someorg/some-model" in str(e.value) and "hf download" in str(e.value)
     assert no_network["probe"] == 1              # once per process, not per file or retry
@@ -480,7 +481,7 @@ def test_params_hash_is_the_documented_formula():
     h.update(np.array([0.5], "<f4").tobytes())
     h.update(b"b/w")
     h.update(np.array([1.0, 2.0], "<f4").tobytes())
-    assert params_sha256(params) == h.hexdigest()
+    assert params_fingerprint(params) == h.hexdigest()
 
 
 @pytest.fixture
@@ -559,7 +560,7 @@ def test_bounded_run_reuses_the_full_split(tmp_path, counted_encoder):
 def test_weights_hash_follows_the_params_object():
     clip = create_clip("tiny", seed=0)
     h0 = clip.weights_sha256
-    assert clip.info["params_sha256"] == h0 == params_sha256(clip.params)
+    assert clip.info["params_sha256"] == h0 == params_fingerprint(clip.params)
     assert clip.with_dtype("bfloat16").weights_sha256 == h0
     clip.params = create_clip("tiny", seed=1).params
     assert clip.weights_sha256 != h0

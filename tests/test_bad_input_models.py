@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from crossgap_jax.data.decoding import RESCALED_FROM, load_image, to_rgb
+from crossgap_jax.data.preprocess import preprocess_image
 from crossgap_jax.models import CLIP, get_config
 from crossgap_jax.models.families import family_of
-from crossgap_jax.models.preprocess import RESCALED_FROM, load_image, preprocess_image, to_rgb
 
 FAMILIES = ["tiny", "tiny-gelu", "siglip-tiny", "slip-tiny"]
 

@@ -84,7 +84,7 @@ def test_pca_k_bounds():
             fit_pca(g, bad)
     with pytest.raises(ValueError, match="fitted on 12"):
         pca_features(np.ones((2, 3)), fit_pca(g, 2))
-    with pytest.raises(ValueError, match="all-zero row"):
+    with pytest.raises(ValueError, match="zero or non-finite vectors"):
         fit_pca(np.zeros((4, 3)), 1)
 
 
@@ -207,3 +207,33 @@ def test_apply_fitted_pca_fit_sets(fit):
     with pytest.raises(ValueError, match="exactly one --pca-k"):
         apply_fitted(SimpleNamespace(cfg={"baselines": {"pca_k": [2, 3]}}), _fs(q), _fs(g),
                      "pca", "pca", True)
+
+
+# --- the one L2 normalisation, and the one ragged-batch pad ------------------------------
+def test_l2_normalize_numpy_and_jax_against_a_loop():
+    import jax.numpy as jnp
+
+    from crossgap_jax.baselines import l2_normalize, l2_normalize_traceable
+
+    x = _data(n=7, d=5, seed=3)
+    want = np.array([row / np.sqrt(sum(v * v for v in row)) for row in x])
+    np.testing.assert_allclose(l2_normalize(x), want, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(l2_normalize(jnp.asarray(x, jnp.float32))), want,
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(l2_normalize_traceable(jnp.asarray(x))), want,
+                               rtol=1e-5)
+    bad = x.copy()
+    bad[4] = 0.0
+    with pytest.raises(ValueError, match=r"gallery has zero or non-finite .* rows \[4\]"):
+        l2_normalize(bad, "gallery")
+    with pytest.raises(ValueError, match=r"rows \[4\]"):
+        l2_normalize(jnp.asarray(bad))
+    np.testing.assert_array_equal(np.asarray(l2_normalize_traceable(jnp.asarray(bad)))[4], 0.0)
+
+
+def test_pad_rows_repeats_the_last_row():
+    from crossgap_jax.data import pad_rows
+
+    x = np.arange(6).reshape(3, 2)
+    np.testing.assert_array_equal(pad_rows(x, 5), [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
+    assert pad_rows(x, 3) is x

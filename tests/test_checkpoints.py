@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.error
+import urllib.request
 import warnings
 
 import clip_factories as F
@@ -29,10 +30,26 @@ import flax.traverse_util as traverse_util
 import numpy as np
 import pytest
 
-from crossgap_jax.models import checkpoints as C
+from crossgap_jax.fileio import sha256_file
 from crossgap_jax.models.bundle import CLIP, load_clip
+from crossgap_jax.models.clip_declared import (
+    config_from_hf,
+    config_from_open_clip,
+    match_registered,
+)
 from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.convert import CheckpointError, state_dict_to_params
+from crossgap_jax.models.errors import CheckpointNotFoundError, ChecksumError
+from crossgap_jax.models.formats import read_safetensors, sniff_format
+from crossgap_jax.models.hub import download_url
+from crossgap_jax.models.loader import load
+from crossgap_jax.models.native import load_native, save_native
+from crossgap_jax.models.pretrained import (
+    OPENAI_RELEASES,
+    PRETRAINED,
+    list_pretrained,
+    openai_release,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -122,7 +139,7 @@ def assert_features_match(config, params, pixels, ids, img, txt):
     ("open_clip_training", "torch-state-dict", "float32"),
 ])
 def test_openai_layout_formats_give_the_reference_params(ref, kind, fmt, dtype):
-    config, params, info = C.load_checkpoint("tiny", ref["files"][kind])
+    config, params, info = load("tiny", ref["files"][kind])
     assert config == TINY
     assert_params_equal(params, ref["expected"])
     assert info["format"] == fmt and info["layout"] == "openai"
@@ -134,8 +151,8 @@ def test_openai_layout_formats_give_the_reference_params(ref, kind, fmt, dtype):
 
 def test_torchscript_archive_is_recognised_and_int_buffers_ignored(ref):
     path = ref["files"]["torchscript"]
-    assert C.sniff_format(path) == "torchscript"
-    assert C.sniff_format(ref["files"]["state_dict_fp16"]) == "torch-zip"
+    assert sniff_format(path) == "torchscript"
+    assert sniff_format(ref["files"]["state_dict_fp16"]) == "torch-zip"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         sd = torch.jit.load(path, map_location="cpu").state_dict()
@@ -144,22 +161,22 @@ def test_torchscript_archive_is_recognised_and_int_buffers_ignored(ref):
 
 
 def test_openai_layout_features_match_model_py(ref):
-    config, params, _ = C.load_checkpoint("tiny", ref["files"]["torchscript"])
+    config, params, _ = load("tiny", ref["files"]["torchscript"])
     assert_features_match(config, params, ref["pixels"], ref["ids"], ref["img"], ref["txt"])
 
 
 def test_legacy_pickle_state_dict(ref, tmp_path):
     path = tmp_path / "legacy.pt"
     torch.save(ref["sd"], path, _use_new_zipfile_serialization=False)
-    assert C.sniff_format(str(path)) == "torch-pickle"
-    _, params, _ = C.load_checkpoint("tiny", str(path))
+    assert sniff_format(str(path)) == "torch-pickle"
+    _, params, _ = load("tiny", str(path))
     assert_params_equal(params, ref["expected"])
 
 
 def test_bare_state_dict_infers_shapes_and_warns_about_activation(ref, tmp_path):
     # OpenAI-layout .pt: quick GELU assumed; heads follow OpenAI's width // 64 rule.
     with pytest.warns(UserWarning, match="quick GELU"):
-        config, params, info = C.load_checkpoint(ref["files"]["state_dict_fp32"])
+        config, params, info = load(ref["files"]["state_dict_fp32"])
     assert config.quick_gelu and info["config_source"] == "tensor shapes"
     assert config.vision == TINY.vision
     assert config.text.width == TINY.text.width and config.text.heads == TINY.text.width // 64
@@ -168,11 +185,11 @@ def test_bare_state_dict_infers_shapes_and_warns_about_activation(ref, tmp_path)
     oc = tmp_path / "open_clip_pytorch_model.bin"
     shutil.copy(ref["files"]["state_dict_fp32"], oc)
     with pytest.warns(UserWarning, match="exact GELU"):
-        config, _, _ = C.load_checkpoint(str(oc))
+        config, _, _ = load(str(oc))
     assert not config.quick_gelu
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        config, _, info = C.load_checkpoint(str(oc), quick_gelu=True)
+        config, _, info = load(str(oc), quick_gelu=True)
     assert config.quick_gelu and info["activation_source"] == "argument"
 
 
@@ -189,7 +206,7 @@ def test_open_clip_directory_with_config(ref, tmp_path):
         "preprocess_cfg": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]},
     }
     (tmp_path / "open_clip_config.json").write_text(json.dumps(oc_cfg))
-    config, params, info = C.load_checkpoint(str(tmp_path))
+    config, params, info = load(str(tmp_path))
     assert config.name == "tiny" and config.quick_gelu
     assert config.mean == (0.1, 0.2, 0.3) and config.std == (0.4, 0.5, 0.6)
     assert info["format"] == "safetensors" and info["config_source"].endswith(
@@ -197,14 +214,14 @@ def test_open_clip_directory_with_config(ref, tmp_path):
     assert_params_equal(params, ref["expected"])
     # The same files under an architecture whose activation differs: refused.
     with pytest.raises(CheckpointError, match="quick_gelu: False vs True"):
-        C.load_checkpoint("tiny-gelu", str(tmp_path))
+        load("tiny-gelu", str(tmp_path))
 
 
 def test_open_clip_unsupported_options_are_refused():
     with pytest.raises(CheckpointError, match="vision_cfg.attentional_pool=True"):
-        C.config_from_open_clip({"model_cfg": {"vision_cfg": {"attentional_pool": True}}})
+        config_from_open_clip({"model_cfg": {"vision_cfg": {"attentional_pool": True}}})
     # Training-only options are ignored; unset fields take open_clip's defaults.
-    cfg = C.config_from_open_clip({"model_cfg": {"vision_cfg": {"patch_dropout": 0.5}}})
+    cfg = config_from_open_clip({"model_cfg": {"vision_cfg": {"patch_dropout": 0.5}}})
     assert cfg.vision.patch_size == 16 and cfg.text.heads == 8 and not cfg.quick_gelu
 
 
@@ -215,7 +232,7 @@ def test_open_clip_unsupported_options_are_refused():
                                       ("bin", "torch-state-dict"),
                                       ("sharded", "sharded-safetensors")])
 def test_hf_directories(hf_ref, kind, fmt):
-    config, params, info = C.load_checkpoint(hf_ref["dirs"][kind])
+    config, params, info = load(hf_ref["dirs"][kind])
     assert config.name == "tiny"  # declared by config.json, matched to the registry
     assert info["format"] == fmt and info["layout"] == "hf"
     assert info["config_source"].endswith("config.json")
@@ -229,12 +246,12 @@ def test_hf_directories(hf_ref, kind, fmt):
 
 def test_hf_sharded_index_file_directly(hf_ref):
     index = os.path.join(hf_ref["dirs"]["sharded"], "model.safetensors.index.json")
-    config, _, info = C.load_checkpoint(index)
+    config, _, info = load(index)
     assert config.name == "tiny" and info["format"] == "sharded-safetensors"
 
 
 def test_hf_bare_safetensors_with_architecture(hf_ref):
-    config, params, info = C.load_checkpoint("tiny", hf_ref["bare"])
+    config, params, info = load("tiny", hf_ref["bare"])
     assert info["format"] == "safetensors" and info["layout"] == "hf"
     assert_features_match(config, params, hf_ref["pixels"], hf_ref["ids"], hf_ref["img"],
                           hf_ref["txt"])
@@ -242,15 +259,15 @@ def test_hf_bare_safetensors_with_architecture(hf_ref):
 
 def test_hf_config_parsing_defaults_and_activation():
     # save_pretrained may omit defaults: an empty sub-config means transformers' defaults.
-    cfg = C.config_from_hf({"model_type": "clip", "text_config": {}, "vision_config": {}})
-    assert cfg.quick_gelu and C.match_registered(cfg) == "ViT-B/32"
-    gelu = C.config_from_hf({"text_config": {"hidden_act": "gelu"},
+    cfg = config_from_hf({"model_type": "clip", "text_config": {}, "vision_config": {}})
+    assert cfg.quick_gelu and match_registered(cfg) == "ViT-B/32"
+    gelu = config_from_hf({"text_config": {"hidden_act": "gelu"},
                              "vision_config": {"hidden_act": "gelu"}})
-    assert not gelu.quick_gelu and C.match_registered(gelu) == "ViT-B-32"
+    assert not gelu.quick_gelu and match_registered(gelu) == "ViT-B-32"
     with pytest.raises(CheckpointError, match="hidden_act"):
-        C.config_from_hf({"text_config": {"hidden_act": "gelu_new"}})
+        config_from_hf({"text_config": {"hidden_act": "gelu_new"}})
     with pytest.raises(CheckpointError, match="siglip"):
-        C.config_from_hf({"model_type": "siglip"})
+        config_from_hf({"model_type": "siglip"})
 
 
 def test_bf16_safetensors_are_widened_exactly(tmp_path):
@@ -258,7 +275,7 @@ def test_bf16_safetensors_are_widened_exactly(tmp_path):
 
     x = torch.randn(5, 3).bfloat16()
     save_file({"a": x, "b": torch.arange(4, dtype=torch.float16)}, str(tmp_path / "x.st"))
-    sd, _ = C.read_safetensors(str(tmp_path / "x.st"))
+    sd, _ = read_safetensors(str(tmp_path / "x.st"))
     np.testing.assert_array_equal(sd["a"], x.float().numpy())
     assert sd["b"].dtype == np.float16
 
@@ -272,7 +289,7 @@ def test_wrong_shape_names_the_tensor(ref, tmp_path):
     torch.save(sd, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=re.escape("visual.proj (visual/proj): checkpoint "
                                                         "(128, 16) vs model (128, 32)")):
-        C.load_checkpoint("tiny", str(tmp_path / "bad.pt"))
+        load("tiny", str(tmp_path / "bad.pt"))
 
 
 def test_missing_and_unexpected_tensors_are_listed(ref, tmp_path):
@@ -281,7 +298,7 @@ def test_missing_and_unexpected_tensors_are_listed(ref, tmp_path):
     sd["extra.head.weight"] = torch.zeros(3)
     torch.save(sd, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError) as e:
-        C.load_checkpoint("tiny", str(tmp_path / "bad.pt"))
+        load("tiny", str(tmp_path / "bad.pt"))
     msg = str(e.value)
     assert "missing tensors" in msg and "ln_final/bias" in msg
     assert "visual/transformer/resblocks_1/mlp/c_fc/kernel" in msg
@@ -290,12 +307,12 @@ def test_missing_and_unexpected_tensors_are_listed(ref, tmp_path):
 
 def test_checkpoint_of_another_architecture(ref):
     with pytest.raises(CheckpointError, match="visual.conv1.weight"):
-        C.load_checkpoint("ViT-B/32", ref["files"]["state_dict_fp32"])
+        load("ViT-B/32", ref["files"]["state_dict_fp32"])
 
 
 def test_unknown_architecture_lists_known_ones(ref):
     with pytest.raises(KeyError) as e:
-        C.load_checkpoint("ViT-X/99", ref["files"]["state_dict_fp32"])
+        load("ViT-X/99", ref["files"]["state_dict_fp32"])
     for known in ("ViT-B/32", "ViT-L/14", "ViT-B-32", "tiny"):
         assert known in str(e.value)
 
@@ -304,31 +321,31 @@ def test_weights_only_refusal_mentions_allow_pickle(ref, tmp_path):
     path = tmp_path / "epoch_1.pt"
     torch.save({"state_dict": ref["sd"], "args": argparse.Namespace(lr=0.1)}, path)
     with pytest.raises(CheckpointError, match="allow_pickle=True"):
-        C.load_checkpoint("tiny", str(path))
-    _, params, _ = C.load_checkpoint("tiny", str(path), allow_pickle=True)
+        load("tiny", str(path))
+    _, params, _ = load("tiny", str(path), allow_pickle=True)
     assert_params_equal(params, ref["expected"])
 
 
 def test_unrecognised_files_and_empty_directories(tmp_path):
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="unrecognised checkpoint file"):
-        C.load_checkpoint("tiny", str(tmp_path / "junk.bin"))
+        load("tiny", str(tmp_path / "junk.bin"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(C.CheckpointNotFoundError, match="holds no CLIP weights"):
-        C.load_checkpoint("tiny", str(tmp_path / "empty"))
-    with pytest.raises(C.CheckpointNotFoundError, match="no such checkpoint"):
-        C.load_checkpoint("tiny", str(tmp_path / "nope.pt"))
+    with pytest.raises(CheckpointNotFoundError, match="holds no CLIP weights"):
+        load("tiny", str(tmp_path / "empty"))
+    with pytest.raises(CheckpointNotFoundError, match="no such checkpoint"):
+        load("tiny", str(tmp_path / "nope.pt"))
 
 
 def test_pretrained_tag_errors():
     with pytest.raises(CheckpointError, match="datacomp_xl_s13b_b90k"):
-        C.load_checkpoint("ViT-B-16", "datacomp_xl_s13b_b90k")  # tag of other archs
+        load("ViT-B-16", "datacomp_xl_s13b_b90k")  # tag of other archs
     with pytest.raises(CheckpointError, match="laion2b_s34b_b79k"):
-        C.load_checkpoint("ViT-B-32")  # no default: lists the tags
+        load("ViT-B-32")  # no default: lists the tags
     with pytest.raises(CheckpointError, match="create_clip"):
-        C.load_checkpoint("tiny")
+        load("tiny")
     with pytest.raises(CheckpointError, match="not a known tag"):
-        C.load_checkpoint("ViT-L-14", "no_such_tag")
+        load("ViT-L-14", "no_such_tag")
 
 
 def test_pretrained_tables_match_openai_clip_package():
@@ -337,11 +354,11 @@ def test_pretrained_tables_match_openai_clip_package():
         pytest.skip("the openai-clip package is not installed")
     text = (pathlib.Path(list(spec.submodule_search_locations)[0]) / "clip.py").read_text()
     theirs = dict(re.findall(r'"([^"]+)": "(https://openaipublic[^"]+)"', text))
-    for arch, url in C.OPENAI_RELEASES.items():
+    for arch, url in OPENAI_RELEASES.items():
         assert theirs[arch] == url
-        assert C.openai_release(arch) == (url, url.split("/")[-2])
-    assert C.openai_release("ViT-L-14")[0] == C.OPENAI_RELEASES["ViT-L/14"]
-    pairs = C.list_pretrained()
+        assert openai_release(arch) == (url, url.split("/")[-2])
+    assert openai_release("ViT-L-14")[0] == OPENAI_RELEASES["ViT-L/14"]
+    pairs = list_pretrained()
     for pair in [("ViT-B-32", "datacomp_xl_s13b_b90k"), ("ViT-L-14", "datacomp_xl_s13b_b90k"),
                  ("ViT-B/32", "openai"), ("ViT-L/14", "openai")]:
         assert pair in pairs
@@ -352,7 +369,7 @@ def test_pretrained_tables_match_openai_clip_package():
 
 def test_native_roundtrip_without_torch(ref, tmp_path):
     path = str(tmp_path / "tiny.safetensors")
-    C.save_native(path, TINY, ref["expected"], {"source": "test", "n": 3})
+    save_native(path, TINY, ref["expected"], {"source": "test", "n": 3})
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]  # no temp file left
     sums = {"/".join(k): float(np.asarray(v, np.float64).sum())
             for k, v in _flat(ref["expected"]).items()}
@@ -360,8 +377,9 @@ def test_native_roundtrip_without_torch(ref, tmp_path):
         import json, sys
         import numpy as np
         import flax.traverse_util as tu
-        from crossgap_jax.models.checkpoints import load_checkpoint, load_native
-        cfg, params, info = load_checkpoint({path!r})
+        from crossgap_jax.models.loader import load
+        from crossgap_jax.models.native import load_native
+        cfg, params, info = load({path!r})
         cfg2, params2, info2 = load_native({path!r})
         assert cfg == cfg2 and cfg.name == "tiny", cfg
         sums = {{"/".join(k): float(np.asarray(v, np.float64).sum())
@@ -382,25 +400,25 @@ def test_native_roundtrip_without_torch(ref, tmp_path):
 
 def test_native_in_process_and_errors(ref, tmp_path):
     path = str(tmp_path / "tiny.safetensors")
-    C.save_native(path, TINY, ref["expected"])
-    config, params, info = C.load_checkpoint("tiny", path)
+    save_native(path, TINY, ref["expected"])
+    config, params, info = load("tiny", path)
     assert info["format"] == "native" and config == TINY
     assert_params_equal(params, ref["expected"])
     with pytest.raises(CheckpointError, match="vision.width: 768 vs 128"):
-        C.load_checkpoint("ViT-B/32", path)
+        load("ViT-B/32", path)
     # A file whose tensors do not fit its own config.
     broken = dict(_flat(ref["expected"]))
     broken.pop(("ln_final", "bias"))
-    C.save_native(str(tmp_path / "broken.safetensors"), TINY,
+    save_native(str(tmp_path / "broken.safetensors"), TINY,
                   traverse_util.unflatten_dict(broken))
     with pytest.raises(CheckpointError, match="missing tensors .*\n  ln_final/bias"):
-        C.load_native(str(tmp_path / "broken.safetensors"))
+        load_native(str(tmp_path / "broken.safetensors"))
     # A plain safetensors state dict is not native.
     with pytest.raises(CheckpointError, match="not in the native format"):
         from safetensors.numpy import save_file
 
         save_file({"a": np.zeros(2, np.float32)}, str(tmp_path / "plain.safetensors"))
-        C.load_native(str(tmp_path / "plain.safetensors"))
+        load_native(str(tmp_path / "plain.safetensors"))
 
 
 def test_load_clip_bundle_from_checkpoint(ref):
@@ -425,7 +443,7 @@ def _serve(monkeypatch, data: bytes | None, calls: list):
             raise urllib.error.URLError("network is blocked in tests")
         return _FakeResponse(data)
 
-    monkeypatch.setattr(C.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
 
 
 def test_download_checks_sha256_and_is_atomic(monkeypatch, tmp_path):
@@ -434,42 +452,42 @@ def test_download_checks_sha256_and_is_atomic(monkeypatch, tmp_path):
     dest = str(tmp_path / "cache" / "m.pt")
     calls: list = []
     _serve(monkeypatch, payload, calls)
-    with pytest.raises(C.ChecksumError, match="expected " + "0" * 64):
-        C.download_url("https://example.invalid/m.pt", dest, "0" * 64, progress=False)
+    with pytest.raises(ChecksumError, match="expected " + "0" * 64):
+        download_url("https://example.invalid/m.pt", dest, "0" * 64, progress=False)
     assert not os.path.exists(dest) and os.listdir(tmp_path / "cache") == []  # no partial file
-    assert C.download_url("https://example.invalid/m.pt", dest, good, progress=False) == dest
+    assert download_url("https://example.invalid/m.pt", dest, good, progress=False) == dest
     assert open(dest, "rb").read() == payload
     # A cached file with the right hash is not fetched again.
     _serve(monkeypatch, None, calls)
     n = len(calls)
-    assert C.download_url("https://example.invalid/m.pt", dest, good, progress=False) == dest
+    assert download_url("https://example.invalid/m.pt", dest, good, progress=False) == dest
     assert len(calls) == n
     # A corrupt cached file is downloaded again, with a warning.
     with open(dest, "wb") as f:
         f.write(b"corrupt")
     _serve(monkeypatch, payload, calls)
     with pytest.warns(UserWarning, match="sha256"):
-        C.download_url("https://example.invalid/m.pt", dest, good, progress=False)
+        download_url("https://example.invalid/m.pt", dest, good, progress=False)
     assert open(dest, "rb").read() == payload
 
 
 def test_openai_release_download_end_to_end(ref, monkeypatch, tmp_path):
-    """``load_checkpoint(arch)`` -> release URL -> cache -> TorchScript, with a fake server."""
+    """``load(arch)`` -> release URL -> cache -> TorchScript, with a fake server."""
     data = open(ref["files"]["torchscript"], "rb").read()
     sha = hashlib.sha256(data).hexdigest()
-    monkeypatch.setitem(C.OPENAI_RELEASES, "tiny", f"https://example.invalid/clip/models/{sha}"
+    monkeypatch.setitem(OPENAI_RELEASES, "tiny", f"https://example.invalid/clip/models/{sha}"
                                                    f"/tiny.pt")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     calls: list = []
     _serve(monkeypatch, data, calls)
     cache = tmp_path / "cache"
-    config, params, info = C.load_checkpoint("tiny", cache_dir=str(cache), progress=False)
+    config, params, info = load("tiny", cache_dir=str(cache), progress=False)
     assert len(calls) == 1 and (cache / "tiny.pt").is_file()
     assert info["origin"] == "openai-url" and info["sha256"] == sha
     assert info["format"] == "openai-torchscript"
     assert_params_equal(params, ref["expected"])
     _serve(monkeypatch, None, calls)  # second load: from the cache, no request
-    C.load_checkpoint("tiny", "openai", cache_dir=str(cache))
+    load("tiny", "openai", cache_dir=str(cache))
     assert len(calls) == 1
 
 
@@ -477,12 +495,12 @@ def test_openai_release_offline_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     calls: list = []
     _serve(monkeypatch, None, calls)
-    url, sha = C.openai_release("ViT-B/32")
+    url, sha = openai_release("ViT-B/32")
     cache = tmp_path / "cache"
     # Offline flag: no request at all.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(C.CheckpointNotFoundError) as e:
-        C.load_checkpoint("ViT-B/32", cache_dir=str(cache))
+    with pytest.raises(CheckpointNotFoundError) as e:
+        load("ViT-B/32", cache_dir=str(cache))
     assert calls == []
     msg = str(e.value)
     assert url in msg and str(cache / "ViT-B-32.pt") in msg and sha in msg
@@ -490,8 +508,8 @@ def test_openai_release_offline_message(monkeypatch, tmp_path):
     assert e.value.url == url and e.value.target == str(cache / "ViT-B-32.pt")
     # No flag but no network: the request fails, same advice.
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    with pytest.raises(C.CheckpointNotFoundError, match="network is blocked") as e:
-        C.load_checkpoint("ViT-B-32", "openai", cache_dir=str(cache))
+    with pytest.raises(CheckpointNotFoundError, match="network is blocked") as e:
+        load("ViT-B-32", "openai", cache_dir=str(cache))
     assert calls == [url] and str(cache / "ViT-B-32.pt") in str(e.value)
     assert isinstance(e.value, FileNotFoundError)
 
@@ -529,8 +547,8 @@ def offline_hub(monkeypatch, tmp_path):
 
 
 def test_hub_offline_empty_cache_says_what_to_fetch(offline_hub):
-    with pytest.raises(C.CheckpointNotFoundError) as e:
-        C.load_checkpoint("openai/clip-vit-base-patch32")
+    with pytest.raises(CheckpointNotFoundError) as e:
+        load("openai/clip-vit-base-patch32")
     msg = str(e.value)
     assert "openai/clip-vit-base-patch32" in msg and "config.json" in msg
     assert "model.safetensors" in msg and "hf download" in msg and str(offline_hub) in msg
@@ -539,8 +557,8 @@ def test_hub_offline_empty_cache_says_what_to_fetch(offline_hub):
 
 
 def test_open_clip_tag_offline_says_what_to_fetch(offline_hub):
-    with pytest.raises(C.CheckpointNotFoundError) as e:
-        C.load_checkpoint("ViT-B-32", "datacomp_xl_s13b_b90k")
+    with pytest.raises(CheckpointNotFoundError) as e:
+        load("ViT-B-32", "datacomp_xl_s13b_b90k")
     msg = str(e.value)
     assert "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K" in msg
     assert "open_clip_config.json" in msg and "open_clip_model.safetensors" in msg
@@ -552,9 +570,9 @@ def test_hub_ids_resolve_from_the_cache_offline(offline_hub, hf_ref, ref, tmp_pa
         "config.json": os.path.join(st, "config.json"),
         "model.safetensors": os.path.join(st, "model.safetensors"),
     })
-    config, params, info = C.load_checkpoint("someone/tiny-clip")
+    config, params, info = load("someone/tiny-clip")
     assert config.name == "tiny" and info["origin"] == "hf-hub"
-    assert info["sha256"] == C.sha256_file(os.path.join(st, "model.safetensors"))
+    assert info["sha256"] == sha256_file(os.path.join(st, "model.safetensors"))
     assert_features_match(config, params, hf_ref["pixels"], hf_ref["ids"], hf_ref["img"],
                           hf_ref["txt"])
     # open_clip repo through "hf-hub:" and through a pretrained tag of the table.
@@ -570,16 +588,16 @@ def test_hub_ids_resolve_from_the_cache_offline(offline_hub, hf_ref, ref, tmp_pa
         "open_clip_config.json": str(oc_cfg),
         "open_clip_model.safetensors": str(tmp_path / "oc.safetensors"),
     })
-    config, params, info = C.load_checkpoint("hf-hub:someone/tiny-open-clip")
+    config, params, info = load("hf-hub:someone/tiny-open-clip")
     assert config.name == "tiny-gelu" and info["origin"] == "open_clip-hub"
     assert_params_equal(params, ref["expected"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(C.PRETRAINED, ("tiny-gelu", "test_tag"), "hf-hub:someone/tiny-open-clip")
-        config, _, info = C.load_checkpoint("tiny-gelu", "test_tag")
+        mp.setitem(PRETRAINED, ("tiny-gelu", "test_tag"), "hf-hub:someone/tiny-open-clip")
+        config, _, info = load("tiny-gelu", "test_tag")
     assert info["source"] == "test_tag" and info["repo_id"] == "someone/tiny-open-clip"
 
 
 def test_unknown_name_that_looks_like_a_hub_id(offline_hub):
-    with pytest.raises(C.CheckpointNotFoundError) as e:
-        C.load_checkpoint("ViT-B/33")
+    with pytest.raises(CheckpointNotFoundError) as e:
+        load("ViT-B/33")
     assert "known architecture names" in str(e.value) and "ViT-B/32" in str(e.value)

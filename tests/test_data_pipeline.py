@@ -11,7 +11,8 @@ from PIL import Image
 
 import crossgap_jax.data as cgd
 from crossgap_jax.data import ImageBatchLoader, ImageDecodeError, ImageSplit, MissingFilesError
-from crossgap_jax.models.preprocess import load_image, preprocess_image
+from crossgap_jax.data.decoding import load_image
+from crossgap_jax.data.preprocess import preprocess_image
 
 
 def _make_images(folder, n, size=(40, 28)):

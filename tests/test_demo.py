@@ -78,8 +78,8 @@ def test_demo_settings_validation():
 # ---------------------------------------------------------------- shipped assets
 @needs_assets
 def test_shipped_checkpoint_and_card():
-    from crossgap_jax.models.bundle import params_sha256
-    from crossgap_jax.models.checkpoints import sha256_file
+    from crossgap_jax.fileio import sha256_file
+    from crossgap_jax.models.fingerprint import params_fingerprint
     from crossgap_jax.train.demo_caltech import CARD_NAME, COMMAND, caltech_demo_train_config
 
     size = os.path.getsize(demo.DEMO_CHECKPOINT)
@@ -97,7 +97,7 @@ def test_shipped_checkpoint_and_card():
     assert card["train_config"]["variant"] == "clip" and card["train_config"]["steps"] == 600
     assert card["demo_data"]["sha256"] == sha256_file(demo.DEMO_DATA)
     clip = demo.load_demo_clip()
-    assert card["params_sha256"] == params_sha256(clip.params)
+    assert card["params_sha256"] == params_fingerprint(clip.params)
     assert clip.config.name == card["architecture"]["name"] == "crossgap-caltech"
     assert clip.config.text.vocab_size == 49408  # the real tokenizer's vocabulary
     with open(os.path.join(os.path.dirname(demo.DEMO_DATA), "demo_caltech101_LICENSE.txt")) as f:
@@ -138,7 +138,7 @@ def test_embedded_images_are_the_coop_images(shared_data):
     """Queries come from the CoOp test split only, gallery images from train; the stored
     JPEGs decode to the 64 px resize + centre crop of the originals (within JPEG error)."""
     import crossgap_jax.data as cgd
-    from crossgap_jax.models.preprocess import center_crop, resize_shortest_side
+    from crossgap_jax.data.preprocess import center_crop, resize_shortest_side
 
     for split in ("test", "train"):
         emb = cgd.get_dataset(demo.IMAGE_DATASET, split=split)

@@ -118,3 +118,19 @@ def test_one_loop_whatever_the_record_steps(tiny, method):
                                steps=12, record_steps=rec)
         counts.append(_loops(low))
     assert counts == [1, 1, 1]
+
+
+def test_one_step_and_loss_reduction_check():
+    from crossgap_jax.inversion import check_loss_reduction, check_steps
+
+    assert check_steps(10, [5, 1, 5, 10]) == (1, 5, 10)
+    for steps in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="oti_steps must be a positive int"):
+            check_steps(steps, (), "oti_steps")
+    with pytest.raises(ValueError, match=r"record_steps must lie in 1..steps=4; got \[0, 5\]"):
+        check_steps(4, (0, 2, 5))
+    with pytest.raises(ValueError, match="record_steps must lie in"):
+        cfg.OTISettings(steps=3, record_steps=(4,))
+    assert check_loss_reduction("mean") == "mean"
+    with pytest.raises(ValueError, match="loss_reduction must be one of"):
+        check_loss_reduction("sum")

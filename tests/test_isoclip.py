@@ -10,10 +10,7 @@ IsoCLIP, NCM or metric code in the recomputations.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -219,21 +216,6 @@ def test_isotropic_window_heuristic_still_works():
                                atol=1e-5)
 
 
-def test_deprecated_module_warns_and_keeps_old_names():
-    sys.modules.pop("crossgap_jax.inversion.isoclip", None)
-    with pytest.warns(DeprecationWarning, match="baselines"):
-        old = importlib.import_module("crossgap_jax.inversion.isoclip")
-    from crossgap_jax.baselines import window
-
-    assert old.isoclip_basis is window.window_basis
-    assert old.isotropic_window is window.isotropic_window
-    # Nothing in the package imports the deprecated module (no warning for users).
-    code = ("import sys, crossgap_jax, crossgap_jax.cli, crossgap_jax.pipeline.run; "
-            "assert 'crossgap_jax.inversion.isoclip' not in sys.modules; "
-            "assert crossgap_jax.baselines.isoclip_map is not None")
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 # --- bundle helpers: heads of every family reproduce the model's own features -----------
 # SigLIP and SLIP run in CI only (make test): ~10 CPU-s each of model building/compiling.
 @pytest.fixture(scope="module", params=["tiny", pytest.param("siglip-tiny", marks=pytest.mark.slow),
@@ -279,7 +261,7 @@ def test_heads_of_every_family_reproduce_the_embeddings(bundle):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from crossgap_jax.models import create_clip
-    from crossgap_jax.models.checkpoints import save_native
+    from crossgap_jax.models.native import save_native
 
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     clip = create_clip("tiny", seed=3)

@@ -1,4 +1,4 @@
-"""The package's import rules (issue 14, item 5), read from the source with ``ast``.
+"""The package's import rules, read from the source with ``ast``.
 
 Every ``import`` / ``from ... import`` statement of every module of ``crossgap_jax`` counts,
 function-local ones included; ``if TYPE_CHECKING:`` blocks count for the layer rule, not for
@@ -37,8 +37,6 @@ import ast
 import pathlib
 import warnings
 
-import pytest
-
 PKG = "crossgap_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PKG
 
@@ -66,11 +64,6 @@ FACED = ("data", "models", "inversion", "baselines", "retrieval", "pipeline")
 PUBLIC_SUBMODULES: dict[str, str] = {
     f"{PKG}.models.{fam}": "a model family's module: the forward the model owns (family_of)"
     for fam in ("clip", "siglip", "slip")
-}
-# Modules that keep an old import path working by re-exporting another package's internals.
-SHIMS: dict[str, str] = {
-    f"{PKG}.models.preprocess": "historical path of the data layer's image preprocessing",
-    f"{PKG}.inversion.isoclip": "deprecated path of baselines.window (warns on import)",
 }
 # (importing module, module.name reached past a face): still present, with reason and owner.
 ALLOWED_PAST_FACE: dict[tuple[str, str], str] = {}
@@ -292,11 +285,9 @@ def _past_faces(path: pathlib.Path, area: str | None) -> list[tuple[int, str, st
 
 
 def test_sub_packages_import_each_other_through_their_faces():
-    """Issue 14 item 10: names of another sub-package come from its face."""
+    """Names of another sub-package come from its face."""
     bad = []
     for name, path in MODULES.items():
-        if name in SHIMS:
-            continue
         for line, _, target in _past_faces(path, _area(name)):
             if (name, target) not in ALLOWED_PAST_FACE:
                 bad.append(f"  {path.relative_to(ROOT.parent)}:{line}: {target}")
@@ -451,39 +442,10 @@ def test_the_checker_sees_violations(monkeypatch):
     assert any(pair <= set(c) for c in _cycles())
 
 
-@pytest.mark.parametrize("old, name, new", [
-    ("crossgap_jax.data.core", "ImageSplit", "crossgap_jax.data.types"),
-    ("crossgap_jax.data.core", "RetrievalTask", "crossgap_jax.data.task"),
-    ("crossgap_jax.data.core", "open_image", "crossgap_jax.data.decoding"),
-    ("crossgap_jax.data.pipeline", "ImageBatchLoader", "crossgap_jax.data.loader"),
-    ("crossgap_jax.data.texts", "load_beir", "crossgap_jax.data.sources.beir"),
-    ("crossgap_jax.data.texts", "NEWSGROUP_DESCRIPTIONS", "crossgap_jax.data.sources.newsgroups"),
-    ("crossgap_jax.data.images", "imagefolder_splits", "crossgap_jax.data.sources.imagefolder"),
-    ("crossgap_jax.data.images", "COOP_SPECS", "crossgap_jax.data.sources.coop"),
-    ("crossgap_jax.data.tfds_backend", "PREFIX", "crossgap_jax.data.sources.tfds"),
-    ("crossgap_jax.data.embedded", "DEMO_DATA", "crossgap_jax.data.sources.embedded"),
-])
-def test_moved_data_names_still_resolve_with_a_warning(old, name, new):
-    """Old module paths of the data layer give the very same object, and say where it went."""
-    import importlib
+def test_models_preprocess_with_the_data_code():
+    """The model layer preprocesses with the data layer's code (one copy)."""
+    from crossgap_jax.data import preprocess
+    from crossgap_jax.models import bundle, configs
 
-    old_mod, new_mod = importlib.import_module(old), importlib.import_module(new)
-    with pytest.warns(DeprecationWarning, match=rf"{old}\.{name} moved to {new}\.{name}"):
-        got = getattr(old_mod, name)
-    assert got is getattr(new_mod, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(AttributeError, match="no attribute 'nope'"):
-            old_mod.nope  # noqa: B018
-
-
-def test_models_preprocess_is_the_data_code():
-    """The model layer re-exports the data layer's decoding and preprocessing (one copy)."""
-    from crossgap_jax.data import decoding, preprocess
-    from crossgap_jax.models import configs
-    from crossgap_jax.models import preprocess as mp
-
-    assert mp.preprocess_image is preprocess.preprocess_image
-    assert mp.load_image is decoding.load_image
-    assert mp.ImageDecodeError is decoding.ImageDecodeError
+    assert bundle.preprocess_images is preprocess.preprocess_images
     assert configs.OPENAI_MEAN is preprocess.OPENAI_MEAN

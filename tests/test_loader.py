@@ -184,12 +184,12 @@ def test_pretrained_alias_and_conflict(tmp_path):
     params = _random_params("tiny", seed=3)
     path = str(tmp_path / "n.safetensors")
     M.save_native(path, M.get_config("tiny"), params)
-    _, _, i1 = M.load_checkpoint("tiny", path)
-    _, _, i2 = M.load_checkpoint("tiny", pretrained=path)
+    _, _, i1 = M.load("tiny", path)
+    _, _, i2 = M.load("tiny", pretrained=path)
     assert i1["params_sha256"] == i2["params_sha256"]
     assert M.load_clip("tiny", pretrained=path).weights_sha256 == i1["params_sha256"]
     with pytest.raises(ValueError, match="give checkpoint= or pretrained="):
-        M.load_checkpoint("tiny", path, pretrained="openai")
+        M.load("tiny", path, pretrained="openai")
 
 
 def test_open_clip_siglip_name_is_our_config():
@@ -218,7 +218,7 @@ def test_open_clip_siglip_name_resolves_to_the_webli_release(monkeypatch, tmp_pa
 
 
 # --- SigLIP pool_index ---------------------------------------------------------------------
-def test_siglip_pool_index_and_deprecated_eot_index():
+def test_siglip_pool_index_keyword_or_positional():
     from crossgap_jax.models import siglip
 
     config = M.get_config("siglip-tiny")
@@ -229,12 +229,9 @@ def test_siglip_pool_index_and_deprecated_eot_index():
         warnings.simplefilter("error")
         new = np.asarray(siglip.encode_text(params, ids, pool_index=pool, config=config))
         positional = np.asarray(siglip.encode_text(params, ids, pool, config=config))
-    with pytest.warns(DeprecationWarning, match="pass pool_index="):
-        old = np.asarray(siglip.encode_text(params, ids, eot_index=pool, config=config))
     np.testing.assert_array_equal(new, positional)
-    np.testing.assert_array_equal(new, old)
-    with pytest.raises(TypeError, match="not also the deprecated eot_index"):
-        siglip.encode_text(params, ids, pool, config=config, eot_index=pool)
+    with pytest.raises(TypeError, match="eot_index"):
+        siglip.encode_text(params, ids, config=config, eot_index=pool)
 
 
 # --- layering ----------------------------------------------------------------------------

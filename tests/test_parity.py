@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossgap_jax.models import checkpoints as C
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP
 from crossgap_jax.models.configs import get_config
+from crossgap_jax.models.loader import load
 from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
 
 torch = pytest.importorskip("torch")
@@ -71,7 +71,7 @@ def b32_openai(openai_model_module, tmp_path_factory):
     torch.save(model.state_dict(), sd)
     del model
     gc.collect()
-    cfg, params, info = C.load_checkpoint("ViT-B/32", ts)
+    cfg, params, info = load("ViT-B/32", ts)
     return dict(config=cfg, params=params, info=info, files=dict(torchscript=ts, state_dict=sd),
                 pixels=pixels, ids=ids, img=img, txt=txt)
 
@@ -104,7 +104,7 @@ def test_b32_openai_torchscript(b32_openai):
 def test_b32_openai_state_dict_with_inferred_architecture(b32_openai):
     r = b32_openai
     with pytest.warns(UserWarning, match="quick GELU"):
-        config, params, info = C.load_checkpoint(r["files"]["state_dict"])
+        config, params, info = load(r["files"]["state_dict"])
     assert config == get_config("ViT-B/32") and info["config_source"] == "tensor shapes"
     img, txt = _features(config, params, r["pixels"], r["ids"])
     ei, et = F.max_rel_err(img, r["img"]), F.max_rel_err(txt, r["txt"])
@@ -115,7 +115,7 @@ def test_b32_openai_state_dict_with_inferred_architecture(b32_openai):
 @b32
 def test_b32_hf_directory(b32_hf):
     r = b32_hf
-    config, params, info = C.load_checkpoint(r["dir"])
+    config, params, info = load(r["dir"])
     assert config.name == "ViT-B/32" and info["layout"] == "hf"
     img, txt = _features(config, params, r["pixels"], r["ids"])
     ei, et = F.max_rel_err(img, r["img"]), F.max_rel_err(txt, r["txt"])
@@ -228,7 +228,7 @@ def l14_openai(openai_model_module, tmp_path_factory):
     torch.save(F.openai_state_dict(model, torch.float16), d / "ViT-L-14.pt")
     del model
     gc.collect()
-    cfg, params, info = C.load_checkpoint("ViT-L/14", str(d / "ViT-L-14.pt"))
+    cfg, params, info = load("ViT-L/14", str(d / "ViT-L-14.pt"))
     out = _features(cfg, params, pixels, ids)
     (d / "ViT-L-14.pt").unlink()
     return dict(ref=ref, out=out, info=info)
@@ -247,7 +247,7 @@ def l14_hf(tmp_path_factory):
         F.save_hf_dir(model, str(d / "hf"))
     del model
     gc.collect()
-    cfg, params, info = C.load_checkpoint(str(d / "hf"))
+    cfg, params, info = load(str(d / "hf"))
     out = _features(cfg, params, pixels, ids)
     return dict(ref=ref, out=out, info=info, config=cfg)
 

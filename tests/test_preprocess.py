@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossgap_jax.models.configs import OPENAI_MEAN, OPENAI_STD
-from crossgap_jax.models.preprocess import (
-    ImageDecodeError,
+from crossgap_jax.data.decoding import ImageDecodeError, load_image
+from crossgap_jax.data.preprocess import (
+    OPENAI_MEAN,
+    OPENAI_STD,
     center_crop,
-    load_image,
     preprocess_image,
     preprocess_images,
     resize_shortest_side,

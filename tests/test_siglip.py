@@ -237,7 +237,7 @@ def test_detect_family(tiny_dir, tmp_path):
 
 
 def test_pretrained_tag_offline(monkeypatch, tmp_path):
-    from crossgap_jax.models.checkpoints import CheckpointNotFoundError
+    from crossgap_jax.models.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")

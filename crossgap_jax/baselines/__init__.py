@@ -6,16 +6,13 @@
   task).
 - :mod:`crossgap_jax.baselines.window`: the ``isotropic-window`` map, our own heuristic
   (not IsoCLIP).
+- :mod:`crossgap_jax.baselines.normalize`: L2 normalisation (the strict one every layer
+  above uses, and torch's clamped one for IsoCLIP).
 - :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
   on a fit set, e.g. the gallery).
-- few-shot NCM (k-shot prototypes, seeded sampling) and the NCM metric are evaluation
-  protocols: :mod:`crossgap_jax.retrieval.fewshot`, :func:`crossgap_jax.retrieval.ncm_accuracy`.
 
 See docs/baselines.md.
 """
-
-import importlib
-import warnings
 
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
@@ -31,6 +28,7 @@ from crossgap_jax.baselines.isoclip import (
     projection_heads,
 )
 from crossgap_jax.baselines.ncm import class_means
+from crossgap_jax.baselines.normalize import l2_normalize, l2_normalize_traceable
 from crossgap_jax.baselines.pca import (
     CenterMap,
     PCAMap,
@@ -54,16 +52,6 @@ __all__ = [
     "CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca", "pca_features",
     "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
-    "isotropic_window", "kept_components", "projection_heads", "window_basis",
+    "isotropic_window", "kept_components", "l2_normalize", "l2_normalize_traceable",
+    "projection_heads", "window_basis",
 ]
-
-
-def __getattr__(name: str):
-    """``baselines.ncm_accuracy`` (before this layout) moved to the metrics layer:
-    :func:`crossgap_jax.retrieval.ncm_accuracy`; the old name still works, with a warning."""
-    if name == "ncm_accuracy":
-
-        warnings.warn("crossgap_jax.baselines.ncm_accuracy moved to "
-                      "crossgap_jax.retrieval.ncm_accuracy", DeprecationWarning, stacklevel=2)
-        return importlib.import_module("crossgap_jax.retrieval.ncm").ncm_accuracy
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

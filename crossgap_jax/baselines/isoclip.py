@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.baselines.normalize import l2_normalize_traceable
 from crossgap_jax.models import family_of
 
 SIDES = ("image", "text")
@@ -253,7 +254,7 @@ def isoclip_features(x: Any, m: IsoCLIPMap, normalize: bool = True) -> jax.Array
         x = append_one(x)
     z = x @ jnp.asarray(m.matrix, jnp.float32)
     if normalize:
-        z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+        z = l2_normalize_traceable(z)
     return z
 
 

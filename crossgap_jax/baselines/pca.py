@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.baselines.normalize import l2_normalize
+
 
 def _matrix(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x, np.float64)
@@ -43,10 +45,7 @@ def _matrix(x: Any, name: str) -> np.ndarray:
 def _prepare(x: Any, normalize_input: bool, name: str) -> np.ndarray:
     a = _matrix(x, name)
     if normalize_input:
-        norms = np.linalg.norm(a, axis=1, keepdims=True)
-        if np.any(norms == 0):
-            raise ValueError(f"{name} has an all-zero row; it cannot be L2-normalised")
-        a = a / norms
+        a = l2_normalize(a, name=name)
     return a
 
 

@@ -27,6 +27,7 @@ from crossgap_jax.baselines.isoclip import (
     preprojection_image_features,
     preprojection_text_features,
 )
+from crossgap_jax.baselines.normalize import l2_normalize_traceable
 
 
 class WindowBasis(NamedTuple):
@@ -148,7 +149,7 @@ def window_features(x: Any, mapping: Any, normalize: bool = True) -> jax.Array:
     """``(N, d)`` pre-projection features @ ``(d, k)`` map -> ``(N, k)`` (L2-normalised)."""
     z = jnp.asarray(x, jnp.float32) @ jnp.asarray(mapping, jnp.float32)
     if normalize:
-        z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+        z = l2_normalize_traceable(z)
     return z
 
 

@@ -13,7 +13,7 @@ from typing import Any
 PROG = "crossgap-jax"
 DEFAULT_PRESET = "clip_vitb32"
 
-# classify's default --variants (every accepted value: pipeline.run.CLASSIFY_VARIANTS).
+# classify's default --variants (every accepted value: pipeline.measure.CLASSIFY_VARIANTS).
 DEFAULT_VARIANTS = ("inter", "oti", "ovi")
 
 
@@ -130,7 +130,7 @@ def name_list(s: str) -> list[str]:
 
 def variant_list(s: str) -> list[str]:
     """Comma-separated classify variants out of
-    :data:`crossgap_jax.pipeline.run.CLASSIFY_VARIANTS`."""
+    :data:`crossgap_jax.pipeline.measure.CLASSIFY_VARIANTS`."""
 
     # lazy: the pipeline loads JAX; the parser (and its argument errors) must not
     from crossgap_jax.pipeline import CLASSIFY_VARIANTS

@@ -3,7 +3,7 @@
 The bottom layer (data -> models -> inversion/baselines -> retrieval -> pipeline -> cli,
 asserted by ``tests/test_layering.py``): nothing here imports another layer of the
 package. Image decoding and CLIP preprocessing live here (:mod:`.decoding`,
-:mod:`.preprocess`); the model layer re-exports them.
+:mod:`.preprocess`); the model layer imports them from here.
 
 Modules: :mod:`.types` (splits, errors), :mod:`.task` (retrieval task), :mod:`.decoding`,
 :mod:`.preprocess`, :mod:`.loader` (batches), :mod:`.fingerprint` (data identity of a
@@ -36,9 +36,16 @@ from crossgap_jax.data.loader import (
     iterate_image_batches,
     iterate_text_batches,
     num_batches_per_process,
+    pad_rows,
     shard_indices,
 )
-from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD, center_crop, resize_shortest_side
+from crossgap_jax.data.preprocess import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    center_crop,
+    preprocess_images,
+    resize_shortest_side,
+)
 from crossgap_jax.data.registry import (
     IMAGE_DATASETS,
     TEXT_DATASETS,
@@ -80,7 +87,8 @@ __all__ = [
     "imagefolder_splits",
     "ASSET_DIR", "CARD_NAME", "DEMO_DATA", "DEMO_DATA_LICENSE", "IMAGE_NAME", "OPENAI_MEAN",
     "OPENAI_STD", "PREFIX", "TEXT_NAME", "apply_authors_assets", "apply_authors_assets_to_split",
-    "center_crop", "check_authors_assets", "find_summaries_dir", "resize_shortest_side",
+    "center_crop", "pad_rows", "preprocess_images", "check_authors_assets", "find_summaries_dir",
+    "resize_shortest_side",
     "import_tfds", "resolve_root",
     "ENV_VAR",
     "IMAGE_DATASETS",

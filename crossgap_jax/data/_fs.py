@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 from crossgap_jax.data.types import DataFileError, DatasetLayoutError
@@ -72,18 +72,6 @@ def candidate_dirs(root: str, subdirs: Sequence[str]) -> list[str]:
         if d is not None and os.path.isdir(d) and d not in out:
             out.append(d)
     return out
-
-
-def find_dataset_dir(
-    root: str,
-    subdirs: Sequence[str],
-    accept: Callable[[str], bool],
-) -> str | None:
-    """The first of :func:`candidate_dirs` for which ``accept(dir)`` is true, else None."""
-    for d in candidate_dirs(root, subdirs):
-        if accept(d):
-            return d
-    return None
 
 
 def looked_for(root: str, subdirs: Iterable[str], markers: Iterable[str]) -> str:

@@ -6,8 +6,6 @@ scaled to 8 bits by their bit depth before the RGB conversion. PIL alone (which 
 uses) clamps their values to [0, 255] instead (a 16-bit photo becomes almost all white, a
 [0, 1] float image almost black). The input pipeline counts such images (``rescaled`` in its
 report).
-
-This module belongs to the data layer; :mod:`crossgap_jax.models.preprocess` re-exports it.
 """
 
 from __future__ import annotations
@@ -229,7 +227,7 @@ def _open_image(
             1/8 scale (via ``PIL.Image.draft``; the shorter side stays
             ``>= draft_margin * draft_size``) and the result is resized (bicubic) so that
             its shorter side is ``draft_size``, the long side computed from the *original*
-            size exactly as :func:`~crossgap_jax.models.preprocess.resize_shortest_side`
+            size exactly as :func:`~crossgap_jax.data.preprocess.resize_shortest_side`
             does: the geometry matches the full decode, only the filtering differs
             slightly. Other images are returned at full size. ``None``: full decode.
         draft_margin: how much larger than ``draft_size`` the reduced decode must stay

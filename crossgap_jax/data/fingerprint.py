@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from crossgap_jax.data.types import ImageSplit, TextSplit
+from crossgap_jax.fileio import sha256_file
 
 __all__ = ["SplitFingerprint", "file_records", "split_fingerprint", "text_keys"]
 
@@ -84,8 +85,7 @@ def _short(*parts: object) -> str:
 
 def _sha256_file(path: str) -> str | None:
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return sha256_file(path)
     except FileNotFoundError:
         return None
 

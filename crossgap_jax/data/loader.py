@@ -91,6 +91,23 @@ def num_batches_per_process(num_items: int, batch_size: int, process_count: int 
     return math.ceil(largest / batch_size)
 
 
+def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with its leading axis padded to ``size`` by repeating the last row: the one pad
+    of a ragged last batch before a fixed-shape (compiled once) call. The padding rows are
+    real values, so they never produce NaN; callers discard their outputs.
+
+    Args:
+        x: ``(n, ...)`` with ``1 <= n <= size``.
+        size: the batch size.
+
+    Returns:
+        ``(size, ...)``, ``x`` itself when ``n == size``.
+    """
+    if len(x) == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+
+
 def iterate_text_batches(
     split: TextSplit,
     batch_size: int,
@@ -196,7 +213,7 @@ class ImageBatchLoader:
         self.num_batches = num_batches_per_process(len(split), batch_size, process_count)
         self.skipped: list[tuple[str, str]] = []
         # Greyscale images deeper than 8 bits (16-bit, float), scaled to 8 bits by their
-        # depth where the reference clamps them (see models.preprocess.to_rgb): (name, mode).
+        # depth where the reference clamps them (see decoding.to_rgb): (name, mode).
         self.rescaled: list[tuple[str, str]] = []
         # Images whose EXIF orientation tag is not 1: (name, tag). Applied only when the
         # split says so (ImageSplit.exif_transpose); the reference ignores the tag.

@@ -5,8 +5,7 @@ Same steps as OpenAI's ``clip.load(...)[1]`` transform: RGB
 resolution with PIL bicubic, centre crop, scale to [0, 1], normalise with the CLIP
 mean/std. Output layout is NHWC float32 (JAX convention).
 
-This module belongs to the data layer (the batch loader uses it);
-:mod:`crossgap_jax.models.preprocess` re-exports it.
+The batch loader (:mod:`crossgap_jax.data.loader`) and the model bundle use it.
 """
 
 from __future__ import annotations

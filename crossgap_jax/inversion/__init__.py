@@ -13,11 +13,13 @@ from crossgap_jax.inversion.config import (
     InversionSettings,
     OTISettings,
     OVISettings,
+    check_steps,
 )
 from crossgap_jax.inversion.core import (
     LOSS_REDUCTIONS,
     HParams,
     RawInversion,
+    check_loss_reduction,
     cosine_loss,
     run_inversion,
 )
@@ -51,7 +53,8 @@ __all__ = [
     "DEFAULT_TEMPLATE", "ExecutionSettings", "HParams", "InversionSettings", "OTISettings",
     "OVISettings", "invert", "InversionResult", "RawInversion", "ResumeMismatchError",
     "Template", "cosine_loss", "expand_patch_tokens", "invert_dataset", "load_inverted",
-    "make_mesh", "oti", "oti_features", "oti_fn", "ovi", "ovi_features", "ovi_fn",
+    "check_loss_reduction", "check_steps", "make_mesh", "oti", "oti_features", "oti_fn",
+    "ovi", "ovi_features", "ovi_fn",
     "prepare_template", "process_shard", "run_inversion",
     "InversionAborted", "InversionInterrupted", "jax_numerics",
 ]

@@ -20,11 +20,35 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from crossgap_jax.inversion.core import LOSS_REDUCTIONS
+from crossgap_jax.inversion.core import check_loss_reduction
 
 DEFAULT_TEMPLATE = "a photo of {}"
 ON_NONFINITE = ("warn", "raise")
 PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def check_steps(steps: int, record_steps: Sequence[int], name: str = "steps"
+                ) -> tuple[int, ...]:
+    """The one check of an optimisation length and its record steps.
+
+    Args:
+        steps: optimisation steps; a positive int (not a bool).
+        record_steps: steps after which a snapshot is taken, any order, repeats allowed.
+        name: how ``steps`` is called in the error (``"oti_steps"``, ...).
+
+    Returns:
+        ``record_steps`` sorted and unique.
+
+    Raises:
+        ValueError: ``steps`` not a positive int, or a record step outside ``1..steps``.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{name} must be a positive int, got {steps!r}")
+    rec = tuple(sorted({int(s) for s in record_steps}))
+    bad = [s for s in rec if not 1 <= s <= steps]
+    if bad:
+        raise ValueError(f"record_steps must lie in 1..{name}={steps}; got {bad}")
+    return rec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,19 +81,11 @@ class InversionSettings:
     loss_reduction: str = "per_example"
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
         if isinstance(self.num_tokens, bool) or not isinstance(self.num_tokens, int) \
                 or self.num_tokens < 1:
             raise ValueError(f"num_tokens must be an int >= 1, got {self.num_tokens!r}")
-        rec = tuple(sorted({int(s) for s in self.record_steps}))
-        bad = [s for s in rec if not 1 <= s <= self.steps]
-        if bad:
-            raise ValueError(f"record_steps must lie in 1..{self.steps}; got {bad}")
-        object.__setattr__(self, "record_steps", rec)
-        if self.loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, "
-                             f"got {self.loss_reduction!r}")
+        object.__setattr__(self, "record_steps", check_steps(self.steps, self.record_steps))
+        check_loss_reduction(self.loss_reduction)
         for name in ("learning_rate", "weight_decay", "b1", "b2", "eps"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "seed", int(self.seed))
@@ -215,9 +231,3 @@ def as_kwargs(settings: InversionSettings,
     if execution is not None:
         kw.update({k: getattr(execution, k) for k in EXECUTION_OPTIONS[settings.method]})
     return kw
-
-
-def with_record_steps(settings: InversionSettings,
-                      record_steps: Sequence[int]) -> InversionSettings:
-    """``settings`` with other record steps (validated)."""
-    return dataclasses.replace(settings, record_steps=tuple(record_steps))

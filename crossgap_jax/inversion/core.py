@@ -48,6 +48,17 @@ def make_optimizer(h: HParams) -> optax.GradientTransformation:
 LOSS_REDUCTIONS = ("per_example", "mean")
 
 
+def check_loss_reduction(reduction: str) -> str:
+    """``reduction`` if it is one of :data:`LOSS_REDUCTIONS`.
+
+    Raises:
+        ValueError: any other value (the valid ones named).
+    """
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
 def loss_weights(num_real: int, num_rows: int, reduction: str = "per_example") -> jax.Array:
     """Per-row weights of the objective ``sum_i w_i (1 - cos_i)`` of one compiled batch.
 
@@ -64,8 +75,7 @@ def loss_weights(num_real: int, num_rows: int, reduction: str = "per_example") -
     Raises:
         ValueError: unknown ``reduction`` or ``num_real`` outside ``1..num_rows``.
     """
-    if reduction not in LOSS_REDUCTIONS:
-        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
+    check_loss_reduction(reduction)
     if not 1 <= num_real <= num_rows:
         raise ValueError(f"num_real must be in 1..{num_rows}, got {num_real}")
     w = 1.0 if reduction == "per_example" else 1.0 / num_real
@@ -208,15 +218,4 @@ def normal_init(key: jax.Array, indices: jax.Array, shape: tuple[int, ...],
     # x64 (other values for the same seed, and a float64 optimisation).
     return jax.vmap(lambda i: jnp.float32(std) * jax.random.normal(
         jax.random.fold_in(key, i), shape, jnp.float32))(jnp.asarray(indices, jnp.int32))
-
-
-def validate_steps(steps: int, record_steps: Sequence[int]) -> tuple[int, ...]:
-    """Check ``steps >= 1`` and each record step in ``1..steps``; return them sorted, unique."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    rec = tuple(sorted(set(int(s) for s in record_steps)))
-    bad = [s for s in rec if not 1 <= s <= steps]
-    if bad:
-        raise ValueError(f"record_steps must lie in 1..{steps}; got {bad}")
-    return rec
 

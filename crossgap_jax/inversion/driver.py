@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.data import pad_rows
 from crossgap_jax.inversion import interrupt, progress
 from crossgap_jax.inversion import sharding as shd
 from crossgap_jax.inversion.config import ExecutionSettings, InversionSettings
@@ -114,13 +115,6 @@ def check_init(init: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     if not np.isfinite(init).all():
         raise ValueError("init contains NaN/inf")
     return init
-
-
-def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
-    """Pad the leading axis to ``size`` by repeating the last row (harmless, discarded)."""
-    if len(x) == size:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
 
 
 _init_jit = jax.jit(normal_init, static_argnames=("shape", "std"))
@@ -242,11 +236,11 @@ def run_job(kind: str, job: Job) -> InversionResult:
         stop = min(start + step, n)
         idx = np.arange(start, stop)
         if job.init is None:
-            x0 = np.asarray(_init_jit(key, jnp.asarray(_pad_rows(idx, bsz)),
+            x0 = np.asarray(_init_jit(key, jnp.asarray(pad_rows(idx, bsz)),
                                       shape=job.token_shape, std=0.02))
         else:
-            x0 = _pad_rows(job.init[start:stop], bsz)
-        t = _pad_rows(targets[start:stop], bsz)
+            x0 = pad_rows(job.init[start:stop], bsz)
+        t = pad_rows(targets[start:stop], bsz)
         w = np.asarray(loss_weights(stop - start, bsz, s.loss_reduction))
         if mesh is not None:
             t, x0, w = shd.shard_examples((t, x0, w), mesh)

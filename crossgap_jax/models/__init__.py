@@ -1,5 +1,4 @@
-"""Flax CLIP-family towers, the architecture registry, checkpoint loading, tokenizers,
-preprocessing.
+"""Flax CLIP-family towers, the architecture registry, checkpoint loading, tokenizers.
 
 This face exports every name other packages use; import from here
 (``from crossgap_jax.models import load_clip, family_of``), not from the sub-modules.
@@ -7,10 +6,7 @@ Loading: :func:`load_clip` (a bundle) / :func:`load` (``(config, params, info)``
 pipeline for every family (:mod:`crossgap_jax.models.loader`).
 """
 
-from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, params_sha256, resolve_dtype
-
-# The checkpoint face (load_checkpoint) after the modules it re-exports.
-from crossgap_jax.models.checkpoints import load_checkpoint  # noqa: E402,I001
+from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, resolve_dtype
 from crossgap_jax.models.configs import (
     ARCHITECTURE_ALIASES,
     OPENAI_MEAN,
@@ -35,20 +31,10 @@ from crossgap_jax.models.families import (
     require_text_tower,
 )
 from crossgap_jax.models.fingerprint import model_fingerprint, params_fingerprint
-from crossgap_jax.models.hub import HUB_ID, default_cache_dir, sha256_file
+from crossgap_jax.models.hub import HUB_ID, default_cache_dir
 from crossgap_jax.models.inputs import check_text_inputs
 from crossgap_jax.models.loader import detect_family, load, register_loader
 from crossgap_jax.models.native import is_native, load_native, native_config, save_native
-from crossgap_jax.models.preprocess import (
-    RESCALED_FROM,
-    ImageDecodeError,
-    center_crop,
-    load_image,
-    preprocess_image,
-    preprocess_images,
-    resize_shortest_side,
-    to_rgb,
-)
 from crossgap_jax.models.pretrained import (
     OPENAI_RELEASES,
     list_pretrained,
@@ -62,16 +48,15 @@ __all__ = [
     "detect_family",
     "SMALL_ARCHITECTURES", "register_small_architectures",
     "ARCHITECTURE_ALIASES", "CLIP", "CLIPConfig", "CLIPTokenizer", "CheckpointError",
-    "CheckpointNotFoundError", "ChecksumError", "HUB_ID", "ImageDecodeError", "OPENAI_MEAN",
-    "OPENAI_RELEASES", "OPENAI_STD", "RESCALED_FROM", "TextConfig", "VisionConfig",
-    "center_crop", "check_text_inputs", "create_clip", "default_cache_dir", "eot_indices",
+    "CheckpointNotFoundError", "ChecksumError", "HUB_ID", "OPENAI_MEAN",
+    "OPENAI_RELEASES", "OPENAI_STD", "TextConfig", "VisionConfig",
+    "check_text_inputs", "create_clip", "default_cache_dir", "eot_indices",
     "family_module", "family_of", "get_config", "get_tokenizer", "is_native", "list_aliases",
-    "list_architectures", "list_pretrained", "load", "load_checkpoint", "load_clip",
-    "load_image", "load_native", "model_fingerprint", "native_config", "openai_release",
-    "params_fingerprint", "params_sha256", "preprocess_image", "preprocess_images",
-    "SMALL_ARCHITECTURES", "register_architecture", "register_family", "register_loader",
-    "register_small_architectures", "resize_shortest_side",
-    "resolve_clip_tag", "resolve_dtype", "save_native", "sha256_file", "to_rgb", "vit_config",
+    "list_architectures", "list_pretrained", "load", "load_clip",
+    "load_native", "model_fingerprint", "native_config", "openai_release",
+    "params_fingerprint", "register_architecture", "register_family",
+    "register_loader",
+    "resolve_clip_tag", "resolve_dtype", "save_native", "vit_config",
 ]
 
 # Register the SigLIP, SLIP and DINOv2 architectures (their modules call

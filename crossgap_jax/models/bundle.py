@@ -12,22 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from crossgap_jax.data import pad_rows, preprocess_images
 from crossgap_jax.models.configs import CLIPConfig, get_config
 from crossgap_jax.models.families import family_of, require_text_tower
 from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.inputs import check_text_inputs
 from crossgap_jax.models.loader import load
-from crossgap_jax.models.preprocess import preprocess_images
 from crossgap_jax.models.tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
            "bf16": jnp.bfloat16}
-
-
-def params_sha256(params: Any) -> str:
-    """Content hash of a params pytree: :func:`crossgap_jax.models.fingerprint.params_fingerprint`
-    (the one weights hash of the package; kept under this name)."""
-    return params_fingerprint(params)
 
 
 def resolve_dtype(dtype: Any) -> Any:
@@ -81,7 +75,7 @@ def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, desc: str,
         chunk = [a[start : start + batch_size] for a in arrays]
         m = len(chunk[0])
         if m < batch_size and n > batch_size:  # pad the ragged last batch: no recompile
-            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, axis=0)]) for c in chunk]
+            chunk = [pad_rows(c, batch_size) for c in chunk]
         if trim is not None:
             chunk = trim(*chunk)
         outs.append(np.asarray(fn(*chunk))[:m])
@@ -182,7 +176,7 @@ class CLIP:
 
     @property
     def preprocess_options(self) -> dict:
-        """Keyword arguments of :func:`~crossgap_jax.models.preprocess.preprocess_image`."""
+        """Keyword arguments of :func:`~crossgap_jax.data.preprocess.preprocess_image`."""
         return family_of(self.config).preprocess_options(self.config)
 
     def encode_image(self, pixels: np.ndarray | jax.Array, *, batch_size: int | None = None,

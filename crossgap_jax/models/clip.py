@@ -441,7 +441,7 @@ def get_tokenizer(config: CLIPConfig) -> Any:
 
 
 def preprocess_options(config: CLIPConfig) -> dict:
-    """Keyword arguments of :func:`~crossgap_jax.models.preprocess.preprocess_image` for
+    """Keyword arguments of :func:`~crossgap_jax.data.preprocess.preprocess_image` for
     ``config``: shortest-side bicubic resize, centre crop, the config's mean/std."""
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "shortest", "interpolation": "bicubic"}

@@ -48,6 +48,7 @@ from crossgap_jax.models.dinov2 import (
 )
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.formats import read_state_dict
+from crossgap_jax.models.hub import HUB_ID
 from crossgap_jax.models.hub import hub_fetch as _hub_fetch
 from crossgap_jax.models.loader import Converted, Read
 
@@ -56,7 +57,6 @@ _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.value": "attention.v_proj",
            "attention.output.dense": "attention.o_proj"}
 _IGNORED = re.compile(r"^(embeddings\.mask_token|classifier\..*)$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -335,10 +335,9 @@ def _hub_files(repo: str) -> str:
     return os.path.dirname(cfg_path)
 
 
-def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = False,
-                pooling: str | None = None) -> dict[str, Any]:
-    """Resolve and read a DINOv2 checkpoint (the reader step, shared by :func:`load_dinov2`
-    and the loader hooks).
+def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = False
+                ) -> dict[str, Any]:
+    """Resolve and read a DINOv2 checkpoint (the reader step of the :func:`read` hook).
 
     Args:
         arch: the requested architecture or None; with ``source`` None or ``"dinov2"`` its
@@ -351,7 +350,9 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
         "origin", "source"}``.
 
     Raises:
-        CheckpointNotFoundError, CheckpointError: see :func:`load_dinov2`.
+        CheckpointNotFoundError: no such directory; a hub repo not in the cache while
+            offline (the message says what to download).
+        CheckpointError: not a DINOv2 directory, or no release for ``arch``.
     """
 
     if arch is not None and (source is None or source == "dinov2"):
@@ -363,7 +364,7 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
     origin = "local"
     path = os.path.expanduser(str(source))
     repo = str(source).removeprefix("hf-hub:")
-    if not os.path.exists(path) and _HUB_ID.match(repo):
+    if not os.path.exists(path) and HUB_ID.match(repo):
         path, origin = _hub_files(repo), "hf-hub"
     if not os.path.isdir(path):
         if os.path.exists(path):
@@ -377,7 +378,7 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
     pre_file = os.path.join(path, "preprocessor_config.json")
     declared = config_from_hf(_read_json(cfg_file),
                               _read_json(pre_file) if os.path.isfile(pre_file) else None,
-                              pooling=pooling or (arch.pooling if arch else "cls"))
+                              pooling=arch.pooling if arch else "cls")
     weights = next((os.path.join(path, f) for f in _WEIGHT_FILES
                     if os.path.isfile(os.path.join(path, f))), None)
     if weights is None:
@@ -394,69 +395,6 @@ def adopt(requested: DINOv2Config, declared: DINOv2Config) -> DINOv2Config:
                              interpolation=declared.interpolation,
                              resize_size=declared.resize_size,
                              layerscale_value=declared.layerscale_value)
-
-
-def load_dinov2(name_or_path: Any, checkpoint: str | None = None, *,
-                allow_pickle: bool = False, cache_dir: str | None = None,
-                pooling: str | None = None, **_: Any
-                ) -> tuple[DINOv2Config, dict, dict[str, Any]]:
-    """Load a transformers ``Dinov2Model`` checkpoint as Flax params.
-
-    Args:
-        name_or_path: a registered DINOv2 architecture (``"DINOv2-ViT-S-14"``,
-            ``"DINOv2-ViT-B-14"``, their ``-clsmean`` variants) or config, which the
-            checkpoint must fit; or, with ``checkpoint=None``, the checkpoint itself.
-        checkpoint: a ``Dinov2Model`` directory (``config.json`` + ``model.safetensors`` or
-            ``pytorch_model.bin``; ``preprocessor_config.json`` optional), a hub id
-            (``"facebook/dinov2-small"``, ``hf-hub:`` prefix and ``@revision`` accepted) or
-            the tag ``"dinov2"`` (the release of that architecture). None with an
-            architecture name: the release.
-        allow_pickle: ``torch.load(weights_only=False)`` for ``pytorch_model.bin`` (trusted
-            files only).
-        cache_dir: unused (hub files go to the Hugging Face cache, as for every family).
-        pooling: ``"cls"`` / ``"cls+mean"``; default: the architecture's, else ``"cls"``.
-
-    Returns:
-        ``(config, params, info)``; ``info`` has ``source``, ``path``, ``format``,
-        ``layout`` (``"hf"``), ``origin`` (``local`` / ``hf-hub``), ``config_source``,
-        ``architecture``, ``family``, ``ignored`` and ``checkpoint_dtype``.
-
-    Raises:
-        CheckpointNotFoundError: no such directory; a hub repo not in the cache while
-            offline (the message says what to download).
-        CheckpointError: not a DINOv2 directory, an architecture that differs from the one
-            requested (listed), unsupported options, tensors that do not fit.
-    """
-    del cache_dir
-    arch: DINOv2Config | None = None
-    if isinstance(name_or_path, DINOv2Config):
-        arch = name_or_path
-    elif checkpoint is not None or (isinstance(name_or_path, str)
-                                    and name_or_path in list_architectures()):
-        arch = get_config(name_or_path)
-        if not isinstance(arch, DINOv2Config):
-            raise CheckpointError(f"{name_or_path!r} is not a DINOv2 architecture")
-    if arch is not None and pooling is not None:
-        arch = arch.with_pooling(pooling)
-    r = read_dinov2(arch, checkpoint if arch is not None else name_or_path,
-                    allow_pickle=allow_pickle, pooling=pooling)
-    declared = r["declared"]
-    if arch is not None:
-        diffs = architecture_diff(arch, declared)
-        if diffs:
-            raise CheckpointError(f"{r['declared_by']} declares a different architecture "
-                                  f"than {arch.name!r} (requested vs file): {'; '.join(diffs)}")
-        config = adopt(arch, declared)
-    else:
-        config = declared.replace(name=registered_match(declared) or declared.name)
-    sd = r["tensors"]
-    params, ignored = hf_state_dict_to_params(sd, config)
-    dtypes = sorted({str(v.dtype) for v in sd.values() if np.issubdtype(v.dtype, np.floating)})
-    info = {"source": r["source"], "origin": r["origin"], "path": r["path"],
-            "format": r["format"], "layout": "hf", "config_source": r["declared_by"],
-            "architecture": config.name, "family": "dinov2", "ignored": ignored,
-            "checkpoint_dtype": ",".join(dtypes)}
-    return config, params, info
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.fit import check_fit
 from crossgap_jax.models.formats import is_npz, npz_names, read_json, read_npz, read_state_dict
 from crossgap_jax.models.hub import hub_snapshot
-from crossgap_jax.models.loader import Converted, Read, Request, load
+from crossgap_jax.models.loader import Converted, Read, Request
 from crossgap_jax.models.pretrained import SIGLIP_DEFAULT_TAG, SIGLIP_PRETRAINED, resolve_family_tag
 from crossgap_jax.models.siglip import SigLIPConfig
 from crossgap_jax.models.siglip_big_vision import _big_vision_flat, config_from_big_vision
@@ -251,9 +250,6 @@ def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     return diffs
 
 
-_same_architecture = architecture_diff  # the old name
-
-
 def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | None:
     """The first registered SigLIP architecture with ``config``'s shapes, or None."""
     del prefer
@@ -262,9 +258,6 @@ def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | N
         if isinstance(c, SigLIPConfig) and not architecture_diff(c, config):
             return name
     return None
-
-
-_registered_match = match_registered  # the old name
 
 
 def adopt(requested: SigLIPConfig, declared: SigLIPConfig) -> SigLIPConfig:
@@ -334,27 +327,3 @@ def convert_tensors(read: Read, config: SigLIPConfig) -> Converted:
         return Converted(flat, names, unexpected)
     flat, unexpected = _big_vision_flat(read.tensors)
     return Converted(flat, {}, unexpected)
-
-
-def load_siglip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
-                tokenizer: str | None = None, cache_dir: str | None = None, **kw: Any
-                ) -> tuple[SigLIPConfig, dict, dict[str, Any]]:
-    """Deprecated: :func:`crossgap_jax.models.loader.load` with ``family="siglip"``.
-
-    Args:
-        name_or_path: a SigLIP architecture name (``"SigLIP-ViT-B-16"``, open_clip's
-            ``"ViT-B-16-SigLIP"``) or config; or, with ``checkpoint=None``, the checkpoint.
-        checkpoint: a transformers ``SiglipModel`` directory, a big_vision ``.npz``, a hub
-            id (``"google/siglip-base-patch16-224"``) or a pretrained tag (``"webli"``).
-        allow_pickle: allow ``torch.load(weights_only=False)`` for ``pytorch_model.bin``.
-        tokenizer: the SentencePiece model (default: the one beside the checkpoint).
-        cache_dir: hub cache directory.
-
-    Returns:
-        ``(config, params, info)``; ``info["tokenizer_file"]``: the SentencePiece model.
-    """
-    warnings.warn("load_siglip is deprecated: use crossgap_jax.models.load (or load_clip), which "
-                  "loads every family", DeprecationWarning, stacklevel=2)
-    kw.pop("quick_gelu", None)  # SigLIP's activation is part of its config
-    return load(name_or_path, checkpoint, family="siglip", allow_pickle=allow_pickle,
-                tokenizer=tokenizer, cache_dir=cache_dir, **kw)

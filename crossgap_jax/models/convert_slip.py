@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +28,7 @@ from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.fit import check_fit
 from crossgap_jax.models.formats import read_safetensors, sniff_format
 from crossgap_jax.models.hub import default_cache_dir, download_url
-from crossgap_jax.models.loader import Converted, Read, Request, load
+from crossgap_jax.models.loader import Converted, Read, Request
 from crossgap_jax.models.pretrained import SLIP_DEFAULT_TAG, SLIP_PRETRAINED, resolve_family_tag
 from crossgap_jax.models.slip import SLIPConfig
 
@@ -168,9 +167,6 @@ def architecture_diff(a: SLIPConfig, b: SLIPConfig) -> list[str]:
     return diffs
 
 
-_shapes_differ = architecture_diff  # the old name
-
-
 def match_registered(config: SLIPConfig, prefer: str | None = None) -> str | None:
     """The first registered SLIP architecture with ``config``'s shapes, or None."""
     del prefer
@@ -179,9 +175,6 @@ def match_registered(config: SLIPConfig, prefer: str | None = None) -> str | Non
         if isinstance(c, SLIPConfig) and not architecture_diff(c, config):
             return name
     return None
-
-
-_registered_match = match_registered  # the old name
 
 
 def is_slip_checkpoint(source: str) -> bool:
@@ -283,28 +276,3 @@ def convert_tensors(read: Read, config: SLIPConfig) -> Converted:
     del config
     flat, names, unexpected, ignored = state_dict_to_flat(read.tensors)
     return Converted(flat, names, unexpected, extra={"ignored": ignored})
-
-
-def load_slip(name_or_path: Any, checkpoint: str | None = None, *, allow_pickle: bool = False,
-              cache_dir: str | None = None, quick_gelu: bool | None = None, **kw: Any
-              ) -> tuple[SLIPConfig, dict, dict[str, Any]]:
-    """Deprecated: :func:`crossgap_jax.models.loader.load` with ``family="slip"``.
-
-    Args:
-        name_or_path: a SLIP architecture name (``"SLIP-ViT-B-16"``) or config; or, with
-            ``checkpoint=None``, a SLIP ``.pt`` (architecture from tensor shapes).
-        checkpoint: a SLIP ``.pt`` / safetensors file, or the tag ``"slip"`` (the release
-            file, downloaded into the cache).
-        allow_pickle: allow full unpickling for files that need more than tensors and an
-            ``argparse.Namespace``.
-        cache_dir: download cache directory (default ``hub.default_cache_dir()``).
-        quick_gelu: override the *text* tower's activation.
-
-    Returns:
-        ``(config, params, info)``; ``info["ignored"]`` lists dropped tensors (``image_mlp.*``).
-    """
-    warnings.warn("load_slip is deprecated: use crossgap_jax.models.load (or load_clip), which "
-                  "loads every family", DeprecationWarning, stacklevel=2)
-    kw.pop("tokenizer", None)
-    return load(name_or_path, checkpoint, family="slip", allow_pickle=allow_pickle,
-                cache_dir=cache_dir, quick_gelu=quick_gelu, **kw)

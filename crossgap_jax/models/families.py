@@ -27,7 +27,6 @@ registered in :data:`crossgap_jax.models.loader.LOADERS` (model modules import n
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any
 
 _FAMILIES: dict[str, str] = {
@@ -77,14 +76,3 @@ def family_module(name: str) -> Any:
 def family_of(config: Any) -> Any:
     """The family module of ``config`` (``config.family``, default ``"clip"``)."""
     return family_module(getattr(config, "family", "clip"))
-
-
-def __getattr__(name: str) -> Any:
-    """``families.detect_family`` moved to :func:`crossgap_jax.models.loader.detect_family`
-    (the loader sits above this module); the old path still works, with a warning."""
-    if name == "detect_family":
-        warnings.warn("crossgap_jax.models.families.detect_family moved to "
-                      "crossgap_jax.models.loader.detect_family", DeprecationWarning,
-                      stacklevel=2)
-        return importlib.import_module("crossgap_jax.models.loader").detect_family
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

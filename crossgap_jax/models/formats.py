@@ -168,7 +168,7 @@ def read_torch(path: str, *, allow_pickle: bool = False
     kind = sniff_format(path)
     if kind == "torchscript":
         with warnings.catch_warnings():  # torch >= 2.9 deprecates jit.load; still the reader
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is")
             module = torch.jit.load(path, map_location="cpu")
         sd, _ = _torch_to_numpy(module.state_dict())
         return sd, "openai-torchscript", False

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from tqdm.auto import tqdm
 
-from crossgap_jax.fileio import OutputWriteError, atomic_open, atomic_write_json
+from crossgap_jax.fileio import OutputWriteError, atomic_open, atomic_write_json, sha256_file
 from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
 
 _TRUE = ("1", "true", "yes", "on")
@@ -128,15 +128,6 @@ def hub_offline_reason() -> str | None:
         return (f"{constants.ENDPOINT} cannot be reached (no answer within "
                 f"{PROBE_TIMEOUT:g} s: no network?)")
     return None
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------

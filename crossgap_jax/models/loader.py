@@ -180,14 +180,20 @@ def load(model: str | CLIPConfig, checkpoint: str | None = None, *,
 
     Returns:
         ``(config, params, info)``: params are float32 ``jax.Array`` leaves; ``info`` has
-        ``source``, ``path``, ``format``, ``layout``, ``origin``, ``sha256`` (file),
+        ``source``, ``path``, ``format`` (detected from the bytes: ``openai-torchscript``,
+        ``torch-state-dict``, ``safetensors``, ``sharded-safetensors``,
+        ``sharded-torch-state-dict``, ``native``, ``big_vision-npz``; torch is imported for
+        the torch formats only), ``layout``, ``origin`` (``local``, ``openai-url``,
+        ``hf-hub``, ``open_clip-hub``, ``url``), ``sha256`` (file),
         ``params_sha256`` (content fingerprint of the params), ``checkpoint_dtype``,
         ``config_source``, ``activation_source``, ``architecture``, ``family`` and the
         family's extras.
 
     Raises:
         KeyError: an unknown architecture name with a checkpoint (names listed).
-        CheckpointNotFoundError: the weights are not local and cannot be fetched.
+        CheckpointNotFoundError: the weights are not local and cannot be fetched (offline:
+            ``HF_HUB_OFFLINE`` / ``CROSSGAP_JAX_OFFLINE`` set, or the hub unreachable); the
+            message says what to fetch and where to put it.
         CheckpointError: unreadable files, a different declared architecture, tensors that
             do not fit (named), or an unknown family.
     """

@@ -108,7 +108,8 @@ def load_native(path: str) -> tuple[CLIPConfig, Params, dict[str, Any]]:
     flat, meta = read_safetensors(path)
     if meta.get("format") != NATIVE_FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not in the native format "
-                              f"(metadata format={meta.get('format')!r}); use load_checkpoint")
+                              f"(metadata format={meta.get('format')!r}); load it with "
+                              "crossgap_jax.models.load")
     if meta.get("format_version") != NATIVE_VERSION:
         raise CheckpointError(f"{path}: native format version {meta.get('format_version')!r} "
                               f"is not supported (this version reads {NATIVE_VERSION!r})")

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -448,37 +447,18 @@ def embed_tokens(params: Params, ids: jax.Array, *, config: SigLIPConfig,
     return embed_rows(params["text_model"]["embeddings"]["token_embedding"]["embedding"], ids)
 
 
-def _pool_arg(pool_index: Any, eot_index: Any, fn: str) -> Any:
-    """``pool_index``, or the deprecated ``eot_index=`` keyword (SigLIP pools at a position
-    that is not an EOT: the old name was CLIP's)."""
-    if eot_index is None:
-        if pool_index is None:
-            raise TypeError(f"siglip.{fn}() missing the pool positions: pass pool_index "
-                            f"((B,) int, the last position L - 1: pool_indices(ids, config))")
-        return pool_index
-    if pool_index is not None:
-        raise TypeError(f"siglip.{fn}(): give pool_index, not also the deprecated eot_index")
-    warnings.warn(f"siglip.{fn}(eot_index=...) is deprecated: SigLIP pools at a position, not "
-                  f"an EOT; pass pool_index=", DeprecationWarning, stacklevel=3)
-    return eot_index
-
-
-def encode_text_embeddings(params: Params, embeddings: jax.Array,
-                           pool_index: jax.Array | None = None, *, config: SigLIPConfig,
-                           dtype: Dtype = jnp.float32, prefix: Any = None,
-                           pooled_only: bool = False, eot_index: jax.Array | None = None
-                           ) -> jax.Array:
+def encode_text_embeddings(params: Params, embeddings: jax.Array, pool_index: jax.Array, *,
+                           config: SigLIPConfig, dtype: Dtype = jnp.float32, prefix: Any = None,
+                           pooled_only: bool = False) -> jax.Array:
     """``(B, L, text_width)`` embeddings + ``(B,)`` pool positions -> ``(B, embed_dim)``.
 
     SigLIP pools at the last position: pass ``pool_index = L - 1`` (what
-    :func:`pool_indices` and the SigLIP tokenizer's ``template_ids`` give). ``eot_index=``
-    (CLIP's name, used before) is accepted with a ``DeprecationWarning``.
+    :func:`pool_indices` and the SigLIP tokenizer's ``template_ids`` give).
     ``pooled_only``: the last layer computes the pooled row only (exact).
 
     Raises:
         ValueError: a ``prefix`` (the text tower is not causal: no prefix cache exists).
     """
-    pool_index = _pool_arg(pool_index, eot_index, "encode_text_embeddings")
     if prefix is not None:
         raise ValueError("SigLIP's text encoder is not causal (CAUSAL_TEXT = False): every "
                          "position sees every other, so a cached prefix is not exact; "
@@ -487,22 +467,17 @@ def encode_text_embeddings(params: Params, embeddings: jax.Array,
                   config=config, dtype=dtype)
 
 
-def encode_text(params: Params, ids: jax.Array, pool_index: jax.Array | None = None, *,
-                config: SigLIPConfig, dtype: Dtype = jnp.float32,
-                eot_index: jax.Array | None = None) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised).
-    ``eot_index=``: deprecated name of ``pool_index``."""
-    pool_index = _pool_arg(pool_index, eot_index, "encode_text")
+def encode_text(params: Params, ids: jax.Array, pool_index: jax.Array, *,
+                config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, embed_dim)`` (not normalised)."""
     return encode_text_embeddings(params, embed_tokens(params, ids, config=config), pool_index,
                                   config=config, dtype=dtype)
 
 
-def encode_text_preproj(params: Params, ids: jax.Array, pool_index: jax.Array | None = None, *,
-                        config: SigLIPConfig, dtype: Dtype = jnp.float32,
-                        eot_index: jax.Array | None = None) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, text_width)`` pooled feature before the text ``head``.
-    ``eot_index=``: deprecated name of ``pool_index``."""
-    pool_index = _pool_arg(pool_index, eot_index, "encode_text_preproj")
+def encode_text_preproj(params: Params, ids: jax.Array, pool_index: jax.Array, *,
+                        config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, text_width)`` pooled feature before
+    the text ``head``."""
     return _apply("encode_text_preproj", params, ids, pool_index, config=config, dtype=dtype)
 
 

@@ -53,9 +53,6 @@ if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
     from crossgap_jax.pipeline.store import FeatureSet
 
-# Feature types fitted on a set of features (the gallery in retrieval, the support in
-# few-shot NCM) and applied to both sides.
-FITTED_TYPES = ("pca", "centered")
 FEWSHOT_TYPES = ("image", "oti", "isoclip", "pca", "centered")
 PCA_FIT = ("gallery", "query", "both")
 CENTER_FIT = ("modality", "gallery")

@@ -15,9 +15,9 @@ import jax
 from jax.experimental import multihost_utils
 
 from crossgap_jax import __version__
-from crossgap_jax.fileio import atomic_write_json
+from crossgap_jax.fileio import atomic_write_json, sha256_file
 from crossgap_jax.inversion import jax_numerics
-from crossgap_jax.models import CLIP, sha256_file
+from crossgap_jax.models import CLIP
 from crossgap_jax.pipeline.store import meta_key
 
 if TYPE_CHECKING:

@@ -20,11 +20,9 @@ setting or changed data never silently reuses stale work.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,9 +50,9 @@ from crossgap_jax.data import (
     split_fingerprint,
 )
 from crossgap_jax.inversion import (
-    LOSS_REDUCTIONS,
     ExecutionSettings,
     InversionSettings,
+    check_loss_reduction,
     invert_dataset,
     load_inverted,
 )
@@ -410,7 +408,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
     dict form (:meth:`~crossgap_jax.pipeline.presets.Preset.as_dict`, checked by
     :meth:`~crossgap_jax.pipeline.presets.Preset.from_dict`). Nothing is written.
 
-    A native file (:func:`~crossgap_jax.models.checkpoints.save_native`) carries its
+    A native file (:func:`~crossgap_jax.models.native.save_native`) carries its
     architecture: it is loaded as the file says, and ``cfg["model"]`` becomes that name.
     With ``model_explicit`` (the user named ``cfg["model"]``), a file holding another
     architecture is an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo
@@ -431,7 +429,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
-            (:class:`~crossgap_jax.models.checkpoints.CheckpointError`).
+            (:class:`~crossgap_jax.models.errors.CheckpointError`).
     """
 
     if isinstance(cfg, dict) and checkpoint is None:
@@ -442,9 +440,7 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
         raise ValueError(f"ovi_text must be one of {OVI_TEXT_MODES}, got {ovi_text!r}")
     if qrels_missing not in QRELS_MISSING:
         raise ValueError(f"qrels_missing must be one of {QRELS_MISSING}, got {qrels_missing!r}")
-    if loss_reduction not in LOSS_REDUCTIONS:
-        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
-                         f"{loss_reduction!r}")
+    check_loss_reduction(loss_reduction)
     if authors_assets is not None:
         find_summaries_dir(authors_assets)  # a wrong folder fails before the model loads
         authors_assets = os.path.abspath(os.path.expanduser(authors_assets))
@@ -478,33 +474,6 @@ def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None =
                max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
                roots=dict(roots or {}), authors_assets=authors_assets,
                verify_data=verify_data)
-
-
-# Names that lived here before the split into measure / tasks / records / report /
-# reproduce: still importable from this module, with a DeprecationWarning (resolved
-# lazily: no import cycle).
-_MOVED = {
-    "measure": ("FEATURE_TYPES", "CLASSIFY_VARIANTS", "check_feature_type", "evaluate_task",
-                "evaluate_task_per_query", "paper_modes", "_aligned", "_relevance_args",
-                "_flatten"),
-    "tasks": ("limit_task", "with_revisitop1m", "default_classify_split", "_classnames_split",
-              "_per_class_subset", "_labels_for", "canonical_name"),
-    "records": ("checkpoint_sha256", "provenance", "write_record", "is_writer", "_barrier",
-                "_SETTING_KEYS"),
-    "report": ("summarize", "results_table", "retrieval_table", "classify_table",
-               "provenance_header"),
-    "reproduce": ("reproduce", "DatasetFailure"),
-}
-_WHERE = {name: mod for mod, names in _MOVED.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        where = f"crossgap_jax.pipeline.{_WHERE[name]}"
-        warnings.warn(f"crossgap_jax.pipeline.run.{name} moved to {where}.{name}; import it "
-                      "from there", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(where), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",

@@ -42,7 +42,7 @@ def resolve_source(cfg: dict, checkpoint: str | None = None
 
     Returns:
         ``(source, config)``: ``config`` is the architecture stored in a native file
-        (:func:`~crossgap_jax.models.checkpoints.native_config`), else None.
+        (:func:`~crossgap_jax.models.native.native_config`), else None.
 
     Raises:
         FileNotFoundError: an alias whose file is missing.

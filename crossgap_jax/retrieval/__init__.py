@@ -17,7 +17,7 @@ Main entry points (see docs/retrieval.md):
   the holds / does not hold / inconclusive verdict it supports.
 """
 
-from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, l2_normalize
+from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant
 from crossgap_jax.retrieval.engine import cosine_similarity, evaluate, evaluate_per_query
 from crossgap_jax.retrieval.fewshot import (
     DEFAULT_SEEDS,
@@ -74,7 +74,6 @@ __all__ = [
     "cosine_similarity",
     "evaluate",
     "evaluate_per_query",
-    "l2_normalize",
     "load_revisitop_gnd",
     "modality_gap",
     "paired_similarities",

@@ -120,50 +120,6 @@ def features_jax(x: ArrayLike, name: str) -> jax.Array:
     return a
 
 
-def l2_normalize_numpy(x: np.ndarray, name: str = "features") -> np.ndarray:
-    """Rows of a float32 (N, D) matrix divided by their L2 norm (zero rows are an error)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        bad = np.flatnonzero(norms[:, 0] == 0)[:5].tolist()
-        raise ValueError(f"{name} has all-zero rows (cannot L2-normalise), e.g. rows {bad}")
-    return (x / norms).astype(np.float32, copy=False)
-
-
-def l2_normalize_jax(x: jax.Array, name: str = "features") -> jax.Array:
-    """Device version of :func:`l2_normalize_numpy`."""
-    norms = jnp.linalg.norm(x, axis=1, keepdims=True)
-    if bool((norms == 0).any()):
-        raise ValueError(f"{name} has all-zero rows (cannot L2-normalise)")
-    return x / norms
-
-
-def l2_normalize(x: ArrayLike, axis: int = -1) -> ArrayLike:
-    """Divide ``x`` by its L2 norm along ``axis``.
-
-    Args:
-        x: array of any shape; NumPy in -> NumPy out (float32 or wider kept), JAX in -> JAX out.
-        axis: the feature axis.
-
-    Returns:
-        Array of ``x``'s shape with unit-norm vectors along ``axis``.
-
-    Raises:
-        ValueError: a vector has zero norm or ``x`` holds NaN/inf.
-    """
-    if is_jax_array(x):
-        norms = jnp.linalg.norm(x, axis=axis, keepdims=True)
-        if bool((norms == 0).any()) or not bool(jnp.isfinite(norms).all()):
-            raise ValueError("l2_normalize: zero-norm or non-finite vectors")
-        return x / norms
-    a = np.asarray(x)
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
-    norms = np.linalg.norm(a, axis=axis, keepdims=True)
-    if (norms == 0).any() or not np.isfinite(norms).all():
-        raise ValueError("l2_normalize: zero-norm or non-finite vectors")
-    return a / norms
-
-
 def progress_iter(iterable, total: int, enabled: bool, desc: str):
     """Wrap ``iterable`` in a tqdm bar when ``enabled``."""
     if not enabled:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     auto_chunk_size,
@@ -35,8 +36,6 @@ from crossgap_jax.retrieval._common import (
     features_jax,
     features_numpy,
     is_jax_array,
-    l2_normalize_jax,
-    l2_normalize_numpy,
     progress_iter,
     resolve_backend,
     want_progress,
@@ -214,13 +213,13 @@ def cosine_similarity(a: ArrayLike, b: ArrayLike) -> ArrayLike:
         Materialises the whole matrix: use :func:`evaluate` for large galleries.
     """
     if is_jax_array(a) or is_jax_array(b):
-        an = l2_normalize_jax(features_jax(a, "a"), "a")
-        bn = l2_normalize_jax(features_jax(b, "b"), "b")
+        an = l2_normalize(features_jax(a, "a"), "a")
+        bn = l2_normalize(features_jax(b, "b"), "b")
         if an.shape[1] != bn.shape[1]:
             raise ValueError(f"feature dims differ: {an.shape[1]} vs {bn.shape[1]}")
         return jnp.matmul(an, bn.T, precision=lax.Precision.HIGHEST)
-    an = l2_normalize_numpy(features_numpy(a, "a"), "a")
-    bn = l2_normalize_numpy(features_numpy(b, "b"), "b")
+    an = l2_normalize(features_numpy(a, "a"), "a")
+    bn = l2_normalize(features_numpy(b, "b"), "b")
     if an.shape[1] != bn.shape[1]:
         raise ValueError(f"feature dims differ: {an.shape[1]} vs {bn.shape[1]}")
     return an @ bn.T
@@ -298,14 +297,14 @@ def evaluate_per_query(
 
     show = want_progress(progress, num_q, num_g)
     if backend == "jax":
-        qn = l2_normalize_jax(qf, "query_features")
-        gn = l2_normalize_jax(gf, "gallery_features")
+        qn = l2_normalize(qf, "query_features")
+        gn = l2_normalize(gf, "gallery_features")
         chunk = chunk_size or auto_chunk_size(num_q, num_g, JAX_BLOCK_ELEMENTS)
         out = _run_jax(qn, gn, rel, exclude_self, recall_ks, ties, min(chunk, num_q), show,
                        r_extra, r_absent)
     else:
-        qn = l2_normalize_numpy(qf, "query_features")
-        gn = l2_normalize_numpy(gf, "gallery_features")
+        qn = l2_normalize(qf, "query_features")
+        gn = l2_normalize(gf, "gallery_features")
         chunk = chunk_size or auto_chunk_size(num_q, num_g, _NUMPY_BLOCK_ELEMENTS)
         threads = num_threads or default_num_threads()
         out = _run_numpy(qn, gn, rel, exclude_self, recall_ks, ties, chunk, threads, show,

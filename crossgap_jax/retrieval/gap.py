@@ -21,16 +21,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     check_chunk_size,
     features_numpy,
-    l2_normalize_numpy,
 )
 
 
 def _normalised(x: ArrayLike, name: str) -> np.ndarray:
-    return l2_normalize_numpy(features_numpy(x, name), name)
+    return l2_normalize(features_numpy(x, name), name)
 
 
 def modality_gap(a: ArrayLike, b: ArrayLike) -> float:

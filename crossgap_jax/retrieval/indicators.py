@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.fileio import atomic_write_bytes
-from crossgap_jax.retrieval._common import features_numpy, l2_normalize_numpy
+from crossgap_jax.retrieval._common import features_numpy
 from crossgap_jax.retrieval.gap import modality_gap
 
 DEFAULT_BINS = 200
@@ -55,7 +56,7 @@ INDICATOR_FIELDS: dict[str, str] = {
 
 
 def _norm(x: Any, name: str) -> np.ndarray:
-    return l2_normalize_numpy(features_numpy(x, name), name).astype(np.float64)
+    return l2_normalize(features_numpy(x, name), name).astype(np.float64)
 
 
 def _labels(labels: Any, n: int, name: str) -> np.ndarray:

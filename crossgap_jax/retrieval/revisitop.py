@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     auto_chunk_size,
@@ -49,7 +50,6 @@ from crossgap_jax.retrieval._common import (
     check_ks,
     check_ties,
     features_numpy,
-    l2_normalize_numpy,
 )
 from crossgap_jax.retrieval.metrics import _NUMPY_BLOCK_ELEMENTS, relevant_ranks_numpy
 
@@ -276,8 +276,8 @@ def revisitop_evaluate(
     check_ties(ties)
     check_chunk_size(chunk_size)
     ks = check_ks(ks, "ks")
-    qn = l2_normalize_numpy(features_numpy(query_features, "query_features"), "query_features")
-    gn = l2_normalize_numpy(
+    qn = l2_normalize(features_numpy(query_features, "query_features"), "query_features")
+    gn = l2_normalize(
         features_numpy(gallery_features, "gallery_features"), "gallery_features"
     )
     if qn.shape[1] != gn.shape[1]:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     check_chunk_size,
@@ -30,7 +31,6 @@ from crossgap_jax.retrieval._common import (
     check_ties,
     features_numpy,
     is_jax_array,
-    l2_normalize_numpy,
 )
 
 
@@ -56,13 +56,9 @@ def build_classifier(class_embeddings: ArrayLike | Sequence[ArrayLike]) -> Array
             raise ValueError(f"class_embeddings must be (C, D) or (C, T, D), got {e.shape}")
         if not bool(jnp.isfinite(e).all()):
             raise ValueError("class_embeddings contain NaN or infinite values")
-        norms = jnp.linalg.norm(e, axis=-1, keepdims=True)
-        if bool((norms == 0).any()):
-            raise ValueError("class_embeddings have zero-norm vectors")
-        e = e / norms
+        e = l2_normalize(e, name="class_embeddings")
         if e.ndim == 3:
-            e = e.mean(axis=1)
-            e = e / jnp.linalg.norm(e, axis=-1, keepdims=True)
+            e = l2_normalize(e.mean(axis=1), name="class_embeddings (prompt means)")
         return e
     if isinstance(class_embeddings, np.ndarray):
         if class_embeddings.ndim == 2:
@@ -91,10 +87,7 @@ def build_classifier(class_embeddings: ArrayLike | Sequence[ArrayLike]) -> Array
             raise ValueError(f"class {c} has dim {emb.shape[1]}, class 0 has {dim}")
         if not np.isfinite(emb).all():
             raise ValueError(f"class {c}: embeddings contain NaN or infinite values")
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"class {c}: zero-norm embedding")
-        mean = (emb / norms).mean(axis=0)
+        mean = l2_normalize(emb, name=f"class {c} embeddings").mean(axis=0)
         norm = np.linalg.norm(mean)
         if norm == 0:
             raise ValueError(f"class {c}: normalised prompt embeddings cancel out")
@@ -126,8 +119,8 @@ def class_ranks(
     """
     check_ties(ties)
     check_chunk_size(chunk_size)
-    x = l2_normalize_numpy(features_numpy(features, "features"), "features")
-    w = l2_normalize_numpy(features_numpy(classifier, "classifier"), "classifier")
+    x = l2_normalize(features_numpy(features, "features"), "features")
+    w = l2_normalize(features_numpy(classifier, "classifier"), "classifier")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"features have dim {x.shape[1]}, classifier {w.shape[1]}")
     y = np.asarray(labels)
@@ -196,8 +189,8 @@ def zero_shot_predict(
     Returns:
         (N, k) int64 class indices.
     """
-    x = l2_normalize_numpy(features_numpy(features, "features"), "features")
-    w = l2_normalize_numpy(features_numpy(classifier, "classifier"), "classifier")
+    x = l2_normalize(features_numpy(features, "features"), "features")
+    w = l2_normalize(features_numpy(classifier, "classifier"), "classifier")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"features have dim {x.shape[1]}, classifier {w.shape[1]}")
     if not 1 <= k <= w.shape[0]:

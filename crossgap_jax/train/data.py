@@ -65,24 +65,6 @@ OBJECT_HELDOUT_TEMPLATES = (
 # Digits (scikit-learn). Class names are the English number words.
 DIGIT_CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                     "nine")
-DIGIT_TRAIN_TEMPLATES = (
-    "a photo of the digit {}.",
-    "a handwritten {}.",
-    "the number {}.",
-    "a scan of a handwritten digit {}.",
-    "a low resolution image of the number {}.",
-    "a picture of a {}.",
-    "someone wrote the digit {}.",
-    "a blurry {}.",
-)
-DIGIT_HELDOUT_TEMPLATES = (
-    "an 8 by 8 pixel {}.",
-    "this digit is a {}.",
-    "a pen drawing of {}.",
-    "the figure {} written by hand.",
-    "a tiny grey {}.",
-    "it shows {}.",
-)
 
 
 @dataclasses.dataclass

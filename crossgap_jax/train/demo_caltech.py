@@ -6,7 +6,7 @@
    learned temperature; :func:`crossgap_jax.train.configs.caltech_train_config`: 600
    steps, batch 128, seed 0) trained on the CoOp *train* split of Caltech101 at 64 px. The
    run is resumable and cached in ``--work-dir``; a finished run there is reused. The
-   result is written with :func:`~crossgap_jax.models.checkpoints.save_native` as
+   result is written with :func:`~crossgap_jax.models.native.save_native` as
    ``crossgap_jax/assets/demo_caltech101.safetensors`` (float16 storage: the float32 file
    would be 32 MB, most of it the 49,408-token embedding; the model computes in float32)
    with a JSON card beside it (command, seed, steps, data, config, sha256).
@@ -34,14 +34,14 @@ import numpy as np
 from PIL import Image
 
 from crossgap_jax.data import ASSET_DIR, CARD_NAME, DEMO_DATA, DEMO_DATA_LICENSE
-from crossgap_jax.fileio import atomic_write_json, atomic_write_text, atomic_write_with, jsonable
-from crossgap_jax.models import (
-    default_cache_dir,
-    load_native,
-    params_sha256,
-    save_native,
+from crossgap_jax.fileio import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    jsonable,
     sha256_file,
 )
+from crossgap_jax.models import default_cache_dir, load_native, params_fingerprint, save_native
 from crossgap_jax.train.configs import caltech_train_config
 from crossgap_jax.train.data import (
     OBJECT_HELDOUT_TEMPLATES,
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sha256": sha256_file(out),
         # Hash of the float32 values as loaded (the file hash can change with the
         # safetensors metadata order; this cannot).
-        "params_sha256": params_sha256(stored),
+        "params_sha256": params_fingerprint(stored),
         "size_bytes": os.path.getsize(out),
         "wall_seconds": round(time.time() - t0, 1),
     }

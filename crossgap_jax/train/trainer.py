@@ -37,11 +37,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import atomic_write_json, atomic_write_with, ensure_dir, jsonable
-from crossgap_jax.inversion import DATA_AXIS, make_mesh  # noqa: F401 (one mesh)
+from crossgap_jax.inversion import DATA_AXIS, make_mesh
 from crossgap_jax.models import (
     CLIP,
     CLIPConfig,
-    params_sha256,  # noqa: F401 (re-export)
     save_native,
 )
 from crossgap_jax.models import clip as clip_lib
@@ -49,10 +48,6 @@ from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
 from crossgap_jax.train.configs import HEAD_DIM, HEAD_HIDDEN, TrainConfig
 from crossgap_jax.train.data import LabelledImages, caption_table
-
-
-class TrainState(dict):
-    """``{"params", "opt_state", "step"}`` (a dict so it is a pytree)."""
 
 
 @functools.lru_cache(maxsize=16)

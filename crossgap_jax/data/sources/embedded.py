@@ -44,7 +44,7 @@ LAYOUT = ("shipped with the package: crossgap_jax/assets/demo_caltech101.npz "
 
 
 class JpegBytesReader:
-    """:class:`~crossgap_jax.data.core.ImageReader` over JPEGs concatenated in one array."""
+    """:class:`~crossgap_jax.data.types.ImageReader` over JPEGs concatenated in one array."""
 
     def __init__(self, blob: np.ndarray, offsets: np.ndarray, name: str):
         self.blob, self.offsets, self.name = blob, np.asarray(offsets, np.int64), name

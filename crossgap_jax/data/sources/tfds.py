@@ -167,7 +167,7 @@ def _open_source(tfds: Any, name: str, split: str, data_dir: str | None, decoder
 
 
 class TfdsImageReader:
-    """:class:`~crossgap_jax.data.core.ImageReader` over one image feature of a data source.
+    """:class:`~crossgap_jax.data.types.ImageReader` over one image feature of a data source.
 
     Returns the encoded bytes when the source skips image decoding, else the decoded
     array (the ``tfds.testing.mock_data`` path). Reads are serialised by a lock (cheap:
