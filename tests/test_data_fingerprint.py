@@ -215,6 +215,25 @@ def test_repaired_corrupt_image_is_retried(clip, tmp_path, encoded):
     np.testing.assert_allclose(again.features, fresh.features, rtol=1e-5, atol=1e-6)
 
 
+def test_on_error_raise_refuses_images_a_cached_skip_run_left_out(clip, tmp_path, encoded):
+    """A cache entry written under ``--on-error skip`` lacks its corrupt images; reused under
+    ``raise`` (exact entry, or a subset taken from it) it is refused, naming the file."""
+    from crossgap_jax.data import ImageDecodeError
+
+    root = _folder(tmp_path / "a", 0)
+    with open(os.path.join(root, NAMES[2]), "wb") as f:
+        f.write(b"BM not an image at all")
+    cache = tmp_path / "cache"
+    assert list(_cached(clip, _split(root), cache, on_error="skip").skipped) == [NAMES[2]]
+    for split in (_split(root), _split(root).subset([1, 2])):
+        with pytest.raises(ImageDecodeError, match=rf"1 image\(s\) of the cached features "
+                           rf"were skipped .*first: {NAMES[2]}: .*--on-error skip"):
+            _cached(clip, split, cache, on_error="raise")
+    assert len(encoded) == 1  # refused from the cache, nothing re-encoded
+    clean = _cached(clip, _split(root).subset([0, 1]), cache, on_error="raise")
+    assert clean.items == [NAMES[0], NAMES[1]] and clean.skipped == {}
+
+
 def test_subset_of_a_changed_split(clip, tmp_path, encoded):
     """A --max-queries subset reuses the unchanged rows of the full entry and encodes the
     changed ones only."""

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from crossgap_jax.data import (
     ImageBatchLoader,
+    ImageDecodeError,
     ImageSplit,
     SplitFingerprint,
     TextSplit,
@@ -204,7 +205,7 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
     items_key = meta_key({k: meta[k] for k in _ITEM_KEYS if k in meta})
     path = os.path.join(folder, f"{stem}-{items_key}.npz")
     if os.path.exists(path):
-        return load_features(path, expect=meta)
+        return _raise_if_skipped(load_features(path, expect=meta), split, on_error)
     keys = fp.keys(split.items)
     others = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(stem) + "-*.npz")),
                     key=os.path.getsize, reverse=True)
@@ -222,7 +223,8 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
     if best is not None and len(reuse) == len(split):
         log.info("%s/%s: %d items taken from the cached %s (nothing encoded)", split.name,
                  split.split, len(split), best[0])
-        return _merge(split, meta, keys, [(best[1], set(reuse))])
+        return _raise_if_skipped(_merge(split, meta, keys, [(best[1], set(reuse))]), split,
+                                 on_error)
     done = set(reuse)
     todo = [i for i, it in enumerate(split.items) if it not in done]
     changed = (sum(1 for it in split.items if it not in done and it in best[1].fingerprints)
@@ -242,4 +244,22 @@ def cached_split_features(clip: Any, split: ImageSplit | TextSplit, cache_dir: s
         split, meta, keys, [(new, set(new.fingerprints))] + ([(best[1], done)] if best else []))
     fs = dataclasses.replace(fs, meta=meta)
     save_features(path, fs)
-    return fs
+    return _raise_if_skipped(fs, split, on_error)
+
+
+def _raise_if_skipped(fs: FeatureSet, split: ImageSplit | TextSplit, on_error: str
+                      ) -> FeatureSet:
+    """``fs``, unless ``on_error="raise"`` and it leaves out images skipped as undecodable
+    by an earlier ``skip`` run whose cache entry is reused (they are errors now too).
+
+    Raises:
+        ImageDecodeError: names how many, the first file and its reason, and the fixes.
+    """
+    if on_error != "raise" or not fs.skipped:
+        return fs
+    item, reason = next(iter(fs.skipped.items()))
+    raise ImageDecodeError(
+        f"{split.name}/{split.split}: {len(fs.skipped)} image(s) of the cached features were "
+        f"skipped as undecodable by an earlier --on-error skip run (first: {item}: "
+        f"{reason}); with --on-error raise they are errors: repair or remove them (a "
+        f"changed file is re-read), or run with --on-error skip")
