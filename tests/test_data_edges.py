@@ -298,3 +298,53 @@ def test_exif_orientation_reaches_the_record_and_the_table(tmp_path, tiny_ckpt):
             want = clip.encode_image(clip.preprocess([im.convert("RGB")]))
         np.testing.assert_allclose(fs.features[fs.items.index("a/turned.jpg")],
                                    np.asarray(want)[0], rtol=1e-5, atol=1e-6)
+
+
+def _tiny_imagenet(root):
+    """Tiny-ImageNet's layout in small: train/<wnid>/images/*.JPEG (+ a boxes file),
+    val/images/*.JPEG with val/val_annotations.txt (file, wnid, box), an unlabelled
+    test/images/, and words.txt naming the wnids."""
+    wnids = ["n01443537", "n02085620"]
+    rng = np.random.default_rng(0)
+    for w in wnids:
+        (root / "train" / w / "images").mkdir(parents=True)
+        (root / "train" / w / f"{w}_boxes.txt").write_text("x\t0\t0\t1\t1\n")
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
+                root / "train" / w / "images" / f"{w}_{i}.JPEG", format="JPEG")
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "test" / "images").mkdir(parents=True)
+    ann = []
+    for i, w in enumerate([wnids[0], wnids[1], wnids[1], wnids[0]]):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
+            root / "val" / "images" / f"val_{i}.JPEG", format="JPEG")
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
+            root / "test" / "images" / f"test_{i}.JPEG", format="JPEG")
+        ann.append(f"val_{i}.JPEG\t{w}\t0\t0\t7\t7")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    (root / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\n"
+                                    "n02085620\tChihuahua\nn09999999\tunused\n")
+    return wnids
+
+
+def test_tiny_imagenet_layout_val_queries_against_train(tmp_path):
+    """The labels file inside val/ labels val only (train keeps its class folders); the
+    task defaults to val queries against the train gallery (so does a query split given
+    alone); labels match an oracle built from the files, names from words.txt."""
+    wnids = _tiny_imagenet(tmp_path)
+    ann = tmp_path / "val" / "val_annotations.txt"
+    name = f"imagefolder?labels={ann}&classnames={tmp_path / 'words.txt'}"
+    for query_split in (None, "val"):
+        task = cgd.get_task(name, str(tmp_path), query_split=query_split)
+        assert (task.query.split, task.gallery.split) == ("val", "train")
+        names = {"n01443537": "goldfish", "n02085620": "Chihuahua"}
+        q_cls = [task.query.classnames[k] for k in task.query.labels]
+        g_cls = [task.gallery.classnames[k] for k in task.gallery.labels]
+        assert dict(zip(task.query.items, q_cls)) == {
+            f"images/val_{i}.JPEG": names[w]
+            for i, w in enumerate([wnids[0], wnids[1], wnids[1], wnids[0]])}
+        assert dict(zip(task.gallery.items, g_cls)) == {
+            f"{w}/images/{w}_{i}.JPEG": names[w] for w in wnids for i in range(3)}
+    # the relevance a metric sees: same readable class on both sides
+    rel = task.query.labels[:, None] == task.gallery.labels[None, :]
+    assert rel.sum(1).tolist() == [3, 3, 3, 3]

@@ -304,14 +304,12 @@ def get_task(
     name = info.name  # canonical, not the alias
     protocol = info.protocol
     q, g = query_split or info.query_split, gallery_split or info.gallery_split
-    if info.generic and info.modality == "image" and query_split is None:
-        splits = imagefolder.imagefolder_splits(os.fspath(root)) if root is not None else ["all"]
-        if "query" in splits and "gallery" in splits:
-            q, g = "query", gallery_split or "gallery"
-        elif "test" in splits and "train" in splits:
-            q, g = "test", gallery_split or "train"
-        elif len(splits) == 1:  # e.g. only val/: queries and gallery from it
-            q, g = splits[0], gallery_split or splits[0]
+    if info.generic and info.modality == "image":
+        folder = os.fspath(root) if root is not None else None
+        q, g = imagefolder.default_task_splits(
+            imagefolder.imagefolder_splits(folder) if folder is not None else ["all"],
+            query_split, gallery_split,
+            imagefolder.labels_owner(folder, options.get("labels")) if folder else None)
     load = functools.partial(get_dataset, info.name, root, **options)
     if protocol == "captions":
         query, gallery = captions.first_caption_split(load(q))

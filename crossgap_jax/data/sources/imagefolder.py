@@ -253,6 +253,44 @@ def imagefolder_splits(folder: str) -> list[str]:
     return splits if splits else ["all"]
 
 
+def labels_owner(root: str, labels: str | os.PathLike | None) -> str | None:
+    """The split whose folder holds the annotation file ``labels`` (Tiny-ImageNet's
+    ``val/val_annotations.txt`` -> ``"val"``), or None (no file, or one outside every split
+    folder: it then labels every split)."""
+    if labels is None or not os.path.isdir(root):
+        return None
+    path = os.path.abspath(os.path.expanduser(os.fspath(labels)))
+    for s in imagefolder_splits(root):
+        folder = os.path.abspath(os.path.join(root, s))
+        if s != "all" and os.path.commonpath([path, folder]) == folder:
+            return s
+    return None
+
+
+def default_task_splits(splits: list[str], query: str | None = None,
+                        gallery: str | None = None, labelled: str | None = None
+                        ) -> tuple[str, str]:
+    """The query and gallery splits of a retrieval task on an image folder with split
+    sub-folders ``splits``: ``query``/``gallery``, else ``test`` or ``val`` against ``train``
+    (CoOp's and ImageNet's convention: the labelled held-out split queries the training
+    images), else the one split against itself. ``labelled``: the split an annotation file
+    labels (:func:`labels_owner`) is the default query split. A query split given alone is
+    searched against ``train`` when there is one (and it is not ``train``), else against
+    itself."""
+    if query is None and labelled is not None:
+        query = labelled
+    if query is None:
+        if "query" in splits and "gallery" in splits:
+            query, default = "query", "gallery"
+        elif "train" in splits and ("test" in splits or "val" in splits):
+            query, default = ("test" if "test" in splits else "val"), "train"
+        else:
+            query = default = splits[0] if len(splits) == 1 else "all"
+    else:
+        default = "train" if "train" in splits and query != "train" else query
+    return query, gallery or default
+
+
 def load_imagefolder(root: str, split: str = "all", labels: str | None = None, *,
                      label_column: int | str | None = None, classnames: str | None = None,
                      empty_classes: str = "error") -> ImageSplit:
@@ -265,8 +303,11 @@ def load_imagefolder(root: str, split: str = "all", labels: str | None = None, *
             ``<root>/<split>/<class>/``.
         labels: an annotation file (see :func:`read_annotations`) giving each image's
             label; then the folder structure carries no labels (e.g. a validation split
-            whose images sit in one folder). Relative paths are resolved against the split
-            folder, else matched by file name.
+            whose images sit in one folder). A file inside a split folder labels that
+            split only (Tiny-ImageNet: ``val/val_annotations.txt`` labels ``val``, while
+            ``train`` keeps its class folders); elsewhere it labels every split.
+            Relative paths are resolved against the split folder, else matched by file
+            name.
         label_column: with ``labels``: the field (1 = path) or CSV column holding the
             label (see :func:`read_annotations`).
         classnames: a class-name file (see :func:`read_classnames`): readable names of the
@@ -293,6 +334,11 @@ def load_imagefolder(root: str, split: str = "all", labels: str | None = None, *
     if empty_classes not in EMPTY_CLASSES:
         raise ValueError(f"imagefolder: empty_classes must be one of {EMPTY_CLASSES}, got "
                          f"{empty_classes!r}")
+    owner = labels_owner(root, labels)
+    if owner is not None and owner != split:
+        # an annotation file inside another split's folder labels that split only (e.g.
+        # Tiny-ImageNet's val/val_annotations.txt): this split keeps its class folders
+        labels = column = None
     if labels is not None:
         return _annotated_split(base, split, os.path.expanduser(os.fspath(labels)), column,
                                 classnames)
