@@ -47,6 +47,11 @@ def folder(tmp_path_factory):
 DEMO = ["--pretrained", "demo"]
 # (argv, fragment of the one-line message); FOLDER is replaced by the image folder.
 CASES = [
+    # a reader option the reader does not take: one line before any work (was a TypeError
+    # traceback from inside the reader)
+    (["retrieve", "--dataset", "imagefolder?label=x", "--data-root", "FOLDER", *DEMO],
+     "imagefolder: unknown option 'label' (did you mean 'labels'?); its options: labels, "
+     "label_column, classnames, empty_classes, replacements"),
     # late before issue 22: found after both splits were encoded
     (["classify", "--dataset", "demo_caltech101", "--variants", "inter,isoclip-ncm", *DEMO],
      "classify variant isoclip-ncm: IsoCLIP needs (k_top, k_bottom) for image tasks: pass "

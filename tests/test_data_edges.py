@@ -348,3 +348,15 @@ def test_tiny_imagenet_layout_val_queries_against_train(tmp_path):
     # the relevance a metric sees: same readable class on both sides
     rel = task.query.labels[:, None] == task.gallery.labels[None, :]
     assert rel.sum(1).tolist() == [3, 3, 3, 3]
+
+
+def test_unknown_reader_options_are_refused_by_name(tmp_path):
+    """An option the reader does not take (on the name or as a keyword) is a ValueError that
+    names it and the valid ones, from get_dataset and get_task alike."""
+    _tiny_imagenet(tmp_path)
+    for call in (lambda: cgd.get_dataset("imagefolder?bogus=1", str(tmp_path), "train"),
+                 lambda: cgd.get_task("imagefolder", str(tmp_path), gallery_spilt="train")):
+        with pytest.raises(ValueError, match=r"imagefolder: unknown option '(bogus|"
+                           r"gallery_spilt)'.*its options: labels, label_column, "
+                           r"classnames, empty_classes, replacements"):
+            call()

@@ -18,11 +18,13 @@ from crossgap_jax.data import (
     ENV_VAR,
     PREFIX,
     check_authors_assets,
+    check_options,
     dataset_info,
     find_summaries_dir,
     imagefolder_splits,
     import_tfds,
     list_datasets,
+    parse_dataset_name,
     resolve_root,
 )
 from crossgap_jax.models import HUB_ID as _HUB_ID
@@ -144,6 +146,10 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
     except KeyError as e:
         hint = did_you_mean(name, [d.name for d in list_datasets(None)])
         raise CLIError(f"{option} {name}: {_one_line(e)}{hint}") from None
+    try:
+        check_options(info, parse_dataset_name(name)[1])
+    except ValueError as e:
+        raise CLIError(f"{option} {name}: {_one_line(e)}") from None
     if info.packaged:  # shipped inside the package: no data root involved
         if split is not None and split not in info.splits and split not in ("query", "gallery"):
             raise CLIError(f"{split_option} {split}: {info.name} has no such split; valid: "

@@ -51,10 +51,12 @@ from crossgap_jax.data.registry import (
     TEXT_DATASETS,
     DatasetEntry,
     DatasetInfo,
+    check_options,
     dataset_info,
     get_dataset,
     get_task,
     list_datasets,
+    parse_dataset_name,
     register_dataset,
 )
 from crossgap_jax.data.sources.captions import first_caption_split
@@ -116,6 +118,8 @@ __all__ = [
     "TextBatch",
     "TextSplit",
     "dataset_info",
+    "check_options",
+    "parse_dataset_name",
     "first_caption_split",
     "get_dataset",
     "get_task",

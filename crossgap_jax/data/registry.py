@@ -17,7 +17,9 @@ file) itself as ``root``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Mapping
@@ -188,6 +190,29 @@ def list_datasets(
     return out
 
 
+def check_options(info: DatasetInfo, options: Mapping[str, Any]) -> None:
+    """Refuse reader options that ``info``'s reader does not take (given as keywords or on
+    the name: ``imagefolder?labels=FILE``), naming the ones it does take.
+
+    Raises:
+        ValueError: an unknown option (with the closest valid one).
+    """
+    try:
+        params = inspect.signature(info.load).parameters
+    except (TypeError, ValueError):  # a reader whose signature cannot be read
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k in list(params)[2:]] + ["replacements"]  # after (root, split)
+    bad = [k for k in options if k not in valid]
+    if bad:
+        close = difflib.get_close_matches(bad[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{info.name}: unknown option {bad[0]!r}{hint}; its options: "
+                         f"{', '.join(valid)} (query and gallery splits are not options: "
+                         f"see --split)")
+
+
 def get_dataset(
     name: str, root: str | os.PathLike | None = None, split: str | None = None, **options: Any
 ) -> ImageSplit | TextSplit:
@@ -214,8 +239,9 @@ def get_dataset(
     """
     name, named_options = parse_dataset_name(name)
     options = {**named_options, **options}
-    replacements = options.pop("replacements", None)
     info = dataset_info(name)
+    check_options(info, options)
+    replacements = options.pop("replacements", None)
     split = split or info.gallery_split
     if (info.splits and split not in info.splits
             and not (info.name == "imagenet" and split == "val")):
@@ -301,6 +327,7 @@ def get_task(
     name, named_options = parse_dataset_name(name)
     options = {**named_options, **options}
     info = dataset_info(name)
+    check_options(info, options)
     name = info.name  # canonical, not the alias
     protocol = info.protocol
     q, g = query_split or info.query_split, gallery_split or info.gallery_split
