@@ -29,7 +29,9 @@ from crossgap_jax.models import list_architectures, load_clip, native_config, sa
 from crossgap_jax.pipeline import (
     DatasetFailure,
     Preset,
+    RunSettings,
     analysis_summary,
+    classify,
     classify_table,
     compare_methods,
     compare_table,
@@ -39,8 +41,8 @@ from crossgap_jax.pipeline import (
     make_run,
     pretrained_aliases,
     provenance,
-    results_table,
     retrieval_table,
+    retrieve,
     write_record,
 )
 from crossgap_jax.pipeline.analyze import analyze
@@ -68,22 +70,22 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
     if data_root is None and isinstance(args.data_root, str):
         data_root = args.data_root
     try:
-        run = make_run(args.run_dir, cfg, data_root=data_root, progress=not args.quiet,
-                       on_error=args.on_error, record_steps=record_steps,
-                       checkpoint=args.checkpoint, dtype=args.dtype,
-                       max_queries=getattr(args, "max_queries", None),
-                       max_gallery=getattr(args, "max_gallery", None),
-                       shard_size=getattr(args, "shard_size", 256), tokenizer=args.tokenizer,
-                       model_explicit=args.model is not None,
-                       authors_assets=getattr(args, "authors_assets", None),
-                       metric_variant=getattr(args, "metric_variant", "standard"),
-                       loss_reduction=getattr(args, "loss_reduction", "per_example"),
-                       revisitop1m=getattr(args, "revisitop1m", "auto"),
-                       baselines=baseline_settings(args),
-                       ovi_text=getattr(args, "ovi_text", "authors"),
-                       qrels_missing=getattr(args, "qrels_missing", "drop"),
-                       exif_transpose=bool(getattr(args, "exif_transpose", False)),
-                       verify_data=getattr(args, "verify_data", False))
+        settings = RunSettings(
+            cfg, dtype=args.dtype, max_queries=getattr(args, "max_queries", None),
+            max_gallery=getattr(args, "max_gallery", None),
+            authors_assets=getattr(args, "authors_assets", None),
+            metric_variant=getattr(args, "metric_variant", "standard"),
+            loss_reduction=getattr(args, "loss_reduction", "per_example"),
+            revisitop1m=getattr(args, "revisitop1m", "auto"),
+            baselines=baseline_settings(args), ovi_text=getattr(args, "ovi_text", "authors"),
+            qrels_missing=getattr(args, "qrels_missing", "drop"),
+            exif_transpose=bool(getattr(args, "exif_transpose", False)),
+            verify_data=getattr(args, "verify_data", False), on_error=args.on_error,
+            record_steps=tuple(record_steps))
+        run = make_run(args.run_dir, settings, checkpoint=args.checkpoint,
+                       tokenizer=args.tokenizer, model_explicit=args.model is not None,
+                       data_root=data_root, progress=not args.quiet,
+                       shard_size=getattr(args, "shard_size", 256))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
@@ -91,10 +93,12 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
 
 
 def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
-    """The command's own record under ``<run_dir>/records/`` and ``--output``."""
+    """The command's own record under ``<run_dir>/records/`` and ``--output`` (with the
+    provenance ``results`` already holds, if any: built once per command)."""
 
     return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
-                        also_to=getattr(args, "output", None))
+                        also_to=getattr(args, "output", None),
+                        prov=results.get("provenance"))
 
 
 def cmd_list(args) -> int:
@@ -168,7 +172,7 @@ def cmd_invert(args) -> int:
 
 def cmd_retrieve(args) -> int:
     run = _make_run(args)
-    m = run.retrieve(args.dataset, args.query_type, args.gallery_type, split=args.split)
+    m = retrieve(run, args.dataset, args.query_type, args.gallery_type, split=args.split)
     table = retrieval_table(run, args.dataset, m)
     path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": args.split,
                                              "query_type": m["query_type"],
@@ -180,7 +184,7 @@ def cmd_retrieve(args) -> int:
 
 def cmd_classify(args) -> int:
     run = _make_run(args)
-    m = run.classify(args.dataset, args.variants, split=args.split)
+    m = classify(run, args.dataset, args.variants, split=args.split)
     table = classify_table(run, args.dataset, m)
     path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": m["split"],
                                              "variants": list(args.variants)}, table=table)
@@ -200,11 +204,10 @@ def cmd_reproduce(args) -> int:
             args.run_dir = os.path.join(base or "results", preset)
         run = _make_run(args, cfg, data_root=default)
         try:
-            res = reproduce(run, args.datasets, roots=per)
+            res, table = reproduce(run, args.datasets, roots=per)  # as written to table.md
         except DatasetFailure as e:
-            res = e.results
+            res, table = e.results, e.table
             failures.append(e)
-        table = results_table(res) if res.get("datasets") else None  # as written to table.md
         path = _write_outputs(run, args, res, key={"datasets": list(args.datasets)}, table=table)
         if table:
             print(table)
