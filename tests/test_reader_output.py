@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from crossgap_jax import __version__
-from crossgap_jax.pipeline import report
+from crossgap_jax.pipeline import provenance, report
 from crossgap_jax.retrieval import INDICATOR_FIELDS, misalignment_indicators
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +72,7 @@ def test_indicators_table_says_what_each_field_is(tiny_run):
     ind["oti-image"] = ind["image-image"]  # a third pair type, as the pipeline names it
     res = {"dataset": "toy", "split": "test", "num_classes": 3, "indicators": ind,
            "figure": "f.png"}
-    table = report.indicators_table(tiny_run, res)
+    table = report.indicators_table(provenance(tiny_run), res)
     assert table.startswith("# Misalignment indicators\n") and "model: `tiny`" in table
     assert f"crossgap_jax {__version__}" in table and "checkpoint sha256" in table
     rows = [line.split(" | ") for line in table.splitlines()

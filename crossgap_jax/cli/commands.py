@@ -34,7 +34,6 @@ from crossgap_jax.pipeline import (
     classify,
     classify_table,
     compare_methods,
-    compare_table,
     indicators,
     indicators_table,
     list_presets,
@@ -92,13 +91,15 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
     return run
 
 
-def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
-    """The command's own record under ``<run_dir>/records/`` and ``--output`` (with the
-    provenance ``results`` already holds, if any: built once per command)."""
+def _write_outputs(run, args, results: dict, key: dict, table: str | None = None,
+                   prov: dict | None = None) -> str:
+    """The command's own record under ``<run_dir>/records/`` and ``--output``, with the
+    provenance the command already built (``prov``, else the one ``results`` holds; built
+    here only when neither has one: once per command)."""
 
     return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
                         also_to=getattr(args, "output", None),
-                        prov=results.get("provenance"))
+                        prov=prov if prov is not None else results.get("provenance"))
 
 
 def cmd_list(args) -> int:
@@ -173,10 +174,12 @@ def cmd_invert(args) -> int:
 def cmd_retrieve(args) -> int:
     run = _make_run(args)
     m = retrieve(run, args.dataset, args.query_type, args.gallery_type, split=args.split)
-    table = retrieval_table(run, args.dataset, m)
+    prov = provenance(run)
+    table = retrieval_table(prov, args.dataset, m)
     path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": args.split,
                                              "query_type": m["query_type"],
-                                             "gallery_type": m["gallery_type"]}, table=table)
+                                             "gallery_type": m["gallery_type"]}, table=table,
+                          prov=prov)
     print(table)
     print(f"record: {path}")
     return 0
@@ -185,9 +188,11 @@ def cmd_retrieve(args) -> int:
 def cmd_classify(args) -> int:
     run = _make_run(args)
     m = classify(run, args.dataset, args.variants, split=args.split)
-    table = classify_table(run, args.dataset, m)
+    prov = provenance(run)
+    table = classify_table(prov, args.dataset, m)
     path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": m["split"],
-                                             "variants": list(args.variants)}, table=table)
+                                             "variants": list(args.variants)}, table=table,
+                          prov=prov)
     print(table)
     print(f"record: {path}")
     return 0
@@ -228,10 +233,12 @@ def cmd_analyze(args) -> int:
                   record_steps=args.record_steps or None)
     out = {"curves": res["curves"], "modality_gap": res["modality_gap"],
            "baseline_mAP": res["baseline_mAP"], "files": res["files"]}
+    prov = provenance(run)
     path = _write_outputs(run, args, out, key={"dataset": args.dataset,
                                                "num_tokens": list(args.num_tokens),
-                                               "record_steps": list(args.record_steps)})
-    print(analysis_summary(provenance(run), res))
+                                               "record_steps": list(args.record_steps)},
+                          prov=prov)
+    print(analysis_summary(prov, res))
     print(f"record: {path}")
     return 0
 
@@ -239,9 +246,11 @@ def cmd_analyze(args) -> int:
 def cmd_indicators(args) -> int:
     run = _make_run(args)
     res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
-    table = indicators_table(run, res)
+    prov = provenance(run)
+    table = indicators_table(prov, res)
     path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
-                                               "pairs": list(args.indicator_pairs)}, table=table)
+                                               "pairs": list(args.indicator_pairs)}, table=table,
+                          prov=prov)
     print(table)
     print(f"record: {path}")
     return 0
@@ -250,8 +259,7 @@ def cmd_indicators(args) -> int:
 def cmd_compare(args) -> int:
     default, per = data_roots(args.data_root, args.datasets)
     run = _make_run(args, data_root=default)
-    res = compare_methods(run, args.datasets, roots=per, methods=args.methods)
-    table = compare_table(res)
+    res, table = compare_methods(run, args.datasets, roots=per, methods=args.methods)
     path = _write_outputs(run, args, res, key={"datasets": list(args.datasets),
                                                "methods": list(args.methods)}, table=table)
     print(table)

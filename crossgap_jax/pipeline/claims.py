@@ -137,8 +137,8 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
     paper = published_row(paper_preset)
     steps = run.preset.oti_steps
     rec = tuple(sorted({int(s) for s in run.settings.record_steps if 1 <= s <= steps} | {steps}))
-    image_run = dataclasses.replace(run, record_steps=rec)
-    text_run = dataclasses.replace(run, record_steps=())
+    image_run = run.with_settings(record_steps=rec)
+    text_run = run.with_settings(record_steps=())
     datasets = {"image": image_dataset, "text": text_dataset, "zero_shot": image_dataset}
 
     def one(claim: Claim) -> tuple[dict, float]:

@@ -142,9 +142,9 @@ def _indicators(run: Run, dataset: str, modality: str) -> dict:
 
 
 def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
-            methods: Sequence[str] = tuple(METHODS)) -> dict:
+            methods: Sequence[str] = tuple(METHODS)) -> tuple[dict, str]:
     """Methods x datasets on one backbone; writes ``<run_dir>/compare/metrics.json`` and
-    ``table.md``.
+    ``table.md`` and returns ``(results, table)`` (each built once).
 
     Per dataset: ``retrieval`` (the dataset's task; each method's main metric, ``mAP`` or
     ``mAP_medium``, in percent, with its full metrics dict), ``fewshot`` (image datasets
@@ -174,12 +174,13 @@ def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = No
         entry["indicators"] = _indicators(run, ds, entry["modality"])
         out["datasets"][ds] = entry
     out["provenance"] = provenance(run)  # once, with the text sources the tasks used
+    table = compare_table(out)
     if is_writer():
         d = ensure_dir(os.path.join(run.run_dir, "compare"))
         atomic_write_json(os.path.join(d, "metrics.json"), out)
-        atomic_write_bytes(os.path.join(d, "table.md"), compare_table(out).encode())
+        atomic_write_bytes(os.path.join(d, "table.md"), table.encode())
     barrier(f"compare:{run.run_dir}")
-    return out
+    return out, table
 
 
 def _cell(c: dict) -> str:
