@@ -35,6 +35,7 @@ from crossgap_jax.pipeline import (
     CLAIMS,
     VERDICT_MEANING,
     Bootstrap,
+    RunSettings,
     analysis_figure,
     make_run,
     measure_claims,
@@ -119,10 +120,11 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
     if not os.path.isfile(checkpoint):
         load_demo_clip(checkpoint)  # raises with the rebuild command
     shipped = os.path.abspath(checkpoint) == os.path.abspath(DEMO_CHECKPOINT)
-    return make_run(os.path.join(out_dir, "run"), demo_config(settings),
+    return make_run(os.path.join(out_dir, "run"),
+                    RunSettings(demo_config(settings),
+                                record_steps=tuple(settings.record_steps)),
                     checkpoint=None if shipped else os.path.abspath(checkpoint),
-                    progress=progress,
-                    record_steps=tuple(settings.record_steps))
+                    progress=progress)
 
 
 def measure(run: Any, settings: DemoSettings = FULL, *, analysis_dir: str | None = None
@@ -270,7 +272,7 @@ def run_demo(out_dir: str = "crossgap_demo", quick: bool = False, *,
     js = os.path.join(out_dir, "demo_results.json")
     atomic_write_json(js, jsonable({"model": model, "data": DEMO_DATA, "quick": quick,
                                      "settings": dataclasses.asdict(settings),
-                                     "config": run.cfg, "seconds": seconds, **res}))
+                                     "config": run.config, "seconds": seconds, **res}))
     if verbose:
         print(report)
         print(f"wrote {figure}, {js} ({seconds:.0f} s)")

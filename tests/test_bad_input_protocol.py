@@ -31,10 +31,13 @@ def test_cli_rejects_unknown_switch_values(capsys):
 
 
 def test_missing_distractor_folder_is_named(tmp_path):
+    from crossgap_jax.pipeline.presets import preset
     from crossgap_jax.pipeline.run import Run
+    from crossgap_jax.pipeline.settings import RunSettings
 
-    run = Run(str(tmp_path / "run"), {"revisitop1m": str(tmp_path / "nowhere"), "batch_size": 8},
-              clip=None)
+    settings = RunSettings(preset("clip_vitb32", batch_size=8),
+                           revisitop1m=str(tmp_path / "nowhere"))
+    run = Run(str(tmp_path / "run"), settings, clip=None)
     with pytest.raises(FileNotFoundError, match="revisitop1m distractors: no folder"):
         run.revisitop1m_dir()
     empty = tmp_path / "r1m" / "jpg"

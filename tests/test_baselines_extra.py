@@ -175,13 +175,12 @@ def _fs(x):
 @pytest.mark.parametrize("center_fit", ["modality", "gallery"])
 @pytest.mark.parametrize("same_modality", [True, False])
 def test_apply_fitted_centering_choices(center_fit, same_modality):
-    from types import SimpleNamespace
-
     from crossgap_jax.pipeline.baselines import apply_fitted
+    from crossgap_jax.pipeline.settings import BaselineSettings
 
     q, g = _data(6, 5, seed=5), _data(9, 5, seed=6)
-    run = SimpleNamespace(cfg={"baselines": {"center_fit": center_fit}})
-    zq, zg = apply_fitted(run, _fs(q), _fs(g), "centered", "centered", same_modality)
+    zq, zg = apply_fitted(BaselineSettings(center_fit=center_fit), _fs(q), _fs(g), "centered",
+                          "centered", same_modality)
     own = center_fit == "modality" and not same_modality  # each modality its own mean
     mq = _unit(q).mean(0) if own else _unit(g).mean(0)
     np.testing.assert_allclose(zq.features, _unit(q) - mq, atol=1e-6)
@@ -191,13 +190,12 @@ def test_apply_fitted_centering_choices(center_fit, same_modality):
 
 @pytest.mark.parametrize("fit", ["gallery", "query", "both"])
 def test_apply_fitted_pca_fit_sets(fit):
-    from types import SimpleNamespace
-
     from crossgap_jax.pipeline.baselines import apply_fitted
+    from crossgap_jax.pipeline.settings import BaselineSettings
 
     q, g = _data(7, 5, seed=7), _data(9, 5, seed=8)
-    run = SimpleNamespace(cfg={"baselines": {"pca_k": [3], "pca_fit": fit}})
-    zq, zg = apply_fitted(run, _fs(q), _fs(g), "pca", "pca", True)
+    zq, zg = apply_fitted(BaselineSettings(pca_k=(3,), pca_fit=fit), _fs(q), _fs(g), "pca",
+                          "pca", True)
     x = {"gallery": _unit(g), "query": _unit(q), "both": np.vstack([_unit(q), _unit(g)])}[fit]
     mu = x.mean(0)
     vt = np.linalg.svd(x - mu, full_matrices=False)[2][:3]
@@ -205,7 +203,7 @@ def test_apply_fitted_pca_fit_sets(fit):
         np.testing.assert_allclose(np.abs(z), np.abs(ref), atol=1e-5)
     assert zq.meta["pca"]["num_fit"] == len(x) and zq.meta["pca"]["fit"] == fit
     with pytest.raises(ValueError, match="exactly one --pca-k"):
-        apply_fitted(SimpleNamespace(cfg={"baselines": {"pca_k": [2, 3]}}), _fs(q), _fs(g),
+        apply_fitted(BaselineSettings(pca_k=(2, 3)), _fs(q), _fs(g),
                      "pca", "pca", True)
 
 

@@ -22,6 +22,7 @@ from crossgap_jax.models.native import native_config, save_native
 from crossgap_jax.models.pretrained import OPENAI_RELEASES, openai_release
 from crossgap_jax.pipeline import report, tasks
 from crossgap_jax.pipeline import run as runmod
+from crossgap_jax.pipeline.presets import preset
 from crossgap_jax.pipeline.published import PUBLISHED, published_for
 
 DEMO_ARCH = native_config(DEMO_CHECKPOINT).name  # whatever model the shipped file holds
@@ -243,9 +244,9 @@ def test_native_file_carries_its_architecture(imagefolder, tmp_path):
         assert rec["provenance"]["model"] == model
         assert rec["provenance"]["checkpoint_sha256"] == _sha256(ckpt)
         assert rec["results"]["shape"] == [12, 32]
-    assert runmod.default_run_dir({"preset": "clip_vitb32", "model": "my-net"}) == \
+    assert runmod.default_run_dir(preset("clip_vitb32", model="my-net")) == \
         os.path.join("results", "my-net")
-    assert runmod.default_run_dir({"preset": "clip_vitb32", "model": "ViT-B/32"}) == \
+    assert runmod.default_run_dir(preset("clip_vitb32")) == \
         os.path.join("results", "clip_vitb32")
 
 

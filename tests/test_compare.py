@@ -248,9 +248,9 @@ def test_pretrained_name_wins_over_same_named_folder(tmp_path, monkeypatch):
         pytest.skip("the demo checkpoint is not built")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").mkdir()
-    source, native = resolve_source({"pretrained": "demo"})
+    source, native = resolve_source("demo")
     assert source == DEMO_CHECKPOINT and native is not None
-    assert resolve_source({}, "demo")[0] == DEMO_CHECKPOINT
-    assert resolve_source({"pretrained": "./demo"})[0] == "./demo"  # written as a path
+    assert resolve_source(None, "demo")[0] == DEMO_CHECKPOINT
+    assert resolve_source("./demo")[0] == "./demo"  # written as a path
     assert [written_as_path(s) for s in ("demo", "./demo", "/x/demo", "demo.npz", "~/d")] == [
         False, True, True, True, True]

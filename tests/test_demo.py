@@ -3,7 +3,6 @@ outputs checked against the pipeline and sklearn."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -194,7 +193,7 @@ def test_quick_demo_numbers_are_the_pipelines(quick_demo):
     with open(out["json"]) as f:
         js = json.load(f)
     run = demo.demo_run(str(d), demo.QUICK, progress=False)  # same run dir: cached features
-    text_run = dataclasses.replace(run, record_steps=())  # as the demo: OVI records nothing
+    text_run = run.with_settings(record_steps=())  # as the demo: OVI records nothing
     for r, key, ds, base_t, inv_t in ((run, "image", demo.IMAGE_DATASET, "image", "oti"),
                                       (text_run, "text", demo.TEXT_DATASET, "text", "ovi")):
         task = r.task(ds)

@@ -11,7 +11,7 @@ import pytest
 
 from crossgap_jax import experiment
 from crossgap_jax.experiment.run import variant_dir
-from crossgap_jax.pipeline import Bootstrap, make_run, preset
+from crossgap_jax.pipeline import Bootstrap, RunSettings, make_run, preset
 from crossgap_jax.pipeline.measure import measure
 
 
@@ -38,9 +38,11 @@ def test_experiment_numbers_come_from_measure_and_reruns_reuse_the_work(
                  oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
                  batch_size=settings.batch_size, seed=settings.seed)
     vdir = variant_dir(str(work), "clip")
-    direct = make_run(os.path.join(vdir, "run"), cfg, checkpoint=run["checkpoint"],
-                      roots={"caltech101": str(shared_data)}, progress=False,
-                      record_steps=(1, 5, 20), max_queries=settings.max_queries)
+    direct = make_run(os.path.join(vdir, "run"),
+                      RunSettings(cfg, record_steps=(1, 5, 20),
+                                  max_queries=settings.max_queries),
+                      checkpoint=run["checkpoint"], roots={"caltech101": str(shared_data)},
+                      progress=False)
     boot = Bootstrap(samples=settings.bootstrap_samples, seed=settings.seed)
     claims = {c["key"]: c for c in res["claims"]}
     for key, ds, comparison in (("image", "caltech101", "retrieval"),

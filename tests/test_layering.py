@@ -1,8 +1,9 @@
 """The package's import rules, read from the source with ``ast``.
 
 Every ``import`` / ``from ... import`` statement of every module of ``crossgap_jax`` counts,
-function-local ones included; ``if TYPE_CHECKING:`` blocks count for the layer rule, not for
-cycles (they never execute). The rules:
+function-local ones included, and so do imports under ``if TYPE_CHECKING:`` (an annotation
+names its module: a cycle through one is still a cycle of the design) and literal
+``importlib.import_module("crossgap_jax....")`` strings. The rules:
 
 * Layers, bottom to top::
 
@@ -138,7 +139,17 @@ def _imports(name: str, runtime_only: bool = False) -> list[tuple[str, int]]:
                     continue  # package metadata (__version__): no dependency on a layer
                 else:
                     out.append((mod, node.lineno))
+        elif (isinstance(node, ast.Call) and _is_import_module(node.func) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and node.args[0].value.split(".")[0] == PKG):
+            out.append((node.args[0].value, node.lineno))  # importlib.import_module("...")
     return out
+
+
+def _is_import_module(func: ast.expr) -> bool:
+    """Whether a call's function is ``importlib.import_module`` / ``import_module``."""
+    return ((isinstance(func, ast.Attribute) and func.attr == "import_module")
+            or (isinstance(func, ast.Name) and func.id == "import_module"))
 
 
 def _existing(mod: str) -> str:
@@ -151,9 +162,9 @@ def _existing(mod: str) -> str:
 GRAPH: dict[str, list[tuple[str, int]]] = {
     m: [(_existing(t), ln) for t, ln in _imports(m)] for m in MODULES
 }
-# Cycles are about what executes: an annotation-only import under ``if TYPE_CHECKING:``
-# (e.g. ``pipeline.measure`` naming the ``Run`` it is given) is no import at run time. The
-# layer rule above still counts it.
+# What executes (without the ``if TYPE_CHECKING:`` imports). The cycle rule uses GRAPH: an
+# annotation-only import (``pipeline.measure`` naming the ``Run`` it is given) never runs,
+# but a cycle through it is still two modules that each need the other.
 RUNTIME_GRAPH: dict[str, list[tuple[str, int]]] = {
     m: [(_existing(t), ln) for t, ln in _imports(m, runtime_only=True)] for m in MODULES
 }
@@ -209,7 +220,7 @@ def _cycles() -> list[tuple[str, ...]]:
         counter[0] += 1
         stack.append(v)
         on_stack.add(v)
-        for w, _ in RUNTIME_GRAPH[v]:
+        for w, _ in GRAPH[v]:
             if w == v:
                 continue
             if w not in index:
@@ -426,7 +437,7 @@ def test_the_checker_sees_violations(monkeypatch):
     """The graph really contains function-local imports and the checks would fire: a
     synthetic upward import and a synthetic cycle are reported."""
     # A function-local import present in the source is in the graph (demo_caltech imports
-    # the trainer inside a function); a TYPE_CHECKING import counts for layers, not cycles.
+    # the trainer inside a function); a TYPE_CHECKING import and an importlib string count.
     assert any(t == "crossgap_jax.train.trainer"
                for t, _ in RUNTIME_GRAPH["crossgap_jax.train.demo_caltech"])
     assert any(t == "crossgap_jax.pipeline.run" for t, _ in GRAPH["crossgap_jax.pipeline.measure"])
@@ -435,10 +446,33 @@ def test_the_checker_sees_violations(monkeypatch):
     monkeypatch.setitem(GRAPH, "crossgap_jax.data.types",
                         GRAPH["crossgap_jax.data.types"] + [("crossgap_jax.models.configs", 1)])
     assert ("crossgap_jax.data.types", "crossgap_jax.models.configs") in _layer_violations()
-    monkeypatch.setitem(RUNTIME_GRAPH, "crossgap_jax.data.decoding",
-                        RUNTIME_GRAPH["crossgap_jax.data.decoding"]
-                        + [("crossgap_jax.data.types", 1)])
+    monkeypatch.setitem(GRAPH, "crossgap_jax.data.decoding",
+                        GRAPH["crossgap_jax.data.decoding"] + [("crossgap_jax.data.types", 1)])
     pair = {"crossgap_jax.data.decoding", "crossgap_jax.data.types"}
+    assert any(pair <= set(c) for c in _cycles())
+
+
+def test_cycles_count_type_checking_and_importlib_imports(tmp_path, monkeypatch):
+    """A cycle whose one direction is an ``if TYPE_CHECKING:`` import or an
+    ``importlib.import_module("crossgap_jax....")`` string is still reported."""
+    a = tmp_path / "a.py"
+    a.write_text("from typing import TYPE_CHECKING\n"
+                 "if TYPE_CHECKING:\n"
+                 "    from crossgap_jax.pipeline.run import Run\n"
+                 "import importlib\n"
+                 "def f():\n"
+                 "    return importlib.import_module('crossgap_jax.data.types')\n")
+    monkeypatch.setitem(MODULES, "crossgap_jax.pipeline.zz_probe", a)
+    found = {t for t, _ in _imports("crossgap_jax.pipeline.zz_probe")}
+    assert found == {"crossgap_jax.pipeline.run", "crossgap_jax.data.types"}
+    assert _imports("crossgap_jax.pipeline.zz_probe", runtime_only=True) == [
+        ("crossgap_jax.data.types", 6)]
+    monkeypatch.setitem(GRAPH, "crossgap_jax.pipeline.zz_probe",
+                        [("crossgap_jax.pipeline.run", 3)])
+    monkeypatch.setitem(GRAPH, "crossgap_jax.pipeline.run",
+                        GRAPH["crossgap_jax.pipeline.run"]
+                        + [("crossgap_jax.pipeline.zz_probe", 1)])
+    pair = {"crossgap_jax.pipeline.run", "crossgap_jax.pipeline.zz_probe"}
     assert any(pair <= set(c) for c in _cycles())
 
 

@@ -18,6 +18,7 @@ from crossgap_jax.pipeline.measure import (
     measure,
 )
 from crossgap_jax.pipeline.presets import PRESETS, Preset, get_preset, preset
+from crossgap_jax.pipeline.settings import RunSettings
 from crossgap_jax.retrieval import paired_bootstrap_ci
 
 
@@ -119,10 +120,11 @@ def test_making_a_run_writes_nothing(tmp_path):
     from crossgap_jax.pipeline.run import Run
 
     run_dir = tmp_path / "run"
-    run = Run(str(run_dir), get_preset("clip_vitb32"), create_clip("tiny"))
+    run = Run(str(run_dir), RunSettings(preset("clip_vitb32")), create_clip("tiny"))
     assert not run_dir.exists()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        run.cfg = {}  # type: ignore[misc]
+        run.settings = RunSettings(preset("demo"))  # type: ignore[misc]
+    assert run.preset is run.settings.preset  # stored, not re-parsed
     assert run.preset == PRESETS["clip_vitb32"]
     assert run.inversion_kwargs("ovi") == {"steps": 1000, "learning_rate": 2e-2,
                                            "weight_decay": 0.01, "seed": 0,
@@ -160,7 +162,7 @@ def test_demo_and_reproduce_give_identical_numbers(tmp_path):
         assert claim["baseline"] == cli["baseline"]["mAP"]
     # Same settings and model as the demo's run: the provenance names the demo preset.
     assert metrics["provenance"]["preset"] == "demo"
-    assert metrics["provenance"]["checkpoint_sha256"] == run.cfg["checkpoint_sha256"]
+    assert metrics["provenance"]["checkpoint_sha256"] == run.config["checkpoint_sha256"]
     # analyze's curve ends at the final OTI step.
     assert res["analysis"]["curves"]["R=1"]["steps"][-1] == settings.oti_steps
 

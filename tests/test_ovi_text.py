@@ -12,9 +12,11 @@ from reference_protocol import ovi_target_texts
 
 from crossgap_jax.data import TextSplit
 from crossgap_jax.models import create_clip
+from crossgap_jax.pipeline import measure
 from crossgap_jax.pipeline.features import encode_split
-from crossgap_jax.pipeline.presets import get_preset
+from crossgap_jax.pipeline.presets import preset
 from crossgap_jax.pipeline.run import Run
+from crossgap_jax.pipeline.settings import RunSettings
 
 TEXTS = ["a_red_car on_the road", "snake_case words here", "no underscore at all",
          "trailing_", "__init__ of a module"]
@@ -34,8 +36,8 @@ def corpus(tmp_path):
 
 
 def _run(tmp_path, clip, corpus, ovi_text):
-    cfg = dict(get_preset("clip_vitb32"), ovi_text=ovi_text)
-    run = Run(str(tmp_path / f"run-{ovi_text}"), cfg, clip, data_root=corpus,
+    settings = RunSettings(preset("clip_vitb32"), ovi_text=ovi_text)
+    run = Run(str(tmp_path / f"run-{ovi_text}"), settings, clip, data_root=corpus,
               progress=False)
     targets = []
 
@@ -76,7 +78,7 @@ def test_ovi_targets_and_the_text_baseline(tmp_path, clip, corpus, ovi_text):
 def test_retrieve_inverts_the_authors_texts_and_keeps_the_gallery_raw(tmp_path, clip,
                                                                        corpus):
     run, targets = _run(tmp_path, clip, corpus, "authors")
-    m = run.retrieve("jsonl", "ovi", "text")
+    m = measure.retrieve(run, "jsonl", "ovi", "text")
     ((method, fs),) = targets
     assert method == "ovi" and m["query_type"] == "ovi"
     np.testing.assert_allclose(fs.features, _oracle(clip, ovi_target_texts(TEXTS)), atol=1e-6)

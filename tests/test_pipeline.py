@@ -203,3 +203,39 @@ def test_reproduce_other_families(arch, shared_data, tmp_path):
     (record,) = (run_dir / "records").glob("reproduce-*.json")
     prov = json.loads(record.read_text())["provenance"]
     assert prov["preset"] == preset and prov["model"] == arch
+
+
+def test_reproduce_builds_its_provenance_and_table_once(tiny_ckpt, shared_data, tmp_path,
+                                                        monkeypatch):
+    """One ``reproduce`` command builds the provenance once and the results table once; the
+    record carries exactly what ``metrics.json`` and ``table.md`` hold (issue 23, item 6)."""
+    from crossgap_jax.cli import commands
+    from crossgap_jax.pipeline import records, report
+    from crossgap_jax.pipeline import reproduce as reproduce_mod
+
+    calls = {"provenance": 0, "results_table": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    prov = counted("provenance", records.provenance)
+    table = counted("results_table", report.results_table)
+    for mod in (records, reproduce_mod, commands):
+        if hasattr(mod, "provenance"):
+            monkeypatch.setattr(mod, "provenance", prov)
+        if hasattr(mod, "results_table"):
+            monkeypatch.setattr(mod, "results_table", table)
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "reproduce", "--datasets", "caltech101",
+                 *_common(tiny_ckpt, shared_data, run_dir, "--max-queries", "3",
+                          "--max-gallery", "6", steps=False),
+                 "--oti-steps", "1", "--ovi-steps", "1"]) == 0
+    assert calls == {"provenance": 1, "results_table": 1}
+    (path,) = (run_dir / "records").glob("reproduce-*.json")
+    record = json.loads(path.read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert record["provenance"] == metrics["provenance"] == record["results"]["provenance"]
+    assert record["table"] == (run_dir / "table.md").read_text()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from crossgap_jax import __version__
-from crossgap_jax.pipeline import report
+from crossgap_jax.pipeline import provenance, report
 from crossgap_jax.retrieval import INDICATOR_FIELDS, misalignment_indicators
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,11 +55,12 @@ def test_reproduce_table_gives_each_gain_with_the_interval_of_metrics_json(tmp_p
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from crossgap_jax.models import create_clip
-    from crossgap_jax.pipeline.presets import get_preset
+    from crossgap_jax.pipeline.presets import preset
     from crossgap_jax.pipeline.run import Run
+    from crossgap_jax.pipeline.settings import RunSettings
 
-    return Run(str(tmp_path_factory.mktemp("run")), dict(get_preset("clip_vitb32"),
-                                                        model="tiny"),
+    return Run(str(tmp_path_factory.mktemp("run")),
+               RunSettings(preset("clip_vitb32", model="tiny")),
                create_clip("tiny", seed=3), progress=False)
 
 
@@ -71,7 +72,7 @@ def test_indicators_table_says_what_each_field_is(tiny_run):
     ind["oti-image"] = ind["image-image"]  # a third pair type, as the pipeline names it
     res = {"dataset": "toy", "split": "test", "num_classes": 3, "indicators": ind,
            "figure": "f.png"}
-    table = report.indicators_table(tiny_run, res)
+    table = report.indicators_table(provenance(tiny_run), res)
     assert table.startswith("# Misalignment indicators\n") and "model: `tiny`" in table
     assert f"crossgap_jax {__version__}" in table and "checkpoint sha256" in table
     rows = [line.split(" | ") for line in table.splitlines()
@@ -112,8 +113,9 @@ def test_indicator_figure_names_model_and_dataset(tmp_path, monkeypatch):
 
     from crossgap_jax.models import create_clip
     from crossgap_jax.pipeline import baselines
-    from crossgap_jax.pipeline.presets import get_preset
+    from crossgap_jax.pipeline.presets import preset
     from crossgap_jax.pipeline.run import Run
+    from crossgap_jax.pipeline.settings import RunSettings
 
     rng = np.random.default_rng(1)
     for c in ("cat", "dog"):
@@ -121,7 +123,7 @@ def test_indicator_figure_names_model_and_dataset(tmp_path, monkeypatch):
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
                 tmp_path / "imgs" / c / f"{i}.png")
-    run = Run(str(tmp_path / "run"), dict(get_preset("clip_vitb32"), model="tiny"),
+    run = Run(str(tmp_path / "run"), RunSettings(preset("clip_vitb32", model="tiny")),
               create_clip("tiny", seed=3), data_root=str(tmp_path / "imgs"), progress=False)
     seen = []
     monkeypatch.setattr(baselines, "plot_indicators",

@@ -4,7 +4,6 @@ phrased as CLI options (:func:`cli_words`)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -209,7 +208,7 @@ def _check_source(args, cfg: dict) -> None:
     """The checkpoint / pretrained source exists (local paths) and fits an explicit model."""
 
     try:
-        source, native = resolve_source(cfg, args.checkpoint)
+        source, native = resolve_source(cfg.get("pretrained"), args.checkpoint)
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     if args.tokenizer and not os.path.exists(args.tokenizer):
@@ -255,9 +254,9 @@ def _process_ids(args) -> tuple[int | None, int | None]:
     return num, pid
 
 
-def baseline_settings(args) -> dict | None:
-    """The ``baselines`` preset key from ``--pca-k`` etc. (None when none is given), checked
-    by :class:`~crossgap_jax.pipeline.baselines.BaselineSettings`."""
+def baseline_settings(args) -> BaselineSettings:
+    """The fitted baselines' settings from ``--pca-k`` etc. (the defaults when none is
+    given), checked by :class:`~crossgap_jax.pipeline.BaselineSettings`."""
 
     names = {"pca_k": "pca_k", "pca_whiten": "pca_whiten", "pca_fit": "pca_fit",
              "center_fit": "center_fit", "shots": "shots", "fewshot_seeds": "seeds",
@@ -266,7 +265,8 @@ def baseline_settings(args) -> dict | None:
          if getattr(args, attr, None) is not None}
     variants = getattr(args, "variants", None) or ()
     try:
-        s = BaselineSettings.from_cfg({"baselines": d})
+        s = BaselineSettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                for k, v in d.items()})
         if "pca-ncm" in variants or (args.command == "retrieve" and "pca" in (
                 getattr(args, "query_type", None), getattr(args, "gallery_type", None))):
             s.single_pca_k()
@@ -275,9 +275,7 @@ def baseline_settings(args) -> dict | None:
                              "out of --fewshot-types)")
     except ValueError as e:
         raise CLIError(str(e)) from None
-    if not d:
-        return None
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(s).items()}
+    return s
 
 
 def validate(args) -> list[tuple[str, dict]]:

@@ -29,18 +29,19 @@ from crossgap_jax.models import list_architectures, load_clip, native_config, sa
 from crossgap_jax.pipeline import (
     DatasetFailure,
     Preset,
+    RunSettings,
     analysis_summary,
+    classify,
     classify_table,
     compare_methods,
-    compare_table,
     indicators,
     indicators_table,
     list_presets,
     make_run,
     pretrained_aliases,
     provenance,
-    results_table,
     retrieval_table,
+    retrieve,
     write_record,
 )
 from crossgap_jax.pipeline.analyze import analyze
@@ -68,33 +69,37 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
     if data_root is None and isinstance(args.data_root, str):
         data_root = args.data_root
     try:
-        run = make_run(args.run_dir, cfg, data_root=data_root, progress=not args.quiet,
-                       on_error=args.on_error, record_steps=record_steps,
-                       checkpoint=args.checkpoint, dtype=args.dtype,
-                       max_queries=getattr(args, "max_queries", None),
-                       max_gallery=getattr(args, "max_gallery", None),
-                       shard_size=getattr(args, "shard_size", 256), tokenizer=args.tokenizer,
-                       model_explicit=args.model is not None,
-                       authors_assets=getattr(args, "authors_assets", None),
-                       metric_variant=getattr(args, "metric_variant", "standard"),
-                       loss_reduction=getattr(args, "loss_reduction", "per_example"),
-                       revisitop1m=getattr(args, "revisitop1m", "auto"),
-                       baselines=baseline_settings(args),
-                       ovi_text=getattr(args, "ovi_text", "authors"),
-                       qrels_missing=getattr(args, "qrels_missing", "drop"),
-                       exif_transpose=bool(getattr(args, "exif_transpose", False)),
-                       verify_data=getattr(args, "verify_data", False))
+        settings = RunSettings(
+            cfg, dtype=args.dtype, max_queries=getattr(args, "max_queries", None),
+            max_gallery=getattr(args, "max_gallery", None),
+            authors_assets=getattr(args, "authors_assets", None),
+            metric_variant=getattr(args, "metric_variant", "standard"),
+            loss_reduction=getattr(args, "loss_reduction", "per_example"),
+            revisitop1m=getattr(args, "revisitop1m", "auto"),
+            baselines=baseline_settings(args), ovi_text=getattr(args, "ovi_text", "authors"),
+            qrels_missing=getattr(args, "qrels_missing", "drop"),
+            exif_transpose=bool(getattr(args, "exif_transpose", False)),
+            verify_data=getattr(args, "verify_data", False), on_error=args.on_error,
+            record_steps=tuple(record_steps))
+        run = make_run(args.run_dir, settings, checkpoint=args.checkpoint,
+                       tokenizer=args.tokenizer, model_explicit=args.model is not None,
+                       data_root=data_root, progress=not args.quiet,
+                       shard_size=getattr(args, "shard_size", 256))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
     return run
 
 
-def _write_outputs(run, args, results: dict, key: dict, table: str | None = None) -> str:
-    """The command's own record under ``<run_dir>/records/`` and ``--output``."""
+def _write_outputs(run, args, results: dict, key: dict, table: str | None = None,
+                   prov: dict | None = None) -> str:
+    """The command's own record under ``<run_dir>/records/`` and ``--output``, with the
+    provenance the command already built (``prov``, else the one ``results`` holds; built
+    here only when neither has one: once per command)."""
 
     return write_record(run, args.command, results, key=key, argv=_ARGV.get(), table=table,
-                        also_to=getattr(args, "output", None))
+                        also_to=getattr(args, "output", None),
+                        prov=prov if prov is not None else results.get("provenance"))
 
 
 def cmd_list(args) -> int:
@@ -168,11 +173,13 @@ def cmd_invert(args) -> int:
 
 def cmd_retrieve(args) -> int:
     run = _make_run(args)
-    m = run.retrieve(args.dataset, args.query_type, args.gallery_type, split=args.split)
-    table = retrieval_table(run, args.dataset, m)
+    m = retrieve(run, args.dataset, args.query_type, args.gallery_type, split=args.split)
+    prov = provenance(run)
+    table = retrieval_table(prov, args.dataset, m)
     path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": args.split,
                                              "query_type": m["query_type"],
-                                             "gallery_type": m["gallery_type"]}, table=table)
+                                             "gallery_type": m["gallery_type"]}, table=table,
+                          prov=prov)
     print(table)
     print(f"record: {path}")
     return 0
@@ -180,10 +187,12 @@ def cmd_retrieve(args) -> int:
 
 def cmd_classify(args) -> int:
     run = _make_run(args)
-    m = run.classify(args.dataset, args.variants, split=args.split)
-    table = classify_table(run, args.dataset, m)
+    m = classify(run, args.dataset, args.variants, split=args.split)
+    prov = provenance(run)
+    table = classify_table(prov, args.dataset, m)
     path = _write_outputs(run, args, m, key={"dataset": args.dataset, "split": m["split"],
-                                             "variants": list(args.variants)}, table=table)
+                                             "variants": list(args.variants)}, table=table,
+                          prov=prov)
     print(table)
     print(f"record: {path}")
     return 0
@@ -200,11 +209,10 @@ def cmd_reproduce(args) -> int:
             args.run_dir = os.path.join(base or "results", preset)
         run = _make_run(args, cfg, data_root=default)
         try:
-            res = reproduce(run, args.datasets, roots=per)
+            res, table = reproduce(run, args.datasets, roots=per)  # as written to table.md
         except DatasetFailure as e:
-            res = e.results
+            res, table = e.results, e.table
             failures.append(e)
-        table = results_table(res) if res.get("datasets") else None  # as written to table.md
         path = _write_outputs(run, args, res, key={"datasets": list(args.datasets)}, table=table)
         if table:
             print(table)
@@ -225,10 +233,12 @@ def cmd_analyze(args) -> int:
                   record_steps=args.record_steps or None)
     out = {"curves": res["curves"], "modality_gap": res["modality_gap"],
            "baseline_mAP": res["baseline_mAP"], "files": res["files"]}
+    prov = provenance(run)
     path = _write_outputs(run, args, out, key={"dataset": args.dataset,
                                                "num_tokens": list(args.num_tokens),
-                                               "record_steps": list(args.record_steps)})
-    print(analysis_summary(provenance(run), res))
+                                               "record_steps": list(args.record_steps)},
+                          prov=prov)
+    print(analysis_summary(prov, res))
     print(f"record: {path}")
     return 0
 
@@ -236,9 +246,11 @@ def cmd_analyze(args) -> int:
 def cmd_indicators(args) -> int:
     run = _make_run(args)
     res = indicators(run, args.dataset, split=args.split, pairs=args.indicator_pairs)
-    table = indicators_table(run, res)
+    prov = provenance(run)
+    table = indicators_table(prov, res)
     path = _write_outputs(run, args, res, key={"dataset": args.dataset, "split": res["split"],
-                                               "pairs": list(args.indicator_pairs)}, table=table)
+                                               "pairs": list(args.indicator_pairs)}, table=table,
+                          prov=prov)
     print(table)
     print(f"record: {path}")
     return 0
@@ -247,8 +259,7 @@ def cmd_indicators(args) -> int:
 def cmd_compare(args) -> int:
     default, per = data_roots(args.data_root, args.datasets)
     run = _make_run(args, data_root=default)
-    res = compare_methods(run, args.datasets, roots=per, methods=args.methods)
-    table = compare_table(res)
+    res, table = compare_methods(run, args.datasets, roots=per, methods=args.methods)
     path = _write_outputs(run, args, res, key={"datasets": list(args.datasets),
                                                "methods": list(args.methods)}, table=table)
     print(table)

@@ -32,7 +32,7 @@ from crossgap_jax.data import TEXT_NAME
 from crossgap_jax.experiment.report import NAMES, plot_variants, train_seconds, write_report
 from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable
 from crossgap_jax.models import default_cache_dir
-from crossgap_jax.pipeline import Bootstrap, make_run, measure_claims, preset
+from crossgap_jax.pipeline import Bootstrap, RunSettings, make_run, measure_claims, preset
 from crossgap_jax.train import VARIANT_DESCRIPTIONS, VARIANTS, train
 from crossgap_jax.train.configs import caltech_train_config
 from crossgap_jax.train.data import OBJECT_TRAIN_TEMPLATES, coop_data
@@ -122,9 +122,11 @@ def measure_variant(checkpoint: str, out_dir: str, data_root: str | None,
                               pretrained=None).replace(
         oti_steps=settings.oti_steps, ovi_steps=settings.ovi_steps,
         batch_size=settings.batch_size, seed=settings.seed)
-    run = make_run(os.path.join(out_dir, "run"), cfg, checkpoint=os.path.abspath(checkpoint),
-                   roots={DATASET: data_root} if data_root else None, progress=progress,
-                   record_steps=settings.record_steps, max_queries=settings.max_queries)
+    run = make_run(os.path.join(out_dir, "run"),
+                   RunSettings(cfg, record_steps=tuple(settings.record_steps),
+                               max_queries=settings.max_queries),
+                   checkpoint=os.path.abspath(checkpoint),
+                   roots={DATASET: data_root} if data_root else None, progress=progress)
     res = measure_claims(run, DATASET, TEXT_NAME,
                          bootstrap=Bootstrap(samples=settings.bootstrap_samples,
                                              seed=settings.seed),
@@ -132,7 +134,7 @@ def measure_variant(checkpoint: str, out_dir: str, data_root: str | None,
                          analysis_dir=os.path.join(out_dir, "analysis"),
                          paper_preset=PAPER_PRESET, log=print)
     temperature = float(np.exp(-np.asarray(run.clip.params["logit_scale"])))
-    return dict(res, temperature=temperature, config=run.cfg)
+    return dict(res, temperature=temperature, config=run.config)
 
 
 def run_experiment(data_root: str | None, out: str, *, work_dir: str | None = None,

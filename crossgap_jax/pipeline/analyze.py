@@ -55,8 +55,9 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     losses: dict[str, list[float]] = {}
     last_inv = None
     for r in num_tokens:
-        sub = dataclasses.replace(run, cfg=dict(run.cfg, num_pseudo_tokens=int(r)),
-                                  record_steps=rec)
+        sub = run.with_settings(preset=dataclasses.replace(run.preset,
+                                                           num_pseudo_tokens=int(r)),
+                                record_steps=rec)
         inv = sub.inverted(qf, "oti")
         maps = []
         for i in range(len(rec)):
@@ -75,7 +76,7 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
     gap = {"image-text": retrieval.modality_gap(qf.features, paired_text),
            "image-oti": retrieval.modality_gap(qf.features, last_inv.features),
            "text-oti": retrieval.modality_gap(paired_text, last_inv.features)}
-    result = {"dataset": dataset, "model": run.cfg.get("model"), "baseline_mAP": baseline,
+    result = {"dataset": dataset, "model": run.preset.model, "baseline_mAP": baseline,
               "curves": curves,
               "mean_loss": losses, "modality_gap": gap, "distributions": jsonable(dists)}
     atomic_write_json(os.path.join(out_dir, "analysis.json"), result)

@@ -3,9 +3,10 @@ and the misalignment indicators; the maths is in :mod:`crossgap_jax.baselines` a
 :mod:`crossgap_jax.retrieval.indicators` (pure functions), this module only picks features
 from a :class:`~crossgap_jax.pipeline.run.Run` and applies them.
 
-Settings: :class:`BaselineSettings`, stored in the run configuration under ``"baselines"``
-(a dict; CLI ``--pca-k``, ``--pca-whiten``, ``--pca-fit``, ``--center-fit``, ``--shots``,
-``--fewshot-seeds``, ``--fewshot-types``), so they are part of each record's provenance.
+Settings: :class:`~crossgap_jax.pipeline.settings.BaselineSettings`, the run's
+``settings.baselines`` (CLI ``--pca-k``, ``--pca-whiten``, ``--pca-fit``, ``--center-fit``,
+``--shots``, ``--fewshot-seeds``, ``--fewshot-types``), so they are part of each record's
+provenance.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from crossgap_jax.fileio import atomic_write_json, ensure_dir
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import class_prompt
+from crossgap_jax.pipeline.settings import (  # noqa: F401 (part of this face)
+    CENTER_FIT,
+    FEWSHOT_TYPES,
+    PCA_FIT,
+    BaselineSettings,
+)
 from crossgap_jax.pipeline.tasks import (
     _classnames_split,
     _labels_for,
@@ -39,8 +46,6 @@ from crossgap_jax.pipeline.tasks import (
     default_classify_split,
 )
 from crossgap_jax.retrieval import (
-    DEFAULT_SEEDS,
-    DEFAULT_SHOTS,
     FewShotSkip,
     few_shot_sweep,
     k_shot_indices,
@@ -53,94 +58,32 @@ if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
     from crossgap_jax.pipeline.store import FeatureSet
 
-FEWSHOT_TYPES = ("image", "oti", "isoclip", "pca", "centered")
-PCA_FIT = ("gallery", "query", "both")
-CENTER_FIT = ("modality", "gallery")
-
-
-@dataclasses.dataclass(frozen=True)
-class BaselineSettings:
-    """Settings of the fitted baselines and the few-shot protocol.
-
-    Attributes:
-        pca_k: principal directions kept; several values = a sweep (few-shot reports one
-            entry ``pca-<k>`` each; ``retrieve`` takes exactly one). ``()``: not set (PCA
-            is then an error asking for ``--pca-k``).
-        pca_whiten: divide PCA coordinates by their standard deviation on the fit set.
-        pca_fit: what the PCA (and its mean) is fitted on: ``"gallery"`` (default; in
-            few-shot NCM the support set), ``"query"`` (the queries: transductive),
-            ``"both"`` (their union).
-        center_fit: ``"modality"`` (default): each modality is centred on its own mean:
-            the gallery's when both sides share a modality, else each side's own set;
-            ``"gallery"``: both sides on the gallery mean.
-        normalize_input: L2-normalise the embeddings before centring / PCA.
-        shots: few-shot ``k`` values (shots per class).
-        seeds: few-shot sampling seeds.
-        fewshot_types: feature types of the few-shot sweep.
-    """
-
-    pca_k: tuple[int, ...] = ()
-    pca_whiten: bool = False
-    pca_fit: str = "gallery"
-    center_fit: str = "modality"
-    normalize_input: bool = True
-    shots: tuple[int, ...] = DEFAULT_SHOTS
-    seeds: tuple[int, ...] = DEFAULT_SEEDS
-    fewshot_types: tuple[str, ...] = FEWSHOT_TYPES
-
-    def __post_init__(self):
-        if self.pca_fit not in PCA_FIT:
-            raise ValueError(f"pca_fit must be one of {PCA_FIT}, got {self.pca_fit!r}")
-        if self.center_fit not in CENTER_FIT:
-            raise ValueError(f"center_fit must be one of {CENTER_FIT}, got {self.center_fit!r}")
-        bad = [t for t in self.fewshot_types if t not in FEWSHOT_TYPES]
-        if bad:
-            raise ValueError(f"unknown few-shot feature type(s) {bad}; known: "
-                             f"{', '.join(FEWSHOT_TYPES)}")
-        if any(int(k) < 1 for k in self.pca_k) or any(int(k) < 1 for k in self.shots):
-            raise ValueError("pca_k and shots must be positive integers")
-
-    @classmethod
-    def from_cfg(cls, cfg: dict) -> BaselineSettings:
-        """The settings of a run configuration (``cfg["baselines"]``; None: defaults)."""
-        d = dict(cfg.get("baselines") or {})
-        for key in ("pca_k", "shots", "seeds", "fewshot_types"):
-            if key in d and d[key] is not None:
-                d[key] = tuple(d[key])
-        return cls(**{k: v for k, v in d.items() if v is not None})
-
-    def single_pca_k(self) -> int:
-        if len(self.pca_k) != 1:
-            raise ValueError(f"feature type pca needs exactly one --pca-k K here, got "
-                             f"{list(self.pca_k) or 'none'} (a sweep over k: classify "
-                             "--variants fewshot --pca-k K1,K2,...)")
-        return int(self.pca_k[0])
 
 
 def check_fitted_pair(query_type: str | None, gallery_type: str | None,
-                      cfg: dict | None = None) -> None:
+                      settings: BaselineSettings | None = None) -> None:
     """Before any work: ``pca`` must be on both sides or on neither (its coordinates only
-    compare with themselves) and, with ``cfg``, have exactly one ``--pca-k``; raise
+    compare with themselves) and, with ``settings``, have exactly one ``--pca-k``; raise
     ValueError otherwise."""
     if (query_type == "pca") != (gallery_type == "pca"):
         raise ValueError("feature type pca is fitted once and applied to both sides: pass "
                          "--query-type pca --gallery-type pca")
-    if query_type == "pca" and cfg is not None:
-        BaselineSettings.from_cfg(cfg).single_pca_k()
+    if query_type == "pca" and settings is not None:
+        settings.single_pca_k()
 
 
 def _fit_set(settings: BaselineSettings, q: np.ndarray, g: np.ndarray) -> np.ndarray:
     return {"gallery": g, "query": q, "both": np.concatenate([q, g])}[settings.pca_fit]
 
 
-def apply_fitted(run: Run, q: FeatureSet, g: FeatureSet, query_type: str | None,
+def apply_fitted(s: BaselineSettings, q: FeatureSet, g: FeatureSet, query_type: str | None,
                  gallery_type: str | None, same_modality: bool
                  ) -> tuple[FeatureSet, FeatureSet]:
     """Replace the features of the sides whose type is fitted (``pca``, ``centered``) by the
-    mapped ones (``q``, ``g`` hold the plain embeddings of those sides); the fit and its
-    settings are added to each side's ``meta`` (``"pca"`` / ``"centered"``)."""
+    mapped ones (``q``, ``g`` hold the plain embeddings of those sides), with the settings
+    ``s`` (a run's ``baselines``); the fit and its settings are added to each side's
+    ``meta`` (``"pca"`` / ``"centered"``)."""
 
-    s = BaselineSettings.from_cfg(run.cfg)
     out = {"q": q, "g": g}
     if query_type == "pca" and gallery_type == "pca":
         k = s.single_pca_k()
@@ -164,7 +107,7 @@ def apply_fitted(run: Run, q: FeatureSet, g: FeatureSet, query_type: str | None,
 
 def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
     """The labelled image split ``classify`` evaluates: ``split`` (default ``test`` when the
-    dataset has one, else its query split), a seeded subset of ``run.max_queries`` images.
+    dataset has one, else its query split), a seeded subset of ``settings.max_queries`` images.
 
     Raises:
         ValueError: the split is not a labelled image split with class names.
@@ -172,9 +115,10 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
 
     split = split or default_classify_split(dataset, run.root_for(dataset))
     images = get_dataset(dataset, run.root_for(dataset), split)
-    if run.max_queries and run.max_queries < len(images):
+    cap = run.settings.max_queries
+    if cap and cap < len(images):
         rng = np.random.default_rng(run.preset.seed)
-        images = images.subset(np.sort(rng.choice(len(images), run.max_queries, False)))
+        images = images.subset(np.sort(rng.choice(len(images), cap, False)))
     if images.modality != "image" or not images.classnames or images.labels is None:
         raise ValueError(f"{dataset}/{split}: zero-shot needs a labelled image split "
                          "with class names")
@@ -209,11 +153,11 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
     cut to ``max(1, max_gallery // C)`` seeded images per class, as ``ncm``.
     """
 
-    s = BaselineSettings.from_cfg(run.cfg)
+    s = run.baselines
     train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
-    if run.max_gallery:
-        train = _per_class_subset(train, max(1, run.max_gallery // num_classes),
+    if run.settings.max_gallery:
+        train = _per_class_subset(train, max(1, run.settings.max_gallery // num_classes),
                                   seed=run.preset.seed)
     ftr, fte = run.features(train), run.features(images)
     ytr, yte = _labels_for(train, ftr.items), _labels_for(images, fte.items)
@@ -244,7 +188,7 @@ def fewshot_settings(run: Run) -> BaselineSettings:
             without ``--pca-k``, ``isoclip`` without a published or given
             ``(k_top, k_bottom)``.
     """
-    s = BaselineSettings.from_cfg(run.cfg)
+    s = run.baselines
     if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
         # image-only backbone (DINOv2) with the default types: those needing text left out
         s = dataclasses.replace(s, fewshot_types=tuple(
@@ -255,7 +199,7 @@ def fewshot_settings(run: Run) -> BaselineSettings:
                          "of --fewshot-types)")
     if "isoclip" in s.fewshot_types:
         try:
-            isoclip_k(run.cfg, "image")
+            isoclip_k(run.preset, "image")
         except ValueError as e:
             raise ValueError(f"few-shot feature type isoclip: {e} (or leave isoclip out of "
                              "--fewshot-types)") from None
@@ -416,7 +360,7 @@ def indicators(run: Run, dataset: str, split: str | None = None,
     out_dir = ensure_dir(os.path.join(run.run_dir, "indicators"))
     stem = f"{dataset.replace(':', '_').replace('/', '_')}-{images.split}"
     figure = plot_indicators(res, os.path.join(out_dir, f"{stem}.png"),
-                             title=f"{run.cfg.get('model')} on {dataset} ({images.split})")
+                             title=f"{run.preset.model} on {dataset} ({images.split})")
     summary = {p: {"overlap": res[p]["overlap"], "auroc": res[p]["auroc"]}
                for p in INDICATOR_PAIRS if p in res}
     summary["closer_to_other_class"] = res["closer_to_other_class"]["fraction"]

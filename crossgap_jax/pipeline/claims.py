@@ -100,9 +100,9 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
                    log: Any = None, concurrent: bool = False) -> dict:
     """The paper's three claims and its Fig. 2 analysis on ``run``'s model.
 
-    The OTI run of the image claim records ``run.record_steps`` (plus the final step) and is
-    the R = 1 run of the analysis (one inversion, cached in the run); the OVI run records
-    nothing.
+    The OTI run of the image claim records ``run.settings.record_steps`` (plus the final
+    step) and is the R = 1 run of the analysis (one inversion, cached in the run); the OVI
+    run records nothing.
 
     Args:
         run: the run (model, settings, caches); its preset's OTI/OVI settings apply.
@@ -136,9 +136,9 @@ def measure_claims(run: Run, image_dataset: str, text_dataset: str, *,
     boot = bootstrap or Bootstrap()
     paper = published_row(paper_preset)
     steps = run.preset.oti_steps
-    rec = tuple(sorted({int(s) for s in run.record_steps if 1 <= s <= steps} | {steps}))
-    image_run = dataclasses.replace(run, record_steps=rec)
-    text_run = dataclasses.replace(run, record_steps=())
+    rec = tuple(sorted({int(s) for s in run.settings.record_steps if 1 <= s <= steps} | {steps}))
+    image_run = run.with_settings(record_steps=rec)
+    text_run = run.with_settings(record_steps=())
     datasets = {"image": image_dataset, "text": text_dataset, "zero_shot": image_dataset}
 
     def one(claim: Claim) -> tuple[dict, float]:

@@ -35,6 +35,12 @@ from crossgap_jax.pipeline.compare import (  # noqa: F401 (part of this face)
     compare_retrieval,
     compare_zero_shot,
 )
+from crossgap_jax.pipeline.feature_types import (  # noqa: F401 (part of this face)
+    CLASSIFY_VARIANTS,
+    FEATURE_TYPES,
+    NEEDS_TEXT_TOWER,
+    check_feature_type,
+)
 from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import OVI_CLASS_TEMPLATE, class_prompt
 from crossgap_jax.pipeline.store import FeatureSet
@@ -48,35 +54,6 @@ from crossgap_jax.retrieval import ncm_accuracy
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
-
-# pca / centered: fitted on the gallery, applied to both sides (pipeline.baselines)
-FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window", "pca", "centered")
-# classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
-# image features, IsoCLIP-mapped features).
-# pca-ncm / centered-ncm: full-train NCM with the fitted baselines; fewshot: k-shot NCM for
-# several feature types and seeds (pipeline.baselines).
-CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "pca-ncm", "centered-ncm",
-                     "fewshot")
-# Feature types and classify variants that need a text tower (refused, before any work, for
-# an image-only backbone such as DINOv2; see models.families.require_text_tower).
-NEEDS_TEXT_TOWER = {"text": "text features", "oti": "OTI", "ovi": "OVI",
-                    "isoclip": "IsoCLIP", "isotropic-window": "the isotropic-window baseline",
-                    "inter": "zero-shot classification", "isoclip-ncm": "IsoCLIP NCM"}
-
-
-def check_feature_type(split, feature_type: str) -> None:
-    """Raise ValueError unless ``feature_type`` applies to ``split``'s modality."""
-    if feature_type not in FEATURE_TYPES:
-        raise ValueError(f"feature type must be one of {FEATURE_TYPES}, got {feature_type!r}")
-    if feature_type in ("image", "text") and split.modality != feature_type:
-        raise ValueError(f"{split.name}/{split.split} holds {split.modality}s; "
-                         f"feature type {feature_type!r} does not apply")
-    if feature_type in ("oti", "ovi"):
-        needed = "image" if feature_type == "oti" else "text"
-        if split.modality != needed:
-            raise ValueError(f"{feature_type.upper()} inverts {needed} features, but "
-                             f"{split.name}/{split.split} holds {split.modality}s")
-
 
 def retrieve(run: Run, dataset: str, query_type: str | None = None,
              gallery_type: str | None = None, split: str | None = None) -> dict:
@@ -101,17 +78,17 @@ def _retrieval(run: Run, dataset: str, query_type: str | None, gallery_type: str
     check_feature_type(task.query, query_type)  # before any work
     check_feature_type(task.gallery, gallery_type)
     run.require_text_tower(query_type, gallery_type)
-    check_fitted_pair(query_type, gallery_type, run.cfg)
+    check_fitted_pair(query_type, gallery_type, run.baselines)
     kind = task.query.modality  # IsoCLIP: image or text retrieval, both sides alike
     if "isoclip" in (query_type, gallery_type):
-        isoclip_k(run.cfg, kind)  # published or given, before either side is encoded
+        isoclip_k(run.preset, kind)  # published or given, before either side is encoded
     q = run.side_features(task.query, query_type, kind)
     g = run.side_features(task.gallery, gallery_type, kind)
-    q, g = apply_fitted(run, q, g, query_type, gallery_type,
+    q, g = apply_fitted(run.baselines, q, g, query_type, gallery_type,
                         task.query.modality == task.gallery.modality)
     if metrics is None:
         metrics = _describe(run, task, q, g, query_type, gallery_type, evaluate_task(
-            task, q, g, metric_variant=run.metric_variant))
+            task, q, g, metric_variant=run.settings.metric_variant))
     return task, q, g, metrics
 
 
@@ -119,7 +96,7 @@ def _describe(run: Run, task: RetrievalTask, q: FeatureSet, g: FeatureSet, query
               gallery_type: str, metrics: dict) -> dict:
     """``metrics`` with what produced them: feature types, splits, gallery size, text
     source, the baselines' maps, the metric variant."""
-    metrics = dict(metrics, metric_variant=run.metric_variant)
+    metrics = dict(metrics, metric_variant=run.settings.metric_variant)
     if task.relevance == "revisitop":
         metrics["gallery_size"] = len(task.gallery)
         metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
@@ -149,7 +126,7 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     - ``ovi``: image features vs a classifier of OVI-inverted ``"a photo of {}"`` class
       prompts (the authors' OVI template, not the CoOp prompt).
     - ``ncm`` / ``isoclip-ncm``: nearest class mean (IsoCLIP's classification task,
-      :meth:`ncm`), with plain projected or IsoCLIP-mapped image features.
+      :func:`ncm`), with plain projected or IsoCLIP-mapped image features.
 
     Class names have ``_`` replaced by a space in every prompt (as the authors do).
 
@@ -222,7 +199,7 @@ def _check_classify(run: Run, dataset: str, images: Any, variants: Sequence[str]
     """
     if "isoclip-ncm" in variants:
         try:
-            isoclip_k(run.cfg, "image")
+            isoclip_k(run.preset, "image")
         except ValueError as e:
             raise ValueError(f"classify variant isoclip-ncm: {e}") from None
     if "fewshot" in variants:
@@ -245,8 +222,8 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
 
     train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
-    if run.max_gallery:
-        train = _per_class_subset(train, max(1, run.max_gallery // num_classes),
+    if run.settings.max_gallery:
+        train = _per_class_subset(train, max(1, run.settings.max_gallery // num_classes),
                                   seed=run.preset.seed)
     xtr = run.features(train, project=False)
     xte = run.features(images, project=False)
@@ -400,7 +377,8 @@ def measure(run: Run, dataset: str, comparison: str = "retrieval", *,
         else:
             _, q_base, g, _ = _retrieval(run, dataset, bq, bg, split, metrics={})
             _, q_inv, g_inv, _ = _retrieval(run, dataset, iq, ig, split, metrics={})
-            c = _compare_task(task, q_base, q_inv, g, g_inv, bootstrap, run.metric_variant)
+            c = _compare_task(task, q_base, q_inv, g, g_inv, bootstrap,
+                              run.settings.metric_variant)
             base = _describe(run, task, q_base, g, bq, bg, c["baseline"])
             inv = _describe(run, task, q_inv, g_inv, iq, ig, c["inverted"])
         out = {"comparison": comparison, "dataset": dataset, "modality": task.query.modality,

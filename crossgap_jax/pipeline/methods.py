@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.pipeline.baselines import BaselineSettings, indicators
+from crossgap_jax.pipeline.distributed import barrier, is_writer
 from crossgap_jax.pipeline.measure import classify, retrieve
-from crossgap_jax.pipeline.records import _barrier, is_writer, provenance
+from crossgap_jax.pipeline.records import provenance
 from crossgap_jax.pipeline.report import provenance_header
 
 if TYPE_CHECKING:
@@ -69,9 +70,7 @@ def _rows(methods: Sequence[str], settings: BaselineSettings) -> list[tuple[str,
 
 
 def _with_baselines(run: Run, **changes: Any) -> Run:
-    bl = dict(run.cfg.get("baselines") or {})
-    bl.update(changes)
-    return dataclasses.replace(run, cfg={**run.cfg, "baselines": bl})
+    return run.with_settings(baselines=dataclasses.replace(run.baselines, **changes))
 
 
 def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -> dict:
@@ -89,7 +88,7 @@ def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -
         if method == "pca" and not k:
             cells[name] = {"skipped": "pca needs --pca-k K[,K...]"}
             continue
-        r = _with_baselines(run, pca_k=[k]) if k else run
+        r = _with_baselines(run, pca_k=(k,)) if k else run
         try:
             m = retrieve(r, dataset, qt, gt)
         except _SKIPPABLE as e:
@@ -103,7 +102,7 @@ def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -
 
 def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, str, int]]
                    ) -> dict:
-    settings = BaselineSettings.from_cfg(run.cfg)
+    settings = run.baselines
     types = []
     for _, method, _k in rows:
         t = _FEWSHOT_TYPE.get(method)
@@ -143,9 +142,9 @@ def _indicators(run: Run, dataset: str, modality: str) -> dict:
 
 
 def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
-            methods: Sequence[str] = tuple(METHODS)) -> dict:
+            methods: Sequence[str] = tuple(METHODS)) -> tuple[dict, str]:
     """Methods x datasets on one backbone; writes ``<run_dir>/compare/metrics.json`` and
-    ``table.md``.
+    ``table.md`` and returns ``(results, table)`` (each built once).
 
     Per dataset: ``retrieval`` (the dataset's task; each method's main metric, ``mAP`` or
     ``mAP_medium``, in percent, with its full metrics dict), ``fewshot`` (image datasets
@@ -165,8 +164,8 @@ def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = No
     check_methods(methods)
     if roots:
         run = dataclasses.replace(run, roots={**run.roots, **roots})
-    rows = _rows(methods, BaselineSettings.from_cfg(run.cfg))
-    out: dict[str, Any] = {"provenance": provenance(run), "config": run.cfg,
+    rows = _rows(methods, run.baselines)
+    out: dict[str, Any] = {"provenance": None, "config": run.config,  # provenance: below
                            "methods": list(methods), "rows": [r[0] for r in rows],
                            "datasets": {}}
     for ds in datasets:
@@ -174,13 +173,14 @@ def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = No
         entry["fewshot"] = _fewshot_cells(run, ds, entry["modality"], rows)
         entry["indicators"] = _indicators(run, ds, entry["modality"])
         out["datasets"][ds] = entry
-    out["provenance"] = provenance(run)  # with the text sources the tasks used
+    out["provenance"] = provenance(run)  # once, with the text sources the tasks used
+    table = compare_table(out)
     if is_writer():
         d = ensure_dir(os.path.join(run.run_dir, "compare"))
         atomic_write_json(os.path.join(d, "metrics.json"), out)
-        atomic_write_bytes(os.path.join(d, "table.md"), compare_table(out).encode())
-    _barrier(f"compare:{run.run_dir}")
-    return out
+        atomic_write_bytes(os.path.join(d, "table.md"), table.encode())
+    barrier(f"compare:{run.run_dir}")
+    return out, table
 
 
 def _cell(c: dict) -> str:

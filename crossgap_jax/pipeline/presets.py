@@ -275,12 +275,12 @@ def check_isoclip_k(value: Any) -> tuple[int, int]:
     return int(top), int(bottom)
 
 
-def isoclip_k(cfg: dict[str, Any], task: str) -> tuple[tuple[int, int], str]:
-    """IsoCLIP's ``(k_top, k_bottom)`` for a run configuration and a task kind.
+def isoclip_k(p: Preset, task: str) -> tuple[tuple[int, int], str]:
+    """IsoCLIP's ``(k_top, k_bottom)`` for a run's preset and a task kind.
 
     Args:
-        cfg: resolved configuration (:func:`get_preset`): ``model``, ``pretrained`` and the
-            optional override ``isoclip_k``.
+        p: the run's preset (as loaded: ``model``, ``pretrained``) with the optional
+            override ``isoclip_k`` (checked when the preset was made).
         task: ``"image"`` (image retrieval, NCM classification) or ``"text"`` (text
             retrieval).
 
@@ -289,14 +289,13 @@ def isoclip_k(cfg: dict[str, Any], task: str) -> tuple[tuple[int, int], str]:
 
     Raises:
         ValueError: no override and no published value for this backbone and task (the
-            message asks for ``--isoclip-k TOP,BOTTOM``; values are never guessed), or a
-            malformed override.
+            message asks for ``--isoclip-k TOP,BOTTOM``; values are never guessed).
     """
     if task not in ("image", "text"):
         raise ValueError(f"IsoCLIP task must be 'image' or 'text', got {task!r}")
-    if cfg.get("isoclip_k") is not None:
-        return check_isoclip_k(cfg["isoclip_k"]), "--isoclip-k"
-    model, pretrained = cfg.get("model"), cfg.get("pretrained")
+    if p.isoclip_k is not None:
+        return p.isoclip_k, "--isoclip-k"
+    model, pretrained = p.model, p.pretrained
     key = (_OPENAI_ALIASES.get(model, model) if pretrained == "openai" else model, pretrained)
     published = ISOCLIP_K.get(key, {})
     if task not in published:

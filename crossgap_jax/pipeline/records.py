@@ -11,44 +11,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import jax
-from jax.experimental import multihost_utils
-
 from crossgap_jax import __version__
-from crossgap_jax.fileio import atomic_write_json, sha256_file
+from crossgap_jax.fileio import atomic_write_json
 from crossgap_jax.inversion import jax_numerics
-from crossgap_jax.models import CLIP
+from crossgap_jax.pipeline.distributed import is_writer
 from crossgap_jax.pipeline.store import meta_key
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
-
-
-def _barrier(name: str) -> None:
-    """Wait for every process of a multi-host run (no-op on one host)."""
-
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
-
-
-def is_writer() -> bool:
-    """Whether this process writes run-level results (process 0 of a multi-host run)."""
-
-    return jax.process_index() == 0
-
-
-def checkpoint_sha256(clip: CLIP) -> str | None:
-    """sha256 of the checkpoint file a bundle was loaded from (verified / hub-cache value
-    when the loader has it, else hashed once and kept in ``clip.info``); None for several
-    files or none."""
-    info = clip.info
-    if info.get("checkpoint_sha256") is None:
-        sha = info.get("sha256")
-        path = info.get("path")
-        if sha is None and isinstance(path, str) and os.path.isfile(path):
-            sha = sha256_file(path)
-        info["checkpoint_sha256"] = sha
-    return info["checkpoint_sha256"]
 
 
 _SETTING_KEYS = ("learning_rate", "weight_decay", "batch_size", "oti_steps", "ovi_steps",
@@ -67,15 +37,15 @@ def provenance(run: Run) -> dict:
     (x64, default matmul precision, backend, device kind, JAX version:
     :func:`~crossgap_jax.inversion.jax_numerics`)."""
 
-    c = run.cfg
+    c, s = run.config, run.settings
     settings = {k: c[k] for k in _SETTING_KEYS if k in c}
-    settings.update(on_error=run.on_error, record_steps=list(run.record_steps),
-                    verify_data=run.verify_data)
-    return {"model": c.get("model"), "checkpoint": c.get("checkpoint"),
-            "checkpoint_sha256": c.get("checkpoint_sha256") or checkpoint_sha256(run.clip),
-            "pretrained": c.get("pretrained"), "preset": c.get("preset"),
+    settings.update(on_error=s.on_error, record_steps=list(s.record_steps),
+                    verify_data=s.verify_data)
+    return {"model": c["model"], "checkpoint": c["checkpoint"],
+            "checkpoint_sha256": c["checkpoint_sha256"],
+            "pretrained": c["pretrained"], "preset": c["preset"],
             "settings": settings,
-            "subset": {"max_queries": run.max_queries, "max_gallery": run.max_gallery},
+            "subset": {"max_queries": s.max_queries, "max_gallery": s.max_gallery},
             "text_sources": dict(run.text_sources),
             "data": {k: dict(v) for k, v in run.data_fingerprints.items()},
             "version": __version__, "jax": jax_numerics()}
@@ -83,15 +53,18 @@ def provenance(run: Run) -> dict:
 
 def write_record(run: Run, command: str, results: dict, *, key: dict | None = None,
                  argv: Sequence[str] | None = None, table: str | None = None,
-                 also_to: str | None = None) -> str:
+                 also_to: str | None = None, prov: dict | None = None) -> str:
     """Write ``<run_dir>/records/<command>-<key>.json``: the results with their provenance.
 
     The key hashes the command, ``key`` (its arguments: dataset, feature types, ...) and the
     provenance, so a command with other settings writes another record, and a rerun with
     the same settings rewrites only its own. ``also_to``: a second path for the same
-    record (the CLI's ``--output``). Returns the path (written by process 0 only).
+    record (the CLI's ``--output``). ``prov``: the command's :func:`provenance`, when it
+    already built it for its results (built here otherwise). Returns the path (written by
+    process 0 only).
     """
-    prov = provenance(run)
+    if prov is None:
+        prov = provenance(run)
     k = meta_key({"command": command, "key": key or {}, "provenance": prov})
     path = os.path.join(run.run_dir, "records", f"{command}-{k}.json")
     record = {"command": command, "argv": list(argv or []), "arguments": key or {},

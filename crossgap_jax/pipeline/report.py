@@ -3,17 +3,11 @@ back from disk), each headed by the provenance of what produced them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from crossgap_jax.pipeline.baselines import few_shot_table
 from crossgap_jax.pipeline.published import published_for
-from crossgap_jax.pipeline.records import provenance
 from crossgap_jax.retrieval import INDICATOR_FIELDS
-
-if TYPE_CHECKING:
-    from crossgap_jax.pipeline.run import Run
 
 
 def summarize(results: dict) -> dict:
@@ -235,8 +229,9 @@ def qrels_note(m: dict) -> str:
             f"relevant); {a['duplicate_pairs']} duplicate lines (last score kept).\n")
 
 
-def retrieval_table(run: Run, dataset: str, m: dict) -> str:
-    """Markdown table of one ``retrieve`` result, headed by the run's provenance."""
+def retrieval_table(prov: dict, dataset: str, m: dict) -> str:
+    """Markdown table of one ``retrieve`` result, headed by the run's provenance ``prov``
+    (:func:`~crossgap_jax.pipeline.records.provenance`)."""
     keys = [k for k in ("mAP", "mAP@R", "P@R", "R@1", "R@5", "R@10") if k in m]
     keys += [k for k in sorted(m) if "/" in k and k.endswith("mAP")]
     lines = ["| dataset | query -> gallery | split | " + " | ".join(keys)
@@ -246,27 +241,27 @@ def retrieval_table(run: Run, dataset: str, m: dict) -> str:
                  f"{m.get('query_split')}/{m.get('gallery_split')} | "
                  + " | ".join(f"{float(m[k]):.2f}" for k in keys)
                  + f" | {_counts(m)} | {_gallery_cell(m)} |")
-    return (provenance_header(provenance(run), "Retrieval") + "Metrics in percent.\n\n"
+    return (provenance_header(prov, "Retrieval") + "Metrics in percent.\n\n"
             + "\n".join(lines) + "\n" + ("\n" + qrels_note(m) if qrels_note(m) else ""))
 
 
-def classify_table(run: Run, dataset: str, m: dict) -> str:
-    """Markdown table of one ``classify`` result, headed by the run's provenance."""
+def classify_table(prov: dict, dataset: str, m: dict) -> str:
+    """Markdown table of one ``classify`` result, headed by the run's provenance ``prov``."""
     lines = ["| dataset | split | variant | top-1 | top-5 | images |", "|---|---|---|---|---|---|"]
     for v, r in m.items():
         if isinstance(r, dict) and "top1" in r:
             lines.append(f"| {dataset} | {m.get('split')} | {v} | {float(r['top1']):.2f} | "
                          f"{float(r.get('top5', float('nan'))):.2f} | "
                          f"{int(r.get('num_samples', 0))} |")
-    return (provenance_header(provenance(run), "Zero-shot classification")
+    return (provenance_header(prov, "Zero-shot classification")
             + "Accuracy in percent" + (f"; prompt `{m['prompt']}`" if m.get("prompt") else "")
             + ".\n\n" + "\n".join(lines)
             + "\n" + (few_shot_table(dataset, m["fewshot"]) if "fewshot" in m else ""))
 
 
-def indicators_table(run: Run, res: dict) -> str:
+def indicators_table(prov: dict, res: dict) -> str:
     """Markdown table of one ``indicators`` result (:func:`~crossgap_jax.pipeline.baselines.
-    indicators`), headed by the run's provenance: one row per pair type and indicator, with
+    indicators`), headed by the run's provenance ``prov``: one row per pair type and indicator, with
     what each indicator means (:data:`~crossgap_jax.retrieval.indicators.INDICATOR_FIELDS`)."""
     ind = res["indicators"]
     lines = ["| pair type | indicator | value | meaning |", "|---|---|---|---|"]
@@ -284,7 +279,7 @@ def indicators_table(run: Run, res: dict) -> str:
     lines.append(f"| image-image | closer to another class | {c['fraction']:.4f} "
                  f"({c['num_counted']} images counted, {c['num_singletons']} alone in their "
                  f"class) | {INDICATOR_FIELDS['closer_to_other_class']} |")
-    return (provenance_header(provenance(run), "Misalignment indicators")
+    return (provenance_header(prov, "Misalignment indicators")
             + f"{res['dataset']} / {res['split']}: {ind['num_images']} images, "
             f"{res['num_classes']} classes; histograms: {ind['bins']} bins over "
             f"{ind['value_range']}. Figure: {res['figure']}\n\n" + "\n".join(lines) + "\n")

@@ -23,7 +23,6 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,6 @@ from crossgap_jax.baselines import (
     window_features,
 )
 from crossgap_jax.data import (
-    QRELS_MISSING,
     RetrievalTask,
     SplitFingerprint,
     TextSplit,
@@ -52,81 +50,69 @@ from crossgap_jax.data import (
 from crossgap_jax.inversion import (
     ExecutionSettings,
     InversionSettings,
-    check_loss_reduction,
     invert_dataset,
     load_inverted,
 )
 from crossgap_jax.models import CLIP, get_config, load_clip, require_text_tower
-from crossgap_jax.pipeline import measure as measure_mod
+from crossgap_jax.pipeline.distributed import barrier
+from crossgap_jax.pipeline.feature_types import NEEDS_TEXT_TOWER, check_feature_type
 from crossgap_jax.pipeline.features import cached_split_features
-from crossgap_jax.pipeline.measure import check_feature_type
 from crossgap_jax.pipeline.presets import PRESETS, Preset, isoclip_k
 from crossgap_jax.pipeline.prompts import (
     DEFAULT_CLASS_TEMPLATE,  # noqa: F401 (re-export)
-    OVI_TEXT_MODES,
     ovi_target_split,
 )
-from crossgap_jax.pipeline.records import _barrier, checkpoint_sha256
+from crossgap_jax.pipeline.settings import BaselineSettings, RunSettings
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
 from crossgap_jax.pipeline.weights import (
     _claimed_by_family,
     _is_tag,
+    checkpoint_sha256,
     pretrained_aliases,
     resolve_source,
     written_as_path,
 )
-from crossgap_jax.retrieval import check_metric_variant
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """A run folder, its resolved configuration and the loaded model (frozen).
+    """A run folder, its typed settings and the loaded model (frozen), with the caches of
+    what it computed.
 
     Making a run writes nothing: features and inversions are cached when computed, and
     each command writes its own record (:func:`~crossgap_jax.pipeline.records.write_record`),
-    so no command rewrites another's files.
+    so no command rewrites another's files. The measurements are functions of a run
+    (:mod:`crossgap_jax.pipeline.measure`); this module imports none of its consumers.
 
     Attributes:
         run_dir: output folder.
-        cfg: resolved preset (see :mod:`crossgap_jax.pipeline.presets`).
+        settings: the typed settings (:class:`~crossgap_jax.pipeline.settings.RunSettings`),
+            built once by the caller.
         clip: the loaded CLIP bundle.
+        checkpoint: where the weights came from (a file, hub id or tag source; None: not
+            known, e.g. a bundle made in memory).
         data_root: dataset root (``None``: ``$CROSSGAP_SHARED_DATA``).
         progress: show progress bars.
         shard_size: items per atomic result file of an inversion (what a kill can lose).
-        on_error: corrupt images: ``"skip"`` (counted) or ``"raise"``.
-        record_steps: OTI/OVI steps to snapshot (Figure-2 analysis).
-        max_queries, max_gallery: subset caps of every task (None: full; see
-            :func:`limit_task`).
         roots: per-dataset data roots (beside ``data_root``, the default).
-        authors_assets: a checkout of the paper authors' repository (or its
-            ``data/summarized_texts``): text datasets then use the authors' gallery
-            summaries and 20NG queries, as the paper did (see
-            :mod:`crossgap_jax.data.authors_assets`); ``None``: raw texts, our queries.
         text_sources: per dataset, which texts its task used (filled by :meth:`task`).
-        verify_data: fingerprint image files by their sha256 instead of path, size and mtime
-            (CLI ``--verify-data``; see :mod:`crossgap_jax.data.fingerprint`).
         data_fingerprints: per ``"<dataset>/<split>"`` whose features were used, its data
             root and fingerprint (``root``, ``mode``, ``digest``, ``num_items``; filled by
             :meth:`features`, recorded in the provenance).
     """
 
     run_dir: str
-    cfg: dict
+    settings: RunSettings
     clip: CLIP
+    checkpoint: str | None = None
     data_root: str | None = None
     progress: bool = True
-    on_error: str = "skip"
-    record_steps: tuple[int, ...] = ()
-    max_queries: int | None = None
-    max_gallery: int | None = None
     shard_size: int = 256
     roots: dict[str, str] = dataclasses.field(default_factory=dict)
-    authors_assets: str | None = None
     text_sources: dict = dataclasses.field(default_factory=dict)
-    verify_data: bool = False
     data_fingerprints: dict = dataclasses.field(default_factory=dict)
     # one fingerprint per split object of this run (a run reads its data once):
     # id(split) -> (split, SplitFingerprint); shared by dataclasses.replace copies
@@ -135,6 +121,30 @@ class Run:
     # not an init field: dataclasses.replace (other roots, settings) starts an empty cache
     _task_cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
+    @property
+    def preset(self) -> Preset:
+        """The backbone's settings (:attr:`settings`'s stored
+        :class:`~crossgap_jax.pipeline.presets.Preset`)."""
+        return self.settings.preset
+
+    @property
+    def baselines(self) -> BaselineSettings:
+        """The fitted baselines' settings (:attr:`settings`'s stored
+        :class:`~crossgap_jax.pipeline.settings.BaselineSettings`)."""
+        return self.settings.baselines
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The JSON form of the settings kept in records (:meth:`RunSettings.as_dict`) with
+        the weights: ``checkpoint`` and ``checkpoint_sha256``."""
+        return {**self.settings.as_dict(), "checkpoint": self.checkpoint,
+                "checkpoint_sha256": checkpoint_sha256(self.clip)}
+
+    def with_settings(self, **changes: Any) -> Run:
+        """This run with ``changes`` to its :attr:`settings` (checked again; the task cache
+        starts empty, the feature and baseline caches are shared)."""
+        return dataclasses.replace(self, settings=self.settings.replace(**changes))
+
     def root_for(self, dataset: str) -> str | None:
         """The data root of ``dataset``: its own (``roots``), else :attr:`data_root`."""
         return self.roots.get(dataset, self.data_root)
@@ -142,12 +152,12 @@ class Run:
     def require_text_tower(self, *kinds: str) -> None:
         """Raise :class:`~crossgap_jax.models.families.NoTextTowerError` (a ValueError naming
         the backbone and the operation) when the model is image-only and any of ``kinds``
-        (feature types, classify variants: ``measure.NEEDS_TEXT_TOWER``) needs a text
+        (feature types, classify variants: ``feature_types.NEEDS_TEXT_TOWER``) needs a text
         tower."""
 
         for kind in kinds:
-            if kind in measure_mod.NEEDS_TEXT_TOWER:
-                require_text_tower(self.clip.config, measure_mod.NEEDS_TEXT_TOWER[kind])
+            if kind in NEEDS_TEXT_TOWER:
+                require_text_tower(self.clip.config, NEEDS_TEXT_TOWER[kind])
 
     # --- features ---------------------------------------------------------------------
     def features(self, split, template: str = "{}", project: bool = True) -> FeatureSet:
@@ -158,20 +168,21 @@ class Run:
             self.require_text_tower("text")
         fp = self.data_fingerprint(split)
         name = self._fingerprints[id(split)][2]
-        if split.modality == "image" and self.cfg.get("exif_transpose"):
+        if split.modality == "image" and self.settings.exif_transpose:
             split = dataclasses.replace(split, exif_transpose=True)  # in the cache key
         fs = cached_split_features(self.clip, split, self.run_dir, template=template,
-                                   batch_size=self.preset.batch_size, on_error=self.on_error,
+                                   batch_size=self.preset.batch_size,
+                                   on_error=self.settings.on_error,
                                    progress=self.progress, project=project, fingerprint=fp)
         if split.modality == "image":  # reported with the split's data (records, tables)
             self.data_fingerprints[name]["exif_oriented"] = len(fs.oriented)
         return fs
 
     def data_fingerprint(self, split) -> SplitFingerprint:
-        """The data fingerprint of ``split`` (with :attr:`verify_data`), taken on first use
+        """The data fingerprint of ``split`` (``settings.verify_data``), taken on first use
         and noted in :attr:`data_fingerprints`."""
         if id(split) not in self._fingerprints:
-            fp = split_fingerprint(split, verify=self.verify_data)
+            fp = split_fingerprint(split, verify=self.settings.verify_data)
             entry = dict(fp.as_meta(), num_items=len(split))
             name = f"{split.name}/{split.split}"
             known = self.data_fingerprints.get(name)
@@ -189,7 +200,7 @@ class Run:
         Returns ``(map, info)``."""
 
         self.require_text_tower("isoclip")
-        (k_top, k_bottom), source = isoclip_k(self.cfg, task)
+        (k_top, k_bottom), source = isoclip_k(self.preset, task)
         key = ("isoclip", side, k_top, k_bottom)
         if key not in self._baseline_cache:
             self._baseline_cache[key] = isoclip_map(*projection_heads(self.clip), side, k_top,
@@ -233,32 +244,28 @@ class Run:
 
         self.require_text_tower(method)
         kwargs = self.inversion_kwargs(method)
+        record_steps = self.settings.record_steps
         key = meta_key({"features": fs.meta, "method": method, **kwargs,
-                        "record_steps": list(self.record_steps)})
+                        "record_steps": list(record_steps)})
         safe = fs.meta["dataset"].replace(":", "_").replace("/", "_")
         out = os.path.join(self.run_dir, "inversions", method, safe, f"{fs.meta['split']}-{key}")
         # Multi-host: each process inverts its share of the items into the shared folder,
         # then all wait for each other before the shards are gathered.
         invert_dataset(self.clip, fs.items, fs.features, out, method=method,
-                       shard_size=self.shard_size, record_steps=self.record_steps,
+                       shard_size=self.shard_size, record_steps=record_steps,
                        progress=self.progress, **kwargs)
-        _barrier(f"inverted:{out}")
+        barrier(f"inverted:{out}")
         names, arrays = load_inverted(out)
         meta = dict(fs.meta, inversion={"method": method, **kwargs}, inversion_dir=out)
         # extra is item-major: losses (N, steps), recorded_features (N, S, D), ...
         return FeatureSet(list(names), arrays["features"], meta, extra=arrays)
 
-    @property
-    def preset(self) -> Preset:
-        """The typed settings of :attr:`cfg` (:class:`~crossgap_jax.pipeline.presets.Preset`)."""
-        return Preset.from_dict(self.cfg)
-
     def inversion_settings(self, method: str) -> tuple[InversionSettings, ExecutionSettings]:
         """The typed settings of ``method``'s inversions in this run: the preset's, with the
         run's record steps and loss reduction (:meth:`Preset.inversion`)."""
         p = self.preset
-        return (p.inversion(method, record_steps=self.record_steps,
-                            loss_reduction=self.cfg.get("loss_reduction", "per_example")),
+        return (p.inversion(method, record_steps=self.settings.record_steps,
+                            loss_reduction=self.settings.loss_reduction),
                 p.execution())
 
     def inversion_kwargs(self, method: str) -> dict:
@@ -275,22 +282,12 @@ class Run:
             kw["loss_reduction"] = s.loss_reduction
         return kw
 
-    @property
-    def ovi_text(self) -> str:
-        """OVI's target texts: ``"authors"`` (default, ``_`` -> space) or ``"raw"``
-        (:func:`~crossgap_jax.pipeline.prompts.ovi_target_split`)."""
-        return str(self.cfg.get("ovi_text", "authors"))
-
-    @property
-    def metric_variant(self) -> str:
-        """``"standard"`` (default) or ``"authors"`` (see docs/fidelity.md)."""
-        return str(self.cfg.get("metric_variant", "standard"))
-
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str, split: str | None = None) -> RetrievalTask:
         """The dataset's retrieval task (``split``: the query split; for caption datasets
         the split whose captions are used), with the authors' texts when
-        :attr:`authors_assets` is set, limited by ``max_queries`` / ``max_gallery``.
+        ``settings.authors_assets`` is set, limited by ``settings.max_queries`` /
+        ``max_gallery``.
         Loaded once per run (``reproduce`` asks for each task three times)."""
         key = (dataset, split)
         if key not in self._task_cache:
@@ -300,25 +297,26 @@ class Run:
     def _load_task(self, dataset: str, split: str | None) -> RetrievalTask:
         task, source = apply_authors_assets(
             get_task(dataset, self.root_for(dataset), query_split=split,
-                     qrels_missing=str(self.cfg.get("qrels_missing") or "drop")),
-            self.authors_assets)
+                     qrels_missing=self.settings.qrels_missing),
+            self.settings.authors_assets)
         if source:
             self.text_sources[task.name] = source
         if task.relevance == "revisitop":
             task = with_revisitop1m(task, self.revisitop1m_dir(task))
-        if self.max_queries or self.max_gallery:
-            task = limit_task(task, self.max_queries, self.max_gallery, seed=self.preset.seed)
+        s = self.settings
+        if s.max_queries or s.max_gallery:
+            task = limit_task(task, s.max_queries, s.max_gallery, seed=self.preset.seed)
         return task
 
     def revisitop1m_dir(self, task: RetrievalTask | None = None) -> str | None:
         """The +1M distractor folder (``.../revisitop1m/jpg``) of revisitop tasks, or None.
 
-        ``cfg["revisitop1m"]``: ``"auto"`` (default: ``revisitop1m/jpg`` under the data root
+        ``settings.revisitop1m``: ``"auto"`` (default: ``revisitop1m/jpg`` under the data root
         or beside the dataset's folder, e.g. ``data/datasets/revisitop1m/jpg`` of the
         revisitop toolkit, when it exists, as the authors' loader does), ``"none"``
         (never), or a folder.
         """
-        opt = str(self.cfg.get("revisitop1m") or "auto")
+        opt = self.settings.revisitop1m
         if opt == "none":
             return None
         if opt != "auto":
@@ -352,128 +350,90 @@ class Run:
         if feature_type == "isotropic-window":
             return self.isotropic_window(split)
         if feature_type == "ovi":  # the authors' target texts (docs/fidelity.md)
-            split = ovi_target_split(split, self.ovi_text)
+            split = ovi_target_split(split, self.settings.ovi_text)
         base = self.features(split)
         if feature_type in ("image", "text", "pca", "centered"):  # pca/centered: fitted later
             return base
         return self.inverted(base, feature_type)
-    def retrieve(self, dataset: str, query_type: str | None = None,
-                 gallery_type: str | None = None, split: str | None = None) -> dict:
-        """Retrieval metrics for one dataset (:func:`crossgap_jax.pipeline.measure.retrieve`)."""
-        return measure_mod.retrieve(self, dataset, query_type, gallery_type, split)
 
     def split(self, dataset: str, split: str | None = None):
-        """One split of ``dataset``, with the authors' texts when :attr:`authors_assets` is set
+        """One split of ``dataset``, with the authors' texts when ``settings.authors_assets`` is set
         (the gallery summaries, the 20NG queries)."""
         data = get_dataset(dataset, self.root_for(dataset), split)
         if isinstance(data, TextSplit):
             name = dataset_info(dataset).name if not dataset.startswith("tfds:") else dataset
-            data, _ = apply_authors_assets_to_split(data, name, self.authors_assets)
+            data, _ = apply_authors_assets_to_split(data, name, self.settings.authors_assets)
         return data
 
-    def classify(self, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
-                 split: str | None = None, per_item: bool = False) -> dict:
-        """Zero-shot / NCM accuracy (:func:`crossgap_jax.pipeline.measure.classify`)."""
-        return measure_mod.classify(self, dataset, variants, split, per_item)
 
-    def ncm(self, dataset: str, images, variants: Sequence[str] = ("ncm", "isoclip-ncm"),
-            train_split: str = "train") -> dict:
-        """Nearest-class-mean accuracy (:func:`crossgap_jax.pipeline.measure.ncm`)."""
-        return measure_mod.ncm(self, dataset, images, variants, train_split)
-
-
-def default_run_dir(cfg: dict) -> str:
+def default_run_dir(p: Preset) -> str:
     """``results/<preset>`` when the preset's own model runs, else ``results/<model>``."""
 
-    preset = cfg.get("preset")
-    if preset in PRESETS and PRESETS[preset].model == cfg.get("model"):
-        return os.path.join("results", preset)
-    return os.path.join("results", re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cfg.get("model"))))
+    if p.name in PRESETS and PRESETS[p.name].model == p.model:
+        return os.path.join("results", p.name)
+    return os.path.join("results", re.sub(r"[^A-Za-z0-9_.-]+", "_", str(p.model)))
 
 
-def make_run(run_dir: str | None, cfg: Preset | dict, *, data_root: str | None = None,
-             progress: bool = True, on_error: str = "skip", record_steps: Sequence[int] = (),
-             checkpoint: str | None = None, dtype: str = "float32",
-             max_queries: int | None = None, max_gallery: int | None = None,
-             shard_size: int = 256, tokenizer: str | None = None,
-             model_explicit: bool = False, roots: dict[str, str] | None = None,
-             authors_assets: str | None = None, metric_variant: str = "standard",
-             loss_reduction: str = "per_example", revisitop1m: str = "auto",
-             baselines: dict | None = None, ovi_text: str = "authors",
-             qrels_missing: str = "drop",
-             exif_transpose: bool = False, verify_data: bool = False) -> Run:
-    """Load the model of ``cfg`` (``checkpoint`` overrides its pretrained source) and a run.
+def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
+             checkpoint: str | None = None, tokenizer: str | None = None,
+             model_explicit: bool = False, data_root: str | None = None,
+             roots: dict[str, str] | None = None, progress: bool = True,
+             shard_size: int = 256) -> Run:
+    """Load the model of ``settings.preset`` (``checkpoint`` overrides its pretrained
+    source) and make a run. Nothing is written.
 
-    ``cfg``: a :class:`~crossgap_jax.pipeline.presets.Preset` (typed; the CLI's), or its
-    dict form (:meth:`~crossgap_jax.pipeline.presets.Preset.as_dict`, checked by
-    :meth:`~crossgap_jax.pipeline.presets.Preset.from_dict`). Nothing is written.
+    ``settings``: the run's typed settings (:class:`~crossgap_jax.pipeline.settings.RunSettings`,
+    built once by the caller: the CLI, the demo, a test); a bare
+    :class:`~crossgap_jax.pipeline.presets.Preset` is ``RunSettings(preset)`` (every switch
+    at its default). The run's settings are these with the preset's ``model`` / ``pretrained``
+    as loaded, and ``authors_assets`` as an absolute path (checked to be a folder with the
+    summaries first).
 
-    A native file (:func:`~crossgap_jax.models.native.save_native`) carries its
-    architecture: it is loaded as the file says, and ``cfg["model"]`` becomes that name.
-    With ``model_explicit`` (the user named ``cfg["model"]``), a file holding another
-    architecture is an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo
-    model (:func:`pretrained_aliases`).
+    A native file (:func:`~crossgap_jax.models.native.save_native`) carries its architecture: it
+    is loaded as the file says, and the preset's ``model`` becomes that name. With
+    ``model_explicit`` (the user named the model), a file holding another architecture is
+    an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo model
+    (:func:`pretrained_aliases`).
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
     ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
-    ``authors_assets``: see :class:`Run` (checked to be a folder with the summaries first).
-    ``metric_variant`` (``"standard"`` / ``"authors"``), ``loss_reduction``
-    (``"per_example"`` / ``"mean"``), ``revisitop1m`` (``"auto"`` / ``"none"`` / a folder)
-    and ``ovi_text`` (``"authors"``: ``_`` -> space in OVI's target texts / ``"raw"``)
-    are the compatibility switches of docs/fidelity.md; they are recorded in the config.
-    ``baselines``: the settings of the fitted baselines and few-shot NCM
-    (:class:`~crossgap_jax.pipeline.baselines.BaselineSettings` as a dict; None: defaults),
-    recorded in the config. ``qrels_missing`` (``"drop"`` / ``"count"``) and
-    ``exif_transpose`` are data switches of docs/fidelity.md, recorded in the config.
-    ``verify_data``: see :class:`Run`.
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
             (:class:`~crossgap_jax.models.errors.CheckpointError`).
     """
 
-    if isinstance(cfg, dict) and checkpoint is None:
-        checkpoint = cfg.get("checkpoint")  # a run configuration's own weights
-    cfg = (cfg if isinstance(cfg, Preset) else Preset.from_dict(cfg)).as_dict()
-    check_metric_variant(metric_variant)
-    if ovi_text not in OVI_TEXT_MODES:
-        raise ValueError(f"ovi_text must be one of {OVI_TEXT_MODES}, got {ovi_text!r}")
-    if qrels_missing not in QRELS_MISSING:
-        raise ValueError(f"qrels_missing must be one of {QRELS_MISSING}, got {qrels_missing!r}")
-    check_loss_reduction(loss_reduction)
-    if authors_assets is not None:
-        find_summaries_dir(authors_assets)  # a wrong folder fails before the model loads
-        authors_assets = os.path.abspath(os.path.expanduser(authors_assets))
-    source, native = resolve_source(cfg, checkpoint)
+    if isinstance(settings, Preset):
+        settings = RunSettings(settings)
+    p = settings.preset
+    if settings.authors_assets is not None:
+        find_summaries_dir(settings.authors_assets)  # a wrong folder fails before the model
+        settings = settings.replace(authors_assets=os.path.abspath(
+            os.path.expanduser(settings.authors_assets)))
+    dtype = settings.dtype
+    source, native = resolve_source(p.pretrained, checkpoint)
     if native is not None:
-        if model_explicit and cfg["model"] != native.name:
-            if get_config(cfg["model"]) != native.replace(name=cfg["model"]):
+        if model_explicit and p.model != native.name:
+            if get_config(p.model) != native.replace(name=p.model):
                 raise ValueError(f"{source} holds architecture {native.name!r}, not "
-                                 f"{cfg['model']!r}")
+                                 f"{p.model!r}")
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
-        model = clip.config.name if not model_explicit else cfg["model"]
+        model = clip.config.name if not model_explicit else p.model
     elif not model_explicit and checkpoint is not None and _claimed_by_family(source):
         # A checkpoint that names its own family (a DINOv2 / SigLIP directory, a SLIP .pt):
         # its architecture comes from the files, not from the default preset's model.
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
         model = clip.config.name
     else:
-        clip = load_clip(cfg["model"], source, dtype=dtype, tokenizer=tokenizer)
-        model = cfg["model"]
-    requested = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
+        clip = load_clip(p.model, source, dtype=dtype, tokenizer=tokenizer)
+        model = p.model
+    requested = checkpoint or p.pretrained
     pretrained = requested if _is_tag(requested) else None
-    cfg = dict(cfg, model=model, pretrained=pretrained, checkpoint=source, dtype=dtype,
-               max_queries=max_queries, max_gallery=max_gallery,
-               checkpoint_sha256=checkpoint_sha256(clip), authors_assets=authors_assets,
-               metric_variant=metric_variant, loss_reduction=loss_reduction,
-               revisitop1m=revisitop1m, baselines=baselines, ovi_text=ovi_text,
-               qrels_missing=qrels_missing,
-               exif_transpose=exif_transpose)
-    return Run(run_dir or default_run_dir(cfg), cfg, clip, data_root=data_root,
-               progress=progress, on_error=on_error, record_steps=tuple(record_steps),
-               max_queries=max_queries, max_gallery=max_gallery, shard_size=shard_size,
-               roots=dict(roots or {}), authors_assets=authors_assets,
-               verify_data=verify_data)
+    settings = settings.replace(preset=dataclasses.replace(p, model=model,
+                                                           pretrained=pretrained))
+    return Run(run_dir or default_run_dir(settings.preset), settings, clip,
+               checkpoint=source, data_root=data_root, progress=progress,
+               shard_size=shard_size, roots=dict(roots or {}))
 
 
 __all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",

@@ -7,7 +7,8 @@ import os
 import re
 from typing import Any
 
-from crossgap_jax.models import detect_family, native_config
+from crossgap_jax.fileio import sha256_file
+from crossgap_jax.models import CLIP, detect_family, native_config
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
 
 
@@ -32,11 +33,11 @@ def written_as_path(source: str) -> bool:
             or bool(os.path.splitext(source)[1]))
 
 
-def resolve_source(cfg: dict, checkpoint: str | None = None
+def resolve_source(pretrained: str | None, checkpoint: str | None = None
                    ) -> tuple[str | None, Any]:
     """The weights a run loads, and their architecture when the file states it.
 
-    ``checkpoint`` (a path / hub id) wins over the preset's ``checkpoint`` / ``pretrained``;
+    ``checkpoint`` (a path / hub id) wins over the preset's ``pretrained`` (a tag or source);
     a pretrained alias (``"demo"``) becomes its file, also when a same-named file or folder
     exists here, unless written as a path (:func:`written_as_path`: ``./demo``).
 
@@ -47,7 +48,7 @@ def resolve_source(cfg: dict, checkpoint: str | None = None
     Raises:
         FileNotFoundError: an alias whose file is missing.
     """
-    source = checkpoint or cfg.get("checkpoint") or cfg.get("pretrained")
+    source = checkpoint or pretrained
     aliases = pretrained_aliases()
     if source in aliases and not written_as_path(source):
         source = aliases[source]
@@ -62,3 +63,17 @@ def resolve_source(cfg: dict, checkpoint: str | None = None
 def _is_tag(source: str | None) -> bool:
     return (isinstance(source, str) and re.fullmatch(r"[a-z0-9_]+", source) is not None
             and (source in pretrained_aliases() or not os.path.exists(source)))
+
+
+def checkpoint_sha256(clip: CLIP) -> str | None:
+    """sha256 of the checkpoint file a bundle was loaded from (verified / hub-cache value
+    when the loader has it, else hashed once and kept in ``clip.info``); None for several
+    files or none."""
+    info = clip.info
+    if info.get("checkpoint_sha256") is None:
+        sha = info.get("sha256")
+        path = info.get("path")
+        if sha is None and isinstance(path, str) and os.path.isfile(path):
+            sha = sha256_file(path)
+        info["checkpoint_sha256"] = sha
+    return info["checkpoint_sha256"]
