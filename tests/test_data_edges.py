@@ -360,3 +360,23 @@ def test_unknown_reader_options_are_refused_by_name(tmp_path):
                            r"gallery_spilt)'.*its options: labels, label_column, "
                            r"classnames, empty_classes, replacements"):
             call()
+
+
+def test_reproduce_keeps_the_qrels_audit(tmp_path, tiny_ckpt):
+    """``reproduce`` on a qrels task: the record, metrics.json and table.md carry the audit
+    of judged pairs outside the corpus (they used to reach stderr only)."""
+    from crossgap_jax.cli import main
+
+    d = _beir(tmp_path / "beir", qrels="q0\td0\t1\nq0\tgone\t1\nq1\td2\t1\nq2\td3\t1\n")
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "reproduce", "--datasets", "beir", "--data-root", d,
+                 "--checkpoint", tiny_ckpt, "--run-dir", str(run_dir), "--ovi-steps", "2",
+                 "--oti-steps", "2", "--batch-size", "4"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for side in ("baseline", "inverted"):
+        m = metrics["datasets"]["beir"][side]
+        assert (m["qrels_missing"], m["qrels_audit"]["outside_pairs"],
+                m["qrels_audit"]["outside_examples"]) == ("drop", 1, ["q0 -> gone"])
+    table = (run_dir / "table.md").read_text()
+    assert "- `beir`: Qrels: 1 of 4 judged pairs point outside the corpus (e.g. q0 -> gone)" \
+        in table

@@ -113,7 +113,7 @@ def _describe(run: Run, task: RetrievalTask, q: FeatureSet, g: FeatureSet, query
     metrics["num_gallery"] = len(task.gallery) - int(metrics.get("num_gallery_items_missing", 0))
     if task.name in run.text_sources:
         metrics["text_source"] = run.text_sources[task.name]
-    return metrics
+    return {**metrics, **_qrels_fields(task)}
 
 
 def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", "ovi"),
@@ -273,10 +273,15 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
         return {**_flatten(res), **missing}
     args, kwargs = _relevance_args(task, q_split, g_split)
     res = retrieval.evaluate(qf, gf, *args, metric_variant=metric_variant, **kwargs)
-    if task.qrels_audit is not None:  # judged pairs outside the corpus etc., on every run
-        missing["qrels_missing"] = task.qrels_missing
-        missing["qrels_audit"] = task.qrels_audit.as_record()
-    return {**res, **missing}
+    return {**res, **missing, **_qrels_fields(task)}
+
+
+def _qrels_fields(task: RetrievalTask) -> dict:
+    """A qrels task's ``qrels_missing`` rule and ``qrels_audit`` (judged pairs outside the
+    corpus, zero scores, duplicates), reported with every result of it; ``{}`` otherwise."""
+    if task.qrels_audit is None:
+        return {}
+    return {"qrels_missing": task.qrels_missing, "qrels_audit": task.qrels_audit.as_record()}
 
 
 def _relevance_args(task: RetrievalTask, q_split, g_split) -> tuple[tuple, dict]:
