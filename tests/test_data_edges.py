@@ -289,7 +289,7 @@ def test_exif_orientation_reaches_the_record_and_the_table(tmp_path, tiny_ckpt):
         prov = json.loads(record.read_text())["provenance"]
         assert prov["data"]["imagefolder/all"]["exif_oriented"] == 1
         assert prov["settings"]["exif_transpose"] is transpose
-        assert f"1 images with an EXIF orientation, {words}" in provenance_header(prov, "t")
+        assert f"1 image with an EXIF orientation, {words}" in provenance_header(prov, "t")
         (feats,) = (run_dir / "features" / "imagefolder").glob("*.npz")
         fs = load_features(str(feats))
         assert fs.oriented == {"a/turned.jpg": 6}

@@ -159,3 +159,23 @@ def test_table_header_names_the_jax_settings():
     assert want in head
     assert not any(line.startswith("- JAX") for line in
                    provenance_header({"settings": {}}, "t").splitlines())
+
+
+def test_data_lines_name_root_fingerprint_and_image_notes():
+    """Each split's data line: root, fingerprint, item count, and the counts a reader must
+    see (EXIF orientation, images from sub-folders, empty class folders left out)."""
+    from crossgap_jax.pipeline.report import _data_lines
+
+    data = {"imagefolder/train": {"root": "/d/train", "mode": "stat", "digest": "ab" * 16,
+                                  "num_items": 6, "exif_oriented": 1, "from_subfolders": 6,
+                                  "empty_classes_skipped": ["n0", "n1"]},
+            "x-classnames/classes": {"root": None, "mode": "texts", "digest": "cd" * 16,
+                                     "num_items": 2}}
+    assert _data_lines(data) == [
+        "- data `imagefolder/train`: root `/d/train`, fingerprint `stat:abababababababab` "
+        "(6 items); 1 image with an EXIF orientation, encoded as stored (the authors' "
+        "default; --exif-transpose turns them); 6 images from sub-folders of class folders; "
+        "empty class folders left out: n0, n1",
+        "- data `x-classnames/classes`: root `none (texts made here)`, fingerprint "
+        "`texts:cdcdcdcdcdcdcdcd` (2 items)"]
+    assert "turned upright (--exif-transpose)" in _data_lines(data, exif_transpose=True)[0]

@@ -178,12 +178,14 @@ def _check_manifest(out_dir: str, stored: dict[str, Any], manifest: dict[str, An
         if was != now:
             raise ResumeMismatchError(
                 f"refusing to resume in {out_dir}: its shards were computed with {key}={was!r}, "
-                f"this process has {key}={now!r}; {fix_hint(key, was)}, or use another out_dir")
+                f"this process has {key}={now!r}; {fix_hint(key, was)}, or use another "
+                "output folder (the CLI: --run-dir)")
     diffs = _diff(stored, current)
     if diffs:
         raise ResumeMismatchError(
             f"refusing to resume in {out_dir}: it holds a different run:\n  "
-            + "\n  ".join(diffs) + "\nuse another out_dir (or delete this one)")
+            + "\n  ".join(diffs)
+            + "\nuse another output folder (the CLI: --run-dir), or delete this one")
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,7 +431,8 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     if mismatched:
         raise ResumeMismatchError(
             f"refusing to resume in {out_dir}: {len(mismatched)} finished items were inverted "
-            f"from other target features (e.g. {mismatched[:5]}); use another out_dir")
+            f"from other target features (e.g. {mismatched[:5]}); use another output folder "
+            "(the CLI: --run-dir)")
     todo = [i for i in mine if names[i] not in done]
     fn = inverters.oti if method == "oti" else inverters.ovi
     run_kwargs = {k: v for k, v in hp.items() if k != "method"}
@@ -562,7 +565,7 @@ def _batch_aligned_chunks(todo: list[int], batch_size: int, shard_size: int, num
             raise ResumeMismatchError(
                 f"refusing to resume in {out_dir}: batch {b} (items {b * batch_size}.."
                 f"{b * batch_size + full - 1}) is partly finished, but the batch-mean objective "
-                "needs whole batches; use another out_dir")
+                "needs whole batches; use another output folder (the CLI: --run-dir)")
     per_chunk = max(1, shard_size // batch_size)
     order = sorted(groups)
     return [[i for b in order[s:s + per_chunk] for i in groups[b]]

@@ -83,16 +83,26 @@ def _format_text_sources(sources: dict) -> str:
 def _data_lines(data: dict, exif_transpose: bool = False) -> list[str]:
     """One line per split: its data root and fingerprint (mode, first 16 hex digits), and
     how many of its images carry an EXIF orientation (rotated or mirrored photos)."""
-    def exif(d: dict) -> str:
-        n = d.get("exif_oriented")
-        if not n:
-            return ""
-        return (f"; {n} images with an EXIF orientation, "
-                + ("turned upright (--exif-transpose)" if exif_transpose else
-                   "encoded as stored (the authors' default; --exif-transpose turns them)"))
+    def images(n: int) -> str:
+        return f"{n} image{'s' if n != 1 else ''}"
 
-    return [f"- data `{name}`: root `{d.get('root')}`, fingerprint `{d.get('mode')}:"
-            f"{str(d.get('digest'))[:16]}` ({d.get('num_items')} items){exif(d)}"
+    def notes(d: dict) -> str:
+        out = ""
+        if d.get("exif_oriented"):
+            out += (f"; {images(d['exif_oriented'])} with an EXIF orientation, "
+                    + ("turned upright (--exif-transpose)" if exif_transpose else
+                       "encoded as stored (the authors' default; --exif-transpose turns them)"))
+        if d.get("from_subfolders"):
+            out += f"; {images(d['from_subfolders'])} from sub-folders of class folders"
+        if d.get("empty_classes_skipped"):
+            skipped = d["empty_classes_skipped"]
+            out += (f"; empty class folders left out: "
+                    f"{', '.join(skipped) if isinstance(skipped, list) else skipped}")
+        return out
+
+    return [f"- data `{name}`: root `{d.get('root') or 'none (texts made here)'}`, "
+            f"fingerprint `{d.get('mode')}:"
+            f"{str(d.get('digest'))[:16]}` ({d.get('num_items')} items){notes(d)}"
             for name, d in data.items()]
 
 

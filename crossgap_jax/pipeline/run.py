@@ -175,7 +175,11 @@ class Run:
                                    on_error=self.settings.on_error,
                                    progress=self.progress, project=project, fingerprint=fp)
         if split.modality == "image":  # reported with the split's data (records, tables)
-            self.data_fingerprints[name]["exif_oriented"] = len(fs.oriented)
+            entry = self.data_fingerprints[name]
+            entry["exif_oriented"] = len(fs.oriented)
+            for key in ("from_subfolders", "empty_classes_skipped"):  # image folders
+                if split.extra.get(key):
+                    entry[key] = split.extra[key]
         return fs
 
     def data_fingerprint(self, split) -> SplitFingerprint:
