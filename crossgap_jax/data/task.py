@@ -278,8 +278,13 @@ class RetrievalTask:
                 hint = (f" Their judged ids (e.g. {docs[:3]}) are not gallery ids (e.g. "
                         f"{self.gallery.items[:3]}): do the qrels belong to this corpus?")
             elif self.relevance == "label":
-                hint = " Their labels do not occur in the gallery: do the splits share classes?"
-                for side in (self.query, self.gallery):  # an annotation file: its rule
+                same = self.query is self.gallery or (
+                    self.query.split == self.gallery.split and self.exclude_self)
+                hint = (" Their class has no other item in the split (each label occurs "
+                        "once?)" if same else " Their labels do not occur in the gallery: do "
+                        "the splits share classes?")
+                sides = (self.query,) if same else (self.query, self.gallery)
+                for side in sides:  # an annotation file: its rule (once per file)
                     if "label_rule" in side.extra:
                         hint += (f" The {side.split!r} labels come from "
                                  f"{side.extra['labels_file']}, label = {side.extra['label_rule']}:"
