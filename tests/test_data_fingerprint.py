@@ -277,7 +277,8 @@ def test_two_folders_with_the_same_names_in_one_run_dir(tiny_ckpt, tmp_path):
     # the record names each split's root and fingerprint (oracle: the split read here)
     expect = split_fingerprint(get_dataset("imagefolder", b, "all"))
     (entry,) = rec_b["provenance"]["data"].values()
-    assert entry == {"root": b, "mode": "stat", "digest": expect.digest, "num_items": 6}
+    assert entry == {"root": b, "mode": "stat", "digest": expect.digest, "num_items": 6,
+                     "exif_oriented": 0}
     assert rec_b["provenance"]["settings"]["verify_data"] is False
     assert f"root `{b}`, fingerprint `stat:{expect.digest[:16]}`" in rec_b["table"]
     # the second folder's inversions are their own (another folder key)
