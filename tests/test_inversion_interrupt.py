@@ -83,9 +83,10 @@ def uninterrupted(tiny, data, tmp_path_factory):
     return load_inverted(out)
 
 
-def _child(out: str, at: int, kills: int) -> tuple[int, dict, str]:
+def _child(out: str, at: int, kills: int, script: str = CHILD) -> tuple[int, dict, str]:
+    """Run ``script`` with ``out at kills``: (exit code, its last JSON line, stderr)."""
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    p = subprocess.run([sys.executable, "-c", CHILD, out, str(at), str(kills)], env=env,
+    p = subprocess.run([sys.executable, "-c", script, out, str(at), str(kills)], env=env,
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     assert lines, p.stdout + p.stderr
@@ -179,7 +180,7 @@ BAR_CHILD = textwrap.dedent("""
     from crossgap_jax.inversion import interrupt, progress
     from crossgap_jax.inversion.resumable import invert_dataset
     from crossgap_jax.models.bundle import create_clip
-    out, kills, at_step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    out, at_step, kills = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     clip = create_clip("tiny", 0)
     f = np.random.default_rng(0).normal(size=({n}, clip.config.embed_dim)).astype(np.float32)
     names = [f"item-{{i:03d}}" for i in range({n})]
@@ -210,15 +211,6 @@ BAR_CHILD = textwrap.dedent("""
 """).format(n=N, shard=SHARD, kw=dict(KW, steps=3000), steps=3000)
 
 
-def _bar_child(out: str, kills: int) -> tuple[int, dict, str]:
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    p = subprocess.run([sys.executable, "-c", BAR_CHILD, out, str(kills), "5"], env=env,
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    assert lines, p.stdout + p.stderr
-    return p.returncode, json.loads(lines[-1]), p.stderr
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kills", [1, 2])
 def test_ctrl_c_is_handled_mid_batch_with_the_progress_bar(tmp_path, kills):
@@ -226,7 +218,7 @@ def test_ctrl_c_is_handled_mid_batch_with_the_progress_bar(tmp_path, kills):
     end) and the run stops after it with 3 batches written; two: aborted before the batch
     ended (the last step reported is short of the end), the two earlier batches kept."""
     out = str(tmp_path / "run")
-    rc, res, err = _bar_child(out, kills)
+    rc, res, err = _child(out, 5, kills, BAR_CHILD)  # from step 5 of batch 3
     if kills == 1:
         assert (rc, res) == (130, {"result": "interrupted", "inverted": 12}), err
         import re
