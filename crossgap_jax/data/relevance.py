@@ -300,9 +300,6 @@ def as_relevance(
                              f"the features {num_queries}x{num_gallery}")
         return relevant
     opts = {"exclude_self": exclude_self, "unretrievable": unretrievable}
-    if exclude_self and num_queries != num_gallery:
-        raise ValueError(f"exclude_self needs queries and gallery to be the same items "
-                         f"(Q == G), got Q={num_queries}, G={num_gallery}")
     if isinstance(relevant, Mapping):
         qids = list(range(num_queries)) if query_ids is None else list(query_ids)
         gids = list(range(num_gallery)) if gallery_ids is None else list(gallery_ids)
