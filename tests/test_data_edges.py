@@ -16,7 +16,6 @@ import crossgap_jax.data as cgd
 from crossgap_jax import retrieval
 from crossgap_jax.data.decoding import EXIF_ORIENTATION, ImageDecodeError, open_image
 from crossgap_jax.data.loader import ImageBatchLoader
-from crossgap_jax.pipeline.tasks import TaskRelevance
 
 BOM = "\ufeff"
 
@@ -62,8 +61,7 @@ def test_bom_qrels_jsonl_give_the_same_task_and_numbers(tmp_path):
     qf, gf = _features(3, 0), _features(4, 1)
     res = []
     for task in (plain, bom):
-        args, kw = TaskRelevance.of(task).evaluate_args(task.query, task.gallery)
-        res.append(retrieval.evaluate(qf, gf, *args, backend="numpy", **kw))
+        res.append(retrieval.evaluate(qf, gf, task.relevant(), backend="numpy"))
     assert res[0] == res[1] and res[0]["num_evaluated"] == 3
 
 
@@ -109,13 +107,13 @@ def test_qrels_missing_count_matches_a_brute_force_oracle(tmp_path, backend):
         assert (a.judged_pairs, a.relevant_pairs, a.zero_score_pairs, a.outside_pairs,
                 a.outside_relevant_pairs, a.queries_all_outside) == (6, 5, 1, 4, 3, 1)
         assert a.outside_examples[:2] == ("q0 -> gone1", "q1 -> gone2")
-        args, kw = TaskRelevance.of(task).evaluate_args(task.query, task.gallery)
-        per = retrieval.evaluate_per_query(qf, gf, *args, backend=backend, **kw)
+        relevant = task.relevant()
+        per = retrieval.evaluate_per_query(qf, gf, relevant, backend=backend)
         for i in range(3):
             r = len(rel[i]) + (absent[i] if mode == "count" else 0)
             assert per["num_relevant"][i] == r
             assert per["AP"][i] == pytest.approx(_oracle_ap(scores[i], rel[i], r), abs=1e-6)
-        summary = retrieval.evaluate(qf, gf, *args, backend=backend, **kw)
+        summary = retrieval.evaluate(qf, gf, relevant, backend=backend)
         want = [_oracle_ap(scores[i], rel[i], len(rel[i]) + absent[i]) for i in range(3)]
         if mode == "drop":
             want = want_drop = [_oracle_ap(scores[i], rel[i], len(rel[i])) for i in (0, 1)]

@@ -154,7 +154,7 @@ def test_beir_relevance_and_audit_match_the_oracle(judgements, bom, n_docs, mode
         assert a.queries_all_outside == sum(1 for q in queries if out[q] and not rel[q])
         assert len(a.outside_examples) == min(5, a.outside_pairs)
         want = [out[q] if mode == "count" else 0 for q in queries]
-        assert task.unretrievable_counts().tolist() == want
+        assert task.relevant().unretrievable.tolist() == want
         # every perturbation is reported: nothing dangling, duplicated or zero goes unsaid
         record = a.as_record()
         for key, n in (("outside_pairs", a.outside_pairs), ("duplicate_pairs", dup),

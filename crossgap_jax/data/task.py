@@ -8,12 +8,13 @@ from typing import Literal
 
 import numpy as np
 
+from crossgap_jax.data.relevance import LabelRelevance, Relevance, SparseRelevance, qrels_relevance
 from crossgap_jax.data.types import DegenerateTaskError, Split
 
-__all__ = ["QRELS_MISSING", "Difficulty", "QrelsAudit", "Relevance", "RetrievalTask",
+__all__ = ["QRELS_MISSING", "Difficulty", "QrelsAudit", "RelevanceKind", "RetrievalTask",
            "audit_qrels"]
 
-Relevance = Literal["label", "group", "qrels", "revisitop"]
+RelevanceKind = Literal["label", "group", "qrels", "revisitop"]
 Difficulty = Literal["easy", "medium", "hard"]
 #: What judged documents absent from the corpus do: ``"drop"`` (the authors' tensor ground
 #: truth: left out of R) or ``"count"`` (BEIR / pytrec_eval: counted in R, never retrieved).
@@ -99,7 +100,9 @@ def audit_qrels(qrels: dict[str, dict[str, int]], query_items: list[str],
 class RetrievalTask:
     """A query split, a gallery split and the relevance between them.
 
-    ``relevance`` says how positives are found:
+    :meth:`relevant` builds the :class:`~crossgap_jax.data.Relevance` the metrics consume
+    (the one place that turns a relevance kind into relevant gallery items); ``relevance``
+    says how positives are found:
 
     * ``"label"``: gallery items with the query's class label;
     * ``"group"``: gallery items with the query's group id (captions of the same image);
@@ -108,7 +111,8 @@ class RetrievalTask:
       with a difficulty (Easy / Medium / Hard protocol).
 
     When ``exclude_self`` is set (query split == gallery split), each query's own gallery
-    entry is neither a positive nor ranked: it is in :meth:`ignored`.
+    entry is neither a positive nor ranked: it is in :meth:`ignored`. The query split is
+    then the gallery split (same items, same order).
 
     Attributes:
         name: dataset name.
@@ -127,7 +131,7 @@ class RetrievalTask:
     name: str
     query: Split
     gallery: Split
-    relevance: Relevance
+    relevance: RelevanceKind
     exclude_self: bool = False
     qrels: dict[str, dict[str, int]] | None = None
     gnd: list[dict[str, np.ndarray]] | None = None
@@ -175,76 +179,73 @@ class RetrievalTask:
         return len(self.gallery)
 
     @functools.cached_property
-    def _gallery_pos(self) -> dict[str, int]:
-        return {it: i for i, it in enumerate(self.gallery.items)}
+    def _relevant_full(self) -> dict[str, Relevance]:
+        return {}
 
-    @functools.cached_property
-    def _self_index(self) -> np.ndarray:
-        """Gallery index of each query's own item, -1 if it is not in the gallery."""
-        pos = self._gallery_pos
-        return np.array([pos.get(it, -1) for it in self.query.items], np.int64)
-
-    @functools.cached_property
-    def _buckets(self) -> dict[int, np.ndarray]:
-        keys = self.gallery.labels if self.relevance == "label" else self.gallery.groups
-        assert keys is not None
-        order = np.argsort(keys, kind="stable")
-        uniq, starts = np.unique(keys[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
-        return {int(u): order[s:e] for u, s, e in zip(uniq, starts, ends)}
-
-    def positives(self, i: int, difficulty: Difficulty = "medium") -> np.ndarray:
-        """Sorted gallery indices relevant to query ``i``.
+    def relevant(self, query: Split | None = None, gallery: Split | None = None,
+                 difficulty: Difficulty = "medium") -> Relevance:
+        """The :class:`~crossgap_jax.data.Relevance` of ``query`` against ``gallery``.
 
         Args:
-            i: query index.
-            difficulty: revisitop protocol only: ``"easy"`` (easy positives), ``"medium"``
-                (easy + hard) or ``"hard"`` (hard).
-        """
-        if self.relevance in ("label", "group"):
-            keys = self.query.labels if self.relevance == "label" else self.query.groups
-            assert keys is not None
-            pos = self._buckets.get(int(keys[i]), np.zeros(0, np.int64))
-        elif self.relevance == "qrels":
-            assert self.qrels is not None
-            rel = self.qrels.get(self.query.items[i], {})
-            gp = self._gallery_pos
-            pos = np.array([gp[d] for d, g in rel.items() if g > 0 and d in gp], np.int64)
-        else:
-            assert self.gnd is not None
-            g = self.gnd[i]
-            parts = {"easy": ["easy"], "medium": ["easy", "hard"], "hard": ["hard"]}[difficulty]
-            pos = np.concatenate([np.asarray(g[k], np.int64) for k in parts])
-        pos = np.unique(pos)
-        if self.exclude_self and self._self_index[i] >= 0:
-            pos = pos[pos != self._self_index[i]]
-        return pos
+            query: a subset of the task's query split (items skipped, a smoke-run sample);
+                default: the whole split.
+            gallery: likewise for the gallery split.
+            difficulty: revisitop only: ``"easy"`` (easy positives), ``"medium"`` (easy +
+                hard) or ``"hard"`` (hard); the rest of the protocol (junk, the other
+                positives left unranked) is :meth:`ignored`.
 
-    def unretrievable_counts(self) -> np.ndarray:
-        """``(Q,)`` int64: relevant judged documents outside the corpus that count in R
-        (``qrels_missing="count"``); zeros otherwise."""
-        if self.relevance != "qrels" or self.qrels_missing != "count":
-            return np.zeros(self.num_queries, np.int64)
-        assert self.qrels_audit is not None
-        per = self.qrels_audit.outside_per_query
-        return np.array([per.get(q, 0) for q in self.query.items], np.int64)
+        Returns:
+            label / group: same label (group id) = relevant; qrels: ``qrels[q][d] > 0`` for
+            ``d`` in the gallery, with the relevant judged documents outside the corpus as
+            ``unretrievable`` under ``qrels_missing="count"``; revisitop: the ``gnd`` lists.
+            ``exclude_self`` is the task's.
+
+        Raises:
+            ValueError: ``exclude_self`` with query and gallery items that differ (after
+                skips), or a revisitop task given subsets (its ground truth indexes the full
+                gallery).
+        """
+        whole = query is None and gallery is None
+        if whole and difficulty in self._relevant_full:
+            return self._relevant_full[difficulty]
+        q = self.query if query is None else query
+        g = self.gallery if gallery is None else gallery
+        if self.exclude_self and q is not g and list(q.items) != list(g.items):
+            raise ValueError(f"{self.name}: exclude_self needs the same query and gallery items "
+                             f"(in the same order), got {len(q)} queries and {len(g)} gallery "
+                             "items after skips")
+        opts = {"exclude_self": self.exclude_self}
+        rel: Relevance
+        if self.relevance in ("label", "group"):
+            attr = "labels" if self.relevance == "label" else "groups"
+            rel = LabelRelevance(getattr(q, attr), getattr(g, attr), **opts)
+        elif self.relevance == "qrels":
+            assert self.qrels is not None and self.qrels_audit is not None
+            if self.qrels_missing == "count":
+                per = self.qrels_audit.outside_per_query
+                opts["unretrievable"] = np.array([per.get(it, 0) for it in q.items], np.int64)
+            rel = qrels_relevance(self.qrels, list(q.items), list(g.items), **opts)
+        else:
+            if not whole:
+                raise ValueError(f"{self.name}: revisitop relevance indexes the full query and "
+                                 "gallery splits; it cannot be built for subsets")
+            assert self.gnd is not None
+            parts = {"easy": ["easy"], "medium": ["easy", "hard"], "hard": ["hard"]}[difficulty]
+            rel = SparseRelevance.from_lists(
+                [np.concatenate([np.asarray(gi[k], np.int64) for k in parts]) for gi in self.gnd],
+                len(g), **opts)
+        if whole:
+            self._relevant_full[difficulty] = rel
+        return rel
+
+    def positives(self, i: int, difficulty: Difficulty = "medium") -> np.ndarray:
+        """Sorted gallery indices relevant to query ``i`` (of :meth:`relevant`)."""
+        return self.relevant(difficulty=difficulty).positives(i)
 
     def positive_counts(self) -> np.ndarray:
         """``(Q,)`` int64: how many gallery items are relevant to each query (self excluded;
-        revisitop: easy + hard)."""
-        if self.relevance in ("label", "group"):
-            keys_q = self.query.labels if self.relevance == "label" else self.query.groups
-            assert keys_q is not None
-            sizes = {k: len(v) for k, v in self._buckets.items()}
-            counts = np.array([sizes.get(int(k), 0) for k in keys_q], np.int64)
-            if self.exclude_self:
-                own = self._self_index
-                keys_g = self.gallery.labels if self.relevance == "label" else self.gallery.groups
-                assert keys_g is not None
-                same = (own >= 0) & (keys_g[np.maximum(own, 0)] == keys_q)
-                counts -= same.astype(np.int64)
-            return counts
-        return np.array([len(self.positives(i)) for i in range(self.num_queries)], np.int64)
+        revisitop: easy + hard): :meth:`relevant`'s ``gallery_counts()``."""
+        return self.relevant().gallery_counts()
 
     def check_informative(self, max_without_positive: float = 0.5) -> None:
         """Refuse a task whose scores would mean nothing.
@@ -302,8 +303,8 @@ class RetrievalTask:
         the easy protocol the hard positives, for the hard protocol the easy ones.
         """
         out: list[np.ndarray] = [np.zeros(0, np.int64)]
-        if self.exclude_self and self._self_index[i] >= 0:
-            out.append(self._self_index[i : i + 1])
+        if self.exclude_self:
+            out.append(np.array([i], np.int64))
         if self.relevance == "revisitop":
             assert self.gnd is not None
             g = self.gnd[i]
@@ -324,15 +325,11 @@ class RetrievalTask:
         q, g = self.num_queries, self.num_gallery
         if q * g > max_elements:
             raise MemoryError(f"relevance matrix {q}x{g} exceeds max_elements={max_elements}")
-        rel = np.zeros((q, g), bool)
+        rel = self.relevant(difficulty=difficulty).block(0, q)
         ign = np.zeros((q, g), bool)
-        if self.relevance in ("label", "group") and not self.exclude_self:
-            keys_q = self.query.labels if self.relevance == "label" else self.query.groups
-            keys_g = self.gallery.labels if self.relevance == "label" else self.gallery.groups
-            assert keys_q is not None and keys_g is not None
-            rel = keys_q[:, None] == keys_g[None, :]
-            return rel, ign
-        for i in range(q):
-            rel[i, self.positives(i, difficulty)] = True
-            ign[i, self.ignored(i, difficulty)] = True
+        if self.exclude_self:
+            rel[np.arange(q), np.arange(q)] = False
+        if self.exclude_self or self.relevance == "revisitop":
+            for i in range(q):
+                ign[i, self.ignored(i, difficulty)] = True
         return rel, ign

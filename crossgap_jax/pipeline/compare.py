@@ -66,8 +66,9 @@ def compare_retrieval(query_base: np.ndarray, query_inverted: np.ndarray, galler
             order (e.g. images and their OTI features).
         gallery: ``(G, D)`` gallery features; ``gallery_inverted``: the inverted queries'
             gallery when it differs (default: ``gallery``).
-        relevance: as :func:`crossgap_jax.retrieval.evaluate` (``(query labels, gallery
-            labels)`` or qrels); ``evaluate_kwargs``: its other options (``exclude_self``,
+        relevance: as :func:`crossgap_jax.retrieval.evaluate` (a task's
+            :class:`~crossgap_jax.data.Relevance`, ``(query labels, gallery labels)`` or
+            qrels); ``evaluate_kwargs``: its other options (``exclude_self``,
             ``query_ids``/``gallery_ids``, ``metric_variant``, ``backend``, ``progress``).
         bootstrap: paired bootstrap over the queries' average precision; None: no interval.
         metric: the key of the headline number (``difference``).

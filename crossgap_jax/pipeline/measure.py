@@ -45,7 +45,6 @@ from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import OVI_CLASS_TEMPLATE, class_prompt
 from crossgap_jax.pipeline.store import FeatureSet
 from crossgap_jax.pipeline.tasks import (
-    TaskRelevance,
     _classnames_split,
     _labels_for,
     _per_class_subset,
@@ -271,8 +270,8 @@ def evaluate_task(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet,
                              f"missing: {missing}")
         res = retrieval.revisitop_evaluate(qf, gf, task.gnd)
         return {**_flatten(res), **missing}
-    args, kwargs = _relevance_args(task, q_split, g_split)
-    res = retrieval.evaluate(qf, gf, *args, metric_variant=metric_variant, **kwargs)
+    res = retrieval.evaluate(qf, gf, task.relevant(q_split, g_split),
+                             metric_variant=metric_variant)
     return {**res, **missing, **_qrels_fields(task)}
 
 
@@ -282,12 +281,6 @@ def _qrels_fields(task: RetrievalTask) -> dict:
     if task.qrels_audit is None:
         return {}
     return {"qrels_missing": task.qrels_missing, "qrels_audit": task.qrels_audit.as_record()}
-
-
-def _relevance_args(task: RetrievalTask, q_split, g_split) -> tuple[tuple, dict]:
-    """``retrieval.evaluate`` arguments of a label / group / qrels task
-    (:meth:`~crossgap_jax.pipeline.tasks.TaskRelevance.evaluate_args`)."""
-    return TaskRelevance.of(task).evaluate_args(q_split, g_split)
 
 
 def evaluate_task_per_query(task: RetrievalTask, query: FeatureSet, gallery: FeatureSet
@@ -306,8 +299,8 @@ def evaluate_task_per_query(task: RetrievalTask, query: FeatureSet, gallery: Fea
         raise ValueError(f"{task.name}: per-query metrics are not defined for revisitop tasks")
     q_split, qf = _aligned(task.query, query)
     g_split, gf = _aligned(task.gallery, gallery)
-    args, kwargs = _relevance_args(task, q_split, g_split)
-    return list(q_split.items), retrieval.evaluate_per_query(qf, gf, *args, **kwargs)
+    return list(q_split.items), retrieval.evaluate_per_query(
+        qf, gf, task.relevant(q_split, g_split))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -408,9 +401,8 @@ def _compare_task(task: RetrievalTask, q_base: FeatureSet, q_inv: FeatureSet, g:
     if qs.items != qs_i.items or gs.items != gs_i.items:
         raise ValueError(f"{task.name}: the baseline and inverted features cover different "
                          "items; a paired comparison needs the same queries and gallery")
-    args, kwargs = _relevance_args(task, qs, gs)
-    c = compare_retrieval(qb, qi, gb, *args, gallery_inverted=gi, bootstrap=bootstrap,
-                          metric_variant=metric_variant, **kwargs)
+    c = compare_retrieval(qb, qi, gb, task.relevant(qs, gs), gallery_inverted=gi,
+                          bootstrap=bootstrap, metric_variant=metric_variant)
     missing = {"num_query_items_missing": len(task.query) - len(qs),
                "num_gallery_items_missing": len(task.gallery) - len(gs)}
     c["baseline"] = {**c["baseline"], **missing}

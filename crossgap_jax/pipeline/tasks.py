@@ -22,78 +22,6 @@ from crossgap_jax.data import (
 from crossgap_jax.pipeline.prompts import clean_classname
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskRelevance:
-    """Which gallery items are relevant to a query: the one place that dispatches on a
-    task's relevance kind (:attr:`crossgap_jax.data.RetrievalTask.relevance`).
-
-    Attributes:
-        kind: ``"label"`` / ``"group"`` (same class / group id), ``"qrels"`` (judged
-            pairs), ``"revisitop"`` (its own protocol, ``retrieval.revisitop_evaluate``).
-        exclude_self: all-vs-all (each query left out of its own list).
-        qrels: ``{query id: {gallery id: grade}}`` of ``qrels`` tasks.
-        outside: ``{query id: relevant documents outside the corpus}`` when they count in R
-            (``qrels_missing="count"``), else None.
-    """
-
-    kind: str
-    exclude_self: bool = False
-    qrels: dict | None = None
-    outside: dict | None = None
-
-    @classmethod
-    def of(cls, task: RetrievalTask) -> TaskRelevance:
-        """The relevance of ``task``."""
-        outside = None
-        if task.relevance == "qrels" and task.qrels_missing == "count":
-            assert task.qrels_audit is not None
-            outside = task.qrels_audit.outside_per_query
-        return cls(task.relevance, bool(task.exclude_self), task.qrels, outside)
-
-    @property
-    def per_query(self) -> bool:
-        """Whether per-query metrics (and subsets) are defined (not for revisitop)."""
-        return self.kind != "revisitop"
-
-    def _attr(self) -> str | None:
-        return {"label": "labels", "group": "groups"}.get(self.kind)
-
-    def evaluate_args(self, q_split, g_split) -> tuple[tuple, dict]:
-        """``(args, kwargs)`` of :func:`crossgap_jax.retrieval.evaluate` for these splits.
-
-        Raises:
-            ValueError: a revisitop task, or all-vs-all splits that differ after skips.
-        """
-        if not self.per_query:
-            raise ValueError("revisitop tasks are evaluated by retrieval.revisitop_evaluate")
-        attr = self._attr()
-        if attr is not None:
-            rel = (getattr(q_split, attr), getattr(g_split, attr))
-            if self.exclude_self and len(q_split) != len(g_split):
-                raise ValueError("exclude_self with differing query/gallery items after skips")
-            return (rel,), {"exclude_self": self.exclude_self}
-        kwargs = {"query_ids": q_split.items, "gallery_ids": g_split.items}
-        if self.outside is not None:
-            kwargs["unretrievable"] = np.array([self.outside.get(q, 0) for q in q_split.items],
-                                               np.int64)
-        return (self.qrels,), kwargs
-
-    def positives_of_each(self, q_split, g_split) -> list[np.ndarray]:
-        """For each query of ``q_split``, the sorted indices of its relevant gallery items."""
-        attr = self._attr()
-        if attr is not None:
-            gv = np.asarray(getattr(g_split, attr))
-            order = np.argsort(gv, kind="stable")
-            values, starts = np.unique(gv[order], return_index=True)
-            groups = dict(zip(values.tolist(), np.split(order, starts[1:])))
-            empty = np.zeros(0, np.int64)
-            return [np.sort(groups.get(v, empty)) for v in np.asarray(getattr(q_split, attr))
-                    .tolist()]
-        where = {it: i for i, it in enumerate(g_split.items)}
-        return [np.array(sorted(where[d] for d, v in (self.qrels or {}).get(qi, {}).items()
-                                if v > 0 and d in where), np.int64) for qi in q_split.items]
-
-
 def _gallery_with_positives(pos_each: list[np.ndarray], size: int, budget: int,
                             rng: np.random.Generator) -> np.ndarray:
     """Sorted gallery indices, at most ``budget``: first one positive of each query (queries
@@ -126,8 +54,7 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     states the limits. On all-vs-all tasks (``exclude_self``: the queries are the gallery)
     both limits cap that one set: ``min(max_queries, max_gallery)`` items.
     """
-    relevance = TaskRelevance.of(task)
-    if not relevance.per_query:
+    if task.relevance == "revisitop":
         raise ValueError("revisitop tasks cannot be subset (the ground truth indexes the "
                          "full gallery)")
     rng = np.random.default_rng(seed)
@@ -140,7 +67,7 @@ def limit_task(task: RetrievalTask, max_queries: int | None, max_gallery: int | 
     if task.exclude_self:
         g = q
     elif max_gallery and max_gallery < len(g):
-        g = g.subset(_gallery_with_positives(relevance.positives_of_each(q, g), len(g),
+        g = g.subset(_gallery_with_positives(task.relevant(q, g).positives_each(), len(g),
                                              max_gallery, rng))
     qrels = task.qrels
     if qrels is not None:

@@ -3,8 +3,9 @@
 Main entry points (see docs/retrieval.md):
 
 * :func:`evaluate` / :func:`evaluate_per_query`: mAP, mAP@R, R-precision, Recall@k of
-  queries against a gallery, chunked over queries (relevance as a bool matrix, label vectors
-  or qrels; ``exclude_self`` for all-vs-all splits).
+  queries against a gallery, chunked over queries (relevance as a task's
+  :class:`crossgap_jax.data.Relevance`, a bool matrix, label vectors or qrels;
+  ``exclude_self`` for all-vs-all splits).
 * :func:`average_precision` / :func:`per_query_metrics`: the same metrics from a score matrix.
 * :func:`revisitop_evaluate` / :func:`revisitop_metrics` / :func:`load_revisitop_gnd`:
   ROxford5k / RParis6k Easy, Medium, Hard.
@@ -45,7 +46,6 @@ from crossgap_jax.retrieval.metrics import (
     summarize,
 )
 from crossgap_jax.retrieval.ncm import ncm_accuracy
-from crossgap_jax.retrieval.relevance import qrels_to_csr
 from crossgap_jax.retrieval.revisitop import (
     REVISITOP_PROTOCOLS,
     load_revisitop_gnd,
@@ -79,7 +79,6 @@ __all__ = [
     "paired_similarities",
     "paired_bootstrap_ci",
     "per_query_metrics",
-    "qrels_to_csr",
     "revisitop_evaluate",
     "revisitop_gnd_list",
     "revisitop_metrics",

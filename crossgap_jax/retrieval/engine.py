@@ -1,9 +1,9 @@
 """Chunked retrieval evaluation from features: ``evaluate`` and ``evaluate_per_query``.
 
 The (Q, G) score matrix is never materialised: queries are processed in chunks of rows, each
-chunk computes its (B, G) cosine-similarity block, its (B, G) relevance block (from a boolean
-matrix, from label vectors or from qrels: :mod:`crossgap_jax.retrieval.relevance`) and the
-per-query metrics of
+chunk computes its (B, G) cosine-similarity block, its (B, G) relevance block (from a
+:class:`crossgap_jax.data.Relevance`, which a task builds or :func:`crossgap_jax.data.as_relevance`
+makes of a boolean matrix, label vectors or qrels) and the per-query metrics of
 :mod:`crossgap_jax.retrieval.metrics`, then the block is dropped.
 
 Backends: ``"numpy"`` (CPU: BLAS matmul plus NumPy's SIMD value sort, chunks spread over a small
@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from crossgap_jax.baselines import l2_normalize
+from crossgap_jax.data import LabelRelevance, Relevance, as_relevance
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     auto_chunk_size,
@@ -47,18 +48,12 @@ from crossgap_jax.retrieval.metrics import (
     block_metrics_numpy,
     summarize,
 )
-from crossgap_jax.retrieval.relevance import (  # noqa: F401  (qrels_to_csr: re-export)
-    _LabelRelevance,
-    _make_relevance,
-    _Relevance,
-    qrels_to_csr,
-)
 
 
 def _run_numpy(
     qn: np.ndarray,
     gn: np.ndarray,
-    rel: _Relevance,
+    rel: Relevance,
     exclude_self: bool,
     recall_ks: tuple[int, ...],
     ties: str,
@@ -144,7 +139,7 @@ def _jax_block_mask(qpad, gn, start, relevant, extra_pad, absent_pad, *, block, 
 def _run_jax(
     qn: jax.Array,
     gn: jax.Array,
-    rel: _Relevance,
+    rel: Relevance,
     exclude_self: bool,
     recall_ks: tuple[int, ...],
     ties: str,
@@ -164,7 +159,7 @@ def _run_jax(
     absent_pad = jnp.asarray(absent_pad)
     static = dict(block=chunk, exclude_self=exclude_self, recall_ks=recall_ks,
                   pessimistic=ties == "pessimistic")
-    if isinstance(rel, _LabelRelevance):
+    if isinstance(rel, LabelRelevance):
         qlab = np.full(num_chunks * chunk, -1, np.int32)  # -1 never equals a gallery code
         qlab[:num_q] = rel.query_codes
         qlab, glab = jnp.asarray(qlab), jnp.asarray(rel.gallery_codes)
@@ -178,7 +173,7 @@ def _run_jax(
     for c in progress_iter(range(num_chunks), num_chunks, progress, "retrieval metrics"):
         start = c * chunk
         stop = min(num_q, start + chunk)
-        if isinstance(rel, _LabelRelevance):
+        if isinstance(rel, LabelRelevance):
             res = _jax_block_labels(qpad, gn, start, qlab, glab, extra_pad, absent_pad,
                                     **static)
         else:
@@ -270,24 +265,11 @@ def evaluate_per_query(
         raise ValueError(
             f"query features have dim {qf.shape[1]}, gallery features {gf.shape[1]}"
         )
-    if exclude_self and num_q != num_g:
-        raise ValueError(
-            f"exclude_self needs queries and gallery to be the same items (Q == G), got "
-            f"Q={num_q}, G={num_g}"
-        )
-    rel = _make_relevance(relevant, num_q, num_g, query_ids, gallery_ids)
-    num_relevant = rel.counts()
-    if exclude_self:
-        num_relevant = num_relevant - rel.self_relevant()
-    r_absent = np.zeros(num_q, np.int64)
-    if unretrievable is not None:
-        r_absent = np.asarray(unretrievable)
-        if (r_absent.shape != (num_q,) or not np.issubdtype(r_absent.dtype, np.integer)
-                or (r_absent < 0).any()):
-            raise ValueError(f"unretrievable must be ({num_q},) non-negative integers, got "
-                             f"shape {r_absent.shape} dtype {r_absent.dtype}")
-        r_absent = r_absent.astype(np.int64)
-        num_relevant = num_relevant + r_absent
+    rel = as_relevance(relevant, num_q, num_g, query_ids=query_ids, gallery_ids=gallery_ids,
+                       exclude_self=exclude_self, unretrievable=unretrievable)
+    exclude_self = rel.exclude_self
+    num_relevant = rel.num_relevant()
+    r_absent = rel.unretrievable
     if not (num_relevant > 0).any():
         raise ValueError("no query has a relevant item in the gallery: the metrics are undefined")
     # The authors count R before removing the query itself: one more rank in the AP@R cut-off.
@@ -344,6 +326,8 @@ def evaluate(
         gallery_features: (G, D) NumPy or JAX array.
         relevant: one of
 
+            * a :class:`crossgap_jax.data.Relevance` (what ``RetrievalTask.relevant`` builds;
+              it carries ``exclude_self`` and ``unretrievable``: leave those arguments out);
             * a (Q, G) bool (or 0/1 integer) matrix;
             * a ``(query_labels (Q,), gallery_labels (G,))`` tuple: same label = relevant
               (labels may be ints or strings; no Q x G matrix is built on the host);
