@@ -211,7 +211,7 @@ def test_apply_fitted_pca_fit_sets(fit):
 def test_l2_normalize_numpy_and_jax_against_a_loop():
     import jax.numpy as jnp
 
-    from crossgap_jax.baselines import l2_normalize, l2_normalize_traceable
+    from crossgap_jax.retrieval import l2_normalize, l2_normalize_traceable
 
     x = _data(n=7, d=5, seed=3)
     want = np.array([row / np.sqrt(sum(v * v for v in row)) for row in x])

@@ -28,8 +28,8 @@ from crossgap_jax.baselines.isoclip import (
     kept_components,
     projection_heads,
 )
-from crossgap_jax.baselines.ncm import class_means
 from crossgap_jax.baselines.window import isotropic_window, window_basis
+from crossgap_jax.retrieval import class_means
 from crossgap_jax.retrieval.ncm import ncm_accuracy
 
 # --- the reference ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The one relevance representation (``data.Relevance``): every kind against a brute-force
+"""The one relevance representation (``retrieval.Relevance``): every kind against a brute-force
 (Q, G) matrix written here, as a task builds it and as ``retrieval.evaluate`` reads it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import crossgap_jax.data as cgd
 from crossgap_jax import retrieval
 
 
-def _check(rel: cgd.Relevance, want: np.ndarray, exclude_self: bool, absent=None):
+def _check(rel: retrieval.Relevance, want: np.ndarray, exclude_self: bool, absent=None):
     """``rel`` against the brute-force matrix ``want`` (self not removed)."""
     q, g = want.shape
     assert (rel.num_queries, rel.num_gallery, rel.exclude_self) == (q, g, exclude_self)
@@ -36,14 +36,14 @@ def test_kinds_agree_with_the_brute_force_matrix(ql, gl, same):
     if same:
         gl = ql
     want = np.array([[a == b for b in gl] for a in ql], bool)
-    lab = cgd.LabelRelevance(ql, gl, exclude_self=same)
+    lab = retrieval.LabelRelevance(ql, gl, exclude_self=same)
     _check(lab, want, same)
-    _check(cgd.MaskRelevance(want, exclude_self=same), want, same)
-    sp = cgd.SparseRelevance.from_lists([np.flatnonzero(r)[::-1] for r in want], len(gl),
+    _check(retrieval.MaskRelevance(want, exclude_self=same), want, same)
+    sp = retrieval.SparseRelevance.from_lists([np.flatnonzero(r)[::-1] for r in want], len(gl),
                                         exclude_self=same)
     _check(sp, want, same)
     qrels = {f"q{i}": {f"d{j}": int(want[i, j]) for j in range(len(gl))} for i in range(len(ql))}
-    _check(cgd.qrels_relevance(qrels, [f"q{i}" for i in range(len(ql))],
+    _check(retrieval.qrels_relevance(qrels, [f"q{i}" for i in range(len(ql))],
                                [f"d{j}" for j in range(len(gl))], exclude_self=same), want, same)
 
 
@@ -85,7 +85,7 @@ def test_evaluate_takes_a_relevance_and_refuses_options_twice():
     rng = np.random.default_rng(0)
     qf, gf = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
     ql, gl = [0, 1, 2], [1, 0, 1, 2, 2]
-    rel = cgd.LabelRelevance(ql, gl)
+    rel = retrieval.LabelRelevance(ql, gl)
     assert retrieval.evaluate(qf, gf, rel, backend="numpy") == retrieval.evaluate(
         qf, gf, (ql, gl), backend="numpy")
     with pytest.raises(ValueError, match="carries its own"):
@@ -93,6 +93,6 @@ def test_evaluate_takes_a_relevance_and_refuses_options_twice():
     with pytest.raises(ValueError, match="relevance is 3x5, the features 3x4"):
         retrieval.evaluate(qf, gf[:4], rel)
     with pytest.raises(ValueError, match="exclude_self needs"):
-        cgd.LabelRelevance(ql, gl, exclude_self=True)
+        retrieval.LabelRelevance(ql, gl, exclude_self=True)
     with pytest.raises(ValueError, match="unretrievable must be"):
-        cgd.LabelRelevance(ql, gl, unretrievable=[-1, 0, 0])
+        retrieval.LabelRelevance(ql, gl, unretrievable=[-1, 0, 0])

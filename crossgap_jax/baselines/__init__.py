@@ -2,16 +2,14 @@
 
 - :mod:`crossgap_jax.baselines.isoclip`: IsoCLIP exactly as its authors compute it
   (``normalize(x_i U_k U_k^T P_i)`` / ``normalize(x_t V_k V_k^T P_t)``).
-- :mod:`crossgap_jax.baselines.ncm`: nearest-class-mean classification (IsoCLIP's second
-  task).
 - :mod:`crossgap_jax.baselines.window`: the ``isotropic-window`` map, our own heuristic
   (not IsoCLIP).
-- :mod:`crossgap_jax.baselines.normalize`: L2 normalisation (the strict one every layer
-  above uses, and torch's clamped one for IsoCLIP).
 - :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
   on a fit set, e.g. the gallery).
 
-See docs/baselines.md.
+Nearest-class-mean prototypes and the L2 normalisations the maps use live with the metrics
+(:mod:`crossgap_jax.retrieval.ncm`, :mod:`crossgap_jax.retrieval.normalize`). See
+docs/baselines.md.
 """
 
 from crossgap_jax.baselines.isoclip import (
@@ -27,8 +25,6 @@ from crossgap_jax.baselines.isoclip import (
     kept_components,
     projection_heads,
 )
-from crossgap_jax.baselines.ncm import class_means
-from crossgap_jax.baselines.normalize import l2_normalize, l2_normalize_traceable
 from crossgap_jax.baselines.pca import (
     CenterMap,
     PCAMap,
@@ -50,8 +46,8 @@ __all__ = [
     "isoclip_image_features", "isoclip_text_features", "window_basis_for", "window_features",
     "max_pca_components",
     "CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca", "pca_features",
-    "IsoCLIPMap", "ProjectionHead", "WindowBasis", "class_means", "inter_modal_svd",
+    "IsoCLIPMap", "ProjectionHead", "WindowBasis", "inter_modal_svd",
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
-    "isotropic_window", "kept_components", "l2_normalize", "l2_normalize_traceable",
+    "isotropic_window", "kept_components",
     "projection_heads", "window_basis",
 ]

@@ -48,8 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.baselines.normalize import l2_normalize_traceable
 from crossgap_jax.models import family_of
+from crossgap_jax.retrieval import l2_normalize_traceable
 
 SIDES = ("image", "text")
 

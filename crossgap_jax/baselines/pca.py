@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines.normalize import l2_normalize
+from crossgap_jax.retrieval import l2_normalize
 
 
 def _matrix(x: Any, name: str) -> np.ndarray:

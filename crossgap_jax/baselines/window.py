@@ -27,7 +27,7 @@ from crossgap_jax.baselines.isoclip import (
     preprojection_image_features,
     preprojection_text_features,
 )
-from crossgap_jax.baselines.normalize import l2_normalize_traceable
+from crossgap_jax.retrieval import l2_normalize_traceable
 
 
 class WindowBasis(NamedTuple):

@@ -59,15 +59,6 @@ from crossgap_jax.data.registry import (
     parse_dataset_name,
     register_dataset,
 )
-from crossgap_jax.data.relevance import (
-    LabelRelevance,
-    MaskRelevance,
-    Relevance,
-    SparseRelevance,
-    as_relevance,
-    qrels_relevance,
-    qrels_to_csr,
-)
 from crossgap_jax.data.sources.captions import first_caption_split
 from crossgap_jax.data.sources.embedded import (
     ASSET_DIR,
@@ -120,8 +111,6 @@ __all__ = [
     "MissingFilesError",
     "QRELS_MISSING",
     "QrelsAudit",
-    "LabelRelevance", "MaskRelevance", "Relevance", "SparseRelevance", "as_relevance",
-    "qrels_relevance", "qrels_to_csr",
     "RetrievalTask",
     "audit_qrels",
     "Split",

@@ -8,8 +8,8 @@ from typing import Literal
 
 import numpy as np
 
-from crossgap_jax.data.relevance import LabelRelevance, Relevance, SparseRelevance, qrels_relevance
 from crossgap_jax.data.types import DegenerateTaskError, Split
+from crossgap_jax.retrieval import LabelRelevance, Relevance, SparseRelevance, qrels_relevance
 
 __all__ = ["QRELS_MISSING", "Difficulty", "QrelsAudit", "RelevanceKind", "RetrievalTask",
            "audit_qrels"]
@@ -100,7 +100,7 @@ def audit_qrels(qrels: dict[str, dict[str, int]], query_items: list[str],
 class RetrievalTask:
     """A query split, a gallery split and the relevance between them.
 
-    :meth:`relevant` builds the :class:`~crossgap_jax.data.Relevance` the metrics consume
+    :meth:`relevant` builds the :class:`~crossgap_jax.retrieval.Relevance` the metrics consume
     (the one place that turns a relevance kind into relevant gallery items); ``relevance``
     says how positives are found:
 
@@ -184,7 +184,7 @@ class RetrievalTask:
 
     def relevant(self, query: Split | None = None, gallery: Split | None = None,
                  difficulty: Difficulty = "medium") -> Relevance:
-        """The :class:`~crossgap_jax.data.Relevance` of ``query`` against ``gallery``.
+        """The :class:`~crossgap_jax.retrieval.Relevance` of ``query`` against ``gallery``.
 
         Args:
             query: a subset of the task's query split (items skipped, a smoke-run sample);

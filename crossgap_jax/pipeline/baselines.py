@@ -20,7 +20,6 @@ import numpy as np
 
 from crossgap_jax.baselines import (
     center_features,
-    class_means,
     fit_center,
     fit_pca,
     isoclip_features,
@@ -47,6 +46,7 @@ from crossgap_jax.pipeline.tasks import (
 )
 from crossgap_jax.retrieval import (
     FewShotSkip,
+    class_means,
     few_shot_sweep,
     k_shot_indices,
     misalignment_indicators,

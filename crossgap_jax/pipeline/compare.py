@@ -67,7 +67,7 @@ def compare_retrieval(query_base: np.ndarray, query_inverted: np.ndarray, galler
         gallery: ``(G, D)`` gallery features; ``gallery_inverted``: the inverted queries'
             gallery when it differs (default: ``gallery``).
         relevance: as :func:`crossgap_jax.retrieval.evaluate` (a task's
-            :class:`~crossgap_jax.data.Relevance`, ``(query labels, gallery labels)`` or
+            :class:`~crossgap_jax.retrieval.Relevance`, ``(query labels, gallery labels)`` or
             qrels); ``evaluate_kwargs``: its other options (``exclude_self``,
             ``query_ids``/``gallery_ids``, ``metric_variant``, ``backend``, ``progress``).
         bootstrap: paired bootstrap over the queries' average precision; None: no interval.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.baselines import class_means, isoclip_features, projection_heads
+from crossgap_jax.baselines import isoclip_features, projection_heads
 from crossgap_jax.data import RetrievalTask
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
@@ -49,7 +49,7 @@ from crossgap_jax.pipeline.tasks import (
     _labels_for,
     _per_class_subset,
 )
-from crossgap_jax.retrieval import ncm_accuracy
+from crossgap_jax.retrieval import class_means, ncm_accuracy
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
@@ -215,7 +215,7 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     (CoOp's ``train``), mapped like the queries: ``ncm`` by the plain image head
     (``x @ P_i (+ b_i)``), ``isoclip-ncm`` by IsoCLIP's image map with the image-task
     ``(k_top, k_bottom)``. Cosine to the prototypes, top-k accuracy in percent
-    (:mod:`crossgap_jax.baselines.ncm`). With ``max_gallery`` (smoke runs) the training
+    (:mod:`crossgap_jax.retrieval.ncm`). With ``max_gallery`` (smoke runs) the training
     split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
     """
 

@@ -4,7 +4,7 @@ Main entry points (see docs/retrieval.md):
 
 * :func:`evaluate` / :func:`evaluate_per_query`: mAP, mAP@R, R-precision, Recall@k of
   queries against a gallery, chunked over queries (relevance as a task's
-  :class:`crossgap_jax.data.Relevance`, a bool matrix, label vectors or qrels;
+  :class:`crossgap_jax.retrieval.Relevance`, a bool matrix, label vectors or qrels;
   ``exclude_self`` for all-vs-all splits).
 * :func:`average_precision` / :func:`per_query_metrics`: the same metrics from a score matrix.
 * :func:`revisitop_evaluate` / :func:`revisitop_metrics` / :func:`load_revisitop_gnd`:
@@ -45,7 +45,17 @@ from crossgap_jax.retrieval.metrics import (
     per_query_metrics,
     summarize,
 )
-from crossgap_jax.retrieval.ncm import ncm_accuracy
+from crossgap_jax.retrieval.ncm import class_means, ncm_accuracy
+from crossgap_jax.retrieval.normalize import l2_normalize, l2_normalize_traceable
+from crossgap_jax.retrieval.relevance import (
+    LabelRelevance,
+    MaskRelevance,
+    Relevance,
+    SparseRelevance,
+    as_relevance,
+    qrels_relevance,
+    qrels_to_csr,
+)
 from crossgap_jax.retrieval.revisitop import (
     REVISITOP_PROTOCOLS,
     load_revisitop_gnd,
@@ -62,6 +72,8 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
+    "LabelRelevance", "MaskRelevance", "Relevance", "SparseRelevance", "as_relevance",
+    "qrels_relevance", "qrels_to_csr", "class_means", "l2_normalize", "l2_normalize_traceable",
     "DEFAULT_SEEDS", "DEFAULT_SHOTS", "INDICATOR_FIELDS", "misalignment_indicators",
     "plot_indicators",
     "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",

@@ -2,8 +2,9 @@
 
 The (Q, G) score matrix is never materialised: queries are processed in chunks of rows, each
 chunk computes its (B, G) cosine-similarity block, its (B, G) relevance block (from a
-:class:`crossgap_jax.data.Relevance`, which a task builds or :func:`crossgap_jax.data.as_relevance`
-makes of a boolean matrix, label vectors or qrels) and the per-query metrics of
+:class:`~crossgap_jax.retrieval.relevance.Relevance`, which a task builds or
+:func:`~crossgap_jax.retrieval.relevance.as_relevance` makes of a boolean matrix, label
+vectors or qrels) and the per-query metrics of
 :mod:`crossgap_jax.retrieval.metrics`, then the block is dropped.
 
 Backends: ``"numpy"`` (CPU: BLAS matmul plus NumPy's SIMD value sort, chunks spread over a small
@@ -24,8 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from crossgap_jax.baselines import l2_normalize
-from crossgap_jax.data import LabelRelevance, Relevance, as_relevance
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     auto_chunk_size,
@@ -48,6 +47,8 @@ from crossgap_jax.retrieval.metrics import (
     block_metrics_numpy,
     summarize,
 )
+from crossgap_jax.retrieval.normalize import l2_normalize
+from crossgap_jax.retrieval.relevance import LabelRelevance, Relevance, as_relevance
 
 
 def _run_numpy(
@@ -326,7 +327,7 @@ def evaluate(
         gallery_features: (G, D) NumPy or JAX array.
         relevant: one of
 
-            * a :class:`crossgap_jax.data.Relevance` (what ``RetrievalTask.relevant`` builds;
+            * a :class:`crossgap_jax.retrieval.Relevance` (what ``RetrievalTask.relevant`` builds;
               it carries ``exclude_self`` and ``unretrievable``: leave those arguments out);
             * a (Q, G) bool (or 0/1 integer) matrix;
             * a ``(query_labels (Q,), gallery_labels (G,))`` tuple: same label = relevant

@@ -10,7 +10,7 @@ splits: ``k`` training images per class):
   ``(labels, seed)`` always gives the same supports (:func:`k_shot_indices`).
 - **Prototypes.** The mean of the support's features of each class, un-normalised features
   (for the linear maps, e.g. the image head, this is the map of the mean pre-projection
-  feature, the convention of :mod:`crossgap_jax.baselines.ncm`).
+  feature, the convention of :mod:`crossgap_jax.retrieval.ncm`).
 - **Decision.** Cosine similarity of each query to each prototype; the most similar class
   wins; ties are counted as errors (pessimistic, as :func:`ncm_accuracy`).
 - **Report.** Top-1 accuracy in percent per seed, their mean and standard deviation
@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines import class_means
-from crossgap_jax.retrieval.ncm import ncm_accuracy
+from crossgap_jax.retrieval.ncm import class_means, ncm_accuracy
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (0, 1, 2)

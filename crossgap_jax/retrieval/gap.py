@@ -21,12 +21,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     check_chunk_size,
     features_numpy,
 )
+from crossgap_jax.retrieval.normalize import l2_normalize
 
 
 def _normalised(x: ArrayLike, name: str) -> np.ndarray:

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.fileio import atomic_write_bytes
 from crossgap_jax.retrieval._common import features_numpy
 from crossgap_jax.retrieval.gap import modality_gap
+from crossgap_jax.retrieval.normalize import l2_normalize
 
 DEFAULT_BINS = 200
 DEFAULT_RANGE = (-1.0, 1.0)

@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     auto_chunk_size,
@@ -52,6 +51,7 @@ from crossgap_jax.retrieval._common import (
     features_numpy,
 )
 from crossgap_jax.retrieval.metrics import _NUMPY_BLOCK_ELEMENTS, relevant_ranks_numpy
+from crossgap_jax.retrieval.normalize import l2_normalize
 
 #: protocol -> (keys whose union are the positives, keys whose union is junk)
 REVISITOP_PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.baselines import l2_normalize
 from crossgap_jax.retrieval._common import (
     ArrayLike,
     check_chunk_size,
@@ -32,6 +31,7 @@ from crossgap_jax.retrieval._common import (
     features_numpy,
     is_jax_array,
 )
+from crossgap_jax.retrieval.normalize import l2_normalize
 
 
 def build_classifier(class_embeddings: ArrayLike | Sequence[ArrayLike]) -> ArrayLike:
