@@ -200,7 +200,7 @@ def test_directory_round_trip(tiny, tmp_path, fmt):
     for k in want:
         np.testing.assert_array_equal(back[k], want[k], err_msg=k)
     # The native format keeps the family and config (loads without torch).
-    from crossgap_jax.models.native import save_native
+    from crossgap_jax.models.checkpoint.native import save_native
 
     save_native(str(tmp_path / "n.safetensors"), clip.config, clip.params, {})
     native = load_clip(str(tmp_path / "n.safetensors"))
@@ -249,7 +249,7 @@ def test_hub_id_offline(monkeypatch, tmp_path, tiny):
     the repo and the files to fetch. No network either way."""
     from huggingface_hub import constants
 
-    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")

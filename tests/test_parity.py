@@ -23,8 +23,8 @@ import pytest
 
 from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.models.checkpoint.loader import load
 from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.loader import load
 from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
 
 torch = pytest.importorskip("torch")

@@ -229,7 +229,7 @@ def test_no_tokenizer_message(tiny_bundle, tmp_path):
 
 
 def test_detect_family(tiny_dir, tmp_path):
-    from crossgap_jax.models.loader import detect_family
+    from crossgap_jax.models.checkpoint.loader import detect_family
 
     assert detect_family(tiny_dir) == "siglip"
     os.makedirs(tmp_path / "empty")
@@ -237,7 +237,7 @@ def test_detect_family(tiny_dir, tmp_path):
 
 
 def test_pretrained_tag_offline(monkeypatch, tmp_path):
-    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")

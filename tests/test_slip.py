@@ -145,7 +145,7 @@ def test_registry_and_presets():
 
 
 def test_release_tag_offline(monkeypatch, tmp_path):
-    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")
     with pytest.raises(CheckpointNotFoundError, match="slip_base_100ep.pt"):

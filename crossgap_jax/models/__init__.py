@@ -3,10 +3,25 @@
 This face exports every name other packages use; import from here
 (``from crossgap_jax.models import load_clip, family_of``), not from the sub-modules.
 Loading: :func:`load_clip` (a bundle) / :func:`load` (``(config, params, info)``), one
-pipeline for every family (:mod:`crossgap_jax.models.loader`).
+pipeline for every family (:mod:`crossgap_jax.models.checkpoint.loader`).
 """
 
 from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, resolve_dtype
+from crossgap_jax.models.checkpoint.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ChecksumError,
+)
+from crossgap_jax.models.checkpoint.fingerprint import model_fingerprint, params_fingerprint
+from crossgap_jax.models.checkpoint.hub import HUB_ID, default_cache_dir
+from crossgap_jax.models.checkpoint.loader import detect_family, load, register_loader
+from crossgap_jax.models.checkpoint.native import is_native, load_native, native_config, save_native
+from crossgap_jax.models.checkpoint.pretrained import (
+    OPENAI_RELEASES,
+    list_pretrained,
+    openai_release,
+    resolve_clip_tag,
+)
 from crossgap_jax.models.configs import (
     ARCHITECTURE_ALIASES,
     OPENAI_MEAN,
@@ -22,7 +37,6 @@ from crossgap_jax.models.configs import (
     register_small_architectures,
     vit_config,
 )
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
 from crossgap_jax.models.families import (
     family_module,
     family_of,
@@ -30,17 +44,7 @@ from crossgap_jax.models.families import (
     register_family,
     require_text_tower,
 )
-from crossgap_jax.models.fingerprint import model_fingerprint, params_fingerprint
-from crossgap_jax.models.hub import HUB_ID, default_cache_dir
 from crossgap_jax.models.inputs import check_text_inputs
-from crossgap_jax.models.loader import detect_family, load, register_loader
-from crossgap_jax.models.native import is_native, load_native, native_config, save_native
-from crossgap_jax.models.pretrained import (
-    OPENAI_RELEASES,
-    list_pretrained,
-    openai_release,
-    resolve_clip_tag,
-)
 from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 
 __all__ = [

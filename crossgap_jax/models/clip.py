@@ -41,9 +41,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
-from crossgap_jax.models.attention import KV, attention, select_rows, self_attention
 from crossgap_jax.models.configs import CLIPConfig
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.layers.attention import KV, attention, select_rows, self_attention
 from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
 CONFIG_CLASS = CLIPConfig
@@ -82,9 +82,9 @@ class LayerNorm(nn.Module):
 class MultiheadAttention(nn.Module):
     """Multi-head self-attention with a fused ``in_proj`` (q|k|v), as PyTorch's.
 
-    Returns the output and the :class:`~crossgap_jax.models.attention.KV` of ``x``'s
+    Returns the output and the :class:`~crossgap_jax.models.layers.attention.KV` of ``x``'s
     positions; ``causal``/``prefix``/``pool_index``: see
-    :func:`~crossgap_jax.models.attention.self_attention` (``mask``: an explicit bool mask).
+    :func:`~crossgap_jax.models.layers.attention.self_attention` (``mask``: an explicit bool mask).
     """
 
     width: int
@@ -131,7 +131,7 @@ class ResidualAttentionBlock(nn.Module):
                  prefix: KV | None = None, pool_index: jax.Array | int | None = None
                  ) -> tuple[jax.Array, KV]:
         """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)`` with ``pool_index``) and the block's
-        :class:`~crossgap_jax.models.attention.KV`."""
+        :class:`~crossgap_jax.models.layers.attention.KV`."""
         a, kv = MultiheadAttention(self.width, self.heads, self.dtype, name="attn")(
             LayerNorm(self.eps, self.dtype, name="ln_1")(x), mask, causal=causal, prefix=prefix,
             pool_index=pool_index)
@@ -364,7 +364,7 @@ def text_prefix(params: Params, embeddings: jax.Array, *, config: CLIPConfig,
             1 to share the prefix over every example).
 
     Returns:
-        one :class:`~crossgap_jax.models.attention.KV` per block, ``(B, P, text_width)`` each.
+        one :class:`~.layers.attention.KV` per block, ``(B, P, text_width)`` each.
     """
     return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
 

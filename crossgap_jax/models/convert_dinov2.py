@@ -37,6 +37,11 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.formats import read_state_dict
+from crossgap_jax.models.checkpoint.hub import HUB_ID
+from crossgap_jax.models.checkpoint.hub import hub_fetch as _hub_fetch
+from crossgap_jax.models.checkpoint.loader import Converted, Read
 from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
 from crossgap_jax.models.dinov2 import (
     CLSMEAN_SUFFIX,
@@ -46,11 +51,6 @@ from crossgap_jax.models.dinov2 import (
     DINOv2Config,
     param_shapes,
 )
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.formats import read_state_dict
-from crossgap_jax.models.hub import HUB_ID
-from crossgap_jax.models.hub import hub_fetch as _hub_fetch
-from crossgap_jax.models.loader import Converted, Read
 
 _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.key": "attention.k_proj",
@@ -398,7 +398,7 @@ def adopt(requested: DINOv2Config, declared: DINOv2Config) -> DINOv2Config:
 
 
 # ---------------------------------------------------------------------------------------
-# Hooks of the one loading pipeline (crossgap_jax.models.loader: claims, read,
+# Hooks of the one loading pipeline (crossgap_jax.models.checkpoint.loader: claims, read,
 # convert_tensors, architecture_diff, match_registered, adopt)
 # ---------------------------------------------------------------------------------------
 claims = is_dinov2_checkpoint

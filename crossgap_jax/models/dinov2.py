@@ -43,12 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns
-from crossgap_jax.models.attention import attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 from crossgap_jax.models.families import NoTextTowerError
-from crossgap_jax.models.vit_layers import Mlp, PatchEmbed
+from crossgap_jax.models.layers._module_fns import ModuleFns
+from crossgap_jax.models.layers.attention import attention
+from crossgap_jax.models.layers.vit_layers import Mlp, PatchEmbed
 
 # No text tower: OTI's context truncation question does not arise; the flag is part of the
 # family interface.
@@ -256,7 +256,7 @@ def interpolate_position_embeddings(pos: jax.Array, grid_h: int, grid_w: int) ->
 # ---------------------------------------------------------------------------------------
 class Attention(nn.Module):
     """Separate ``q_proj``/``k_proj``/``v_proj`` (with bias), the package's one
-    :func:`~crossgap_jax.models.attention.attention`, ``o_proj``."""
+    :func:`~crossgap_jax.models.layers.attention.attention`, ``o_proj``."""
 
     width: int
     heads: int

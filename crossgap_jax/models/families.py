@@ -21,7 +21,7 @@ bias, SigLIP's text head; absent means no bias), and on the tokenizer
 ``template_ids(text, placeholder)`` (OTI placeholder placement).
 
 Checkpoint reading is not a family-module hook: each family's reader / converter is
-registered in :data:`crossgap_jax.models.loader.LOADERS` (model modules import none).
+registered in :data:`crossgap_jax.models.checkpoint.loader.LOADERS` (model modules import none).
 """
 
 from __future__ import annotations

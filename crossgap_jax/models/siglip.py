@@ -55,10 +55,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
-from crossgap_jax.models.attention import attention, select_rows, self_attention
 from crossgap_jax.models.clip import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.layers.attention import attention, select_rows, self_attention
 from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
 
 # Non-causal text encoder pooled at the last position: positions after the EOS do

@@ -5,7 +5,7 @@ Flax kernels already have our ``(in, out)`` / HWIO layout; multi-head attention 
 are ``(width, heads, head_dim)`` (``out``: ``(heads, head_dim, width)``) and are reshaped;
 the MAP head's query/key/value are fused into one ``in_proj``; position embeddings lose
 their leading 1; ``scan``-ned encoders (``encoderblock`` with a leading depth axis) are
-split. Shapes are checked by :func:`crossgap_jax.models.fit.check_fit`.
+split. Shapes are checked by :func:`crossgap_jax.models.checkpoint.fit.check_fit`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.configs import TextConfig, VisionConfig
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.fit import check_fit
 from crossgap_jax.models.siglip import SigLIPConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]

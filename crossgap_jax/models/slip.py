@@ -44,8 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows
-from crossgap_jax.models.attention import KV, select_rows, self_attention
 from crossgap_jax.models.clip import (
     LayerNorm,
     Transformer,
@@ -53,9 +51,11 @@ from crossgap_jax.models.clip import (
     causal_text_prefix,
 )
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows
+from crossgap_jax.models.layers.attention import KV, select_rows, self_attention
+from crossgap_jax.models.layers.vit_layers import Mlp as TimmMlp
+from crossgap_jax.models.layers.vit_layers import PatchEmbed
 from crossgap_jax.models.tokenizer import get_tokenizer as _get
-from crossgap_jax.models.vit_layers import Mlp as TimmMlp
-from crossgap_jax.models.vit_layers import PatchEmbed
 
 # Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
 CAUSAL_TEXT = True

@@ -24,7 +24,7 @@ module path - explicit, no registration by import side effect). A hook module de
     ``sha256``, ``tokenizer_file``, ...).
 ``convert_tensors(read: Read, config) -> Converted``
     Map the file's tensors to Flax paths (no shape checks: :func:`load` runs
-    :func:`~crossgap_jax.models.fit.check_fit`).
+    :func:`~crossgap_jax.models.checkpoint.fit.check_fit`).
 ``architecture_diff(requested, declared) -> list[str]``
     ``"field: a vs b"`` lines for every shape / activation difference (empty: same).
 ``match_registered(config, prefer=None) -> str | None``
@@ -50,12 +50,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
+from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.hub import hub_sha256
+from crossgap_jax.models.checkpoint.native import load_native, native_file
 from crossgap_jax.models.configs import CLIPConfig, get_config
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.fingerprint import params_fingerprint
-from crossgap_jax.models.fit import check_fit
-from crossgap_jax.models.hub import hub_sha256
-from crossgap_jax.models.native import load_native, native_file
 
 Params = Any
 
@@ -84,7 +84,7 @@ def loader_hooks(family: str) -> Any:
         raise CheckpointError(
             f"no checkpoint loader for model family {family!r}; registered: "
             f"{', '.join(sorted(LOADERS))}. A family adds one with "
-            f"crossgap_jax.models.loader.register_loader({family!r}, 'module.path') "
+            f"crossgap_jax.models.checkpoint.loader.register_loader({family!r}, 'module.path') "
             f"(hooks: claims, read, convert_tensors, architecture_diff, match_registered, adopt)")
     return importlib.import_module(LOADERS[family])
 
