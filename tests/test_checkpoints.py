@@ -43,13 +43,13 @@ from crossgap_jax.models.checkpoint.pretrained import (
     list_pretrained,
     openai_release,
 )
-from crossgap_jax.models.clip_declared import (
+from crossgap_jax.models.clip.convert import CheckpointError, state_dict_to_params
+from crossgap_jax.models.clip.declared import (
     config_from_hf,
     config_from_open_clip,
     match_registered,
 )
 from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.convert import CheckpointError, state_dict_to_params
 
 torch = pytest.importorskip("torch")
 

@@ -16,10 +16,10 @@ transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from crossgap_jax.models import dinov2 as D  # noqa: E402
 from crossgap_jax.models import get_config, load_clip  # noqa: E402
-from crossgap_jax.models.convert import CheckpointError  # noqa: E402
-from crossgap_jax.models.convert_dinov2 import (  # noqa: E402
+from crossgap_jax.models.clip.convert import CheckpointError  # noqa: E402
+from crossgap_jax.models.dinov2 import model as D  # noqa: E402
+from crossgap_jax.models.dinov2.convert import (  # noqa: E402
     config_from_hf,
     hf_state_dict_to_params,
     params_to_hf_state_dict,

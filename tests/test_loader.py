@@ -23,10 +23,12 @@ import pytest
 from safetensors.numpy import save_file
 
 import crossgap_jax.models as M
-from crossgap_jax.models import convert, convert_siglip, convert_slip
 from crossgap_jax.models.checkpoint import fit, loader
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.clip import convert
 from crossgap_jax.models.families import family_of
+from crossgap_jax.models.siglip import convert as convert_siglip
+from crossgap_jax.models.slip import convert as convert_slip
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,7 +76,7 @@ def test_registered_hook_is_dispatched(tmp_path, monkeypatch):
     path = str(tmp_path / "tiny_openai.safetensors")
     save_file(_contiguous(convert.params_to_state_dict(params)), path)
     calls = []
-    from crossgap_jax.models import clip_reader
+    from crossgap_jax.models.clip import reader as clip_reader
 
     fake = types.ModuleType("fake_family_hooks")
     for name in ("claims", "architecture_diff", "match_registered", "adopt"):
@@ -220,7 +222,7 @@ def test_open_clip_siglip_name_resolves_to_the_webli_release(monkeypatch, tmp_pa
 
 # --- SigLIP pool_index ---------------------------------------------------------------------
 def test_siglip_pool_index_keyword_or_positional():
-    from crossgap_jax.models import siglip
+    from crossgap_jax.models.siglip import model as siglip
 
     config = M.get_config("siglip-tiny")
     params = _random_params("siglip-tiny", seed=4)
@@ -257,7 +259,8 @@ def _is_loading(module: str) -> bool:
     return any(p in LOADING_PARTS or p.startswith("convert") for p in parts)
 
 
-@pytest.mark.parametrize("model_file", ["clip.py", "siglip.py", "slip.py", "dinov2.py"])
+@pytest.mark.parametrize("model_file",
+                         [f"{fam}/model.py" for fam in ("clip", "siglip", "slip", "dinov2")])
 def test_model_files_import_no_reader_or_converter(model_file):
     mods = _imported_modules(ROOT / "crossgap_jax" / "models" / model_file)
     bad = sorted(m for m in mods if m.startswith("crossgap_jax.models.") and _is_loading(m))

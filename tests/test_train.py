@@ -194,7 +194,7 @@ def test_intra_term_is_used_only_in_variant_b():
 
 @pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_slip_variant_uses_a_head_over_the_trunk():
-    from crossgap_jax.models import clip as clip_lib
+    from crossgap_jax.models.clip import model as clip_lib
     from crossgap_jax.train.trainer import image_trunk_and_embedding, init_head
 
     data = tiny_data()

@@ -22,6 +22,7 @@ from crossgap_jax.models.checkpoint.pretrained import (
     openai_release,
     resolve_clip_tag,
 )
+from crossgap_jax.models.clip.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 from crossgap_jax.models.configs import (
     ARCHITECTURE_ALIASES,
     OPENAI_MEAN,
@@ -45,7 +46,6 @@ from crossgap_jax.models.families import (
     require_text_tower,
 )
 from crossgap_jax.models.inputs import check_text_inputs
-from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 
 __all__ = [
     "has_text_tower", "require_text_tower",
@@ -65,6 +65,6 @@ __all__ = [
 
 # Register the SigLIP, SLIP and DINOv2 architectures (their modules call
 # register_architecture).
-from crossgap_jax.models import dinov2 as _dinov2  # noqa: E402,F401
-from crossgap_jax.models import siglip as _siglip  # noqa: E402,F401
-from crossgap_jax.models import slip as _slip  # noqa: E402,F401
+from crossgap_jax.models.dinov2 import model as _dinov2  # noqa: E402,F401
+from crossgap_jax.models.siglip import model as _siglip  # noqa: E402,F401
+from crossgap_jax.models.slip import model as _slip  # noqa: E402,F401

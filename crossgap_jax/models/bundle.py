@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 from crossgap_jax.data import pad_rows, preprocess_images
 from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
 from crossgap_jax.models.checkpoint.loader import load
+from crossgap_jax.models.clip.tokenizer import CLIPTokenizer
 from crossgap_jax.models.configs import CLIPConfig, get_config
 from crossgap_jax.models.families import family_of, require_text_tower
 from crossgap_jax.models.inputs import check_text_inputs
-from crossgap_jax.models.tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
            "bf16": jnp.bfloat16}

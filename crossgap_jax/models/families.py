@@ -30,10 +30,10 @@ import importlib
 from typing import Any
 
 _FAMILIES: dict[str, str] = {
-    "clip": "crossgap_jax.models.clip",
-    "siglip": "crossgap_jax.models.siglip",
-    "slip": "crossgap_jax.models.slip",
-    "dinov2": "crossgap_jax.models.dinov2",
+    "clip": "crossgap_jax.models.clip.model",
+    "siglip": "crossgap_jax.models.siglip.model",
+    "slip": "crossgap_jax.models.slip.model",
+    "dinov2": "crossgap_jax.models.dinov2.model",
 }
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.models.clip.tokenizer import eot_indices
 from crossgap_jax.models.families import family_of
-from crossgap_jax.models.tokenizer import eot_indices
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...]:

@@ -36,7 +36,7 @@ optional ``QUICK_GELU = True``
 
 The family's model module (``families.py``) must give ``param_shapes(config)`` and
 ``CONFIG_CLASS``: the fit check and the native format use them. The model files
-(``clip.py``, ``siglip.py``, ``slip.py``) import no reader or converter.
+(``<family>/model.py``) import no reader or converter.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ Params = Any
 
 #: family name -> module path of its loader hooks (see the module docstring).
 LOADERS: dict[str, str] = {
-    "clip": "crossgap_jax.models.clip_reader",
-    "siglip": "crossgap_jax.models.convert_siglip",
-    "slip": "crossgap_jax.models.convert_slip",
-    "dinov2": "crossgap_jax.models.convert_dinov2",
+    "clip": "crossgap_jax.models.clip.reader",
+    "siglip": "crossgap_jax.models.siglip.convert",
+    "slip": "crossgap_jax.models.slip.convert",
+    "dinov2": "crossgap_jax.models.dinov2.convert",
 }
 
 

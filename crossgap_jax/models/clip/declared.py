@@ -1,7 +1,7 @@
 """Configs that CLIP checkpoint files declare (transformers ``config.json``,
 ``open_clip_config.json``), and comparing / naming architectures.
 
-Used by the CLIP family's reader (:mod:`crossgap_jax.models.clip_reader`).
+Used by the CLIP family's reader (:mod:`crossgap_jax.models.clip.reader`).
 """
 
 from __future__ import annotations

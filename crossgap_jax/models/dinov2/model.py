@@ -29,7 +29,7 @@ and a ``(0, D)`` text matrix.
 
 Parameter names mirror the transformers state dict (``.`` -> ``/``, Linear ``weight.T``
 -> ``kernel``, LayerNorm ``weight`` -> ``scale``); see
-:mod:`crossgap_jax.models.convert_dinov2`.
+:mod:`crossgap_jax.models.dinov2.convert`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models.clip import LayerNorm
+from crossgap_jax.models.clip.model import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
 from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns

@@ -1,4 +1,4 @@
-"""SLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.slip`.
+"""SLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.slip.model`.
 
 SLIP's released files (``slip_base_100ep.pt``, ...) are ``torch.save`` dicts
 ``{"epoch", "state_dict", "optimizer", "scaler", "best_acc1", "args"}`` whose
@@ -32,9 +32,9 @@ from crossgap_jax.models.checkpoint.pretrained import (
     SLIP_PRETRAINED,
     resolve_family_tag,
 )
+from crossgap_jax.models.clip.convert import strip_prefixes
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import strip_prefixes
-from crossgap_jax.models.slip import SLIPConfig
+from crossgap_jax.models.slip.model import SLIPConfig
 
 _IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
 _NORMS = {"norm1", "norm2", "norm", "ln_1", "ln_2", "ln_final"}

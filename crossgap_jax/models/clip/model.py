@@ -41,10 +41,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.layers.attention import KV, attention, select_rows, self_attention
-from crossgap_jax.models.tokenizer import get_tokenizer as _get
 
 CONFIG_CLASS = CLIPConfig
 

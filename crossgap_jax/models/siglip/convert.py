@@ -1,4 +1,4 @@
-"""SigLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.siglip`.
+"""SigLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.siglip.model`.
 
 Two layouts:
 
@@ -44,10 +44,10 @@ from crossgap_jax.models.checkpoint.pretrained import (
     resolve_family_tag,
 )
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.siglip import SigLIPConfig
-from crossgap_jax.models.siglip_big_vision import _big_vision_flat, config_from_big_vision
-from crossgap_jax.models.siglip_big_vision import big_vision_to_params as big_vision_to_params
-from crossgap_jax.models.siglip_big_vision import params_to_big_vision as params_to_big_vision
+from crossgap_jax.models.siglip.big_vision import _big_vision_flat, config_from_big_vision
+from crossgap_jax.models.siglip.big_vision import big_vision_to_params as big_vision_to_params
+from crossgap_jax.models.siglip.big_vision import params_to_big_vision as params_to_big_vision
+from crossgap_jax.models.siglip.model import SigLIPConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]
 

@@ -1,7 +1,7 @@
 """Checkpoint state dicts (name -> array) <-> the Flax params pytree.
 
-Torch-free: callers hand in NumPy arrays (``formats.py`` and the family readers do the file
-reading).
+Torch-free: callers hand in NumPy arrays (``checkpoint/formats.py`` and the family readers
+do the file reading).
 Conversion is string rules plus transposes, then a strict check against the shapes of
 the Flax model: a wrong shape names the tensor, missing or unexpected tensors are an
 error that lists them.

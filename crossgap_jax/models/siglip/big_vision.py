@@ -1,5 +1,5 @@
 """SigLIP's big_vision layout (``.npz``: ``params/img/...``, ``params/txt/...``,
-``params/t``, ``params/b``) <-> the Flax params of :mod:`crossgap_jax.models.siglip`.
+``params/t``, ``params/b``) <-> the Flax params of :mod:`crossgap_jax.models.siglip.model`.
 
 Flax kernels already have our ``(in, out)`` / HWIO layout; multi-head attention kernels
 are ``(width, heads, head_dim)`` (``out``: ``(heads, head_dim, width)``) and are reshaped;
@@ -20,7 +20,7 @@ import numpy as np
 from crossgap_jax.models.checkpoint.errors import CheckpointError
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.configs import TextConfig, VisionConfig
-from crossgap_jax.models.siglip import SigLIPConfig
+from crossgap_jax.models.siglip.model import SigLIPConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]
 

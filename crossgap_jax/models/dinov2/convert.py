@@ -1,5 +1,5 @@
 """Read transformers ``Dinov2Model`` checkpoints into the Flax params of
-:mod:`crossgap_jax.models.dinov2`.
+:mod:`crossgap_jax.models.dinov2.model`.
 
 Tensor names (the hub checkpoints ``facebook/dinov2-{small,base}`` were written by
 transformers 4.x; transformers 5 renames the attention projections on load, and both
@@ -43,7 +43,7 @@ from crossgap_jax.models.checkpoint.hub import HUB_ID
 from crossgap_jax.models.checkpoint.hub import hub_fetch as _hub_fetch
 from crossgap_jax.models.checkpoint.loader import Converted, Read
 from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
-from crossgap_jax.models.dinov2 import (
+from crossgap_jax.models.dinov2.model import (
     CLSMEAN_SUFFIX,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -135,7 +135,7 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
         config: the architecture the tensors must fit.
 
     Returns:
-        float32 params in :mod:`~crossgap_jax.models.dinov2`'s layout, and the sorted
+        float32 params in :mod:`~crossgap_jax.models.dinov2.model`'s layout, and the sorted
         ignored keys (``embeddings.mask_token``, ``classifier.*``).
 
     Raises:
