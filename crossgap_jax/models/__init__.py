@@ -14,7 +14,7 @@ from crossgap_jax.models.checkpoint.errors import (
 )
 from crossgap_jax.models.checkpoint.fingerprint import model_fingerprint, params_fingerprint
 from crossgap_jax.models.checkpoint.hub import HUB_ID, default_cache_dir
-from crossgap_jax.models.checkpoint.loader import detect_family, load, register_loader
+from crossgap_jax.models.checkpoint.loader import detect_family, load
 from crossgap_jax.models.checkpoint.native import is_native, load_native, native_config, save_native
 from crossgap_jax.models.checkpoint.pretrained import (
     OPENAI_RELEASES,
@@ -39,9 +39,12 @@ from crossgap_jax.models.configs import (
     vit_config,
 )
 from crossgap_jax.models.families import (
+    FAMILIES,
+    Family,
     family_module,
     family_of,
     has_text_tower,
+    register_families,
     register_family,
     require_text_tower,
 )
@@ -59,12 +62,9 @@ __all__ = [
     "list_architectures", "list_pretrained", "load", "load_clip",
     "load_native", "model_fingerprint", "native_config", "openai_release",
     "params_fingerprint", "register_architecture", "register_family",
-    "register_loader",
+    "FAMILIES", "Family",
     "resolve_clip_tag", "resolve_dtype", "save_native", "vit_config",
 ]
 
-# Register the SigLIP, SLIP and DINOv2 architectures (their modules call
-# register_architecture).
-from crossgap_jax.models.dinov2 import model as _dinov2  # noqa: E402,F401
-from crossgap_jax.models.siglip import model as _siglip  # noqa: E402,F401
-from crossgap_jax.models.slip import model as _slip  # noqa: E402,F401
+# The built-in families and their architectures (each model module's ARCHITECTURES).
+register_families()

@@ -12,8 +12,8 @@ a family::
     5. finish    float32 device arrays, content fingerprint (fingerprint.params_fingerprint),
                  the info dict
 
-Family hooks (the interface a new family implements; register it in :data:`LOADERS` by
-module path - explicit, no registration by import side effect). A hook module defines:
+Family hooks (the interface a new family implements; its module path is the ``loader`` of
+its :class:`~crossgap_jax.models.families.Family` entry). A hook module defines:
 
 ``claims(source: str) -> bool``
     Whether a local path is this family's checkpoint (used when no architecture is named).
@@ -56,22 +56,9 @@ from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.checkpoint.hub import hub_sha256
 from crossgap_jax.models.checkpoint.native import load_native, native_file
 from crossgap_jax.models.configs import CLIPConfig, get_config
+from crossgap_jax.models.families import FAMILIES
 
 Params = Any
-
-#: family name -> module path of its loader hooks (see the module docstring).
-LOADERS: dict[str, str] = {
-    "clip": "crossgap_jax.models.clip.reader",
-    "siglip": "crossgap_jax.models.siglip.convert",
-    "slip": "crossgap_jax.models.slip.convert",
-    "dinov2": "crossgap_jax.models.dinov2.convert",
-}
-
-
-def register_loader(family: str, module_path: str) -> None:
-    """Register the loader hooks of ``family`` (a module path, imported on first use)."""
-    LOADERS[family] = module_path
-
 
 def loader_hooks(family: str) -> Any:
     """The hook module of ``family``.
@@ -80,18 +67,18 @@ def loader_hooks(family: str) -> Any:
         CheckpointError: no loader is registered for ``family`` (the message lists the
             registered ones and how to add one).
     """
-    if family not in LOADERS:
+    if family not in FAMILIES:
         raise CheckpointError(
             f"no checkpoint loader for model family {family!r}; registered: "
-            f"{', '.join(sorted(LOADERS))}. A family adds one with "
-            f"crossgap_jax.models.checkpoint.loader.register_loader({family!r}, 'module.path') "
+            f"{', '.join(sorted(FAMILIES))}. A family adds one with "
+            f"crossgap_jax.models.register_family(Family({family!r}, model=..., loader=...)) "
             f"(hooks: claims, read, convert_tensors, architecture_diff, match_registered, adopt)")
-    return importlib.import_module(LOADERS[family])
+    return importlib.import_module(FAMILIES[family].loader)
 
 
 def detect_family(source: str) -> str:
     """The family whose ``claims(source)`` recognises a checkpoint path, else ``"clip"``."""
-    for family in LOADERS:
+    for family in FAMILIES:
         if family != "clip" and loader_hooks(family).claims(source):
             return family
     return "clip"
@@ -324,5 +311,4 @@ def warn_assumed(message: str) -> None:
     warnings.warn(message, stacklevel=4)
 
 
-__all__ = ["LOADERS", "Converted", "Read", "Request", "detect_family", "load", "loader_hooks",
-           "register_loader"]
+__all__ = ["Converted", "Read", "Request", "detect_family", "load", "loader_hooks"]

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.models.clip.model import LayerNorm
-from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns
 from crossgap_jax.models.layers.attention import attention
@@ -163,10 +163,6 @@ PRETRAINED: dict[tuple[str, str], str] = {
     ("DINOv2-ViT-B-14", "dinov2"): "facebook/dinov2-base",
 }
 
-
-def _register() -> None:
-    for cfg in ARCHITECTURES.values():
-        register_architecture(cfg, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -492,6 +488,3 @@ def preprocess_options(config: DINOv2Config) -> dict:
             "std": tuple(config.std), "resize": "shortest",
             "interpolation": config.interpolation, "resize_size": config.resize_size,
             "crop_offset": "floor"}
-
-
-_register()

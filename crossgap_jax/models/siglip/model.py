@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.models.clip.model import LayerNorm
-from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.layers.attention import attention, select_rows, self_attention
 from crossgap_jax.models.siglip.tokenizer import load_siglip_tokenizer
@@ -148,10 +148,6 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
                                  heads=2, vocab_size=512, context_length=16),
 }
 
-
-def _register() -> None:
-    for cfg in ARCHITECTURES.values():
-        register_architecture(cfg, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -564,6 +560,3 @@ def preprocess_options(config: SigLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "squash",
             "interpolation": config.interpolation}
-
-
-_register()

@@ -51,7 +51,7 @@ from crossgap_jax.models.clip.model import (
     causal_text_prefix,
 )
 from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
-from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows
 from crossgap_jax.models.layers.attention import KV, select_rows, self_attention
 from crossgap_jax.models.layers.vit_layers import Mlp as TimmMlp
@@ -123,10 +123,6 @@ ARCHITECTURES: dict[str, SLIPConfig] = {
                              text_width=64, text_layers=2, text_heads=4),
 }
 
-
-def _register() -> None:
-    for cfg in ARCHITECTURES.values():
-        register_architecture(cfg, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,6 +366,3 @@ def preprocess_options(config: SLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "shortest",
             "interpolation": config.interpolation}
-
-
-_register()
