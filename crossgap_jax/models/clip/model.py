@@ -45,6 +45,7 @@ from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.layers.attention import KV, attention, select_rows, self_attention
+from crossgap_jax.models.layers.norm import LayerNorm
 
 CONFIG_CLASS = CLIPConfig
 
@@ -59,24 +60,6 @@ Dtype = Any
 def quick_gelu(x: jax.Array) -> jax.Array:
     """OpenAI's activation: ``x * sigmoid(1.702 x)``."""
     return x * jax.nn.sigmoid(1.702 * x)
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm computed in float32 (like OpenAI's fp16-safe subclass), eps 1e-5."""
-
-    epsilon: float = 1e-5
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (d,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
-        x = x.astype(jnp.float32)
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-        return y.astype(self.dtype)
 
 
 class MultiheadAttention(nn.Module):

@@ -43,11 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models.clip.model import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns
 from crossgap_jax.models.layers.attention import attention
+from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import Mlp, PatchEmbed
 
 # No text tower: OTI's context truncation question does not arise; the flag is part of the

@@ -1,1 +1,2 @@
-"""Building blocks shared by the model families: attention, ViT layers, module helpers."""
+"""Building blocks shared by the model families: attention, LayerNorm, ViT layers, module
+helpers."""

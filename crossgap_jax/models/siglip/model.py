@@ -55,10 +55,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models.clip.model import LayerNorm
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.layers.attention import attention, select_rows, self_attention
+from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.siglip.tokenizer import load_siglip_tokenizer
 
 # Non-causal text encoder pooled at the last position: positions after the EOS do

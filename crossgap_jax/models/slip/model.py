@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.models.clip.model import (
-    LayerNorm,
     Transformer,
     causal_text_features,
     causal_text_prefix,
@@ -54,6 +53,7 @@ from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows
 from crossgap_jax.models.layers.attention import KV, select_rows, self_attention
+from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import Mlp as TimmMlp
 from crossgap_jax.models.layers.vit_layers import PatchEmbed
 
