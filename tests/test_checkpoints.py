@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from crossgap_jax.fileio import sha256_file
+from crossgap_jax.models import CheckpointError
 from crossgap_jax.models.bundle import CLIP, load_clip
 from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError, ChecksumError
 from crossgap_jax.models.checkpoint.formats import read_safetensors, sniff_format
@@ -43,7 +44,7 @@ from crossgap_jax.models.checkpoint.pretrained import (
     list_pretrained,
     openai_release,
 )
-from crossgap_jax.models.clip.convert import CheckpointError, state_dict_to_params
+from crossgap_jax.models.clip.convert import state_dict_to_params
 from crossgap_jax.models.clip.declared import (
     config_from_hf,
     config_from_open_clip,

@@ -16,8 +16,7 @@ transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from crossgap_jax.models import get_config, load_clip  # noqa: E402
-from crossgap_jax.models.clip.convert import CheckpointError  # noqa: E402
+from crossgap_jax.models import CheckpointError, get_config, load_clip  # noqa: E402
 from crossgap_jax.models.dinov2 import model as D  # noqa: E402
 from crossgap_jax.models.dinov2.convert import (  # noqa: E402
     config_from_hf,

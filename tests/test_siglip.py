@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from crossgap_jax.inversion import prepare_template
-from crossgap_jax.models import load_clip
-from crossgap_jax.models.clip.convert import CheckpointError
+from crossgap_jax.models import CheckpointError, load_clip
 from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.siglip.tokenizer import SigLIPTokenizer, canonicalize_text
 

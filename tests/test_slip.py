@@ -11,8 +11,7 @@ import family_factories as F
 import numpy as np
 import pytest
 
-from crossgap_jax.models import load_clip
-from crossgap_jax.models.clip.convert import CheckpointError
+from crossgap_jax.models import CheckpointError, load_clip
 from crossgap_jax.models.configs import get_config
 
 torch = pytest.importorskip("torch")

@@ -21,7 +21,7 @@ import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError
-from crossgap_jax.models.checkpoint.fit import check_fit, fit_problems  # noqa: F401 (re-export)
+from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 
 # Buffers some checkpoints carry that are not parameters.
