@@ -13,7 +13,9 @@ a family::
                  the info dict
 
 Family hooks (the interface a new family implements; its module path is the ``loader`` of
-its :class:`~crossgap_jax.models.families.Family` entry). A hook module defines:
+its :class:`~crossgap_jax.models.families.Family` entry; the types it exchanges live in
+:mod:`~crossgap_jax.models.checkpoint.hooks`, so a hook module never imports the loader).
+A hook module defines:
 
 ``claims(source: str) -> bool``
     Whether a local path is this family's checkpoint (used when no architecture is named).
@@ -41,10 +43,8 @@ The family's model module (``families.py``) must give ``param_shapes(config)`` a
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
-import warnings
 from typing import Any
 
 import jax
@@ -53,6 +53,7 @@ import numpy as np
 from crossgap_jax.models.checkpoint.errors import CheckpointError
 from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
 from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.hooks import Read, Request
 from crossgap_jax.models.checkpoint.hub import hub_sha256
 from crossgap_jax.models.checkpoint.native import load_native, native_file
 from crossgap_jax.models.configs import CLIPConfig, get_config
@@ -82,50 +83,6 @@ def detect_family(source: str) -> str:
         if family != "clip" and loader_hooks(family).claims(source):
             return family
     return "clip"
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """What was asked for, resolved (step 1).
-
-    Attributes:
-        arch: the requested architecture, or None (taken from the checkpoint).
-        source: path / hub id / pretrained tag, or None (the architecture's default).
-        label: what was asked for, as ``info["source"]``.
-    """
-
-    arch: CLIPConfig | None
-    source: str | None
-    label: Any
-    allow_pickle: bool = False
-    cache_dir: str | None = None
-    progress: bool = True
-    quick_gelu: bool | None = None
-    tokenizer: str | None = None
-
-
-@dataclasses.dataclass
-class Read:
-    """What a family's reader produced, before it meets the requested architecture."""
-
-    tensors: dict[str, np.ndarray]  # the file's tensors, by the file's own names
-    fmt: str  # info["format"]
-    paths: list[str]
-    layout: str  # info["layout"]
-    declared: CLIPConfig | None = None  # the architecture the files state
-    declared_by: str | None = None  # which file (or "tensor shapes")
-    arch: CLIPConfig | None = None  # replaces request.arch when set (CLIP "openai" tag)
-    extra: dict = dataclasses.field(default_factory=dict)  # more info entries
-
-
-@dataclasses.dataclass
-class Converted:
-    """A converter's output: Flax path -> array, the file's name of each, leftovers."""
-
-    flat: dict[tuple[str, ...], np.ndarray]
-    names: dict[tuple[str, ...], str] = dataclasses.field(default_factory=dict)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    extra: dict = dataclasses.field(default_factory=dict)  # e.g. {"ignored": [...]}
 
 
 def resolve_arch(name: Any) -> CLIPConfig:
@@ -306,9 +263,4 @@ def _configure(hooks: Any, req: Request, read: Read, arch: CLIPConfig | None
     return config, config_source, activation_source
 
 
-def warn_assumed(message: str) -> None:
-    """A reader's assumption the user should see (e.g. an activation no file states)."""
-    warnings.warn(message, stacklevel=4)
-
-
-__all__ = ["Converted", "Read", "Request", "detect_family", "load", "loader_hooks"]
+__all__ = ["detect_family", "load", "loader_hooks"]

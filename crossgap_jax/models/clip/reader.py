@@ -22,8 +22,8 @@ import numpy as np  # noqa: F401 (annotations)
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.formats import read_index, read_json, read_state_dict
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request, warn_assumed
 from crossgap_jax.models.checkpoint.hub import HUB_ID, hub_fetch, hub_split
-from crossgap_jax.models.checkpoint.loader import Converted, Read, Request, warn_assumed
 from crossgap_jax.models.checkpoint.pretrained import fetch_openai, openai_release, resolve_clip_tag
 from crossgap_jax.models.clip import convert
 from crossgap_jax.models.clip.declared import (

@@ -39,9 +39,9 @@ import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.formats import read_state_dict
+from crossgap_jax.models.checkpoint.hooks import Converted, Read
 from crossgap_jax.models.checkpoint.hub import HUB_ID
 from crossgap_jax.models.checkpoint.hub import hub_fetch as _hub_fetch
-from crossgap_jax.models.checkpoint.loader import Converted, Read
 from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
 from crossgap_jax.models.dinov2.model import (
     CLSMEAN_SUFFIX,
@@ -405,7 +405,7 @@ claims = is_dinov2_checkpoint
 
 
 def read(request: Any) -> Any:
-    """``loader.Read`` of a DINOv2 request (directory, hub id, ``"dinov2"`` tag)."""
+    """``hooks.Read`` of a DINOv2 request (directory, hub id, ``"dinov2"`` tag)."""
 
     arch = request.arch
     if arch is not None and not isinstance(arch, DINOv2Config):
@@ -417,7 +417,7 @@ def read(request: Any) -> Any:
 
 
 def convert_tensors(read_result: Any, config: DINOv2Config) -> Any:
-    """``loader.Converted``: the renaming of :func:`map_tensors` (the loader checks fit)."""
+    """``hooks.Converted``: the renaming of :func:`map_tensors` (the loader checks fit)."""
 
     flat, names, unknown, ignored = map_tensors(read_result.tensors)
     return Converted(flat=flat, names=names, unexpected=unknown, extra={"ignored": ignored})

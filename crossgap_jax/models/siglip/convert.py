@@ -36,8 +36,8 @@ from crossgap_jax.models.checkpoint.formats import (
     read_npz,
     read_state_dict,
 )
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
 from crossgap_jax.models.checkpoint.hub import hub_snapshot
-from crossgap_jax.models.checkpoint.loader import Converted, Read, Request
 from crossgap_jax.models.checkpoint.pretrained import (
     SIGLIP_DEFAULT_TAG,
     SIGLIP_PRETRAINED,

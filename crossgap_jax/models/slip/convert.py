@@ -25,8 +25,8 @@ import numpy as np
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.checkpoint.formats import read_safetensors, sniff_format
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
 from crossgap_jax.models.checkpoint.hub import default_cache_dir, download_url
-from crossgap_jax.models.checkpoint.loader import Converted, Read, Request
 from crossgap_jax.models.checkpoint.pretrained import (
     SLIP_DEFAULT_TAG,
     SLIP_PRETRAINED,
