@@ -94,6 +94,28 @@ def test_registered_hook_is_dispatched(tmp_path, monkeypatch):
     assert info["format"] == "safetensors" and info["layout"] == "openai"
 
 
+def test_one_registry_entry_declares_a_family(monkeypatch):
+    """register_family(Family(...)) is all a family needs: its model module's ARCHITECTURES
+    become configs, family_of finds its model module, load() its hook module."""
+    from crossgap_jax.models import configs
+
+    config = M.get_config("tiny").replace(name="fake-tiny", family="fake")
+    model = types.ModuleType("fake_family_model")
+    model.ARCHITECTURES = {"fake-tiny": config}
+    hooks = types.ModuleType("fake_family_loader")
+    monkeypatch.setitem(sys.modules, "fake_family_model", model)
+    monkeypatch.setitem(sys.modules, "fake_family_loader", hooks)
+    monkeypatch.setattr(configs, "_REGISTRY", dict(configs._REGISTRY))
+    monkeypatch.setitem(M.FAMILIES, "fake", None)  # removed again after the test
+    with pytest.raises(KeyError, match="unknown CLIP architecture 'fake-tiny'"):
+        M.get_config("fake-tiny")
+
+    M.register_family(M.Family("fake", "fake_family_model", "fake_family_loader"))
+    assert M.get_config("fake-tiny") is config and "fake-tiny" in M.list_architectures()
+    assert family_of(config) is model and loader.loader_hooks("fake") is hooks
+    assert M.get_config("tiny").family == "clip"  # the others untouched
+
+
 # --- the one fit check ---------------------------------------------------------------------
 def _expect_fit_message(err: CheckpointError, tensor: str, path: str, got, want):
     msg = str(err)
