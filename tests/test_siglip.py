@@ -171,7 +171,7 @@ def test_preprocess_matches_transformers(tiny_bundle):
 
 
 def test_big_vision_roundtrip_and_scan(tiny_bundle, tmp_path, spiece):
-    from crossgap_jax.models.siglip.convert import big_vision_to_params, params_to_big_vision
+    from crossgap_jax.models.siglip.big_vision import big_vision_to_params, params_to_big_vision
 
     cfg = tiny_bundle.config
     bv = params_to_big_vision(tiny_bundle.params, cfg)

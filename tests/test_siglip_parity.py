@@ -22,7 +22,8 @@ import pytest
 from crossgap_jax.models import load_clip
 from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.siglip import model as siglip
-from crossgap_jax.models.siglip.convert import hf_state_dict_to_params, params_to_big_vision
+from crossgap_jax.models.siglip.big_vision import params_to_big_vision
+from crossgap_jax.models.siglip.convert import hf_state_dict_to_params
 
 torch = pytest.importorskip("torch")
 

@@ -45,8 +45,6 @@ from crossgap_jax.models.checkpoint.pretrained import (
 )
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
 from crossgap_jax.models.siglip.big_vision import _big_vision_flat, config_from_big_vision
-from crossgap_jax.models.siglip.big_vision import big_vision_to_params as big_vision_to_params
-from crossgap_jax.models.siglip.big_vision import params_to_big_vision as params_to_big_vision
 from crossgap_jax.models.siglip.model import SigLIPConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]
