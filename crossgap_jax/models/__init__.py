@@ -1,5 +1,9 @@
 """Flax CLIP-family towers, the architecture registry, checkpoint loading, tokenizers.
 
+Layout: one folder per family (``clip/``, ``siglip/``, ``slip/``, ``dinov2/``: model,
+converter / reader, tokenizer), one :class:`Family` entry per family in :data:`FAMILIES`,
+shared blocks in ``layers/``, checkpoint I/O and the one loader in ``checkpoint/``.
+
 This face exports every name other packages use; import from here
 (``from crossgap_jax.models import load_clip, family_of``), not from the sub-modules.
 Loading: :func:`load_clip` (a bundle) / :func:`load` (``(config, params, info)``), one
