@@ -101,9 +101,10 @@ def _encoder_part(split: cgd.ImageSplit, batch_size: int, threads: int, n_batche
 
         import jax
 
-        from crossgap_jax.models import clip, get_config
+        from crossgap_jax.models import get_config
+        from crossgap_jax.models.clip import model as clip
     except Exception as e:  # noqa: BLE001 - the model layer is optional here
-        return [], {"encoder": f"TODO: no usable crossgap_jax.models.clip ({e!r})"}
+        return [], {"encoder": f"TODO: no usable crossgap_jax.models.clip.model ({e!r})"}
     cfg = get_config("ViT-B/32")
     params = clip.init_params(cfg, 0)
     enc = jax.jit(functools.partial(clip.encode_image, config=cfg))

@@ -49,8 +49,8 @@ def bench_jax(pixels, ids, eot, repeats: int, dtype: str, arch: str = "ViT-B/32"
     import jax
     import jax.numpy as jnp
 
-    from crossgap_jax.models import clip as clip_lib
     from crossgap_jax.models.bundle import resolve_dtype
+    from crossgap_jax.models.clip import model as clip_lib
     from crossgap_jax.models.configs import get_config
     from crossgap_jax.models.inputs import check_text_inputs
 
@@ -120,8 +120,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
 
+    from crossgap_jax.models.clip.tokenizer import eot_indices, get_tokenizer
     from crossgap_jax.models.configs import get_config
-    from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
 
     size = get_config(args.arch).vision.image_size
     rng = np.random.default_rng(0)

@@ -139,7 +139,7 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
     import jax.numpy as jnp
 
     from crossgap_jax.inversion import core, inverters
-    from crossgap_jax.models import clip as clip_lib
+    from crossgap_jax.models.clip import model as clip_lib
 
     clip = _jax_clip()
     config = clip.config

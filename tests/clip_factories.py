@@ -200,7 +200,7 @@ def max_rel_err(a, b) -> float:
 
 def random_inputs(config: CLIPConfig, texts, n_images: int, seed: int = 0):
     """Pixels ``(n, H, W, 3)`` (normalised-looking noise) and token ids of ``texts``."""
-    from crossgap_jax.models.tokenizer import get_tokenizer
+    from crossgap_jax.models.clip.tokenizer import get_tokenizer
 
     rng = np.random.default_rng(seed)
     s = config.vision.image_size

@@ -61,7 +61,7 @@ def openai_tokenizer_module():
 def tiny_ckpt(tmp_path_factory) -> str:
     """A native checkpoint of the ``tiny`` CLIP (seed 3), written once per test module."""
     from crossgap_jax.models import create_clip
-    from crossgap_jax.models.native import save_native
+    from crossgap_jax.models.checkpoint.native import save_native
 
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     clip = create_clip("tiny", seed=3)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from crossgap_jax.cli import checks, main, options
 from crossgap_jax.demo import DEMO_CHECKPOINT
-from crossgap_jax.models.native import native_config
+from crossgap_jax.models.checkpoint.native import native_config
 
 DEMO_ARCH = native_config(DEMO_CHECKPOINT).name  # whatever model the shipped file holds
 

@@ -24,11 +24,12 @@ import crossgap_jax.data as cgd
 from crossgap_jax import fileio
 from crossgap_jax.data import DataFileError, DatasetLayoutError, DegenerateTaskError
 from crossgap_jax.data.types import MissingFilesError, TextSplit
-from crossgap_jax.models import create_clip, hub, load_clip
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.fingerprint import params_fingerprint
-from crossgap_jax.models.hub import OFFLINE_VARS
-from crossgap_jax.models.native import save_native
+from crossgap_jax.models import create_clip, load_clip
+from crossgap_jax.models.checkpoint import hub
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
+from crossgap_jax.models.checkpoint.hub import OFFLINE_VARS
+from crossgap_jax.models.checkpoint.native import save_native
 
 PNG = bytes.fromhex(  # a valid 1x1 RGB PNG
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478"

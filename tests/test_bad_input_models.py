@@ -236,7 +236,7 @@ TOKENIZER_CASES = [
 
 @pytest.mark.parametrize("text", TOKENIZER_CASES)
 def test_tokenizer_special_literals_and_marks_match_reference(openai_tokenizer_module, text):
-    from crossgap_jax.models.tokenizer import get_tokenizer
+    from crossgap_jax.models.clip.tokenizer import get_tokenizer
 
     ref = openai_tokenizer_module.SimpleTokenizer()
     ours = get_tokenizer()

@@ -31,25 +31,26 @@ import numpy as np
 import pytest
 
 from crossgap_jax.fileio import sha256_file
+from crossgap_jax.models import CheckpointError
 from crossgap_jax.models.bundle import CLIP, load_clip
-from crossgap_jax.models.clip_declared import (
-    config_from_hf,
-    config_from_open_clip,
-    match_registered,
-)
-from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.convert import CheckpointError, state_dict_to_params
-from crossgap_jax.models.errors import CheckpointNotFoundError, ChecksumError
-from crossgap_jax.models.formats import read_safetensors, sniff_format
-from crossgap_jax.models.hub import download_url
-from crossgap_jax.models.loader import load
-from crossgap_jax.models.native import load_native, save_native
-from crossgap_jax.models.pretrained import (
+from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError, ChecksumError
+from crossgap_jax.models.checkpoint.formats import read_safetensors, sniff_format
+from crossgap_jax.models.checkpoint.hub import download_url
+from crossgap_jax.models.checkpoint.loader import load
+from crossgap_jax.models.checkpoint.native import load_native, save_native
+from crossgap_jax.models.checkpoint.pretrained import (
     OPENAI_RELEASES,
     PRETRAINED,
     list_pretrained,
     openai_release,
 )
+from crossgap_jax.models.clip.convert import state_dict_to_params
+from crossgap_jax.models.clip.declared import (
+    config_from_hf,
+    config_from_open_clip,
+    match_registered,
+)
+from crossgap_jax.models.configs import get_config
 
 torch = pytest.importorskip("torch")
 
@@ -377,8 +378,8 @@ def test_native_roundtrip_without_torch(ref, tmp_path):
         import json, sys
         import numpy as np
         import flax.traverse_util as tu
-        from crossgap_jax.models.loader import load
-        from crossgap_jax.models.native import load_native
+        from crossgap_jax.models.checkpoint.loader import load
+        from crossgap_jax.models.checkpoint.native import load_native
         cfg, params, info = load({path!r})
         cfg2, params2, info2 = load_native({path!r})
         assert cfg == cfg2 and cfg.name == "tiny", cfg

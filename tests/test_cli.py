@@ -18,8 +18,8 @@ from crossgap_jax import __version__
 from crossgap_jax.cli import main
 from crossgap_jax.demo import DEMO_CHECKPOINT
 from crossgap_jax.models import create_clip
-from crossgap_jax.models.native import native_config, save_native
-from crossgap_jax.models.pretrained import OPENAI_RELEASES, openai_release
+from crossgap_jax.models.checkpoint.native import native_config, save_native
+from crossgap_jax.models.checkpoint.pretrained import OPENAI_RELEASES, openai_release
 from crossgap_jax.pipeline import report, tasks
 from crossgap_jax.pipeline import run as runmod
 from crossgap_jax.pipeline.presets import preset
@@ -330,7 +330,7 @@ def test_limit_task_gallery_gives_every_query_a_positive(kind):
 
 def test_readme_demo_snippet_loads_the_demo_model():
     import crossgap_jax as cg
-    from crossgap_jax.models.native import native_config
+    from crossgap_jax.models.checkpoint.native import native_config
 
     demo = cg.load_clip(DEMO_CHECKPOINT)
     assert demo.config == native_config(DEMO_CHECKPOINT)

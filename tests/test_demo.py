@@ -78,7 +78,7 @@ def test_demo_settings_validation():
 @needs_assets
 def test_shipped_checkpoint_and_card():
     from crossgap_jax.fileio import sha256_file
-    from crossgap_jax.models.fingerprint import params_fingerprint
+    from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
     from crossgap_jax.train.demo_caltech import CARD_NAME, COMMAND, caltech_demo_train_config
 
     size = os.path.getsize(demo.DEMO_CHECKPOINT)

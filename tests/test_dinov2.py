@@ -16,10 +16,9 @@ transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from crossgap_jax.models import dinov2 as D  # noqa: E402
-from crossgap_jax.models import get_config, load_clip  # noqa: E402
-from crossgap_jax.models.convert import CheckpointError  # noqa: E402
-from crossgap_jax.models.convert_dinov2 import (  # noqa: E402
+from crossgap_jax.models import CheckpointError, get_config, load_clip  # noqa: E402
+from crossgap_jax.models.dinov2 import model as D  # noqa: E402
+from crossgap_jax.models.dinov2.convert import (  # noqa: E402
     config_from_hf,
     hf_state_dict_to_params,
     params_to_hf_state_dict,
@@ -200,7 +199,7 @@ def test_directory_round_trip(tiny, tmp_path, fmt):
     for k in want:
         np.testing.assert_array_equal(back[k], want[k], err_msg=k)
     # The native format keeps the family and config (loads without torch).
-    from crossgap_jax.models.native import save_native
+    from crossgap_jax.models.checkpoint.native import save_native
 
     save_native(str(tmp_path / "n.safetensors"), clip.config, clip.params, {})
     native = load_clip(str(tmp_path / "n.safetensors"))
@@ -249,7 +248,7 @@ def test_hub_id_offline(monkeypatch, tmp_path, tiny):
     the repo and the files to fetch. No network either way."""
     from huggingface_hub import constants
 
-    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")

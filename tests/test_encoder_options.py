@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossgap_jax.models import attention as att
 from crossgap_jax.models.bundle import CLIP, TEXT_LENGTH_BUCKET, trim_causal_text
 from crossgap_jax.models.configs import get_config
 from crossgap_jax.models.families import family_module
+from crossgap_jax.models.layers import attention as att
 
 TOL = 1e-5
 

@@ -28,8 +28,8 @@ from crossgap_jax.inversion import (
     ovi_fn,
     prepare_template,
 )
-from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP, create_clip
+from crossgap_jax.models.clip import model as clip_lib
 
 TOL = 1e-5
 N = 13

@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import inversion_reference as ref  # noqa: E402
 
 from crossgap_jax.inversion import oti, ovi  # noqa: E402
-from crossgap_jax.models import convert  # noqa: E402
 from crossgap_jax.models.bundle import CLIP  # noqa: E402
+from crossgap_jax.models.clip import convert  # noqa: E402
 from crossgap_jax.models.configs import get_config  # noqa: E402
 
 OTI_STEPS, OVI_STEPS = 20, 8

@@ -261,7 +261,7 @@ def test_heads_of_every_family_reproduce_the_embeddings(bundle):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from crossgap_jax.models import create_clip
-    from crossgap_jax.models.native import save_native
+    from crossgap_jax.models.checkpoint.native import save_native
 
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     clip = create_clip("tiny", seed=3)

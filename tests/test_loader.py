@@ -23,9 +23,12 @@ import pytest
 from safetensors.numpy import save_file
 
 import crossgap_jax.models as M
-from crossgap_jax.models import convert, convert_siglip, convert_slip, fit, loader
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint import fit, loader
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.clip import convert
 from crossgap_jax.models.families import family_of
+from crossgap_jax.models.siglip import convert as convert_siglip
+from crossgap_jax.models.slip import convert as convert_slip
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -62,7 +65,7 @@ def test_unknown_family_is_a_clear_error():
         loader.loader_hooks("dinov2-not-registered")
     msg = str(e.value)
     assert "no checkpoint loader for model family 'dinov2-not-registered'" in msg
-    assert "register_loader" in msg and "clip, dinov2, siglip, slip" in msg
+    assert "register_family" in msg and "clip, dinov2, siglip, slip" in msg
     with pytest.raises(CheckpointError, match="no checkpoint loader for model family 'nope'"):
         M.load("whatever.bin", family="nope")
 
@@ -73,7 +76,7 @@ def test_registered_hook_is_dispatched(tmp_path, monkeypatch):
     path = str(tmp_path / "tiny_openai.safetensors")
     save_file(_contiguous(convert.params_to_state_dict(params)), path)
     calls = []
-    from crossgap_jax.models import clip_reader
+    from crossgap_jax.models.clip import reader as clip_reader
 
     fake = types.ModuleType("fake_family_hooks")
     for name in ("claims", "architecture_diff", "match_registered", "adopt"):
@@ -82,12 +85,35 @@ def test_registered_hook_is_dispatched(tmp_path, monkeypatch):
     fake.convert_tensors = lambda read, cfg: (calls.append(("convert", cfg.name))
                                               or clip_reader.convert_tensors(read, cfg))
     monkeypatch.setitem(sys.modules, "fake_family_hooks", fake)
-    monkeypatch.setitem(loader.LOADERS, "fake", "fake_family_hooks")
+    monkeypatch.setitem(M.FAMILIES, "fake", M.Family("fake", M.FAMILIES["clip"].model,
+                                                  "fake_family_hooks"))
     config, got, info = M.load("tiny", path, family="fake")
     assert calls == [("read", path), ("convert", "tiny")]
     for k, v in _flat(params).items():
         np.testing.assert_array_equal(np.asarray(_flat(got)[k]), v)
     assert info["format"] == "safetensors" and info["layout"] == "openai"
+
+
+def test_one_registry_entry_declares_a_family(monkeypatch):
+    """register_family(Family(...)) is all a family needs: its model module's ARCHITECTURES
+    become configs, family_of finds its model module, load() its hook module."""
+    from crossgap_jax.models import configs
+
+    config = M.get_config("tiny").replace(name="fake-tiny", family="fake")
+    model = types.ModuleType("fake_family_model")
+    model.ARCHITECTURES = {"fake-tiny": config}
+    hooks = types.ModuleType("fake_family_loader")
+    monkeypatch.setitem(sys.modules, "fake_family_model", model)
+    monkeypatch.setitem(sys.modules, "fake_family_loader", hooks)
+    monkeypatch.setattr(configs, "_REGISTRY", dict(configs._REGISTRY))
+    monkeypatch.setitem(M.FAMILIES, "fake", None)  # removed again after the test
+    with pytest.raises(KeyError, match="unknown CLIP architecture 'fake-tiny'"):
+        M.get_config("fake-tiny")
+
+    M.register_family(M.Family("fake", "fake_family_model", "fake_family_loader"))
+    assert M.get_config("fake-tiny") is config and "fake-tiny" in M.list_architectures()
+    assert family_of(config) is model and loader.loader_hooks("fake") is hooks
+    assert M.get_config("tiny").family == "clip"  # the others untouched
 
 
 # --- the one fit check ---------------------------------------------------------------------
@@ -219,7 +245,7 @@ def test_open_clip_siglip_name_resolves_to_the_webli_release(monkeypatch, tmp_pa
 
 # --- SigLIP pool_index ---------------------------------------------------------------------
 def test_siglip_pool_index_keyword_or_positional():
-    from crossgap_jax.models import siglip
+    from crossgap_jax.models.siglip import model as siglip
 
     config = M.get_config("siglip-tiny")
     params = _random_params("siglip-tiny", seed=4)
@@ -246,15 +272,18 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
     return mods
 
 
-LOADING_MODULES = ("convert", "clip_reader", "clip_declared", "loader", "checkpoints",
-                   "hub", "formats", "native", "pretrained", "siglip_big_vision")
+#: module-name parts that mark loading code: a reader / converter / checkpoint I/O.
+LOADING_PARTS = ("checkpoint", "reader", "declared", "big_vision")
 
 
-@pytest.mark.parametrize("model_file", ["clip.py", "siglip.py", "slip.py"])
+def _is_loading(module: str) -> bool:
+    parts = module.split(".")[2:]
+    return any(p in LOADING_PARTS or p.startswith("convert") for p in parts)
+
+
+@pytest.mark.parametrize("model_file",
+                         [f"{fam}/model.py" for fam in ("clip", "siglip", "slip", "dinov2")])
 def test_model_files_import_no_reader_or_converter(model_file):
     mods = _imported_modules(ROOT / "crossgap_jax" / "models" / model_file)
-    bad = sorted(m for m in mods for name in LOADING_MODULES
-                 if m == f"crossgap_jax.models.{name}"
-                 or m.startswith(f"crossgap_jax.models.{name}_")
-                 or m.startswith("crossgap_jax.models.convert"))
+    bad = sorted(m for m in mods if m.startswith("crossgap_jax.models.") and _is_loading(m))
     assert not bad, f"{model_file} imports loading code: {bad}"

@@ -21,8 +21,8 @@ from test_inversion_parity import _tiny_openai  # noqa: E402
 from crossgap_jax.inversion import oti, ovi  # noqa: E402
 from crossgap_jax.inversion.core import loss_weights  # noqa: E402
 from crossgap_jax.inversion.resumable import invert_dataset, item_init, load_inverted  # noqa: E402
-from crossgap_jax.models import convert  # noqa: E402
 from crossgap_jax.models.bundle import CLIP  # noqa: E402
+from crossgap_jax.models.clip import convert  # noqa: E402
 from crossgap_jax.models.configs import get_config  # noqa: E402
 
 N, BATCH = 7, 3  # batches of 3, 3 and a ragged 1

@@ -12,8 +12,8 @@ import pytest
 from compile_counter import CompileCounter
 
 from crossgap_jax.models import bundle as bundle_lib
-from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import create_clip, resolve_dtype
+from crossgap_jax.models.clip import model as clip_lib
 from crossgap_jax.models.configs import get_config
 
 TINY = get_config("tiny")

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossgap_jax.models import clip as clip_lib
 from crossgap_jax.models.bundle import CLIP
+from crossgap_jax.models.checkpoint.loader import load
+from crossgap_jax.models.clip import model as clip_lib
+from crossgap_jax.models.clip.tokenizer import eot_indices, get_tokenizer
 from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.loader import load
-from crossgap_jax.models.tokenizer import eot_indices, get_tokenizer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

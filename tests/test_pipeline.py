@@ -15,7 +15,7 @@ import reference_protocol as ref
 
 from crossgap_jax.cli import main
 from crossgap_jax.models import create_clip
-from crossgap_jax.models.native import save_native
+from crossgap_jax.models.checkpoint.native import save_native
 from crossgap_jax.pipeline.presets import get_preset
 from crossgap_jax.pipeline.store import StaleArtifactError, load_features
 

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from crossgap_jax.inversion import prepare_template
-from crossgap_jax.models import load_clip
+from crossgap_jax.models import CheckpointError, load_clip
 from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.convert import CheckpointError
-from crossgap_jax.models.siglip_tokenizer import SigLIPTokenizer, canonicalize_text
+from crossgap_jax.models.siglip.tokenizer import SigLIPTokenizer, canonicalize_text
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -172,7 +171,7 @@ def test_preprocess_matches_transformers(tiny_bundle):
 
 
 def test_big_vision_roundtrip_and_scan(tiny_bundle, tmp_path, spiece):
-    from crossgap_jax.models.convert_siglip import big_vision_to_params, params_to_big_vision
+    from crossgap_jax.models.siglip.big_vision import big_vision_to_params, params_to_big_vision
 
     cfg = tiny_bundle.config
     bv = params_to_big_vision(tiny_bundle.params, cfg)
@@ -202,7 +201,7 @@ def test_big_vision_roundtrip_and_scan(tiny_bundle, tmp_path, spiece):
 
 
 def test_conversion_errors(tiny_hf):
-    from crossgap_jax.models.convert_siglip import hf_state_dict_to_params
+    from crossgap_jax.models.siglip.convert import hf_state_dict_to_params
 
     sd = F.hf_state_dict(tiny_hf)
     cfg = get_config("siglip-tiny")
@@ -229,7 +228,7 @@ def test_no_tokenizer_message(tiny_bundle, tmp_path):
 
 
 def test_detect_family(tiny_dir, tmp_path):
-    from crossgap_jax.models.loader import detect_family
+    from crossgap_jax.models.checkpoint.loader import detect_family
 
     assert detect_family(tiny_dir) == "siglip"
     os.makedirs(tmp_path / "empty")
@@ -237,7 +236,7 @@ def test_detect_family(tiny_dir, tmp_path):
 
 
 def test_pretrained_tag_offline(monkeypatch, tmp_path):
-    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")

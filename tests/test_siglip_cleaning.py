@@ -15,7 +15,7 @@ import random
 import family_factories as F
 import pytest
 
-from crossgap_jax.models.siglip_tokenizer import SigLIPTokenizer, canonicalize_text
+from crossgap_jax.models.siglip.tokenizer import SigLIPTokenizer, canonicalize_text
 
 CASES = [
     # underscores become spaces (transformers' SiglipTokenizer would join the words)

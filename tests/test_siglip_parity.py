@@ -19,9 +19,11 @@ import jax
 import numpy as np
 import pytest
 
-from crossgap_jax.models import load_clip, siglip
+from crossgap_jax.models import load_clip
 from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.convert_siglip import hf_state_dict_to_params, params_to_big_vision
+from crossgap_jax.models.siglip import model as siglip
+from crossgap_jax.models.siglip.big_vision import params_to_big_vision
+from crossgap_jax.models.siglip.convert import hf_state_dict_to_params
 
 torch = pytest.importorskip("torch")
 

@@ -11,9 +11,8 @@ import family_factories as F
 import numpy as np
 import pytest
 
-from crossgap_jax.models import load_clip
+from crossgap_jax.models import CheckpointError, load_clip
 from crossgap_jax.models.configs import get_config
-from crossgap_jax.models.convert import CheckpointError
 
 torch = pytest.importorskip("torch")
 
@@ -75,7 +74,7 @@ def test_patch_tokens_are_conv_output(bundle, ref):
 
 
 def test_state_dict_roundtrip(bundle):
-    from crossgap_jax.models.convert_slip import params_to_state_dict, state_dict_to_params
+    from crossgap_jax.models.slip.convert import params_to_state_dict, state_dict_to_params
 
     sd = params_to_state_dict(bundle.params)
     assert "visual.blocks.1.attn.qkv.weight" in sd
@@ -90,7 +89,7 @@ def test_state_dict_roundtrip(bundle):
 
 
 def test_conversion_errors(bundle):
-    from crossgap_jax.models.convert_slip import params_to_state_dict, state_dict_to_params
+    from crossgap_jax.models.slip.convert import params_to_state_dict, state_dict_to_params
 
     sd = params_to_state_dict(bundle.params)
     del sd["visual.norm.weight"]
@@ -108,7 +107,7 @@ def test_pickle_policy(tmp_path, ref):
     """Files holding more than tensors + argparse.Namespace need allow_pickle."""
     from fractions import Fraction  # picklable, but not in torch's weights_only allow-list
 
-    from crossgap_jax.models.convert_slip import read_slip_file
+    from crossgap_jax.models.slip.convert import read_slip_file
 
     path = str(tmp_path / "odd.pt")
     torch.save({"state_dict": ref.state_dict(), "extra": Fraction(1, 3)}, path)
@@ -145,7 +144,7 @@ def test_registry_and_presets():
 
 
 def test_release_tag_offline(monkeypatch, tmp_path):
-    from crossgap_jax.models.errors import CheckpointNotFoundError
+    from crossgap_jax.models.checkpoint.errors import CheckpointNotFoundError
 
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")
     with pytest.raises(CheckpointNotFoundError, match="slip_base_100ep.pt"):

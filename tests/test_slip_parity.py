@@ -83,8 +83,8 @@ def test_b16_text_parity(b16):
 
 
 def test_l16_parity(openai_model_module):
-    from crossgap_jax.models import slip
-    from crossgap_jax.models.convert_slip import state_dict_to_params
+    from crossgap_jax.models.slip import model as slip
+    from crossgap_jax.models.slip.convert import state_dict_to_params
 
     torch.set_num_threads(2)
     cfg = get_config("SLIP-ViT-L-16")

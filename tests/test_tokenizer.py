@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from crossgap_jax.models.clip.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 from crossgap_jax.models.configs import CONTEXT_LENGTH, EOT_TOKEN_ID, SOT_TOKEN_ID
-from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 
 HARD_CASES = [
     "a photo of  £ ",  # the OTI template (R = 1)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossgap_jax.models.native import load_native
+from crossgap_jax.models.checkpoint.native import load_native
 from crossgap_jax.train import (
     AugmentConfig,
     LabelledImages,
@@ -194,7 +194,7 @@ def test_intra_term_is_used_only_in_variant_b():
 
 @pytest.mark.slow  # > 20 s of the fast lane (issue 14 item 8)
 def test_slip_variant_uses_a_head_over_the_trunk():
-    from crossgap_jax.models import clip as clip_lib
+    from crossgap_jax.models.clip import model as clip_lib
     from crossgap_jax.train.trainer import image_trunk_and_embedding, init_head
 
     data = tiny_data()
@@ -226,7 +226,7 @@ def test_slip_variant_uses_a_head_over_the_trunk():
 # slow (issue 14 item 8): ~35 CPU-s here; CI runs it (make test)
 @pytest.mark.slow
 def test_same_seed_same_params_different_seed_different(tmp_path):
-    from crossgap_jax.models.formats import read_safetensors
+    from crossgap_jax.models.checkpoint.formats import read_safetensors
 
     data = tiny_data()
     r1 = train(tiny_cfg(), data, TEMPLATES, progress=False, out_dir=str(tmp_path / "1"))

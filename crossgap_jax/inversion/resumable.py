@@ -133,7 +133,7 @@ def _jsonable(x: Any) -> Any:
 
 def model_fingerprint(clip: Any) -> dict[str, Any]:
     """Architecture config, compute dtype and the weights hash of a CLIP bundle: the keys of
-    :func:`crossgap_jax.models.fingerprint.model_fingerprint` the manifests have always
+    :func:`crossgap_jax.models.checkpoint.fingerprint.model_fingerprint` the manifests have always
     stored (``config``, ``dtype``, ``params_sha256``), so older runs still resume."""
     fp = _model_fingerprint(clip)
     return {k: fp[k] for k in ("config", "dtype", "params_sha256")}

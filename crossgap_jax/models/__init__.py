@@ -1,12 +1,32 @@
 """Flax CLIP-family towers, the architecture registry, checkpoint loading, tokenizers.
 
+Layout: one folder per family (``clip/``, ``siglip/``, ``slip/``, ``dinov2/``: model,
+converter / reader, tokenizer), one :class:`Family` entry per family in :data:`FAMILIES`,
+shared blocks in ``layers/``, checkpoint I/O and the one loader in ``checkpoint/``.
+
 This face exports every name other packages use; import from here
 (``from crossgap_jax.models import load_clip, family_of``), not from the sub-modules.
 Loading: :func:`load_clip` (a bundle) / :func:`load` (``(config, params, info)``), one
-pipeline for every family (:mod:`crossgap_jax.models.loader`).
+pipeline for every family (:mod:`crossgap_jax.models.checkpoint.loader`).
 """
 
 from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, resolve_dtype
+from crossgap_jax.models.checkpoint.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ChecksumError,
+)
+from crossgap_jax.models.checkpoint.fingerprint import model_fingerprint, params_fingerprint
+from crossgap_jax.models.checkpoint.hub import HUB_ID, default_cache_dir
+from crossgap_jax.models.checkpoint.loader import detect_family, load
+from crossgap_jax.models.checkpoint.native import is_native, load_native, native_config, save_native
+from crossgap_jax.models.checkpoint.pretrained import (
+    OPENAI_RELEASES,
+    list_pretrained,
+    openai_release,
+    resolve_clip_tag,
+)
+from crossgap_jax.models.clip.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 from crossgap_jax.models.configs import (
     ARCHITECTURE_ALIASES,
     OPENAI_MEAN,
@@ -22,26 +42,17 @@ from crossgap_jax.models.configs import (
     register_small_architectures,
     vit_config,
 )
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
 from crossgap_jax.models.families import (
+    FAMILIES,
+    Family,
     family_module,
     family_of,
     has_text_tower,
+    register_families,
     register_family,
     require_text_tower,
 )
-from crossgap_jax.models.fingerprint import model_fingerprint, params_fingerprint
-from crossgap_jax.models.hub import HUB_ID, default_cache_dir
 from crossgap_jax.models.inputs import check_text_inputs
-from crossgap_jax.models.loader import detect_family, load, register_loader
-from crossgap_jax.models.native import is_native, load_native, native_config, save_native
-from crossgap_jax.models.pretrained import (
-    OPENAI_RELEASES,
-    list_pretrained,
-    openai_release,
-    resolve_clip_tag,
-)
-from crossgap_jax.models.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
 
 __all__ = [
     "has_text_tower", "require_text_tower",
@@ -55,12 +66,9 @@ __all__ = [
     "list_architectures", "list_pretrained", "load", "load_clip",
     "load_native", "model_fingerprint", "native_config", "openai_release",
     "params_fingerprint", "register_architecture", "register_family",
-    "register_loader",
+    "FAMILIES", "Family",
     "resolve_clip_tag", "resolve_dtype", "save_native", "vit_config",
 ]
 
-# Register the SigLIP, SLIP and DINOv2 architectures (their modules call
-# register_architecture).
-from crossgap_jax.models import dinov2 as _dinov2  # noqa: E402,F401
-from crossgap_jax.models import siglip as _siglip  # noqa: E402,F401
-from crossgap_jax.models import slip as _slip  # noqa: E402,F401
+# The built-in families and their architectures (each model module's ARCHITECTURES).
+register_families()

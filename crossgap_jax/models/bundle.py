@@ -13,12 +13,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crossgap_jax.data import pad_rows, preprocess_images
+from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
+from crossgap_jax.models.checkpoint.loader import load
+from crossgap_jax.models.clip.tokenizer import CLIPTokenizer
 from crossgap_jax.models.configs import CLIPConfig, get_config
 from crossgap_jax.models.families import family_of, require_text_tower
-from crossgap_jax.models.fingerprint import params_fingerprint
 from crossgap_jax.models.inputs import check_text_inputs
-from crossgap_jax.models.loader import load
-from crossgap_jax.models.tokenizer import CLIPTokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "fp32": jnp.float32,
            "bf16": jnp.bfloat16}
@@ -114,7 +114,7 @@ class CLIP:
 
     @property
     def weights_sha256(self) -> str:
-        """:func:`~crossgap_jax.models.fingerprint.params_fingerprint` of :attr:`params`:
+        """:func:`~crossgap_jax.models.checkpoint.fingerprint.params_fingerprint` of :attr:`params`:
         the value the loader computed (``info["params_sha256"]``), else computed once per
         params object (and recorded there)."""
         cached = self._weights_hash
@@ -250,7 +250,7 @@ def load_clip(name_or_path: str | CLIPConfig, checkpoint: str | None = None, *,
             ``spiece.model``); default: the one found beside the checkpoint.
 
     Every family (``config.family``: ``"clip"``, ``"siglip"``, ``"slip"``) loads through
-    :func:`crossgap_jax.models.loader.load` and that family's hooks: an architecture of the
+    :func:`crossgap_jax.models.load` and that family's hooks: an architecture of the
     family by name (or open_clip alias), or a checkpoint path the family recognises.
 
     Returns:

@@ -1,7 +1,7 @@
 """CLIP architectures as small config records, and the registry of known names.
 
 Architectures (shapes) are kept separate from pretrained-weight sources (see
-``crossgap_jax.models.pretrained``), following open_clip's split.
+``crossgap_jax.models.checkpoint.pretrained``), following open_clip's split.
 """
 
 from __future__ import annotations

@@ -20,21 +20,50 @@ IsoCLIP), ``projection_biases(params, config) -> (b_i | None, b_t | None)`` (hea
 bias, SigLIP's text head; absent means no bias), and on the tokenizer
 ``template_ids(text, placeholder)`` (OTI placeholder placement).
 
-Checkpoint reading is not a family-module hook: each family's reader / converter is
-registered in :data:`crossgap_jax.models.loader.LOADERS` (model modules import none).
+Checkpoint reading is not a family-module hook: it is the family's loader module (the
+interface of :mod:`crossgap_jax.models.checkpoint.loader`; model modules import none).
+
+The registry: one :class:`Family` entry per family in :data:`FAMILIES` names its model
+module and its loader module; the model module's ``ARCHITECTURES`` (name -> config) are
+added to the architecture registry when the family is registered. Adding a family is its
+folder ``models/<name>/`` and one entry (or one :func:`register_family` call).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
-_FAMILIES: dict[str, str] = {
-    "clip": "crossgap_jax.models.clip",
-    "siglip": "crossgap_jax.models.siglip",
-    "slip": "crossgap_jax.models.slip",
-    "dinov2": "crossgap_jax.models.dinov2",
-}
+from crossgap_jax.models.configs import register_architecture
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Everything the package looks up about a model family.
+
+    Attributes:
+        name: the config's ``family`` value (``"clip"``, ``"siglip"``, ...).
+        model: import path of the model module (the interface above; its optional
+            ``ARCHITECTURES`` dict is registered with the family).
+        loader: import path of its checkpoint hooks (interface:
+            :mod:`crossgap_jax.models.checkpoint.loader`).
+    """
+
+    name: str
+    model: str
+    loader: str
+
+
+_PKG = "crossgap_jax.models"
+
+#: family name -> its entry; one line per family.
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("clip", f"{_PKG}.clip.model", f"{_PKG}.clip.reader"),
+    Family("siglip", f"{_PKG}.siglip.model", f"{_PKG}.siglip.convert"),
+    Family("slip", f"{_PKG}.slip.model", f"{_PKG}.slip.convert"),
+    Family("dinov2", f"{_PKG}.dinov2.model", f"{_PKG}.dinov2.convert"),
+)}
 
 
 class NoTextTowerError(ValueError):
@@ -61,16 +90,29 @@ def require_text_tower(config: Any, what: str) -> None:
             f"--variants ncm) or choose a CLIP-family model (CLIP, SigLIP, SLIP)")
 
 
-def register_family(name: str, module_path: str) -> None:
-    """Register a family by the import path of its module."""
-    _FAMILIES[name] = module_path
+def register_family(family: Family) -> None:
+    """Register ``family`` (replacing an entry of the same name) and add its model module's
+    ``ARCHITECTURES`` to the architecture registry (imports the model module)."""
+    FAMILIES[family.name] = family
+    for config in getattr(importlib.import_module(family.model), "ARCHITECTURES", {}).values():
+        register_architecture(config, overwrite=True)
+
+
+def register_families() -> None:
+    """Register every entry of :data:`FAMILIES` (the models face calls this once)."""
+    for family in list(FAMILIES.values()):
+        register_family(family)
 
 
 def family_module(name: str) -> Any:
-    """The family module registered as ``name``."""
-    if name not in _FAMILIES:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(_FAMILIES)}")
-    return importlib.import_module(_FAMILIES[name])
+    """The model module of the family registered as ``name``.
+
+    Raises:
+        KeyError: ``name`` is not registered (the message lists the registered ones).
+    """
+    if name not in FAMILIES:
+        raise KeyError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name].model)
 
 
 def family_of(config: Any) -> Any:

@@ -2,7 +2,7 @@
 
 The compiled encoders cannot raise on a bad value: inside jitted code an id outside the
 vocabulary or a pool index outside the sequence gives a NaN row (see
-:func:`~crossgap_jax.models._module_fns.embed_rows`). :func:`check_text_inputs` refuses
+:func:`~crossgap_jax.models.layers._module_fns.embed_rows`). :func:`check_text_inputs` refuses
 such inputs with a message naming the row, column, value and the valid range, so that a
 user never gets a NaN or a silently wrong feature from :meth:`CLIP.encode_text
 <crossgap_jax.models.bundle.CLIP.encode_text>`. Its cost is a few NumPy reductions over
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.models.clip.tokenizer import eot_indices
 from crossgap_jax.models.families import family_of
-from crossgap_jax.models.tokenizer import eot_indices
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...]:

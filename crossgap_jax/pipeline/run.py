@@ -393,7 +393,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
     as loaded, and ``authors_assets`` as an absolute path (checked to be a folder with the
     summaries first).
 
-    A native file (:func:`~crossgap_jax.models.native.save_native`) carries its architecture: it
+    A native file (:func:`~crossgap_jax.models.save_native`) carries its architecture: it
     is loaded as the file says, and the preset's ``model`` becomes that name. With
     ``model_explicit`` (the user named the model), a file holding another architecture is
     an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo model
@@ -404,7 +404,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
 
     Raises:
         ValueError: an explicit model that the native file contradicts; checkpoint errors
-            (:class:`~crossgap_jax.models.errors.CheckpointError`).
+            (:class:`~crossgap_jax.models.checkpoint.errors.CheckpointError`).
     """
 
     if isinstance(settings, Preset):

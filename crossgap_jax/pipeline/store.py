@@ -68,7 +68,7 @@ class FeatureSet:
 
 def model_fingerprint(clip: Any) -> dict:
     """Identity of a CLIP bundle's weights and compute settings, by content: the keys of
-    :func:`crossgap_jax.models.fingerprint.model_fingerprint` this cache has always stored
+    :func:`crossgap_jax.models.model_fingerprint` this cache has always stored
     (``architecture``, ``family``, ``params_sha256``, ``dtype``), so old entries stay valid.
     """
     fp = _model_fingerprint(clip)

@@ -43,7 +43,7 @@ def resolve_source(pretrained: str | None, checkpoint: str | None = None
 
     Returns:
         ``(source, config)``: ``config`` is the architecture stored in a native file
-        (:func:`~crossgap_jax.models.native.native_config`), else None.
+        (:func:`~crossgap_jax.models.checkpoint.native.native_config`), else None.
 
     Raises:
         FileNotFoundError: an alias whose file is missing.

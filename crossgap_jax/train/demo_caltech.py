@@ -6,7 +6,7 @@
    learned temperature; :func:`crossgap_jax.train.configs.caltech_train_config`: 600
    steps, batch 128, seed 0) trained on the CoOp *train* split of Caltech101 at 64 px. The
    run is resumable and cached in ``--work-dir``; a finished run there is reused. The
-   result is written with :func:`~crossgap_jax.models.native.save_native` as
+   result is written with :func:`~crossgap_jax.models.checkpoint.native.save_native` as
    ``crossgap_jax/assets/demo_caltech101.safetensors`` (float16 storage: the float32 file
    would be 32 MB, most of it the 49,408-token embedding; the model computes in float32)
    with a JSON card beside it (command, seed, steps, data, config, sha256).

@@ -43,7 +43,7 @@ from crossgap_jax.models import (
     CLIPConfig,
     save_native,
 )
-from crossgap_jax.models import clip as clip_lib
+from crossgap_jax.models.clip import model as clip_lib
 from crossgap_jax.train import losses
 from crossgap_jax.train.augment import augment
 from crossgap_jax.train.configs import HEAD_DIM, HEAD_HIDDEN, TrainConfig

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 
 #: ``format`` value in the safetensors metadata of files written by ``native.save_native``.
 NATIVE_FORMAT = "crossgap_jax.clip"

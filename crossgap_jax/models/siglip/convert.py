@@ -1,4 +1,4 @@
-"""SigLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.siglip`.
+"""SigLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.siglip.model`.
 
 Two layouts:
 
@@ -27,17 +27,25 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.formats import (
+    is_npz,
+    npz_names,
+    read_json,
+    read_npz,
+    read_state_dict,
+)
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
+from crossgap_jax.models.checkpoint.hub import hub_snapshot
+from crossgap_jax.models.checkpoint.pretrained import (
+    SIGLIP_DEFAULT_TAG,
+    SIGLIP_PRETRAINED,
+    resolve_family_tag,
+)
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.fit import check_fit
-from crossgap_jax.models.formats import is_npz, npz_names, read_json, read_npz, read_state_dict
-from crossgap_jax.models.hub import hub_snapshot
-from crossgap_jax.models.loader import Converted, Read, Request
-from crossgap_jax.models.pretrained import SIGLIP_DEFAULT_TAG, SIGLIP_PRETRAINED, resolve_family_tag
-from crossgap_jax.models.siglip import SigLIPConfig
-from crossgap_jax.models.siglip_big_vision import _big_vision_flat, config_from_big_vision
-from crossgap_jax.models.siglip_big_vision import big_vision_to_params as big_vision_to_params
-from crossgap_jax.models.siglip_big_vision import params_to_big_vision as params_to_big_vision
+from crossgap_jax.models.siglip.big_vision import _big_vision_flat, config_from_big_vision
+from crossgap_jax.models.siglip.model import SigLIPConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]
 
@@ -51,7 +59,7 @@ _HF_IGNORED = re.compile(r".*position_ids$")
 # ---------------------------------------------------------------------------------------
 def _finish(flat: Flat, config: SigLIPConfig, unexpected: list[str], layout: str,
             names: Mapping[tuple[str, ...], str] | None = None) -> dict:
-    """The shared fit check (:func:`crossgap_jax.models.fit.check_fit`)."""
+    """The shared fit check (:func:`crossgap_jax.models.checkpoint.fit.check_fit`)."""
     return check_fit(flat, config, layout=layout, names=names, unexpected=unexpected)
 
 
@@ -211,7 +219,7 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
 
 
 # ---------------------------------------------------------------------------------------
-# Loader hooks (crossgap_jax.models.loader)
+# Loader hooks (crossgap_jax.models.checkpoint.loader)
 # ---------------------------------------------------------------------------------------
 _HUB_FILES = ["config.json", "preprocessor_config.json", "spiece.model", "model.safetensors",
               "model.safetensors.index.json", "model-*.safetensors"]

@@ -1,8 +1,8 @@
 """Flax linen SigLIP (Zhai et al. 2023): the ``"siglip"`` model family.
 
 (Over 450 lines on purpose: the family is one module - config, Flax modules, the pure entry
-points - as ``clip.py`` and ``slip.py`` are; its checkpoint loading lives elsewhere, in
-``convert_siglip.py`` / ``siglip_big_vision.py``.)
+points - as ``clip/model.py`` and ``slip/model.py`` are; its checkpoint loading lives beside
+it, in ``siglip/convert.py`` / ``siglip/big_vision.py``.)
 
 Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
 
@@ -55,11 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
-from crossgap_jax.models.attention import attention, select_rows, self_attention
-from crossgap_jax.models.clip import LayerNorm
-from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
-from crossgap_jax.models.siglip_tokenizer import load_siglip_tokenizer
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.layers.attention import attention, select_rows, self_attention
+from crossgap_jax.models.layers.norm import LayerNorm
+from crossgap_jax.models.siglip.tokenizer import load_siglip_tokenizer
 
 # Non-causal text encoder pooled at the last position: positions after the EOS do
 # influence the feature, so OTI must encode the whole context.
@@ -148,10 +148,6 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
                                  heads=2, vocab_size=512, context_length=16),
 }
 
-
-def _register() -> None:
-    for cfg in ARCHITECTURES.values():
-        register_architecture(cfg, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -434,7 +430,7 @@ param_shapes = _FNS.param_shapes
 
 
 # ---------------------------------------------------------------------------------------
-# The family's pure functions (same signatures as crossgap_jax.models.clip)
+# The family's pure functions (same signatures as crossgap_jax.models.clip.model)
 # ---------------------------------------------------------------------------------------
 def embed_tokens(params: Params, ids: jax.Array, *, config: SigLIPConfig,
                  dtype: Dtype = jnp.float32) -> jax.Array:
@@ -564,6 +560,3 @@ def preprocess_options(config: SigLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "squash",
             "interpolation": config.interpolation}
-
-
-_register()

@@ -17,16 +17,16 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from crossgap_jax.fileio import atomic_path
-from crossgap_jax.models.configs import CLIPConfig
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.families import family_module
-from crossgap_jax.models.fit import check_fit
-from crossgap_jax.models.formats import (
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.formats import (
     NATIVE_FORMAT,
     read_safetensors,
     safetensors_metadata,
     sniff_format,
 )
+from crossgap_jax.models.configs import CLIPConfig
+from crossgap_jax.models.families import family_module
 
 NATIVE_VERSION = "1"
 Params = Any

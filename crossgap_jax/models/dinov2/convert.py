@@ -1,5 +1,5 @@
 """Read transformers ``Dinov2Model`` checkpoints into the Flax params of
-:mod:`crossgap_jax.models.dinov2`.
+:mod:`crossgap_jax.models.dinov2.model`.
 
 Tensor names (the hub checkpoints ``facebook/dinov2-{small,base}`` were written by
 transformers 4.x; transformers 5 renames the attention projections on load, and both
@@ -37,8 +37,13 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.formats import read_state_dict
+from crossgap_jax.models.checkpoint.hooks import Converted, Read
+from crossgap_jax.models.checkpoint.hub import HUB_ID
+from crossgap_jax.models.checkpoint.hub import hub_fetch as _hub_fetch
 from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
-from crossgap_jax.models.dinov2 import (
+from crossgap_jax.models.dinov2.model import (
     CLSMEAN_SUFFIX,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -46,11 +51,6 @@ from crossgap_jax.models.dinov2 import (
     DINOv2Config,
     param_shapes,
 )
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.formats import read_state_dict
-from crossgap_jax.models.hub import HUB_ID
-from crossgap_jax.models.hub import hub_fetch as _hub_fetch
-from crossgap_jax.models.loader import Converted, Read
 
 _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.key": "attention.k_proj",
@@ -135,7 +135,7 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
         config: the architecture the tensors must fit.
 
     Returns:
-        float32 params in :mod:`~crossgap_jax.models.dinov2`'s layout, and the sorted
+        float32 params in :mod:`~crossgap_jax.models.dinov2.model`'s layout, and the sorted
         ignored keys (``embeddings.mask_token``, ``classifier.*``).
 
     Raises:
@@ -398,14 +398,14 @@ def adopt(requested: DINOv2Config, declared: DINOv2Config) -> DINOv2Config:
 
 
 # ---------------------------------------------------------------------------------------
-# Hooks of the one loading pipeline (crossgap_jax.models.loader: claims, read,
+# Hooks of the one loading pipeline (crossgap_jax.models.checkpoint.loader: claims, read,
 # convert_tensors, architecture_diff, match_registered, adopt)
 # ---------------------------------------------------------------------------------------
 claims = is_dinov2_checkpoint
 
 
 def read(request: Any) -> Any:
-    """``loader.Read`` of a DINOv2 request (directory, hub id, ``"dinov2"`` tag)."""
+    """``hooks.Read`` of a DINOv2 request (directory, hub id, ``"dinov2"`` tag)."""
 
     arch = request.arch
     if arch is not None and not isinstance(arch, DINOv2Config):
@@ -417,7 +417,7 @@ def read(request: Any) -> Any:
 
 
 def convert_tensors(read_result: Any, config: DINOv2Config) -> Any:
-    """``loader.Converted``: the renaming of :func:`map_tensors` (the loader checks fit)."""
+    """``hooks.Converted``: the renaming of :func:`map_tensors` (the loader checks fit)."""
 
     flat, names, unknown, ignored = map_tensors(read_result.tensors)
     return Converted(flat=flat, names=names, unexpected=unknown, extra={"ignored": ignored})

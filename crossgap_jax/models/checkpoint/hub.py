@@ -25,7 +25,11 @@ from collections.abc import Iterator
 from tqdm.auto import tqdm
 
 from crossgap_jax.fileio import OutputWriteError, atomic_open, atomic_write_json, sha256_file
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError, ChecksumError
+from crossgap_jax.models.checkpoint.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ChecksumError,
+)
 
 _TRUE = ("1", "true", "yes", "on")
 #: a Hugging Face hub id (``org/name``, optionally ``@revision``).

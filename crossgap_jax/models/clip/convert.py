@@ -1,7 +1,7 @@
 """Checkpoint state dicts (name -> array) <-> the Flax params pytree.
 
-Torch-free: callers hand in NumPy arrays (``formats.py`` and the family readers do the file
-reading).
+Torch-free: callers hand in NumPy arrays (``checkpoint/formats.py`` and the family readers
+do the file reading).
 Conversion is string rules plus transposes, then a strict check against the shapes of
 the Flax model: a wrong shape names the tensor, missing or unexpected tensors are an
 error that lists them.
@@ -20,9 +20,9 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.fit import check_fit, fit_problems  # noqa: F401 (re-export)
 
 # Buffers some checkpoints carry that are not parameters.
 _IGNORED = re.compile(
@@ -226,7 +226,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
 
     Raises:
         CheckpointError: a shape mismatch (naming the tensor), or missing / unexpected
-            tensors (listing them): :func:`crossgap_jax.models.fit.check_fit`.
+            tensors (listing them): :func:`crossgap_jax.models.checkpoint.fit.check_fit`.
     """
     layout = layout or detect_layout(strip_prefixes(sd))
     flat, names, unexpected = state_dict_to_flat(sd, config, layout)

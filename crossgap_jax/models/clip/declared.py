@@ -1,7 +1,7 @@
 """Configs that CLIP checkpoint files declare (transformers ``config.json``,
 ``open_clip_config.json``), and comparing / naming architectures.
 
-Used by the CLIP family's reader (:mod:`crossgap_jax.models.clip_reader`).
+Used by the CLIP family's reader (:mod:`crossgap_jax.models.clip.reader`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError
 from crossgap_jax.models.configs import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -19,7 +20,6 @@ from crossgap_jax.models.configs import (
     get_config,
     list_architectures,
 )
-from crossgap_jax.models.errors import CheckpointError
 
 _HF_TEXT_DEFAULTS = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
                          num_attention_heads=8, max_position_embeddings=77, vocab_size=49408,

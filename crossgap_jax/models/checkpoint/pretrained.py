@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import re
 
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.hub import default_cache_dir, download_url, verified_sha256
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.hub import default_cache_dir, download_url, verified_sha256
 
 # OpenAI's release files; the sha256 of each file is the second-to-last URL component.
 _OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"

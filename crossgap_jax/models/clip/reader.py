@@ -1,4 +1,4 @@
-"""The CLIP family's loader hooks (see :mod:`crossgap_jax.models.loader`).
+"""The CLIP family's loader hooks (see :mod:`crossgap_jax.models.checkpoint.loader`).
 
 Sources: a local file or directory; a Hugging Face hub id of a transformers ``CLIPModel``
 repo (``"openai/clip-vit-base-patch32"``); ``"hf-hub:<repo>"`` (an open_clip repo:
@@ -8,8 +8,8 @@ sha256 checked); an open_clip pretrained tag (``"datacomp_xl_s13b_b90k"``).
 
 Formats (detected from the contents): ``openai-torchscript``, ``torch-state-dict``,
 ``safetensors``, sharded HF checkpoints (``*.index.json``), read by
-:mod:`crossgap_jax.models.formats`; layouts ``openai`` (also open_clip) and ``hf``,
-converted by :mod:`crossgap_jax.models.convert`.
+:mod:`crossgap_jax.models.checkpoint.formats`; layouts ``openai`` (also open_clip) and ``hf``,
+converted by :mod:`crossgap_jax.models.clip.convert`.
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ from typing import Any
 
 import numpy as np  # noqa: F401 (annotations)
 
-from crossgap_jax.models import convert
-from crossgap_jax.models.clip_declared import (
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.formats import read_index, read_json, read_state_dict
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request, warn_assumed
+from crossgap_jax.models.checkpoint.hub import HUB_ID, hub_fetch, hub_split
+from crossgap_jax.models.checkpoint.pretrained import fetch_openai, openai_release, resolve_clip_tag
+from crossgap_jax.models.clip import convert
+from crossgap_jax.models.clip.declared import (
     architecture_diff,
     config_from_hf,
     config_from_open_clip,
     match_registered,
 )
 from crossgap_jax.models.configs import OPENAI_MEAN, OPENAI_STD, CLIPConfig, list_architectures
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.formats import read_index, read_json, read_state_dict
-from crossgap_jax.models.hub import HUB_ID, hub_fetch, hub_split
-from crossgap_jax.models.loader import Converted, Read, Request, warn_assumed
-from crossgap_jax.models.pretrained import fetch_openai, openai_release, resolve_clip_tag
 
 QUICK_GELU = True
 

@@ -24,7 +24,7 @@ SLIP checkpoint                                  Flax params path
 ``visual.blocks.i.mlp.{fc1,fc2}``                ``visual/blocks_i/mlp/{fc1,fc2}``
 ``visual.norm``                                  ``visual/norm``
 ``image_projection`` / ``text_projection``       same (``(in, out)`` matrices)
-``token_embedding`` ... ``ln_final``             as :mod:`crossgap_jax.models.clip`
+``token_embedding`` ... ``ln_final``             as :mod:`crossgap_jax.models.clip.model`
 ===============================================  ======================================
 
 The SimCLR head (``image_mlp.*``) is not part of the image-text model and is ignored.
@@ -44,18 +44,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows
-from crossgap_jax.models.attention import KV, select_rows, self_attention
-from crossgap_jax.models.clip import (
-    LayerNorm,
+from crossgap_jax.models.clip.model import (
     Transformer,
     causal_text_features,
     causal_text_prefix,
 )
-from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
-from crossgap_jax.models.tokenizer import get_tokenizer as _get
-from crossgap_jax.models.vit_layers import Mlp as TimmMlp
-from crossgap_jax.models.vit_layers import PatchEmbed
+from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows
+from crossgap_jax.models.layers.attention import KV, select_rows, self_attention
+from crossgap_jax.models.layers.norm import LayerNorm
+from crossgap_jax.models.layers.vit_layers import Mlp as TimmMlp
+from crossgap_jax.models.layers.vit_layers import PatchEmbed
 
 # Same causal text tower as CLIP: truncating OTI's context after EOT is exact.
 CAUSAL_TEXT = True
@@ -123,10 +123,6 @@ ARCHITECTURES: dict[str, SLIPConfig] = {
                              text_width=64, text_layers=2, text_heads=4),
 }
 
-
-def _register() -> None:
-    for cfg in ARCHITECTURES.values():
-        register_architecture(cfg, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,7 +277,7 @@ param_shapes = _FNS.param_shapes
 
 
 # ---------------------------------------------------------------------------------------
-# The family's pure functions (same signatures as crossgap_jax.models.clip)
+# The family's pure functions (same signatures as crossgap_jax.models.clip.model)
 # ---------------------------------------------------------------------------------------
 def embed_tokens(params: Params, ids: jax.Array, *, config: SLIPConfig,
                  dtype: Dtype = jnp.float32) -> jax.Array:
@@ -296,7 +292,7 @@ def embed_tokens(params: Params, ids: jax.Array, *, config: SLIPConfig,
 
 def text_prefix(params: Params, embeddings: jax.Array, *, config: SLIPConfig,
                 dtype: Dtype = jnp.float32) -> tuple[KV, ...]:
-    """As :func:`crossgap_jax.models.clip.text_prefix` (same causal text tower)."""
+    """As :func:`crossgap_jax.models.clip.model.text_prefix` (same causal text tower)."""
     return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
 
 
@@ -307,7 +303,7 @@ def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax
     """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)``.
 
     ``L`` may stop after the last EOT (causal mask: exact). ``prefix`` / ``pooled_only``: as
-    :func:`crossgap_jax.models.clip.encode_text_embeddings`.
+    :func:`crossgap_jax.models.clip.model.encode_text_embeddings`.
     """
     return _apply("encode_text_embeddings", params, embeddings, eot_index, prefix,
                   pooled_only, config=config, dtype=dtype)
@@ -370,6 +366,3 @@ def preprocess_options(config: SLIPConfig) -> dict:
     return {"image_size": config.vision.image_size, "mean": tuple(config.mean),
             "std": tuple(config.std), "resize": "shortest",
             "interpolation": config.interpolation}
-
-
-_register()

@@ -3,7 +3,7 @@
 :func:`params_fingerprint` hashes the parameter *values* (sha256 over each leaf's
 ``/``-joined path and its float32 bytes, in sorted path order): the same weights reached
 through another path, a symlink, another container or format give the same value;
-different weights a different one. :func:`crossgap_jax.models.loader.load` computes it
+different weights a different one. :func:`crossgap_jax.models.checkpoint.loader.load` computes it
 once per load (``info["params_sha256"]``) and the bundle carries it
 (:attr:`crossgap_jax.models.CLIP.weights_sha256`); the feature cache and the inversion
 manifests key on :func:`model_fingerprint`.

@@ -29,7 +29,7 @@ and a ``(0, D)`` text matrix.
 
 Parameter names mirror the transformers state dict (``.`` -> ``/``, Linear ``weight.T``
 -> ``kernel``, LayerNorm ``weight`` -> ``scale``); see
-:mod:`crossgap_jax.models.convert_dinov2`.
+:mod:`crossgap_jax.models.dinov2.convert`.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models._module_fns import ModuleFns
-from crossgap_jax.models.attention import attention
-from crossgap_jax.models.clip import LayerNorm
-from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, register_architecture
+from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.families import NoTextTowerError
-from crossgap_jax.models.vit_layers import Mlp, PatchEmbed
+from crossgap_jax.models.layers._module_fns import ModuleFns
+from crossgap_jax.models.layers.attention import attention
+from crossgap_jax.models.layers.norm import LayerNorm
+from crossgap_jax.models.layers.vit_layers import Mlp, PatchEmbed
 
 # No text tower: OTI's context truncation question does not arise; the flag is part of the
 # family interface.
@@ -164,10 +164,6 @@ PRETRAINED: dict[tuple[str, str], str] = {
 }
 
 
-def _register() -> None:
-    for cfg in ARCHITECTURES.values():
-        register_architecture(cfg, overwrite=True)
-
 
 # ---------------------------------------------------------------------------------------
 # Position-embedding interpolation (PyTorch bicubic, align_corners=False)
@@ -256,7 +252,7 @@ def interpolate_position_embeddings(pos: jax.Array, grid_h: int, grid_w: int) ->
 # ---------------------------------------------------------------------------------------
 class Attention(nn.Module):
     """Separate ``q_proj``/``k_proj``/``v_proj`` (with bias), the package's one
-    :func:`~crossgap_jax.models.attention.attention`, ``o_proj``."""
+    :func:`~crossgap_jax.models.layers.attention.attention`, ``o_proj``."""
 
     width: int
     heads: int
@@ -492,6 +488,3 @@ def preprocess_options(config: DINOv2Config) -> dict:
             "std": tuple(config.std), "resize": "shortest",
             "interpolation": config.interpolation, "resize_size": config.resize_size,
             "crop_offset": "floor"}
-
-
-_register()

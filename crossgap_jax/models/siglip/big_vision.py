@@ -1,11 +1,11 @@
 """SigLIP's big_vision layout (``.npz``: ``params/img/...``, ``params/txt/...``,
-``params/t``, ``params/b``) <-> the Flax params of :mod:`crossgap_jax.models.siglip`.
+``params/t``, ``params/b``) <-> the Flax params of :mod:`crossgap_jax.models.siglip.model`.
 
 Flax kernels already have our ``(in, out)`` / HWIO layout; multi-head attention kernels
 are ``(width, heads, head_dim)`` (``out``: ``(heads, head_dim, width)``) and are reshaped;
 the MAP head's query/key/value are fused into one ``in_proj``; position embeddings lose
 their leading 1; ``scan``-ned encoders (``encoderblock`` with a leading depth axis) are
-split. Shapes are checked by :func:`crossgap_jax.models.fit.check_fit`.
+split. Shapes are checked by :func:`crossgap_jax.models.checkpoint.fit.check_fit`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.configs import TextConfig, VisionConfig
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.fit import check_fit
-from crossgap_jax.models.siglip import SigLIPConfig
+from crossgap_jax.models.siglip.model import SigLIPConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]
 

@@ -12,8 +12,10 @@ a family::
     5. finish    float32 device arrays, content fingerprint (fingerprint.params_fingerprint),
                  the info dict
 
-Family hooks (the interface a new family implements; register it in :data:`LOADERS` by
-module path - explicit, no registration by import side effect). A hook module defines:
+Family hooks (the interface a new family implements; its module path is the ``loader`` of
+its :class:`~crossgap_jax.models.families.Family` entry; the types it exchanges live in
+:mod:`~crossgap_jax.models.checkpoint.hooks`, so a hook module never imports the loader).
+A hook module defines:
 
 ``claims(source: str) -> bool``
     Whether a local path is this family's checkpoint (used when no architecture is named).
@@ -24,7 +26,7 @@ module path - explicit, no registration by import side effect). A hook module de
     ``sha256``, ``tokenizer_file``, ...).
 ``convert_tensors(read: Read, config) -> Converted``
     Map the file's tensors to Flax paths (no shape checks: :func:`load` runs
-    :func:`~crossgap_jax.models.fit.check_fit`).
+    :func:`~crossgap_jax.models.checkpoint.fit.check_fit`).
 ``architecture_diff(requested, declared) -> list[str]``
     ``"field: a vs b"`` lines for every shape / activation difference (empty: same).
 ``match_registered(config, prefer=None) -> str | None``
@@ -36,42 +38,28 @@ optional ``QUICK_GELU = True``
 
 The family's model module (``families.py``) must give ``param_shapes(config)`` and
 ``CONFIG_CLASS``: the fit check and the native format use them. The model files
-(``clip.py``, ``siglip.py``, ``slip.py``) import no reader or converter.
+(``<family>/model.py``) import no reader or converter.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
-import warnings
 from typing import Any
 
 import jax
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
+from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.hooks import Read, Request
+from crossgap_jax.models.checkpoint.hub import hub_sha256
+from crossgap_jax.models.checkpoint.native import load_native, native_file
 from crossgap_jax.models.configs import CLIPConfig, get_config
-from crossgap_jax.models.errors import CheckpointError
-from crossgap_jax.models.fingerprint import params_fingerprint
-from crossgap_jax.models.fit import check_fit
-from crossgap_jax.models.hub import hub_sha256
-from crossgap_jax.models.native import load_native, native_file
+from crossgap_jax.models.families import FAMILIES
 
 Params = Any
-
-#: family name -> module path of its loader hooks (see the module docstring).
-LOADERS: dict[str, str] = {
-    "clip": "crossgap_jax.models.clip_reader",
-    "siglip": "crossgap_jax.models.convert_siglip",
-    "slip": "crossgap_jax.models.convert_slip",
-    "dinov2": "crossgap_jax.models.convert_dinov2",
-}
-
-
-def register_loader(family: str, module_path: str) -> None:
-    """Register the loader hooks of ``family`` (a module path, imported on first use)."""
-    LOADERS[family] = module_path
-
 
 def loader_hooks(family: str) -> Any:
     """The hook module of ``family``.
@@ -80,65 +68,21 @@ def loader_hooks(family: str) -> Any:
         CheckpointError: no loader is registered for ``family`` (the message lists the
             registered ones and how to add one).
     """
-    if family not in LOADERS:
+    if family not in FAMILIES:
         raise CheckpointError(
             f"no checkpoint loader for model family {family!r}; registered: "
-            f"{', '.join(sorted(LOADERS))}. A family adds one with "
-            f"crossgap_jax.models.loader.register_loader({family!r}, 'module.path') "
+            f"{', '.join(sorted(FAMILIES))}. A family adds one with "
+            f"crossgap_jax.models.register_family(Family({family!r}, model=..., loader=...)) "
             f"(hooks: claims, read, convert_tensors, architecture_diff, match_registered, adopt)")
-    return importlib.import_module(LOADERS[family])
+    return importlib.import_module(FAMILIES[family].loader)
 
 
 def detect_family(source: str) -> str:
     """The family whose ``claims(source)`` recognises a checkpoint path, else ``"clip"``."""
-    for family in LOADERS:
+    for family in FAMILIES:
         if family != "clip" and loader_hooks(family).claims(source):
             return family
     return "clip"
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """What was asked for, resolved (step 1).
-
-    Attributes:
-        arch: the requested architecture, or None (taken from the checkpoint).
-        source: path / hub id / pretrained tag, or None (the architecture's default).
-        label: what was asked for, as ``info["source"]``.
-    """
-
-    arch: CLIPConfig | None
-    source: str | None
-    label: Any
-    allow_pickle: bool = False
-    cache_dir: str | None = None
-    progress: bool = True
-    quick_gelu: bool | None = None
-    tokenizer: str | None = None
-
-
-@dataclasses.dataclass
-class Read:
-    """What a family's reader produced, before it meets the requested architecture."""
-
-    tensors: dict[str, np.ndarray]  # the file's tensors, by the file's own names
-    fmt: str  # info["format"]
-    paths: list[str]
-    layout: str  # info["layout"]
-    declared: CLIPConfig | None = None  # the architecture the files state
-    declared_by: str | None = None  # which file (or "tensor shapes")
-    arch: CLIPConfig | None = None  # replaces request.arch when set (CLIP "openai" tag)
-    extra: dict = dataclasses.field(default_factory=dict)  # more info entries
-
-
-@dataclasses.dataclass
-class Converted:
-    """A converter's output: Flax path -> array, the file's name of each, leftovers."""
-
-    flat: dict[tuple[str, ...], np.ndarray]
-    names: dict[tuple[str, ...], str] = dataclasses.field(default_factory=dict)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    extra: dict = dataclasses.field(default_factory=dict)  # e.g. {"ignored": [...]}
 
 
 def resolve_arch(name: Any) -> CLIPConfig:
@@ -319,10 +263,4 @@ def _configure(hooks: Any, req: Request, read: Read, arch: CLIPConfig | None
     return config, config_source, activation_source
 
 
-def warn_assumed(message: str) -> None:
-    """A reader's assumption the user should see (e.g. an activation no file states)."""
-    warnings.warn(message, stacklevel=4)
-
-
-__all__ = ["LOADERS", "Converted", "Read", "Request", "detect_family", "load", "loader_hooks",
-           "register_loader"]
+__all__ = ["detect_family", "load", "loader_hooks"]

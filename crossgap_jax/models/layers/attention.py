@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from crossgap_jax.models._module_fns import pool_rows
+from crossgap_jax.models.layers._module_fns import pool_rows
 
 
 class KV(NamedTuple):

@@ -41,10 +41,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossgap_jax.models._module_fns import ModuleFns, embed_rows, pool_rows
-from crossgap_jax.models.attention import KV, attention, select_rows, self_attention
+from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig
-from crossgap_jax.models.tokenizer import get_tokenizer as _get
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.layers.attention import KV, attention, select_rows, self_attention
+from crossgap_jax.models.layers.norm import LayerNorm
 
 CONFIG_CLASS = CLIPConfig
 
@@ -61,30 +62,12 @@ def quick_gelu(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(1.702 * x)
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm computed in float32 (like OpenAI's fp16-safe subclass), eps 1e-5."""
-
-    epsilon: float = 1e-5
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (d,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
-        x = x.astype(jnp.float32)
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-        return y.astype(self.dtype)
-
-
 class MultiheadAttention(nn.Module):
     """Multi-head self-attention with a fused ``in_proj`` (q|k|v), as PyTorch's.
 
-    Returns the output and the :class:`~crossgap_jax.models.attention.KV` of ``x``'s
+    Returns the output and the :class:`~crossgap_jax.models.layers.attention.KV` of ``x``'s
     positions; ``causal``/``prefix``/``pool_index``: see
-    :func:`~crossgap_jax.models.attention.self_attention` (``mask``: an explicit bool mask).
+    :func:`~crossgap_jax.models.layers.attention.self_attention` (``mask``: an explicit bool mask).
     """
 
     width: int
@@ -131,7 +114,7 @@ class ResidualAttentionBlock(nn.Module):
                  prefix: KV | None = None, pool_index: jax.Array | int | None = None
                  ) -> tuple[jax.Array, KV]:
         """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)`` with ``pool_index``) and the block's
-        :class:`~crossgap_jax.models.attention.KV`."""
+        :class:`~crossgap_jax.models.layers.attention.KV`."""
         a, kv = MultiheadAttention(self.width, self.heads, self.dtype, name="attn")(
             LayerNorm(self.eps, self.dtype, name="ln_1")(x), mask, causal=causal, prefix=prefix,
             pool_index=pool_index)
@@ -364,7 +347,7 @@ def text_prefix(params: Params, embeddings: jax.Array, *, config: CLIPConfig,
             1 to share the prefix over every example).
 
     Returns:
-        one :class:`~crossgap_jax.models.attention.KV` per block, ``(B, P, text_width)`` each.
+        one :class:`~.layers.attention.KV` per block, ``(B, P, text_width)`` each.
     """
     return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
 

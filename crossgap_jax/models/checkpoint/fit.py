@@ -16,7 +16,7 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
-from crossgap_jax.models.errors import CheckpointError
+from crossgap_jax.models.checkpoint.errors import CheckpointError
 from crossgap_jax.models.families import family_of
 
 Path = tuple[str, ...]

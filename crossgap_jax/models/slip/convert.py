@@ -1,4 +1,4 @@
-"""SLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.slip`.
+"""SLIP checkpoints -> the Flax params of :mod:`crossgap_jax.models.slip.model`.
 
 SLIP's released files (``slip_base_100ep.pt``, ...) are ``torch.save`` dicts
 ``{"epoch", "state_dict", "optimizer", "scaler", "best_acc1", "args"}`` whose
@@ -22,15 +22,19 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import numpy as np
 
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.formats import read_safetensors, sniff_format
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
+from crossgap_jax.models.checkpoint.hub import default_cache_dir, download_url
+from crossgap_jax.models.checkpoint.pretrained import (
+    SLIP_DEFAULT_TAG,
+    SLIP_PRETRAINED,
+    resolve_family_tag,
+)
+from crossgap_jax.models.clip.convert import strip_prefixes
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.convert import strip_prefixes
-from crossgap_jax.models.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.fit import check_fit
-from crossgap_jax.models.formats import read_safetensors, sniff_format
-from crossgap_jax.models.hub import default_cache_dir, download_url
-from crossgap_jax.models.loader import Converted, Read, Request
-from crossgap_jax.models.pretrained import SLIP_DEFAULT_TAG, SLIP_PRETRAINED, resolve_family_tag
-from crossgap_jax.models.slip import SLIPConfig
+from crossgap_jax.models.slip.model import SLIPConfig
 
 _IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
 _NORMS = {"norm1", "norm2", "norm", "ln_1", "ln_2", "ln_final"}
@@ -100,7 +104,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
 
     Raises:
         CheckpointError: shape mismatches (named), missing or unexpected tensors (listed):
-            :func:`crossgap_jax.models.fit.check_fit`.
+            :func:`crossgap_jax.models.checkpoint.fit.check_fit`.
     """
     flat, names, unexpected, ignored = state_dict_to_flat(sd)
     return check_fit(flat, config, layout="slip", names=names, unexpected=unexpected), ignored

@@ -1,0 +1,1 @@
+"""DINOv2 (image-only): model (the forward), converter (the loader hooks)."""

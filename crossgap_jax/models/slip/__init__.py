@@ -1,0 +1,2 @@
+"""SLIP: model (the forward; text tower and tokenizer are CLIP's), converter (the loader
+hooks)."""
