@@ -105,6 +105,7 @@ def test_validation_errors_come_before_encoding(argv, fragment, folder, tmp_path
     ["classify", "--dataset", "x", "--batch-size", "0"],  # out of range
     ["reproduce", "--datasets"],                   # a missing value
     ["frobnicate"],                                # an unknown command
+    ["classify", "--dataset", "x", "--variants", "inter,bogus"],  # an unknown variant
 ])
 def test_argument_errors_come_before_jax_is_imported(argv):
     """A malformed command line is refused by the parser alone: in a fresh interpreter the

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from crossgap_jax.pipeline import CLASSIFY_VARIANTS  # a JAX-free name of the lazy face
+
 PROG = "crossgap-jax"
 DEFAULT_PRESET = "clip_vitb32"
 
@@ -131,9 +133,6 @@ def name_list(s: str) -> list[str]:
 def variant_list(s: str) -> list[str]:
     """Comma-separated classify variants out of
     :data:`crossgap_jax.pipeline.measure.CLASSIFY_VARIANTS`."""
-
-    # lazy: the pipeline loads JAX; the parser (and its argument errors) must not
-    from crossgap_jax.pipeline import CLASSIFY_VARIANTS
 
     out = name_list(s)
     bad = [v for v in out if v not in CLASSIFY_VARIANTS]

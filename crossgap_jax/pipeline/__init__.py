@@ -22,54 +22,36 @@ measurements, records and reports (see docs/architecture.md for the path of a ru
 
 The functions ``measure``, ``analyze`` and ``reproduce`` share their module's name, so they
 are not re-exported here (the attribute would shadow the module): import them from
-``crossgap_jax.pipeline.measure`` etc. ``methods.compare`` (the ``compare`` command's core)
-is exported as :func:`compare_methods`, since ``compare`` is the module of paired
-comparisons.
+``crossgap_jax.pipeline.measure`` etc. The ``compare`` command's core is
+:func:`~crossgap_jax.pipeline.methods.compare_methods` (``compare`` is the module of paired
+comparisons).
+
+The names load on first use (``lazy_loader``): importing the face, or a JAX-free module of
+it such as :mod:`~crossgap_jax.pipeline.feature_types`, does not import JAX, so the command
+line can check option values against them at once.
 """
 
-from crossgap_jax.pipeline.analyze import analysis_figure
-from crossgap_jax.pipeline.baselines import indicators
-from crossgap_jax.pipeline.claims import (
-    CLAIMS,
-    VERDICT_MEANING,
-    Claim,
-    claim_result,
-    measure_claims,
-)
-from crossgap_jax.pipeline.compare import (
-    DEFAULT_BOOTSTRAP,
-    Bootstrap,
-    compare_retrieval,
-    compare_zero_shot,
-)
-from crossgap_jax.pipeline.feature_types import CLASSIFY_VARIANTS, FEATURE_TYPES
-from crossgap_jax.pipeline.measure import classify, retrieve
-from crossgap_jax.pipeline.methods import check_methods, compare_table
-from crossgap_jax.pipeline.methods import compare as compare_methods
-from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT, PRESETS, Preset, list_presets, preset
-from crossgap_jax.pipeline.published import published_row
-from crossgap_jax.pipeline.records import provenance, write_record
-from crossgap_jax.pipeline.report import (
-    analysis_summary,
-    classify_table,
-    indicators_table,
-    results_table,
-    retrieval_table,
-)
-from crossgap_jax.pipeline.reproduce import DatasetFailure
-from crossgap_jax.pipeline.run import Run, make_run
-from crossgap_jax.pipeline.settings import BaselineSettings, RunSettings
-from crossgap_jax.pipeline.tasks import canonical_name
-from crossgap_jax.pipeline.weights import pretrained_aliases, resolve_source
+import lazy_loader
 
-__all__ = [
-    "CLAIMS", "VERDICT_MEANING", "Claim", "claim_result", "measure_claims",
-    "canonical_name", "check_methods", "compare_methods", "compare_table",
-    "BaselineSettings", "RunSettings", "indicators",
-    "CLASSIFY_VARIANTS", "DEFAULT_BOOTSTRAP", "DEMO_CHECKPOINT", "PRESETS", "Bootstrap",
-    "DatasetFailure", "Preset", "Run", "analysis_figure", "analysis_summary", "classify_table",
-    "indicators_table",
-    "compare_retrieval", "compare_zero_shot", "list_presets", "make_run", "preset",
-    "pretrained_aliases", "provenance", "published_row", "resolve_source", "results_table",
-    "retrieval_table", "write_record", "classify", "retrieve", "FEATURE_TYPES",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "analyze": ["analysis_figure"],
+        "baselines": ["indicators"],
+        "claims": ["CLAIMS", "VERDICT_MEANING", "Claim", "claim_result", "measure_claims"],
+        "compare": ["DEFAULT_BOOTSTRAP", "Bootstrap", "compare_retrieval", "compare_zero_shot"],
+        "feature_types": ["CLASSIFY_VARIANTS", "FEATURE_TYPES"],
+        "measure": ["classify", "retrieve"],
+        "methods": ["check_methods", "compare_methods", "compare_table"],
+        "presets": ["DEMO_CHECKPOINT", "PRESETS", "Preset", "list_presets", "preset"],
+        "published": ["published_row"],
+        "records": ["provenance", "write_record"],
+        "report": ["analysis_summary", "classify_table", "indicators_table", "results_table",
+                   "retrieval_table"],
+        "reproduce": ["DatasetFailure"],
+        "run": ["Run", "make_run"],
+        "settings": ["BaselineSettings", "RunSettings"],
+        "tasks": ["canonical_name"],
+        "weights": ["pretrained_aliases", "resolve_source"],
+    },
+)

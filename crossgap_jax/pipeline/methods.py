@@ -141,7 +141,7 @@ def _indicators(run: Run, dataset: str, modality: str) -> dict:
     return {"split": res["split"], "summary": res["summary"], "figure": res["figure"]}
 
 
-def compare(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
+def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
             methods: Sequence[str] = tuple(METHODS)) -> tuple[dict, str]:
     """Methods x datasets on one backbone; writes ``<run_dir>/compare/metrics.json`` and
     ``table.md`` and returns ``(results, table)`` (each built once).
