@@ -212,8 +212,8 @@ def test_compare_bad_input_one_line(tiny_ckpt, tmp_path, capsys):
 
 
 def test_compare_skips_pca_without_k():
-    from crossgap_jax.pipeline.baselines import BaselineSettings
     from crossgap_jax.pipeline.methods import _rows
+    from crossgap_jax.pipeline.settings import BaselineSettings
 
     assert _rows(["image", "pca"], BaselineSettings()) == [("image", "image", 0),
                                                            ("pca", "pca", 0)]

@@ -11,12 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from crossgap_jax.pipeline.measure import (
-    Bootstrap,
-    compare_retrieval,
-    compare_zero_shot,
-    measure,
-)
+from crossgap_jax.pipeline.compare import Bootstrap, compare_retrieval, compare_zero_shot
+from crossgap_jax.pipeline.measure import measure
 from crossgap_jax.pipeline.presets import PRESETS, Preset, get_preset, preset
 from crossgap_jax.pipeline.settings import RunSettings
 from crossgap_jax.retrieval import paired_bootstrap_ci

@@ -32,10 +32,8 @@ from crossgap_jax.fileio import atomic_write_json, ensure_dir
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import class_prompt
-from crossgap_jax.pipeline.settings import (  # noqa: F401 (part of this face)
-    CENTER_FIT,
+from crossgap_jax.pipeline.settings import (
     FEWSHOT_TYPES,
-    PCA_FIT,
     BaselineSettings,
 )
 from crossgap_jax.pipeline.tasks import (

@@ -28,17 +28,14 @@ from crossgap_jax.pipeline.baselines import (
     fitted_ncm,
     labelled_images,
 )
-from crossgap_jax.pipeline.compare import (  # noqa: F401 (part of this face)
+from crossgap_jax.pipeline.compare import (
     COMPARISONS,
-    DEFAULT_BOOTSTRAP,
     Bootstrap,
     compare_retrieval,
     compare_zero_shot,
 )
-from crossgap_jax.pipeline.feature_types import (  # noqa: F401 (part of this face)
+from crossgap_jax.pipeline.feature_types import (
     CLASSIFY_VARIANTS,
-    FEATURE_TYPES,
-    NEEDS_TEXT_TOWER,
     check_feature_type,
 )
 from crossgap_jax.pipeline.presets import isoclip_k

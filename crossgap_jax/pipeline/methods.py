@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
-from crossgap_jax.pipeline.baselines import BaselineSettings, indicators
+from crossgap_jax.pipeline.baselines import indicators
 from crossgap_jax.pipeline.distributed import barrier, is_writer
 from crossgap_jax.pipeline.measure import classify, retrieve
 from crossgap_jax.pipeline.records import provenance
 from crossgap_jax.pipeline.report import provenance_header
+from crossgap_jax.pipeline.settings import BaselineSettings
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run

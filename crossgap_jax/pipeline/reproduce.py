@@ -10,8 +10,9 @@ from typing import Any
 
 from crossgap_jax.data import check_authors_assets
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json
+from crossgap_jax.pipeline.compare import DEFAULT_BOOTSTRAP, Bootstrap
 from crossgap_jax.pipeline.distributed import barrier, is_writer
-from crossgap_jax.pipeline.measure import DEFAULT_BOOTSTRAP, Bootstrap, measure
+from crossgap_jax.pipeline.measure import measure
 from crossgap_jax.pipeline.records import provenance
 from crossgap_jax.pipeline.report import results_table, summarize
 from crossgap_jax.pipeline.run import Run
