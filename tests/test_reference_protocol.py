@@ -2,7 +2,7 @@
 
 Tiny-model runs through the package's pipeline (the CLI, in process) on real Caltech101,
 COCO and CISI subsets, a miniature all-vs-all (CUB-like) layout and a miniature revisitop
-layout with +1M-style distractors; then ``tests/reference_protocol.py`` (plain NumPy written
+layout with +1M-style distractors; then ``tests/support/reference_protocol.py`` (plain NumPy written
 from PAPER.md, importing nothing of the package) recomputes each reported metric from the
 features the run cached and the ground truth read from the dataset files, to 1e-6.
 
@@ -18,9 +18,9 @@ import pickle
 
 import numpy as np
 import pytest
-import reference_protocol as ref
 from PIL import Image
-from reference_protocol import assert_reproduce_matches_reference
+from support import reference_protocol as ref
+from support.reference_protocol import assert_reproduce_matches_reference
 
 from crossgap_jax.cli import main
 

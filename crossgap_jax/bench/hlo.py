@@ -2,7 +2,7 @@
 
 Used to compare two compiled programs that should do the same array work, e.g. OTI/OVI
 with and without the progress bar's host callback (``benchmarks/bench_progress.py`` and
-``tests/test_inversion_progress.py``).
+``tests/inversion/test_inversion_progress.py``).
 """
 
 from __future__ import annotations

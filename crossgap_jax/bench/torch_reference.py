@@ -14,7 +14,7 @@ for a causal encoder), and :func:`invert` optionally wraps the feature function 
 ``torch.compile``.
 
 Correctness of this module against OpenAI's ``model.py`` is checked in
-``tests/test_bench.py`` (same weights, same features).
+``tests/bench/test_bench.py`` (same weights, same features).
 """
 
 from __future__ import annotations

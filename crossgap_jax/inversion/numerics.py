@@ -1,7 +1,7 @@
 """The process-wide JAX settings a result's numbers could depend on.
 
 OTI/OVI draw and compute in float32 whatever ``jax_enable_x64`` says (the x64 run equals the
-default run bit for bit on CPU, ``tests/test_x64.py``), but a global flag is the kind of
+default run bit for bit on CPU, ``tests/inversion/test_x64.py``), but a global flag is the kind of
 thing that silently changes numbers, so runs record them: the pipeline's provenance
 (:func:`~crossgap_jax.pipeline.records.provenance`) and every resumable inversion's
 manifest and shards (:mod:`~crossgap_jax.inversion.resumable`).

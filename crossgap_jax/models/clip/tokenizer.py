@@ -16,7 +16,7 @@ reference ``simple_tokenizer`` exactly, so that the ids equal its ids:
    splits special-token literals out of any position, which differs.)
 3. byte-level BPE of each word with the ``</w>`` end-of-word suffix (Rust, batched).
 
-The equality claim is exactly what ``tests/test_tokenizer.py`` proves: the COCO test
+The equality claim is exactly what ``tests/models/test_tokenizer.py`` proves: the COCO test
 captions and a seeded fuzz set of 10,000 mixed-script strings give identical ids.
 """
 

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: tiny-model factories, independent references, compile counter."""
