@@ -50,7 +50,8 @@ def span_basis(text_features: Any, reduce: int = DEFAULT_SPAN_REDUCE) -> np.ndar
     n, d = t.shape
     if n < 2:
         raise ValueError(f"the span needs at least 2 text features for a covariance, got {n}")
-    if not isinstance(reduce, (int, np.integer)) or isinstance(reduce, bool) or not 1 <= reduce <= d:
+    integer = isinstance(reduce, (int, np.integer)) and not isinstance(reduce, bool)
+    if not integer or not 1 <= reduce <= d:
         raise ValueError(f"span reduce factor must be an integer in 1..{d}, got {reduce!r}")
     cov = np.cov(t, rowvar=False, ddof=1)
     eigvals, eigvecs = np.linalg.eigh(cov)          # ascending eigenvalues
