@@ -23,8 +23,10 @@ from crossgap_jax.data.sources import (
     imagefolder,
     imagenet,
     imdb,
+    inaturalist,
     jsonl,
     newsgroups,
+    places365,
     revisitop,
     sop,
     tfds,
@@ -85,6 +87,19 @@ def builtin_datasets() -> list[DatasetInfo]:
         "sop", "image", ("test", "train"), "test", "test", "label", sop.SOP_LAYOUT,
         "Stanford Online Products, test vs test (query removed from its gallery)",
         sop.load_sop, sop.locate_sop,
+    ))
+    # IsoCLIP's two extra image datasets (simomagi/IsoCLIP): all vs all, query removed.
+    out.append(DatasetInfo(
+        "places365", "image", places365.PLACES_SPLITS, "val", "val", "label",
+        places365.PLACES_LAYOUT,
+        "Places365-Standard val (36,500 images, 365 scenes), all vs all as IsoCLIP",
+        places365.load_places365, places365.locate_places365,
+    ))
+    out.append(DatasetInfo(
+        "inaturalist2021", "image", inaturalist.INAT_SPLITS, "train_mini", "train_mini", "label",
+        inaturalist.INAT_LAYOUT,
+        "iNaturalist 2021 train_mini (500,000 images, 10,000 species), all vs all as IsoCLIP",
+        inaturalist.load_inaturalist, inaturalist.locate_inaturalist,
     ))
     for name, title in (("roxford5k", "Revisited Oxford"), ("rparis6k", "Revisited Paris")):
         out.append(DatasetInfo(

@@ -54,6 +54,8 @@ ALIASES: dict[str, str] = {
     "stanford_online_products": "sop", "coco": "coco_text", "flickr30k": "flickr30k_text",
     "nocaps": "nocaps_text", "imdb": "imdb_text", "20newsgroups": "newsgroup_text",
     "newsgroups": "newsgroup_text",
+    "places": "places365", "places365_standard": "places365", "inat2021": "inaturalist2021",
+    "mini_inaturalist": "inaturalist2021", "inaturalist2021_mini": "inaturalist2021",
 }
 
 

@@ -488,7 +488,7 @@ def test_jsonl_and_replacements(tmp_path):
 def test_registry_names_and_listing(tmp_path):
     expected_image = {"cub2011", "roxford5k", "rparis6k", "sop", "caltech101", "dtd", "eurosat",
                       "fgvc_aircraft", "food101", "imagenet", "oxford_flowers", "oxford_pets",
-                      "stanford_cars", "sun397", "ucf101"}
+                      "stanford_cars", "sun397", "ucf101", "places365", "inaturalist2021"}
     expected_text = {"coco_text", "flickr30k_text", "nocaps_text", "imdb_text", "newsgroup_text",
                      "nanoclimatefever", "nanodbpedia", "nanofever", "nanonfcorpus", "nanonq",
                      "nanoscidocs", "nanoscifact", "cisi"}

@@ -53,6 +53,8 @@ TFDS_DEFAULTS: dict[str, TfdsDefaults] = {
     "stanford_online_products": TfdsDefaults("test", "test"),
     "imdb_reviews": TfdsDefaults("queries", "train+test", "imdb"),
     "coco_captions": TfdsDefaults("test", "test", "captions"),
+    "places365_small": TfdsDefaults("validation", "validation"),  # IsoCLIP: val vs val
+    "i_naturalist2021": TfdsDefaults("mini", "mini"),  # IsoCLIP: train_mini vs itself
 }
 
 LAYOUT = ("<data_dir>/<name>/<config>/<version>/ as written by `tfds build <name> "
