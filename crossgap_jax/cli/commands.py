@@ -259,9 +259,12 @@ def cmd_indicators(args) -> int:
 def cmd_compare(args) -> int:
     default, per = data_roots(args.data_root, args.datasets)
     run = _make_run(args, data_root=default)
-    res, table = compare_methods(run, args.datasets, roots=per, methods=args.methods)
-    path = _write_outputs(run, args, res, key={"datasets": list(args.datasets),
-                                               "methods": list(args.methods)}, table=table)
+    res, table = compare_methods(run, args.datasets, roots=per, methods=args.methods,
+                                 layout=args.layout)
+    key = {"datasets": list(args.datasets), "methods": list(args.methods)}
+    if args.layout != "default":
+        key["layout"] = args.layout
+    path = _write_outputs(run, args, res, key=key, table=table)
     print(table)
     print(f"record: {path}")
     return 0

@@ -340,6 +340,9 @@ OPTIONS: list[Option] = [
          default=["image", "oti", "isoclip", "pca", "centered", "text", "ovi"],
          help="rows, comma separated: image, oti, isoclip, pca (one row per --pca-k), "
               "centered (image datasets); text, ovi, isoclip (text datasets)"),
+    _opt("--layout", ("compare",), "command", choices=["default", "isoclip"], default="default",
+         help="table layout: default, or isoclip (IsoCLIP's: mAP, mAP@R, P@R, R@1 per dataset "
+              "and their average; also writes compare/summary.csv in its columns)"),
     _opt("--num-tokens", ("analyze",), "command", type=positive_int_list, default=(1, 4),
          help="OTI R values, e.g. 1,4"),
 ]

@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
 from crossgap_jax.pipeline.baselines import indicators
 from crossgap_jax.pipeline.distributed import barrier, is_writer
+from crossgap_jax.pipeline.feature_types import FEATURE_TYPES
+from crossgap_jax.pipeline.layouts import isoclip_summary_rows, isoclip_table, summary_csv
 from crossgap_jax.pipeline.measure import classify, retrieve
 from crossgap_jax.pipeline.records import provenance
 from crossgap_jax.pipeline.report import provenance_header
@@ -46,13 +49,27 @@ _FEWSHOT_TYPE = {"image": "image", "oti": "oti", "isoclip": "isoclip", "pca": "p
 _SKIPPABLE = (ValueError, FileNotFoundError, KeyError)
 
 
+def known_methods() -> list[str]:
+    """The method names ``compare`` takes: :data:`METHODS`, then every other feature type of
+    :data:`~crossgap_jax.pipeline.feature_types.FEATURE_TYPES` (applied to both sides)."""
+    return list(METHODS) + [t for t in FEATURE_TYPES if t not in METHODS]
+
+
+def method_spec(method: str) -> tuple[str, str, str]:
+    """``(side, query feature type, gallery feature type)`` of a method: its
+    :data:`METHODS` entry, else a feature type on both sides of either modality (a type that
+    does not apply to a dataset becomes a skipped cell)."""
+    return METHODS.get(method, ("both", method, method))
+
+
 def check_methods(methods: Sequence[str]) -> None:
     """Raise ValueError naming the first unknown method (with a suggestion)."""
+    known = known_methods()
     for m in methods:
-        if m not in METHODS:
-            close = difflib.get_close_matches(m, list(METHODS), n=1)
+        if m not in known:
+            close = difflib.get_close_matches(m, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown method {m!r}{hint} (known: {', '.join(METHODS)})")
+            raise ValueError(f"unknown method {m!r}{hint} (known: {', '.join(known)})")
 
 
 def _why(e: BaseException) -> str:
@@ -80,7 +97,7 @@ def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -
     metric = "mAP_medium" if task.relevance == "revisitop" else "mAP"
     cells: dict[str, Any] = {}
     for name, method, k in rows:
-        side, qt, gt = METHODS[method]
+        side, qt, gt = method_spec(method)
         if side not in (modality, "both"):
             article = "an" if modality[0] in "aeiou" else "a"
             cells[name] = {"skipped": f"{side}-side method; {dataset} is {article} "
@@ -123,7 +140,9 @@ def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, 
     for name, method, _k in rows:
         t = _FEWSHOT_TYPE.get(method)
         if t is None:
-            cells[name] = {"skipped": "text-side method; few-shot NCM classifies images"}
+            cells[name] = {"skipped": "text-side method; few-shot NCM classifies images"
+                           if method_spec(method)[0] == "text" else
+                           f"few-shot NCM has no {method!r} features"}
         elif method == "pca" and not settings.pca_k:
             cells[name] = {"skipped": "pca needs --pca-k K[,K...]"}
         else:
@@ -143,7 +162,8 @@ def _indicators(run: Run, dataset: str, modality: str) -> dict:
 
 
 def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
-            methods: Sequence[str] = tuple(METHODS)) -> tuple[dict, str]:
+            methods: Sequence[str] = tuple(METHODS), layout: str = "default"
+            ) -> tuple[dict, str]:
     """Methods x datasets on one backbone; writes ``<run_dir>/compare/metrics.json`` and
     ``table.md`` and returns ``(results, table)`` (each built once).
 
@@ -157,12 +177,17 @@ def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | N
         run: the run (model, settings, cache; ``max_queries`` / ``max_gallery`` apply).
         datasets: dataset names, in order.
         roots: per-dataset data roots (as :func:`~crossgap_jax.pipeline.reproduce.reproduce`).
-        methods: a subset of :data:`METHODS`, in row order.
+        methods: method names (:func:`known_methods`), in row order.
+        layout: the table: ``"default"`` (:func:`compare_table`) or ``"isoclip"``
+            (:func:`~crossgap_jax.pipeline.layouts.isoclip_table`; also writes
+            ``compare/summary.csv`` in IsoCLIP's columns, one row per dataset and method).
 
     Raises:
-        ValueError: an unknown method.
+        ValueError: an unknown method or layout.
     """
     check_methods(methods)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
     if roots:
         run = dataclasses.replace(run, roots={**run.roots, **roots})
     rows = _rows(methods, run.baselines)
@@ -175,11 +200,18 @@ def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | N
         entry["indicators"] = _indicators(run, ds, entry["modality"])
         out["datasets"][ds] = entry
     out["provenance"] = provenance(run)  # once, with the text sources the tasks used
-    table = compare_table(out)
+    out["layout"] = layout
+    table = LAYOUTS[layout](out)
     if is_writer():
         d = ensure_dir(os.path.join(run.run_dir, "compare"))
         atomic_write_json(os.path.join(d, "metrics.json"), out)
         atomic_write_bytes(os.path.join(d, "table.md"), table.encode())
+        if layout == "isoclip":
+            prov = out["provenance"]
+            rows = isoclip_summary_rows(
+                out, dataroot=run.root_for, model=prov["model"], pretrained=prov["pretrained"],
+                folder=os.path.abspath(d), timestamp=time.strftime("%Y%m%d_%H%M%S"))
+            atomic_write_bytes(os.path.join(d, "summary.csv"), summary_csv(rows).encode())
     barrier(f"compare:{run.run_dir}")
     return out, table
 
@@ -241,3 +273,12 @@ def compare_table(res: dict) -> str:
         lines.append(f"| {ds} | " + " | ".join(pair)
                      + f" | {s['closer_to_other_class']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _isoclip_layout(res: dict) -> str:
+    return isoclip_table(res, provenance_header(res["provenance"],
+                                                "compare: methods x datasets (IsoCLIP's layout)"))
+
+
+# compare's table layouts: name -> (result -> markdown)
+LAYOUTS = {"default": compare_table, "isoclip": _isoclip_layout}
