@@ -5,7 +5,9 @@
 - :mod:`crossgap_jax.baselines.window`: the ``isotropic-window`` map, our own heuristic
   (not IsoCLIP).
 - :mod:`crossgap_jax.baselines.pca`: PCA projection and per-modality mean-centering (fitted
-  on a fit set, e.g. the gallery).
+  on a fit set, e.g. the gallery; also the map of I0T's and GR-CLIP's post-hoc gap removal).
+- :mod:`crossgap_jax.baselines.span`: Herzog & Wang's span projection (``U^T U x``, ``U``
+  from the covariance of the ImageNet class-name text features).
 
 Nearest-class-mean prototypes and the L2 normalisations the maps use live with the metrics
 (:mod:`crossgap_jax.retrieval.ncm`, :mod:`crossgap_jax.retrieval.normalize`). See
@@ -34,6 +36,15 @@ from crossgap_jax.baselines.pca import (
     max_pca_components,
     pca_features,
 )
+from crossgap_jax.baselines.span import (
+    DEFAULT_SPAN_REDUCE,
+    IMAGENET_CLASSES_FILE,
+    IMAGENET_CLASSES_SOURCE,
+    SpanClasses,
+    read_span_classes,
+    span_basis,
+    span_project,
+)
 from crossgap_jax.baselines.window import (
     WindowBasis,
     isotropic_window,
@@ -50,4 +61,6 @@ __all__ = [
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
     "isotropic_window", "kept_components",
     "projection_heads", "window_basis",
+    "DEFAULT_SPAN_REDUCE", "IMAGENET_CLASSES_FILE", "IMAGENET_CLASSES_SOURCE", "SpanClasses",
+    "read_span_classes", "span_basis", "span_project",
 ]

@@ -9,14 +9,31 @@ Wang, exactly")::
     x -> U^T U x                          no centring; consumers L2-normalise afterwards
 
 ``r`` is the reduce factor (theirs: 2). Only the subspace ``U^T U`` matters: the sign and order
-of the eigenvectors do not change the features. Fitting runs in float64 NumPy.
+of the eigenvectors do not change the features. Fitting runs in float64 NumPy (theirs: float32
+``torch.cov`` / ``torch.linalg.eigh``; the kept subspace agrees to float32 precision unless
+the ``d // r``-th and next eigenvalues tie).
+
+The text features of their retrieval script are the model's ``encode_text`` of the raw
+ImageNet class names of pytorch/hub's ``imagenet_classes.txt``, shipped here as
+``crossgap_jax/assets/imagenet_classes.txt`` (:func:`read_span_classes`; licence notice
+beside it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 from typing import Any
 
 import numpy as np
+
+from crossgap_jax.data import open_text
+
+#: The shipped class list (pytorch/hub ``imagenet_classes.txt``, unchanged) and its notice.
+IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "assets", "imagenet_classes.txt")
+IMAGENET_CLASSES_SOURCE = "imagenet (pytorch/hub imagenet_classes.txt, shipped)"
 
 #: Herzog & Wang's default reduce factor: keep ``d // 2`` directions.
 DEFAULT_SPAN_REDUCE = 2
@@ -78,3 +95,59 @@ def span_project(x: Any, basis: Any) -> np.ndarray:
         raise ValueError(f"features have dimension {a.shape[1]} but the span basis "
                          f"{u.shape[1]}: fit the span with the same model")
     return (a @ u.T) @ u
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanClasses:
+    """The class names whose text features span the projection.
+
+    Attributes:
+        names: the names, one per line of the file, in file order (raw: no template, no
+            ``_`` replacement).
+        source: :data:`IMAGENET_CLASSES_SOURCE` for the shipped list, else the file's
+            absolute path.
+        sha256: sha256 of the file's bytes (``sha256sum FILE`` gives the same).
+    """
+
+    names: tuple[str, ...]
+    source: str
+    sha256: str
+
+    def info(self) -> dict:
+        return {"classes": self.source, "classes_sha256": self.sha256,
+                "num_classes": len(self.names)}
+
+
+def read_span_classes(path: str | os.PathLike | None = None) -> SpanClasses:
+    """The span's class names: ``path`` (one name per line, UTF-8, a byte-order mark
+    dropped; the line ends ``\n`` / ``\r\n`` are not part of a name, a last line without
+    one is fine), or the shipped ImageNet list when ``path`` is None.
+
+    Raises:
+        FileNotFoundError: no such file (named).
+        ValueError: not UTF-8, a blank line (named by number), or fewer than 2 names.
+    """
+    file = IMAGENET_CLASSES_FILE if path is None else os.path.abspath(
+        os.path.expanduser(os.fspath(path)))
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"span class list {file}: no such file (--span-classes takes "
+                                "a text file with one class name per line)")
+    with open(file, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    try:
+        with open_text(file, newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"span class list {file}: not UTF-8 text ({e.reason} at byte "
+                         f"{e.start})") from None
+    text = text[:-1] if text.endswith("\n") else text
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ValueError(f"span class list {file}: line {i} is blank; give one class "
+                             "name per line, without empty lines")
+    if len(lines) < 2:
+        raise ValueError(f"span class list {file}: {len(lines)} name(s); the span's "
+                         "covariance needs at least 2")
+    source = IMAGENET_CLASSES_SOURCE if path is None else file
+    return SpanClasses(tuple(lines), source, digest)

@@ -4,10 +4,12 @@ phrased as CLI options (:func:`cli_words`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
 
+from crossgap_jax.baselines import read_span_classes
 from crossgap_jax.cli.options import (
     DEFAULT_PRESET,
     CLIError,
@@ -260,7 +262,8 @@ def baseline_settings(args) -> BaselineSettings:
 
     names = {"pca_k": "pca_k", "pca_whiten": "pca_whiten", "pca_fit": "pca_fit",
              "center_fit": "center_fit", "shots": "shots", "fewshot_seeds": "seeds",
-             "fewshot_types": "fewshot_types"}
+             "fewshot_types": "fewshot_types", "span_classes": "span_classes",
+             "span_reduce": "span_reduce"}
     d = {key: getattr(args, attr) for attr, key in names.items()
          if getattr(args, attr, None) is not None}
     variants = getattr(args, "variants", None) or ()
@@ -270,11 +273,16 @@ def baseline_settings(args) -> BaselineSettings:
         if "pca-ncm" in variants or (args.command == "retrieve" and "pca" in (
                 getattr(args, "query_type", None), getattr(args, "gallery_type", None))):
             s.single_pca_k()
+        if s.span_classes is not None:  # read now: a bad file fails before any work
+            s = dataclasses.replace(s, span_classes=read_span_classes(s.span_classes).source)
         if "fewshot" in variants and "pca" in s.fewshot_types and not s.pca_k:
             raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca "
                              "out of --fewshot-types)")
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    except (ValueError, FileNotFoundError) as e:
+        msg = _one_line(e)
+        if "span class list" in msg:
+            msg = f"--span-classes: {msg}"
+        raise CLIError(msg) from None
     return s
 
 

@@ -198,6 +198,11 @@ _BASELINE_OPTIONS = [
          help="fewshot: sampling seeds (default 0,1,2)"),
     _opt("--fewshot-types", ("classify",), _BL, type=name_list, default=None,
          help="fewshot feature types (default image,oti,isoclip,pca,centered)"),
+    _opt("--span-classes", _BASELINE_CMDS, _BL, default=None, metavar="FILE",
+         help="span: class names whose text features span the projection, one per line "
+              "(default: the shipped pytorch/hub ImageNet list, Herzog & Wang's)"),
+    _opt("--span-reduce", _BASELINE_CMDS, _BL, type=positive_int, default=None, metavar="N",
+         help="span: keep d // N text directions (default 2, Herzog & Wang's)"),
 ]
 OPTIONS: list[Option] = [
     _opt("--preset", RUN_COMMANDS, default=None,
@@ -315,17 +320,21 @@ OPTIONS: list[Option] = [
          default=(), help="steps to snapshot, e.g. 17,50,150"),
     _opt("--query-type", ("retrieve",), "command",
          choices=["image", "text", "oti", "ovi", "isoclip", "isotropic-window", "pca",
-                  "centered"], default=None),
+                  "centered", "span", "i0t", "gr-clip"], default=None),
     _opt("--gallery-type", ("retrieve",), "command",
-         choices=["image", "text", "isoclip", "isotropic-window", "pca", "centered"],
+         choices=["image", "text", "isoclip", "isotropic-window", "pca", "centered", "span",
+                  "i0t", "gr-clip"],
          default=None,
          help="isoclip on both sides: the training-free IsoCLIP baseline; isotropic-window: "
               "our own heuristic (not IsoCLIP); pca (both sides, --pca-k) / centered: fitted "
-              "on the gallery (docs/baselines.md)"),
+              "on the gallery; span: Herzog & Wang's span projection (--span-classes, "
+              "--span-reduce); i0t / gr-clip: I0T's / GR-CLIP's post-hoc mean removal "
+              "(docs/baselines.md)"),
     _opt("--variants", ("classify",), "command", type=variant_list,
          default=list(DEFAULT_VARIANTS),
          help="comma separated: inter, oti, ovi (zero-shot; the default), ncm, isoclip-ncm, "
-              "pca-ncm, centered-ncm (nearest class mean over the train split), fewshot "
+              "pca-ncm, centered-ncm, span-ncm (nearest class mean over the train split), "
+              "fewshot "
               "(k-shot NCM, --shots, --fewshot-seeds, --fewshot-types)"),
     *_BASELINE_OPTIONS,
     _opt("--isoclip-k", _BASELINE_CMDS, "command", type=isoclip_k_pair, default=None,
@@ -339,7 +348,8 @@ OPTIONS: list[Option] = [
     _opt("--methods", ("compare",), "command", type=name_list,
          default=["image", "oti", "isoclip", "pca", "centered", "text", "ovi"],
          help="rows, comma separated: image, oti, isoclip, pca (one row per --pca-k), "
-              "centered (image datasets); text, ovi, isoclip (text datasets)"),
+              "centered (image datasets); text, ovi, isoclip (text datasets); span, i0t, "
+              "gr-clip (either)"),
     _opt("--layout", ("compare",), "command", choices=["default", "isoclip"], default="default",
          help="table layout: default, or isoclip (IsoCLIP's: mAP, mAP@R, P@R, R@1 per dataset "
               "and their average; also writes compare/summary.csv in its columns)"),

@@ -20,7 +20,7 @@ Main entry points:
 See ``docs/datasets.md`` for the expected layouts and protocols.
 """
 
-from crossgap_jax.data._fs import ENV_VAR, resolve_root
+from crossgap_jax.data._fs import ENV_VAR, open_text, resolve_root
 from crossgap_jax.data.authors_assets import (
     apply_authors_assets,
     apply_authors_assets_to_split,
@@ -92,6 +92,7 @@ __all__ = [
     "center_crop", "pad_rows", "preprocess_images", "check_authors_assets", "find_summaries_dir",
     "resize_shortest_side",
     "import_tfds", "resolve_root",
+    "open_text",
     "ENV_VAR",
     "IMAGE_DATASETS",
     "IMDB_QUERIES",

@@ -26,6 +26,7 @@ from crossgap_jax.baselines import (
     max_pca_components,
     pca_features,
     projection_heads,
+    span_project,
 )
 from crossgap_jax.data import get_dataset
 from crossgap_jax.fileio import atomic_write_json, ensure_dir
@@ -100,7 +101,42 @@ def apply_fitted(s: BaselineSettings, q: FeatureSet, g: FeatureSet, query_type: 
         out[side] = dataclasses.replace(fs, features=center_features(fs.features, m),
                                         meta=dict(fs.meta, centered=dict(
                                             m.info(), fit=fit, center_fit=s.center_fit)))
+    for side, fs, t in (("q", q, query_type), ("g", g, gallery_type)):
+        if t not in POSTHOC_GAP_TYPES:
+            continue
+        fit_x, fit = _posthoc_fit_set(t, fs, q, g, same_modality)
+        m = fit_center(fit_x, normalize_input=True)  # both methods normalise first
+        key = POSTHOC_GAP_TYPES[t]
+        out[side] = dataclasses.replace(fs, features=center_features(fs.features, m),
+                                        meta=dict(fs.meta, **{key: dict(
+                                            m.info(), fit=fit, normalize="before and after",
+                                            source=POSTHOC_GAP_SOURCES[t])}))
     return out["q"], out["g"]
+
+
+# The post-hoc gap closers: feature type -> meta key. Both compute
+# normalize(normalize(x) - mu) with mu the mean of the normalised embeddings of the feature's
+# own modality (docs/baselines.md); they differ in what mu is fitted on.
+POSTHOC_GAP_TYPES = {"i0t": "i0t", "gr-clip": "gr_clip"}
+POSTHOC_GAP_SOURCES = {
+    "i0t": "I0T post-hoc (xfactlab/I0T src/features.py remove_artifact_features)",
+    "gr-clip": "GR-CLIP (yuhui-zh15/MixedModalitySearch src/retrieval_mixbench.py)"}
+
+
+def _posthoc_fit_set(t: str, fs: FeatureSet, q: FeatureSet, g: FeatureSet,
+                     same_modality: bool) -> tuple[np.ndarray, str]:
+    """What the mean of ``i0t`` / ``gr-clip`` on side ``fs`` is fitted on, and its name.
+
+    ``gr-clip``: the side's own set (GR-CLIP keeps one mean per role: queries, corpus texts,
+    corpus images). ``i0t``: every evaluated embedding of the side's modality (I0T_post
+    uses the test set's per-modality mean): queries and gallery together when both share a
+    modality (the gallery alone when the queries are the gallery), else the side's own set.
+    """
+    if t == "gr-clip" or not same_modality:
+        return fs.features, ("queries" if fs is q else "gallery")
+    if list(q.items) == list(g.items):  # all-vs-all: the queries are the gallery
+        return g.features, "gallery (= queries)"
+    return np.concatenate([q.features, g.features]), "queries and gallery"
 
 
 def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
@@ -138,13 +174,14 @@ def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
 
 
 # classify variants: full-train NCM with the fitted baselines (as ncm / isoclip-ncm)
-FITTED_NCM_VARIANTS = ("pca-ncm", "centered-ncm")
+FITTED_NCM_VARIANTS = ("pca-ncm", "centered-ncm", "span-ncm")
 
 
 def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
                train_split: str = "train") -> dict[str, Any]:
     """Nearest class mean over the whole ``train_split`` (as ``classify --variants ncm``)
-    with PCA (``pca-ncm``, one ``--pca-k``) or mean-centering (``centered-ncm``) of the
+    with PCA (``pca-ncm``, one ``--pca-k``), mean-centering (``centered-ncm``) or Herzog &
+    Wang's span projection (``span-ncm``: ``U^T U x``, not fitted on the images) of the
     embeddings, fitted on the training images (the gallery analogue; ``--pca-fit query`` /
     ``both``: the queries / both). Prototypes: class means of the mapped training features;
     cosine; top-1/top-5 in percent. With ``max_gallery`` (smoke runs) the training split is
@@ -171,6 +208,11 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
         ztr, zte = center_features(ftr.features, m), center_features(fte.features, m)
         out["centered-ncm"] = dict(ncm_accuracy(zte, yte, class_means(ztr, ytr, num_classes)),
                                    centered=dict(m.info(), fit=train_split))
+    if "span-ncm" in variants:
+        basis, info = run.span_map()
+        ztr, zte = span_project(ftr.features, basis), span_project(fte.features, basis)
+        out["span-ncm"] = dict(ncm_accuracy(zte, yte, class_means(ztr, ytr, num_classes)),
+                               span=info)
     return out
 
 

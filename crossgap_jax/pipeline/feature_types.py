@@ -10,18 +10,24 @@ from typing import Any
 
 # pca / centered: fitted on the gallery, applied to both sides (pipeline.baselines)
 FEATURE_TYPES = ("image", "text", "oti", "ovi", "isoclip", "isotropic-window", "pca", "centered")
+# span: Herzog & Wang's span projection (text-feature span, Run.span); i0t / gr-clip: the
+# post-hoc per-modality mean removal of I0T and GR-CLIP (pipeline.baselines.apply_fitted)
+FEATURE_TYPES += ("span", "i0t", "gr-clip")
 # classify variants: zero-shot (inter-modal, OTI, OVI) and nearest-class-mean (plain projected
 # image features, IsoCLIP-mapped features).
 # pca-ncm / centered-ncm: full-train NCM with the fitted baselines; fewshot: k-shot NCM for
 # several feature types and seeds (pipeline.baselines).
 CLASSIFY_VARIANTS = ("inter", "oti", "ovi", "ncm", "isoclip-ncm", "pca-ncm", "centered-ncm",
                      "fewshot")
+CLASSIFY_VARIANTS += ("span-ncm",)  # NCM on span-projected features
 # Feature types and classify variants that need a text tower (refused, before any work, for
 # an image-only backbone such as DINOv2; see models.families.require_text_tower), with the
 # words the error uses for each.
 NEEDS_TEXT_TOWER = {"text": "text features", "oti": "OTI", "ovi": "OVI",
                     "isoclip": "IsoCLIP", "isotropic-window": "the isotropic-window baseline",
                     "inter": "zero-shot classification", "isoclip-ncm": "IsoCLIP NCM"}
+NEEDS_TEXT_TOWER.update({"span": "the span projection (Herzog & Wang)",
+                         "span-ncm": "span-projection NCM"})
 
 
 def check_feature_type(split: Any, feature_type: str) -> None:

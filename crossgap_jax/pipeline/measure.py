@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.baselines import isoclip_features, projection_heads
+from crossgap_jax.baselines import isoclip_features, projection_heads, read_span_classes
 from crossgap_jax.data import RetrievalTask
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
@@ -97,7 +97,7 @@ def _describe(run: Run, task: RetrievalTask, q: FeatureSet, g: FeatureSet, query
         metrics["gallery_size"] = len(task.gallery)
         metrics["num_distractors"] = int(task.gallery.extra.get("num_distractors", 0))
     for side, fs in (("query", q), ("gallery", g)):
-        for key in ("isoclip", "isotropic_window", "pca", "centered"):
+        for key in ("isoclip", "isotropic_window", "pca", "centered", "span", "i0t", "gr_clip"):
             if key in fs.meta:
                 metrics[f"{side}_{key}"] = fs.meta[key]
     metrics["query_type"] = query_type
@@ -200,6 +200,8 @@ def _check_classify(run: Run, dataset: str, images: Any, variants: Sequence[str]
             raise ValueError(f"classify variant isoclip-ncm: {e}") from None
     if "fewshot" in variants:
         fewshot_settings(run)
+    if "span-ncm" in variants:
+        read_span_classes(run.baselines.span_classes)  # a bad --span-classes file: now
     if {"ncm", "isoclip-ncm", "fewshot", *FITTED_NCM_VARIANTS} & set(variants):
         _train_split(run, dataset, images, "train")
 

@@ -41,6 +41,10 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "centered": ("image", "centered", "centered"),
     "text": ("text", "text", "text"),
     "ovi": ("text", "ovi", "text"),
+    # Herzog & Wang's span projection; I0T's / GR-CLIP's post-hoc mean removal (both sides)
+    "span": ("both", "span", "span"),
+    "i0t": ("both", "i0t", "i0t"),
+    "gr-clip": ("both", "gr-clip", "gr-clip"),
 }
 # the few-shot NCM feature type of each image-side method (text methods: no image support)
 _FEWSHOT_TYPE = {"image": "image", "oti": "oti", "isoclip": "isoclip", "pca": "pca",
@@ -139,10 +143,11 @@ def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, 
     cells: dict[str, Any] = {}
     for name, method, _k in rows:
         t = _FEWSHOT_TYPE.get(method)
-        if t is None:
-            cells[name] = {"skipped": "text-side method; few-shot NCM classifies images"
-                           if method_spec(method)[0] == "text" else
-                           f"few-shot NCM has no {method!r} features"}
+        if t is None and method_spec(method)[0] == "both":
+            cells[name] = {"skipped": f"{method} is not a few-shot NCM feature type (NCM: "
+                                      "classify --variants span-ncm / centered-ncm)"}
+        elif t is None:
+            cells[name] = {"skipped": "text-side method; few-shot NCM classifies images"}
         elif method == "pca" and not settings.pca_k:
             cells[name] = {"skipped": "pca needs --pca-k K[,K...]"}
         else:

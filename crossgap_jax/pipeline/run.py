@@ -31,6 +31,9 @@ from crossgap_jax.baselines import (
     isoclip_features,
     isoclip_map,
     projection_heads,
+    read_span_classes,
+    span_basis,
+    span_project,
     window_basis_for,
     window_features,
 )
@@ -222,6 +225,43 @@ class Run:
         return dataclasses.replace(pre, features=np.asarray(isoclip_features(pre.features, m)),
                                    meta=dict(pre.meta, isoclip=info))
 
+    def span_map(self) -> tuple[np.ndarray, dict]:
+        """Herzog & Wang's span basis ``U`` ``(d // r, d)`` (:func:`span_basis`) and its
+        settings: the text features are the model's unnormalised ``encode_text`` of the raw
+        class names of ``baselines.span_classes`` (default: the shipped ImageNet list; no
+        template), cached like every text split (keyed by the names); the basis is kept in
+        memory per (class-list sha256, ``span_reduce``). Returns ``(U, info)``.
+
+        Raises:
+            NoTextTowerError: an image-only backbone.
+            FileNotFoundError, ValueError: a bad ``--span-classes`` file.
+        """
+        self.require_text_tower("span")
+        s = self.baselines
+        classes = read_span_classes(s.span_classes)
+        key = ("span", classes.sha256, s.span_reduce)
+        if key not in self._baseline_cache:
+            names = list(classes.names)
+            split = TextSplit(name="span-classes", split=classes.sha256[:12],
+                              items=[f"class{i:05d}" for i in range(len(names))], texts=names)
+            ft = self.features(split)
+            basis = span_basis(ft.features, s.span_reduce)
+            info = dict(classes.info(), reduce=s.span_reduce, dim=int(basis.shape[1]),
+                        kept=int(basis.shape[0]), template="{}",
+                        source="Herzog & Wang, cvpr26-suppl/span_projection.py")
+            self._baseline_cache[key] = (basis, info)
+        return self._baseline_cache[key]
+
+    def span(self, split) -> FeatureSet:
+        """``span`` features of ``split``: its (projected, unnormalised) embeddings mapped by
+        ``U^T U`` (:meth:`span_map`, :func:`span_project`), float32; the settings are in
+        ``meta["span"]``."""
+        basis, info = self.span_map()
+        base = self.features(split)
+        return dataclasses.replace(
+            base, features=span_project(base.features, basis).astype(np.float32),
+            meta=dict(base.meta, span=info))
+
     def isotropic_window(self, split) -> FeatureSet:
         """Our own ``isotropic-window`` heuristic (NOT IsoCLIP): pre-projection features
         mapped onto an automatically chosen, approximately isotropic window of the
@@ -345,19 +385,22 @@ class Run:
         return None
 
     def side_features(self, split, feature_type: str, task: str | None = None) -> FeatureSet:
-        """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window``
-        (``task``: IsoCLIP's ``(k_top, k_bottom)`` column, default the split's modality)."""
+        """Features of ``split`` of type ``image|text|oti|ovi|isoclip|isotropic-window|span``
+        (the fitted types ``pca|centered|i0t|gr-clip``: the plain embeddings; ``task``:
+        IsoCLIP's ``(k_top, k_bottom)`` column, default the split's modality)."""
         check_feature_type(split, feature_type)
         self.require_text_tower(feature_type)
         if feature_type == "isoclip":
             return self.isoclip(split, task)
         if feature_type == "isotropic-window":
             return self.isotropic_window(split)
+        if feature_type == "span":
+            return self.span(split)
         if feature_type == "ovi":  # the authors' target texts (docs/fidelity.md)
             split = ovi_target_split(split, self.settings.ovi_text)
         base = self.features(split)
-        if feature_type in ("image", "text", "pca", "centered"):  # pca/centered: fitted later
-            return base
+        if feature_type in ("image", "text", "pca", "centered", "i0t", "gr-clip"):
+            return base  # pca / centered / i0t / gr-clip: fitted later (apply_fitted)
         return self.inverted(base, feature_type)
 
     def split(self, dataset: str, split: str | None = None):

@@ -42,6 +42,9 @@ class BaselineSettings:
         shots: few-shot ``k`` values (shots per class).
         seeds: few-shot sampling seeds.
         fewshot_types: feature types of the few-shot sweep.
+        span_classes: the ``span`` feature type's class-name file (one name per line;
+            None: the shipped pytorch/hub ImageNet list, Herzog & Wang's).
+        span_reduce: ``span`` keeps ``d // span_reduce`` directions (theirs: 2).
     """
 
     pca_k: tuple[int, ...] = ()
@@ -52,6 +55,8 @@ class BaselineSettings:
     shots: tuple[int, ...] = DEFAULT_SHOTS
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     fewshot_types: tuple[str, ...] = FEWSHOT_TYPES
+    span_classes: str | None = None
+    span_reduce: int = 2
 
     def __post_init__(self):
         if self.pca_fit not in PCA_FIT:
@@ -64,6 +69,9 @@ class BaselineSettings:
                              f"{', '.join(FEWSHOT_TYPES)}")
         if any(int(k) < 1 for k in self.pca_k) or any(int(k) < 1 for k in self.shots):
             raise ValueError("pca_k and shots must be positive integers")
+        if isinstance(self.span_reduce, bool) or not isinstance(self.span_reduce, int) \
+                or self.span_reduce < 1:
+            raise ValueError(f"span_reduce must be a positive integer, got {self.span_reduce!r}")
 
     def single_pca_k(self) -> int:
         if len(self.pca_k) != 1:

@@ -346,6 +346,9 @@ def test_cli_encode_equals_transformers(tiny, folder, tmp_path):
     (["classify", "--variants", "ovi"], "OVI"),
     (["oti"], "OTI"),
     (["retrieve", "--query-type", "isoclip", "--gallery-type", "isoclip"], "IsoCLIP"),
+    (["retrieve", "--query-type", "span", "--gallery-type", "span"],
+     "the span projection (Herzog & Wang)"),
+    (["classify", "--variants", "span-ncm"], "span-projection NCM"),
 ])
 def test_cli_refuses_text_tower_tasks(tiny, folder, tmp_path, capsys, argv, what):
     from crossgap_jax.cli import main
