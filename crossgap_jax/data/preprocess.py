@@ -72,7 +72,7 @@ def center_crop(image: Image.Image, size: int, offset: str = "round") -> Image.I
     return image.crop((left, top, left + size, top + size))
 
 
-def resize_float(x: np.ndarray, size_wh: tuple[int, int], interpolation: str) -> np.ndarray:
+def resize_float_image(x: np.ndarray, size_wh: tuple[int, int], interpolation: str) -> np.ndarray:
     """Resize a ``(H, W, C)`` float image to ``size_wh = (w, h)`` in float32, channel by channel
     (PIL ``"F"`` images: PIL's resampling filters with their antialiasing support when
     downscaling, no rounding to 8 bits). torch's ``interpolate(..., antialias=True)`` (and so
@@ -110,7 +110,7 @@ def preprocess_image(
         crop_offset: ``"round"`` (torchvision) or ``"floor"`` (transformers), see
             :func:`center_crop`.
         resize_float: with ``"squash"``, scale to [0, 1] first and resize the float image
-            (:func:`resize_float`; transformers' ``DINOv3ViTImageProcessor`` order);
+            (:func:`resize_float_image`; transformers' ``DINOv3ViTImageProcessor`` order);
             False: resize the 8-bit image (PIL, as torchvision on PIL images).
     """
     if not isinstance(image, Image.Image):
@@ -122,7 +122,7 @@ def preprocess_image(
     elif resize == "squash" and resize_float:
         x = np.asarray(image, dtype=np.float32) / 255.0
         if image.size != (image_size, image_size):
-            x = resize_float(x, (image_size, image_size), interpolation)
+            x = resize_float_image(x, (image_size, image_size), interpolation)
         return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     elif resize == "squash":
         if image.size != (image_size, image_size):

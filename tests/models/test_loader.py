@@ -65,7 +65,7 @@ def test_unknown_family_is_a_clear_error():
         loader.loader_hooks("dinov2-not-registered")
     msg = str(e.value)
     assert "no checkpoint loader for model family 'dinov2-not-registered'" in msg
-    assert "register_family" in msg and "clip, dinov2, siglip, slip" in msg
+    assert "register_family" in msg and "clip, dinov2, dinov3, siglip, slip" in msg
     with pytest.raises(CheckpointError, match="no checkpoint loader for model family 'nope'"):
         M.load("whatever.bin", family="nope")
 
@@ -281,8 +281,8 @@ def _is_loading(module: str) -> bool:
     return any(p in LOADING_PARTS or p.startswith("convert") for p in parts)
 
 
-@pytest.mark.parametrize("model_file",
-                         [f"{fam}/model.py" for fam in ("clip", "siglip", "slip", "dinov2")])
+@pytest.mark.parametrize("model_file", [f"{fam}/model.py" for fam in (
+    "clip", "siglip", "slip", "dinov2", "dinov3")])
 def test_model_files_import_no_reader_or_converter(model_file):
     mods = _imported_modules(ROOT / "crossgap_jax" / "models" / model_file)
     bad = sorted(m for m in mods if m.startswith("crossgap_jax.models.") and _is_loading(m))
