@@ -64,7 +64,7 @@ FACED = ("data", "models", "inversion", "baselines", "retrieval", "pipeline")
 # Sub-modules that are public as modules, reached through the face as a module.
 PUBLIC_SUBMODULES: dict[str, str] = {
     f"{PKG}.models.{fam}.model": "a model family's module: the forward the model owns (family_of)"
-    for fam in ("clip", "siglip", "slip", "dinov2")
+    for fam in ("clip", "siglip", "slip", "dinov2", "dinov3")
 }
 # (importing module, module.name reached past a face): still present, with reason and owner.
 ALLOWED_PAST_FACE: dict[tuple[str, str], str] = {}

@@ -143,6 +143,7 @@ class ImageBatchLoader:
         interpolation: ``"bicubic"`` or ``"bilinear"``.
         resize_size: shorter side before the centre crop (DINOv2: 256); None: ``image_size``.
         crop_offset: ``"round"`` (torchvision) or ``"floor"`` (transformers; DINOv2).
+        resize_float: resize the [0, 1] float image, not the 8-bit one (DINOv3).
         num_threads: decode threads (default: CPU count, at least 2).
         prefetch_batches: batches decoded ahead of the consumer (bounded memory:
             ``(prefetch_batches + 1) * batch_size`` images in flight).
@@ -178,6 +179,7 @@ class ImageBatchLoader:
         interpolation: str = "bicubic",
         resize_size: int | None = None,
         crop_offset: str = "round",
+        resize_float: bool = False,
         num_threads: int | None = None,
         prefetch_batches: int = 2,
         process_index: int = 0,
@@ -200,6 +202,7 @@ class ImageBatchLoader:
         self.mean, self.std = tuple(mean), tuple(std)
         self.resize, self.interpolation = resize, interpolation
         self.resize_size, self.crop_offset = resize_size, crop_offset
+        self.resize_float = resize_float
         self.num_threads = num_threads or max(2, os.cpu_count() or 1)
         self.prefetch_batches = max(0, prefetch_batches)
         self.process_index, self.process_count = process_index, process_count
@@ -253,7 +256,8 @@ class ImageBatchLoader:
             return e
         return (preprocess_image(img, self.image_size, self.mean, self.std, resize=self.resize,
                                  interpolation=self.interpolation, resize_size=self.resize_size,
-                                 crop_offset=self.crop_offset),
+                                 crop_offset=self.crop_offset,
+                                 resize_float=self.resize_float),
                 img.info.get(RESCALED_FROM), int(img.info.get(EXIF_ORIENTATION, 1)))
 
     def __iter__(self) -> Iterator[ImageBatch]:

@@ -72,6 +72,19 @@ def center_crop(image: Image.Image, size: int, offset: str = "round") -> Image.I
     return image.crop((left, top, left + size, top + size))
 
 
+def resize_float_image(x: np.ndarray, size_wh: tuple[int, int], interpolation: str) -> np.ndarray:
+    """Resize a ``(H, W, C)`` float image to ``size_wh = (w, h)`` in float32, channel by channel
+    (PIL ``"F"`` images: PIL's resampling filters with their antialiasing support when
+    downscaling, no rounding to 8 bits). torch's ``interpolate(..., antialias=True)`` (and so
+    torchvision's and transformers' torchvision-backend resize of a float tensor) ports the
+    same algorithm: processors that rescale to [0, 1] *before* resizing (DINOv3's) are
+    reproduced this way, not by a uint8 resize."""
+    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c], np.float32), mode="F")
+                        .resize(size_wh, _resample(interpolation)), np.float32)
+             for c in range(x.shape[-1])]
+    return np.stack(chans, axis=-1)
+
+
 def preprocess_image(
     image: Image.Image,
     image_size: int = 224,
@@ -82,6 +95,7 @@ def preprocess_image(
     interpolation: str = "bicubic",
     resize_size: int | None = None,
     crop_offset: str = "round",
+    resize_float: bool = False,
 ) -> np.ndarray:
     """One PIL image -> normalised ``(image_size, image_size, 3)`` float32 array.
 
@@ -95,6 +109,9 @@ def preprocess_image(
             (DINOv2: 256 then crop 224); None: ``image_size`` (CLIP, SLIP).
         crop_offset: ``"round"`` (torchvision) or ``"floor"`` (transformers), see
             :func:`center_crop`.
+        resize_float: with ``"squash"``, scale to [0, 1] first and resize the float image
+            (:func:`resize_float_image`; transformers' ``DINOv3ViTImageProcessor`` order);
+            False: resize the 8-bit image (PIL, as torchvision on PIL images).
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
@@ -102,6 +119,11 @@ def preprocess_image(
     if resize == "shortest":
         image = center_crop(resize_shortest_side(image, resize_size or image_size,
                                                  interpolation), image_size, crop_offset)
+    elif resize == "squash" and resize_float:
+        x = np.asarray(image, dtype=np.float32) / 255.0
+        if image.size != (image_size, image_size):
+            x = resize_float_image(x, (image_size, image_size), interpolation)
+        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     elif resize == "squash":
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), _resample(interpolation))
@@ -121,11 +143,12 @@ def preprocess_images(
     interpolation: str = "bicubic",
     resize_size: int | None = None,
     crop_offset: str = "round",
+    resize_float: bool = False,
 ) -> np.ndarray:
     """A list of PIL images -> ``(N, image_size, image_size, 3)`` float32 array."""
     if len(images) == 0:
         return np.zeros((0, image_size, image_size, 3), np.float32)
     return np.stack([preprocess_image(im, image_size, mean, std, resize=resize,
                                       interpolation=interpolation, resize_size=resize_size,
-                                      crop_offset=crop_offset)
+                                      crop_offset=crop_offset, resize_float=resize_float)
                      for im in images])

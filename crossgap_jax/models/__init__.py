@@ -1,6 +1,6 @@
 """Flax CLIP-family towers, the architecture registry, checkpoint loading, tokenizers.
 
-Layout: one folder per family (``clip/``, ``siglip/``, ``slip/``, ``dinov2/``: model,
+Layout: one folder per family (``clip/``, ``siglip/``, ``slip/``, ``dinov2/``, ``dinov3/``: model,
 converter / reader, tokenizer), one :class:`Family` entry per family in :data:`FAMILIES`,
 shared blocks in ``layers/``, checkpoint I/O and the one loader in ``checkpoint/``.
 

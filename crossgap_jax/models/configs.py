@@ -125,6 +125,8 @@ _REGISTRY: dict[str, CLIPConfig] = {
 #: i18n) have no config here.
 ARCHITECTURE_ALIASES: dict[str, str] = {
     "ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
+    # Hugging Face's spelling of the DINOv3 ViT-L/16 release (models/dinov3).
+    "facebook/dinov3-vitl16-pretrain-lvd1689m": "dinov3-vitl16",
 }
 
 

@@ -65,7 +65,7 @@ def test_unknown_family_is_a_clear_error():
         loader.loader_hooks("dinov2-not-registered")
     msg = str(e.value)
     assert "no checkpoint loader for model family 'dinov2-not-registered'" in msg
-    assert "register_family" in msg and "clip, dinov2, siglip, slip" in msg
+    assert "register_family" in msg and "clip, dinov2, dinov3, siglip, slip" in msg
     with pytest.raises(CheckpointError, match="no checkpoint loader for model family 'nope'"):
         M.load("whatever.bin", family="nope")
 
@@ -227,7 +227,8 @@ def test_open_clip_siglip_name_is_our_config():
             ours.vision.layers, ours.text.vocab_size, ours.text.context_length) == (
         224, 16, 768, 12, 32000, 64)
     assert "ViT-B-16-SigLIP" not in M.list_architectures()  # an alias, not a second entry
-    assert M.list_aliases() == {"ViT-B-16-SigLIP": "SigLIP-ViT-B-16"}
+    assert M.list_aliases() == {"ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
+                                "facebook/dinov3-vitl16-pretrain-lvd1689m": "dinov3-vitl16"}
 
 
 def test_open_clip_siglip_name_resolves_to_the_webli_release(monkeypatch, tmp_path):
@@ -281,8 +282,8 @@ def _is_loading(module: str) -> bool:
     return any(p in LOADING_PARTS or p.startswith("convert") for p in parts)
 
 
-@pytest.mark.parametrize("model_file",
-                         [f"{fam}/model.py" for fam in ("clip", "siglip", "slip", "dinov2")])
+@pytest.mark.parametrize("model_file", [f"{fam}/model.py" for fam in (
+    "clip", "siglip", "slip", "dinov2", "dinov3")])
 def test_model_files_import_no_reader_or_converter(model_file):
     mods = _imported_modules(ROOT / "crossgap_jax" / "models" / model_file)
     bad = sorted(m for m in mods if m.startswith("crossgap_jax.models.") and _is_loading(m))

@@ -48,7 +48,7 @@ from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns
 from crossgap_jax.models.layers.attention import attention
 from crossgap_jax.models.layers.norm import LayerNorm
-from crossgap_jax.models.layers.vit_layers import Mlp, PatchEmbed
+from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
 
 # No text tower: OTI's context truncation question does not arise; the flag is part of the
 # family interface.
@@ -265,16 +265,6 @@ class Attention(nn.Module):
                                                                      "v_proj"))
         out = attention(q, k, v, heads=self.heads, dtype=self.dtype)
         return nn.Dense(w, dtype=self.dtype, name="o_proj")(out)
-
-
-class LayerScale(nn.Module):
-    init_value: float = 1.0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        lam = self.param("lambda1", nn.initializers.constant(self.init_value), (x.shape[-1],),
-                         jnp.float32)
-        return x * lam.astype(x.dtype)
 
 
 class Layer(nn.Module):

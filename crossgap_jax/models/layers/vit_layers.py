@@ -1,6 +1,6 @@
-"""Vision-transformer layers shared by the timm-style towers (SLIP's image tower, DINOv2):
-the two-layer MLP and the patch embedding. Each family keeps its own parameter names
-through module names (``fc1``/``fc2``; the patch convolution ``conv_name``)."""
+"""Vision-transformer layers shared by the timm-style towers (SLIP's image tower, DINOv2,
+DINOv3): the two-layer MLP, the patch embedding and the layer scale. Each family keeps its
+own parameter names through module names (``fc1``/``fc2``; the patch convolution ``conv_name``)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,16 @@ class PatchEmbed(nn.Module):
                     dtype=self.dtype, name=self.conv_name)(pixels.astype(self.dtype))
         b, gh, gw, w = x.shape
         return x.reshape(b, gh * gw, w)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale ``x * lambda1`` (``lambda1`` ``(width,)``, float32; Touvron et al.
+    2021, CaiT), the ``layer_scale{1,2}`` of transformers' DINOv2 / DINOv3 layers."""
+
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lam = self.param("lambda1", nn.initializers.constant(self.init_value), (x.shape[-1],),
+                         jnp.float32)
+        return x * lam.astype(x.dtype)

@@ -1,0 +1,1 @@
+"""DINOv3 ViT (image-only): model (the forward), converter (the loader hooks)."""
