@@ -45,7 +45,14 @@ from crossgap_jax.pipeline import (
     write_record,
 )
 from crossgap_jax.pipeline.analyze import analyze
+from crossgap_jax.pipeline.fewshot_hw import (
+    HWFewShotSettings,
+    hw_few_shot,
+    hw_printout,
+    hw_table,
+)
 from crossgap_jax.pipeline.reproduce import reproduce
+from crossgap_jax.retrieval import DEFAULT_SHOTS
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,6 +272,49 @@ def cmd_compare(args) -> int:
     print(table)
     print(f"record: {path}")
     return 0
+
+
+def cmd_fewshot(args) -> int:
+    try:
+        settings = HWFewShotSettings(
+            classifier=args.classifier, use_text=args.use_text, project=args.project,
+            span_source=args.span_source, span_reduce=args.span_reduce,
+            shots=tuple(args.shots or DEFAULT_SHOTS), seeds=tuple(args.seeds),
+            augment_seed=args.augment_seed)
+        names = None
+        if args.span_classes is not None:
+            names = read_class_list(args.span_classes)
+    except (ValueError, OSError) as e:
+        raise CLIError(_one_line(e)) from None
+    run = _make_run(args)
+    res = hw_few_shot(run, args.dataset, settings, span_classnames=names)
+    prov = provenance(run)
+    table = hw_table(res)
+    path = _write_outputs(run, args, res, key={"dataset": args.dataset,
+                                               "classifier": args.classifier,
+                                               "use_text": args.use_text,
+                                               "project": args.project}, table=table, prov=prov)
+    print(hw_printout(res))
+    print(table)
+    print(f"record: {path}")
+    return 0
+
+
+def read_class_list(path: str) -> list[str]:
+    """``--span-classes FILE``: one class name per line (blank lines ignored).
+
+    Raises:
+        ValueError: the file is missing, unreadable or holds fewer than 2 names.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--span-classes {path}: cannot read it ({e})") from None
+    if len(names) < 2:
+        raise ValueError(f"--span-classes {path}: needs at least 2 class names (one per line), "
+                         f"found {len(names)}")
+    return names
 
 
 def cmd_demo(args) -> int:

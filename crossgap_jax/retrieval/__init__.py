@@ -24,9 +24,10 @@ from crossgap_jax.retrieval.fewshot import (
     DEFAULT_SEEDS,
     DEFAULT_SHOTS,
     FewShotSkip,
+    draw_support,
     few_shot_ncm_accuracy,
     few_shot_sweep,
-    k_shot_indices,
+    support_sets,
 )
 from crossgap_jax.retrieval.gap import (
     modality_gap,
@@ -77,7 +78,8 @@ __all__ = [
     "DEFAULT_SEEDS", "DEFAULT_SHOTS", "INDICATOR_FIELDS", "misalignment_indicators",
     "plot_indicators",
     "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",
-    "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
+    "FewShotSkip", "draw_support", "few_shot_ncm_accuracy", "few_shot_sweep", "support_sets",
+    "ncm_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",
     "average_precision",
