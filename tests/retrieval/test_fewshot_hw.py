@@ -6,11 +6,11 @@ computations written here from PAPER.md's formulas."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
+from support.fewshot_reference import dassl_reference, torch_gda, torch_prototype, torch_span
 
 from crossgap_jax.baselines.span import span_basis, span_project
 from crossgap_jax.retrieval.fewshot import draw_support, few_shot_sweep, support_sets
@@ -26,26 +26,6 @@ from crossgap_jax.retrieval.fewshot_hw import (
 # ---------------------------------------------------------------------------------------
 # sampler
 # ---------------------------------------------------------------------------------------
-def _dassl_reference(records, shots, seed):
-    """Dassl's generate_fewshot_dataset(repeat=True) as Herzog & Wang's main loop drives it:
-    random.seed once, then each shot count; per label (first-appearance order) sample k
-    records, or choices with replacement when fewer than k."""
-    random.seed(seed)
-    out = {}
-    for k in shots:
-        tracker = defaultdict(list)
-        for rec in records:
-            tracker[rec[1]].append(rec)
-        chosen = []
-        for items in tracker.values():
-            if len(items) >= k:
-                chosen.extend(random.sample(items, k))
-            else:
-                chosen.extend(random.choices(items, k=k))
-        out[k] = [rec[0] for rec in chosen]
-    return out
-
-
 def _split(seed=0):
     """A train split whose labels are not sorted (first appearance 2, 0, 3, 1) and whose
     class 3 has only 3 images (fewer than 4, 8, 16 shots)."""
@@ -56,13 +36,13 @@ def _split(seed=0):
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 7])
 @pytest.mark.parametrize("shots", [(1, 2, 4, 8, 16), (16, 1), (4,)])
-def test_support_sets_equal_dassl_reference(seed, shots):
+def test_support_sets_equaldassl_reference(seed, shots):
     records = _split(seed)
     labels = np.array([r[1] for r in records])
     state = random.getstate()
     got = support_sets(labels, shots, seed)
     assert random.getstate() == state  # our generator is private
-    want = _dassl_reference(records, shots, seed)
+    want = dassl_reference(records, shots, seed)
     assert list(got) == list(shots)
     for k in shots:
         assert [records[i][0] for i in got[k]] == want[k], k
@@ -117,44 +97,7 @@ def _problem(seed, c=5, d=12, n_test=40, k=4):
     return sup, ysup, te, yte, text, span_texts
 
 
-def _torch_prototype(sup, ysup, te, text):
-    x, y, t = (torch.tensor(a, dtype=torch.float64) for a in (sup, ysup, te))
-    protos = torch.stack([x[y == i].mean(dim=0) for i in y.unique()])
-    protos = torch.nn.functional.normalize(protos, dim=-1)
-    sims = t @ protos.T
-    if text is not None:
-        sims = 0.5 * sims + 0.5 * (t @ torch.tensor(text, dtype=torch.float64).T)
-    return sims.numpy()
-
-
-def _torch_gda(sup, ysup, te, text):
-    """PAPER.md: cov_inv = D * pinv((N-1) S + tr(S) I), uniform priors, W = mu cov_inv,
-    b = log p - diag(mu cov_inv mu^T) / 2, score x W^T + b (text: 0.5 / 0.5, transposed)."""
-    x, t = torch.tensor(sup, dtype=torch.float64), torch.tensor(te, dtype=torch.float64)
-    y = torch.tensor(ysup)
-    c = int(y.max()) + 1
-    mus = torch.stack([x[y == i].mean(dim=0) for i in range(c)])
-    z = torch.cat([x[y == i] - mus[i] for i in range(c)])
-    s = torch.cov(z.T)
-    n, d = z.shape
-    cov_inv = d * torch.linalg.pinv((n - 1) * s + s.trace() * torch.eye(d, dtype=torch.float64))
-    w = mus @ cov_inv
-    b = torch.log(torch.full((c,), 1.0 / c, dtype=torch.float64)) - 0.5 * torch.diag(
-        mus @ cov_inv @ mus.T)
-    sims = t @ w.T + b
-    if text is not None:
-        sims = 0.5 * (t @ torch.tensor(text, dtype=torch.float64).T) + 0.5 * sims
-    return sims.numpy()
-
-
-def _torch_span(texts, x):
-    cov = torch.cov(torch.tensor(texts, dtype=torch.float64).T)
-    vals, vecs = torch.linalg.eigh(cov)
-    u = vecs[:, torch.argsort(vals, descending=True)[: texts.shape[1] // 2]].T
-    return (u.T @ u @ torch.tensor(x, dtype=torch.float64).T).T.numpy()
-
-
-ORACLES = {"prototype": _torch_prototype, "gda": _torch_gda}
+ORACLES = {"prototype": torch_prototype, "gda": torch_gda}
 
 
 @pytest.mark.parametrize("classifier", ["prototype", "gda"])
@@ -166,7 +109,7 @@ def test_classifiers_match_torch(classifier, use_text, project, seed, k):
     if project:  # applied to support and test, not re-normalised
         basis = span_basis(span_texts)
         sup_p, te_p = span_project(sup, basis), span_project(te, basis)
-        np.testing.assert_allclose(te_p, _torch_span(span_texts, te), atol=1e-10)
+        np.testing.assert_allclose(te_p, torch_span(span_texts, te), atol=1e-10)
         sup, te = sup_p, te_p
     t = text if use_text else None
     got, info = hw_scores(classifier, sup, ysup, te, 5, t)
