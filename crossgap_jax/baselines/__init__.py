@@ -34,6 +34,7 @@ from crossgap_jax.baselines.pca import (
     max_pca_components,
     pca_features,
 )
+from crossgap_jax.baselines.span import DEFAULT_SPAN_REDUCE, span_basis, span_project
 from crossgap_jax.baselines.window import (
     WindowBasis,
     isotropic_window,
@@ -50,4 +51,5 @@ __all__ = [
     "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
     "isotropic_window", "kept_components",
     "projection_heads", "window_basis",
+    "DEFAULT_SPAN_REDUCE", "span_basis", "span_project",
 ]

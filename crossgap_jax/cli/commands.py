@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -28,12 +29,17 @@ from crossgap_jax.data import ENV_VAR, list_datasets, resolve_root
 from crossgap_jax.models import list_architectures, load_clip, native_config, save_native
 from crossgap_jax.pipeline import (
     DatasetFailure,
+    HWFewShotSettings,
     Preset,
     RunSettings,
     analysis_summary,
     classify,
     classify_table,
     compare_methods,
+    hw_few_shot,
+    hw_printout,
+    hw_shots_table,
+    hw_table,
     indicators,
     indicators_table,
     list_presets,
@@ -45,12 +51,6 @@ from crossgap_jax.pipeline import (
     write_record,
 )
 from crossgap_jax.pipeline.analyze import analyze
-from crossgap_jax.pipeline.fewshot_hw import (
-    HWFewShotSettings,
-    hw_few_shot,
-    hw_printout,
-    hw_table,
-)
 from crossgap_jax.pipeline.reproduce import reproduce
 from crossgap_jax.retrieval import DEFAULT_SHOTS
 
@@ -284,6 +284,11 @@ def cmd_fewshot(args) -> int:
         names = None
         if args.span_classes is not None:
             names = read_class_list(args.span_classes)
+        earlier = [_fewshot_results(f) for f in args.table_with or ()]
+        for f, r in zip(args.table_with or (), earlier, strict=True):
+            if r["dataset"] != args.dataset or r["shots"] != list(settings.shots):
+                raise ValueError(f"--table-with {f}: {r['dataset']} with shots {r['shots']}; "
+                                 f"this run: {args.dataset} with {list(settings.shots)}")
     except (ValueError, OSError) as e:
         raise CLIError(_one_line(e)) from None
     run = _make_run(args)
@@ -296,8 +301,23 @@ def cmd_fewshot(args) -> int:
                                                "project": args.project}, table=table, prov=prov)
     print(hw_printout(res))
     print(table)
+    if args.table_with:
+        print(hw_shots_table([*earlier, res]))
     print(f"record: {path}")
     return 0
+
+
+def _fewshot_results(path: str) -> dict:
+    """The results of an earlier ``fewshot --output`` JSON (``--table-with``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f).get("results", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"--table-with {path}: not a readable fewshot --output JSON ({e})"
+                         ) from None
+    if not {"classifier", "mean", "shots", "dataset"} <= set(res):
+        raise ValueError(f"--table-with {path}: not the output of fewshot")
+    return res
 
 
 def read_class_list(path: str) -> list[str]:

@@ -349,6 +349,10 @@ OPTIONS: list[Option] = [
          help="keep d // R span directions (theirs: 2)"),
     _opt("--seeds", ("fewshot",), "command", type=non_negative_int_list, default=(1, 2, 3),
          help="Python random seeds, each drawing the shots in turn (default 1,2,3)"),
+    _opt("--table-with", ("fewshot",), "command", type=name_list, default=None,
+         metavar="FILE[,FILE...]",
+         help="earlier fewshot --output JSONs of the same dataset and shots: print Herzog & "
+              "Wang's table (rows: methods, columns: shots) of them and this run"),
     _opt("--augment-seed", ("fewshot",), "command", type=non_negative_int, default=None,
          help="support features from one augmented view per image (their RandomResizedCrop "
               "0.5-1 + flip), seeded; default: the eval preprocessing"),

@@ -27,13 +27,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgap_jax import retrieval
-from crossgap_jax.baselines.span import DEFAULT_SPAN_REDUCE, span_basis, span_project
-from crossgap_jax.data import TextSplit, get_dataset
+from crossgap_jax.baselines import DEFAULT_SPAN_REDUCE, span_basis, span_project
+from crossgap_jax.data import TextSplit, augmented_view, get_dataset, open_image
 from crossgap_jax.pipeline.baselines import _train_split, labelled_images
 from crossgap_jax.pipeline.prompts import IMAGENET_TEMPLATES, class_prompt
 from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
-from crossgap_jax.retrieval.fewshot import DEFAULT_SEEDS, DEFAULT_SHOTS, support_sets
-from crossgap_jax.retrieval.fewshot_hw import HW_CLASSIFIERS, hw_scores, top1_accuracy
+from crossgap_jax.retrieval import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    HW_CLASSIFIERS,
+    hw_scores,
+    support_sets,
+    top1_accuracy,
+)
 
 if TYPE_CHECKING:
     from crossgap_jax.pipeline.run import Run
@@ -234,13 +240,10 @@ def augmented_support_features(run: Run, split: Any, indices: np.ndarray, seed: 
     Raises:
         ValueError: an image that cannot be read.
     """
-    from crossgap_jax.data.augment import augmented_view  # only this path needs it
-    from crossgap_jax.data.decoding import load_image
-
     views = []
     for path, i in zip(split.paths, indices, strict=True):
         rng = np.random.default_rng([int(seed), int(i)])
-        views.append(augmented_view(load_image(path), rng, **run.clip.preprocess_options))
+        views.append(augmented_view(open_image(path), rng, **run.clip.preprocess_options))
     return np.asarray(run.clip.encode_image(np.stack(views)), np.float64)
 
 

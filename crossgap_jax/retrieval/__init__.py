@@ -29,6 +29,15 @@ from crossgap_jax.retrieval.fewshot import (
     few_shot_sweep,
     support_sets,
 )
+from crossgap_jax.retrieval.fewshot_hw import (
+    DEGENERATE_GDA,
+    HW_CLASSIFIERS,
+    HW_TEXT_WEIGHT,
+    class_prototypes,
+    gda_fit,
+    hw_scores,
+    top1_accuracy,
+)
 from crossgap_jax.retrieval.gap import (
     modality_gap,
     paired_similarities,
@@ -80,6 +89,8 @@ __all__ = [
     "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",
     "FewShotSkip", "draw_support", "few_shot_ncm_accuracy", "few_shot_sweep", "support_sets",
     "ncm_accuracy",
+    "DEGENERATE_GDA", "HW_CLASSIFIERS", "HW_TEXT_WEIGHT", "class_prototypes", "gda_fit",
+    "hw_scores", "top1_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",
     "average_precision",

@@ -129,7 +129,7 @@ def test_fewshot_command_recomputed(tiny_ckpt, coop_root, tmp_path, clip, capsys
 
 
 @pytest.mark.slow
-def test_fewshot_augmented_support(tiny_ckpt, coop_root, tmp_path, clip):
+def test_fewshot_augmented_support(tiny_ckpt, coop_root, tmp_path, clip, capsys):
     from crossgap_jax.data.augment import augmented_view
     from crossgap_jax.data.decoding import load_image
 
@@ -149,6 +149,16 @@ def test_fewshot_augmented_support(tiny_ckpt, coop_root, tmp_path, clip):
                                 == yte)
                 for idx in (dassl_indices(ytr, k, seed, SHOTS) for k in SHOTS)]
         assert res["per_seed"][str(seed)] == pytest.approx(accs, abs=1e-4)
+    # Herzog & Wang's table from an earlier --output and this run: methods x shots
+    first = tmp_path / "first.json"
+    first.write_text((tmp_path / "out.json").read_text())
+    capsys.readouterr()
+    res2 = _run(tiny_ckpt, coop_root, tmp_path, "--classifier", "gda", "--use-text",
+                "--table-with", str(first))
+    out = capsys.readouterr().out
+    assert "| method | 1-shot | 2-shot | 4-shot |" in out
+    for name, r in (("prototype", res), ("gda+text", res2)):
+        assert f"| {name} | " + " | ".join(f"{v:.2f}" for v in r["mean"]) + " |" in out
 
 
 def test_fewshot_bad_input(tiny_ckpt, coop_root, tmp_path, capsys):
