@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import jax
 
 from crossgap_jax import demo
+from crossgap_jax.baselines import DEFAULT_SPAN_REDUCE, read_span_classes
 from crossgap_jax.bench import full_settings, run_bench, smoke_settings
 from crossgap_jax.cli.checks import (
     _check_root,
@@ -28,12 +30,17 @@ from crossgap_jax.data import ENV_VAR, list_datasets, resolve_root
 from crossgap_jax.models import list_architectures, load_clip, native_config, save_native
 from crossgap_jax.pipeline import (
     DatasetFailure,
+    HWFewShotSettings,
     Preset,
     RunSettings,
     analysis_summary,
     classify,
     classify_table,
     compare_methods,
+    hw_few_shot,
+    hw_printout,
+    hw_shots_table,
+    hw_table,
     indicators,
     indicators_table,
     list_presets,
@@ -46,6 +53,7 @@ from crossgap_jax.pipeline import (
 )
 from crossgap_jax.pipeline.analyze import analyze
 from crossgap_jax.pipeline.reproduce import reproduce
+from crossgap_jax.retrieval import DEFAULT_SHOTS
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,6 +276,53 @@ def cmd_compare(args) -> int:
     print(table)
     print(f"record: {path}")
     return 0
+
+
+def cmd_fewshot(args) -> int:
+    try:
+        settings = HWFewShotSettings(
+            classifier=args.classifier, use_text=args.use_text, project=args.project,
+            span_source=args.span_source,
+            span_reduce=args.span_reduce or DEFAULT_SPAN_REDUCE,
+            shots=tuple(args.shots or DEFAULT_SHOTS), seeds=tuple(args.seeds),
+            augment_seed=args.augment_seed)
+        names = None
+        if args.span_classes is not None:
+            names = read_span_classes(args.span_classes).names
+        earlier = [_fewshot_results(f) for f in args.table_with or ()]
+        for f, r in zip(args.table_with or (), earlier, strict=True):
+            if r["dataset"] != args.dataset or r["shots"] != list(settings.shots):
+                raise ValueError(f"--table-with {f}: {r['dataset']} with shots {r['shots']}; "
+                                 f"this run: {args.dataset} with {list(settings.shots)}")
+    except (ValueError, OSError) as e:
+        raise CLIError(_one_line(e)) from None
+    run = _make_run(args)
+    res = hw_few_shot(run, args.dataset, settings, span_classnames=names)
+    prov = provenance(run)
+    table = hw_table(res)
+    path = _write_outputs(run, args, res, key={"dataset": args.dataset,
+                                               "classifier": args.classifier,
+                                               "use_text": args.use_text,
+                                               "project": args.project}, table=table, prov=prov)
+    print(hw_printout(res))
+    print(table)
+    if args.table_with:
+        print(hw_shots_table([*earlier, res]))
+    print(f"record: {path}")
+    return 0
+
+
+def _fewshot_results(path: str) -> dict:
+    """The results of an earlier ``fewshot --output`` JSON (``--table-with``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f).get("results", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"--table-with {path}: not a readable fewshot --output JSON ({e})"
+                         ) from None
+    if not {"classifier", "mean", "shots", "dataset"} <= set(res):
+        raise ValueError(f"--table-with {path}: not the output of fewshot")
+    return res
 
 
 def cmd_demo(args) -> int:

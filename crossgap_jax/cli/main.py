@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
            "cmd_indicators")
     parser("compare", "one backbone: methods x datasets (retrieval, few-shot NCM, indicators)",
            "cmd_compare")
+    parser("fewshot", "Herzog & Wang's few-shot classifiers: accuracy per seed and shot",
+           "cmd_fewshot")
     return p
 
 

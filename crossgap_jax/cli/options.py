@@ -153,13 +153,13 @@ def template(s: str) -> str:
 # Which command takes which option: adding an option to some commands is one line here.
 # ---------------------------------------------------------------------------------------
 RUN_COMMANDS = ("encode", "oti", "ovi", "retrieve", "classify", "reproduce", "analyze",
-                "indicators", "compare")
+                "indicators", "compare", "fewshot")
 _INVERT = ("oti", "ovi", "retrieve", "classify", "reproduce", "analyze",
            "indicators", "compare")  # run an inversion
 _USES_OTI = ("oti", "retrieve", "classify", "reproduce", "analyze", "indicators", "compare")
 _USES_OVI = ("ovi", "retrieve", "classify", "reproduce", "compare")
 _TASK = ("oti", "ovi", "retrieve", "reproduce", "analyze", "compare")  # a retrieval task
-_OUTPUT = ("retrieve", "classify", "reproduce", "analyze", "indicators", "compare")
+_OUTPUT = ("retrieve", "classify", "reproduce", "analyze", "indicators", "compare", "fewshot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,16 +192,18 @@ _BASELINE_OPTIONS = [
     _opt("--center-fit", ("retrieve", "compare"), _BL, choices=["modality", "gallery"],
          default=None,
          help="centered: each modality on its own mean (default) or both on the gallery's"),
-    _opt("--shots", ("classify", "compare"), _BL, type=positive_int_list, default=None,
+    _opt("--shots", ("classify", "compare", "fewshot"), _BL, type=positive_int_list, default=None,
          help="fewshot: shots per class (default 1,2,4,8,16)"),
     _opt("--fewshot-seeds", ("classify", "compare"), _BL, type=non_negative_int_list, default=None,
-         help="fewshot: sampling seeds (default 0,1,2)"),
+         help="fewshot: sampling seeds (default 1,2,3, as Herzog & Wang)"),
     _opt("--fewshot-types", ("classify",), _BL, type=name_list, default=None,
          help="fewshot feature types (default image,oti,isoclip,pca,centered)"),
-    _opt("--span-classes", _BASELINE_CMDS, _BL, default=None, metavar="FILE",
+    _opt("--span-classes", (*_BASELINE_CMDS, "fewshot"), _BL, default=None, metavar="FILE",
          help="span: class names whose text features span the projection, one per line "
-              "(default: the shipped pytorch/hub ImageNet list, Herzog & Wang's)"),
-    _opt("--span-reduce", _BASELINE_CMDS, _BL, type=positive_int, default=None, metavar="N",
+              "(default: the shipped pytorch/hub ImageNet list, Herzog & Wang's; fewshot "
+              "--span-source zeroshot: CoOp's imagenet/classnames.txt under the data root)"),
+    _opt("--span-reduce", (*_BASELINE_CMDS, "fewshot"), _BL, type=positive_int, default=None,
+         metavar="N",
          help="span: keep d // N text directions (default 2, Herzog & Wang's)"),
 ]
 OPTIONS: list[Option] = [
@@ -228,7 +230,8 @@ OPTIONS: list[Option] = [
     _opt("--verify-data", RUN_COMMANDS, action="store_true",
          help="key cached features by the sha256 of each image file (reads every file) "
               "instead of its path, size and mtime"),
-    _opt("--max-queries", _TASK + ("classify", "indicators"), type=positive_int, default=None,
+    _opt("--max-queries", _TASK + ("classify", "indicators", "fewshot"), type=positive_int,
+         default=None,
          help="smoke runs: a seeded random subset of the queries (classify: of the images)"),
     _opt("--max-gallery", _TASK + ("classify",), type=positive_int, default=None,
          help="smoke runs: gallery capped (one positive of each chosen query first); on "
@@ -298,7 +301,8 @@ OPTIONS: list[Option] = [
     _opt("--ovi-steps", _USES_OVI, _OV, type=positive_int, default=None),
     _opt("--ovi-num-pseudo-tokens", _USES_OVI, _OV, type=positive_int, default=None),
     # Command-specific.
-    _opt("--dataset", ("encode", "oti", "ovi", "retrieve", "classify", "analyze", "indicators"),
+    _opt("--dataset", ("encode", "oti", "ovi", "retrieve", "classify", "analyze", "indicators",
+                       "fewshot"),
          "command",
          required=True, help="dataset name (see `crossgap-jax list`) or tfds:NAME"),
     _opt("--datasets", ("reproduce", "compare"), "command", required=True, type=name_list,
@@ -337,6 +341,27 @@ OPTIONS: list[Option] = [
               "fewshot "
               "(k-shot NCM, --shots, --fewshot-seeds, --fewshot-types)"),
     *_BASELINE_OPTIONS,
+    # fewshot: Herzog & Wang's few-shot classifiers (docs/baselines.md)
+    _opt("--classifier", ("fewshot",), "command", choices=["prototype", "gda"], default="gda",
+         help="prototype: normalised class means; gda: their ICLR24 linear discriminant "
+              "(their default)"),
+    _opt("--use-text", ("fewshot",), "command", action="store_true",
+         help="blend 0.5 / 0.5 with the dataset's zero-shot classifier (CoOp prompt)"),
+    _opt("--project", ("fewshot",), "command", choices=["span"], default=None,
+         help="span: Herzog & Wang's span projection of support and test features"),
+    _opt("--span-source", ("fewshot",), "command", choices=["zeroshot", "names"],
+         default="zeroshot",
+         help="zeroshot: the span of the ImageNet zero-shot classifier (their few-shot script, "
+              "default); names: of the raw class names (their retrieval script)"),
+    _opt("--seeds", ("fewshot",), "command", type=non_negative_int_list, default=(1, 2, 3),
+         help="Python random seeds, each drawing the shots in turn (default 1,2,3)"),
+    _opt("--table-with", ("fewshot",), "command", type=name_list, default=None,
+         metavar="FILE[,FILE...]",
+         help="earlier fewshot --output JSONs of the same dataset and shots: print Herzog & "
+              "Wang's table (rows: methods, columns: shots) of them and this run"),
+    _opt("--augment-seed", ("fewshot",), "command", type=non_negative_int, default=None,
+         help="support features from one augmented view per image (their RandomResizedCrop "
+              "0.5-1 + flip), seeded; default: the eval preprocessing"),
     _opt("--isoclip-k", _BASELINE_CMDS, "command", type=isoclip_k_pair, default=None,
          metavar="TOP,BOTTOM",
          help="IsoCLIP: drop the TOP largest and BOTTOM smallest singular directions "

@@ -21,6 +21,7 @@ See ``docs/datasets.md`` for the expected layouts and protocols.
 """
 
 from crossgap_jax.data._fs import ENV_VAR, open_text, resolve_root
+from crossgap_jax.data.augment import augmented_view
 from crossgap_jax.data.authors_assets import (
     apply_authors_assets,
     apply_authors_assets_to_split,
@@ -86,6 +87,7 @@ from crossgap_jax.data.types import (
 )
 
 __all__ = [
+    "augmented_view",
     "imagefolder_splits",
     "ASSET_DIR", "CARD_NAME", "DEMO_DATA", "DEMO_DATA_LICENSE", "IMAGE_NAME", "OPENAI_MEAN",
     "OPENAI_STD", "PREFIX", "TEXT_NAME", "apply_authors_assets", "apply_authors_assets_to_split",

@@ -41,6 +41,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "claims": ["CLAIMS", "VERDICT_MEANING", "Claim", "claim_result", "measure_claims"],
         "compare": ["DEFAULT_BOOTSTRAP", "Bootstrap", "compare_retrieval", "compare_zero_shot"],
         "feature_types": ["CLASSIFY_VARIANTS", "FEATURE_TYPES"],
+        "fewshot_hw": ["HWFewShotSettings", "hw_few_shot", "hw_printout", "hw_shots_table",
+                       "hw_table"],
         "measure": ["classify", "retrieve"],
         "methods": ["check_methods", "compare_methods", "compare_table"],
         "presets": ["DEMO_CHECKPOINT", "PRESETS", "Preset", "list_presets", "preset"],

@@ -47,10 +47,10 @@ from crossgap_jax.retrieval import (
     FewShotSkip,
     class_means,
     few_shot_sweep,
-    k_shot_indices,
     misalignment_indicators,
     ncm_accuracy,
     plot_indicators,
+    support_sets,
 )
 
 if TYPE_CHECKING:
@@ -269,14 +269,11 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     train = _train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     ytr_all = np.asarray(train.labels)
-    # every training image any (k, seed) samples (supports are nested per seed)
+    # every training image any (k, seed) draws (Dassl's sampler, per seed the shots in turn)
     union: set[int] = set()
     for seed in s.seeds:
-        for k in s.shots:
-            try:
-                union.update(k_shot_indices(ytr_all, num_classes, k, seed).tolist())
-            except FewShotSkip:
-                pass
+        for drawn in support_sets(ytr_all, s.shots, seed).values():
+            union.update(drawn.tolist())
     idx = np.array(sorted(union), np.int64)
     sub = train.subset(idx)
     row_of = {int(i): r for r, i in enumerate(idx)}  # train index -> row of sub
@@ -341,8 +338,10 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
                                            else s.pca_fit)
     return {"split": images.split, "train_split": train_split, "num_queries": len(fi.items),
             "num_classes": num_classes, "shots": list(s.shots), "seeds": list(s.seeds),
-            "sampling": "numpy default_rng(seed); per class a permutation of its train "
-                        "indices, first k (docs/baselines.md)",
+            "sampling": "Dassl's few-shot sampler as Herzog & Wang run it: random.seed(seed), "
+                        "the shots in turn, per class random.sample (random.choices when a "
+                        "class has fewer than k images) from the train split "
+                        "(docs/baselines.md)",
             "num_train_images_encoded": len(idx), "types": results}
 
 

@@ -20,6 +20,14 @@ COOP_TEMPLATES: dict[str, str] = {
     "ucf101": "a photo of a person doing {}.",
 }
 
+#: The seven ImageNet prompt templates of CLIP's prompt-engineering notebook, which the
+#: few-shot code of Tip-Adapter / the ICLR24 GDA baseline / Herzog & Wang uses for its ImageNet
+#: zero-shot classifier (``few_shot_classification/datasets/imagenet.py``,
+#: ``imagenet_templates``); Herzog & Wang's few-shot span is built from that classifier.
+IMAGENET_TEMPLATES = ("itap of a {}.", "a bad photo of the {}.", "a origami {}.",
+                      "a photo of the large {}.", "a {} in a video game.", "art of the {}.",
+                      "a photo of the small {}.")
+
 DEFAULT_CLASS_TEMPLATE = "a photo of {}"
 
 #: The class prompts that the OVI zero-shot variant inverts (the authors' OVI template),

@@ -24,9 +24,19 @@ from crossgap_jax.retrieval.fewshot import (
     DEFAULT_SEEDS,
     DEFAULT_SHOTS,
     FewShotSkip,
+    draw_support,
     few_shot_ncm_accuracy,
     few_shot_sweep,
-    k_shot_indices,
+    support_sets,
+)
+from crossgap_jax.retrieval.fewshot_hw import (
+    DEGENERATE_GDA,
+    HW_CLASSIFIERS,
+    HW_TEXT_WEIGHT,
+    class_prototypes,
+    gda_fit,
+    hw_scores,
+    top1_accuracy,
 )
 from crossgap_jax.retrieval.gap import (
     modality_gap,
@@ -77,7 +87,10 @@ __all__ = [
     "DEFAULT_SEEDS", "DEFAULT_SHOTS", "INDICATOR_FIELDS", "misalignment_indicators",
     "plot_indicators",
     "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",
-    "FewShotSkip", "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices", "ncm_accuracy",
+    "FewShotSkip", "draw_support", "few_shot_ncm_accuracy", "few_shot_sweep", "support_sets",
+    "ncm_accuracy",
+    "DEGENERATE_GDA", "HW_CLASSIFIERS", "HW_TEXT_WEIGHT", "class_prototypes", "gda_fit",
+    "hw_scores", "top1_accuracy",
     "REVISITOP_PROTOCOLS",
     "VERDICTS",
     "average_precision",

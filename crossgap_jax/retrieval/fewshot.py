@@ -1,24 +1,30 @@
-"""Few-shot nearest-class-mean (NCM) classification: k-shot prototypes, several seeds.
+"""Few-shot support sets (Dassl's sampler, as Herzog & Wang draw them) and k-shot
+nearest-class-mean (NCM) classification over several seeds.
 
-Protocol (IsoCLIP's and Herzog & Wang's second task, PAPER.md; sampling as CoOp's few-shot
-splits: ``k`` training images per class):
+Sampling (Dassl's ``DatasetBase.generate_fewshot_dataset`` with ``repeat=True``, the copy in
+Herzog & Wang's ``cvpr26-suppl/few_shot_classification/datasets/utils.py``, driven by their
+``main_few_shots.py``; facts in docs/baselines.md):
 
-- **Sampling.** For each seed, ``rng = numpy.random.default_rng(seed)``; for each class
-  ``c = 0 .. C-1`` in order, ``rng.permutation`` of the indices (ascending) of the class's
-  training images; the ``k``-shot support of ``c`` is the first ``k`` of that permutation.
-  So, for one seed, the supports of the different ``k`` are nested, and a given
-  ``(labels, seed)`` always gives the same supports (:func:`k_shot_indices`).
-- **Prototypes.** The mean of the support's features of each class, un-normalised features
-  (for the linear maps, e.g. the image head, this is the map of the mean pre-projection
-  feature, the convention of :mod:`crossgap_jax.retrieval.ncm`).
-- **Decision.** Cosine similarity of each query to each prototype; the most similar class
-  wins; ties are counted as errors (pessimistic, as :func:`ncm_accuracy`).
-- **Report.** Top-1 accuracy in percent per seed, their mean and standard deviation
-  (``ddof=0``) per ``k``.
+- For each seed, one Python ``random.Random(seed)`` (their ``random.seed(seed)``), then the
+  shot counts in the order given, each drawing a fresh support from the *training split only*
+  (their logs print one "Creating a k-shot dataset" per shot: the val split is not drawn).
+  Nothing else consumes that generator between the draws. The support of a ``k`` therefore
+  depends on the shots drawn before it in the same seed (supports are not nested).
+- One draw: the classes in the order of their first appearance in the training split (a
+  ``defaultdict`` filled in split order), each class's images in split order; per class
+  ``rng.sample(items, k)`` when it has at least ``k`` images, else ``rng.choices(items,
+  k=k)`` (with replacement). The chosen images are listed class by class, each class's in
+  the order the generator returned them (:func:`draw_support`, :func:`support_sets`).
+
+NCM (``classify --variants fewshot``): prototypes = class means of the support's features
+(un-normalised, the convention of :mod:`crossgap_jax.retrieval.ncm`); cosine; the most similar
+class wins; ties are counted as errors (:func:`ncm_accuracy`); top-1 in percent per seed, the
+mean and standard deviation (``ddof=0``) per ``k``.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,62 +33,70 @@ import numpy as np
 from crossgap_jax.retrieval.ncm import class_means, ncm_accuracy
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
-DEFAULT_SEEDS = (0, 1, 2)
+#: Herzog & Wang's (and the ICLR24 GDA baseline's) seeds.
+DEFAULT_SEEDS = (1, 2, 3)
 
 
 class FewShotSkip(ValueError):
     """A (feature type, k) combination that cannot be computed on this data (e.g. a class
-    with fewer than k training images, or a PCA with more directions than the support
-    determines); reported as skipped, with this message, instead of a number."""
+    without training images, or a PCA with more directions than the support determines);
+    reported as skipped, with this message, instead of a number."""
 
 
-def _labels(labels: Any, num_classes: int) -> np.ndarray:
+def _labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels must be a 1-D integer array, got shape {y.shape}, dtype "
                          f"{y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
+    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
     return y
 
 
-def class_permutations(labels: Any, num_classes: int, seed: int) -> list[np.ndarray]:
-    """Per class, the seeded permutation of its training indices (see the module docstring).
-
-    Returns:
-        ``C`` int64 arrays (a class without images gives an empty array).
-    """
-    y = _labels(labels, num_classes)
-    rng = np.random.default_rng(int(seed))
-    return [rng.permutation(np.flatnonzero(y == c)) for c in range(num_classes)]
-
-
-def k_shot_indices(labels: Any, num_classes: int, k: int, seed: int) -> np.ndarray:
-    """Indices of the ``k``-shot support: ``k`` per class, class-major, deterministic in
-    ``(labels, num_classes, k, seed)``.
+def draw_support(labels: Any, k: int, rng: random.Random, repeat: bool = True) -> np.ndarray:
+    """One Dassl few-shot draw of ``k`` images per class (see the module docstring).
 
     Args:
-        labels: ``(N,)`` integer classes of the training split.
-        num_classes: ``C``.
+        labels: ``(N,)`` integer classes of the training split, in split-file order.
         k: shots per class (>= 1).
-        seed: NumPy ``default_rng`` seed.
+        rng: the seeded Python generator; advanced by the draw.
+        repeat: a class with fewer than ``k`` images: ``rng.choices`` (Herzog & Wang's and
+            Dassl's default ``True``), else all its images once.
 
     Returns:
-        ``(C * k,)`` int64 indices into ``labels``.
+        int64 indices into ``labels``, class by class (classes in order of first appearance).
 
     Raises:
-        FewShotSkip: a class has fewer than ``k`` training images (the message names how
-            many classes and the first few).
         ValueError: bad labels or ``k < 1``.
     """
     if int(k) < 1:
         raise ValueError(f"shots per class must be >= 1, got {k}")
-    perms = class_permutations(labels, num_classes, seed)
-    short = [c for c, p in enumerate(perms) if len(p) < k]
-    if short:
-        raise FewShotSkip(f"{len(short)} of {num_classes} classes have fewer than {k} "
-                          f"training images (first: {short[:5]}); {k}-shot is not possible")
-    return np.concatenate([p[:k] for p in perms]).astype(np.int64)
+    y = _labels(labels)
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(y.tolist()):
+        by_class.setdefault(c, []).append(i)
+    out: list[int] = []
+    for items in by_class.values():
+        if len(items) >= k:
+            out += rng.sample(items, int(k))
+        elif repeat:
+            out += rng.choices(items, k=int(k))
+        else:
+            out += items
+    return np.asarray(out, np.int64)
+
+
+def support_sets(labels: Any, shots: Sequence[int], seed: int, repeat: bool = True
+                 ) -> dict[int, np.ndarray]:
+    """The supports of one seed: ``random.Random(seed)``, then :func:`draw_support` for each
+    ``k`` of ``shots`` in turn (Herzog & Wang's loop).
+
+    Returns:
+        ``{k: (S_k,) int64 indices}`` in the order of ``shots`` (a repeated ``k`` keeps its
+        last draw).
+    """
+    rng = random.Random(int(seed))
+    return {int(k): draw_support(labels, k, rng, repeat) for k in shots}
 
 
 def few_shot_ncm_accuracy(support: Any, support_labels: Any, queries: Any, query_labels: Any,
@@ -103,7 +117,8 @@ FeatureFn = Callable[[np.ndarray], tuple[Any, Any]]
 def few_shot_sweep(features_for: FeatureFn, train_labels: Any, query_labels: Any,
                    num_classes: int, shots: Sequence[int] = DEFAULT_SHOTS,
                    seeds: Sequence[int] = DEFAULT_SEEDS) -> dict[str, Any]:
-    """Few-shot NCM accuracy for every ``k`` in ``shots`` and seed in ``seeds``.
+    """Few-shot NCM accuracy for every ``k`` in ``shots`` and seed in ``seeds``, the
+    supports drawn by :func:`support_sets` (per seed, the shots in the order given).
 
     Args:
         features_for: ``support indices (S,) -> (support features (S, D), query features
@@ -121,11 +136,16 @@ def few_shot_sweep(features_for: FeatureFn, train_labels: Any, query_labels: Any
     ytr = _labels(train_labels, num_classes)
     yq = _labels(query_labels, num_classes)
     out: dict[str, Any] = {"shots": {}, "skipped": {}}
+    empty = sorted(set(range(num_classes)) - set(ytr.tolist()))
+    draws = {s: support_sets(ytr, shots, s) for s in seeds}
     for k in shots:
         per_seed: dict[str, float] = {}
         try:
+            if empty:
+                raise FewShotSkip(f"{len(empty)} of {num_classes} classes have no training "
+                                  f"images (first: {empty[:5]})")
             for seed in seeds:
-                idx = k_shot_indices(ytr, num_classes, k, seed)
+                idx = draws[seed][int(k)]
                 sup, qry = features_for(idx)
                 per_seed[str(seed)] = few_shot_ncm_accuracy(sup, ytr[idx], qry, yq,
                                                             num_classes)
@@ -138,5 +158,5 @@ def few_shot_sweep(features_for: FeatureFn, train_labels: Any, query_labels: Any
     return out
 
 
-__all__ = ["DEFAULT_SEEDS", "DEFAULT_SHOTS", "FewShotSkip", "class_permutations",
-           "few_shot_ncm_accuracy", "few_shot_sweep", "k_shot_indices"]
+__all__ = ["DEFAULT_SEEDS", "DEFAULT_SHOTS", "FewShotSkip", "draw_support",
+           "few_shot_ncm_accuracy", "few_shot_sweep", "support_sets"]

@@ -14,10 +14,9 @@ from crossgap_jax.baselines.pca import (
     pca_features,
 )
 from crossgap_jax.retrieval.fewshot import (
-    FewShotSkip,
     few_shot_ncm_accuracy,
     few_shot_sweep,
-    k_shot_indices,
+    support_sets,
 )
 
 
@@ -98,20 +97,19 @@ def test_center_matches_numpy():
     np.testing.assert_allclose(center_features(g, m).mean(0), 0, atol=1e-6)
 
 
-def test_k_shot_indices_deterministic_nested_and_documented():
+def test_support_sets_deterministic_and_per_class():
     y = np.array([0, 1, 2] * 6 + [2, 2])
-    for k in (1, 2, 4):
-        idx = k_shot_indices(y, 3, k, seed=7)
-        np.testing.assert_array_equal(idx, k_shot_indices(y, 3, k, seed=7))
-        assert np.bincount(y[idx], minlength=3).tolist() == [k, k, k]
-        # the documented recipe: one default_rng, a permutation per class in class order
-        rng = np.random.default_rng(7)
-        ref = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c in range(3)])
-        np.testing.assert_array_equal(idx, ref)
-    assert set(k_shot_indices(y, 3, 2, 7)) <= set(k_shot_indices(y, 3, 4, 7))  # nested
-    assert not np.array_equal(k_shot_indices(y, 3, 4, 0), k_shot_indices(y, 3, 4, 1))
-    with pytest.raises(FewShotSkip, match="2 of 3 classes have fewer than 7"):
-        k_shot_indices(y, 3, 7, 0)
+    draws = support_sets(y, (1, 2, 4, 7), seed=7)
+    again = support_sets(y, (1, 2, 4, 7), seed=7)
+    for k in (1, 2, 4, 7):
+        np.testing.assert_array_equal(draws[k], again[k])
+        # k per class, with repetition where a class has fewer than k images (0 and 1: 6)
+        assert np.bincount(y[draws[k]], minlength=3).tolist() == [k, k, k]
+    assert len(set(draws[7][y[draws[7]] == 0].tolist())) <= 6
+    # the draws of one seed follow each other: a lone 4-shot draw differs from the 4-shot
+    # draw after 1 and 2 (the generator has moved on), as in Herzog & Wang's loop
+    assert not np.array_equal(support_sets(y, (4,), 7)[4], draws[4])
+    assert not np.array_equal(support_sets(y, (4,), 0)[4], support_sets(y, (4,), 1)[4])
 
 
 def _brute_ncm(sx, sy, qx, qy, c):
@@ -140,12 +138,12 @@ def test_few_shot_ncm_matches_brute_force():
     xq = centers[yq] + 0.8 * rng.normal(size=(50, d))
     for k in (1, 2, 4):
         for seed in (0, 1, 2):
-            idx = k_shot_indices(ytr, c, k, seed)
+            idx = support_sets(ytr, (k,), seed)[k]
             got = few_shot_ncm_accuracy(xtr[idx], ytr[idx], xq, yq, c)
             assert got == pytest.approx(_brute_ncm(xtr[idx], ytr[idx], xq, yq, c), abs=1e-9)
 
 
-def test_few_shot_sweep_records_and_skips():
+def test_few_shot_sweep_records():
     rng = np.random.default_rng(1)
     c = 3
     ytr = np.array([0] * 5 + [1] * 5 + [2] * 3)
@@ -157,10 +155,10 @@ def test_few_shot_sweep_records_and_skips():
         return xtr[idx], xq
 
     res = few_shot_sweep(feats, ytr, yq, c, shots=(1, 2, 4), seeds=(0, 1, 2))
-    assert sorted(res["shots"]) == ["1", "2"] and "fewer than 4" in res["skipped"]["4"]
-    for k in (1, 2):
+    assert sorted(res["shots"]) == ["1", "2", "4"] and res["skipped"] == {}
+    for k in (1, 2, 4):  # class 2 has 3 images: 4-shot repeats one (Dassl's choices)
         per = [_brute_ncm(xtr[i], ytr[i], xq, yq, c)
-               for i in (k_shot_indices(ytr, c, k, s) for s in (0, 1, 2))]
+               for i in (support_sets(ytr, (1, 2, 4), s)[k] for s in (0, 1, 2))]
         r = res["shots"][str(k)]
         assert [r["per_seed"][str(s)] for s in (0, 1, 2)] == pytest.approx(per)
         assert r["mean"] == pytest.approx(np.mean(per)) and r["std"] == pytest.approx(np.std(per))
