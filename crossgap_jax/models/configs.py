@@ -125,6 +125,7 @@ _REGISTRY: dict[str, CLIPConfig] = {
 #: i18n) have no config here.
 ARCHITECTURE_ALIASES: dict[str, str] = {
     "ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
+    "ViT-B-16-SigLIP2": "SigLIP2-ViT-B-16",
 }
 
 
