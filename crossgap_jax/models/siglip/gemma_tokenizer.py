@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import sentencepiece as spm
+from tokenizers import Tokenizer
 
 from crossgap_jax.models.siglip.tokenizer import canonicalize_text
 
@@ -62,8 +64,6 @@ class _JsonBackend:
     """A Hugging Face ``tokenizers`` file (``tokenizer.json``), special tokens not added."""
 
     def __init__(self, path: str):
-        from tokenizers import Tokenizer
-
         self.tok = Tokenizer.from_file(path)
         self.tok.no_padding()
         self.tok.no_truncation()
@@ -82,8 +82,6 @@ class _SentencePieceBackend:
     """A SentencePiece model (``tokenizer.model``); ``encode`` adds no BOS / EOS."""
 
     def __init__(self, path: str):
-        import sentencepiece as spm
-
         self.sp = spm.SentencePieceProcessor(model_file=path)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
