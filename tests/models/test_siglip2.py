@@ -237,3 +237,19 @@ def test_pretrained_tag_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("CROSSGAP_JAX_OFFLINE", "1")
     with pytest.raises(CheckpointNotFoundError, match="google/siglip2-base-patch16-224"):
         load_clip("ViT-B-16-SigLIP2", pretrained="webli", cache_dir=str(tmp_path))
+
+
+def test_big_vision_npz_with_gemma_tokenizer(gemma_json, tmp_path):
+    """A big_vision ``.npz`` of a SigLIP 2-shaped model with its tokenizer beside it."""
+    from crossgap_jax.models.siglip.big_vision import params_to_big_vision
+
+    ref = create_clip("siglip2-tiny", seed=3)
+    path = str(tmp_path / "siglip2_tiny.npz")
+    np.savez(path, **params_to_big_vision(ref.params, ref.config))
+    shutil.copy(gemma_json, tmp_path / "tokenizer.json")
+    b = load_clip("siglip2-tiny", checkpoint=path)
+    assert b.info["layout"] == "big_vision" and b.info["tokenizer_file"].endswith(
+        "tokenizer.json")
+    ids = b.tokenize(TEXTS[:4])
+    assert (ids[:, -1] == 0).all()
+    np.testing.assert_allclose(b.encode_text(ids), ref.encode_text(ids), rtol=1e-6, atol=1e-6)

@@ -270,8 +270,7 @@ claims = is_siglip_checkpoint
 def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     """``"field: a vs b"`` for every shape / activation difference."""
     diffs = [f"{f}: {getattr(a, f)} vs {getattr(b, f)}"
-             for f in ("embed_dim", "hidden_act", "layer_norm_eps", "text_tokenizer",
-                       "text_pad_id")
+             for f in ("embed_dim", "hidden_act", "layer_norm_eps")
              if getattr(a, f) != getattr(b, f)]
     for tower in ("vision", "text"):
         for f in ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio",
@@ -282,18 +281,28 @@ def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     return diffs
 
 
+def _same_tokenizer(a: SigLIPConfig, b: SigLIPConfig) -> bool:
+    return (a.text_tokenizer, a.text_pad_id) == (b.text_tokenizer, b.text_pad_id)
+
+
 def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | None:
-    """The first registered SigLIP architecture with ``config``'s shapes, or None."""
+    """The first registered SigLIP architecture with ``config``'s shapes, preferring one
+    with its tokenizer too (``siglip-tiny`` / ``siglip2-tiny`` share their shapes), or None.
+
+    The tokenizer is not part of :func:`architecture_diff`: a big_vision ``.npz`` does not
+    say which vocabulary it was trained with (only its size), so a named architecture
+    brings its own tokenizer (:func:`adopt`).
+    """
     del prefer
-    for name in list_architectures():
-        c = get_config(name)
-        if isinstance(c, SigLIPConfig) and not architecture_diff(c, config):
-            return name
-    return None
+    shaped = [n for n in list_architectures() if isinstance(get_config(n), SigLIPConfig)
+              and not architecture_diff(get_config(n), config)]
+    same = [n for n in shaped if _same_tokenizer(get_config(n), config)]
+    return (same or shaped or [None])[0]
 
 
 def adopt(requested: SigLIPConfig, declared: SigLIPConfig) -> SigLIPConfig:
-    """The requested architecture with the file's preprocessing (mean, std, resampling)."""
+    """The requested architecture with the file's preprocessing (mean, std, resampling);
+    its tokenizer fields are the requested architecture's."""
     return requested.replace(mean=declared.mean, std=declared.std,
                              interpolation=declared.interpolation)
 
