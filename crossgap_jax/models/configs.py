@@ -127,6 +127,7 @@ ARCHITECTURE_ALIASES: dict[str, str] = {
     "ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
     # Hugging Face's spelling of the DINOv3 ViT-L/16 release (models/dinov3).
     "facebook/dinov3-vitl16-pretrain-lvd1689m": "dinov3-vitl16",
+    "ViT-B-16-SigLIP2": "SigLIP2-ViT-B-16",
 }
 
 

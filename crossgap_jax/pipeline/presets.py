@@ -16,6 +16,7 @@ from typing import Any
 
 from crossgap_jax.data import ASSET_DIR
 from crossgap_jax.inversion import ExecutionSettings, InversionSettings, OTISettings, OVISettings
+from crossgap_jax.models import list_aliases
 
 #: The shipped demo model (a CLIP trained here, ``python -m crossgap_jax.train.demo_caltech``):
 #: the weights of the ``demo`` preset and of ``--pretrained demo``.
@@ -183,6 +184,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("siglip_vitb16", "SigLIP-ViT-B-16", "webli", ovi_num_pseudo_tokens=4),
     Preset("slip_vitb16", "SLIP-ViT-B-16", "slip", ovi_num_pseudo_tokens=1),
     Preset("slip_vitl16", "SLIP-ViT-L-16", "slip", ovi_num_pseudo_tokens=2),
+    # SigLIP 2 B/16 (IsoCLIP's and Herzog & Wang's backbone): the Cross-the-Gap paper gives
+    # no OVI P for it, so P is the SigLIP B/16 value (same graph and patch count).
+    Preset("siglip2_vitb16", "SigLIP2-ViT-B-16", "webli", ovi_num_pseudo_tokens=4),
     # The shipped demo model (DEMO_CHECKPOINT, a CLIP trained here; crossgap_jax.demo) with
     # the paper's OTI/OVI settings.
     Preset("demo", "crossgap-caltech", "demo", ovi_num_pseudo_tokens=1),
@@ -250,6 +254,9 @@ ISOCLIP_K: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("ViT-L/14", "openai"): {"image": (250, 200), "text": (10, 300)},
     ("ViT-B-32", "datacomp_xl_s13b_b90k"): {"image": (50, 50)},
     ("ViT-B-16", "datacomp_xl_s13b_b90k"): {"image": (100, 100), "text": (2, 150)},
+    # IsoCLIP's exp_img-img_retrieval/siglipv2_b16_img_retrieval.sh (open_clip
+    # ViT-B-16-SigLIP2, webli; our architecture name; isoclip_k resolves open_clip's alias).
+    ("SigLIP2-ViT-B-16", "webli"): {"image": (350, 50)},
 }
 # open_clip's names of the OpenAI architectures (same weights with pretrained "openai").
 _OPENAI_ALIASES = {"ViT-B-32": "ViT-B/32", "ViT-B-32-quickgelu": "ViT-B/32",
@@ -296,6 +303,7 @@ def isoclip_k(p: Preset, task: str) -> tuple[tuple[int, int], str]:
     if p.isoclip_k is not None:
         return p.isoclip_k, "--isoclip-k"
     model, pretrained = p.model, p.pretrained
+    model = list_aliases().get(model, model)  # open_clip's "ViT-B-16-SigLIP2"
     key = (_OPENAI_ALIASES.get(model, model) if pretrained == "openai" else model, pretrained)
     published = ISOCLIP_K.get(key, {})
     if task not in published:

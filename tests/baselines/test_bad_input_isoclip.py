@@ -23,7 +23,11 @@ def test_published_values_are_the_presets():
     # open_clip's name of the OpenAI weights.
     assert isoclip_k(preset("clip_vitb32", model="ViT-B-32-quickgelu"), "image")[0] == \
         (150, 50)
-    assert len(ISOCLIP_K) == 5 and all(set(v) <= {"image", "text"} for v in ISOCLIP_K.values())
+    # SigLIP2 B/16 (IsoCLIP's siglipv2_b16_img_retrieval.sh), by our name and open_clip's.
+    assert isoclip_k(preset("siglip2_vitb16"), "image")[0] == (350, 50)
+    assert isoclip_k(preset("siglip2_vitb16", model="ViT-B-16-SigLIP2"), "image")[0] == \
+        (350, 50)
+    assert len(ISOCLIP_K) == 6 and all(set(v) <= {"image", "text"} for v in ISOCLIP_K.values())
 
 
 @pytest.mark.parametrize("name,task,hint", [

@@ -1,7 +1,8 @@
 """OTI and OVI through the bundle API on tiny configs of each non-OpenAI backbone family:
 SigLIP (no class token, non-causal text pooled at the last position, SentencePiece),
 SLIP (timm ViT with class token + CLIP text) and OpenCLIP-style CLIP with exact GELU
-(``tiny-gelu``, the activation of the ``ViT-B-32`` / ``ViT-L-14`` open_clip configs).
+(``tiny-gelu``, the activation of the ``ViT-B-32`` / ``ViT-L-14`` open_clip configs), and
+SigLIP 2 (``siglip2-tiny``: SigLIP's graph with a Gemma tokenizer that pads with ``<pad>``).
 
 Each run optimises a few steps and must lower the loss; the placement of the pseudo tokens
 is checked against the family's own encoders.
@@ -27,17 +28,25 @@ def spiece(tmp_path_factory) -> str:
     return F.train_spiece(str(tmp_path_factory.mktemp("sp") / "spiece.model"))
 
 
+@pytest.fixture(scope="module")
+def gemma_json(tmp_path_factory) -> str:
+    pytest.importorskip("tokenizers")
+    return F.train_gemma_json(str(tmp_path_factory.mktemp("gj") / "tokenizer.json"))
+
+
 # SigLIP (the most different family) stays in the fast lane; SLIP and OpenCLIP-GELU cost
 # ~70 CPU-s of compilation together and run in CI (make test).
 @pytest.fixture(scope="module", params=[
     "siglip-tiny",
     pytest.param("slip-tiny", marks=pytest.mark.slow),
     pytest.param("tiny-gelu", marks=pytest.mark.slow),
+    pytest.param("siglip2-tiny", marks=pytest.mark.slow),
 ])
-def bundle(request, spiece):
+def bundle(request, spiece, gemma_json):
     b = create_clip(request.param, seed=1)
     if b.config.family == "siglip":
-        b = dataclasses.replace(b, tokenizer_file=spiece)
+        gemma = b.config.text_tokenizer == "gemma"
+        b = dataclasses.replace(b, tokenizer_file=gemma_json if gemma else spiece)
     return b
 
 
@@ -73,6 +82,12 @@ def test_oti_decreases_and_places_tokens(bundle):
     if bundle.config.family == "siglip":
         assert tpl.eot_index == bundle.config.text.context_length - 1
         assert not fam.CAUSAL_TEXT
+        # The template as the tokenizer frames any text: pieces, EOS, then pad ids up to
+        # the pooled last position (SigLIP pads with EOS 1, SigLIP 2 with <pad> 0).
+        n = tpl.placeholder_index + 2
+        tail = tpl.ids[n:]
+        assert tail[0] == bundle.tokenizer.eot_token_id
+        assert (tail[1:] == bundle.config.text_pad_id).all()
     # Context truncation after EOT: exact for the causal towers, skipped for SigLIP.
     full = oti(bundle, img, steps=25, num_tokens=2, learning_rate=5e-2, batch_size=4,
                truncate=False)

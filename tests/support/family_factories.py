@@ -249,3 +249,59 @@ def save_slip_checkpoint(model, path: str, arch: str = "SLIP_VITB16") -> str:
     torch.save({"epoch": 100, "state_dict": sd, "optimizer": {}, "best_acc1": 0.0,
                 "args": args}, path)
     return path
+
+
+# --------------------------------------------------------------------------------------
+# SigLIP 2: tiny Gemma-style tokenizers (special ids <pad> 0, <eos> 1, <bos> 2, <unk> 3)
+# --------------------------------------------------------------------------------------
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+
+
+def train_gemma_json(path: str, vocab_size: int = 300, pound_piece: bool = True,
+                     bos_post_processor: bool = True, seed: int = 0) -> str:
+    """Train a tiny BPE ``tokenizer.json`` shaped like Gemma's (byte fallback, spaces as
+    ``▁``, no dummy prefix, Gemma's special ids) on generated captions.
+
+    Args:
+        pound_piece: True: captions with `` £`` are in the corpus, so ``▁£`` is learnt;
+            False: ``£`` occurs only glued to a word, so the vocabulary has ``£`` alone.
+        bos_post_processor: save a post-processor that adds ``<bos>`` (as Gemma's
+            tokenizer.json does), which the package's tokenizer must ignore.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import BpeTrainer
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    lines = [c.lower() for c in captions(3000, seed)]
+    if not pound_piece:
+        lines = [ln.replace(" £", " x£") for ln in lines]
+    trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=GEMMA_SPECIALS,
+                         initial_alphabet=["\u2581", "£"], show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    if bos_post_processor:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)])
+    tok.save(path)
+    return path
+
+
+def train_gemma_spiece(path: str, vocab_size: int = 200, seed: int = 0) -> str:
+    """Train a tiny SentencePiece BPE model with Gemma's special ids and no dummy prefix
+    (``tokenizer.model`` of a SigLIP 2 checkpoint)."""
+    import sentencepiece as spm
+
+    lines = [c.lower() for c in captions(3000, seed)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size, pad_id=0,
+        eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        bos_piece="<bos>", unk_piece="<unk>", model_type="bpe", add_dummy_prefix=False,
+        byte_fallback=False, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+        num_threads=1)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return path

@@ -52,6 +52,7 @@ PRETRAINED: dict[tuple[str, str], str] = {
 # ``ViT-B-16-SigLIP`` / ``webli`` is the same release.
 SIGLIP_PRETRAINED: dict[tuple[str, str], str] = {
     ("SigLIP-ViT-B-16", "webli"): "google/siglip-base-patch16-224",
+    ("SigLIP2-ViT-B-16", "webli"): "google/siglip2-base-patch16-224",
 }
 SIGLIP_DEFAULT_TAG = "webli"
 

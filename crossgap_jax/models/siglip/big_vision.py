@@ -20,7 +20,7 @@ import numpy as np
 from crossgap_jax.models.checkpoint.errors import CheckpointError
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.configs import TextConfig, VisionConfig
-from crossgap_jax.models.siglip.model import SigLIPConfig
+from crossgap_jax.models.siglip.model import SigLIPConfig, gemma_text_fields
 
 Flat = dict[tuple[str, ...], np.ndarray]
 
@@ -261,4 +261,5 @@ def config_from_big_vision(arrays: Mapping[str, Any], name: str = "custom-siglip
                         vocab_size=vocab, width=tw, layers=count(f"txt/{enc_t}/"),
                         heads=tq.shape[1], mlp_ratio=t_mlp / tw, eot_token_id=1,
                         sot_token_id=-1),
+        **gemma_text_fields(int(vocab)),
     )

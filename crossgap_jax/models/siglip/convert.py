@@ -45,7 +45,13 @@ from crossgap_jax.models.checkpoint.pretrained import (
 )
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
 from crossgap_jax.models.siglip.big_vision import _big_vision_flat, config_from_big_vision
-from crossgap_jax.models.siglip.model import SigLIPConfig
+from crossgap_jax.models.siglip.gemma_tokenizer import find_gemma_file
+from crossgap_jax.models.siglip.model import (
+    GEMMA_PAD_ID,
+    SIGLIP_EOS_ID,
+    SigLIPConfig,
+    gemma_text_fields,
+)
 
 Flat = dict[tuple[str, ...], np.ndarray]
 
@@ -168,12 +174,27 @@ def _square(v: Any, what: str) -> int:
     return int(v)
 
 
+def _text_fields(vocab_size: int, tokenizer_class: str | None) -> dict[str, Any]:
+    """Tokenizer fields from the tokenizer's class (``tokenizer_config.json``) when given,
+    else from the vocabulary size (256000: Gemma, SigLIP 2)."""
+    if tokenizer_class is None:
+        return gemma_text_fields(vocab_size)
+    if "gemma" in tokenizer_class.lower() or "siglip2" in tokenizer_class.lower():
+        return {"text_tokenizer": "gemma", "text_pad_id": GEMMA_PAD_ID}
+    return {}
+
+
 def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | None = None,
-                   name: str = "custom-siglip") -> SigLIPConfig:
+                   name: str = "custom-siglip", tokenizer_class: str | None = None
+                   ) -> SigLIPConfig:
     """A transformers ``SiglipConfig`` dict (``config.json``) -> :class:`SigLIPConfig`.
 
     Missing keys take transformers' defaults. ``preprocessor`` (the
     ``preprocessor_config.json`` dict) supplies mean/std, size and resampling when given.
+    SigLIP 2's fixed-resolution checkpoints (``google/siglip2-*-patch16-224`` ...) are
+    ``model_type: "siglip"`` too; they are told apart by ``tokenizer_class`` (the
+    ``tokenizer_config.json`` entry: ``GemmaTokenizer`` / ``Siglip2Tokenizer``) or, without
+    it, by the Gemma vocabulary size 256000.
 
     Raises:
         CheckpointError: not a SigLIP config, or an option this port does not implement.
@@ -211,9 +232,10 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
                         vocab_size=int(t["vocab_size"]), width=th,
                         layers=int(t["num_hidden_layers"]), heads=int(t["num_attention_heads"]),
                         mlp_ratio=int(t["intermediate_size"]) / th,
-                        eot_token_id=1, sot_token_id=-1),
+                        eot_token_id=SIGLIP_EOS_ID, sot_token_id=-1),
         hidden_act=t["hidden_act"],
         layer_norm_eps=float(t["layer_norm_eps"]),
+        **_text_fields(int(t["vocab_size"]), tokenizer_class),
         **kw,
     )
 
@@ -222,7 +244,8 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
 # Loader hooks (crossgap_jax.models.checkpoint.loader)
 # ---------------------------------------------------------------------------------------
 _HUB_FILES = ["config.json", "preprocessor_config.json", "spiece.model", "model.safetensors",
-              "model.safetensors.index.json", "model-*.safetensors"]
+              "model.safetensors.index.json", "model-*.safetensors", "tokenizer_config.json",
+              "tokenizer.json", "tokenizer.model"]
 
 
 def _is_npz(path: str) -> bool:
@@ -258,23 +281,37 @@ def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     return diffs
 
 
+def _same_tokenizer(a: SigLIPConfig, b: SigLIPConfig) -> bool:
+    return (a.text_tokenizer, a.text_pad_id) == (b.text_tokenizer, b.text_pad_id)
+
+
 def match_registered(config: SigLIPConfig, prefer: str | None = None) -> str | None:
-    """The first registered SigLIP architecture with ``config``'s shapes, or None."""
+    """The first registered SigLIP architecture with ``config``'s shapes, preferring one
+    with its tokenizer too (``siglip-tiny`` / ``siglip2-tiny`` share their shapes), or None.
+
+    The tokenizer is not part of :func:`architecture_diff`: a big_vision ``.npz`` does not
+    say which vocabulary it was trained with (only its size), so a named architecture
+    brings its own tokenizer (:func:`adopt`).
+    """
     del prefer
-    for name in list_architectures():
-        c = get_config(name)
-        if isinstance(c, SigLIPConfig) and not architecture_diff(c, config):
-            return name
-    return None
+    shaped = [n for n in list_architectures() if isinstance(get_config(n), SigLIPConfig)
+              and not architecture_diff(get_config(n), config)]
+    same = [n for n in shaped if _same_tokenizer(get_config(n), config)]
+    return (same or shaped or [None])[0]
 
 
 def adopt(requested: SigLIPConfig, declared: SigLIPConfig) -> SigLIPConfig:
-    """The requested architecture with the file's preprocessing (mean, std, resampling)."""
+    """The requested architecture with the file's preprocessing (mean, std, resampling);
+    its tokenizer fields are the requested architecture's."""
     return requested.replace(mean=declared.mean, std=declared.std,
                              interpolation=declared.interpolation)
 
 
-def _find_spiece(folder: str) -> str | None:
+def _find_tokenizer(folder: str, config: SigLIPConfig) -> str | None:
+    """The tokenizer file of ``config``'s kind in ``folder`` (Gemma: ``tokenizer.json`` /
+    ``tokenizer.model``; SentencePiece: ``spiece.model`` ...), else None."""
+    if config.text_tokenizer == "gemma":
+        return find_gemma_file(folder)
     for f in ("spiece.model", "tokenizer.model", "sentencepiece.model"):
         if os.path.isfile(os.path.join(folder, f)):
             return os.path.join(folder, f)
@@ -293,8 +330,11 @@ def read(req: Request) -> Read:
     path = os.path.expanduser(str(source))
     extra: dict[str, Any] = {"origin": "local"}
     if not os.path.exists(path) and re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source)):
+        gemma = (arch is not None and arch.text_tokenizer == "gemma") or "siglip2" in str(
+            source).lower()
         path = hub_snapshot(str(source), req.cache_dir, _HUB_FILES,
-                            ("config.json", "model.safetensors", "spiece.model"))
+                            ("config.json", "model.safetensors",
+                             "tokenizer.json" if gemma else "spiece.model"))
         extra["origin"] = "hf-hub"
     tokenizer = req.tokenizer
     if os.path.isdir(path):
@@ -303,8 +343,12 @@ def read(req: Request) -> Read:
             raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
                                           f"SiglipModel directory)", target=path)
         pre_file = os.path.join(path, "preprocessor_config.json")
+        tok_file = os.path.join(path, "tokenizer_config.json")
+        tok_class = read_json(tok_file).get("tokenizer_class") if os.path.isfile(tok_file) \
+            else None
         declared = config_from_hf(read_json(cfg_file),
-                                  read_json(pre_file) if os.path.isfile(pre_file) else None)
+                                  read_json(pre_file) if os.path.isfile(pre_file) else None,
+                                  tokenizer_class=tok_class)
         weights = next((os.path.join(path, f) for f in ("model.safetensors", "pytorch_model.bin")
                         if os.path.isfile(os.path.join(path, f))), None)
         if weights is None:
@@ -312,13 +356,14 @@ def read(req: Request) -> Read:
                                           target=path)
         sd, fmt, _ = read_state_dict(weights, allow_pickle=req.allow_pickle)
         layout, declared_by = "hf", cfg_file
-        tokenizer = tokenizer or _find_spiece(path)
+        tokenizer = tokenizer or _find_tokenizer(path, arch or declared)
     elif _is_npz(path):
         sd = read_npz(path)
         fmt, layout, weights = "big_vision-npz", "big_vision", path
         declared, declared_by = config_from_big_vision(sd), "tensor shapes"
         if tokenizer is None:
-            tokenizer = _find_spiece(os.path.dirname(os.path.abspath(path)))
+            tokenizer = _find_tokenizer(os.path.dirname(os.path.abspath(path)),
+                                        arch or declared)
     elif os.path.exists(path):
         raise CheckpointError(f"{path}: not a SigLIP checkpoint (expected a transformers "
                               f"SiglipModel directory or a big_vision .npz)")

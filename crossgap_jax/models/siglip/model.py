@@ -17,6 +17,15 @@ Architecture (``google/siglip-base-patch16-224``, big_vision ``siglip`` B/16):
 - GELU with the tanh approximation (``gelu_pytorch_tanh``), LayerNorm eps 1e-6,
   ``logit_scale`` and ``logit_bias`` (sigmoid loss).
 
+SigLIP 2 at fixed resolution (``SigLIP2-ViT-B-16``: ``google/siglip2-base-patch16-224``,
+open_clip ``ViT-B-16-SigLIP2``) is this graph unchanged with a 256k Gemma vocabulary
+(big_vision ``README_siglip2.md``: "The only difference is the vocab size (256k) and the
+tokenizer (Gemma tokenizer)"; transformers loads it as ``SiglipModel``, ``model_type:
+"siglip"``), so it is an architecture of this family: only its tokenizer differs
+(``text_tokenizer="gemma"``: :mod:`~crossgap_jax.models.siglip.gemma_tokenizer`, EOS then
+``<pad>`` padding, ``text_pad_id=0``). NaFlex SigLIP 2 (``Siglip2Model``: variable
+resolution, 2-D resized position embeddings) is a different graph and is not ported.
+
 Parameter names mirror transformers' ``SiglipModel`` so conversion is mechanical:
 
 ==================================================  ===========================================
@@ -59,6 +68,7 @@ from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.layers.attention import attention, select_rows, self_attention
 from crossgap_jax.models.layers.norm import LayerNorm
+from crossgap_jax.models.siglip.gemma_tokenizer import CLEAN_MODES, load_gemma_tokenizer
 from crossgap_jax.models.siglip.tokenizer import load_siglip_tokenizer
 
 # Non-causal text encoder pooled at the last position: positions after the EOS do
@@ -73,8 +83,12 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 # T5 / big_vision "c4_en" SentencePiece ids: <pad> 0, </s> 1, <unk> 2. SigLIP pads with
 # </s> (HF ``pad_token="</s>"``, big_vision ``pad_value=1``).
 SIGLIP_EOS_ID = 1
+# SigLIP 2's Gemma vocabulary: <pad> 0, <eos> 1, <bos> 2, <unk> 3; padded with <pad>.
+GEMMA_VOCAB_SIZE = 256000
+GEMMA_PAD_ID = 0
 
 _ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")
+_TOKENIZERS = ("sentencepiece", "gemma")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +104,14 @@ class SigLIPConfig(CLIPConfig):
         resize_mode: ``"squash"``: resize to ``image_size x image_size`` without keeping
             the aspect ratio and without cropping (HF ``SiglipImageProcessor``).
         interpolation: PIL resampling for the resize (``"bicubic"``, HF's default).
+        text_tokenizer: ``"sentencepiece"`` (SigLIP: T5 ``spiece.model``, padded with EOS,
+            :mod:`~crossgap_jax.models.siglip.tokenizer`) or ``"gemma"`` (SigLIP 2: Gemma
+            ``tokenizer.json`` / ``tokenizer.model``, EOS then ``<pad>`` padding,
+            :mod:`~crossgap_jax.models.siglip.gemma_tokenizer`).
+        text_pad_id: the id the tokenizer pads with (SigLIP: EOS 1; SigLIP 2: ``<pad>`` 0).
+        text_clean: the Gemma tokenizer's cleaning, ``"canonicalize"`` (open_clip's, the
+            default) or ``"lower"`` (big_vision's ``lower`` alone); SigLIP's SentencePiece
+            tokenizer always canonicalises.
     """
 
     name: str = "SigLIP-ViT-B-16"
@@ -109,8 +131,16 @@ class SigLIPConfig(CLIPConfig):
     hidden_act: str = "gelu_pytorch_tanh"
     resize_mode: str = "squash"
     interpolation: str = "bicubic"
+    text_tokenizer: str = "sentencepiece"
+    text_pad_id: int = SIGLIP_EOS_ID
+    text_clean: str = "canonicalize"
 
     def __post_init__(self):
+        if self.text_tokenizer not in _TOKENIZERS:
+            raise ValueError(f"text_tokenizer must be one of {_TOKENIZERS}, got "
+                             f"{self.text_tokenizer!r}")
+        if self.text_clean not in CLEAN_MODES:
+            raise ValueError(f"text_clean must be one of {CLEAN_MODES}, got {self.text_clean!r}")
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {_ACTIVATIONS}, got {self.hidden_act!r}")
         if self.embed_dim != self.vision.width:
@@ -141,11 +171,27 @@ def siglip_config(name: str, *, image_size: int = 224, patch_size: int = 16, wid
     )
 
 
+def gemma_text_fields(vocab_size: int) -> dict[str, Any]:
+    """The tokenizer fields of a SigLIP 2 config (Gemma vocabulary) when ``vocab_size`` is
+    Gemma's 256000, else none (SigLIP's SentencePiece defaults)."""
+    if vocab_size == GEMMA_VOCAB_SIZE:
+        return {"text_tokenizer": "gemma", "text_pad_id": GEMMA_PAD_ID}
+    return {}
+
+
 ARCHITECTURES: dict[str, SigLIPConfig] = {
     "SigLIP-ViT-B-16": siglip_config("SigLIP-ViT-B-16"),
+    # SigLIP 2 B/16 at 224 px (google/siglip2-base-patch16-224, open_clip ViT-B-16-SigLIP2):
+    # SigLIP's graph with the Gemma vocabulary (big_vision README_siglip2.md).
+    "SigLIP2-ViT-B-16": siglip_config("SigLIP2-ViT-B-16", vocab_size=GEMMA_VOCAB_SIZE,
+                                      **gemma_text_fields(GEMMA_VOCAB_SIZE)),
     # Tiny config for tests and smoke runs (small vocabulary: a test SentencePiece model).
     "siglip-tiny": siglip_config("siglip-tiny", image_size=32, patch_size=8, width=64, layers=2,
                                  heads=2, vocab_size=512, context_length=16),
+    # Tiny SigLIP 2-shaped config (Gemma special ids, <pad> padding; a test tokenizer file).
+    "siglip2-tiny": siglip_config("siglip2-tiny", image_size=32, patch_size=8, width=64,
+                                  layers=2, heads=2, vocab_size=512, context_length=16,
+                                  text_tokenizer="gemma", text_pad_id=GEMMA_PAD_ID),
 }
 
 
@@ -528,24 +574,41 @@ def pool_indices(ids: Any, config: SigLIPConfig) -> np.ndarray:
 
 def pad_token_ids(ids: Any, config: SigLIPConfig) -> np.ndarray:
     """``(N, L)`` ids, ``L <= context_length`` -> ``(N, context_length)``: padded on the
-    right with the pad id, which is the EOS id ``config.text.eot_token_id`` (as the
-    tokenizer pads: a row without its EOS gets it from the padding, exactly as the
-    tokenizer appends it)."""
+    right with the tokenizer's pad id ``config.text_pad_id``. SigLIP pads with its EOS id
+    (a row without its EOS gets it from the padding, exactly as the tokenizer appends it);
+    SigLIP 2 pads with ``<pad>`` (0), so a row must already end in its ``<eos>``."""
     ids = np.asarray(ids, np.int32)
     ctx = config.text.context_length
-    out = np.full((ids.shape[0], ctx), config.text.eot_token_id, np.int32)
+    out = np.full((ids.shape[0], ctx), config.text_pad_id, np.int32)
     out[:, : ids.shape[1]] = ids
     return out
 
 
 def get_tokenizer(config: SigLIPConfig, path: str | None = None) -> Any:
-    """The SentencePiece tokenizer of ``config`` from ``path`` (an ``spiece.model`` file or
-    a directory holding one).
+    """The tokenizer of ``config`` from ``path``: SigLIP's SentencePiece (an
+    ``spiece.model`` file or a directory holding one) or, for ``text_tokenizer="gemma"``
+    (SigLIP 2), the Gemma tokenizer (``tokenizer.json`` / ``tokenizer.model`` or their
+    directory).
 
     Raises:
-        ValueError: no path given (SigLIP's vocabulary is not shipped with this package).
+        ValueError: no path given (the vocabularies are not shipped with this package), or
+            a Gemma file whose ``<eos>`` / ``<pad>`` ids differ from the config's.
     """
-
+    if config.text_tokenizer == "gemma":
+        if path is None:
+            raise ValueError(
+                f"{config.name} needs its Gemma tokenizer: load the model with "
+                f"load_clip(..., tokenizer='path/to/tokenizer.json') (a transformers "
+                f"SigLIP 2 directory provides tokenizer.json / tokenizer.model), or set "
+                f"bundle.tokenizer_file")
+        tok = load_gemma_tokenizer(path, config.text.context_length, config.text_clean)
+        if (tok.eot_token_id, tok.pad_token_id) != (config.text.eot_token_id,
+                                                    config.text_pad_id):
+            raise ValueError(
+                f"{tok.path}: <eos> / <pad> ids {tok.eot_token_id} / {tok.pad_token_id} differ "
+                f"from {config.name}'s {config.text.eot_token_id} / {config.text_pad_id}; use "
+                f"the tokenizer file that came with the checkpoint")
+        return tok
     if path is None:
         raise ValueError(
             f"{config.name} needs its SentencePiece model: load the model with "
