@@ -10,10 +10,18 @@ IsoCLIP, NCM or metric code in the recomputations.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
+from support.run_oracles import (
+    cli_args,
+    record_results,
+    ref_apply,
+    ref_isoclip,
+    ref_retrieval,
+    ref_side,
+    unit,
+)
 
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
@@ -33,41 +41,6 @@ from crossgap_jax.retrieval import class_means
 from crossgap_jax.retrieval.ncm import ncm_accuracy
 
 # --- the reference ---------------------------------------------------------------------
-
-
-def ref_side(p_i, p_t, side, b_i=None, b_t=None):
-    """``(E, head, has_bias)``: E = the left (image) or right (text) singular vectors of
-    ``M = P_i' P_t'^T`` as the eigenvectors of ``M M^T`` / ``M^T M`` ordered by descending
-    eigenvalue s^2, the first r = min(d_i', d_t') of them; head = P' = [P; b] (float64)."""
-    p_i, p_t = np.asarray(p_i, np.float64), np.asarray(p_t, np.float64)
-    pi = p_i if b_i is None else np.vstack([p_i, b_i])
-    pt = p_t if b_t is None else np.vstack([p_t, b_t])
-    m = pi @ pt.T if side == "image" else pt @ pi.T
-    w, e = np.linalg.eigh(m @ m.T)
-    e = e[:, np.argsort(-w)][:, :min(m.shape)]
-    return e, (pi if side == "image" else pt), (b_i if side == "image" else b_t) is not None
-
-
-def ref_apply(x, ref, k_top, k_bottom):
-    """normalize(x' E_k E_k^T P'), E_k = columns k_top .. r - k_bottom - 1, x' = [x, 1] when
-    the head has a bias."""
-    e, head, has_bias = ref
-    ek = e[:, k_top:e.shape[1] - k_bottom]
-    x = np.asarray(x, np.float64)
-    if has_bias:
-        x = np.hstack([x, np.ones((len(x), 1))])
-    z = x @ ek @ ek.T @ head
-    return z / np.linalg.norm(z, axis=1, keepdims=True)
-
-
-def ref_isoclip(x, p_i, p_t, k_top, k_bottom, side, b_i=None, b_t=None):
-    """IsoCLIP features of ``x`` from the formula (float64)."""
-    return ref_apply(x, ref_side(p_i, p_t, side, b_i, b_t), k_top, k_bottom)
-
-
-def _normalize(z):
-    z = np.asarray(z, np.float64)
-    return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
 # ViT-B/32 sizes: d_i = 768, d_t = 512, D = 512 (random weights at OpenAI's init scales).
@@ -108,7 +81,7 @@ def test_isoclip_keeps_the_projection_and_differs_from_it():
     # own normalised features. Dropping directions changes them: the test above can fail.
     for side, x, p in (("image", X_I, P_I), ("text", X_T, P_T)):
         full = np.asarray(isoclip_features(x, b32_map(side, 0, 0)))
-        np.testing.assert_allclose(full, _normalize(x @ p), atol=2e-5)
+        np.testing.assert_allclose(full, unit(x @ p), atol=2e-5)
         cut = np.asarray(isoclip_features(x, b32_map(side, 150, 50)))
         assert np.abs(cut - full).max() > 0.05
     # Image and text k values select different directions.
@@ -164,8 +137,8 @@ def test_bias_is_an_extra_row_and_a_constant_one():
     # bias matters (dropping it gives other features).
     heads = (ProjectionHead(p_i), ProjectionHead(p_t, b_t))
     full = np.asarray(isoclip_features(x_t, isoclip_map(*heads, "text", 0, 0)))
-    np.testing.assert_allclose(full, _normalize(x_t @ p_t + b_t), atol=2e-5)
-    assert np.abs(full - _normalize(x_t @ p_t)).max() > 0.05
+    np.testing.assert_allclose(full, unit(x_t @ p_t + b_t), atol=2e-5)
+    assert np.abs(full - unit(x_t @ p_t)).max() > 0.05
     with pytest.raises(ValueError, match="bias must be"):
         ProjectionHead(p_t, b_t[:5])
 
@@ -243,8 +216,8 @@ def test_heads_of_every_family_reproduce_the_embeddings(bundle):
     # this checks the heads and the bias rule against the real forward pass.
     zi = isoclip_image_features(bundle, pixels, isoclip_map_for(bundle, "image", 0, 0))
     zt = isoclip_text_features(bundle, ids, isoclip_map_for(bundle, "text", 0, 0))
-    np.testing.assert_allclose(zi, _normalize(bundle.encode_image(pixels)), atol=1e-4)
-    np.testing.assert_allclose(zt, _normalize(bundle.encode_text(ids)), atol=1e-4)
+    np.testing.assert_allclose(zi, unit(bundle.encode_image(pixels)), atol=1e-4)
+    np.testing.assert_allclose(zt, unit(bundle.encode_text(ids)), atol=1e-4)
     # And against the reference with directions dropped.
     wi, wt = bundle.projection_matrices()
     bt = None if head_t.bias is None else np.asarray(head_t.bias, np.float64)
@@ -270,22 +243,6 @@ def tiny(tmp_path_factory):
     return path, wi, wt
 
 
-def _cli(tiny_path, shared_data, run_dir, *extra):
-    return ["--model", "tiny", "--checkpoint", tiny_path, "--data-root", str(shared_data),
-            "--run-dir", str(run_dir), "--batch-size", "8", *extra]
-
-
-def _record(run_dir, command, **arguments):
-    """The results of the one record of ``command`` whose arguments include ``arguments``."""
-    found = []
-    for p in (run_dir / "records").glob(f"{command}-*.json"):
-        rec = json.loads(p.read_text())
-        if all(rec["arguments"].get(k) == v for k, v in arguments.items()):
-            found.append(rec["results"])
-    (res,) = found
-    return res
-
-
 def _cached(run_dir, split, projected):
     from crossgap_jax.pipeline.store import load_features
 
@@ -303,42 +260,23 @@ def _labels(shared_data, split, items):
     return np.array([ds.labels[pos[i]] for i in items])
 
 
-def _ref_retrieval(q, g, yq, yg):
-    """mAP, mAP@R, P@R, R@k in percent by brute force over each ranking."""
-    sims = _normalize(q) @ _normalize(g).T
-    out = {"mAP": [], "mAP@R": [], "P@R": [], "R@1": [], "R@5": [], "R@10": []}
-    for i in range(len(q)):
-        rel = (yg == yq[i])[np.argsort(-sims[i], kind="stable")]
-        r = int(rel.sum())
-        if r == 0:
-            continue
-        ranks = np.flatnonzero(rel) + 1
-        prec = np.arange(1, r + 1) / ranks
-        out["mAP"].append(prec.mean())
-        out["mAP@R"].append(prec[ranks <= r].sum() / r)
-        out["P@R"].append((ranks <= r).sum() / r)
-        for k in (1, 5, 10):
-            out[f"R@{k}"].append(float(ranks[0] <= k))
-    return {k: 100 * float(np.mean(v)) for k, v in out.items()}
-
-
 def test_retrieve_isoclip_recomputed(tiny, shared_data, tmp_path, capsys):
     from crossgap_jax.cli import main
 
     path, wi, wt = tiny
     run_dir = tmp_path / "run"
-    common = _cli(path, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
+    common = cli_args(path, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
     # The tiny model has no published (k_top, k_bottom): a clear error, never a guess.
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "isoclip",
                  "--gallery-type", "isoclip", *common]) == 2
     assert "--isoclip-k TOP,BOTTOM" in capsys.readouterr().err
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "isoclip",
                  "--gallery-type", "isoclip", "--isoclip-k", "4,40", *common]) == 0
-    out = _record(run_dir, "retrieve", query_type="isoclip", gallery_type="isoclip")
+    out = record_results(run_dir, "retrieve", query_type="isoclip", gallery_type="isoclip")
     assert out["query_isoclip"]["k_top"] == 4 and out["query_isoclip"]["source"] == "--isoclip-k"
     q, g = _cached(run_dir, "test", False), _cached(run_dir, "train", False)
     assert q.features.shape == (10, 128) and g.features.shape == (40, 128)
-    want = _ref_retrieval(ref_isoclip(q.features, wi, wt, 4, 40, "image"),
+    want = ref_retrieval(ref_isoclip(q.features, wi, wt, 4, 40, "image"),
                           ref_isoclip(g.features, wi, wt, 4, 40, "image"),
                           _labels(shared_data, "test", q.items),
                           _labels(shared_data, "train", g.items))
@@ -347,7 +285,7 @@ def test_retrieve_isoclip_recomputed(tiny, shared_data, tmp_path, capsys):
     # The automatic window is a separately named variant.
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type",
                  "isotropic-window", "--gallery-type", "isotropic-window", *common]) == 0
-    win = _record(run_dir, "retrieve", query_type="isotropic-window")
+    win = record_results(run_dir, "retrieve", query_type="isotropic-window")
     assert "query_isotropic_window" in win and "query_isoclip" not in win
 
 
@@ -358,9 +296,9 @@ def test_classify_ncm_recomputed(tiny, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["--quiet", "classify", "--dataset", "caltech101", "--variants",
                  "ncm,isoclip-ncm", "--isoclip-k", "3,40",
-                 *_cli(path, shared_data, run_dir, "--max-queries", "12",
+                 *cli_args(path, shared_data, run_dir, "--max-queries", "12",
                        "--max-gallery", "200")]) == 0
-    res = _record(run_dir, "classify")
+    res = record_results(run_dir, "classify")
     te, tr = _cached(run_dir, "test", False), _cached(run_dir, "train", False)
     yte, ytr = _labels(shared_data, "test", te.items), _labels(shared_data, "train", tr.items)
     assert len(tr.items) == res["ncm_train"]["num_images"] == 200  # 2 per class
@@ -369,7 +307,7 @@ def test_classify_ncm_recomputed(tiny, shared_data, tmp_path):
     maps = {"ncm": lambda x: np.asarray(x, np.float64) @ wi,
             "isoclip-ncm": lambda x: ref_isoclip(x, wi, wt, 3, 40, "image")}
     for variant, fn in maps.items():
-        sims = _normalize(fn(te.features)) @ _normalize(fn(means)).T
+        sims = unit(fn(te.features)) @ unit(fn(means)).T
         top1 = 100 * np.mean([np.argmax(sims[i]) == yte[i] for i in range(len(yte))])
         top5 = 100 * np.mean([(sims[i] > sims[i, yte[i]]).sum() < 5 for i in range(len(yte))])
         assert res[variant]["top1"] == pytest.approx(top1, abs=1e-6), variant

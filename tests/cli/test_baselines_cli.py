@@ -8,8 +8,17 @@ import json
 
 import numpy as np
 import pytest
-from support.fewshot_reference import dassl_indices
-from test_isoclip import _cli, _record, _ref_retrieval, ref_side
+from support.run_oracles import (
+    caltech_split,
+    cli_args,
+    k_shot,
+    labels_of,
+    ncm_top1,
+    record_results,
+    ref_retrieval,
+    ref_side,
+    unit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,26 +42,11 @@ def _features(run_dir, split, projected):
     return out
 
 
-def _split(shared_data, split):
-    from crossgap_jax.data import get_dataset
-
-    return get_dataset("caltech101", str(shared_data), split)
-
-
-def _unit(z):
-    return z / np.linalg.norm(z, axis=1, keepdims=True)
-
-
-def _labels_of(ds, items):
-    pos = {it: i for i, it in enumerate(ds.items)}
-    return np.array([ds.labels[pos[it]] for it in items])
-
-
 def test_retrieve_pca_and_centered_recomputed(tiny_ckpt, shared_data, tmp_path, capsys):
     from crossgap_jax.cli import main
 
     run_dir = tmp_path / "run"
-    common = _cli(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
+    common = cli_args(tiny_ckpt, shared_data, run_dir, "--max-queries", "10", "--max-gallery", "40")
     # PCA on one side only, and PCA without k: clear errors before any work
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "pca",
                  "--pca-k", "4", *common]) == 2
@@ -64,38 +58,25 @@ def test_retrieve_pca_and_centered_recomputed(tiny_ckpt, shared_data, tmp_path, 
                  "--gallery-type", "pca", "--pca-k", "4", *common]) == 0
     assert main(["--quiet", "retrieve", "--dataset", "caltech101", "--query-type", "centered",
                  "--gallery-type", "centered", *common]) == 0
-    pca_res = _record(run_dir, "retrieve", query_type="pca")
-    cen_res = _record(run_dir, "retrieve", query_type="centered")
+    pca_res = record_results(run_dir, "retrieve", query_type="pca")
+    cen_res = record_results(run_dir, "retrieve", query_type="centered")
     qd, gd = _features(run_dir, "test", True), _features(run_dir, "train", True)
     assert (len(qd), len(gd)) == (10, 40)
     qi, gi = sorted(qd), sorted(gd)
-    q, g = _unit(np.stack([qd[i] for i in qi])), _unit(np.stack([gd[i] for i in gi]))
-    yq = _labels_of(_split(shared_data, "test"), qi)
-    yg = _labels_of(_split(shared_data, "train"), gi)
+    q, g = unit(np.stack([qd[i] for i in qi])), unit(np.stack([gd[i] for i in gi]))
+    yq = labels_of(caltech_split(shared_data, "test"), qi)
+    yg = labels_of(caltech_split(shared_data, "train"), gi)
     mu = g.mean(0)
     vt = np.linalg.svd(g - mu, full_matrices=False)[2][:4]  # fitted on the gallery
-    want = _ref_retrieval((q - mu) @ vt.T, (g - mu) @ vt.T, yq, yg)
+    want = ref_retrieval((q - mu) @ vt.T, (g - mu) @ vt.T, yq, yg)
     for k, v in want.items():
         assert pca_res[k] == pytest.approx(v, abs=1e-4), k
     assert pca_res["query_pca"] == {"k": 4, "whiten": False, "normalize_input": True,
                                     "num_fit": 40, "fit": "gallery"}
     # same modality on both sides: both centred on the gallery mean
-    want = _ref_retrieval(q - mu, g - mu, yq, yg)
+    want = ref_retrieval(q - mu, g - mu, yq, yg)
     for k, v in want.items():
         assert cen_res[k] == pytest.approx(v, abs=1e-4), k
-
-
-def _k_shot(y, num_classes, k, seed, shots=(1, 2)):
-    """The documented sampling (Dassl's, as Herzog & Wang run it), reimplemented in
-    tests/support: the shots drawn in turn from one seeded generator."""
-    return dassl_indices(y, k, seed, shots)
-
-
-def _ncm_top1(sup, ysup, qry, yq, num_classes):
-    protos = np.stack([sup[ysup == c].mean(0) for c in range(num_classes)])
-    sims = _unit(qry) @ _unit(protos).T
-    return 100 * np.mean([sims[i].argmax() == yq[i] and (sims[i] >= sims[i, yq[i]]).sum() == 1
-                          for i in range(len(yq))])
 
 
 @pytest.mark.slow
@@ -106,15 +87,15 @@ def test_classify_fewshot_recomputed(tiny_ckpt, shared_data, tmp_path, heads):
     run_dir = tmp_path / "run"
     assert main(["--quiet", "classify", "--dataset", "caltech101", "--variants", "fewshot",
                  "--shots", "1,2", "--pca-k", "4,50", "--isoclip-k", "3,40", "--oti-steps", "2",
-                 *_cli(tiny_ckpt, shared_data, run_dir, "--max-queries", "12")]) == 0
-    res = _record(run_dir, "classify")["fewshot"]
+                 *cli_args(tiny_ckpt, shared_data, run_dir, "--max-queries", "12")]) == 0
+    res = record_results(run_dir, "classify")["fewshot"]
     assert res["seeds"] == [1, 2, 3] and res["shots"] == [1, 2]
-    train, test = _split(shared_data, "train"), _split(shared_data, "test")
+    train, test = caltech_split(shared_data, "train"), caltech_split(shared_data, "test")
     ytr, nc = np.asarray(train.labels), len(train.classnames)
     pre_q, emb_q = _features(run_dir, "test", False), _features(run_dir, "test", True)
     qi = sorted(emb_q)
     assert len(qi) == res["num_queries"] == 12
-    yq = _labels_of(test, qi)
+    yq = labels_of(test, qi)
     pre_tr, emb_tr = _features(run_dir, "train", False), _features(run_dir, "train", True)
     oti = {}
     for d in (run_dir / "inversions" / "oti").glob("*/*"):
@@ -136,11 +117,11 @@ def test_classify_fewshot_recomputed(tiny_ckpt, shared_data, tmp_path, heads):
                 continue
             accs = []
             for seed in (1, 2, 3):
-                idx = _k_shot(ytr, nc, k, seed)
+                idx = k_shot(ytr, nc, k, seed)
                 sup = np.stack([tr_d[train.items[i]] for i in idx])
                 qry = np.stack([q_d[i] for i in qi])
                 if name in ("centered",) or name.startswith("pca"):
-                    sup, qry = _unit(sup), _unit(qry)
+                    sup, qry = unit(sup), unit(qry)
                     mu = sup.mean(0)
                     sup, qry = sup - mu, qry - mu
                     if name.startswith("pca"):
@@ -148,7 +129,7 @@ def test_classify_fewshot_recomputed(tiny_ckpt, shared_data, tmp_path, heads):
                         sup, qry = sup @ vt.T, qry @ vt.T
                 else:
                     sup, qry = fn(sup), fn(qry)
-                accs.append(_ncm_top1(sup, ytr[idx], qry, yq, nc))
+                accs.append(ncm_top1(sup, ytr[idx], qry, yq, nc))
             r = got["shots"][str(k)]
             assert [r["per_seed"][str(s)] for s in (1, 2, 3)] == pytest.approx(accs,
                                                                              abs=1e-6), name
@@ -168,12 +149,12 @@ def test_indicators_command_recomputed(tiny_ckpt, shared_data, tmp_path):
     out = tmp_path / "ind.json"
     assert main(["--quiet", "indicators", "--dataset", "caltech101", "--oti-steps", "2",
                  "--output", str(out),
-                 *_cli(tiny_ckpt, shared_data, run_dir, "--max-queries", "40")]) == 0
+                 *cli_args(tiny_ckpt, shared_data, run_dir, "--max-queries", "40")]) == 0
     res = json.loads(out.read_text())["results"]
     emb = _features(run_dir, "test", True)
     items = sorted(emb)
-    x = _unit(np.stack([emb[i] for i in items]))
-    y = _labels_of(_split(shared_data, "test"), items)
+    x = unit(np.stack([emb[i] for i in items]))
+    y = labels_of(caltech_split(shared_data, "test"), items)
     iu = np.triu_indices(len(x), 1)
     sims, same = (x @ x.T)[iu], (y[:, None] == y[None, :])[iu]
     ind = res["indicators"]
@@ -181,7 +162,7 @@ def test_indicators_command_recomputed(tiny_ckpt, shared_data, tmp_path):
     assert ind["image-image"]["same"]["count"] == same.sum()
     names, arrays = load_inverted(str(next((run_dir / "inversions" / "oti").glob("*/*"))))
     o = dict(zip(names, np.asarray(arrays["features"], np.float64), strict=True))
-    ox = _unit(np.stack([o[i] for i in items]))
+    ox = unit(np.stack([o[i] for i in items]))
     assert res["summary"]["modality_gap"]["oti-image"] == pytest.approx(
         np.linalg.norm(ox.mean(0) - x.mean(0)), abs=1e-5)
     s = x @ x.T
@@ -228,18 +209,18 @@ def test_classify_fitted_ncm_recomputed(tiny_ckpt, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["--quiet", "classify", "--dataset", "caltech101", "--variants",
                  "pca-ncm,centered-ncm", "--pca-k", "8",
-                 *_cli(tiny_ckpt, shared_data, run_dir, "--max-queries", "12",
+                 *cli_args(tiny_ckpt, shared_data, run_dir, "--max-queries", "12",
                        "--max-gallery", "200")]) == 0
-    res = _record(run_dir, "classify")
+    res = record_results(run_dir, "classify")
     trd, ted = _features(run_dir, "train", True), _features(run_dir, "test", True)
     assert (len(trd), len(ted)) == (200, 12) == (res["fitted_ncm_train"]["num_images"], 12)
     ti, qi = sorted(trd), sorted(ted)
-    ytr = _labels_of(_split(shared_data, "train"), ti)
-    yq = _labels_of(_split(shared_data, "test"), qi)
-    tr, q = _unit(np.stack([trd[i] for i in ti])), _unit(np.stack([ted[i] for i in qi]))
+    ytr = labels_of(caltech_split(shared_data, "train"), ti)
+    yq = labels_of(caltech_split(shared_data, "test"), qi)
+    tr, q = unit(np.stack([trd[i] for i in ti])), unit(np.stack([ted[i] for i in qi]))
     mu = tr.mean(0)
     vt = np.linalg.svd(tr - mu, full_matrices=False)[2][:8]  # fitted on the train split
     for name, fn in (("pca-ncm", lambda z: (z - mu) @ vt.T), ("centered-ncm", lambda z: z - mu)):
-        assert res[name]["top1"] == pytest.approx(_ncm_top1(fn(tr), ytr, fn(q), yq, 100),
+        assert res[name]["top1"] == pytest.approx(ncm_top1(fn(tr), ytr, fn(q), yq, 100),
                                                   abs=1e-6), name
     assert res["pca-ncm"]["pca"]["k"] == 8 and res["pca-ncm"]["pca"]["num_fit"] == 200

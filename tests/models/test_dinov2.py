@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from support.run_oracles import cached_features, ref_retrieval
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -432,8 +433,6 @@ def test_compare_on_an_image_only_backbone(tiny, shared_data, tmp_path):
     """``compare`` with DINOv2: every method that needs a text tower is a cell that says
     so (no number); the image and centred cells equal a brute-force NumPy recomputation
     from the run's cached features."""
-    from test_compare import _cached
-    from test_isoclip import _ref_retrieval
 
     from crossgap_jax.cli import main
     from crossgap_jax.data import get_task
@@ -449,8 +448,8 @@ def test_compare_on_an_image_only_backbone(tiny, shared_data, tmp_path):
     for row in ("oti", "isoclip"):
         assert "value" not in cal["cells"][row]
         assert "text tower" in cal["cells"][row]["skipped"], cal["cells"][row]
-    q_d = _cached(run, "caltech101", "test", True)
-    g_d = _cached(run, "caltech101", "train", True, 40)
+    q_d = cached_features(run, "caltech101", "test", True)
+    g_d = cached_features(run, "caltech101", "train", True, 40)
     qi, gi = sorted(q_d), sorted(g_d)
     task = get_task("caltech101", str(shared_data))
     lab_q = dict(zip(task.query.items, task.query.labels))
@@ -463,4 +462,4 @@ def test_compare_on_an_image_only_backbone(tiny, shared_data, tmp_path):
     mu = ug.mean(0)
     for row, (a, b) in {"image": (q, g), "centered": (uq - mu, ug - mu)}.items():
         assert cal["cells"][row]["value"] == pytest.approx(
-            _ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
+            ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row

@@ -11,8 +11,17 @@ import os
 
 import numpy as np
 import pytest
-from test_baselines_cli import _k_shot, _labels_of, _ncm_top1, _split, _unit
-from test_isoclip import _ref_retrieval, ref_isoclip, ref_side
+from support.run_oracles import (
+    cached_features,
+    caltech_split,
+    k_shot,
+    labels_of,
+    ncm_top1,
+    ref_isoclip,
+    ref_retrieval,
+    ref_side,
+    unit,
+)
 
 SHOTS, SEEDS, PCA_K, ISO = (1, 2), (0, 1), 4, (3, 40)
 
@@ -23,19 +32,6 @@ def heads():
 
     clip = create_clip("tiny", seed=3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
-
-
-def _cached(run_dir, ds, split, projected, num=None):
-    """{item: feature} of the one cached file of ``split`` (``num`` items when several)."""
-    from crossgap_jax.pipeline.store import load_features
-
-    found = []
-    for p in (run_dir / "features" / ds).glob(f"{split}-*.npz"):
-        fs = load_features(str(p))
-        if fs.meta["projected"] is projected and (num is None or len(fs.items) == num):
-            found.append(dict(zip(fs.items, np.asarray(fs.features, np.float64), strict=True)))
-    assert len(found) == 1, (ds, split, projected, num, len(found))
-    return found[0]
 
 
 def _inverted(run_dir, method, ds, split):
@@ -78,15 +74,15 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads):
     wi, wt = heads
     # caltech101: image -> image over the test queries and a 40-image train gallery
     cal = res["datasets"]["caltech101"]
-    q_d, g_d = _cached(run_dir, "caltech101", "test", True), _cached(
+    q_d, g_d = cached_features(run_dir, "caltech101", "test", True), cached_features(
         run_dir, "caltech101", "train", True, 40)
     qi, gi = sorted(q_d), sorted(g_d)
-    yq = _labels_of(_split(shared_data, "test"), qi)
-    yg = _labels_of(_split(shared_data, "train"), gi)
+    yq = labels_of(caltech_split(shared_data, "test"), qi)
+    yg = labels_of(caltech_split(shared_data, "train"), gi)
     q, g = _stack(q_d, qi), _stack(g_d, gi)
-    qp = _stack(_cached(run_dir, "caltech101", "test", False), qi)
-    gp = _stack(_cached(run_dir, "caltech101", "train", False, 40), gi)
-    uq, ug = _unit(q), _unit(g)
+    qp = _stack(cached_features(run_dir, "caltech101", "test", False), qi)
+    gp = _stack(cached_features(run_dir, "caltech101", "train", False, 40), gi)
+    uq, ug = unit(q), unit(g)
     mu = ug.mean(0)
     vt = np.linalg.svd(ug - mu, full_matrices=False)[2][:PCA_K]
     want = {"image": (q, g), "oti": (_stack(_inverted(run_dir, "oti", "caltech101", "test"),
@@ -96,27 +92,27 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads):
             f"pca-{PCA_K}": ((uq - mu) @ vt.T, (ug - mu) @ vt.T), "centered": (uq - mu, ug - mu)}
     for row, (a, b) in want.items():
         assert cal["cells"][row]["value"] == pytest.approx(
-            _ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
+            ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
     for row in ("text", "ovi"):
         assert "value" not in cal["cells"][row]
         assert "text-side method" in cal["cells"][row]["skipped"]
     # coco_text: first caption -> the other captions, relevant = same image (item "id#n")
     coco = res["datasets"]["coco_text"]
-    q_d = _cached(run_dir, "coco_text", "test_queries", True)
-    g_d = _cached(run_dir, "coco_text", "test_gallery", True)
+    q_d = cached_features(run_dir, "coco_text", "test_queries", True)
+    g_d = cached_features(run_dir, "coco_text", "test_gallery", True)
     qi, gi = sorted(q_d), sorted(g_d)
     yq = np.array([int(i.split("#")[0]) for i in qi])
     yg = np.array([int(i.split("#")[0]) for i in gi])
     q, g = _stack(q_d, qi), _stack(g_d, gi)
-    qp = _stack(_cached(run_dir, "coco_text", "test_queries", False), qi)
-    gp = _stack(_cached(run_dir, "coco_text", "test_gallery", False), gi)
+    qp = _stack(cached_features(run_dir, "coco_text", "test_queries", False), qi)
+    gp = _stack(cached_features(run_dir, "coco_text", "test_gallery", False), gi)
     want = {"text": (q, g), "ovi": (_stack(_inverted(run_dir, "ovi", "coco_text",
                                                     "test_queries"), qi), g),
             "isoclip": (ref_isoclip(qp, wi, wt, *ISO, "text"),
                         ref_isoclip(gp, wi, wt, *ISO, "text"))}
     for row, (a, b) in want.items():
         assert coco["cells"][row]["value"] == pytest.approx(
-            _ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
+            ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
     for row in ("image", "oti", f"pca-{PCA_K}", "centered"):
         assert "image-side method" in coco["cells"][row]["skipped"]
     assert "text dataset" in coco["fewshot"]["skipped"]
@@ -133,12 +129,12 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads)
     run_dir, record = compared
     cal = record["results"]["datasets"]["caltech101"]
     wi, wt = heads
-    train, test = _split(shared_data, "train"), _split(shared_data, "test")
+    train, test = caltech_split(shared_data, "train"), caltech_split(shared_data, "test")
     ytr, nc = np.asarray(train.labels), len(train.classnames)
-    emb_q = _cached(run_dir, "caltech101", "test", True)
+    emb_q = cached_features(run_dir, "caltech101", "test", True)
     qi = sorted(emb_q)
-    yq = _labels_of(test, qi)
-    pre_q = _cached(run_dir, "caltech101", "test", False)
+    yq = labels_of(test, qi)
+    pre_q = cached_features(run_dir, "caltech101", "test", False)
     # the support images: every cached train feature of either kind (gallery and supports)
     from crossgap_jax.pipeline.store import load_features
 
@@ -160,18 +156,18 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads)
         for k in SHOTS:
             accs = []
             for seed in SEEDS:
-                idx = _k_shot(ytr, nc, k, seed)
+                idx = k_shot(ytr, nc, k, seed)
                 sup, qry = _stack(tr_d, [train.items[i] for i in idx]), _stack(q_d, qi)
                 if callable(fn):
                     sup, qry = fn(sup), fn(qry)
                 else:
-                    sup, qry = _unit(sup), _unit(qry)
+                    sup, qry = unit(sup), unit(qry)
                     mu = sup.mean(0)
                     sup, qry = sup - mu, qry - mu
                     if fn:
                         vt = np.linalg.svd(sup, full_matrices=False)[2][:fn]
                         sup, qry = sup @ vt.T, qry @ vt.T
-                accs.append(_ncm_top1(sup, ytr[idx], qry, yq, nc))
+                accs.append(ncm_top1(sup, ytr[idx], qry, yq, nc))
             r = cells[name]["shots"][str(k)]
             assert [r["per_seed"][str(s)] for s in SEEDS] == pytest.approx(accs, abs=1e-6), \
                 (name, k)
@@ -179,7 +175,7 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads)
     for row in ("text", "ovi"):
         assert "text-side method" in cells[row]["skipped"]
     # indicators: image-image AUROC and the fraction closer to another class
-    x = _unit(_stack(emb_q, qi))
+    x = unit(_stack(emb_q, qi))
     iu = np.triu_indices(len(x), 1)
     same = (yq[:, None] == yq[None, :])[iu]
     summ = cal["indicators"]["summary"]
@@ -191,7 +187,7 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads)
             for i in range(len(x)) if ((yq == yq[i]).sum() > 1)]
     if frac:
         assert summ["closer_to_other_class"] == pytest.approx(np.mean(frac))
-    ox = _unit(_stack(oti_q, qi))
+    ox = unit(_stack(oti_q, qi))
     assert summ["modality_gap"]["oti-image"] == pytest.approx(
         np.linalg.norm(ox.mean(0) - x.mean(0)), abs=1e-5)
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from test_isoclip import ref_isoclip
+from support.run_oracles import ref_isoclip
 
 ISO = (3, 40)
 # IsoCLIP's summary.csv header (simomagi/IsoCLIP src/retrieval.py: its parser's arguments in
