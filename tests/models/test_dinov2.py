@@ -302,7 +302,7 @@ def test_text_side_refused_by_the_bundle(tiny):
         with pytest.raises(NoTextTowerError, match=r"needs a text tower, but dinov2-tiny "
                                                    r"\(dinov2\) is an image-only"):
             call()
-    with pytest.raises(NoTextTowerError, match=r"dinov2-tiny \(DINOv2\) is an image-only"):
+    with pytest.raises(NoTextTowerError, match=r"dinov2-tiny \(dinov2\) is an image-only"):
         D.encode_text(clip.params, np.zeros((1, 77), np.int32), np.zeros(1, np.int32),
                       config=clip.config)
 

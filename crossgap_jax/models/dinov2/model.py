@@ -43,8 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.models import image_only
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns
 from crossgap_jax.models.layers.attention import attention
 from crossgap_jax.models.layers.norm import LayerNorm
@@ -428,46 +428,13 @@ def encode_image(params: Params, pixels: jax.Array, *, config: DINOv2Config,
 encode_image_preproj = encode_image
 
 
-def projection_matrices(params: Params, config: DINOv2Config) -> tuple[jax.Array, jax.Array]:
-    """``(I (D, D), (0, D) empty)``: no image projection (identity head, so nearest-class-mean
-    classification on pre-projection features equals it on the embedding) and no text
-    tower. Features that need a real cross-modal head (IsoCLIP) are refused by the pipeline
-    (:func:`~crossgap_jax.models.families.require_text_tower`)."""
-    del params
-    d = config.embed_dim
-    return jnp.eye(d, dtype=jnp.float32), jnp.zeros((0, d), jnp.float32)
-
-
-def _no_text(what: str, config: DINOv2Config):
-    raise NoTextTowerError(f"{what}: {config.name} (DINOv2) is an image-only backbone with no "
-                           f"text tower; use a CLIP-family model (CLIP, SigLIP, SLIP) for text "
-                           f"features, OTI/OVI and zero-shot classification")
-
-
-def embed_tokens(params: Params, ids: jax.Array, *, config: DINOv2Config,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """Refused: DINOv2 has no text tower (:class:`NoTextTowerError`)."""
-    _no_text("token embeddings", config)
-
-
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: DINOv2Config, dtype: Dtype = jnp.float32) -> jax.Array:
-    """Refused: DINOv2 has no text tower (:class:`NoTextTowerError`)."""
-    _no_text("text encoding", config)
-
-
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                config: DINOv2Config, dtype: Dtype = jnp.float32) -> jax.Array:
-    """Refused: DINOv2 has no text tower (:class:`NoTextTowerError`)."""
-    _no_text("text encoding", config)
-
-
-encode_text_preproj = encode_text
-
-
-def get_tokenizer(config: DINOv2Config, path: str | None = None) -> Any:
-    """Refused: DINOv2 has no tokenizer (:class:`NoTextTowerError`)."""
-    _no_text("tokenizer", config)
+# The text side: refused (models/image_only.py); the identity image head.
+projection_matrices = image_only.projection_matrices
+embed_tokens = image_only.embed_tokens
+encode_text_embeddings = image_only.encode_text_embeddings
+encode_text = image_only.encode_text
+encode_text_preproj = image_only.encode_text
+get_tokenizer = image_only.get_tokenizer
 
 
 def preprocess_options(config: DINOv2Config) -> dict:

@@ -53,8 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossgap_jax.models import image_only
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns
 from crossgap_jax.models.layers.attention import attention
 from crossgap_jax.models.layers.norm import LayerNorm
@@ -402,44 +402,13 @@ def encode_image(params: Params, pixels: jax.Array, *, config: DINOv3Config,
 encode_image_preproj = encode_image
 
 
-def projection_matrices(params: Params, config: DINOv3Config) -> tuple[jax.Array, jax.Array]:
-    """``(I (D, D), (0, D) empty)``: identity image head, no text tower (see
-    :func:`crossgap_jax.models.dinov2.model.projection_matrices`)."""
-    del params
-    d = config.embed_dim
-    return jnp.eye(d, dtype=jnp.float32), jnp.zeros((0, d), jnp.float32)
-
-
-def _no_text(what: str, config: DINOv3Config):
-    raise NoTextTowerError(f"{what}: {config.name} (DINOv3) is an image-only backbone with no "
-                           f"text tower; use a CLIP-family model (CLIP, SigLIP, SLIP) for text "
-                           f"features, OTI/OVI and zero-shot classification")
-
-
-def embed_tokens(params: Params, ids: jax.Array, *, config: DINOv3Config,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """Refused: DINOv3 has no text tower (:class:`NoTextTowerError`)."""
-    _no_text("token embeddings", config)
-
-
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: DINOv3Config, dtype: Dtype = jnp.float32) -> jax.Array:
-    """Refused: DINOv3 has no text tower (:class:`NoTextTowerError`)."""
-    _no_text("text encoding", config)
-
-
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                config: DINOv3Config, dtype: Dtype = jnp.float32) -> jax.Array:
-    """Refused: DINOv3 has no text tower (:class:`NoTextTowerError`)."""
-    _no_text("text encoding", config)
-
-
-encode_text_preproj = encode_text
-
-
-def get_tokenizer(config: DINOv3Config, path: str | None = None) -> Any:
-    """Refused: DINOv3 has no tokenizer (:class:`NoTextTowerError`)."""
-    _no_text("tokenizer", config)
+# The text side: refused (models/image_only.py); the identity image head.
+projection_matrices = image_only.projection_matrices
+embed_tokens = image_only.embed_tokens
+encode_text_embeddings = image_only.encode_text_embeddings
+encode_text = image_only.encode_text
+encode_text_preproj = image_only.encode_text
+get_tokenizer = image_only.get_tokenizer
 
 
 def preprocess_options(config: DINOv3Config) -> dict:
