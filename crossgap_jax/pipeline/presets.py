@@ -183,6 +183,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("siglip_vitb16", "SigLIP-ViT-B-16", "webli", ovi_num_pseudo_tokens=4),
     Preset("slip_vitb16", "SLIP-ViT-B-16", "slip", ovi_num_pseudo_tokens=1),
     Preset("slip_vitl16", "SLIP-ViT-L-16", "slip", ovi_num_pseudo_tokens=2),
+    # PE-Core (IsoCLIP's backbone; the Cross-the-Gap paper ran none: OVI's P is the default).
+    Preset("pecore_vitb16", "PE-Core-B-16", "meta"),
     # The shipped demo model (DEMO_CHECKPOINT, a CLIP trained here; crossgap_jax.demo) with
     # the paper's OTI/OVI settings.
     Preset("demo", "crossgap-caltech", "demo", ovi_num_pseudo_tokens=1),
@@ -250,6 +252,7 @@ ISOCLIP_K: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("ViT-L/14", "openai"): {"image": (250, 200), "text": (10, 300)},
     ("ViT-B-32", "datacomp_xl_s13b_b90k"): {"image": (50, 50)},
     ("ViT-B-16", "datacomp_xl_s13b_b90k"): {"image": (100, 100), "text": (2, 150)},
+    ("PE-Core-B-16", "meta"): {"image": (300, 50)},
 }
 # open_clip's names of the OpenAI architectures (same weights with pretrained "openai").
 _OPENAI_ALIASES = {"ViT-B-32": "ViT-B/32", "ViT-B-32-quickgelu": "ViT-B/32",
