@@ -176,6 +176,8 @@ def state_dict_to_flat(sd: Mapping[str, Any]) -> tuple[Flat, dict[tuple[str, ...
             v = v.T
         elif how == "conv":
             v = v.transpose(2, 3, 1, 0)
+        elif path == ("logit_scale",) and v.size == 1:
+            v = v.reshape(())  # a scalar; some writers store it as (1,)
         flat[path] = v
         names[path] = name
     return flat, names, unexpected

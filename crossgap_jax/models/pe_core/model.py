@@ -163,10 +163,11 @@ def pe_core_config(name: str, *, image_size: int = 224, patch_size: int = 16,
 ARCHITECTURES: dict[str, PECoreConfig] = {
     # open_clip ``PE-Core-B-16.json`` (perception_models ``PE-Core-B16-224``).
     "PE-Core-B-16": pe_core_config("PE-Core-B-16"),
-    # Tiny config for tests and smoke runs (real tokenizer vocabulary, PE's context 32).
-    "pe-core-tiny": pe_core_config("pe-core-tiny", image_size=32, patch_size=8, width=64,
-                                   layers=2, heads=2, embed_dim=32, text_width=64,
-                                   text_layers=2, text_heads=4, pool_heads=2),
+    # Tiny config for tests and smoke runs (real tokenizer vocabulary, PE's context 32;
+    # heads = width // 64 and 8 pool heads, as the shapes of a file imply).
+    "pe-core-tiny": pe_core_config("pe-core-tiny", image_size=32, patch_size=8, width=128,
+                                   layers=2, heads=2, embed_dim=64, text_width=128,
+                                   text_layers=2, text_heads=2),
 }
 
 
