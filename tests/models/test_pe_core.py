@@ -196,3 +196,22 @@ def test_isoclip_preset():
     assert isoclip_k(p, "image")[0] == (300, 50)
     with pytest.raises(ValueError, match="--isoclip-k"):
         isoclip_k(p, "text")
+
+
+def test_isoclip_image_features_as_its_code(bundle, ref):
+    """IsoCLIP on PE: x = the pool output without its MLP, P_i = head weight (no bias),
+    P_t = text_projection; U_k from the SVD of P_i P_t^T (NumPy, from PAPER.md)."""
+    from crossgap_jax.baselines.isoclip import isoclip_image_features, isoclip_map_for
+
+    pixels, _ = _inputs(bundle)
+    with torch.no_grad():
+        x = ref.visual.pooled(torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()),
+                              with_mlp=False).double().numpy()
+        p_i = ref.visual.proj.double().numpy()
+        p_t = ref.text_projection.double().numpy()
+    u, _, _ = np.linalg.svd(p_i @ p_t.T)
+    uk = u[:, 10:128 - 5]
+    want = x @ uk @ uk.T @ p_i
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    got = isoclip_image_features(bundle, pixels, isoclip_map_for(bundle, "image", 10, 5))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
