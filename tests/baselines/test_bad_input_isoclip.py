@@ -23,7 +23,8 @@ def test_published_values_are_the_presets():
     # open_clip's name of the OpenAI weights.
     assert isoclip_k(preset("clip_vitb32", model="ViT-B-32-quickgelu"), "image")[0] == \
         (150, 50)
-    assert len(ISOCLIP_K) == 5 and all(set(v) <= {"image", "text"} for v in ISOCLIP_K.values())
+    assert isoclip_k(preset("pecore_vitb16"), "image")[0] == (300, 50)
+    assert len(ISOCLIP_K) == 6 and all(set(v) <= {"image", "text"} for v in ISOCLIP_K.values())
 
 
 @pytest.mark.parametrize("name,task,hint", [

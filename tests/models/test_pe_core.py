@@ -215,3 +215,13 @@ def test_isoclip_image_features_as_its_code(bundle, ref):
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     got = isoclip_image_features(bundle, pixels, isoclip_map_for(bundle, "image", 10, 5))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_native_roundtrip(bundle, tmp_path):
+    from crossgap_jax.models import save_native
+
+    path = save_native(str(tmp_path / "pe.safetensors"), bundle.config, bundle.params)
+    again = load_clip(path)
+    assert again.config == bundle.config
+    pixels, _ = _inputs(bundle)
+    np.testing.assert_array_equal(again.encode_image(pixels), bundle.encode_image(pixels))
