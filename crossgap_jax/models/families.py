@@ -64,6 +64,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("slip", f"{_PKG}.slip.model", f"{_PKG}.slip.convert"),
     Family("dinov2", f"{_PKG}.dinov2.model", f"{_PKG}.dinov2.convert"),
     Family("dinov3", f"{_PKG}.dinov3.model", f"{_PKG}.dinov3.convert"),
+    Family("pe_core", f"{_PKG}.pe_core.model", f"{_PKG}.pe_core.convert"),
 )}
 
 

@@ -187,6 +187,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # SigLIP 2 B/16 (IsoCLIP's and Herzog & Wang's backbone): the Cross-the-Gap paper gives
     # no OVI P for it, so P is the SigLIP B/16 value (same graph and patch count).
     Preset("siglip2_vitb16", "SigLIP2-ViT-B-16", "webli", ovi_num_pseudo_tokens=4),
+    # PE-Core (IsoCLIP's backbone; the Cross-the-Gap paper ran none: OVI's P is the default).
+    Preset("pecore_vitb16", "PE-Core-B-16", "meta"),
     # The shipped demo model (DEMO_CHECKPOINT, a CLIP trained here; crossgap_jax.demo) with
     # the paper's OTI/OVI settings.
     Preset("demo", "crossgap-caltech", "demo", ovi_num_pseudo_tokens=1),
@@ -257,6 +259,7 @@ ISOCLIP_K: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     # IsoCLIP's exp_img-img_retrieval/siglipv2_b16_img_retrieval.sh (open_clip
     # ViT-B-16-SigLIP2, webli; our architecture name; isoclip_k resolves open_clip's alias).
     ("SigLIP2-ViT-B-16", "webli"): {"image": (350, 50)},
+    ("PE-Core-B-16", "meta"): {"image": (300, 50)},
 }
 # open_clip's names of the OpenAI architectures (same weights with pretrained "openai").
 _OPENAI_ALIASES = {"ViT-B-32": "ViT-B/32", "ViT-B-32-quickgelu": "ViT-B/32",

@@ -27,7 +27,8 @@ def test_published_values_are_the_presets():
     assert isoclip_k(preset("siglip2_vitb16"), "image")[0] == (350, 50)
     assert isoclip_k(preset("siglip2_vitb16", model="ViT-B-16-SigLIP2"), "image")[0] == \
         (350, 50)
-    assert len(ISOCLIP_K) == 6 and all(set(v) <= {"image", "text"} for v in ISOCLIP_K.values())
+    assert isoclip_k(preset("pecore_vitb16"), "image")[0] == (300, 50)
+    assert len(ISOCLIP_K) == 7 and all(set(v) <= {"image", "text"} for v in ISOCLIP_K.values())
 
 
 @pytest.mark.parametrize("name,task,hint", [

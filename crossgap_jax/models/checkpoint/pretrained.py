@@ -64,6 +64,13 @@ SLIP_PRETRAINED: dict[tuple[str, str], str] = {
 }
 SLIP_DEFAULT_TAG = "slip"
 
+# PE-Core tags -> open_clip hub repos (open_clip ``pretrained.py``: ``PE-Core-B-16`` /
+# ``meta``, converted by timm from facebook/PE-Core-B16-224).
+PE_CORE_PRETRAINED: dict[tuple[str, str], str] = {
+    ("PE-Core-B-16", "meta"): "hf-hub:timm/PE-Core-B-16",
+}
+PE_CORE_DEFAULT_TAG = "meta"
+
 
 def list_pretrained() -> list[tuple[str, str]]:
     """``(architecture, tag)`` pairs the CLIP loader resolves by itself (OpenAI and

@@ -34,18 +34,20 @@ class Mlp(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping ``patch_size`` convolution (with bias): ``(B, H, W, 3)`` pixels ->
-    ``(B, (H / p) * (W / p), width)`` patch tokens, row-major over the patch grid."""
+    """Non-overlapping ``patch_size`` convolution (with bias unless ``bias=False``, as PE's):
+    ``(B, H, W, 3)`` pixels -> ``(B, (H / p) * (W / p), width)`` patch tokens, row-major
+    over the patch grid."""
 
     width: int
     patch_size: int
     dtype: Dtype = jnp.float32
     conv_name: str = "proj"  # timm's name; DINOv2 (transformers) calls it "projection"
+    bias: bool = True
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
         p = self.patch_size
-        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=True,
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=self.bias,
                     dtype=self.dtype, name=self.conv_name)(pixels.astype(self.dtype))
         b, gh, gw, w = x.shape
         return x.reshape(b, gh * gw, w)
