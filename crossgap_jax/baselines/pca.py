@@ -33,7 +33,9 @@ import numpy as np
 from crossgap_jax.retrieval import l2_normalize
 
 
-def _matrix(x: Any, name: str) -> np.ndarray:
+def as_matrix(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float64 ``(N, D)`` array; ValueError (naming ``name``) when it is empty, not
+    2-D or not finite."""
     a = np.asarray(x, np.float64)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty (N, D) matrix, got shape {a.shape}")
@@ -43,7 +45,7 @@ def _matrix(x: Any, name: str) -> np.ndarray:
 
 
 def _prepare(x: Any, normalize_input: bool, name: str) -> np.ndarray:
-    a = _matrix(x, name)
+    a = as_matrix(x, name)
     if normalize_input:
         a = l2_normalize(a, name=name)
     return a

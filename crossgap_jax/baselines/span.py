@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.baselines.pca import as_matrix
 from crossgap_jax.data import open_text
 
 #: The shipped class list (pytorch/hub ``imagenet_classes.txt``, unchanged) and its notice.
@@ -37,15 +38,6 @@ IMAGENET_CLASSES_SOURCE = "imagenet (pytorch/hub imagenet_classes.txt, shipped)"
 
 #: Herzog & Wang's default reduce factor: keep ``d // 2`` directions.
 DEFAULT_SPAN_REDUCE = 2
-
-
-def _matrix(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x, np.float64)
-    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) matrix, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return a
 
 
 def span_basis(text_features: Any, reduce: int = DEFAULT_SPAN_REDUCE) -> np.ndarray:
@@ -63,7 +55,7 @@ def span_basis(text_features: Any, reduce: int = DEFAULT_SPAN_REDUCE) -> np.ndar
         ValueError: not a finite non-empty matrix, fewer than 2 rows, or ``reduce`` outside
             ``1 .. d``.
     """
-    t = _matrix(text_features, "text_features")
+    t = as_matrix(text_features, "text_features")
     n, d = t.shape
     if n < 2:
         raise ValueError(f"the span needs at least 2 text features for a covariance, got {n}")
@@ -89,8 +81,8 @@ def span_project(x: Any, basis: Any) -> np.ndarray:
     Raises:
         ValueError: shapes disagree or values are not finite.
     """
-    a = _matrix(x, "features")
-    u = _matrix(basis, "span basis")
+    a = as_matrix(x, "features")
+    u = as_matrix(basis, "span basis")
     if a.shape[1] != u.shape[1]:
         raise ValueError(f"features have dimension {a.shape[1]} but the span basis "
                          f"{u.shape[1]}: fit the span with the same model")

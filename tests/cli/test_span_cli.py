@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from support.run_oracles import ncm_top1, ref_retrieval, unit
 
 
 def _cli(ckpt, shared_data, run_dir, *extra):
@@ -22,36 +23,6 @@ def _record(run_dir, command, **arguments):
                                      for p in (run_dir / "records").glob(f"{command}-*.json"))
               if all(r["arguments"].get(k) == v for k, v in arguments.items())]
     return res
-
-
-def _unit(z):
-    return z / np.linalg.norm(z, axis=1, keepdims=True)
-
-
-def _ref_retrieval(q, g, yq, yg):
-    """mAP, mAP@R, P@R, R@1 in percent, by brute force over each cosine ranking."""
-    sims = _unit(q) @ _unit(g).T
-    out = {"mAP": [], "mAP@R": [], "P@R": [], "R@1": []}
-    for i in range(len(q)):
-        rel = (yg == yq[i])[np.argsort(-sims[i], kind="stable")]
-        r = int(rel.sum())
-        if r == 0:
-            continue
-        ranks = np.flatnonzero(rel) + 1
-        prec = np.arange(1, r + 1) / ranks
-        out["mAP"].append(prec.mean())
-        out["mAP@R"].append(prec[ranks <= r].sum() / r)
-        out["P@R"].append((ranks <= r).sum() / r)
-        out["R@1"].append(float(ranks[0] == 1))
-    return {k: 100 * float(np.mean(v)) for k, v in out.items()}
-
-
-def _ncm_top1(sup, ysup, qry, yq, num_classes):
-    """Top-1 % of cosine to the class means of ``sup`` (ties count as wrong)."""
-    protos = np.stack([sup[ysup == c].mean(0) for c in range(num_classes)])
-    sims = _unit(qry) @ _unit(protos).T
-    return 100 * np.mean([sims[i].argmax() == yq[i] and (sims[i] >= sims[i, yq[i]]).sum() == 1
-                          for i in range(len(yq))])
 
 
 def _features(run_dir, split):
@@ -117,17 +88,17 @@ def test_retrieve_span_and_posthoc_recomputed(tiny_ckpt, tiny_model, shared_data
     classes = read_span_classes()
     p = _projector(tiny_model, classes.names, 2)  # the shipped ImageNet list, d // 2
     res = _record(run_dir, "retrieve", query_type="span")
-    _check(res, _ref_retrieval(q @ p, g @ p, yq, yg))
+    _check(res, ref_retrieval(q @ p, g @ p, yq, yg))
     assert res["query_span"] == res["gallery_span"] == {
         "classes": classes.source, "classes_sha256": classes.sha256, "num_classes": 1000,
         "reduce": 2, "dim": 32, "kept": 16, "template": "{}",
         "source": "Herzog & Wang, cvpr26-suppl/span_projection.py"}
     # GR-CLIP: queries and corpus each on their own mean; I0T: the modality's evaluated set
-    uq, ug = _unit(q), _unit(g)
+    uq, ug = unit(q), unit(g)
     _check(_record(run_dir, "retrieve", query_type="gr-clip"),
-           _ref_retrieval(uq - uq.mean(0), ug - ug.mean(0), yq, yg))
+           ref_retrieval(uq - uq.mean(0), ug - ug.mean(0), yq, yg))
     mu = np.concatenate([uq, ug]).mean(0)
-    _check(_record(run_dir, "retrieve", query_type="i0t"), _ref_retrieval(uq - mu, ug - mu, yq, yg))
+    _check(_record(run_dir, "retrieve", query_type="i0t"), ref_retrieval(uq - mu, ug - mu, yq, yg))
     # compare: the same numbers, one row each (few-shot NCM: a stated skip)
     assert main(["--quiet", "compare", "--datasets", "caltech101", "--methods",
                  "span,i0t,gr-clip", "--oti-steps", "2", *common]) == 0
@@ -156,7 +127,7 @@ def test_span_classes_reduce_and_ncm_recomputed(tiny_ckpt, tiny_model, shared_da
     res = _record(tmp_path / "r", "retrieve", query_type="span")
     assert res["query_span"]["classes"] == str(f) and res["query_span"]["kept"] == 8
     q, g, yq, yg = _qg(tmp_path / "r", shared_data)
-    _check(res, _ref_retrieval(q @ p, g @ p, yq, yg))
+    _check(res, ref_retrieval(q @ p, g @ p, yq, yg))
     trd, ted = _features(run_dir, "train"), _features(run_dir, "test")
     cls = _record(run_dir, "classify")
     ti, qi = sorted(trd), sorted(ted)
@@ -164,7 +135,7 @@ def test_span_classes_reduce_and_ncm_recomputed(tiny_ckpt, tiny_model, shared_da
     yq = _labels_of(shared_data, "test", qi)
     tr, q = np.stack([trd[i] for i in ti]), np.stack([ted[i] for i in qi])
     assert cls["fitted_ncm_train"]["num_images"] == len(tr)
-    assert cls["span-ncm"]["top1"] == pytest.approx(_ncm_top1(tr @ p, ytr, q @ p, yq, 100),
+    assert cls["span-ncm"]["top1"] == pytest.approx(ncm_top1(tr @ p, ytr, q @ p, yq, 100),
                                                     abs=1e-6)
     assert cls["span-ncm"]["span"]["reduce"] == 4
     # the span's text features are cached like every text split, keyed by the names
