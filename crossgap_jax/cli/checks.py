@@ -38,6 +38,7 @@ from crossgap_jax.pipeline import (
     Preset,
     canonical_name,
     check_methods,
+    default_methods,
     preset,
     pretrained_aliases,
     resolve_source,
@@ -326,7 +327,7 @@ def validate(args) -> list[tuple[str, dict]]:
         out.append((name, typed))
     if args.command == "compare":
         try:
-            check_methods(args.methods)
+            check_methods(args.methods or default_methods(args.layout), args.layout)
         except ValueError as e:
             raise CLIError(f"--methods: {_one_line(e)}") from None
     if args.command in ("reproduce", "compare"):

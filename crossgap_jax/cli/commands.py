@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -39,7 +38,6 @@ from crossgap_jax.pipeline import (
     compare_methods,
     hw_few_shot,
     hw_printout,
-    hw_shots_table,
     hw_table,
     indicators,
     indicators_table,
@@ -269,7 +267,7 @@ def cmd_compare(args) -> int:
     run = _make_run(args, data_root=default)
     res, table = compare_methods(run, args.datasets, roots=per, methods=args.methods,
                                  layout=args.layout)
-    key = {"datasets": list(args.datasets), "methods": list(args.methods)}
+    key = {"datasets": list(args.datasets), "methods": list(res["methods"])}
     if args.layout != "default":
         key["layout"] = args.layout
     path = _write_outputs(run, args, res, key=key, table=table)
@@ -289,11 +287,6 @@ def cmd_fewshot(args) -> int:
         names = None
         if args.span_classes is not None:
             names = read_span_classes(args.span_classes).names
-        earlier = [_fewshot_results(f) for f in args.table_with or ()]
-        for f, r in zip(args.table_with or (), earlier, strict=True):
-            if r["dataset"] != args.dataset or r["shots"] != list(settings.shots):
-                raise ValueError(f"--table-with {f}: {r['dataset']} with shots {r['shots']}; "
-                                 f"this run: {args.dataset} with {list(settings.shots)}")
     except (ValueError, OSError) as e:
         raise CLIError(_one_line(e)) from None
     run = _make_run(args)
@@ -306,23 +299,8 @@ def cmd_fewshot(args) -> int:
                                                "project": args.project}, table=table, prov=prov)
     print(hw_printout(res))
     print(table)
-    if args.table_with:
-        print(hw_shots_table([*earlier, res]))
     print(f"record: {path}")
     return 0
-
-
-def _fewshot_results(path: str) -> dict:
-    """The results of an earlier ``fewshot --output`` JSON (``--table-with``)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            res = json.load(f).get("results", {})
-    except (OSError, ValueError, AttributeError) as e:
-        raise ValueError(f"--table-with {path}: not a readable fewshot --output JSON ({e})"
-                         ) from None
-    if not {"classifier", "mean", "shots", "dataset"} <= set(res):
-        raise ValueError(f"--table-with {path}: not the output of fewshot")
-    return res
 
 
 def cmd_demo(args) -> int:

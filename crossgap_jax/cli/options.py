@@ -197,7 +197,7 @@ _BASELINE_OPTIONS = [
     _opt("--fewshot-seeds", ("classify", "compare"), _BL, type=non_negative_int_list, default=None,
          help="fewshot: sampling seeds (default 1,2,3, as Herzog & Wang)"),
     _opt("--fewshot-types", ("classify",), _BL, type=name_list, default=None,
-         help="fewshot feature types (default image,oti,isoclip,pca,centered)"),
+         help="fewshot feature types (default image,oti,isoclip,pca,centered; also span)"),
     _opt("--span-classes", (*_BASELINE_CMDS, "fewshot"), _BL, default=None, metavar="FILE",
          help="span: class names whose text features span the projection, one per line "
               "(default: the shipped pytorch/hub ImageNet list, Herzog & Wang's; fewshot "
@@ -355,10 +355,6 @@ OPTIONS: list[Option] = [
               "default); names: of the raw class names (their retrieval script)"),
     _opt("--seeds", ("fewshot",), "command", type=non_negative_int_list, default=(1, 2, 3),
          help="Python random seeds, each drawing the shots in turn (default 1,2,3)"),
-    _opt("--table-with", ("fewshot",), "command", type=name_list, default=None,
-         metavar="FILE[,FILE...]",
-         help="earlier fewshot --output JSONs of the same dataset and shots: print Herzog & "
-              "Wang's table (rows: methods, columns: shots) of them and this run"),
     _opt("--augment-seed", ("fewshot",), "command", type=non_negative_int, default=None,
          help="support features from one augmented view per image (their RandomResizedCrop "
               "0.5-1 + flip), seeded; default: the eval preprocessing"),
@@ -370,14 +366,18 @@ OPTIONS: list[Option] = [
     _opt("--indicator-pairs", ("indicators",), "command", type=name_list,
          default=["image-image", "text-image", "oti-image"],
          help="pair types: image-image (always), text-image (class prompts), oti-image"),
-    _opt("--methods", ("compare",), "command", type=name_list,
-         default=["image", "oti", "isoclip", "pca", "centered", "text", "ovi"],
-         help="rows, comma separated: image, oti, isoclip, pca (one row per --pca-k), "
-              "centered (image datasets); text, ovi, isoclip (text datasets); span, i0t, "
-              "gr-clip (either)"),
-    _opt("--layout", ("compare",), "command", choices=["default", "isoclip"], default="default",
-         help="table layout: default, or isoclip (IsoCLIP's: mAP, mAP@R, P@R, R@1 per dataset "
-              "and their average; also writes compare/summary.csv in its columns)"),
+    _opt("--methods", ("compare",), "command", type=name_list, default=None,
+         help="rows, comma separated (default: all): image, oti, isoclip, pca (one row per "
+              "--pca-k), centered (image datasets); text, ovi, isoclip (text datasets); span, "
+              "i0t, gr-clip (either). --layout hw-fewshot: classifier settings "
+              "<prototype|gda>[+text][+span|+span(names)] (default: both classifiers with "
+              "and without text and span)"),
+    _opt("--layout", ("compare",), "command", choices=["default", "isoclip", "hw-fewshot"],
+         default="default",
+         help="table layout: default, isoclip (IsoCLIP's: mAP, mAP@R, P@R, R@1 per dataset "
+              "and their average; also writes compare/summary.csv in its columns), or "
+              "hw-fewshot (Herzog & Wang's few-shot classifiers: rows = settings, columns = "
+              "--shots, one block per dataset and their average)"),
     _opt("--num-tokens", ("analyze",), "command", type=positive_int_list, default=(1, 4),
          help="OTI R values, e.g. 1,4"),
 ]

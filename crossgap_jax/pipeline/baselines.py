@@ -34,7 +34,7 @@ from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import class_prompt
 from crossgap_jax.pipeline.settings import (
-    FEWSHOT_TYPES,
+    DEFAULT_FEWSHOT_TYPES,
     BaselineSettings,
 )
 from crossgap_jax.pipeline.tasks import (
@@ -229,7 +229,7 @@ def fewshot_settings(run: Run) -> BaselineSettings:
             ``(k_top, k_bottom)``.
     """
     s = run.baselines
-    if not has_text_tower(run.clip.config) and s.fewshot_types == FEWSHOT_TYPES:
+    if not has_text_tower(run.clip.config) and s.fewshot_types == DEFAULT_FEWSHOT_TYPES:
         # image-only backbone (DINOv2) with the default types: those needing text left out
         s = dataclasses.replace(s, fewshot_types=tuple(
             t for t in s.fewshot_types if t not in ("oti", "isoclip")))
@@ -257,7 +257,8 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     ``image``: the image head ``x @ P_i (+ b_i)``; ``isoclip``: IsoCLIP's image map (the
     image-task ``(k_top, k_bottom)``); ``oti``: OTI features; ``pca-<k>``: PCA coordinates
     of the normalised embeddings, fitted per support; ``centered``: embeddings minus the
-    support mean.
+    support mean; ``span``: Herzog & Wang's span projection ``U^T U x`` of the embeddings
+    (:meth:`Run.span_map`: fitted on the class-name texts, nothing of the support).
 
     Raises:
         ValueError: different class names in the two splits, a sampled training image that
@@ -316,6 +317,10 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
             oti_tr = on_sub(run.inverted(run.features(sub), "oti"))
             oti_te = run.inverted(fi, "oti").align(list(fi.items))[0]
             results["oti"] = sweep(oti_tr, oti_te)
+        elif t == "span":
+            basis, info = run.span_map()
+            results["span"] = dict(sweep(span_project(emb_tr, basis),
+                                         span_project(emb_te, basis)), span=info)
         elif t == "centered":
             def center(sup, qry, _s=s):  # one modality: the support (gallery) mean
                 m = fit_center(sup, normalize_input=_s.normalize_input)

@@ -35,6 +35,7 @@ from crossgap_jax.baselines import (
 )
 from crossgap_jax.data import TextSplit, augmented_view, get_dataset, open_image
 from crossgap_jax.pipeline.baselines import _train_split, labelled_images
+from crossgap_jax.pipeline.layouts import hw_fewshot_block
 from crossgap_jax.pipeline.prompts import IMAGENET_TEMPLATES, class_prompt
 from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
 from crossgap_jax.retrieval import (
@@ -268,49 +269,83 @@ def hw_printout(res: dict) -> str:
 
 
 def hw_table(res: dict, method: str | None = None) -> str:
-    """Markdown: one row (the method: classifier [+ text] [+ span]), one column per shot,
-    the mean over the seeds; degenerate settings noted under it."""
+    """Markdown of one ``fewshot`` result: one row (the method: classifier [+ text] [+ span]),
+    one column per shot, the mean over the seeds, degenerate cells flagged and explained
+    under the table (:func:`~crossgap_jax.pipeline.layouts.hw_fewshot_block`)."""
     name = method or hw_method_name(res)
-    shots = res["shots"]
-    lines = [f"\nHerzog & Wang few-shot ({res['dataset']}, {res['test_split']}: "
+    title = (f"Herzog & Wang few-shot ({res['dataset']}, {res['test_split']}: "
              f"{res['num_test']} images; supports from {res['train_split']}; seeds "
-             f"{res['seeds']}): top-1 % (mean over seeds).\n",
-             "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
-             "|---|" + "---|" * len(shots),
-             f"| {name} | " + " | ".join(f"{v:.2f}" for v in res["mean"]) + " |"]
-    notes = sorted({why for d in res["degenerate"].values() for why in d.values()})
-    where = sorted({f"{k}-shot" for d in res["degenerate"].values() for k in d})
-    if notes:
-        lines += ["", f"Degenerate ({', '.join(where)}): " + " ".join(notes)]
-    return "\n".join(lines) + "\n"
+             f"{res['seeds']}): top-1 % (mean over seeds).")
+    return "\n" + hw_fewshot_block(title, res["shots"], {name: res}) + "\n"
 
 
 def hw_method_name(res: dict) -> str:
-    """``prototype``, ``gda+text``, ``prototype+text+span`` ... (their log names' parts)."""
+    """``prototype``, ``gda+text``, ``prototype+text+span`` ... (their log names' parts;
+    ``+span(names)``: the raw-names span of their retrieval script). The inverse of
+    :func:`hw_row_settings`."""
     name = res["classifier"] + ("+text" if res["use_text"] else "")
     if res["project"]:
         name += "+span" + ("" if res["span"]["source"] == "zeroshot" else "(names)")
     return name
 
 
-def hw_shots_table(results: Sequence[dict]) -> str:
-    """Herzog & Wang's table layout from several ``fewshot`` results of one dataset: rows =
-    methods, columns = shots (means over seeds).
+# compare --layout hw-fewshot: its default rows, each classifier without and with the span
+HW_ROWS = ("prototype", "prototype+span", "prototype+text", "prototype+text+span",
+           "gda", "gda+span", "gda+text", "gda+text+span")
+
+
+def hw_row_settings(row: str, base: HWFewShotSettings = HWFewShotSettings()
+                    ) -> HWFewShotSettings:
+    """The settings of a row name ``<classifier>[+text][+span|+span(names)]``
+    (:func:`hw_method_name`'s spelling) on top of ``base`` (shots, seeds, span reduce).
 
     Raises:
-        ValueError: results of different datasets or shot lists.
+        ValueError: a name not of that form (the known classifiers and parts named).
     """
-    if not results:
-        raise ValueError("no fewshot results to tabulate")
-    shots, dataset = results[0]["shots"], results[0]["dataset"]
-    for r in results:
-        if r["shots"] != shots or r["dataset"] != dataset:
-            raise ValueError("fewshot results to tabulate together must share the dataset and "
-                             f"shots; got {r['dataset']} {r['shots']} and {dataset} {shots}")
-    lines = [f"\nFew-shot top-1 % on {dataset} (mean over seeds).\n",
-             "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
-             "|---|" + "---|" * len(shots)]
-    for r in results:
-        lines.append(f"| {hw_method_name(r)} | "
-                     + " | ".join(f"{v:.2f}" for v in r["mean"]) + " |")
-    return "\n".join(lines) + "\n"
+    clf, *parts = row.split("+")
+    use_text, span, known = "text" in parts, None, {"text", "span", "span(names)"}
+    if "span" in parts or "span(names)" in parts:
+        span = "zeroshot" if "span" in parts else "names"
+    canonical = clf + ("+text" if use_text else "") + (
+        "" if span is None else "+span" if span == "zeroshot" else "+span(names)")
+    if clf not in HW_CLASSIFIERS or not set(parts) <= known or row != canonical:
+        sound = clf in HW_CLASSIFIERS and set(parts) <= known and len(parts) == len(
+            set(parts)) and not {"span", "span(names)"} <= set(parts)
+        hint = f"; did you mean {canonical!r}?" if sound else ""
+        raise ValueError(f"unknown few-shot setting {row!r}{hint} (write <classifier>[+text]"
+                         f"[+span|+span(names)], classifier one of {', '.join(HW_CLASSIFIERS)};"
+                         f" e.g. gda+text+span)")
+    return dataclasses.replace(base, classifier=clf, use_text=use_text,
+                               project="span" if span else None,
+                               span_source=span or base.span_source)
+
+
+_SKIPPABLE = (ValueError, FileNotFoundError, KeyError)
+
+
+def hw_few_shot_rows(run: Run, dataset: str, rows: Sequence[str], base: HWFewShotSettings,
+                     span_classnames: Sequence[str] | None = None) -> dict[str, Any]:
+    """Several of Herzog & Wang's settings on one dataset, each by :func:`hw_few_shot` on the
+    run's cached features (the supports are the same for every row: one draw per seed).
+
+    Returns:
+        ``{"support": {"<seed>": {"<k>": [train items]}}, "cells": {row: result without
+        "support" | {"skipped": why}}}``; a row whose preconditions fail (no ``train``
+        split, no ImageNet class names for the span, an image-only backbone with text or
+        span) is ``{"skipped": why}``.
+
+    Raises:
+        ValueError: an unknown row name (:func:`hw_row_settings`).
+    """
+    settings = {row: hw_row_settings(row, base) for row in rows}
+    cells: dict[str, Any] = {}
+    support = None
+    for row, s in settings.items():
+        try:
+            res = hw_few_shot(run, dataset, s, span_classnames=span_classnames)
+        except _SKIPPABLE as e:
+            cells[row] = {"skipped": " ".join(str(e).split()) or type(e).__name__}
+            continue
+        support = support or res["support"]
+        cells[row] = {k: v for k, v in res.items() if k != "support"}
+    return {"support": support, "cells": cells}

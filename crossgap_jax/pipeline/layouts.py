@@ -138,3 +138,82 @@ def summary_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r[k]) for k in ISOCLIP_SUMMARY_COLUMNS})
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Herzog & Wang's few-shot table (compare --layout hw-fewshot; the fewshot command's table)
+# ---------------------------------------------------------------------------------------
+def _degenerate_at(cell: Mapping[str, Any], k: int) -> list[str]:
+    """The reasons a cell is degenerate at ``k`` shots (``cell["degenerate"]``: per seed, or
+    per dataset for an average, ``{"<k>": why}``)."""
+    return [d[str(k)] for d in cell.get("degenerate", {}).values() if str(k) in d]
+
+
+def hw_fewshot_block(title: str, shots: Sequence[int], cells: Mapping[str, Mapping[str, Any]]
+                     ) -> str:
+    """One block of Herzog & Wang's table: rows = settings, columns = shots, each cell the
+    mean over the seeds (``cell["mean"]``, percent); a cell where a seed's classifier
+    degenerated (1-shot ``gda``) reads ``<value> (degenerate)`` and the reason is written
+    under the table, as the ``fewshot`` command writes it; a ``{"skipped": why}`` row reads
+    ``n/a (why)``."""
+    lines = [title, "", "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+             "|---|" + "---|" * len(shots)]
+    notes: dict[str, list[str]] = {}
+    for row, c in cells.items():
+        if "skipped" in c:
+            lines.append(f"| {row} | n/a ({c['skipped']}) |" + " |" * (len(shots) - 1))
+            continue
+        vals = []
+        for k, v in zip(shots, c["mean"], strict=True):
+            why = _degenerate_at(c, k)
+            vals.append(f"{v:.2f}" + (" (degenerate)" if why else ""))
+            for w in why:
+                notes.setdefault(w, [])
+                if f"{k}-shot" not in notes[w]:
+                    notes[w].append(f"{k}-shot")
+        lines.append(f"| {row} | " + " | ".join(vals) + " |")
+    for why, where in notes.items():
+        lines += ["", f"Degenerate ({', '.join(where)}): {why}"]
+    return "\n".join(lines)
+
+
+def hw_average(res: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per row of an ``hw-fewshot`` compare result, the mean over its datasets of each
+    shot's mean over seeds (percent, float64): ``{"mean": [...], "datasets": [...],
+    "degenerate": {"<dataset>": {"<k>": why}}}``, or ``{"skipped": why}`` when a dataset
+    lacks the row (an average over fewer datasets would not be comparable)."""
+    out: dict[str, dict[str, Any]] = {}
+    dss = list(res["datasets"])
+    for row in res["rows"]:
+        cells = {ds: res["datasets"][ds]["cells"][row] for ds in dss}
+        missing = [ds for ds, c in cells.items() if "mean" not in c]
+        if missing or not dss:
+            out[row] = {"skipped": f"no value on {', '.join(missing) or 'any dataset'}"}
+            continue
+        means = [[float(v) for v in c["mean"]] for c in cells.values()]
+        out[row] = {"mean": [sum(col) / len(col) for col in zip(*means, strict=True)],
+                    "datasets": dss,
+                    "degenerate": {ds: {k: w for d in c["degenerate"].values()
+                                        for k, w in d.items()}
+                                   for ds, c in cells.items() if c["degenerate"]}}
+    return out
+
+
+def hw_fewshot_table(res: Mapping[str, Any], header: str = "") -> str:
+    """Markdown of an ``hw-fewshot`` compare result in Herzog & Wang's layout: one block per
+    dataset (rows = classifier settings, columns = shots, top-1 % as the mean over the
+    seeds), then the average over the datasets (``res["average"]``, :func:`hw_average`)."""
+    shots, blocks = res["shots"], [header.rstrip()] if header else []
+    for ds, entry in res["datasets"].items():
+        first = next((c for c in entry["cells"].values() if "mean" in c), None)
+        where = (f"{first['test_split']}: {first['num_test']} images, {first['num_classes']} "
+                 f"classes; supports from {first['train_split']}") if first else "no row ran"
+        blocks.append(hw_fewshot_block(f"### {ds} ({where})", shots, entry["cells"]))
+    blocks.append(hw_fewshot_block(f"### average over {len(res['datasets'])} dataset(s)",
+                                   shots, res["average"]))
+    blocks.append(f"Top-1 % on each dataset's test split, mean over seeds {res['seeds']}; "
+                  "average: the mean of those over the datasets. +text: 0.5 / 0.5 blend with "
+                  "the zero-shot classifier; +span: Herzog & Wang's span projection of "
+                  "support and test (their few-shot script's: the ImageNet zero-shot "
+                  "classifier's span; +span(names): the raw names').")
+    return "\n\n".join(blocks) + "\n"

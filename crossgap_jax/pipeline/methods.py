@@ -7,6 +7,10 @@ and main metric, as ``reproduce`` reports it), few-shot NCM accuracy from ``clas
 misalignment indicators from :func:`crossgap_jax.pipeline.baselines.indicators`. A method
 that cannot apply to a dataset (no text side, a baseline whose preconditions fail) is a
 cell ``{"skipped": why}``, never a number.
+
+``--layout hw-fewshot`` measures Herzog & Wang's few-shot classifiers instead (rows =
+classifier settings, columns = shots) with the ``fewshot`` command's code
+(:func:`crossgap_jax.pipeline.fewshot_hw.hw_few_shot_rows`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,25 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from crossgap_jax.baselines import read_span_classes
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
+from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.pipeline.baselines import indicators
 from crossgap_jax.pipeline.distributed import barrier, is_writer
 from crossgap_jax.pipeline.feature_types import FEATURE_TYPES
-from crossgap_jax.pipeline.layouts import isoclip_summary_rows, isoclip_table, summary_csv
+from crossgap_jax.pipeline.fewshot_hw import (
+    HW_ROWS,
+    HWFewShotSettings,
+    hw_few_shot_rows,
+    hw_row_settings,
+)
+from crossgap_jax.pipeline.layouts import (
+    hw_average,
+    hw_fewshot_table,
+    isoclip_summary_rows,
+    isoclip_table,
+    summary_csv,
+)
 from crossgap_jax.pipeline.measure import classify, retrieve
 from crossgap_jax.pipeline.records import provenance
 from crossgap_jax.pipeline.report import provenance_header
@@ -46,9 +64,17 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "i0t": ("both", "i0t", "i0t"),
     "gr-clip": ("both", "gr-clip", "gr-clip"),
 }
-# the few-shot NCM feature type of each image-side method (text methods: no image support)
+# the few-shot NCM feature type of each method that has one (text methods: no image
+# support; i0t / gr-clip: none, their mean is fitted on the evaluated sets, see _NO_FEWSHOT)
 _FEWSHOT_TYPE = {"image": "image", "oti": "oti", "isoclip": "isoclip", "pca": "pca",
-                 "centered": "centered"}
+                 "centered": "centered", "span": "span"}
+_NO_FEWSHOT = {
+    "i0t": "i0t has no few-shot NCM form: its mean is fitted on the evaluated embeddings "
+           "(queries and gallery), not on a support set (centered is the support-fitted "
+           "mean removal)",
+    "gr-clip": "gr-clip has no few-shot NCM form: its mean is fitted on each evaluated set "
+               "(queries, corpus), not on a support set (centered is the support-fitted "
+               "mean removal)"}
 # what a skipped cell may be caused by: bad preconditions, not bugs
 _SKIPPABLE = (ValueError, FileNotFoundError, KeyError)
 
@@ -59,6 +85,13 @@ def known_methods() -> list[str]:
     return list(METHODS) + [t for t in FEATURE_TYPES if t not in METHODS]
 
 
+def default_methods(layout: str = "default") -> list[str]:
+    """The rows of ``compare`` without ``--methods``: every method of :data:`METHODS`
+    (``default`` / ``isoclip``), or Herzog & Wang's eight classifier settings
+    (:data:`~crossgap_jax.pipeline.fewshot_hw.HW_ROWS`, ``hw-fewshot``)."""
+    return list(HW_ROWS) if layout == "hw-fewshot" else list(METHODS)
+
+
 def method_spec(method: str) -> tuple[str, str, str]:
     """``(side, query feature type, gallery feature type)`` of a method: its
     :data:`METHODS` entry, else a feature type on both sides of either modality (a type that
@@ -66,8 +99,17 @@ def method_spec(method: str) -> tuple[str, str, str]:
     return METHODS.get(method, ("both", method, method))
 
 
-def check_methods(methods: Sequence[str]) -> None:
-    """Raise ValueError naming the first unknown method (with a suggestion)."""
+def check_methods(methods: Sequence[str], layout: str = "default") -> None:
+    """Raise ValueError naming the first unknown method of ``layout`` (with a suggestion):
+    ``hw-fewshot`` takes classifier settings (``gda+text+span``,
+    :func:`~crossgap_jax.pipeline.fewshot_hw.hw_row_settings`), the others
+    :func:`known_methods`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    if layout == "hw-fewshot":
+        for m in methods:
+            hw_row_settings(m)
+        return
     known = known_methods()
     for m in methods:
         if m not in known:
@@ -125,16 +167,22 @@ def _retrieval_cells(run: Run, dataset: str, rows: list[tuple[str, str, int]]) -
 def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, str, int]]
                    ) -> dict:
     settings = run.baselines
-    types = []
+    types, no_text = [], {}
     for _, method, _k in rows:
         t = _FEWSHOT_TYPE.get(method)
         if t and t not in types and (t != "pca" or settings.pca_k):
+            try:  # an image-only backbone: the types needing text are cells that say so
+                run.require_text_tower(t)
+            except NoTextTowerError as e:
+                no_text[t] = _why(e)
+                continue
             types.append(t)
     if modality != "image":
         return {"skipped": f"{dataset} is a {modality} dataset; few-shot NCM classifies "
                            "labelled images"}
     if not types:
-        return {"skipped": "no image-side method selected"}
+        return {"skipped": "no image-side method selected" if not no_text else
+                "; ".join(dict.fromkeys(no_text.values()))}
     try:
         res = classify(_with_baselines(run, fewshot_types=types), dataset,
                        variants=("fewshot",))["fewshot"]
@@ -143,9 +191,12 @@ def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, 
     cells: dict[str, Any] = {}
     for name, method, _k in rows:
         t = _FEWSHOT_TYPE.get(method)
-        if t is None and method_spec(method)[0] == "both":
-            cells[name] = {"skipped": f"{method} is not a few-shot NCM feature type (NCM: "
-                                      "classify --variants span-ncm / centered-ncm)"}
+        if method in _NO_FEWSHOT:
+            cells[name] = {"skipped": _NO_FEWSHOT[method]}
+        elif t in no_text:
+            cells[name] = {"skipped": no_text[t]}
+        elif t is None and method_spec(method)[0] == "both":
+            cells[name] = {"skipped": f"{method} is not a few-shot NCM feature type"}
         elif t is None:
             cells[name] = {"skipped": "text-side method; few-shot NCM classifies images"}
         elif method == "pca" and not settings.pca_k:
@@ -167,7 +218,7 @@ def _indicators(run: Run, dataset: str, modality: str) -> dict:
 
 
 def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | None = None, *,
-            methods: Sequence[str] = tuple(METHODS), layout: str = "default"
+            methods: Sequence[str] | None = None, layout: str = "default"
             ) -> tuple[dict, str]:
     """Methods x datasets on one backbone; writes ``<run_dir>/compare/metrics.json`` and
     ``table.md`` and returns ``(results, table)`` (each built once).
@@ -178,32 +229,43 @@ def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | N
     image-side method) and ``indicators`` (their summary). Cells that cannot apply hold
     ``{"skipped": reason}``.
 
+    ``layout="hw-fewshot"``: Herzog & Wang's few-shot classifiers instead (no retrieval,
+    NCM or indicators): per dataset ``cells`` (one per classifier setting, the
+    :func:`~crossgap_jax.pipeline.fewshot_hw.hw_few_shot` result of the ``fewshot``
+    command) and ``support`` (the drawn training images, the same for every row), and
+    ``average`` (:func:`~crossgap_jax.pipeline.layouts.hw_average`). Shots, seeds, span
+    class list and reduce: the run's :class:`BaselineSettings`; eval preprocessing for the
+    supports.
+
     Args:
         run: the run (model, settings, cache; ``max_queries`` / ``max_gallery`` apply).
         datasets: dataset names, in order.
         roots: per-dataset data roots (as :func:`~crossgap_jax.pipeline.reproduce.reproduce`).
-        methods: method names (:func:`known_methods`), in row order.
-        layout: the table: ``"default"`` (:func:`compare_table`) or ``"isoclip"``
+        methods: method names (:func:`known_methods`; ``hw-fewshot``: classifier settings
+            such as ``gda+text+span``), in row order; None: :func:`default_methods`.
+        layout: the table: ``"default"`` (:func:`compare_table`), ``"isoclip"``
             (:func:`~crossgap_jax.pipeline.layouts.isoclip_table`; also writes
-            ``compare/summary.csv`` in IsoCLIP's columns, one row per dataset and method).
+            ``compare/summary.csv`` in IsoCLIP's columns, one row per dataset and method)
+            or ``"hw-fewshot"`` (:func:`~crossgap_jax.pipeline.layouts.hw_fewshot_table`).
 
     Raises:
         ValueError: an unknown method or layout.
     """
-    check_methods(methods)
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    methods = default_methods(layout) if methods is None else list(methods)
+    check_methods(methods, layout)
     if roots:
         run = dataclasses.replace(run, roots={**run.roots, **roots})
-    rows = _rows(methods, run.baselines)
-    out: dict[str, Any] = {"provenance": None, "config": run.config,  # provenance: below
-                           "methods": list(methods), "rows": [r[0] for r in rows],
-                           "datasets": {}}
-    for ds in datasets:
-        entry = _retrieval_cells(run, ds, rows)
-        entry["fewshot"] = _fewshot_cells(run, ds, entry["modality"], rows)
-        entry["indicators"] = _indicators(run, ds, entry["modality"])
-        out["datasets"][ds] = entry
+    if layout == "hw-fewshot":
+        out = _hw_fewshot(run, datasets, methods)
+    else:
+        rows = _rows(methods, run.baselines)
+        out = {"provenance": None, "config": run.config,  # provenance: below
+               "methods": list(methods), "rows": [r[0] for r in rows], "datasets": {}}
+        for ds in datasets:
+            entry = _retrieval_cells(run, ds, rows)
+            entry["fewshot"] = _fewshot_cells(run, ds, entry["modality"], rows)
+            entry["indicators"] = _indicators(run, ds, entry["modality"])
+            out["datasets"][ds] = entry
     out["provenance"] = provenance(run)  # once, with the text sources the tasks used
     out["layout"] = layout
     table = LAYOUTS[layout](out)
@@ -219,6 +281,21 @@ def compare_methods(run: Run, datasets: Sequence[str], roots: dict[str, str] | N
             atomic_write_bytes(os.path.join(d, "summary.csv"), summary_csv(rows).encode())
     barrier(f"compare:{run.run_dir}")
     return out, table
+
+
+def _hw_fewshot(run: Run, datasets: Sequence[str], rows: Sequence[str]) -> dict[str, Any]:
+    """The ``hw-fewshot`` layout's measurements (see :func:`compare_methods`)."""
+    s = run.baselines
+    base = HWFewShotSettings(shots=tuple(s.shots), seeds=tuple(s.seeds),
+                             span_reduce=s.span_reduce)
+    names = None if s.span_classes is None else read_span_classes(s.span_classes).names
+    out: dict[str, Any] = {"provenance": None, "config": run.config, "methods": list(rows),
+                           "rows": list(rows), "shots": list(base.shots),
+                           "seeds": list(base.seeds), "datasets": {}}
+    for ds in datasets:
+        out["datasets"][ds] = hw_few_shot_rows(run, ds, rows, base, span_classnames=names)
+    out["average"] = hw_average(out)
+    return out
 
 
 def _cell(c: dict) -> str:
@@ -285,5 +362,11 @@ def _isoclip_layout(res: dict) -> str:
                                                 "compare: methods x datasets (IsoCLIP's layout)"))
 
 
+def _hw_fewshot_layout(res: dict) -> str:
+    return hw_fewshot_table(res, provenance_header(
+        res["provenance"], "compare: Herzog & Wang's few-shot classifiers x shots"))
+
+
 # compare's table layouts: name -> (result -> markdown)
-LAYOUTS = {"default": compare_table, "isoclip": _isoclip_layout}
+LAYOUTS = {"default": compare_table, "isoclip": _isoclip_layout,
+           "hw-fewshot": _hw_fewshot_layout}

@@ -18,7 +18,10 @@ from crossgap_jax.pipeline.presets import Preset
 from crossgap_jax.pipeline.prompts import OVI_TEXT_MODES
 from crossgap_jax.retrieval import DEFAULT_SEEDS, DEFAULT_SHOTS, check_metric_variant
 
-FEWSHOT_TYPES = ("image", "oti", "isoclip", "pca", "centered")
+# few-shot NCM feature types: the default sweep, and every type it takes (span: Herzog &
+# Wang's span projection, fitted on class-name texts, so it needs nothing of the support)
+DEFAULT_FEWSHOT_TYPES = ("image", "oti", "isoclip", "pca", "centered")
+FEWSHOT_TYPES = (*DEFAULT_FEWSHOT_TYPES, "span")
 PCA_FIT = ("gallery", "query", "both")
 CENTER_FIT = ("modality", "gallery")
 
@@ -54,7 +57,7 @@ class BaselineSettings:
     normalize_input: bool = True
     shots: tuple[int, ...] = DEFAULT_SHOTS
     seeds: tuple[int, ...] = DEFAULT_SEEDS
-    fewshot_types: tuple[str, ...] = FEWSHOT_TYPES
+    fewshot_types: tuple[str, ...] = DEFAULT_FEWSHOT_TYPES
     span_classes: str | None = None
     span_reduce: int = 2
 
