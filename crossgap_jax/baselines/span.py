@@ -52,8 +52,9 @@ def span_basis(text_features: Any, reduce: int = DEFAULT_SPAN_REDUCE) -> np.ndar
         ``(d // reduce, d)`` float64, orthonormal rows ordered by decreasing eigenvalue.
 
     Raises:
-        ValueError: not a finite non-empty matrix, fewer than 2 rows, or ``reduce`` outside
-            ``1 .. d``.
+        ValueError: not a finite non-empty matrix, fewer than 2 rows, ``reduce`` outside
+            ``1 .. d``, or a covariance of rank below ``d // reduce`` (fewer than
+            ``d // reduce + 1`` distinct texts: the basis would not be determined).
     """
     t = as_matrix(text_features, "text_features")
     n, d = t.shape
@@ -65,6 +66,11 @@ def span_basis(text_features: Any, reduce: int = DEFAULT_SPAN_REDUCE) -> np.ndar
     cov = np.cov(t, rowvar=False, ddof=1)
     eigvals, eigvecs = np.linalg.eigh(cov)          # ascending eigenvalues
     keep = d // int(reduce)
+    rank = int(np.sum(eigvals > max(eigvals[-1], 0.0) * d * np.finfo(np.float64).eps))
+    if rank < keep:  # the last kept directions would be an arbitrary basis of the null space
+        raise ValueError(f"the span keeps d // {reduce} = {keep} directions, but the "
+                         f"covariance of the {n} text features has rank {rank}: give at least "
+                         f"{keep + 1} distinct class names (or a larger span reduce factor)")
     return np.ascontiguousarray(eigvecs[:, ::-1][:, :keep].T)
 
 

@@ -57,6 +57,11 @@ def test_span_bad_input():
             span_basis(t, bad)
     with pytest.raises(ValueError, match="at least 2 text features"):
         span_basis(t[:1], 2)
+    # 3 texts span a 2-d covariance: 3 directions (6 // 2) would be partly arbitrary
+    with pytest.raises(ValueError, match="keeps d // 2 = 3 directions, but the covariance of "
+                                         "the 3 text features has rank 2: give at least 4"):
+        span_basis(t[:3], 2)
+    assert span_basis(t[:4], 2).shape == (3, 6)
     with pytest.raises(ValueError, match="NaN or inf"):
         span_basis(np.full((3, 6), np.nan), 2)
     with pytest.raises(ValueError, match="dimension 5 but the span basis 6"):

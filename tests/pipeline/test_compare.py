@@ -1,8 +1,9 @@
 """``crossgap-jax compare`` end to end on the tiny model over real Caltech101 and COCO caption
-subsets: every number of the table recomputed here in NumPy from the run's cached features
-(brute-force ranking / AP, NumPy PCA / centring / IsoCLIP, brute-force NCM, sklearn AUROC);
-bad input; the NCM metric against brute force; a pretrained name beside a same-named
-folder."""
+subsets with every method (image, oti, isoclip, pca, centered, span, i0t, gr-clip; text, ovi):
+every number of the table recomputed here in NumPy / torch from the run's cached features
+(brute-force ranking / AP, NumPy PCA / centring / IsoCLIP, the span from torch.cov / eigh of
+the model's text features, brute-force NCM, sklearn AUROC); bad input; the NCM metric against
+brute force; a pretrained name beside a same-named folder."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from support.run_oracles import (
 )
 
 SHOTS, SEEDS, PCA_K, ISO = (1, 2), (0, 1), 4, (3, 40)
+# more names than d = 32: a full-rank covariance, so the kept 16 directions are determined
+SPAN_NAMES = [f"a photo of thing number {i}" for i in range(40)]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,29 @@ def _stack(d, items):
 
 
 @pytest.fixture(scope="module")
+def span_of():
+    """x -> U^T U x, U: the eigenvectors of the d // 2 largest eigenvalues of torch.cov of the
+    tiny model's unnormalised encode_text of SPAN_NAMES (Herzog & Wang's span)."""
+    import torch
+
+    from crossgap_jax.models import create_clip
+
+    clip = create_clip("tiny", seed=3)
+    t = torch.tensor(np.asarray(clip.encode_text(clip.tokenize(SPAN_NAMES)), np.float64))
+    vals, vecs = torch.linalg.eigh(torch.cov(t.T))
+    u = vecs[:, torch.argsort(vals, descending=True)[: t.shape[1] // 2]].T.numpy()
+    return lambda x: x @ u.T @ u
+
+
+def _posthoc(q, g):
+    """I0T (mean of both normalised sets: same modality, distinct items) and GR-CLIP (each
+    set's own normalised mean): query and gallery features."""
+    uq, ug = unit(q), unit(g)
+    mu = np.concatenate([uq, ug]).mean(0)
+    return {"i0t": (uq - mu, ug - mu), "gr-clip": (uq - uq.mean(0), ug - ug.mean(0))}
+
+
+@pytest.fixture(scope="module")
 def compared(tiny_ckpt, shared_data, tmp_path_factory):
     from crossgap_jax.cli import main
 
@@ -56,20 +82,22 @@ def compared(tiny_ckpt, shared_data, tmp_path_factory):
         pytest.skip("no COCO captions in the shared data")
     tmp = tmp_path_factory.mktemp("compare")
     run_dir, out = tmp / "run", tmp / "out.json"
+    (tmp / "span.txt").write_text("\n".join(SPAN_NAMES) + "\n")
     assert main(["--quiet", "compare", "--datasets", "caltech101,coco_text", "--model", "tiny",
                  "--checkpoint", tiny_ckpt, "--data-root", str(shared_data), "--run-dir",
                  str(run_dir), "--batch-size", "8", "--max-queries", "10", "--max-gallery",
                  "40", "--pca-k", str(PCA_K), "--shots", "1,2", "--fewshot-seeds", "0,1",
                  "--oti-steps", "2", "--ovi-steps", "2", "--isoclip-k", "3,40",
-                 "--output", str(out)]) == 0
+                 "--span-classes", str(tmp / "span.txt"), "--output", str(out)]) == 0
     return run_dir, json.loads(out.read_text())
 
 
 @pytest.mark.slow
-def test_compare_retrieval_cells_recomputed(compared, shared_data, heads):
+def test_compare_retrieval_cells_recomputed(compared, shared_data, heads, span_of):
     run_dir, record = compared
     res = record["results"]
-    assert res["rows"] == ["image", "oti", "isoclip", f"pca-{PCA_K}", "centered", "text", "ovi"]
+    assert res["rows"] == ["image", "oti", "isoclip", f"pca-{PCA_K}", "centered", "text", "ovi",
+                           "span", "i0t", "gr-clip"]  # every method, by default
     assert record["provenance"]["subset"] == {"max_queries": 10, "max_gallery": 40}
     wi, wt = heads
     # caltech101: image -> image over the test queries and a 40-image train gallery
@@ -89,7 +117,8 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads):
                                             qi), g),
             "isoclip": (ref_isoclip(qp, wi, wt, *ISO, "image"),
                         ref_isoclip(gp, wi, wt, *ISO, "image")),
-            f"pca-{PCA_K}": ((uq - mu) @ vt.T, (ug - mu) @ vt.T), "centered": (uq - mu, ug - mu)}
+            f"pca-{PCA_K}": ((uq - mu) @ vt.T, (ug - mu) @ vt.T), "centered": (uq - mu, ug - mu),
+            "span": (span_of(q), span_of(g)), **_posthoc(q, g)}
     for row, (a, b) in want.items():
         assert cal["cells"][row]["value"] == pytest.approx(
             ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
@@ -109,7 +138,8 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads):
     want = {"text": (q, g), "ovi": (_stack(_inverted(run_dir, "ovi", "coco_text",
                                                     "test_queries"), qi), g),
             "isoclip": (ref_isoclip(qp, wi, wt, *ISO, "text"),
-                        ref_isoclip(gp, wi, wt, *ISO, "text"))}
+                        ref_isoclip(gp, wi, wt, *ISO, "text")),
+            "span": (span_of(q), span_of(g)), **_posthoc(q, g)}
     for row, (a, b) in want.items():
         assert coco["cells"][row]["value"] == pytest.approx(
             ref_retrieval(a, b, yq, yg)["mAP"], abs=1e-4), row
@@ -119,11 +149,12 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads):
     assert "labelled image split" in coco["indicators"]["skipped"]
     table = (run_dir / "compare" / "table.md").read_text()
     assert table == record["table"] and "Caveat: subset run" in table
-    assert f"| isoclip | {cal['cells']['isoclip']['value']:.2f} |" in table
+    for row in ("isoclip", "span", "i0t", "gr-clip"):
+        assert f"| {row} | {cal['cells'][row]['value']:.2f} |" in table, row
 
 
 @pytest.mark.slow
-def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads):
+def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads, span_of):
     from sklearn.metrics import roc_auc_score
 
     run_dir, record = compared
@@ -150,6 +181,7 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads)
     maps = {"image": (tr_pre, pre_q, lambda x: x @ wi),
             "isoclip": (tr_pre, pre_q, lambda x: x @ ek @ ek.T @ wi),
             "oti": (oti_tr, oti_q, lambda x: x), "centered": (tr_emb, emb_q, 0),
+            "span": (tr_emb, emb_q, span_of),  # U^T U of the unnormalised embeddings
             f"pca-{PCA_K}": (tr_emb, emb_q, PCA_K)}
     cells = cal["fewshot"]["cells"]
     for name, (tr_d, q_d, fn) in maps.items():
@@ -174,6 +206,8 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads)
             assert r["mean"] == pytest.approx(np.mean(accs))
     for row in ("text", "ovi"):
         assert "text-side method" in cells[row]["skipped"]
+    for row in ("i0t", "gr-clip"):  # their means are fitted on the evaluated sets
+        assert "no few-shot NCM form" in cells[row]["skipped"], row
     # indicators: image-image AUROC and the fraction closer to another class
     x = unit(_stack(emb_q, qi))
     iu = np.triu_indices(len(x), 1)

@@ -2,7 +2,8 @@
 datasets (Caltech101 and DTD layouts, written here): every cell of Herzog & Wang's table (each
 setting x shot x seed, each dataset's mean over seeds and the average over datasets) recomputed
 from independently encoded features with the Dassl sampler reimplementation and the torch
-classifiers and span of tests/support/fewshot_reference.py."""
+classifiers and span of tests/support/fewshot_reference.py; and the default layout's few-shot
+NCM cell of ``span`` on the same data."""
 
 from __future__ import annotations
 
@@ -164,3 +165,48 @@ def test_hw_fewshot_rows_and_bad_input(tiny_ckpt, coop_root, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--methods: unknown few-shot setting 'lda+text'" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_compare_fewshot_ncm_span_recomputed(tiny_ckpt, coop_root, tmp_path):
+    """The default layout's few-shot NCM cells of ``span`` (U^T U of the unnormalised
+    embeddings, U from the raw names' text features; class means, cosine) and ``image`` on
+    the tiny DTD, where the accuracies are far from 0 and 100; i0t has no few-shot form."""
+    from crossgap_jax.cli import main
+    from crossgap_jax.data.decoding import load_image
+    from crossgap_jax.models import create_clip
+
+    out = tmp_path / "out.json"
+    assert main(["--quiet", "compare", "--datasets", "dtd", "--methods", "image,span,i0t",
+                 "--model", "tiny", "--checkpoint", tiny_ckpt, "--data-root", str(coop_root),
+                 "--run-dir", str(tmp_path / "run"), "--batch-size", "8", "--shots",
+                 ",".join(map(str, SHOTS)), "--fewshot-seeds", ",".join(map(str, SEEDS)),
+                 "--span-classes", str(coop_root / "span.txt"), "--output", str(out)]) == 0
+    cells = json.loads(out.read_text())["results"]["datasets"]["dtd"]["fewshot"]["cells"]
+    clip = create_clip("tiny", seed=3)
+    split = json.loads((coop_root / "dtd" / "split_zhou_DescribableTextures.json").read_text())
+
+    def encode(rows):  # unnormalised, as the few-shot NCM prototypes average them
+        ims = [load_image(coop_root / "dtd" / "images" / r[0]) for r in rows]
+        return np.asarray(clip.encode_image(clip.preprocess(ims)), np.float64)
+
+    ytr = np.array([r[1] for r in split["train"]])
+    yte = np.array([r[1] for r in split["test"]])
+    xtr, xte = encode(split["train"]), encode(split["test"])
+    names = np.asarray(clip.encode_text(clip.tokenize(SPAN_NAMES)), np.float64)
+    feats = {"image": (xtr, xte), "span": (torch_span(names, xtr), torch_span(names, xte))}
+    seen = set()
+    for row, (tr, te) in feats.items():
+        for k in SHOTS:
+            accs = []
+            for seed in SEEDS:
+                idx = dassl_indices(ytr, k, seed, SHOTS)
+                protos = _unit(np.stack([tr[idx][ytr[idx] == c].mean(0) for c in range(3)]))
+                accs.append(100.0 * np.mean((_unit(te) @ protos.T).argmax(1) == yte))
+            got = cells[row]["shots"][str(k)]
+            assert [got["per_seed"][str(s)] for s in SEEDS] == pytest.approx(accs, abs=1e-6), (
+                row, k)
+            seen.update(accs)
+    assert len(seen) > 3 and not seen <= {0.0, 100.0}  # the check can tell features apart
+    assert cells["span"]["shots"] != cells["image"]["shots"]
+    assert "no few-shot NCM form" in cells["i0t"]["skipped"]
