@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from crossgap_jax.baselines import read_span_classes
 from crossgap_jax.fileio import atomic_write_bytes, atomic_write_json, ensure_dir
-from crossgap_jax.models.families import NoTextTowerError
 from crossgap_jax.pipeline.baselines import indicators
 from crossgap_jax.pipeline.distributed import barrier, is_writer
 from crossgap_jax.pipeline.feature_types import FEATURE_TYPES
@@ -172,8 +171,8 @@ def _fewshot_cells(run: Run, dataset: str, modality: str, rows: list[tuple[str, 
         t = _FEWSHOT_TYPE.get(method)
         if t and t not in types and (t != "pca" or settings.pca_k):
             try:  # an image-only backbone: the types needing text are cells that say so
-                run.require_text_tower(t)
-            except NoTextTowerError as e:
+                run.require_text_tower(t)  # raises only NoTextTowerError (a ValueError)
+            except ValueError as e:
                 no_text[t] = _why(e)
                 continue
             types.append(t)

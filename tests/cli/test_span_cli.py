@@ -99,14 +99,19 @@ def test_retrieve_span_and_posthoc_recomputed(tiny_ckpt, tiny_model, shared_data
            ref_retrieval(uq - uq.mean(0), ug - ug.mean(0), yq, yg))
     mu = np.concatenate([uq, ug]).mean(0)
     _check(_record(run_dir, "retrieve", query_type="i0t"), ref_retrieval(uq - mu, ug - mu, yq, yg))
-    # compare: the same numbers, one row each (few-shot NCM: a stated skip)
+    # compare: the same numbers, one row each (few-shot NCM: span has one, the others a
+    # stated skip; its values: tests/pipeline/test_compare.py)
     assert main(["--quiet", "compare", "--datasets", "caltech101", "--methods",
-                 "span,i0t,gr-clip", "--oti-steps", "2", *common]) == 0
+                 "span,i0t,gr-clip", "--oti-steps", "2", "--shots", "1", "--fewshot-seeds", "0",
+                 *common]) == 0
     out = json.loads((run_dir / "compare" / "metrics.json").read_text())["datasets"]["caltech101"]
     for t in ("span", "i0t", "gr-clip"):
         assert out["cells"][t]["value"] == pytest.approx(
             _record(run_dir, "retrieve", query_type=t)["mAP"], abs=1e-9), t
-    assert "skipped" in out["fewshot"]
+    fs = out["fewshot"]["cells"]
+    assert "shots" in fs["span"]
+    for t in ("i0t", "gr-clip"):
+        assert "no few-shot NCM form" in fs[t]["skipped"], t
 
 
 def test_span_classes_reduce_and_ncm_recomputed(tiny_ckpt, tiny_model, shared_data, tmp_path):
