@@ -318,34 +318,3 @@ def hw_row_settings(row: str, base: HWFewShotSettings = HWFewShotSettings()
     return dataclasses.replace(base, classifier=clf, use_text=use_text,
                                project="span" if span else None,
                                span_source=span or base.span_source)
-
-
-_SKIPPABLE = (ValueError, FileNotFoundError, KeyError)
-
-
-def hw_few_shot_rows(run: Run, dataset: str, rows: Sequence[str], base: HWFewShotSettings,
-                     span_classnames: Sequence[str] | None = None) -> dict[str, Any]:
-    """Several of Herzog & Wang's settings on one dataset, each by :func:`hw_few_shot` on the
-    run's cached features (the supports are the same for every row: one draw per seed).
-
-    Returns:
-        ``{"support": {"<seed>": {"<k>": [train items]}}, "cells": {row: result without
-        "support" | {"skipped": why}}}``; a row whose preconditions fail (no ``train``
-        split, no ImageNet class names for the span, an image-only backbone with text or
-        span) is ``{"skipped": why}``.
-
-    Raises:
-        ValueError: an unknown row name (:func:`hw_row_settings`).
-    """
-    settings = {row: hw_row_settings(row, base) for row in rows}
-    cells: dict[str, Any] = {}
-    support = None
-    for row, s in settings.items():
-        try:
-            res = hw_few_shot(run, dataset, s, span_classnames=span_classnames)
-        except _SKIPPABLE as e:
-            cells[row] = {"skipped": " ".join(str(e).split()) or type(e).__name__}
-            continue
-        support = support or res["support"]
-        cells[row] = {k: v for k, v in res.items() if k != "support"}
-    return {"support": support, "cells": cells}

@@ -10,7 +10,7 @@ cell ``{"skipped": why}``, never a number.
 
 ``--layout hw-fewshot`` measures Herzog & Wang's few-shot classifiers instead (rows =
 classifier settings, columns = shots) with the ``fewshot`` command's code
-(:func:`crossgap_jax.pipeline.fewshot_hw.hw_few_shot_rows`).
+(:func:`crossgap_jax.pipeline.fewshot_hw.hw_few_shot`, once per setting and dataset).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from crossgap_jax.pipeline.feature_types import FEATURE_TYPES
 from crossgap_jax.pipeline.fewshot_hw import (
     HW_ROWS,
     HWFewShotSettings,
-    hw_few_shot_rows,
+    hw_few_shot,
     hw_row_settings,
 )
 from crossgap_jax.pipeline.layouts import (
@@ -291,8 +291,19 @@ def _hw_fewshot(run: Run, datasets: Sequence[str], rows: Sequence[str]) -> dict[
     out: dict[str, Any] = {"provenance": None, "config": run.config, "methods": list(rows),
                            "rows": list(rows), "shots": list(base.shots),
                            "seeds": list(base.seeds), "datasets": {}}
+    settings = {row: hw_row_settings(row, base) for row in rows}
     for ds in datasets:
-        out["datasets"][ds] = hw_few_shot_rows(run, ds, rows, base, span_classnames=names)
+        cells: dict[str, Any] = {}
+        support = None  # the same draws for every row: kept once per dataset
+        for row, st in settings.items():
+            try:
+                res = hw_few_shot(run, ds, st, span_classnames=names)
+            except _SKIPPABLE as e:  # no train split, no ImageNet names, no text tower
+                cells[row] = {"skipped": _why(e)}
+                continue
+            support = support or res["support"]
+            cells[row] = {k: v for k, v in res.items() if k != "support"}
+        out["datasets"][ds] = {"support": support, "cells": cells}
     out["average"] = hw_average(out)
     return out
 

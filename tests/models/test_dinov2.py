@@ -448,6 +448,10 @@ def test_compare_on_an_image_only_backbone(tiny, shared_data, tmp_path):
     for row in ("oti", "isoclip"):
         assert "value" not in cal["cells"][row]
         assert "text tower" in cal["cells"][row]["skipped"], cal["cells"][row]
+        # few-shot NCM: the same words for these rows, the image-only rows measured
+        assert "text tower" in cal["fewshot"]["cells"][row]["skipped"], row
+    assert {"image", "centered"} <= {r for r, c in cal["fewshot"]["cells"].items()
+                                     if "shots" in c}
     q_d = cached_features(run, "caltech101", "test", True)
     g_d = cached_features(run, "caltech101", "train", True, 40)
     qi, gi = sorted(q_d), sorted(g_d)
