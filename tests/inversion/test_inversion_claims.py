@@ -14,13 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from crossgap_jax.inversion import resumable
+from crossgap_jax.inversion import ExecutionSettings, OTISettings, resumable
 from crossgap_jax.inversion.resumable import _Claims, invert_dataset, load_inverted
 from crossgap_jax.models.bundle import create_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N, SHARD = 24, 4
-KW = dict(steps=20, record_steps=(5,), batch_size=4)
+S = OTISettings(steps=20, record_steps=(5,))
+EX = ExecutionSettings(batch_size=4, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def data(tiny):
 @pytest.fixture(scope="module")
 def single(tiny, data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("single"))
-    invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     return load_inverted(out)
 
 
@@ -63,20 +64,19 @@ def test_two_concurrent_runs_split_the_work(tiny, data, single, tmp_path, monkey
     first = threading.local()
     real = resumable._invert_chunk
 
-    def counted(fn, clip, names, features, chunk, *args, **kw):
+    def counted(clip, names, features, chunk, *args, **kw):
         if not getattr(first, "seen", False):  # both runs hold a claim before either computes
             first.seen = True
             barrier.wait()
         computed.extend(names[i] for i in chunk)
-        return real(fn, clip, names, features, chunk, *args, **kw)
+        return real(clip, names, features, chunk, *args, **kw)
 
     monkeypatch.setattr(resumable, "_invert_chunk", counted)
     summaries, errors = [], []
 
     def run():
         try:
-            summaries.append(invert_dataset(tiny, *data, out, "oti", shard_size=SHARD,
-                                            progress=False, **KW))
+            summaries.append(invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD))
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -103,7 +103,7 @@ def test_live_claim_is_skipped_and_its_items_taken_over_when_released(tiny, data
         peer = claims.claim(data[0][4:8])  # another run holds shard 2's items
     done: list = []
     t = threading.Thread(target=lambda: done.append(invert_dataset(
-        tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)), daemon=True)
+        tiny, *data, out, S, EX, shard_size=SHARD)), daemon=True)
     t.start()
     try:
         deadline = time.monotonic() + 240
@@ -142,7 +142,7 @@ def test_stale_claim_of_a_killed_process_does_not_block(tiny, data, single, tmp_
         p.kill()  # SIGKILL: the claim stays on disk, its OS lock is released
         p.wait()
     assert len(os.listdir(os.path.join(out, resumable.CLAIMS))) == 2  # json + lock left
-    s = invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    s = invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     assert (s.inverted, s.reused) == (N, 0)
     _assert_identical(load_inverted(out), single)
     assert os.listdir(os.path.join(out, resumable.CLAIMS)) == []

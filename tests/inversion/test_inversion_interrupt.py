@@ -7,6 +7,7 @@ timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,18 +19,19 @@ import threading
 import numpy as np
 import pytest
 
-from crossgap_jax.inversion import interrupt
+from crossgap_jax.inversion import ExecutionSettings, OTISettings, interrupt
 from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
 from crossgap_jax.models.bundle import create_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N, SHARD, BATCH = 24, 8, 4  # 3 shards of 2 batches
-KW = dict(steps=300, record_steps=(7,), batch_size=BATCH)
+S = OTISettings(steps=300, record_steps=(7,))
+EX = ExecutionSettings(batch_size=BATCH, progress=False)
 
 CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     import numpy as np
-    from crossgap_jax.inversion import driver, interrupt
+    from crossgap_jax.inversion import ExecutionSettings, OTISettings, driver, interrupt
     from crossgap_jax.inversion.resumable import invert_dataset
     from crossgap_jax.models.bundle import create_clip
     out, at, kills = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -50,7 +52,7 @@ CHILD = textwrap.dedent("""
         return wait(tree)
     driver.wait_ready = hooked
     try:
-        invert_dataset(clip, names, f, out, "oti", shard_size={shard}, progress=False, **{kw!r})
+        invert_dataset(clip, names, f, out, {s!r}, {ex!r}, shard_size={shard})
         print(json.dumps({{"result": "finished"}}))
     except interrupt.InversionInterrupted as e:
         s = e.summary
@@ -62,7 +64,7 @@ CHILD = textwrap.dedent("""
         print(json.dumps({{"result": "aborted", "batch_still_running": busy,
                           "calls": calls[0]}}), flush=True)
         os._exit(130)
-""").format(n=N, shard=SHARD, kw=KW)
+""").format(n=N, shard=SHARD, s=S, ex=EX)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def data(tiny):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny, data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("whole"))
-    invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     return load_inverted(out)
 
 
@@ -120,7 +122,7 @@ def test_first_ctrl_c_keeps_the_batch_in_flight_and_resumes_bit_identically(
     assert "stopping after the batch in flight, in about " in err
     assert "Press Ctrl-C again to abort now" in err
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
-    again = invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    again = invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     assert (again.already_done, again.inverted) == (12, 12)
     _assert_identical(load_inverted(out), uninterrupted)
 
@@ -133,7 +135,7 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_written_shards(
     assert (rc, res["result"], res["calls"]) == (130, "aborted", 3), err
     assert res["batch_still_running"]  # raised before the batch in flight ended
     assert _on_disk(out) == data[0][:8]  # shard 1 only; batch 3 is lost
-    invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     _assert_identical(load_inverted(out), uninterrupted)
 
 
@@ -177,7 +179,7 @@ def test_stop_message_names_the_time_left():
 BAR_CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     import numpy as np
-    from crossgap_jax.inversion import interrupt, progress
+    from crossgap_jax.inversion import ExecutionSettings, OTISettings, interrupt, progress
     from crossgap_jax.inversion.resumable import invert_dataset
     from crossgap_jax.models.bundle import create_clip
     out, at_step, kills = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -200,7 +202,7 @@ BAR_CHILD = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGINT)
     progress._report = hooked
     try:
-        invert_dataset(clip, names, f, out, "oti", shard_size={shard}, progress=True, **{kw!r})
+        invert_dataset(clip, names, f, out, {s!r}, {ex!r}, shard_size={shard})
         print(json.dumps({{"result": "finished"}}))
     except interrupt.InversionInterrupted as e:
         print(json.dumps({{"result": "interrupted", "inverted": e.summary.inverted}}))
@@ -208,7 +210,8 @@ BAR_CHILD = textwrap.dedent("""
     except interrupt.InversionAborted:
         print(json.dumps({{"result": "aborted", "last_report": seen[-1]}}), flush=True)
         os._exit(130)
-""").format(n=N, shard=SHARD, kw=dict(KW, steps=3000), steps=3000)
+""").format(n=N, shard=SHARD, s=dataclasses.replace(S, steps=3000),
+           ex=dataclasses.replace(EX, progress=True), steps=3000)
 
 
 @pytest.mark.slow
