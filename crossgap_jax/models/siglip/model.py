@@ -147,6 +147,9 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
     "siglip-tiny": siglip_config("siglip-tiny", image_size=32, patch_size=8, width=64, layers=2,
                                  heads=2, vocab_size=512, context_length=16),
 }
+#: open_clip's names for these architectures (exactly our shapes; open_clip's other SigLIP
+#: models, 256/384/512 px, L/16, SO400M, i18n, have no config here).
+ALIASES: dict[str, str] = {"ViT-B-16-SigLIP": "SigLIP-ViT-B-16"}
 
 
 
