@@ -35,14 +35,8 @@ from crossgap_jax.inversion.config import (
     OVISettings,
 )
 from crossgap_jax.inversion.core import HParams, RawInversion, run_inversion
-from crossgap_jax.inversion.driver import (  # noqa: F401 (re-exported: documented names)
-    InversionResult,
-    Job,
-    check_init,
-    check_targets,
-    run_job,
-)
-from crossgap_jax.inversion.template import PLACEHOLDER, Template, prepare_template  # noqa: F401
+from crossgap_jax.inversion.driver import InversionResult, Job, check_init, check_targets, run_job
+from crossgap_jax.inversion.template import prepare_template
 from crossgap_jax.models import CLIPConfig, family_of
 
 _O, _V, _E = OTISettings(), OVISettings(), ExecutionSettings()  # the one source of defaults

@@ -58,10 +58,7 @@ from crossgap_jax.pipeline.distributed import barrier
 from crossgap_jax.pipeline.feature_types import NEEDS_TEXT_TOWER, check_feature_type
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.presets import PRESETS, Preset, isoclip_k
-from crossgap_jax.pipeline.prompts import (
-    DEFAULT_CLASS_TEMPLATE,  # noqa: F401 (re-export)
-    ovi_target_split,
-)
+from crossgap_jax.pipeline.prompts import ovi_target_split
 from crossgap_jax.pipeline.settings import BaselineSettings, RunSettings
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
@@ -69,9 +66,7 @@ from crossgap_jax.pipeline.weights import (
     _claimed_by_family,
     _is_tag,
     checkpoint_sha256,
-    pretrained_aliases,
     resolve_source,
-    written_as_path,
 )
 
 log = logging.getLogger(__name__)
@@ -383,7 +378,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
     is loaded as the file says, and the preset's ``model`` becomes that name. With
     ``model_explicit`` (the user named the model), a file holding another architecture is
     an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo model
-    (:func:`pretrained_aliases`).
+    (:func:`~crossgap_jax.pipeline.weights.pretrained_aliases`).
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
     ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
@@ -426,8 +421,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
                shard_size=shard_size, roots=dict(roots or {}))
 
 
-__all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",
-           "pretrained_aliases", "written_as_path"]
+__all__ = ["Run", "make_run", "default_run_dir", "inversion_key_fields"]
 
 
 def inversion_key_fields(settings: InversionSettings, execution: ExecutionSettings

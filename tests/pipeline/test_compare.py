@@ -242,7 +242,7 @@ def test_ncm_accuracy_brute_force_with_ties():
 
 def test_pretrained_name_wins_over_same_named_folder(tmp_path, monkeypatch):
     from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
-    from crossgap_jax.pipeline.run import resolve_source, written_as_path
+    from crossgap_jax.pipeline.weights import resolve_source, written_as_path
 
     if not os.path.isfile(DEMO_CHECKPOINT):
         pytest.skip("the demo checkpoint is not built")
