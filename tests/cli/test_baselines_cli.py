@@ -8,14 +8,14 @@ import json
 
 import numpy as np
 import pytest
+from support.tiny_models import tiny_clip
 from test_isoclip import _cli, _record, _ref_retrieval, ref_side
 
 
 @pytest.fixture(scope="module")
 def heads():
-    from crossgap_jax.models import create_clip
 
-    clip = create_clip("tiny", seed=3)  # the model of the tiny_ckpt fixture
+    clip = tiny_clip(3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
 
 

@@ -26,12 +26,6 @@ from crossgap_jax.inversion import (
 )
 from crossgap_jax.inversion import config as cfg
 from crossgap_jax.inversion.resumable import _hparams
-from crossgap_jax.models.bundle import create_clip
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", 0)
 
 
 @pytest.mark.parametrize("method,fn", [("oti", oti), ("ovi", ovi)])

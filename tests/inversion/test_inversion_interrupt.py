@@ -16,12 +16,11 @@ import sys
 import textwrap
 import threading
 
-import numpy as np
 import pytest
+from support.shards import assert_identical, random_targets, shard_names
 
 from crossgap_jax.inversion import ExecutionSettings, OTISettings, interrupt
 from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
-from crossgap_jax.models.bundle import create_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N, SHARD, BATCH = 24, 8, 4  # 3 shards of 2 batches
@@ -68,14 +67,8 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", 0)
-
-
-@pytest.fixture(scope="module")
 def data(tiny):
-    f = np.random.default_rng(0).normal(size=(N, tiny.config.embed_dim)).astype(np.float32)
-    return [f"item-{i:03d}" for i in range(N)], f
+    return random_targets(tiny, N, seed=0, fmt="item-{:03d}")
 
 
 @pytest.fixture(scope="module")
@@ -95,21 +88,6 @@ def _child(out: str, at: int, kills: int, script: str = CHILD) -> tuple[int, dic
     return p.returncode, json.loads(lines[-1]), p.stderr
 
 
-def _on_disk(out: str) -> list[str]:
-    names = []
-    for f in sorted(os.listdir(out)):
-        if f.startswith("shard-"):
-            with np.load(os.path.join(out, f)) as z:
-                names += z["names"].tolist()
-    return sorted(names)
-
-
-def _assert_identical(a, b) -> None:
-    assert a[0] == b[0]
-    for k in b[1]:
-        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
-
-
 @pytest.mark.slow
 def test_first_ctrl_c_keeps_the_batch_in_flight_and_resumes_bit_identically(
         tiny, data, uninterrupted, tmp_path):
@@ -118,13 +96,13 @@ def test_first_ctrl_c_keeps_the_batch_in_flight_and_resumes_bit_identically(
     rc, res, err = _child(out, at=3, kills=1)
     assert (rc, res["result"]) == (130, "interrupted"), err
     assert (res["inverted"], res["shards"], res["calls"]) == (12, 2, 3)  # no 4th batch
-    assert _on_disk(out) == data[0][:12]
+    assert shard_names(out) == data[0][:12]
     assert "stopping after the batch in flight, in about " in err
     assert "Press Ctrl-C again to abort now" in err
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
     again = invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     assert (again.already_done, again.inverted) == (12, 12)
-    _assert_identical(load_inverted(out), uninterrupted)
+    assert_identical(load_inverted(out), uninterrupted)
 
 
 @pytest.mark.slow
@@ -134,9 +112,9 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_written_shards(
     rc, res, err = _child(out, at=3, kills=2)
     assert (rc, res["result"], res["calls"]) == (130, "aborted", 3), err
     assert res["batch_still_running"]  # raised before the batch in flight ended
-    assert _on_disk(out) == data[0][:8]  # shard 1 only; batch 3 is lost
+    assert shard_names(out) == data[0][:8]  # shard 1 only; batch 3 is lost
     invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
-    _assert_identical(load_inverted(out), uninterrupted)
+    assert_identical(load_inverted(out), uninterrupted)
 
 
 def test_handler_installed_only_during_the_run_and_only_on_the_main_thread():
@@ -228,8 +206,8 @@ def test_ctrl_c_is_handled_mid_batch_with_the_progress_bar(tmp_path, kills):
         (step,) = re.findall(r"stopping after the batch in flight, in about [^(]*\(step "
                              r"(\d+)/3000", err)
         assert int(step) < 3000, err
-        assert _on_disk(out) == [f"item-{i:03d}" for i in range(12)]
+        assert shard_names(out) == [f"item-{i:03d}" for i in range(12)]
     else:
         assert (rc, res["result"]) == (130, "aborted"), err
         assert res["last_report"] < 3000
-        assert _on_disk(out) == [f"item-{i:03d}" for i in range(8)]
+        assert shard_names(out) == [f"item-{i:03d}" for i in range(8)]

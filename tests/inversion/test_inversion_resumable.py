@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from support.shards import random_targets, shard_names
 
 from crossgap_jax.inversion.config import ExecutionSettings, OTISettings, OVISettings
 from crossgap_jax.inversion.resumable import (
@@ -46,14 +47,8 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", 0)
-
-
-@pytest.fixture(scope="module")
 def data(tiny):
-    f = np.random.default_rng(0).normal(size=(N_ITEMS, tiny.config.embed_dim))
-    return [f"item-{i:03d}" for i in range(N_ITEMS)], f.astype(np.float32)
+    return random_targets(tiny, N_ITEMS, seed=0, fmt="item-{:03d}")
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +57,6 @@ def uninterrupted(tiny, data, tmp_path_factory):
     summary = invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     assert summary.inverted == N_ITEMS and summary.already_done == 0
     return out
-
-
-def _shard_names(out_dir: str) -> list[str]:
-    names = []
-    for path in glob.glob(os.path.join(out_dir, "shard-*.npz")):
-        with np.load(path) as z:
-            names += z["names"].tolist()
-    return names
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -103,7 +90,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny, data, uninterrupted
     finally:
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    finished = _shard_names(out)
+    finished = shard_names(out)
     assert 1 <= len(finished) // SHARD < N_ITEMS // SHARD, "the kill did not interrupt the run"
     # A partial temporary file as a kill during a write would leave it.
     with open(os.path.join(out, ".tmp-p0-999999-deadbeef"), "wb") as f:
@@ -113,7 +100,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny, data, uninterrupted
     assert summary.already_done == len(finished)
     assert summary.inverted == N_ITEMS - len(finished)
     assert not glob.glob(os.path.join(out, ".tmp-*"))
-    all_names = _shard_names(out)
+    all_names = shard_names(out)
     assert len(all_names) == N_ITEMS and sorted(all_names) == sorted(data[0])  # no duplicates
     names, got = load_inverted(out)
     ref_names, ref = load_inverted(uninterrupted)

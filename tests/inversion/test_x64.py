@@ -83,10 +83,10 @@ def test_x64_flag_changes_no_bit(tmp_path):
                        OTISettings(steps=5), EX4, shard_size=4)
 
 
-def test_numerics_recorded_and_checked(tmp_path, monkeypatch):
+def test_numerics_recorded_and_checked(tiny, tmp_path, monkeypatch):
     import jax
 
-    clip = create_clip("tiny", 0)
+    clip = tiny
     f = np.random.default_rng(1).normal(size=(3, clip.config.embed_dim)).astype(np.float32)
     names = ["a", "b", "c"]
     two = OTISettings(steps=2)

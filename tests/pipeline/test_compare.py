@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from support.tiny_models import tiny_clip
 from test_baselines_cli import _k_shot, _labels_of, _ncm_top1, _split, _unit
 from test_isoclip import _ref_retrieval, ref_isoclip, ref_side
 
@@ -19,9 +20,8 @@ SHOTS, SEEDS, PCA_K, ISO = (1, 2), (0, 1), 4, (3, 40)
 
 @pytest.fixture(scope="module")
 def heads():
-    from crossgap_jax.models import create_clip
 
-    clip = create_clip("tiny", seed=3)  # the model of the tiny_ckpt fixture
+    clip = tiny_clip(3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
 
 

@@ -198,6 +198,9 @@ class Transformer(nn.Module):
         ``return_kv`` also the blocks' :class:`KV` (a tuple, one per block)."""
         kvs = []
         last = len(self.resblocks) - 1
+        # Why the last block only: the feature reads one row (EOT / class token) of the last
+        # block's output, and its other rows feed nothing after it; every earlier block must
+        # still compute all rows (they are the last block's keys and values).
         for i, block in enumerate(self.resblocks):
             x, kv = block(x, mask, causal=causal, prefix=None if prefix is None else prefix[i],
                           pool_index=pool_index if i == last else None)
