@@ -30,9 +30,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, format_table, write_results  # noqa: E402
+from common import environment, write_results  # noqa: E402
 
 import crossgap_jax.data as cgd  # noqa: E402
+from crossgap_jax.bench.compare import format_table  # noqa: E402
 
 GREY_LEVEL = 1.0 / 255.0 / 0.27  # one grey level in normalised units (approximately)
 

@@ -40,7 +40,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, format_table, write_results  # noqa: E402
+from common import environment, write_results  # noqa: E402
+
+from crossgap_jax.bench.compare import format_table  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -29,7 +29,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, format_table, time_call, write_results  # noqa: E402
+from common import environment, time_call, write_results  # noqa: E402
+
+from crossgap_jax.bench.compare import format_table  # noqa: E402
 
 
 def _captions(n: int) -> list[str]:

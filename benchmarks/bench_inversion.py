@@ -54,9 +54,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from common import environment, format_table, write_results  # noqa: E402
+from common import environment, write_results  # noqa: E402
 
 from crossgap_jax.bench import flops  # noqa: E402
+from crossgap_jax.bench.compare import format_table  # noqa: E402
 from crossgap_jax.models import get_config  # noqa: E402
 
 TEXT_W, TEXT_L, TEXT_LAYERS, CONTEXT = 512, 12, 12, 77
@@ -93,7 +94,7 @@ def _problem(batch: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _jax_clip():
     """ViT-B/32 params drawn with NumPy (fast; no init compile): N(0, 0.02), LN identity."""
-    from crossgap_jax.bench.compare import random_clip
+    from crossgap_jax.bench.models import random_clip
 
     return random_clip("ViT-B/32")
 
@@ -138,7 +139,7 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
     import jax
     import jax.numpy as jnp
 
-    from crossgap_jax.inversion import core, inverters
+    from crossgap_jax.inversion import core, inverters, prepare_template
     from crossgap_jax.models.clip import model as clip_lib
 
     clip = _jax_clip()
@@ -148,7 +149,7 @@ def child_jax(method: str, variant: str, batch: int, steps: int, repeats: int
     targets, init = _problem(batch, width)
     t, x0 = jnp.asarray(targets), jnp.asarray(init)
     if method == "oti":
-        tpl = inverters.prepare_template("a photo of {}", 1, clip.tokenizer)
+        tpl = prepare_template("a photo of {}", 1, clip.tokenizer)
         length = tpl.eot_index + 1 if "truncation" in variant else CONTEXT
         base = clip.params["token_embedding"]["embedding"][jnp.asarray(tpl.ids[:length])]
         cache = variant.endswith("prefix cache")
@@ -275,14 +276,14 @@ def compile_record_steps(method: str = "oti", records: tuple[int, ...] = (0, 11)
 
     jax.config.update("jax_enable_compilation_cache", False)  # no persistent-cache hits
 
-    from crossgap_jax.inversion import core, inverters
+    from crossgap_jax.inversion import core, inverters, prepare_template
 
     clip = _jax_clip()
     config, h = clip.config, core.HParams().as_arrays()
     steps = PAPER_STEPS[method]
     targets, init = _problem(batch, TEXT_W if method == "oti" else VIS_W)
     t, x0 = jnp.asarray(targets), jnp.asarray(init)
-    tpl = inverters.prepare_template("a photo of {}", 1, clip.tokenizer)
+    tpl = prepare_template("a photo of {}", 1, clip.tokenizer)
     base = clip.params["token_embedding"]["embedding"][jnp.asarray(tpl.ids[:tpl.eot_index + 1])]
     rows = []
     for k in records:

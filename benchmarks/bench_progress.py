@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, write_results  # noqa: E402
+from common import write_results  # noqa: E402
 
+from crossgap_jax.bench.compare import format_table  # noqa: E402
 from crossgap_jax.bench.hlo import array_ops, opcodes  # noqa: E402
 from crossgap_jax.inversion import HParams, oti_fn, ovi_fn, prepare_template, progress  # noqa: E402
 from crossgap_jax.models import family_of  # noqa: E402

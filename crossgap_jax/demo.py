@@ -114,9 +114,6 @@ def demo_run(out_dir: str, settings: DemoSettings = FULL, *, checkpoint: str = D
     ``demo`` preset made by :func:`~crossgap_jax.pipeline.run.make_run`, exactly as
     ``crossgap-jax reproduce --preset demo`` makes it (features and inversions cached under
     ``<out_dir>/run``)."""
-    # lazy: registers the small demo architectures, only when a demo run is made
-    from crossgap_jax.train import configs as _  # noqa: F401
-
     if not os.path.isfile(checkpoint):
         load_demo_clip(checkpoint)  # raises with the rebuild command
     shipped = os.path.abspath(checkpoint) == os.path.abspath(DEMO_CHECKPOINT)

@@ -57,13 +57,23 @@ def openai_tokenizer_module():
     return load_openai_module("simple_tokenizer")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def tiny():
+    """The ``tiny`` CLIP of seed 0, shared by the session (:mod:`support.tiny_models`)."""
+    from support.tiny_models import tiny_clip
+
+    return tiny_clip(0)
+
+
+@pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> str:
-    """A native checkpoint of the ``tiny`` CLIP (seed 3), written once per test module."""
-    from crossgap_jax.models import create_clip
+    """A native checkpoint of the ``tiny`` CLIP (seed 3), written once per session (read
+    only: a test that changes a checkpoint writes its own)."""
+    from support.tiny_models import tiny_clip
+
     from crossgap_jax.models.checkpoint.native import save_native
 
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    clip = create_clip("tiny", seed=3)
+    clip = tiny_clip(3)
     save_native(path, clip.config, clip.params)
     return path

@@ -19,6 +19,7 @@ import struct
 
 import numpy as np
 import pytest
+from support.tiny_models import tiny_clip
 
 import crossgap_jax.data as cgd
 from crossgap_jax import fileio
@@ -47,7 +48,7 @@ def _write(path, text: str | bytes) -> str:
 
 
 def _native(tmp, name="tiny.safetensors", seed=3) -> str:
-    clip = create_clip("tiny", seed=seed)
+    clip = tiny_clip(seed)
     return save_native(str(tmp / name), clip.config, clip.params)
 
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from crossgap_jax.bench import flops
 from crossgap_jax.bench.memory import bench_inversion_memory
-from crossgap_jax.bench.models import peak_memory, random_clip  # noqa: F401  (re-exported)
+from crossgap_jax.bench.models import peak_memory, random_clip
 from crossgap_jax.fileio import atomic_write_json
 from crossgap_jax.inversion import oti, ovi
 from crossgap_jax.models import get_config

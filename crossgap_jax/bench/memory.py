@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax.bench.models import peak_memory, random_clip
-from crossgap_jax.inversion import SHARD_GLOB, invert_dataset
+from crossgap_jax.inversion import (
+    SHARD_GLOB,
+    ExecutionSettings,
+    OTISettings,
+    OVISettings,
+    invert_dataset,
+)
 
 
 def _rss_now_mib() -> float:
@@ -77,8 +83,10 @@ def measure_inversion_memory(items: int, *, arch: str = "tiny", method: str = "o
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crossgap_mem_") as tmp:
         where = out_dir or tmp
-        s = invert_dataset(clip, names, feats, where, method, shard_size=shard_size,
-                           progress=False, steps=steps, batch_size=batch_size)
+        settings = (OTISettings if method == "oti" else OVISettings)(steps=steps)
+        s = invert_dataset(clip, names, feats, where, settings,
+                           ExecutionSettings(batch_size=batch_size, progress=False),
+                           shard_size=shard_size)
         shards = len(glob.glob(os.path.join(where, SHARD_GLOB)))
     wall = time.perf_counter() - t0
     if s.inverted != items:

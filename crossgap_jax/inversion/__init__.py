@@ -9,6 +9,7 @@ functional cores :func:`oti_fn`, :func:`ovi_fn`, :func:`oti_features`,
 """
 
 from crossgap_jax.inversion.config import (
+    DEFAULT_TEMPLATE,
     ExecutionSettings,
     InversionSettings,
     OTISettings,
@@ -23,11 +24,9 @@ from crossgap_jax.inversion.core import (
     cosine_loss,
     run_inversion,
 )
+from crossgap_jax.inversion.driver import InversionResult
 from crossgap_jax.inversion.interrupt import InversionAborted, InversionInterrupted
 from crossgap_jax.inversion.inverters import (
-    DEFAULT_TEMPLATE,
-    InversionResult,
-    Template,
     expand_patch_tokens,
     invert,
     oti,
@@ -36,7 +35,6 @@ from crossgap_jax.inversion.inverters import (
     ovi,
     ovi_features,
     ovi_fn,
-    prepare_template,
 )
 from crossgap_jax.inversion.numerics import jax_numerics
 from crossgap_jax.inversion.resumable import (
@@ -46,6 +44,7 @@ from crossgap_jax.inversion.resumable import (
     load_inverted,
 )
 from crossgap_jax.inversion.sharding import DATA_AXIS, make_mesh, process_shard
+from crossgap_jax.inversion.template import Template, prepare_template
 
 __all__ = [
     "SHARD_GLOB",

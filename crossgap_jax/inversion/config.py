@@ -6,8 +6,8 @@ record steps, seed); :class:`ExecutionSettings` holds what changes only how it i
 (batch size, precision, devices, progress, exact shortcuts), so two runs that differ only in
 execution settings give the same result up to float rounding. :func:`split_kwargs` turns the
 keyword arguments of :func:`~crossgap_jax.inversion.oti` / :func:`~crossgap_jax.inversion.ovi`
-into the two (it is what those functions and
-:func:`~crossgap_jax.inversion.invert_dataset` call). Paper defaults: PAPER.md (OTI 150
+into the two (the keyword edge); :func:`~crossgap_jax.inversion.invert` and
+:func:`~crossgap_jax.inversion.invert_dataset` take the objects. Paper defaults: PAPER.md (OTI 150
 steps, OVI 1000, AdamW lr 2e-2, weight decay 0.01, one pseudo token, "a photo of {}").
 
 Errors: every constructor validates its fields and raises ``ValueError`` naming the field

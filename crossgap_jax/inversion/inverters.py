@@ -35,14 +35,8 @@ from crossgap_jax.inversion.config import (
     OVISettings,
 )
 from crossgap_jax.inversion.core import HParams, RawInversion, run_inversion
-from crossgap_jax.inversion.driver import (  # noqa: F401 (re-exported: documented names)
-    InversionResult,
-    Job,
-    check_init,
-    check_targets,
-    run_job,
-)
-from crossgap_jax.inversion.template import PLACEHOLDER, Template, prepare_template  # noqa: F401
+from crossgap_jax.inversion.driver import InversionResult, Job, check_init, check_targets, run_job
+from crossgap_jax.inversion.template import prepare_template
 from crossgap_jax.models import CLIPConfig, family_of
 
 _O, _V, _E = OTISettings(), OVISettings(), ExecutionSettings()  # the one source of defaults
@@ -116,6 +110,9 @@ def _oti_objective(params, base_embeddings, config, placeholder_index, eot_index
     text towers) the template prefix is encoded here, once, outside the loop over steps."""
     fam = family_of(config)
     prefix = None
+    # Why exact: in a causal tower the positions before the placeholder never attend to the
+    # pseudo tokens, so their keys/values are the same at every step; computed once here, the
+    # scan's body runs only the positions from the placeholder on.
     if cache_prefix and placeholder_index > 0 and getattr(fam, "CAUSAL_TEXT", False):
         prefix = fam.text_prefix(params, base_embeddings[None, :placeholder_index],
                                  config=config, dtype=dtype)

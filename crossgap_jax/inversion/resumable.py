@@ -71,6 +71,12 @@ from tqdm.auto import tqdm
 from crossgap_jax.fileio import atomic_write_bytes, ensure_dir, jsonable
 from crossgap_jax.inversion import config as inv_config
 from crossgap_jax.inversion import interrupt, inverters
+from crossgap_jax.inversion.config import (
+    ExecutionSettings,
+    InversionSettings,
+    OTISettings,
+    OVISettings,
+)
 from crossgap_jax.inversion.core import normal_init
 from crossgap_jax.inversion.numerics import RESUME_KEYS, fix_hint, jax_numerics, resume_settings
 from crossgap_jax.inversion.sharding import process_shard
@@ -84,10 +90,6 @@ CLAIMS = ".claims"  # <id>.json (the claimed names) + <id>.lock (held while comp
 # Manifest keys recorded but not compared (another device or JAX version: float rounding).
 RECORDED_ONLY = ("environment",)
 
-# Arguments of oti/ovi that change how the result is computed but not (beyond float
-# rounding) what it is: they may differ between a run and its restart.
-EXECUTION_OPTIONS = tuple(sorted({*inv_config.EXECUTION_OPTIONS["oti"],
-                                  *inv_config.EXECUTION_OPTIONS["ovi"]}))
 ARRAY_KEYS = ("index", "targets", "pseudo_tokens", "features", "losses", "recorded_tokens",
               "recorded_features", "nonfinite")
 
@@ -139,18 +141,11 @@ def model_fingerprint(clip: Any) -> dict[str, Any]:
     return {k: fp[k] for k in ("config", "dtype", "params_sha256")}
 
 
-def _resolve_kwargs(method: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split oti/ovi keyword arguments (defaults filled in from
-    :mod:`~crossgap_jax.inversion.config`) into the manifest's hyper-parameters and the
-    execution options."""
-    for bad in ("clip", "image_features", "text_features", "init"):
-        if bad in kwargs:
-            raise TypeError(f"invert_dataset does not take {bad!r} (init is keyed by item name)")
-    settings, execution = inv_config.split_kwargs(method, kwargs)
-    ex = {k: getattr(execution, k) for k in inv_config.EXECUTION_OPTIONS[method]}
-    # With the batch mean the batch composition is part of the objective: batch_size joins
-    # the manifest (manifest() adds it only then).
-    return _jsonable(settings.manifest(batch_size=execution.batch_size)), ex
+def _hparams(settings: InversionSettings, execution: ExecutionSettings) -> dict[str, Any]:
+    """The manifest's hyper-parameters (JSON form of ``settings``); with the batch mean the
+    batch composition is part of the objective, so ``batch_size`` joins them then
+    (:meth:`InversionSettings.manifest`)."""
+    return _jsonable(settings.manifest(batch_size=execution.batch_size))
 
 
 def _diff(stored: Any, current: Any, prefix: str = "") -> list[str]:
@@ -322,10 +317,10 @@ def item_init(names: Sequence[str], seed: int, token_shape: tuple[int, int],
 # The run
 # ---------------------------------------------------------------------------------------
 def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
-                   method: str = "oti", shard_size: int = 256, *,
-                   process_index: int | None = None, process_count: int | None = None,
-                   check_targets: bool = True, progress: bool | None = None,
-                   **kwargs: Any) -> InvertSummary:
+                   settings: InversionSettings, execution: ExecutionSettings | None = None,
+                   *, shard_size: int = 256, process_index: int | None = None,
+                   process_count: int | None = None, check_targets: bool = True
+                   ) -> InvertSummary:
     """Invert ``features`` item by item into resumable shards under ``out_dir``.
 
     Args:
@@ -333,7 +328,13 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
         names: ``N`` unique item names (the keys of the results).
         features: ``(N, embed_dim)`` image features (OTI) or text features (OVI).
         out_dir: output folder (created; may already hold shards of the same run).
-        method: ``"oti"`` or ``"ovi"``.
+        settings: what is computed: :class:`~crossgap_jax.inversion.config.OTISettings`
+            (image features in) or :class:`~crossgap_jax.inversion.config.OVISettings`
+            (text features in); its hyper-parameters are the run's identity (manifest).
+        execution: how it runs (:class:`~crossgap_jax.inversion.config.ExecutionSettings`,
+            default: its defaults); may differ between restarts. Its ``progress`` shows bars
+            over shards and over the optimisation steps of each shard (``None``: when there
+            is more than one shard); its ``pad_to`` is set here (one batch shape per run).
         shard_size: items per shard file at most; rounded down to a multiple of
             ``batch_size`` when larger, so that no shard computes padding rows.
         process_index, process_count: this host's share of the items (default:
@@ -344,11 +345,6 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
             between restarts.
         check_targets: on restart, check that the stored targets of finished items equal
             the given features (rtol 1e-4, atol 1e-6).
-        progress: progress bars over shards and over the optimisation steps of each
-            shard (default: when there is more than one shard).
-        **kwargs: :func:`~crossgap_jax.inversion.oti` / :func:`~crossgap_jax.inversion.ovi`
-            arguments (``steps``, ``num_tokens``, ``learning_rate``, ``record_steps``,
-            ``seed``, ``batch_size``, ...), except ``init``.
 
     Returns:
         :class:`InvertSummary` of this host's work.
@@ -356,11 +352,17 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     Raises:
         ResumeMismatchError: ``out_dir`` holds a run with other hyper-parameters, another
             model, or other targets for an item of the same name.
-        ValueError: bad names / features / method.
+        ValueError: bad names / features.
+        TypeError: ``settings`` / ``execution`` not the settings types.
     """
     t0 = time.perf_counter()
-    if method not in ("oti", "ovi"):
-        raise ValueError(f"method must be 'oti' or 'ovi', got {method!r}")
+    if not isinstance(settings, (OTISettings, OVISettings)):
+        raise TypeError(f"settings must be OTISettings or OVISettings, got "
+                        f"{type(settings).__name__}")
+    execution = ExecutionSettings() if execution is None else execution
+    if not isinstance(execution, ExecutionSettings):
+        raise TypeError(f"execution must be ExecutionSettings, got {type(execution).__name__}")
+    method = settings.method
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     names = [str(n) for n in names]
@@ -374,10 +376,10 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     features = np.asarray(features, np.float32)
     if features.ndim != 2 or len(features) != len(names):
         raise ValueError(f"features must be (len(names)={len(names)}, D), got {features.shape}")
-    hp, ex = _resolve_kwargs(method, kwargs)
+    hp = _hparams(settings, execution)
     config = clip.config
     width = config.text.width if method == "oti" else config.vision.width
-    token_shape = (int(hp["num_tokens"]), int(width))
+    token_shape = (settings.num_tokens, int(width))
     manifest = {"format": FORMAT, "method": method, "hparams": hp,
                 "model": model_fingerprint(clip), "token_shape": list(token_shape),
                 "feature_dim": int(features.shape[1])}
@@ -404,8 +406,8 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(tmp)
 
-    mean = hp.get("loss_reduction") == "mean"
-    batch_size = int(ex["batch_size"])
+    mean = settings.loss_reduction == "mean"
+    batch_size = execution.batch_size
     if mean:  # hosts take whole batches of the dataset order
         nb = -(-len(names) // batch_size)
         bs = range(nb)[process_shard(nb, pi, pc)]
@@ -434,9 +436,6 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
             f"from other target features (e.g. {mismatched[:5]}); use another output folder "
             "(the CLI: --run-dir)")
     todo = [i for i in mine if names[i] not in done]
-    fn = inverters.oti if method == "oti" else inverters.ovi
-    run_kwargs = {k: v for k, v in hp.items() if k != "method"}
-    run_kwargs.update({k: v for k, v in ex.items() if k != "progress"})
     if mean:
         chunks = _batch_aligned_chunks(todo, batch_size, shard_size, len(names), out_dir)
     else:
@@ -447,6 +446,7 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     # Every chunk compiles to one batch shape: batch_size, or the largest chunk when all are
     # smaller (100 items at batch 200 run as 100 rows, not 200 with 100 of padding).
     pad_to = batch_size if mean else min(batch_size, max(map(len, chunks), default=1))
+    progress = execution.progress
     show = bool(chunks) and (progress if progress is not None else len(chunks) > 1)
     written: list[str] = []
     bad: list[str] = []
@@ -489,8 +489,8 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
             if claim is None:
                 continue
             try:
-                n, path = _invert_chunk(fn, clip, names, features, free, out_dir, hp, ex,
-                                        token_shape, run_kwargs, pad_to, bool(show), pi, pc,
+                n, path = _invert_chunk(clip, names, features, free, out_dir, settings,
+                                        execution, token_shape, pad_to, bool(show), pi, pc,
                                         claim, bad)
             finally:
                 claims.release(claim)
@@ -506,22 +506,22 @@ def invert_dataset(clip: Any, names: Sequence[str], features: Any, out_dir: str,
     return summary()
 
 
-def _invert_chunk(fn: Any, clip: Any, names: list[str], features: np.ndarray,
-                  chunk: list[int], out_dir: str, hp: dict[str, Any], ex: dict[str, Any],
-                  token_shape: tuple[int, int], run_kwargs: dict[str, Any], pad_to: int,
-                  show: bool, pi: int, pc: int, claim: _Claim, bad: list[str]
-                  ) -> tuple[int, str]:
+def _invert_chunk(clip: Any, names: list[str], features: np.ndarray, chunk: list[int],
+                  out_dir: str, settings: InversionSettings, execution: ExecutionSettings,
+                  token_shape: tuple[int, int], pad_to: int, show: bool, pi: int, pc: int,
+                  claim: _Claim, bad: list[str]) -> tuple[int, str]:
     """Invert the items ``chunk`` (indices into ``names``) and write them as one shard.
 
     After a Ctrl-C the driver returns the first whole batches only: those are written.
     Returns ``(items written, shard path)``; appends the non-finite names to ``bad``.
     """
     chunk_names = [names[i] for i in chunk]
-    init = item_init(chunk_names, int(hp["seed"]), token_shape)
+    init = item_init(chunk_names, settings.seed, token_shape)
     t1 = time.perf_counter()
     # pad_to: a short chunk keeps the compiled batch shape of the full chunks (its padding
     # rows have weight 0 and never count, also not in the batch mean).
-    res = fn(clip, features[chunk], init=init, progress=show, **dict(run_kwargs, pad_to=pad_to))
+    res = inverters.invert(clip, features[chunk], settings,
+                           dataclasses.replace(execution, progress=show, pad_to=pad_to), init)
     n = len(res.features)  # fewer than the chunk after a Ctrl-C (whole batches)
     chunk, chunk_names = chunk[:n], chunk_names[:n]
     arrays = {
@@ -538,7 +538,9 @@ def _invert_chunk(fn: Any, clip: Any, names: list[str], features: np.ndarray,
         "meta": np.array(json.dumps({
             "seconds": time.perf_counter() - t1, "finished": time.time(),
             "process_index": pi, "process_count": pc, "host": os.uname().nodename,
-            "execution": _jsonable({k: v for k, v in ex.items() if k != "devices"}),
+            "execution": _jsonable({k: getattr(execution, k)
+                                    for k in inv_config.EXECUTION_OPTIONS[settings.method]
+                                    if k != "devices"}),
             "devices": res.hparams.get("devices"), "numerics": jax_numerics()})),
     }
     digest = hashlib.blake2b("\0".join(chunk_names).encode(), digest_size=10).hexdigest()

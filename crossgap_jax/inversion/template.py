@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.inversion.config import DEFAULT_TEMPLATE
-
 PLACEHOLDER = "£"
-__all__ = ["DEFAULT_TEMPLATE", "PLACEHOLDER", "Template", "prepare_template"]
+__all__ = ["PLACEHOLDER", "Template", "prepare_template"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,67 +8,32 @@ This face exports every name other packages use; import from here
 (``from crossgap_jax.models import load_clip, family_of``), not from the sub-modules.
 Loading: :func:`load_clip` (a bundle) / :func:`load` (``(config, params, info)``), one
 pipeline for every family (:mod:`crossgap_jax.models.checkpoint.loader`).
+
+The names load on first use (``lazy_loader``), and a family's model module on the first
+architecture lookup (:func:`get_config`, :func:`list_architectures`) or
+:func:`family_of`: importing the face imports no model module.
 """
 
-from crossgap_jax.models.bundle import CLIP, create_clip, load_clip, resolve_dtype
-from crossgap_jax.models.checkpoint.errors import (
-    CheckpointError,
-    CheckpointNotFoundError,
-    ChecksumError,
-)
-from crossgap_jax.models.checkpoint.fingerprint import model_fingerprint, params_fingerprint
-from crossgap_jax.models.checkpoint.hub import HUB_ID, default_cache_dir
-from crossgap_jax.models.checkpoint.loader import detect_family, load
-from crossgap_jax.models.checkpoint.native import is_native, load_native, native_config, save_native
-from crossgap_jax.models.checkpoint.pretrained import (
-    OPENAI_RELEASES,
-    list_pretrained,
-    openai_release,
-    resolve_clip_tag,
-)
-from crossgap_jax.models.clip.tokenizer import CLIPTokenizer, eot_indices, get_tokenizer
-from crossgap_jax.models.configs import (
-    ARCHITECTURE_ALIASES,
-    OPENAI_MEAN,
-    OPENAI_STD,
-    SMALL_ARCHITECTURES,
-    CLIPConfig,
-    TextConfig,
-    VisionConfig,
-    get_config,
-    list_aliases,
-    list_architectures,
-    register_architecture,
-    register_small_architectures,
-    vit_config,
-)
-from crossgap_jax.models.families import (
-    FAMILIES,
-    Family,
-    family_module,
-    family_of,
-    has_text_tower,
-    register_families,
-    register_family,
-    require_text_tower,
-)
-from crossgap_jax.models.inputs import check_text_inputs
+import lazy_loader
 
-__all__ = [
-    "has_text_tower", "require_text_tower",
-    "detect_family",
-    "SMALL_ARCHITECTURES", "register_small_architectures",
-    "ARCHITECTURE_ALIASES", "CLIP", "CLIPConfig", "CLIPTokenizer", "CheckpointError",
-    "CheckpointNotFoundError", "ChecksumError", "HUB_ID", "OPENAI_MEAN",
-    "OPENAI_RELEASES", "OPENAI_STD", "TextConfig", "VisionConfig",
-    "check_text_inputs", "create_clip", "default_cache_dir", "eot_indices",
-    "family_module", "family_of", "get_config", "get_tokenizer", "is_native", "list_aliases",
-    "list_architectures", "list_pretrained", "load", "load_clip",
-    "load_native", "model_fingerprint", "native_config", "openai_release",
-    "params_fingerprint", "register_architecture", "register_family",
-    "FAMILIES", "Family",
-    "resolve_clip_tag", "resolve_dtype", "save_native", "vit_config",
-]
-
-# The built-in families and their architectures (each model module's ARCHITECTURES).
-register_families()
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "bundle": ["CLIP", "create_clip", "load_clip", "resolve_dtype"],
+        "checkpoint.errors": ["CheckpointError", "CheckpointNotFoundError", "ChecksumError"],
+        "checkpoint.fingerprint": ["model_fingerprint", "params_fingerprint"],
+        "checkpoint.hub": ["HUB_ID", "default_cache_dir"],
+        "checkpoint.loader": ["detect_family", "load"],
+        "checkpoint.native": ["is_native", "load_native", "native_config", "save_native"],
+        "checkpoint.pretrained": ["OPENAI_RELEASES", "list_pretrained", "openai_release",
+                                  "resolve_clip_tag"],
+        "clip.model": ["SMALL_ARCHITECTURES"],
+        "clip.tokenizer": ["CLIPTokenizer", "eot_indices", "get_tokenizer"],
+        "configs": ["OPENAI_MEAN", "OPENAI_STD", "CLIPConfig", "TextConfig", "VisionConfig",
+                    "get_config", "list_aliases", "list_architectures",
+                    "register_architecture", "vit_config"],
+        "families": ["FAMILIES", "Family", "family_module", "family_of", "has_text_tower",
+                     "register_family", "require_text_tower"],
+        "inputs": ["check_text_inputs"],
+    },
+)

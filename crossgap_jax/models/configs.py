@@ -1,4 +1,12 @@
-"""CLIP architectures as small config records, and the registry of known names.
+"""Architecture config records, and the one registry of architecture names.
+
+The records (:class:`CLIPConfig` with its :class:`VisionConfig` / :class:`TextConfig`) are
+shared by every family (a family subclasses them). The names live with their family: each
+family's model module declares ``ARCHITECTURES`` (name -> config) and optionally
+``ALIASES`` (open_clip name -> ours), and :func:`get_config` / :func:`list_architectures`
+read them from the families of :data:`~crossgap_jax.models.families.FAMILIES` on first
+use (importing a model module imports JAX and Flax, so nothing is imported before a name
+is looked up). :func:`register_architecture` adds a custom model's config.
 
 Architectures (shapes) are kept separate from pretrained-weight sources (see
 ``crossgap_jax.models.checkpoint.pretrained``), following open_clip's split.
@@ -7,11 +15,13 @@ Architectures (shapes) are kept separate from pretrained-weight sources (see
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 # OpenAI CLIP preprocessing constants (also used by open_clip's OpenAI-compatible models):
 # defined with the preprocessing in the data layer, re-exported here.
-from crossgap_jax.data import OPENAI_MEAN, OPENAI_STD  # noqa: F401
+from crossgap_jax.data import OPENAI_MEAN, OPENAI_STD
+from crossgap_jax.models.families import FAMILIES, Family
 
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407
@@ -100,107 +110,79 @@ def vit_config(name: str, embed: int, res: int, patch: int, vw: int, vl: int, vh
     )
 
 
-_REGISTRY: dict[str, CLIPConfig] = {
-    # OpenAI releases (quick_gelu).
-    "ViT-B/32": vit_config("ViT-B/32", 512, 224, 32, 768, 12, 12, 512, 12, 8),
-    "ViT-B/16": vit_config("ViT-B/16", 512, 224, 16, 768, 12, 12, 512, 12, 8),
-    "ViT-L/14": vit_config("ViT-L/14", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
-    "ViT-L/14@336px": vit_config("ViT-L/14@336px", 768, 336, 14, 1024, 24, 16, 768, 12, 12),
-    # open_clip names (exact GELU; the "-quickgelu" variants match OpenAI's activation).
-    "ViT-B-32": vit_config("ViT-B-32", 512, 224, 32, 768, 12, 12, 512, 12, 8, quick_gelu=False),
-    "ViT-B-16": vit_config("ViT-B-16", 512, 224, 16, 768, 12, 12, 512, 12, 8, quick_gelu=False),
-    "ViT-L-14": vit_config("ViT-L-14", 768, 224, 14, 1024, 24, 16, 768, 12, 12, quick_gelu=False),
-    "ViT-B-32-quickgelu": vit_config("ViT-B-32-quickgelu", 512, 224, 32, 768, 12, 12, 512, 12, 8),
-    "ViT-L-14-quickgelu": vit_config("ViT-L-14-quickgelu", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
-    # Tiny configs for tests and smoke runs (real tokenizer vocabulary and context).
-    # (vision heads = width // 64, the rule OpenAI's ``build_model`` uses).
-    "tiny": vit_config("tiny", 32, 32, 8, 128, 2, 2, 64, 2, 4),
-    "tiny-gelu": vit_config("tiny-gelu", 32, 32, 8, 128, 2, 2, 64, 2, 4, quick_gelu=False),
-}
+# Configs added with register_architecture (looked up before the families' tables).
+_REGISTRY: dict[str, CLIPConfig] = {}
+# family name -> (its entry when read, its ARCHITECTURES, its ALIASES): read on first lookup.
+_FAMILY_TABLES: dict[str, tuple[Family, dict[str, CLIPConfig], dict[str, str]]] = {}
 
 
-#: open_clip's names for registered architectures (accepted by :func:`get_config`; the
-#: config returned is ours, under our name). Only names whose open_clip config has exactly
-#: our shapes are listed: open_clip's other SigLIP models (256/384/512 px, L/16, SO400M,
-#: i18n) have no config here.
-ARCHITECTURE_ALIASES: dict[str, str] = {
-    "ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
-    # Hugging Face's spelling of the DINOv3 ViT-L/16 release (models/dinov3).
-    "facebook/dinov3-vitl16-pretrain-lvd1689m": "dinov3-vitl16",
-    "ViT-B-16-SigLIP2": "SigLIP2-ViT-B-16",
-}
+def _family_tables() -> list[tuple[dict[str, CLIPConfig], dict[str, str]]]:
+    """``(ARCHITECTURES, ALIASES)`` of every registered family, in :data:`FAMILIES` order;
+    a family's model module is imported the first time (and again after
+    :func:`~crossgap_jax.models.families.register_family` replaced its entry)."""
+    out = []
+    for name, family in FAMILIES.items():
+        cached = _FAMILY_TABLES.get(name)
+        if cached is None or cached[0] != family:
+            module = importlib.import_module(family.model)
+            cached = (family, dict(getattr(module, "ARCHITECTURES", {})),
+                      dict(getattr(module, "ALIASES", {})))
+            _FAMILY_TABLES[name] = cached
+        out.append(cached[1:])
+    return out
+
+
+def _architectures() -> dict[str, CLIPConfig]:
+    """Every known name -> config: the families' tables, then the registered configs (a
+    registered config replaces a family's of the same name)."""
+    table: dict[str, CLIPConfig] = {}
+    for archs, _ in _family_tables():
+        table.update(archs)
+    table.update(_REGISTRY)
+    return table
 
 
 def list_aliases() -> dict[str, str]:
-    """open_clip name -> our architecture name (:data:`ARCHITECTURE_ALIASES`)."""
-    return dict(ARCHITECTURE_ALIASES)
+    """open_clip name -> our architecture name, from the families' ``ALIASES`` (accepted by
+    :func:`get_config`; the config returned is ours, under our name). Only names whose
+    open_clip config has exactly our shapes are listed."""
+    aliases: dict[str, str] = {}
+    for _, al in _family_tables():
+        aliases.update(al)
+    return aliases
 
 
 def list_architectures() -> list[str]:
-    """Names accepted by :func:`get_config`."""
-    return list(_REGISTRY)
+    """Names accepted by :func:`get_config` (every family's, then the registered ones)."""
+    return list(_architectures())
 
 
-def get_config(name: str) -> CLIPConfig:
-    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``, ...) or by
-    open_clip alias (``"ViT-B-16-SigLIP"``: :data:`ARCHITECTURE_ALIASES`).
+def get_config(name: str | CLIPConfig) -> CLIPConfig:
+    """Architecture config by name (``"ViT-B/32"``, ``"ViT-L-14"``, ``"tiny"``,
+    ``"SigLIP-ViT-B-16"``, ...) or by open_clip alias (``"ViT-B-16-SigLIP"``:
+    :func:`list_aliases`); a config is returned as is.
 
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
     """
     if isinstance(name, CLIPConfig):
         return name
-    if name not in _REGISTRY and ARCHITECTURE_ALIASES.get(name) in _REGISTRY:
-        return _REGISTRY[ARCHITECTURE_ALIASES[name]]
-    if name not in _REGISTRY:
+    table = _architectures()
+    if name not in table:
+        name = list_aliases().get(name, name)
+    if name not in table:
         raise KeyError(
-            f"unknown CLIP architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+            f"unknown CLIP architecture {name!r}; known: {', '.join(sorted(table))}"
         )
-    return _REGISTRY[name]
+    return table[name]
 
 
 def register_architecture(config: CLIPConfig, overwrite: bool = False) -> None:
-    """Add an architecture to the registry (e.g. a custom small model)."""
-    if config.name in _REGISTRY and not overwrite:
+    """Add an architecture (e.g. a custom small model) under ``config.name``.
+
+    Raises:
+        ValueError: the name is already known and ``overwrite`` is False.
+    """
+    if config.name in _architectures() and not overwrite:
         raise ValueError(f"architecture {config.name!r} already registered")
     _REGISTRY[config.name] = config
-
-
-# Small CLIPs trained in this project (crossgap_jax.train): a ViT image tower and a causal
-# text transformer with the real 49,408-token OpenAI BPE vocabulary and 77-token context,
-# small enough to train on a CPU in minutes. At small width the token embedding dominates
-# (49,408 x width): the shipped demo model (crossgap-caltech) has 6.3M of its 8M parameters
-# there.
-def _small(name: str, *, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
-           tl: int, th: int) -> CLIPConfig:
-    return vit_config(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=False)
-
-
-SMALL_ARCHITECTURES: dict[str, CLIPConfig] = {
-    c.name: c
-    for c in [
-        # sklearn digits upscaled to 32 px: 4 x 4 patches of 8 px (a quick training example).
-        _small("crossgap-digits", embed=64, res=32, patch=8, vw=96, vl=3, vh=4, tw=64, tl=3,
-               th=4),
-        # The Caltech101 controlled experiment and the shipped demo model: 64 px, 8 px
-        # patches (8 x 8 grid).
-        _small("crossgap-caltech", embed=128, res=64, patch=8, vw=128, vl=4, vh=4, tw=128,
-               tl=4, th=4),
-        # A very small one for tests.
-        _small("crossgap-test", embed=16, res=16, patch=8, vw=32, vl=1, vh=2, tw=16, tl=1,
-               th=2),
-    ]
-}
-
-
-def register_small_architectures() -> None:
-    """Register :data:`SMALL_ARCHITECTURES` (idempotent; a changed config replaces the old).
-
-    Called by this module when the registry is built, so ``get_config("crossgap-caltech")``
-    works without importing the training code."""
-    for name, cfg in SMALL_ARCHITECTURES.items():
-        if _REGISTRY.get(name) != cfg:
-            register_architecture(cfg, overwrite=True)
-
-
-register_small_architectures()

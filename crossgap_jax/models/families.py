@@ -24,9 +24,10 @@ Checkpoint reading is not a family-module hook: it is the family's loader module
 interface of :mod:`crossgap_jax.models.checkpoint.loader`; model modules import none).
 
 The registry: one :class:`Family` entry per family in :data:`FAMILIES` names its model
-module and its loader module; the model module's ``ARCHITECTURES`` (name -> config) are
-added to the architecture registry when the family is registered. Adding a family is its
-folder ``models/<name>/`` and one entry (or one :func:`register_family` call).
+module and its loader module; the model module's ``ARCHITECTURES`` (name -> config) and
+``ALIASES`` are what :func:`~crossgap_jax.models.configs.get_config` looks up (read on first
+lookup: this module imports no model module). Adding a family is its folder
+``models/<name>/`` and one entry (or one :func:`register_family` call).
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from typing import Any
-
-from crossgap_jax.models.configs import register_architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,17 +92,9 @@ def require_text_tower(config: Any, what: str) -> None:
 
 
 def register_family(family: Family) -> None:
-    """Register ``family`` (replacing an entry of the same name) and add its model module's
-    ``ARCHITECTURES`` to the architecture registry (imports the model module)."""
+    """Register ``family`` (replacing an entry of the same name); its architectures are read
+    at the next lookup (:func:`~crossgap_jax.models.configs.get_config`)."""
     FAMILIES[family.name] = family
-    for config in getattr(importlib.import_module(family.model), "ARCHITECTURES", {}).values():
-        register_architecture(config, overwrite=True)
-
-
-def register_families() -> None:
-    """Register every entry of :data:`FAMILIES` (the models face calls this once)."""
-    for family in list(FAMILIES.values()):
-        register_family(family)
 
 
 def family_module(name: str) -> Any:

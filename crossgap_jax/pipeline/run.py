@@ -61,10 +61,7 @@ from crossgap_jax.pipeline.distributed import barrier
 from crossgap_jax.pipeline.feature_types import NEEDS_TEXT_TOWER, check_feature_type
 from crossgap_jax.pipeline.features import cached_split_features
 from crossgap_jax.pipeline.presets import PRESETS, Preset, isoclip_k
-from crossgap_jax.pipeline.prompts import (
-    DEFAULT_CLASS_TEMPLATE,  # noqa: F401 (re-export)
-    ovi_target_split,
-)
+from crossgap_jax.pipeline.prompts import ovi_target_split
 from crossgap_jax.pipeline.settings import BaselineSettings, RunSettings
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
@@ -72,9 +69,7 @@ from crossgap_jax.pipeline.weights import (
     _claimed_by_family,
     _is_tag,
     checkpoint_sha256,
-    pretrained_aliases,
     resolve_source,
-    written_as_path,
 )
 
 log = logging.getLogger(__name__)
@@ -287,44 +282,30 @@ class Run:
         and the authors' batch-mean objective couples the items of a batch)."""
 
         self.require_text_tower(method)
-        kwargs = self.inversion_kwargs(method)
-        record_steps = self.settings.record_steps
-        key = meta_key({"features": fs.meta, "method": method, **kwargs,
-                        "record_steps": list(record_steps)})
+        settings, execution = self.inversion_settings(method)
+        fields = inversion_key_fields(settings, execution)
+        key = meta_key({"features": fs.meta, "method": method, **fields,
+                        "record_steps": list(settings.record_steps)})
         safe = fs.meta["dataset"].replace(":", "_").replace("/", "_")
         out = os.path.join(self.run_dir, "inversions", method, safe, f"{fs.meta['split']}-{key}")
         # Multi-host: each process inverts its share of the items into the shared folder,
         # then all wait for each other before the shards are gathered.
-        invert_dataset(self.clip, fs.items, fs.features, out, method=method,
-                       shard_size=self.shard_size, record_steps=record_steps,
-                       progress=self.progress, **kwargs)
+        invert_dataset(self.clip, fs.items, fs.features, out, settings, execution,
+                       shard_size=self.shard_size)
         barrier(f"inverted:{out}")
         names, arrays = load_inverted(out)
-        meta = dict(fs.meta, inversion={"method": method, **kwargs}, inversion_dir=out)
+        meta = dict(fs.meta, inversion={"method": method, **fields}, inversion_dir=out)
         # extra is item-major: losses (N, steps), recorded_features (N, S, D), ...
         return FeatureSet(list(names), arrays["features"], meta, extra=arrays)
 
     def inversion_settings(self, method: str) -> tuple[InversionSettings, ExecutionSettings]:
         """The typed settings of ``method``'s inversions in this run: the preset's, with the
-        run's record steps and loss reduction (:meth:`Preset.inversion`)."""
+        run's record steps and loss reduction (:meth:`Preset.inversion`) and the run's
+        progress switch."""
         p = self.preset
         return (p.inversion(method, record_steps=self.settings.record_steps,
                             loss_reduction=self.settings.loss_reduction),
-                p.execution())
-
-    def inversion_kwargs(self, method: str) -> dict:
-        """Keyword arguments of :func:`~crossgap_jax.inversion.invert_dataset` for
-        ``method`` (``"oti"`` / ``"ovi"``), from :meth:`inversion_settings` (the record
-        steps are passed apart; these keys also name the inversion's cache folder)."""
-        s, ex = self.inversion_settings(method)
-        kw: dict[str, Any] = dict(steps=s.steps, learning_rate=s.learning_rate,
-                                  weight_decay=s.weight_decay, seed=s.seed,
-                                  batch_size=ex.batch_size, num_tokens=s.num_tokens)
-        if method == "oti":
-            kw["template"] = s.template
-        if s.loss_reduction != "per_example":  # default: keys unchanged
-            kw["loss_reduction"] = s.loss_reduction
-        return kw
+                dataclasses.replace(p.execution(), progress=self.progress))
 
     # --- tasks ------------------------------------------------------------------------
     def task(self, dataset: str, split: str | None = None) -> RetrievalTask:
@@ -440,7 +421,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
     is loaded as the file says, and the preset's ``model`` becomes that name. With
     ``model_explicit`` (the user named the model), a file holding another architecture is
     an error. ``"demo"`` as checkpoint or pretrained tag is the shipped demo model
-    (:func:`pretrained_aliases`).
+    (:func:`~crossgap_jax.pipeline.weights.pretrained_aliases`).
 
     ``tokenizer``: the tokenizer model file of families that need one (SigLIP).
     ``run_dir`` None: :func:`default_run_dir`. ``roots``: per-dataset data roots.
@@ -483,5 +464,22 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
                shard_size=shard_size, roots=dict(roots or {}))
 
 
-__all__ = ["Run", "DEFAULT_CLASS_TEMPLATE", "make_run", "resolve_source", "default_run_dir",
-           "pretrained_aliases", "written_as_path"]
+__all__ = ["Run", "make_run", "default_run_dir", "inversion_key_fields"]
+
+
+def inversion_key_fields(settings: InversionSettings, execution: ExecutionSettings
+                         ) -> dict[str, Any]:
+    """The JSON edge of an inversion's settings: the fields that name its cache folder and
+    its record entry (``steps``, ``learning_rate``, ``weight_decay``, ``seed``,
+    ``batch_size``, ``num_tokens``; OTI's ``template``; ``loss_reduction`` only when not the
+    default, so the keys of default runs stay as they were). The record steps are keyed
+    apart."""
+    fields: dict[str, Any] = dict(steps=settings.steps, learning_rate=settings.learning_rate,
+                                  weight_decay=settings.weight_decay, seed=settings.seed,
+                                  batch_size=execution.batch_size,
+                                  num_tokens=settings.num_tokens)
+    if settings.method == "oti":
+        fields["template"] = settings.template
+    if settings.loss_reduction != "per_example":
+        fields["loss_reduction"] = settings.loss_reduction
+    return fields

@@ -51,6 +51,9 @@ def paired_bootstrap_ci(base: Sequence[float] | np.ndarray, new: Sequence[float]
         raise ValueError(f"level must be in (0, 1), got {level}")
     d = (n - b) * 100.0
     rng = np.random.default_rng(seed)
+    # Why paired: both methods are scored on the same items, so resampling the per-item
+    # differences (not each method apart) keeps the item difficulty they share out of the
+    # interval; a fixed seed makes a record's interval reproducible.
     idx = rng.integers(0, len(d), size=(samples, len(d)))
     means = d[idx].mean(axis=1)
     tail = 100.0 * (1.0 - level) / 2.0

@@ -8,20 +8,18 @@ experiment's variants (a, b, c and b') and measures them.
 """
 
 from crossgap_jax.train.configs import (
-    SMALL_ARCHITECTURES,
     VARIANT_DESCRIPTIONS,
     VARIANTS,
     AugmentConfig,
     TrainConfig,
-    register_small_architectures,
 )
 from crossgap_jax.train.data import LabelledImages, caption_table, captions, digits_data
 from crossgap_jax.train.losses import clip_loss, intra_image_loss
 from crossgap_jax.train.trainer import TrainResult, init_params, loss_fn, make_optimizer, train
 
 __all__ = [
-    "SMALL_ARCHITECTURES", "VARIANTS", "VARIANT_DESCRIPTIONS", "AugmentConfig",
+    "VARIANTS", "VARIANT_DESCRIPTIONS", "AugmentConfig",
     "LabelledImages", "TrainConfig", "TrainResult", "caption_table", "captions", "clip_loss",
     "digits_data", "init_params", "intra_image_loss", "loss_fn", "make_optimizer",
-    "register_small_architectures", "train",
+    "train",
 ]

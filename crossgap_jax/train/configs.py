@@ -2,10 +2,10 @@
 
 The architectures are ordinary :class:`~crossgap_jax.models.configs.CLIPConfig` records
 (a ViT image tower, a causal text transformer with the real 49,408-token OpenAI BPE
-vocabulary and 77-token context), defined and registered by the model layer
-(:data:`crossgap_jax.models.configs.SMALL_ARCHITECTURES`, re-exported here) so that
-``get_config("crossgap-digits")`` and checkpoint loading work like for any other CLIP,
-without importing this package. They are small enough to train on a CPU in minutes.
+vocabulary and 77-token context), declared by the CLIP family
+(:data:`crossgap_jax.models.clip.model.SMALL_ARCHITECTURES`, part of its ``ARCHITECTURES``)
+so that ``get_config("crossgap-digits")`` and checkpoint loading work like for any other
+CLIP, without importing this package. They are small enough to train on a CPU in minutes.
 
 Size note: at small width the token embedding dominates (49,408 x width). The shipped
 demo model (``crossgap-caltech``, text width 128) has 6.3M of its 8M parameters in the
@@ -18,12 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from crossgap_jax.models import (  # noqa: F401  (re-exported: defined with the registry)
-    SMALL_ARCHITECTURES,
-    CLIPConfig,
-    get_config,
-    register_small_architectures,
-)
+from crossgap_jax.models import CLIPConfig, get_config
 
 VARIANTS = ("clip", "clip+slip", "clip-t1", "clip+intra")
 VARIANT_DESCRIPTIONS = {
@@ -62,7 +57,8 @@ class TrainConfig:
     """Everything that determines a training run (with the data and the seed).
 
     Attributes:
-        arch: architecture name (see :data:`SMALL_ARCHITECTURES`) or a CLIPConfig.
+        arch: architecture name (see :data:`crossgap_jax.models.SMALL_ARCHITECTURES`) or a
+            CLIPConfig.
         variant: ``"clip"`` (a), ``"clip+slip"`` (b, SLIP-style head), ``"clip-t1"`` (c),
             or ``"clip+intra"`` (b', the image-image term on the joint embedding).
         steps: optimiser steps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.cli import build_parser
 from crossgap_jax.pipeline.presets import ISOCLIP_K, PRESETS, Preset, isoclip_k, preset
@@ -68,11 +69,10 @@ def test_cli_parses_isoclip_k():
 
 
 def test_unknown_classify_variant_is_an_error(tmp_path):
-    from crossgap_jax.models import create_clip
     from crossgap_jax.pipeline import measure
     from crossgap_jax.pipeline.run import Run
     from crossgap_jax.pipeline.settings import RunSettings
 
-    run = Run(str(tmp_path), RunSettings(preset("clip_vitb32")), create_clip("tiny"))
+    run = Run(str(tmp_path), RunSettings(preset("clip_vitb32")), tiny_clip(0))
     with pytest.raises(ValueError, match=r"\['nmc'\].*isoclip-ncm"):
         measure.classify(run, "caltech101", ["inter", "nmc"])

@@ -22,6 +22,7 @@ from support.run_oracles import (
     ref_side,
     unit,
 )
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.baselines.isoclip import (
     IsoCLIPMap,
@@ -233,11 +234,10 @@ def test_heads_of_every_family_reproduce_the_embeddings(bundle):
 # --- end to end: retrieve / classify on a tiny model, recomputed from the run's cache ------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from crossgap_jax.models import create_clip
     from crossgap_jax.models.checkpoint.native import save_native
 
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    clip = create_clip("tiny", seed=3)
+    clip = tiny_clip(3)
     save_native(path, clip.config, clip.params)
     wi, wt = (np.asarray(a, np.float64) for a in clip.projection_matrices())
     return path, wi, wt

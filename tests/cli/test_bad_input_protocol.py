@@ -7,12 +7,6 @@ import pytest
 
 from crossgap_jax.cli import main
 from crossgap_jax.inversion import oti
-from crossgap_jax.models import create_clip
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", seed=0)
 
 
 def test_unknown_loss_reduction_is_named(tiny):

@@ -19,13 +19,13 @@ from support.run_oracles import (
     ref_side,
     unit,
 )
+from support.tiny_models import tiny_clip
 
 
 @pytest.fixture(scope="module")
 def heads():
-    from crossgap_jax.models import create_clip
 
-    clip = create_clip("tiny", seed=3)  # the model of the tiny_ckpt fixture
+    clip = tiny_clip(3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
 
 

@@ -28,16 +28,11 @@ from crossgap_jax.inversion import (
     ovi_fn,
     prepare_template,
 )
-from crossgap_jax.models.bundle import CLIP, create_clip
+from crossgap_jax.models.bundle import CLIP
 from crossgap_jax.models.clip import model as clip_lib
 
 TOL = 1e-5
 N = 13
-
-
-@pytest.fixture(scope="module")
-def tiny() -> CLIP:
-    return create_clip("tiny", 0)
 
 
 @pytest.fixture(scope="module")

@@ -11,49 +11,28 @@ import textwrap
 import threading
 import time
 
-import numpy as np
 import pytest
+from support.shards import assert_identical, random_targets, shard_names
 
-from crossgap_jax.inversion import resumable
+from crossgap_jax.inversion import ExecutionSettings, OTISettings, resumable
 from crossgap_jax.inversion.resumable import _Claims, invert_dataset, load_inverted
-from crossgap_jax.models.bundle import create_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N, SHARD = 24, 4
-KW = dict(steps=20, record_steps=(5,), batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", 0)
+S = OTISettings(steps=20, record_steps=(5,))
+EX = ExecutionSettings(batch_size=4, progress=False)
 
 
 @pytest.fixture(scope="module")
 def data(tiny):
-    f = np.random.default_rng(3).normal(size=(N, tiny.config.embed_dim)).astype(np.float32)
-    return [f"x{i:02d}" for i in range(N)], f
+    return random_targets(tiny, N, seed=3, fmt="x{:02d}")
 
 
 @pytest.fixture(scope="module")
 def single(tiny, data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("single"))
-    invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     return load_inverted(out)
-
-
-def _shard_names(out: str) -> list[str]:
-    names = []
-    for f in os.listdir(out):
-        if f.startswith("shard-"):
-            with np.load(os.path.join(out, f)) as z:
-                names += z["names"].tolist()
-    return sorted(names)
-
-
-def _assert_identical(a, b) -> None:
-    assert a[0] == b[0]
-    for k in b[1]:
-        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
 
 
 def test_two_concurrent_runs_split_the_work(tiny, data, single, tmp_path, monkeypatch):
@@ -63,20 +42,19 @@ def test_two_concurrent_runs_split_the_work(tiny, data, single, tmp_path, monkey
     first = threading.local()
     real = resumable._invert_chunk
 
-    def counted(fn, clip, names, features, chunk, *args, **kw):
+    def counted(clip, names, features, chunk, *args, **kw):
         if not getattr(first, "seen", False):  # both runs hold a claim before either computes
             first.seen = True
             barrier.wait()
         computed.extend(names[i] for i in chunk)
-        return real(fn, clip, names, features, chunk, *args, **kw)
+        return real(clip, names, features, chunk, *args, **kw)
 
     monkeypatch.setattr(resumable, "_invert_chunk", counted)
     summaries, errors = [], []
 
     def run():
         try:
-            summaries.append(invert_dataset(tiny, *data, out, "oti", shard_size=SHARD,
-                                            progress=False, **KW))
+            summaries.append(invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD))
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -90,7 +68,7 @@ def test_two_concurrent_runs_split_the_work(tiny, data, single, tmp_path, monkey
     a, b = summaries
     assert a.inverted > 0 and b.inverted > 0 and a.inverted + b.inverted == N
     assert a.inverted + a.reused == N and b.inverted + b.reused == N
-    _assert_identical(load_inverted(out), single)  # no duplicates, same values
+    assert_identical(load_inverted(out), single)  # no duplicates, same values
     assert os.listdir(os.path.join(out, resumable.CLAIMS)) == []  # every claim released
 
 
@@ -103,20 +81,20 @@ def test_live_claim_is_skipped_and_its_items_taken_over_when_released(tiny, data
         peer = claims.claim(data[0][4:8])  # another run holds shard 2's items
     done: list = []
     t = threading.Thread(target=lambda: done.append(invert_dataset(
-        tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)), daemon=True)
+        tiny, *data, out, S, EX, shard_size=SHARD)), daemon=True)
     t.start()
     try:
         deadline = time.monotonic() + 240
-        while len(_shard_names(out)) < N - 4 and time.monotonic() < deadline:
+        while len(shard_names(out)) < N - 4 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _shard_names(out) == data[0][:4] + data[0][8:]
+        assert shard_names(out) == data[0][:4] + data[0][8:]
         time.sleep(1.0)
         assert t.is_alive()  # everything else is finished; it waits for the live claim
     finally:
         claims.release(peer)  # the peer stops without writing: the waiting run computes them
     t.join(timeout=240)
     assert not t.is_alive() and (done[0].inverted, done[0].reused) == (N, 0)
-    _assert_identical(load_inverted(out), single)
+    assert_identical(load_inverted(out), single)
 
 
 def test_stale_claim_of_a_killed_process_does_not_block(tiny, data, single, tmp_path):
@@ -142,7 +120,7 @@ def test_stale_claim_of_a_killed_process_does_not_block(tiny, data, single, tmp_
         p.kill()  # SIGKILL: the claim stays on disk, its OS lock is released
         p.wait()
     assert len(os.listdir(os.path.join(out, resumable.CLAIMS))) == 2  # json + lock left
-    s = invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    s = invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     assert (s.inverted, s.reused) == (N, 0)
-    _assert_identical(load_inverted(out), single)
+    assert_identical(load_inverted(out), single)
     assert os.listdir(os.path.join(out, resumable.CLAIMS)) == []

@@ -25,13 +25,7 @@ from crossgap_jax.inversion import (
     prepare_template,
 )
 from crossgap_jax.inversion import config as cfg
-from crossgap_jax.inversion.resumable import _resolve_kwargs
-from crossgap_jax.models.bundle import create_clip
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", 0)
+from crossgap_jax.inversion.resumable import _hparams
 
 
 @pytest.mark.parametrize("method,fn", [("oti", oti), ("ovi", ovi)])
@@ -74,11 +68,10 @@ def test_split_kwargs_and_validation():
 def test_manifest_keys_match_the_resumable_format():
     """The manifest written by invert_dataset: every setting, the method, no default
     loss_reduction; batch_size only with the batch mean."""
-    hp, ex = _resolve_kwargs("ovi", dict(steps=7, learning_rate=0.5, batch_size=4))
+    hp = _hparams(OVISettings(steps=7, learning_rate=0.5), ExecutionSettings(batch_size=4))
     assert hp == dict(steps=7, num_tokens=1, learning_rate=0.5, weight_decay=0.01, seed=0,
                       record_steps=[], b1=0.9, b2=0.999, eps=1e-8, method="ovi")
-    assert ex["batch_size"] == 4 and ex["pooled_only"] is True
-    hp, _ = _resolve_kwargs("oti", dict(loss_reduction="mean", batch_size=4))
+    hp = _hparams(OTISettings(loss_reduction="mean"), ExecutionSettings(batch_size=4))
     assert hp["loss_reduction"] == "mean" and hp["batch_size"] == 4
     assert hp["template"] == "a photo of {}"
 

@@ -7,6 +7,7 @@ timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,21 +16,21 @@ import sys
 import textwrap
 import threading
 
-import numpy as np
 import pytest
+from support.shards import assert_identical, random_targets, shard_names
 
-from crossgap_jax.inversion import interrupt
+from crossgap_jax.inversion import ExecutionSettings, OTISettings, interrupt
 from crossgap_jax.inversion.resumable import invert_dataset, load_inverted
-from crossgap_jax.models.bundle import create_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N, SHARD, BATCH = 24, 8, 4  # 3 shards of 2 batches
-KW = dict(steps=300, record_steps=(7,), batch_size=BATCH)
+S = OTISettings(steps=300, record_steps=(7,))
+EX = ExecutionSettings(batch_size=BATCH, progress=False)
 
 CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     import numpy as np
-    from crossgap_jax.inversion import driver, interrupt
+    from crossgap_jax.inversion import ExecutionSettings, OTISettings, driver, interrupt
     from crossgap_jax.inversion.resumable import invert_dataset
     from crossgap_jax.models.bundle import create_clip
     out, at, kills = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -50,7 +51,7 @@ CHILD = textwrap.dedent("""
         return wait(tree)
     driver.wait_ready = hooked
     try:
-        invert_dataset(clip, names, f, out, "oti", shard_size={shard}, progress=False, **{kw!r})
+        invert_dataset(clip, names, f, out, {s!r}, {ex!r}, shard_size={shard})
         print(json.dumps({{"result": "finished"}}))
     except interrupt.InversionInterrupted as e:
         s = e.summary
@@ -62,24 +63,18 @@ CHILD = textwrap.dedent("""
         print(json.dumps({{"result": "aborted", "batch_still_running": busy,
                           "calls": calls[0]}}), flush=True)
         os._exit(130)
-""").format(n=N, shard=SHARD, kw=KW)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return create_clip("tiny", 0)
+""").format(n=N, shard=SHARD, s=S, ex=EX)
 
 
 @pytest.fixture(scope="module")
 def data(tiny):
-    f = np.random.default_rng(0).normal(size=(N, tiny.config.embed_dim)).astype(np.float32)
-    return [f"item-{i:03d}" for i in range(N)], f
+    return random_targets(tiny, N, seed=0, fmt="item-{:03d}")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny, data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("whole"))
-    invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     return load_inverted(out)
 
 
@@ -93,21 +88,6 @@ def _child(out: str, at: int, kills: int, script: str = CHILD) -> tuple[int, dic
     return p.returncode, json.loads(lines[-1]), p.stderr
 
 
-def _on_disk(out: str) -> list[str]:
-    names = []
-    for f in sorted(os.listdir(out)):
-        if f.startswith("shard-"):
-            with np.load(os.path.join(out, f)) as z:
-                names += z["names"].tolist()
-    return sorted(names)
-
-
-def _assert_identical(a, b) -> None:
-    assert a[0] == b[0]
-    for k in b[1]:
-        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
-
-
 @pytest.mark.slow
 def test_first_ctrl_c_keeps_the_batch_in_flight_and_resumes_bit_identically(
         tiny, data, uninterrupted, tmp_path):
@@ -116,13 +96,13 @@ def test_first_ctrl_c_keeps_the_batch_in_flight_and_resumes_bit_identically(
     rc, res, err = _child(out, at=3, kills=1)
     assert (rc, res["result"]) == (130, "interrupted"), err
     assert (res["inverted"], res["shards"], res["calls"]) == (12, 2, 3)  # no 4th batch
-    assert _on_disk(out) == data[0][:12]
+    assert shard_names(out) == data[0][:12]
     assert "stopping after the batch in flight, in about " in err
     assert "Press Ctrl-C again to abort now" in err
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
-    again = invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
+    again = invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
     assert (again.already_done, again.inverted) == (12, 12)
-    _assert_identical(load_inverted(out), uninterrupted)
+    assert_identical(load_inverted(out), uninterrupted)
 
 
 @pytest.mark.slow
@@ -132,9 +112,9 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_written_shards(
     rc, res, err = _child(out, at=3, kills=2)
     assert (rc, res["result"], res["calls"]) == (130, "aborted", 3), err
     assert res["batch_still_running"]  # raised before the batch in flight ended
-    assert _on_disk(out) == data[0][:8]  # shard 1 only; batch 3 is lost
-    invert_dataset(tiny, *data, out, "oti", shard_size=SHARD, progress=False, **KW)
-    _assert_identical(load_inverted(out), uninterrupted)
+    assert shard_names(out) == data[0][:8]  # shard 1 only; batch 3 is lost
+    invert_dataset(tiny, *data, out, S, EX, shard_size=SHARD)
+    assert_identical(load_inverted(out), uninterrupted)
 
 
 def test_handler_installed_only_during_the_run_and_only_on_the_main_thread():
@@ -177,7 +157,7 @@ def test_stop_message_names_the_time_left():
 BAR_CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     import numpy as np
-    from crossgap_jax.inversion import interrupt, progress
+    from crossgap_jax.inversion import ExecutionSettings, OTISettings, interrupt, progress
     from crossgap_jax.inversion.resumable import invert_dataset
     from crossgap_jax.models.bundle import create_clip
     out, at_step, kills = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -200,7 +180,7 @@ BAR_CHILD = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGINT)
     progress._report = hooked
     try:
-        invert_dataset(clip, names, f, out, "oti", shard_size={shard}, progress=True, **{kw!r})
+        invert_dataset(clip, names, f, out, {s!r}, {ex!r}, shard_size={shard})
         print(json.dumps({{"result": "finished"}}))
     except interrupt.InversionInterrupted as e:
         print(json.dumps({{"result": "interrupted", "inverted": e.summary.inverted}}))
@@ -208,7 +188,8 @@ BAR_CHILD = textwrap.dedent("""
     except interrupt.InversionAborted:
         print(json.dumps({{"result": "aborted", "last_report": seen[-1]}}), flush=True)
         os._exit(130)
-""").format(n=N, shard=SHARD, kw=dict(KW, steps=3000), steps=3000)
+""").format(n=N, shard=SHARD, s=dataclasses.replace(S, steps=3000),
+           ex=dataclasses.replace(EX, progress=True), steps=3000)
 
 
 @pytest.mark.slow
@@ -225,8 +206,8 @@ def test_ctrl_c_is_handled_mid_batch_with_the_progress_bar(tmp_path, kills):
         (step,) = re.findall(r"stopping after the batch in flight, in about [^(]*\(step "
                              r"(\d+)/3000", err)
         assert int(step) < 3000, err
-        assert _on_disk(out) == [f"item-{i:03d}" for i in range(12)]
+        assert shard_names(out) == [f"item-{i:03d}" for i in range(12)]
     else:
         assert (rc, res["result"]) == (130, "aborted"), err
         assert res["last_report"] < 3000
-        assert _on_disk(out) == [f"item-{i:03d}" for i in range(8)]
+        assert shard_names(out) == [f"item-{i:03d}" for i in range(8)]

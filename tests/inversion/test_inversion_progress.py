@@ -17,17 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from support.compile_counter import CompileCounter  # the project's compile-logging helper
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.bench.hlo import array_ops, opcodes
 from crossgap_jax.inversion import HParams, driver, oti, ovi, ovi_fn, progress
-from crossgap_jax.models import create_clip
 
 FIELDS = ("pseudo_tokens", "features", "losses", "recorded_tokens", "recorded_features")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return create_clip("tiny", seed=1)
+    return tiny_clip(1)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from support import inversion_reference as ref  # noqa: E402
 from test_inversion_parity import _tiny_openai  # noqa: E402
 
-from crossgap_jax.inversion import oti, ovi  # noqa: E402
+from crossgap_jax.inversion import ExecutionSettings, OTISettings, oti, ovi  # noqa: E402
 from crossgap_jax.inversion.core import loss_weights  # noqa: E402
 from crossgap_jax.inversion.resumable import invert_dataset, item_init, load_inverted  # noqa: E402
 from crossgap_jax.models.bundle import CLIP  # noqa: E402
@@ -136,9 +136,10 @@ def test_invert_dataset_mean_keeps_dataset_batches(pair, tmp_path):
     _, clip, _, _ = pair
     targets, _ = _problem(clip.config.embed_dim, clip.config.text.width, seed=6)
     names = [f"item{i}" for i in range(N)]
-    kw = dict(steps=5, batch_size=BATCH, seed=1, loss_reduction="mean")
+    settings = OTISettings(steps=5, seed=1, loss_reduction="mean")
     # shard_size 4 is not a multiple of 3: chunks are rounded to whole batches.
-    invert_dataset(clip, names, targets, str(tmp_path / "a"), "oti", shard_size=4, **kw)
+    invert_dataset(clip, names, targets, str(tmp_path / "a"), settings,
+                   ExecutionSettings(batch_size=BATCH), shard_size=4)
     got_names, arrays = load_inverted(str(tmp_path / "a"))
     order = [got_names.index(n) for n in names]
     init = item_init(names, 1, (1, clip.config.text.width))
@@ -149,5 +150,5 @@ def test_invert_dataset_mean_keeps_dataset_batches(pair, tmp_path):
     from crossgap_jax.inversion.resumable import ResumeMismatchError
 
     with pytest.raises(ResumeMismatchError, match="batch_size"):
-        invert_dataset(clip, names, targets, str(tmp_path / "a"), "oti",
-                       **dict(kw, batch_size=2))
+        invert_dataset(clip, names, targets, str(tmp_path / "a"), settings,
+                       ExecutionSettings(batch_size=2))

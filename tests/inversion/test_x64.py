@@ -14,10 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from crossgap_jax.inversion import jax_numerics
+from crossgap_jax.inversion import ExecutionSettings, OTISettings, jax_numerics
 from crossgap_jax.inversion.resumable import ResumeMismatchError, invert_dataset, load_inverted
 from crossgap_jax.models.bundle import create_clip
 
+EX4 = ExecutionSettings(batch_size=4, progress=False)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = textwrap.dedent("""
@@ -32,10 +33,11 @@ CHILD = textwrap.dedent("""
     names = [f"item-{i}" for i in range(5)]
     r = cg.oti(clip, f, steps=6, record_steps=(2,), batch_size=4, progress=False)
     v = cg.ovi(clip, f, steps=4, record_steps=(3,), batch_size=4, progress=False)
-    invert_dataset(clip, names, f, sys.argv[2] + "/oti", "oti", shard_size=4, steps=5,
-                   batch_size=4, progress=False)
-    invert_dataset(clip, names, f, sys.argv[2] + "/ovi", "ovi", shard_size=4, steps=3,
-                   batch_size=4, progress=False)
+    ex = cg.inversion.ExecutionSettings(batch_size=4, progress=False)
+    invert_dataset(clip, names, f, sys.argv[2] + "/oti", cg.inversion.OTISettings(steps=5), ex,
+                   shard_size=4)
+    invert_dataset(clip, names, f, sys.argv[2] + "/ovi", cg.inversion.OVISettings(steps=3), ex,
+                   shard_size=4)
     out = {"x64": np.asarray(jax.config.jax_enable_x64),
            "init": item_init(names, 0, (1, clip.config.text.width))}
     for k in ("pseudo_tokens", "features", "losses", "recorded_tokens", "recorded_features"):
@@ -78,18 +80,18 @@ def test_x64_flag_changes_no_bit(tmp_path):
     f = np.random.default_rng(0).normal(size=(5, clip.config.embed_dim)).astype(np.float32)
     with pytest.raises(ResumeMismatchError, match=r"jax_enable_x64=True.*JAX_ENABLE_X64=1"):
         invert_dataset(clip, [f"item-{i}" for i in range(5)], f, str(tmp_path / "runs-1/oti"),
-                       "oti", shard_size=4, steps=5, batch_size=4, progress=False)
+                       OTISettings(steps=5), EX4, shard_size=4)
 
 
-def test_numerics_recorded_and_checked(tmp_path, monkeypatch):
+def test_numerics_recorded_and_checked(tiny, tmp_path, monkeypatch):
     import jax
 
-    clip = create_clip("tiny", 0)
+    clip = tiny
     f = np.random.default_rng(1).normal(size=(3, clip.config.embed_dim)).astype(np.float32)
     names = ["a", "b", "c"]
-    kw = dict(shard_size=4, steps=2, batch_size=4, progress=False)
+    two = OTISettings(steps=2)
     out = str(tmp_path / "run")
-    invert_dataset(clip, names, f, out, "oti", **kw)
+    invert_dataset(clip, names, f, out, two, EX4, shard_size=4)
     numerics = jax_numerics()
     assert numerics == {"jax_enable_x64": bool(jax.config.jax_enable_x64),
                         "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
@@ -105,7 +107,7 @@ def test_numerics_recorded_and_checked(tmp_path, monkeypatch):
                            match=r"jax_default_matmul_precision=None.*this process has "
                                  r"jax_default_matmul_precision='highest'.*unset "
                                  r"JAX_DEFAULT_MATMUL_PRECISION"):
-            invert_dataset(clip, names, f, out, "oti", **kw)
+            invert_dataset(clip, names, f, out, two, EX4, shard_size=4)
     # a manifest written before the settings were recorded counts as JAX's defaults; another
     # backend or JAX version is recorded only (float rounding, like batch_size)
     path = os.path.join(out, "manifest.json")
@@ -115,6 +117,6 @@ def test_numerics_recorded_and_checked(tmp_path, monkeypatch):
     m["environment"] = {"backend": "tpu", "device_kind": "TPU v4", "jax_version": "0.0.1"}
     with open(path, "w") as fh:
         json.dump(m, fh)
-    again = invert_dataset(clip, names, f, out, "oti", **kw)
+    again = invert_dataset(clip, names, f, out, two, EX4, shard_size=4)
     assert (again.already_done, again.inverted) == (3, 0)
     assert load_inverted(out)[0] == names

@@ -5,9 +5,13 @@ And the one attention function against a NumPy re-derivation of softmax(q k^T / 
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.models.bundle import CLIP, TEXT_LENGTH_BUCKET, trim_causal_text
 from crossgap_jax.models.configs import get_config
@@ -17,10 +21,19 @@ from crossgap_jax.models.layers import attention as att
 TOL = 1e-5
 
 
+@functools.cache
 def _model(family: str, arch: str):
+    """(family module, config, seed-0 params); the CLIP ``tiny`` one is the session's."""
     fam = family_module(family)
     config = get_config(arch)
-    return fam, config, fam.init_params(config, 0)
+    params = tiny_clip(0).params if arch == "tiny" else fam.init_params(config, 0)
+    return fam, config, params
+
+
+def _jit(fn, **static):
+    """``fn`` with ``static`` keyword arguments, compiled as one program (a tiny model's
+    forward runs op by op ~4x slower than compiled here; the values are the same program's)."""
+    return jax.jit(functools.partial(fn, **static))
 
 
 @pytest.mark.parametrize("family,arch", [
@@ -32,24 +45,25 @@ def test_pooled_only_and_prefix_equal_the_full_forward(family, arch):
     length = 9 if fam.CAUSAL_TEXT else c.text.context_length
     emb = jnp.asarray(rng.normal(size=(3, length, c.text.width)) * 0.1, jnp.float32)
     pool = jnp.asarray([8, 5, 2] if fam.CAUSAL_TEXT else [length - 1] * 3, jnp.int32)
-    full = np.asarray(fam.encode_text_embeddings(p, emb, pool, config=c))
-    fast = np.asarray(fam.encode_text_embeddings(p, emb, pool, config=c, pooled_only=True))
+    text_full = _jit(fam.encode_text_embeddings, config=c)
+    text_fast = _jit(fam.encode_text_embeddings, config=c, pooled_only=True)
+    full = np.asarray(text_full(p, emb, pool))
+    fast = np.asarray(text_fast(p, emb, pool))
     scale = np.linalg.norm(full, axis=-1, keepdims=True)
     np.testing.assert_allclose(fast / scale, full / scale, rtol=0, atol=TOL)
     assert not np.allclose(full[0], full[1], atol=1e-3)  # the rows differ: a real check
     if fam.CAUSAL_TEXT:  # a shared 2-position prefix, computed once (batch 1)
         shared = emb.at[:, :2].set(emb[:1, :2])
-        ref = np.asarray(fam.encode_text_embeddings(p, shared, pool, config=c))
-        prefix = fam.text_prefix(p, shared[:1, :2], config=c)
-        got = np.asarray(fam.encode_text_embeddings(p, shared[:, 2:], pool - 2, config=c,
-                                                    prefix=prefix, pooled_only=True))
+        ref = np.asarray(text_full(p, shared, pool))
+        prefix = _jit(fam.text_prefix, config=c)(p, shared[:1, :2])
+        got = np.asarray(text_fast(p, shared[:, 2:], pool - 2, prefix=prefix))
         np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=TOL)
     else:
         with pytest.raises(ValueError, match="not causal"):
             fam.encode_text_embeddings(p, emb, pool, config=c, prefix=())
     tok = jnp.asarray(rng.normal(size=(2, c.vision.num_patches, c.vision.width)), jnp.float32)
-    full = np.asarray(fam.encode_image_tokens(p, tok, config=c))
-    fast = np.asarray(fam.encode_image_tokens(p, tok, config=c, pooled_only=True))
+    full = np.asarray(_jit(fam.encode_image_tokens, config=c)(p, tok))
+    fast = np.asarray(_jit(fam.encode_image_tokens, config=c, pooled_only=True)(p, tok))
     scale = np.linalg.norm(full, axis=-1, keepdims=True)
     np.testing.assert_allclose(fast / scale, full / scale, rtol=0, atol=TOL)
 
@@ -91,7 +105,7 @@ def test_bundle_encoders_equal_the_full_forward(family, arch):
     ``TEXT_LENGTH_BUCKET``) and both encoders run the last block at the pooled row only: the
     features equal the full-context, all-rows forward pass, for short and long rows."""
     fam, c, p = _model(family, arch)
-    clip = CLIP(c, p)
+    clip = tiny_clip(0) if arch == "tiny" else CLIP(c, p)
     rng = np.random.default_rng(2)
     ids = np.zeros((5, c.text.context_length), np.int32)
     eot = np.asarray([3, 9, TEXT_LENGTH_BUCKET, 5, c.text.context_length - 1])
@@ -99,15 +113,15 @@ def test_bundle_encoders_equal_the_full_forward(family, arch):
         ids[row, 0] = c.text.sot_token_id
         ids[row, 1:e] = rng.integers(1, c.text.sot_token_id, e - 1)
         ids[row, e] = c.text.eot_token_id
-    emb = fam.embed_tokens(p, jnp.asarray(ids), config=c)
-    full = np.asarray(fam.encode_text_embeddings(p, emb, jnp.asarray(eot), config=c))
+    emb = _jit(fam.embed_tokens, config=c)(p, jnp.asarray(ids))
+    full = np.asarray(_jit(fam.encode_text_embeddings, config=c)(p, emb, jnp.asarray(eot)))
     # Batches of 2: EOTs [3, 9] cut to 16 positions, [16, 5] to 32, [76] (padded) to 77.
     got = clip.encode_text(ids, eot, batch_size=2)
     scale = np.linalg.norm(full, axis=-1, keepdims=True)
     np.testing.assert_allclose(got / scale, full / scale, rtol=0, atol=TOL)
     pixels = rng.normal(size=(3, c.vision.image_size, c.vision.image_size, 3)).astype(np.float32)
-    tok = fam.embed_image_patches(p, jnp.asarray(pixels), config=c)
-    full = np.asarray(fam.encode_image_tokens(p, tok, config=c))
+    tok = _jit(fam.embed_image_patches, config=c)(p, jnp.asarray(pixels))
+    full = np.asarray(_jit(fam.encode_image_tokens, config=c)(p, tok))
     got = clip.encode_image(pixels)
     scale = np.linalg.norm(full, axis=-1, keepdims=True)
     np.testing.assert_allclose(got / scale, full / scale, rtol=0, atol=TOL)

@@ -98,22 +98,25 @@ def test_registered_hook_is_dispatched(tmp_path, monkeypatch):
 def test_one_registry_entry_declares_a_family(monkeypatch):
     """register_family(Family(...)) is all a family needs: its model module's ARCHITECTURES
     become configs, family_of finds its model module, load() its hook module."""
-    from crossgap_jax.models import configs
-
     config = M.get_config("tiny").replace(name="fake-tiny", family="fake")
     model = types.ModuleType("fake_family_model")
     model.ARCHITECTURES = {"fake-tiny": config}
+    model.ALIASES = {"open-fake": "fake-tiny"}
     hooks = types.ModuleType("fake_family_loader")
     monkeypatch.setitem(sys.modules, "fake_family_model", model)
     monkeypatch.setitem(sys.modules, "fake_family_loader", hooks)
-    monkeypatch.setattr(configs, "_REGISTRY", dict(configs._REGISTRY))
-    monkeypatch.setitem(M.FAMILIES, "fake", None)  # removed again after the test
     with pytest.raises(KeyError, match="unknown CLIP architecture 'fake-tiny'"):
         M.get_config("fake-tiny")
 
     M.register_family(M.Family("fake", "fake_family_model", "fake_family_loader"))
-    assert M.get_config("fake-tiny") is config and "fake-tiny" in M.list_architectures()
-    assert family_of(config) is model and loader.loader_hooks("fake") is hooks
+    try:
+        assert M.get_config("fake-tiny") is config and "fake-tiny" in M.list_architectures()
+        assert M.get_config("open-fake") is config
+        assert family_of(config) is model and loader.loader_hooks("fake") is hooks
+    finally:
+        del M.FAMILIES["fake"]
+    with pytest.raises(KeyError, match="unknown CLIP architecture 'fake-tiny'"):
+        M.get_config("fake-tiny")  # gone with its entry
     assert M.get_config("tiny").family == "clip"  # the others untouched
 
 
@@ -217,6 +220,48 @@ def test_pretrained_alias_and_conflict(tmp_path):
     assert M.load_clip("tiny", pretrained=path).weights_sha256 == i1["params_sha256"]
     with pytest.raises(ValueError, match="give checkpoint= or pretrained="):
         M.load("tiny", path, pretrained="openai")
+
+
+_FACE_CHILD = """
+import json, sys
+import crossgap_jax.models as M
+loaded = lambda: sorted(m for m in sys.modules
+                        if m.endswith(".model") and m.startswith("crossgap_jax.models."))
+before, jax_before = loaded(), "jax" in sys.modules
+names = M.list_architectures()
+print(json.dumps({"before": before, "jax_before": jax_before, "after": loaded(),
+                  "families": {M.get_config(n).family for n in names} == set(M.FAMILIES),
+                  "models": [M.FAMILIES[f].model for f in M.FAMILIES]}))
+"""
+
+
+def test_models_face_imports_no_model_module_until_the_first_lookup():
+    """``import crossgap_jax.models`` imports neither JAX nor a family's model module; the
+    first architecture lookup reads every registered family's table (a fresh process)."""
+    import json
+    import os
+    import subprocess
+
+    repo = str(pathlib.Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", _FACE_CHILD], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=repo), timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["before"] == [] and got["jax_before"] is False
+    assert got["after"] == sorted(got["models"]) and got["families"] is True
+
+
+def test_register_architecture_adds_a_name_and_refuses_a_known_one(monkeypatch):
+    from crossgap_jax.models import configs
+
+    monkeypatch.setattr(configs, "_REGISTRY", {})
+    custom = M.get_config("tiny").replace(name="my-tiny")
+    M.register_architecture(custom)
+    assert M.get_config("my-tiny") is custom and M.list_architectures()[-1] == "my-tiny"
+    with pytest.raises(ValueError, match="'tiny' already registered"):
+        M.register_architecture(M.get_config("tiny").replace(layer_norm_eps=1e-6))
+    wider = M.get_config("tiny").replace(embed_dim=48)
+    M.register_architecture(wider, overwrite=True)  # replaces the family's entry
+    assert M.get_config("tiny") is wider
 
 
 def test_open_clip_siglip_name_is_our_config():

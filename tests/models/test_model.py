@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from support.compile_counter import CompileCounter
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.models import bundle as bundle_lib
 from crossgap_jax.models.bundle import create_clip, resolve_dtype
@@ -22,7 +23,7 @@ TEXTS = ["a photo of a cat", "", "two dogs", "a photo of  £ ", "x " * 10, "the 
 
 @pytest.fixture(scope="module")
 def model():
-    return create_clip("tiny", seed=0)
+    return tiny_clip(0)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from support.run_oracles import (
     ref_side,
     unit,
 )
+from support.tiny_models import tiny_clip
 
 SHOTS, SEEDS, PCA_K, ISO = (1, 2), (0, 1), 4, (3, 40)
 # more names than d = 32: a full-rank covariance, so the kept 16 directions are determined
@@ -31,9 +32,8 @@ SPAN_NAMES = [f"a photo of thing number {i}" for i in range(40)]
 
 @pytest.fixture(scope="module")
 def heads():
-    from crossgap_jax.models import create_clip
 
-    clip = create_clip("tiny", seed=3)  # the model of the tiny_ckpt fixture
+    clip = tiny_clip(3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
 
 
@@ -272,7 +272,7 @@ def test_ncm_accuracy_brute_force_with_ties():
 
 def test_pretrained_name_wins_over_same_named_folder(tmp_path, monkeypatch):
     from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
-    from crossgap_jax.pipeline.run import resolve_source, written_as_path
+    from crossgap_jax.pipeline.weights import resolve_source, written_as_path
 
     if not os.path.isfile(DEMO_CHECKPOINT):
         pytest.skip("the demo checkpoint is not built")

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.pipeline.compare import Bootstrap, compare_retrieval, compare_zero_shot
 from crossgap_jax.pipeline.measure import measure
@@ -112,19 +113,21 @@ def test_preset_defaults_are_the_inversion_settings():
 
 # ---------------------------------------------------------------- runs write nothing
 def test_making_a_run_writes_nothing(tmp_path):
-    from crossgap_jax.models import create_clip
-    from crossgap_jax.pipeline.run import Run
+    from crossgap_jax.inversion import OVISettings
+    from crossgap_jax.pipeline.run import Run, inversion_key_fields
 
     run_dir = tmp_path / "run"
-    run = Run(str(run_dir), RunSettings(preset("clip_vitb32")), create_clip("tiny"))
+    run = Run(str(run_dir), RunSettings(preset("clip_vitb32")), tiny_clip(0))
     assert not run_dir.exists()
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.settings = RunSettings(preset("demo"))  # type: ignore[misc]
     assert run.preset is run.settings.preset  # stored, not re-parsed
     assert run.preset == PRESETS["clip_vitb32"]
-    assert run.inversion_kwargs("ovi") == {"steps": 1000, "learning_rate": 2e-2,
-                                           "weight_decay": 0.01, "seed": 0,
-                                           "batch_size": 64, "num_tokens": 1}
+    settings, execution = run.inversion_settings("ovi")
+    assert isinstance(settings, OVISettings) and execution.batch_size == 64
+    assert inversion_key_fields(settings, execution) == {"steps": 1000, "learning_rate": 2e-2,
+                                                         "weight_decay": 0.01, "seed": 0,
+                                                         "batch_size": 64, "num_tokens": 1}
 
 
 # ---------------------------------------------------------------- demo == reproduce

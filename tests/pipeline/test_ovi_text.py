@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 from support.reference_protocol import ovi_target_texts
+from support.tiny_models import tiny_clip
 
 from crossgap_jax.data import TextSplit
-from crossgap_jax.models import create_clip
 from crossgap_jax.pipeline import measure
 from crossgap_jax.pipeline.features import encode_split
 from crossgap_jax.pipeline.presets import preset
@@ -24,7 +24,7 @@ TEXTS = ["a_red_car on_the road", "snake_case words here", "no underscore at all
 
 @pytest.fixture(scope="module")
 def clip():
-    return create_clip("tiny", seed=3)
+    return tiny_clip(3)
 
 
 @pytest.fixture()

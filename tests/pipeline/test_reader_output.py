@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from support.tiny_models import tiny_clip
 
 from crossgap_jax import __version__
 from crossgap_jax.pipeline import provenance, report
@@ -54,14 +55,13 @@ def test_reproduce_table_gives_each_gain_with_the_interval_of_metrics_json(tmp_p
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from crossgap_jax.models import create_clip
     from crossgap_jax.pipeline.presets import preset
     from crossgap_jax.pipeline.run import Run
     from crossgap_jax.pipeline.settings import RunSettings
 
     return Run(str(tmp_path_factory.mktemp("run")),
                RunSettings(preset("clip_vitb32", model="tiny")),
-               create_clip("tiny", seed=3), progress=False)
+               tiny_clip(3), progress=False)
 
 
 def test_indicators_table_says_what_each_field_is(tiny_run):
@@ -111,7 +111,6 @@ def test_analysis_figures_name_model_and_dataset(tmp_path, monkeypatch):
 def test_indicator_figure_names_model_and_dataset(tmp_path, monkeypatch):
     from PIL import Image
 
-    from crossgap_jax.models import create_clip
     from crossgap_jax.pipeline import baselines
     from crossgap_jax.pipeline.presets import preset
     from crossgap_jax.pipeline.run import Run
@@ -124,7 +123,7 @@ def test_indicator_figure_names_model_and_dataset(tmp_path, monkeypatch):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
                 tmp_path / "imgs" / c / f"{i}.png")
     run = Run(str(tmp_path / "run"), RunSettings(preset("clip_vitb32", model="tiny")),
-              create_clip("tiny", seed=3), data_root=str(tmp_path / "imgs"), progress=False)
+              tiny_clip(3), data_root=str(tmp_path / "imgs"), progress=False)
     seen = []
     monkeypatch.setattr(baselines, "plot_indicators",
                         lambda res, path, title: seen.append(title) or path)

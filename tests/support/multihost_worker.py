@@ -21,14 +21,14 @@ def main(argv: list[str]) -> None:
                                    num_processes=nproc, process_id=pid)
     import numpy as np
 
-    from crossgap_jax.inversion import invert_dataset
+    from crossgap_jax.inversion import ExecutionSettings, OTISettings, invert_dataset
     from crossgap_jax.models import create_clip
 
     clip = create_clip("tiny", seed=3)
     feats = np.random.default_rng(0).standard_normal((n, clip.config.embed_dim))
     names = [f"item{i:03d}" for i in range(n)]
-    s = invert_dataset(clip, names, feats.astype(np.float32), out_dir, method="oti",
-                       shard_size=2, steps=steps, batch_size=2, progress=False)
+    s = invert_dataset(clip, names, feats.astype(np.float32), out_dir, OTISettings(steps=steps),
+                       ExecutionSettings(batch_size=2, progress=False), shard_size=2)
     if nproc > 1:
         from jax.experimental import multihost_utils
 

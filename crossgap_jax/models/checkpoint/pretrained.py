@@ -6,8 +6,9 @@
 - SigLIP (transformers ``SiglipModel`` hub repos) and SLIP (release URLs).
 
 Model names follow our registry (``"ViT-B/32"``, ``"ViT-L-14"``, ``"SigLIP-ViT-B-16"``);
-open_clip's names for the same architectures (``"ViT-B-16-SigLIP"``) are aliases in
-:data:`crossgap_jax.models.configs.ARCHITECTURE_ALIASES`.
+open_clip's names for the same architectures (``"ViT-B-16-SigLIP"``) are aliases
+declared by the family (its model module's ``ALIASES``;
+:func:`crossgap_jax.models.configs.list_aliases`).
 """
 
 from __future__ import annotations

@@ -42,12 +42,59 @@ import jax
 import jax.numpy as jnp
 
 from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
-from crossgap_jax.models.configs import CLIPConfig
+from crossgap_jax.models.configs import CLIPConfig, vit_config
 from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
 from crossgap_jax.models.layers.attention import KV, attention, select_rows, self_attention
 from crossgap_jax.models.layers.norm import LayerNorm
 
 CONFIG_CLASS = CLIPConfig
+
+
+def _small(name: str, *, embed: int, res: int, patch: int, vw: int, vl: int, vh: int, tw: int,
+           tl: int, th: int) -> CLIPConfig:
+    return vit_config(name, embed, res, patch, vw, vl, vh, tw, tl, th, quick_gelu=False)
+
+
+# Small CLIPs trained in this project (crossgap_jax.train): a ViT image tower and a causal
+# text transformer with the real 49,408-token OpenAI BPE vocabulary and 77-token context,
+# small enough to train on a CPU in minutes. At small width the token embedding dominates
+# (49,408 x width): the shipped demo model (crossgap-caltech) has 6.3M of its 8M parameters
+# there.
+SMALL_ARCHITECTURES: dict[str, CLIPConfig] = {
+    c.name: c
+    for c in [
+        # sklearn digits upscaled to 32 px: 4 x 4 patches of 8 px (a quick training example).
+        _small("crossgap-digits", embed=64, res=32, patch=8, vw=96, vl=3, vh=4, tw=64, tl=3,
+               th=4),
+        # The Caltech101 controlled experiment and the shipped demo model: 64 px, 8 px
+        # patches (8 x 8 grid).
+        _small("crossgap-caltech", embed=128, res=64, patch=8, vw=128, vl=4, vh=4, tw=128,
+               tl=4, th=4),
+        # A very small one for tests.
+        _small("crossgap-test", embed=16, res=16, patch=8, vw=32, vl=1, vh=2, tw=16, tl=1,
+               th=2),
+    ]
+}
+
+#: The CLIP family's architectures (read by :func:`~crossgap_jax.models.configs.get_config`).
+ARCHITECTURES: dict[str, CLIPConfig] = {
+    # OpenAI releases (quick_gelu).
+    "ViT-B/32": vit_config("ViT-B/32", 512, 224, 32, 768, 12, 12, 512, 12, 8),
+    "ViT-B/16": vit_config("ViT-B/16", 512, 224, 16, 768, 12, 12, 512, 12, 8),
+    "ViT-L/14": vit_config("ViT-L/14", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    "ViT-L/14@336px": vit_config("ViT-L/14@336px", 768, 336, 14, 1024, 24, 16, 768, 12, 12),
+    # open_clip names (exact GELU; the "-quickgelu" variants match OpenAI's activation).
+    "ViT-B-32": vit_config("ViT-B-32", 512, 224, 32, 768, 12, 12, 512, 12, 8, quick_gelu=False),
+    "ViT-B-16": vit_config("ViT-B-16", 512, 224, 16, 768, 12, 12, 512, 12, 8, quick_gelu=False),
+    "ViT-L-14": vit_config("ViT-L-14", 768, 224, 14, 1024, 24, 16, 768, 12, 12, quick_gelu=False),
+    "ViT-B-32-quickgelu": vit_config("ViT-B-32-quickgelu", 512, 224, 32, 768, 12, 12, 512, 12, 8),
+    "ViT-L-14-quickgelu": vit_config("ViT-L-14-quickgelu", 768, 224, 14, 1024, 24, 16, 768, 12, 12),
+    # Tiny configs for tests and smoke runs (real tokenizer vocabulary and context).
+    # (vision heads = width // 64, the rule OpenAI's ``build_model`` uses).
+    "tiny": vit_config("tiny", 32, 32, 8, 128, 2, 2, 64, 2, 4),
+    "tiny-gelu": vit_config("tiny-gelu", 32, 32, 8, 128, 2, 2, 64, 2, 4, quick_gelu=False),
+    **SMALL_ARCHITECTURES,
+}
 
 # The text encoder is causal and pools at EOT: positions after the EOT never influence
 # the feature, so encoding only the first EOT + 1 positions is exact.
@@ -151,6 +198,9 @@ class Transformer(nn.Module):
         ``return_kv`` also the blocks' :class:`KV` (a tuple, one per block)."""
         kvs = []
         last = len(self.resblocks) - 1
+        # Why the last block only: the feature reads one row (EOT / class token) of the last
+        # block's output, and its other rows feed nothing after it; every earlier block must
+        # still compute all rows (they are the last block's keys and values).
         for i, block in enumerate(self.resblocks):
             x, kv = block(x, mask, causal=causal, prefix=None if prefix is None else prefix[i],
                           pool_index=pool_index if i == last else None)

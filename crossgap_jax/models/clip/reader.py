@@ -18,7 +18,7 @@ import dataclasses
 import os
 from typing import Any
 
-import numpy as np  # noqa: F401 (annotations)
+import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.formats import read_index, read_json, read_state_dict

@@ -165,6 +165,8 @@ def _architectures() -> dict[str, DINOv3Config]:
 
 
 ARCHITECTURES: dict[str, DINOv3Config] = _architectures()
+#: Hugging Face's spelling of the release.
+ALIASES: dict[str, str] = {"facebook/dinov3-vitl16-pretrain-lvd1689m": "dinov3-vitl16"}
 
 # Hub ids of the released checkpoints (transformers DINOv3ViTModel repos; gated on the hub).
 PRETRAINED: dict[tuple[str, str], str] = {

@@ -193,6 +193,10 @@ ARCHITECTURES: dict[str, SigLIPConfig] = {
                                   layers=2, heads=2, vocab_size=512, context_length=16,
                                   text_tokenizer="gemma", text_pad_id=GEMMA_PAD_ID),
 }
+#: open_clip's names for these architectures (exactly our shapes; open_clip's other SigLIP
+#: models, 256/384/512 px, L/16, SO400M, i18n, have no config here).
+ALIASES: dict[str, str] = {"ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
+                           "ViT-B-16-SigLIP2": "SigLIP2-ViT-B-16"}
 
 
 
