@@ -133,7 +133,11 @@ def draw_similarities(ax: Any, result: dict) -> None:
     ax.set_xlabel("cosine similarity")
     ax.set_ylabel("fraction of pairs")
     ax.set_title("similarity distributions (paired vs unpaired)")
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=6)
+    else:  # nothing was recorded: say so on the panel instead of an empty legend
+        ax.text(0.5, 0.5, "no similarity distributions recorded", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
 
 
 def draw_gap(ax: Any, result: dict) -> None:
