@@ -4,31 +4,39 @@ init, abstract param shapes and ``apply`` of a named method over a params pytree
 from __future__ import annotations
 
 import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+_P = inspect.Parameter
+
 
 class ModuleFns:
     """Pure-function access to a Flax module class whose ``__call__(pixels, ids, pool_index)``
-    touches every parameter (so ``init`` creates them all).
+    (``__call__(pixels)`` with ``image_only``) touches every parameter (so ``init`` creates
+    them all).
 
     Args:
         module_cls: the family's ``nn.Module`` class, constructed as
             ``module_cls(config, dtype=dtype)``.
+        image_only: the module has no text tower (DINOv2, DINOv3): ``init`` takes pixels only.
     """
 
-    def __init__(self, module_cls: type):
+    def __init__(self, module_cls: type, *, image_only: bool = False):
         self.module_cls = module_cls
+        self.image_only = image_only
         self.module = functools.lru_cache(maxsize=64)(
             lambda config, dtype: module_cls(config, dtype=dtype))
 
-    @staticmethod
-    def dummy_inputs(config: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def dummy_inputs(self, config: Any) -> tuple[jax.Array, ...]:
         v, t = config.vision, config.text
-        return (jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32),
-                jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
+        pixels = jnp.zeros((1, v.image_size, v.image_size, 3), jnp.float32)
+        if self.image_only:
+            return (pixels,)
+        return (pixels, jnp.zeros((1, t.context_length), jnp.int32), jnp.zeros((1,), jnp.int32))
 
     def init_params(self, config: Any, rng: jax.Array | int = 0) -> Any:
         """Randomly initialised float32 params for ``config`` (tests, training from scratch)."""
@@ -48,6 +56,45 @@ class ModuleFns:
         """``module.apply({"params": params}, *args, method=<method>)``."""
         return self.module(config, dtype).apply(
             {"params": params}, *args, method=getattr(self.module_cls, method))
+
+    def function(self, method: str, args: str, doc: str, *, options: dict | None = None,
+                 check: Callable[[Any, Any], None] | None = None,
+                 module: str | None = None) -> Callable:
+        """A family's pure entry point ``<method>(params, <args>, *, config, dtype=float32,
+        <options>)``: ``apply`` of the module method ``method`` with ``args`` then the
+        option values, positionally (so the method lists them in that order).
+
+        Args:
+            method: the module method (and the function's name).
+            args: the data arguments after ``params``, space-separated (``"pixels"``).
+            doc: the function's docstring (shapes, errors).
+            options: keyword-only options and their defaults, passed on to the method.
+            check: ``check(first data argument, config)`` on the host before the call
+                (input validation that raises a clear error).
+            module: ``__module__`` of the function (the family's model module).
+        """
+        names = args.split()
+        options = dict(options or {})
+        sig = inspect.Signature(
+            [_P("params", _P.POSITIONAL_OR_KEYWORD)]
+            + [_P(n, _P.POSITIONAL_OR_KEYWORD) for n in names]
+            + [_P("config", _P.KEYWORD_ONLY), _P("dtype", _P.KEYWORD_ONLY, default=jnp.float32)]
+            + [_P(k, _P.KEYWORD_ONLY, default=v) for k, v in options.items()])
+
+        def fn(*a: Any, **kw: Any) -> Any:
+            bound = sig.bind(*a, **kw)
+            bound.apply_defaults()
+            v = bound.arguments
+            if check is not None:
+                check(v[names[0]], v["config"])
+            return self.apply(method, v["params"], *(v[n] for n in names + list(options)),
+                              config=v["config"], dtype=v["dtype"])
+
+        fn.__signature__ = sig
+        fn.__name__ = fn.__qualname__ = method
+        fn.__doc__ = doc
+        fn.__module__ = module or fn.__module__
+        return fn
 
 
 # --- in-range gathers inside compiled code ---------------------------------------------------

@@ -64,3 +64,13 @@ class LayerScale(nn.Module):
         lam = self.param("lambda1", nn.initializers.constant(self.init_value), (x.shape[-1],),
                          jnp.float32)
         return x * lam.astype(x.dtype)
+
+
+def cls_pool(x: jax.Array, pooling: str, prefix: int = 1) -> jax.Array:
+    """Image embedding from ``(B, S, W)`` normed tokens whose first ``prefix`` are the class
+    token and any register tokens: ``"cls"`` -> ``x[:, 0]`` ``(B, W)``; ``"cls+mean"`` ->
+    ``[x[:, 0], mean of x[:, prefix:]]`` ``(B, 2 W)`` (the linear-probe feature of DINOv2 /
+    DINOv3; registers excluded from the mean)."""
+    if pooling == "cls":
+        return x[:, 0]
+    return jnp.concatenate([x[:, 0], jnp.mean(x[:, prefix:], axis=1)], axis=-1)
