@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from crossgap_jax.models.families import NoTextTowerError
-from crossgap_jax.models.layers._module_fns import ModuleFns
+from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
 from crossgap_jax.models.layers.vit_layers import cls_pool
 
 POOLINGS = ("cls", "cls+mean")
@@ -107,8 +107,8 @@ class ImageOnlyViT(nn.Module):
 
 
 # --- the image-side pure functions ----------------------------------------------------------
-def image_functions(module_cls: type, module: str, label: str
-                    ) -> tuple[ModuleFns, dict[str, Any]]:
+def vit_functions(module_cls: type, module: str, label: str
+                  ) -> tuple[ModuleFns, dict[str, Any]]:
     """The :class:`ModuleFns` of an :class:`ImageOnlyViT` subclass and the family's
     image-side pure functions by name (``last_hidden_state``, ``embed_image_patches``,
     ``encode_image_tokens``, ``encode_image``, ``encode_image_preproj``; ``module``: the
@@ -124,30 +124,15 @@ def image_functions(module_cls: type, module: str, label: str
 
     raises = ("\n\n    Raises:\n        ValueError: pixels not NHWC or not a multiple of the "
               "patch size.\n    ")
-    out = {
-        "last_hidden_state": fns.function(
-            "last_hidden_state", "pixels",
-            "``(B, H, W, 3)`` normalised pixels -> ``(B, S, width)`` float32: the final-normed "
-            "tokens (transformers' ``last_hidden_state``: the class token, any registers, "
-            "then the ``(H/p)(W/p)`` patches). ``H``, ``W``: any multiples of the patch "
-            "size." + raises, check=check_pixels, module=module),
-        "embed_image_patches": fns.function(
-            "embed_image_patches", "pixels",
-            "``(B, H, W, 3)`` pixels -> ``(B, N, width)`` patch-conv output (with bias).",
-            module=module),
-        "encode_image_tokens": fns.function(
-            "encode_image_tokens", "tokens",
-            "``(B, grid**2, width)`` patch tokens of a ``config.vision.image_size`` input -> "
-            "``(B, embed_dim)`` (class and register tokens, positions, blocks, final norm, "
-            "pooling).", module=module),
-    }
-    encode = fns.function(
-        "encode_image", "pixels",
-        "``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` float32 image embedding "
-        "(``\"cls\"``: transformers' ``pooler_output``; ``\"cls+mean\"``: ``[cls, mean "
-        "patch]``). Not normalised. There is no projection: it is also "
-        "``encode_image_preproj``." + raises, check=check_pixels, module=module)
-    out["encode_image"] = out["encode_image_preproj"] = encode
+    out = image_functions(fns, module, pooled_only=False, check=check_pixels)
+    out["last_hidden_state"] = fns.function(
+        "last_hidden_state", "pixels",
+        "``(B, H, W, 3)`` normalised pixels -> ``(B, S, width)`` float32: the final-normed "
+        "tokens (transformers' ``last_hidden_state``: the class token, any registers, then "
+        "the ``(H/p)(W/p)`` patches). ``H``, ``W``: any multiples of the patch size."
+        + raises, check=check_pixels, module=module)
+    # No projection: the features "before the image head" are the embedding.
+    out["encode_image_preproj"] = out["encode_image"]
     return fns, out
 
 

@@ -325,7 +325,7 @@ class Encoder(nn.Module):
         return x
 
 
-_FNS, _IMAGE_FNS = image_only.image_functions(DINOv2Module, __name__, "DINOv2")
+_FNS, _IMAGE_FNS = image_only.vit_functions(DINOv2Module, __name__, "DINOv2")
 init_params = _FNS.init_params
 param_shapes = _FNS.param_shapes
 

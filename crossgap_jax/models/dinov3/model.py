@@ -300,7 +300,7 @@ class DINOv3Module(image_only.ImageOnlyViT):
         return self.norm(x).astype(jnp.float32)
 
 
-_FNS, _IMAGE_FNS = image_only.image_functions(DINOv3Module, __name__, "DINOv3")
+_FNS, _IMAGE_FNS = image_only.vit_functions(DINOv3Module, __name__, "DINOv3")
 init_params = _FNS.init_params
 param_shapes = _FNS.param_shapes
 
