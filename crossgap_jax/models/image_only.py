@@ -12,7 +12,8 @@ mean on the pre-projection features equals it on the embedding).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NamedTuple, NoReturn
 
 import flax.linen as nn
 import jax
@@ -107,12 +108,22 @@ class ImageOnlyViT(nn.Module):
 
 
 # --- the image-side pure functions ----------------------------------------------------------
-def vit_functions(module_cls: type, module: str, label: str
-                  ) -> tuple[ModuleFns, dict[str, Any]]:
-    """The :class:`ModuleFns` of an :class:`ImageOnlyViT` subclass and the family's
-    image-side pure functions by name (``last_hidden_state``, ``embed_image_patches``,
-    ``encode_image_tokens``, ``encode_image``, ``encode_image_preproj``; ``module``: the
-    family's model module, their ``__module__``; ``label``: the family in messages)."""
+class ViTFunctions(NamedTuple):
+    """An image-only family's ``init_params`` / ``param_shapes`` and pure image functions."""
+
+    init_params: Callable
+    param_shapes: Callable
+    last_hidden_state: Callable
+    embed_image_patches: Callable
+    encode_image_tokens: Callable
+    encode_image: Callable
+    encode_image_preproj: Callable
+
+
+def vit_functions(module_cls: type, module: str, label: str) -> ViTFunctions:
+    """The :class:`ViTFunctions` of an :class:`ImageOnlyViT` subclass (``module``: the
+    family's model module, their ``__module__``; ``label``: the family in messages).
+    There is no projection: ``encode_image_preproj`` is ``encode_image``."""
     fns = ModuleFns(module_cls, image_only=True)
 
     def check_pixels(pixels: Any, config: Any) -> None:
@@ -124,16 +135,16 @@ def vit_functions(module_cls: type, module: str, label: str
 
     raises = ("\n\n    Raises:\n        ValueError: pixels not NHWC or not a multiple of the "
               "patch size.\n    ")
-    out = image_functions(fns, module, pooled_only=False, check=check_pixels)
-    out["last_hidden_state"] = fns.function(
+    image = image_functions(fns, module, pooled_only=False, check=check_pixels)
+    last_hidden_state = fns.function(
         "last_hidden_state", "pixels",
         "``(B, H, W, 3)`` normalised pixels -> ``(B, S, width)`` float32: the final-normed "
         "tokens (transformers' ``last_hidden_state``: the class token, any registers, then "
         "the ``(H/p)(W/p)`` patches). ``H``, ``W``: any multiples of the patch size."
         + raises, check=check_pixels, module=module)
-    # No projection: the features "before the image head" are the embedding.
-    out["encode_image_preproj"] = out["encode_image"]
-    return fns, out
+    return ViTFunctions(fns.init_params, fns.param_shapes, last_hidden_state,
+                        image.embed_image_patches, image.encode_image_tokens,
+                        image.encode_image, image.encode_image)
 
 
 def _refuse(what: str, config: Any) -> NoReturn:

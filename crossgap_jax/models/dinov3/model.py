@@ -55,6 +55,13 @@ import numpy as np
 
 from crossgap_jax.models import image_only
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
+from crossgap_jax.models.image_only import (  # the text side: refused (re-exported)
+    embed_tokens as embed_tokens,
+)
+from crossgap_jax.models.image_only import encode_text as encode_text
+from crossgap_jax.models.image_only import encode_text_embeddings as encode_text_embeddings
+from crossgap_jax.models.image_only import get_tokenizer as get_tokenizer
+from crossgap_jax.models.image_only import projection_matrices as projection_matrices
 from crossgap_jax.models.layers.attention import attention
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
@@ -300,25 +307,11 @@ class DINOv3Module(image_only.ImageOnlyViT):
         return self.norm(x).astype(jnp.float32)
 
 
-_FNS, _IMAGE_FNS = image_only.vit_functions(DINOv3Module, __name__, "DINOv3")
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
-
-# The family's pure functions: the image side (models/image_only.py; no projection, so
-# ``encode_image_preproj`` is ``encode_image``) ...
-last_hidden_state = _IMAGE_FNS["last_hidden_state"]
-embed_image_patches = _IMAGE_FNS["embed_image_patches"]
-encode_image_tokens = _IMAGE_FNS["encode_image_tokens"]
-encode_image = _IMAGE_FNS["encode_image"]
-encode_image_preproj = _IMAGE_FNS["encode_image_preproj"]
-
+# The family's pure functions: the image side (models/image_only.py) ...
+(init_params, param_shapes, last_hidden_state, embed_image_patches, encode_image_tokens,
+ encode_image, encode_image_preproj) = image_only.vit_functions(DINOv3Module, __name__, "DINOv3")
 # ... and the text side: refused; the identity image head.
-projection_matrices = image_only.projection_matrices
-embed_tokens = image_only.embed_tokens
-encode_text_embeddings = image_only.encode_text_embeddings
-encode_text = image_only.encode_text
-encode_text_preproj = image_only.encode_text
-get_tokenizer = image_only.get_tokenizer
+encode_text_preproj = encode_text
 
 
 def preprocess_options(config: DINOv3Config) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,33 +120,41 @@ def pool_rows(x: jax.Array, index: jax.Array) -> jax.Array:
                                                    wrap_negative_indices=False)
 
 
+class ImageFunctions(NamedTuple):
+    """A family's pure image entry points (module methods of the same names)."""
+
+    embed_image_patches: Callable
+    encode_image_tokens: Callable
+    encode_image: Callable
+    encode_image_preproj: Callable
+
+
 def image_functions(fns: ModuleFns, module: str, *, pooled_only: bool = True,
-                    check: Callable[[Any, Any], None] | None = None) -> dict[str, Any]:
-    """The pure image entry points every family has, by name: ``embed_image_patches``,
+                    check: Callable[[Any, Any], None] | None = None) -> ImageFunctions:
+    """The pure image entry points every family has: ``embed_image_patches``,
     ``encode_image_tokens`` (with a ``pooled_only`` option when ``pooled_only``),
-    ``encode_image`` and ``encode_image_preproj`` (module methods of the same names;
-    ``check(pixels, config)`` before the pixel ones). ``module``: the functions'
-    ``__module__``."""
+    ``encode_image`` and ``encode_image_preproj`` (``check(pixels, config)`` before the
+    pixel ones). ``module``: the functions' ``__module__``."""
     pooled = (" ``pooled_only``: the last block computes the pooled row only where the "
               "pooling reads one row (the class token; exact), else it has no effect.")
-    return {
-        "embed_image_patches": fns.function(
+    return ImageFunctions(
+        fns.function(
             "embed_image_patches", "pixels",
             "``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch tokens: the patch "
             "convolution's output (no positions).", module=module),
-        "encode_image_tokens": fns.function(
+        fns.function(
             "encode_image_tokens", "tokens",
             "``(B, N, vision_width)`` patch tokens of a ``config.vision.image_size`` input -> "
             "``(B, embed_dim)`` image features (class / register tokens and positions added "
             "here)." + (pooled if pooled_only else ""),
             options={"pooled_only": False} if pooled_only else None, module=module),
-        "encode_image": fns.function(
+        fns.function(
             "encode_image", "pixels",
             "``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` float32 image features "
             "(not normalised).", check=check, module=module),
-        "encode_image_preproj": fns.function(
+        fns.function(
             "encode_image_preproj", "pixels",
             "``(B, H, W, 3)`` normalised pixels -> ``(B, vision_width)`` float32 features "
             "before the image projection (the image head of "
             ":func:`projection_matrices`).", check=check, module=module),
-    }
+    )

@@ -12,7 +12,8 @@ Names mirror OpenAI's ``model.py``: ``token_embedding``, ``positional_embedding`
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -173,11 +174,21 @@ class CausalTextMethods(nn.Module):
         return self.encode_text_embeddings(self.embed_tokens(ids), eot_index, pooled_only=True)
 
 
+class TextFunctions(NamedTuple):
+    """The pure text entry points of a causal-text family."""
+
+    embed_tokens: Callable
+    text_prefix: Callable
+    encode_text_embeddings: Callable
+    encode_text: Callable
+    encode_text_preproj: Callable
+
+
 def causal_text_functions(fns: ModuleFns, module: str, token_table: tuple[str, ...]
-                          ) -> dict[str, Any]:
+                          ) -> TextFunctions:
     """The pure text entry points of a family whose module mixes in
-    :class:`CausalTextMethods`: ``embed_tokens``, ``text_prefix``,
-    ``encode_text_embeddings``, ``encode_text``, ``encode_text_preproj`` by name.
+    :class:`CausalTextMethods` (methods of the same names but ``embed_tokens``, a plain
+    lookup in ``token_table``).
 
     Args:
         fns: the family's :class:`ModuleFns`.
@@ -200,8 +211,7 @@ def causal_text_functions(fns: ModuleFns, module: str, token_table: tuple[str, .
         return embed_rows(table, ids)
 
     embed_tokens.__module__ = module
-    out = {"embed_tokens": embed_tokens}
-    out["text_prefix"] = fns.function(
+    text_prefix = fns.function(
         "text_prefix", "embeddings",
         """Keys and values of a shared text prefix, for :func:`encode_text_embeddings`'s
     ``prefix`` (exact: the text tower is causal, so the prefix never sees later positions).
@@ -214,7 +224,7 @@ def causal_text_functions(fns: ModuleFns, module: str, token_table: tuple[str, .
         one :class:`~crossgap_jax.models.layers.attention.KV` per block,
         ``(B, P, text_width)`` each.
     """, module=module)
-    out["encode_text_embeddings"] = fns.function(
+    encode_text_embeddings = fns.function(
         "encode_text_embeddings", "embeddings eot_index",
         """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)`` features.
 
@@ -228,12 +238,13 @@ def causal_text_functions(fns: ModuleFns, module: str, token_table: tuple[str, .
     An EOT index outside ``[0, L)`` (negative included) gives a NaN feature row; the bundle
     refuses it on the host.
     """, options={"prefix": None, "pooled_only": False}, module=module)
-    out["encode_text"] = fns.function(
+    encode_text = fns.function(
         "encode_text", "ids eot_index",
         "``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` features (not normalised).",
         module=module)
-    out["encode_text_preproj"] = fns.function(
+    encode_text_preproj = fns.function(
         "encode_text_preproj", "ids eot_index",
         "``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, text_width)``: the ``ln_final`` output "
         "at EOT, before ``text_projection``.", module=module)
-    return out
+    return TextFunctions(embed_tokens, text_prefix, encode_text_embeddings, encode_text,
+                         encode_text_preproj)

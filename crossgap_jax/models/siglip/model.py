@@ -462,10 +462,8 @@ class SigLIPModule(nn.Module):
 
 
 _FNS = ModuleFns(SigLIPModule)
-_module = _FNS.module
 _apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
+init_params, param_shapes = _FNS.init_params, _FNS.param_shapes
 
 
 # ---------------------------------------------------------------------------------------
@@ -509,18 +507,15 @@ def encode_text(params: Params, ids: jax.Array, pool_index: jax.Array, *,
                                   config=config, dtype=dtype)
 
 
-def encode_text_preproj(params: Params, ids: jax.Array, pool_index: jax.Array, *,
-                        config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, text_width)`` pooled feature before
-    the text ``head``."""
-    return _apply("encode_text_preproj", params, ids, pool_index, config=config, dtype=dtype)
+encode_text_preproj = _FNS.function(
+    "encode_text_preproj", "ids pool_index",
+    "``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, text_width)`` pooled feature before "
+    "the text ``head``.", module=__name__)
 
 
-_IMAGE_FNS = image_functions(_FNS, __name__)
-embed_image_patches = _IMAGE_FNS["embed_image_patches"]
-encode_image_tokens = _IMAGE_FNS["encode_image_tokens"]
-encode_image = _IMAGE_FNS["encode_image"]
-encode_image_preproj = _IMAGE_FNS["encode_image_preproj"]  # no projection: encode_image
+# No image projection: encode_image_preproj is encode_image.
+embed_image_patches, encode_image_tokens, encode_image, encode_image_preproj = \
+    image_functions(_FNS, __name__)
 
 
 def projection_matrices(params: Params, config: SigLIPConfig) -> tuple[jax.Array, jax.Array]:

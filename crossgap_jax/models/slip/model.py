@@ -245,25 +245,14 @@ class SLIPModule(CausalTextMethods):
 
 
 _FNS = ModuleFns(SLIPModule)
-_module = _FNS.module
-_apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
+init_params, param_shapes = _FNS.init_params, _FNS.param_shapes
 
-
-# The family's pure functions (the interface of crossgap_jax.models.clip.model): the
+# The family's pure functions over a params pytree (``config`` and ``dtype`` static): the
 # causal text tower's (models/layers/causal_text.py) and the image tower's.
-_TEXT_FNS = causal_text_functions(_FNS, __name__, ("token_embedding", "embedding"))
-embed_tokens = _TEXT_FNS["embed_tokens"]
-text_prefix = _TEXT_FNS["text_prefix"]
-encode_text_embeddings = _TEXT_FNS["encode_text_embeddings"]
-encode_text = _TEXT_FNS["encode_text"]
-encode_text_preproj = _TEXT_FNS["encode_text_preproj"]
-_IMAGE_FNS = image_functions(_FNS, __name__)
-embed_image_patches = _IMAGE_FNS["embed_image_patches"]
-encode_image_tokens = _IMAGE_FNS["encode_image_tokens"]
-encode_image = _IMAGE_FNS["encode_image"]
-encode_image_preproj = _IMAGE_FNS["encode_image_preproj"]
+(embed_tokens, text_prefix, encode_text_embeddings, encode_text,
+ encode_text_preproj) = causal_text_functions(_FNS, __name__, ("token_embedding", "embedding"))
+embed_image_patches, encode_image_tokens, encode_image, encode_image_preproj = \
+    image_functions(_FNS, __name__)
 
 
 def projection_matrices(params: Params, config: SLIPConfig) -> tuple[jax.Array, jax.Array]:
