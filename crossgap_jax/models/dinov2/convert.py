@@ -49,12 +49,10 @@ from crossgap_jax.models.checkpoint.hooks import Converted, Read, field_diffs, r
 from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
 from crossgap_jax.models.configs import VisionConfig
 from crossgap_jax.models.dinov2.model import (
-    CLSMEAN_SUFFIX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PRETRAINED,
     DINOv2Config,
 )
+from crossgap_jax.models.image_only import CLSMEAN_SUFFIX, IMAGENET_MEAN, IMAGENET_STD
 
 _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.key": "attention.k_proj",

@@ -55,13 +55,11 @@ from crossgap_jax.models.checkpoint.hooks import Converted, Read, field_diffs, r
 from crossgap_jax.models.checkpoint.torch_names import split_fused, to_flax, to_state_dict
 from crossgap_jax.models.configs import VisionConfig, get_config
 from crossgap_jax.models.dinov3.model import (
-    CLSMEAN_SUFFIX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     META_FILES,
     PRETRAINED,
     DINOv3Config,
 )
+from crossgap_jax.models.image_only import CLSMEAN_SUFFIX, IMAGENET_MEAN, IMAGENET_STD
 
 _IGNORED = re.compile(r"^(embeddings\.mask_token|mask_token|rope_embeddings\.inv_freq|"
                       r"rope_embed\.periods)$")

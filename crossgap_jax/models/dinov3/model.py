@@ -55,6 +55,7 @@ import numpy as np
 
 from crossgap_jax.models import image_only
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
+from crossgap_jax.models.image_only import IMAGENET_MEAN, IMAGENET_STD
 from crossgap_jax.models.image_only import (  # the text side: refused (re-exported)
     embed_tokens as embed_tokens,
 )
@@ -69,11 +70,8 @@ from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
 CAUSAL_TEXT = False
 HAS_TEXT_TOWER = False
 
-Params = Any
 Dtype = Any
 
-IMAGENET_MEAN, IMAGENET_STD = image_only.IMAGENET_MEAN, image_only.IMAGENET_STD
-CLSMEAN_SUFFIX = image_only.CLSMEAN_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
