@@ -48,6 +48,7 @@ from crossgap_jax.models.layers.causal_text import (
     CausalTextMethods,
     Transformer,
     causal_text_functions,
+    setup_text_tower,
 )
 from crossgap_jax.models.layers.norm import LayerNorm
 
@@ -130,21 +131,8 @@ class CLIPModule(CausalTextMethods):
     dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, t = self.config, self.config.text
-        self.visual = VisionTransformer(c, self.dtype)
-        self.token_embedding = nn.Embed(
-            t.vocab_size, t.width, embedding_init=nn.initializers.normal(0.02)
-        )
-        self.positional_embedding = self.param(
-            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width)
-        )
-        self.transformer = Transformer(
-            t.width, t.layers, t.heads, t.mlp_ratio, c.quick_gelu, c.layer_norm_eps, self.dtype
-        )
-        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
-        self.text_projection = self.param(
-            "text_projection", nn.initializers.normal(t.width**-0.5), (t.width, c.embed_dim)
-        )
+        self.visual = VisionTransformer(self.config, self.dtype)
+        setup_text_tower(self, self.config, self.dtype)
         self.logit_scale = self.param(
             "logit_scale", nn.initializers.constant(jnp.log(1 / 0.07)), ()
         )

@@ -136,6 +136,23 @@ def causal_text_features(m: nn.Module, embeddings: jax.Array, eot_index: jax.Arr
     return x[:, 0] if pooled_only else pool_rows(x, eot_index)
 
 
+def setup_text_tower(m: nn.Module, config: Any, dtype: Any) -> None:
+    """Create the text tower's parameters on ``m`` from its ``setup`` (``token_embedding``,
+    ``positional_embedding``, ``transformer``, ``ln_final``, ``text_projection``, in
+    OpenAI's order and initialisation) for ``config.text`` / ``quick_gelu`` /
+    ``layer_norm_eps`` / ``embed_dim``."""
+    t = config.text
+    m.token_embedding = nn.Embed(t.vocab_size, t.width,
+                                 embedding_init=nn.initializers.normal(0.02))
+    m.positional_embedding = m.param("positional_embedding", nn.initializers.normal(0.01),
+                                     (t.context_length, t.width))
+    m.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, config.quick_gelu,
+                                config.layer_norm_eps, dtype)
+    m.ln_final = LayerNorm(config.layer_norm_eps, dtype)
+    m.text_projection = m.param("text_projection", nn.initializers.normal(t.width**-0.5),
+                                (t.width, config.embed_dim))
+
+
 class CausalTextMethods(nn.Module):
     """The text methods of a family module whose text tower is CLIP's: :attr:`text_tower`
     is the (sub)module holding ``token_embedding``, ``positional_embedding``,

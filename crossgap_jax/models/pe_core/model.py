@@ -76,8 +76,8 @@ from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
 from crossgap_jax.models.layers.attention import attention, self_attention
 from crossgap_jax.models.layers.causal_text import (
     CausalTextMethods,
-    Transformer,
     causal_text_functions,
+    setup_text_tower,
 )
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import Mlp, PatchEmbed
@@ -302,16 +302,7 @@ class TextTower(nn.Module):
     dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, t = self.config, self.config.text
-        self.token_embedding = nn.Embed(t.vocab_size, t.width,
-                                        embedding_init=nn.initializers.normal(0.02))
-        self.positional_embedding = self.param(
-            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width))
-        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, False,
-                                       c.layer_norm_eps, self.dtype)
-        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
-        self.text_projection = self.param(
-            "text_projection", nn.initializers.normal(t.width**-0.5), (t.width, c.embed_dim))
+        setup_text_tower(self, self.config, self.dtype)  # quick_gelu: always False for PE
 
 
 class PECoreModule(CausalTextMethods):

@@ -50,8 +50,8 @@ from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
 from crossgap_jax.models.layers.attention import select_rows, self_attention
 from crossgap_jax.models.layers.causal_text import (
     CausalTextMethods,
-    Transformer,
     causal_text_functions,
+    setup_text_tower,
 )
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import Mlp as TimmMlp
@@ -207,21 +207,12 @@ class SLIPModule(CausalTextMethods):
     dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, t, v = self.config, self.config.text, self.config.vision
+        c, v = self.config, self.config.vision
         self.visual = TimmViT(c, self.dtype)
         self.image_projection = self.param("image_projection",
                                            nn.initializers.normal(v.width**-0.5),
                                            (v.width, c.embed_dim))
-        self.token_embedding = nn.Embed(t.vocab_size, t.width,
-                                        embedding_init=nn.initializers.normal(0.02))
-        self.positional_embedding = self.param(
-            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width))
-        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, c.quick_gelu,
-                                       c.layer_norm_eps, self.dtype)
-        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
-        self.text_projection = self.param("text_projection",
-                                          nn.initializers.normal(t.width**-0.5),
-                                          (t.width, c.embed_dim))
+        setup_text_tower(self, c, self.dtype)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)),
                                       ())
 
