@@ -142,11 +142,7 @@ def to_state_dict(params: Mapping[str, Any], stacks: Collection[str],
     return out
 
 
-def split_fused(a: Any, sizes: tuple[int, ...] | int = 3) -> list[np.ndarray]:
+def split_fused(a: Any, parts: int = 3) -> list[np.ndarray]:
     """A fused projection's rows (PyTorch ``(out, in)`` weight or ``(out,)`` bias) split
-    along the output axis: ``3`` -> q, k, v thirds; ``(w, 2 w)`` -> q and k|v (PE's
-    attention pool)."""
-    a = np.asarray(a)
-    if isinstance(sizes, int):
-        return np.split(a, sizes, axis=0)
-    return np.split(a, np.cumsum(sizes)[:-1], axis=0)
+    into ``parts`` equal blocks along the output axis (q, k, v)."""
+    return np.split(np.asarray(a), parts, axis=0)
