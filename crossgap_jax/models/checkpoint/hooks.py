@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from crossgap_jax.models.configs import CLIPConfig
+from crossgap_jax.models.configs import CLIPConfig, get_config, list_architectures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,35 @@ class Converted:
     names: dict[tuple[str, ...], str] = dataclasses.field(default_factory=dict)
     unexpected: list[str] = dataclasses.field(default_factory=list)
     extra: dict = dataclasses.field(default_factory=dict)  # e.g. {"ignored": [...]}
+
+
+def field_diffs(a: Any, b: Any, fields: tuple[str, ...] = (),
+                towers: Mapping[str, tuple[str, ...]] | None = None) -> list[str]:
+    """``"field: a vs b"`` for each of ``fields`` that differs between configs ``a`` and
+    ``b``, then ``"tower.field: a vs b"`` for each tower's (``{"vision": ("width", ...)}``);
+    a field a config lacks counts as None. The lines of a hook's ``architecture_diff``."""
+    diffs = [f"{f}: {getattr(a, f, None)} vs {getattr(b, f, None)}" for f in fields
+             if getattr(a, f, None) != getattr(b, f, None)]
+    for tower, names in (towers or {}).items():
+        for f in names:
+            x, y = getattr(getattr(a, tower), f, None), getattr(getattr(b, tower), f, None)
+            if x != y:
+                diffs.append(f"{tower}.{f}: {x} vs {y}")
+    return diffs
+
+
+def registered_like(same: Callable[[Any], bool], prefer: str | None = None) -> str | None:
+    """The name of the first registered architecture ``c`` (``prefer`` first) with
+    ``same(c)`` (a hook's ``match_registered``: same class, no architecture difference,
+    any further field the family requires), or None."""
+    for name in ([prefer] if prefer else []) + list_architectures():
+        try:
+            c = get_config(name)
+        except KeyError:
+            continue
+        if same(c):
+            return name
+    return None
 
 
 def warn_assumed(message: str) -> None:

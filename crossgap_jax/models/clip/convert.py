@@ -17,11 +17,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError
 from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
 
 # Buffers some checkpoints carry that are not parameters.
@@ -147,46 +147,14 @@ def hf_to_openai_names(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _openai_name_to_path(name: str) -> tuple[tuple[str, ...], str] | None:
+_NORMS = ("ln_pre", "ln_post", "ln_1", "ln_2", "ln_final")
+_PLAIN = ("class_embedding", "positional_embedding", "proj", "text_projection", "logit_scale")
+
+
+def _openai_name_to_path(name: str) -> Mapped:
     """OpenAI tensor name -> (flax path, transform) or None if not a parameter we know."""
-    parts = name.split(".")
-    leaf = parts[-1]
-    # resblocks.{i} -> resblocks_{i}
-    fixed: list[str] = []
-    i = 0
-    while i < len(parts) - 1:
-        if parts[i] == "resblocks":
-            fixed.append(f"resblocks_{parts[i + 1]}")
-            i += 2
-        else:
-            fixed.append(parts[i])
-            i += 1
-    module = tuple(fixed)
-    if name in ("visual.class_embedding", "visual.positional_embedding", "visual.proj",
-                "positional_embedding", "text_projection", "logit_scale"):
-        return tuple(parts), "none"
-    if name == "visual.conv1.weight":
-        return ("visual", "conv1", "kernel"), "conv"
-    if name == "token_embedding.weight":
-        return ("token_embedding", "embedding"), "none"
-    if leaf in ("in_proj_weight", "in_proj_bias"):
-        kind = "kernel" if leaf == "in_proj_weight" else "bias"
-        return (*module, "in_proj", kind), ("linear" if kind == "kernel" else "none")
-    if module and module[-1].startswith("ln_"):
-        return (*module, "scale" if leaf == "weight" else "bias"), "none"
-    if leaf == "weight":
-        return (*module, "kernel"), "linear"
-    if leaf == "bias":
-        return (*module, "bias"), "none"
-    return None
-
-
-def _transform(v: np.ndarray, how: str) -> np.ndarray:
-    if how == "linear":
-        return v.T
-    if how == "conv":  # torch OIHW -> flax HWIO
-        return v.transpose(2, 3, 1, 0)
-    return v
+    return torch_path(name, stacks=("resblocks",), norms=_NORMS,
+                      embeddings=("token_embedding",), convs=("visual.conv1",), plain=_PLAIN)
 
 
 def state_dict_to_flat(sd: Mapping[str, Any], config: CLIPConfig, layout: str | None = None
@@ -199,19 +167,7 @@ def state_dict_to_flat(sd: Mapping[str, Any], config: CLIPConfig, layout: str | 
     layout = layout or detect_layout(sd)
     if layout == "hf":
         sd = hf_to_openai_names(sd)
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    names: dict[tuple[str, ...], str] = {}
-    unexpected = []
-    for name, value in sd.items():
-        if _IGNORED.match(name):
-            continue
-        mapped = _openai_name_to_path(name)
-        if mapped is None:
-            unexpected.append(name)
-            continue
-        path, how = mapped
-        flat[path] = _transform(np.asarray(value, dtype=np.float32), how)
-        names[path] = name
+    flat, names, unexpected, _ = rename(sd, _openai_name_to_path, _IGNORED)
     return flat, names, unexpected
 
 
@@ -235,24 +191,4 @@ def state_dict_to_params(sd: Mapping[str, Any], config: CLIPConfig,
 
 def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Inverse of :func:`state_dict_to_params` for the OpenAI layout (float32 NumPy)."""
-    out = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        v = np.asarray(value, dtype=np.float32)
-        *mod, leaf = path
-        mod = [m.replace("resblocks_", "resblocks.") for m in mod]
-        if path == ("visual", "conv1", "kernel"):
-            out["visual.conv1.weight"] = v.transpose(3, 2, 0, 1)
-        elif path == ("token_embedding", "embedding"):
-            out["token_embedding.weight"] = v
-        elif mod and mod[-1] == "in_proj":
-            out[".".join(mod[:-1]) + (".in_proj_weight" if leaf == "kernel" else ".in_proj_bias")
-                ] = v.T if leaf == "kernel" else v
-        elif leaf == "kernel":
-            out[".".join(mod) + ".weight"] = v.T
-        elif leaf == "scale":
-            out[".".join(mod) + ".weight"] = v
-        elif leaf == "bias":
-            out[".".join(mod) + ".bias"] = v
-        else:
-            out[".".join([*mod, leaf])] = v
-    return out
+    return to_state_dict(params, ("resblocks",))

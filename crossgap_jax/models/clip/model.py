@@ -43,8 +43,13 @@ import jax.numpy as jnp
 
 from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig, vit_config
-from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
-from crossgap_jax.models.layers.attention import KV, attention, select_rows, self_attention
+from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
+from crossgap_jax.models.layers.causal_text import (
+    CausalTextMethods,
+    Transformer,
+    causal_text_functions,
+    setup_text_tower,
+)
 from crossgap_jax.models.layers.norm import LayerNorm
 
 CONFIG_CLASS = CLIPConfig
@@ -104,136 +109,6 @@ Params = Any  # a (nested dict) pytree of float32 arrays
 Dtype = Any
 
 
-def quick_gelu(x: jax.Array) -> jax.Array:
-    """OpenAI's activation: ``x * sigmoid(1.702 x)``."""
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-class MultiheadAttention(nn.Module):
-    """Multi-head self-attention with a fused ``in_proj`` (q|k|v), as PyTorch's.
-
-    Returns the output and the :class:`~crossgap_jax.models.layers.attention.KV` of ``x``'s
-    positions; ``causal``/``prefix``/``pool_index``: see
-    :func:`~crossgap_jax.models.layers.attention.self_attention` (``mask``: an explicit bool mask).
-    """
-
-    width: int
-    heads: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
-                 prefix: KV | None = None, pool_index: jax.Array | int | None = None
-                 ) -> tuple[jax.Array, KV]:
-        q, k, v = jnp.split(nn.Dense(3 * self.width, dtype=self.dtype, name="in_proj")(x), 3,
-                            axis=-1)
-        if mask is not None:
-            out, kv = attention(q, k, v, heads=self.heads, dtype=self.dtype, mask=mask), KV(k, v)
-        else:
-            out, kv = self_attention(q, k, v, heads=self.heads, dtype=self.dtype, causal=causal,
-                                     prefix=prefix, pool_index=pool_index)
-        return nn.Dense(self.width, dtype=self.dtype, name="out_proj")(out), kv
-
-
-class MLP(nn.Module):
-    width: int
-    hidden: int
-    use_quick_gelu: bool
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.hidden, dtype=self.dtype, name="c_fc")(x)
-        x = quick_gelu(x) if self.use_quick_gelu else jax.nn.gelu(x, approximate=False)
-        return nn.Dense(self.width, dtype=self.dtype, name="c_proj")(x)
-
-
-class ResidualAttentionBlock(nn.Module):
-    width: int
-    heads: int
-    mlp_ratio: float
-    use_quick_gelu: bool
-    eps: float = 1e-5
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
-                 prefix: KV | None = None, pool_index: jax.Array | int | None = None
-                 ) -> tuple[jax.Array, KV]:
-        """``(B, S, w)`` -> ``(B, S, w)`` (``(B, 1, w)`` with ``pool_index``) and the block's
-        :class:`~crossgap_jax.models.layers.attention.KV`."""
-        a, kv = MultiheadAttention(self.width, self.heads, self.dtype, name="attn")(
-            LayerNorm(self.eps, self.dtype, name="ln_1")(x), mask, causal=causal, prefix=prefix,
-            pool_index=pool_index)
-        x = select_rows(x, pool_index) + a
-        hidden = int(self.width * self.mlp_ratio)
-        x = x + MLP(self.width, hidden, self.use_quick_gelu, self.dtype, name="mlp")(
-            LayerNorm(self.eps, self.dtype, name="ln_2")(x)
-        )
-        return x, kv
-
-
-class Transformer(nn.Module):
-    width: int
-    layers: int
-    heads: int
-    mlp_ratio: float
-    use_quick_gelu: bool
-    eps: float = 1e-5
-    dtype: Dtype = jnp.float32
-
-    def setup(self):
-        self.resblocks = [
-            ResidualAttentionBlock(
-                self.width, self.heads, self.mlp_ratio, self.use_quick_gelu, self.eps, self.dtype
-            )
-            for _ in range(self.layers)
-        ]
-
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, causal: bool = False,
-                 prefix: tuple[KV, ...] | None = None, pool_index: jax.Array | int | None = None,
-                 return_kv: bool = False) -> Any:
-        """``(B, S, w)`` -> ``(B, S, w)``; with ``pool_index`` the last block computes that
-        row only (``(B, 1, w)``); ``prefix``: one cached :class:`KV` per block; with
-        ``return_kv`` also the blocks' :class:`KV` (a tuple, one per block)."""
-        kvs = []
-        last = len(self.resblocks) - 1
-        # Why the last block only: the feature reads one row (EOT / class token) of the last
-        # block's output, and its other rows feed nothing after it; every earlier block must
-        # still compute all rows (they are the last block's keys and values).
-        for i, block in enumerate(self.resblocks):
-            x, kv = block(x, mask, causal=causal, prefix=None if prefix is None else prefix[i],
-                          pool_index=pool_index if i == last else None)
-            kvs.append(kv)
-        return (x, tuple(kvs)) if return_kv else x
-
-
-def causal_text_prefix(m: nn.Module, embeddings: jax.Array) -> tuple[KV, ...]:
-    """Per-block keys/values of the first ``P`` positions of a causal text tower with CLIP's
-    names (``positional_embedding``, ``transformer``): ``(B, P, w)`` embeddings in."""
-    p = embeddings.shape[1]
-    x = embeddings.astype(m.dtype) + m.positional_embedding[:p].astype(m.dtype)
-    return m.transformer(x, causal=True, return_kv=True)[1]
-
-
-def causal_text_features(m: nn.Module, embeddings: jax.Array, eot_index: jax.Array,
-                         prefix: tuple[KV, ...] | None = None,
-                         pooled_only: bool = False) -> jax.Array:
-    """``ln_final`` output at EOT, ``(B, width)``, of a causal text tower with CLIP's names.
-
-    ``embeddings`` ``(B, S, w)`` are positions ``P..P+S-1`` after a cached ``prefix`` of
-    ``P`` positions (``P = 0`` without), ``eot_index`` ``(B,)`` relative to them.
-    """
-    start = 0 if prefix is None else prefix[0].k.shape[1]
-    length = embeddings.shape[1]
-    x = (embeddings.astype(m.dtype)
-         + m.positional_embedding[start:start + length].astype(m.dtype))
-    x = m.transformer(x, causal=True, prefix=prefix,
-                      pool_index=eot_index if pooled_only else None)
-    x = m.ln_final(x)
-    return x[:, 0] if pooled_only else pool_rows(x, eot_index)
-
-
 class VisionTransformer(nn.Module):
     """ViT image tower: conv patch embedding, class token, ln_pre, blocks, ln_post, proj."""
 
@@ -289,66 +164,25 @@ class VisionTransformer(nn.Module):
         return self.encode_tokens(self.embed_patches(pixels))
 
 
-class CLIPModule(nn.Module):
+class CLIPModule(CausalTextMethods):
     """Both towers with OpenAI's top-level parameter names.
 
     Methods (use with ``apply(..., method=...)`` or the module-level pure functions):
-    ``embed_tokens``, ``encode_text_embeddings``, ``encode_text``, ``embed_image_patches``,
-    ``encode_image_tokens``, ``encode_image``.
+    ``embed_tokens``, ``text_prefix``, ``encode_text_embeddings``, ``encode_text``,
+    ``encode_text_preproj`` (the text tower's, :class:`CausalTextMethods`),
+    ``embed_image_patches``, ``encode_image_tokens``, ``encode_image``,
+    ``encode_image_preproj``.
     """
 
     config: CLIPConfig
     dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, t = self.config, self.config.text
-        self.visual = VisionTransformer(c, self.dtype)
-        self.token_embedding = nn.Embed(
-            t.vocab_size, t.width, embedding_init=nn.initializers.normal(0.02)
-        )
-        self.positional_embedding = self.param(
-            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width)
-        )
-        self.transformer = Transformer(
-            t.width, t.layers, t.heads, t.mlp_ratio, c.quick_gelu, c.layer_norm_eps, self.dtype
-        )
-        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
-        self.text_projection = self.param(
-            "text_projection", nn.initializers.normal(t.width**-0.5), (t.width, c.embed_dim)
-        )
+        self.visual = VisionTransformer(self.config, self.dtype)
+        setup_text_tower(self, self.config, self.dtype)
         self.logit_scale = self.param(
             "logit_scale", nn.initializers.constant(jnp.log(1 / 0.07)), ()
         )
-
-    # --- text ---------------------------------------------------------------------------
-    def embed_tokens(self, ids: jax.Array) -> jax.Array:
-        """``(B, L)`` int ids -> ``(B, L, width)`` token embeddings (no positions; an id
-        outside the vocabulary gives NaN, see :func:`embed_tokens`)."""
-        return embed_rows(self.token_embedding.embedding, ids)
-
-    def text_prefix(self, embeddings: jax.Array) -> tuple[KV, ...]:
-        return causal_text_prefix(self, embeddings)
-
-    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
-                               project: bool = True, prefix: tuple[KV, ...] | None = None,
-                               pooled_only: bool = False) -> jax.Array:
-        """Token embeddings ``(B, L, width)`` and EOT positions ``(B,)`` -> ``(B, embed_dim)``
-        (``(B, width)``, the ``ln_final`` output at EOT, with ``project=False``).
-
-        ``L`` may be shorter than the context length: the causal mask means positions after
-        the EOT never influence the feature, so ``L = max(eot_index) + 1`` is exact.
-        ``prefix``/``pooled_only``: see :func:`causal_text_features`.
-        """
-        x = causal_text_features(self, embeddings, eot_index, prefix, pooled_only)
-        if not project:
-            return x.astype(jnp.float32)
-        return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
-
-    def encode_text(self, ids: jax.Array, eot_index: jax.Array, project: bool = True
-                    ) -> jax.Array:
-        # The last block at the EOT row only: exact, fewer FLOPs.
-        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index, project,
-                                           pooled_only=True)
 
     # --- image --------------------------------------------------------------------------
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
@@ -362,103 +196,23 @@ class CLIPModule(nn.Module):
         return self.visual.encode_tokens(self.visual.embed_patches(pixels), project,
                                          pooled_only=True)
 
+    def encode_image_preproj(self, pixels: jax.Array) -> jax.Array:
+        return self.encode_image(pixels, False)
+
     def __call__(self, pixels: jax.Array, ids: jax.Array, eot_index: jax.Array):
         """Image and text features (used for ``init``)."""
         return self.encode_image(pixels), self.encode_text(ids, eot_index), self.logit_scale
 
 
 _FNS = ModuleFns(CLIPModule)
-_module = _FNS.module
-_apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
+init_params, param_shapes = _FNS.init_params, _FNS.param_shapes
 
-
-# Pure functions over a params pytree. ``config`` and ``dtype`` are static (hashable).
-def embed_tokens(params: Params, ids: jax.Array, *, config: CLIPConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32).
-
-    An id outside ``[0, vocab_size)`` (negative ones included) gives a row of NaN, so the
-    feature is NaN, never another token's embedding. :meth:`CLIP.encode_text` refuses such
-    ids before the compiled call (:func:`~crossgap_jax.models.inputs.check_text_inputs`).
-    """
-    del config, dtype
-    return embed_rows(params["token_embedding"]["embedding"], ids)
-
-
-def text_prefix(params: Params, embeddings: jax.Array, *, config: CLIPConfig,
-                dtype: Dtype = jnp.float32) -> tuple[KV, ...]:
-    """Keys and values of a shared text prefix, for :func:`encode_text_embeddings`'s
-    ``prefix`` (exact: the text tower is causal, so the prefix never sees later positions).
-
-    Args:
-        embeddings: ``(B, P, text_width)`` token embeddings of positions ``0..P-1`` (``B``
-            1 to share the prefix over every example).
-
-    Returns:
-        one :class:`~.layers.attention.KV` per block, ``(B, P, text_width)`` each.
-    """
-    return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
-
-
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: CLIPConfig, dtype: Dtype = jnp.float32,
-                           prefix: tuple[KV, ...] | None = None,
-                           pooled_only: bool = False) -> jax.Array:
-    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)`` features.
-
-    Args:
-        prefix: :func:`text_prefix` of ``P`` earlier positions; ``embeddings`` are then
-            positions ``P..P+L-1`` and ``eot_index`` counts from ``P``.
-        pooled_only: the last block computes the EOT row only (exact; fewer FLOPs).
-
-    An EOT index outside ``[0, L)`` (negative included) gives a NaN feature row; the bundle
-    refuses it on the host.
-    """
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, True, prefix,
-                  pooled_only, config=config, dtype=dtype)
-
-
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: CLIPConfig,
-                dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` features (not normalised)."""
-    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
-                                  config=config, dtype=dtype, pooled_only=True)
-
-
-def embed_image_patches(params: Params, pixels: jax.Array, *, config: CLIPConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch tokens (``conv1`` output)."""
-    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_tokens(params: Params, tokens: jax.Array, *, config: CLIPConfig,
-                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
-    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` image features
-    (``pooled_only``: the last block computes the class token only; exact)."""
-    return _apply("encode_image_tokens", params, tokens, pooled_only, config=config,
-                  dtype=dtype)
-
-
-def encode_image(params: Params, pixels: jax.Array, *, config: CLIPConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
-    return encode_image_tokens(params, embed_image_patches(params, pixels, config=config,
-                                                           dtype=dtype),
-                               config=config, dtype=dtype, pooled_only=True)
-
-
-def encode_image_preproj(params: Params, pixels: jax.Array, *, config: CLIPConfig,
-                         dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, vision_width)`` features before ``visual.proj``."""
-    return _apply("encode_image", params, pixels, False, config=config, dtype=dtype)
-
-
-def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                        config: CLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, text_width)`` features before ``text_projection``."""
-    return _apply("encode_text", params, ids, eot_index, False, config=config, dtype=dtype)
+# The family's pure functions over a params pytree (``config`` and ``dtype`` static): the
+# causal text tower's (models/layers/causal_text.py) and the image tower's.
+(embed_tokens, text_prefix, encode_text_embeddings, encode_text,
+ encode_text_preproj) = causal_text_functions(_FNS, __name__, ("token_embedding", "embedding"))
+embed_image_patches, encode_image_tokens, encode_image, encode_image_preproj = \
+    image_functions(_FNS, __name__)
 
 
 def projection_matrices(params: Params, config: CLIPConfig) -> tuple[jax.Array, jax.Array]:

@@ -145,12 +145,7 @@ class CLIPTokenizer:
 
     def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
         """Texts -> ``(N, context_length)`` int32 ids: SOT, BPE ids, EOT, zero padding."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for t in texts:
-            if not isinstance(t, str):
-                raise TypeError(f"tokenizer expects strings, got {type(t).__name__}: {t!r}")
+        texts = text_list(texts)
         result = np.zeros((len(texts), self.context_length), dtype=np.int32)
         for i, ids in enumerate(self.encode_batch(texts)):
             tokens = [self.sot_token_id, *ids, self.eot_token_id]
@@ -168,6 +163,21 @@ class CLIPTokenizer:
     def eot_indices(self, ids: np.ndarray) -> np.ndarray:
         """Position of the first EOT token in each row of ``ids`` ``(N, L)`` -> ``(N,)``."""
         return eot_indices(ids, self.eot_token_id)
+
+
+def text_list(texts: str | Sequence[str]) -> list[str]:
+    """A tokenizer's input as a list of strings (one string: a list of one).
+
+    Raises:
+        TypeError: an item that is not a string (named).
+    """
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    for t in texts:
+        if not isinstance(t, str):
+            raise TypeError(f"tokenizer expects strings, got {type(t).__name__}: {t!r}")
+    return texts
 
 
 def eot_indices(ids, eot_token_id: int = EOT_TOKEN_ID) -> np.ndarray:

@@ -34,30 +34,31 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
-from crossgap_jax.models.checkpoint.formats import read_state_dict
-from crossgap_jax.models.checkpoint.hooks import Converted, Read
-from crossgap_jax.models.checkpoint.hub import HUB_ID
-from crossgap_jax.models.checkpoint.hub import hub_fetch as _hub_fetch
-from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
+from crossgap_jax.models.checkpoint.fit import check_fit
+from crossgap_jax.models.checkpoint.hf_dir import (
+    local_or_hub,
+    processor_normalisation,
+    read_dir,
+    release_source,
+    square,
+)
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, field_diffs, registered_like
+from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
+from crossgap_jax.models.configs import VisionConfig
 from crossgap_jax.models.dinov2.model import (
-    CLSMEAN_SUFFIX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PRETRAINED,
     DINOv2Config,
-    param_shapes,
 )
+from crossgap_jax.models.image_only import CLSMEAN_SUFFIX, IMAGENET_MEAN, IMAGENET_STD
 
 _LEGACY = {"attention.attention.query": "attention.q_proj",
            "attention.attention.key": "attention.k_proj",
            "attention.attention.value": "attention.v_proj",
            "attention.output.dense": "attention.o_proj"}
-_IGNORED = re.compile(r"^(embeddings\.mask_token|classifier\..*)$")
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_IGNORED = re.compile(r"^(dinov2\.)?(embeddings\.mask_token|classifier\..*)$")
 
 
 def _canonical(name: str) -> str:
@@ -68,61 +69,19 @@ def _canonical(name: str) -> str:
     return name
 
 
-def _flax_path(name: str) -> tuple[tuple[str, ...], str] | None:
-    """``(flax path, kind)`` of a canonical key; kind: ``linear``, ``conv``, ``norm``,
-    ``raw``; None for an unknown key."""
-    m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)", name)
-    if m:
-        rest = m.group(2).split(".")
-        prefix: tuple[str, ...] = ("encoder", f"layer_{m.group(1)}")
-        if rest[0] in ("norm1", "norm2") and len(rest) == 2:
-            return prefix + (rest[0], "scale" if rest[1] == "weight" else rest[1]), "norm"
-        if rest[0] == "attention" and len(rest) == 3 and rest[1] in (
-                "q_proj", "k_proj", "v_proj", "o_proj"):
-            return prefix + ("attention", rest[1],
-                             "kernel" if rest[2] == "weight" else rest[2]), "linear"
-        if rest[0] == "mlp" and len(rest) == 3 and rest[1] in ("fc1", "fc2"):
-            return prefix + ("mlp", rest[1], "kernel" if rest[2] == "weight" else rest[2]), \
-                "linear"
-        if rest[0] in ("layer_scale1", "layer_scale2") and rest[1:] == ["lambda1"]:
-            return prefix + (rest[0], "lambda1"), "raw"
-        return None
-    if name in ("embeddings.cls_token", "embeddings.position_embeddings"):
-        return tuple(name.split(".")), "raw"
-    m = re.fullmatch(r"embeddings\.patch_embeddings\.projection\.(weight|bias)", name)
-    if m:
-        leaf = "kernel" if m.group(1) == "weight" else "bias"
-        return ("embeddings", "patch_embeddings", "projection", leaf), "conv"
-    m = re.fullmatch(r"layernorm\.(weight|bias)", name)
-    if m:
-        return ("layernorm", "scale" if m.group(1) == "weight" else "bias"), "norm"
-    return None
+def _flax_path(key: str) -> Mapped:
+    """``(flax path, how)`` of a state-dict key (either spelling); None for an unknown one."""
+    return torch_path(_canonical(key), stacks=("layer",), norms=("norm1", "norm2", "layernorm"),
+                      convs=("patch_embeddings.projection",),
+                      plain=("cls_token", "position_embeddings", "lambda1"))
 
 
 def map_tensors(sd: Mapping[str, Any]) -> tuple[dict, dict, list[str], list[str]]:
     """The renaming alone (no shape checks): ``(flat params {path: float32 array},
     {path: file name}, unknown names, ignored names)``. Linear kernels transposed, the conv
     kernel OIHW -> HWIO."""
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    names: dict[tuple[str, ...], str] = {}
-    unknown, ignored = [], []
-    for key, value in sd.items():
-        name = _canonical(key)
-        if _IGNORED.match(name):
-            ignored.append(key)
-            continue
-        hit = _flax_path(name)
-        if hit is None:
-            unknown.append(key)
-            continue
-        path, kind = hit
-        a = np.asarray(value, np.float32)
-        if kind == "linear" and path[-1] == "kernel":
-            a = a.T
-        elif kind == "conv" and path[-1] == "kernel":
-            a = a.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-        flat[path], names[path] = a, key
-    return flat, names, sorted(unknown), sorted(ignored)
+    flat, names, unknown, ignored = rename(sd, _flax_path, _IGNORED)
+    return flat, names, sorted(unknown), ignored
 
 
 def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
@@ -140,28 +99,11 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: DINOv2Config
 
     Raises:
         CheckpointError: unknown tensors, missing tensors, or shapes that do not fit
-            ``config`` (each named with both shapes).
+            ``config`` (:func:`~crossgap_jax.models.checkpoint.fit.check_fit`).
     """
-    want = {k: tuple(v.shape) for k, v in
-            traverse_util.flatten_dict(param_shapes(config)).items()}
     flat, names, unknown, ignored = map_tensors(sd)
-    unknown += sorted(names[p] for p in flat if p not in want)
-    bad = [f"{names[p]}: {tuple(np.shape(sd[names[p]]))} does not fit {'/'.join(p)} {want[p]}"
-           for p in flat if p in want and tuple(flat[p].shape) != want[p]]
-    missing = sorted("/".join(p) for p in want if p not in flat)
-    problems = []
-    if unknown:
-        problems.append(f"unexpected tensors: {', '.join(unknown[:10])}"
-                        + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""))
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:10])}"
-                        + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""))
-    if bad:
-        problems.append("shape mismatch: " + "; ".join(bad[:10]))
-    if problems:
-        raise CheckpointError(f"the state dict does not fit DINOv2 architecture "
-                              f"{config.name!r}: " + " | ".join(problems))
-    return traverse_util.unflatten_dict({p: a for p, a in flat.items() if p in want}), ignored
+    return check_fit(flat, config, source="state dict", layout="hf", names=names,
+                     unexpected=unknown), ignored
 
 
 def params_to_hf_state_dict(params: Mapping[str, Any], *, legacy: bool = True
@@ -171,38 +113,15 @@ def params_to_hf_state_dict(params: Mapping[str, Any], *, legacy: bool = True
     ``legacy=True`` writes the hub checkpoints' names (``attention.attention.query``,
     ``attention.output.dense``), False transformers 5's (``attention.q_proj``, ...).
     """
-    out: dict[str, np.ndarray] = {}
-    for path, value in traverse_util.flatten_dict(dict(params)).items():
-        a = np.asarray(value, np.float32)
-        leaf = path[-1]
-        if path[0] == "encoder":
-            i = path[1].removeprefix("layer_")
-            mods = list(path[2:-1])
-            name = f"encoder.layer.{i}." + ".".join(mods)
-        elif path[0] == "embeddings" and len(path) == 2:
-            out[f"embeddings.{leaf}"] = a
-            continue
-        else:
-            name = ".".join(path[:-1])
-        if leaf == "kernel":
-            a = a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T
-            leaf = "weight"
-        elif leaf == "scale":
-            leaf = "weight"
-        key = f"{name}.{leaf}"
-        if legacy:
-            for old, new in _LEGACY.items():
-                key = key.replace(new + ".", old + ".")
-        out[key] = np.ascontiguousarray(a)
-    return out
-
-
-def _square(v: Any, what: str) -> int:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2 or v[0] != v[1]:
-            raise CheckpointError(f"config.json: non-square {what} {v} is not supported")
-        v = v[0]
-    return int(v)
+    out = to_state_dict(params, ("layer",))
+    if not legacy:
+        return out
+    renamed = {}
+    for key, value in out.items():
+        for old, new in _LEGACY.items():
+            key = key.replace(new + ".", old + ".")
+        renamed[key] = value
+    return renamed
 
 
 def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | None = None, *,
@@ -235,8 +154,8 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
         raise CheckpointError("config.json: qkv_bias false is not supported")
     if int(cfg.get("num_channels", 3)) != 3:
         raise CheckpointError(f"config.json: num_channels {cfg['num_channels']} (RGB only)")
-    patch = _square(cfg.get("patch_size", 14), "patch_size")
-    trained = _square(cfg.get("image_size", 224), "image_size")
+    patch = square(cfg.get("patch_size", 14), "patch_size (config.json)")
+    trained = square(cfg.get("image_size", 224), "image_size (config.json)")
     width = int(cfg.get("hidden_size", 768))
     heads = int(cfg.get("num_attention_heads", 12))
     if width % heads:
@@ -250,21 +169,13 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
             raise CheckpointError("preprocessor_config.json: only resize + centre crop "
                                   "processors are supported (do_resize, do_center_crop)")
         c = pre.get("crop_size", {"height": 224, "width": 224})
-        crop = _square([c["height"], c["width"]] if isinstance(c, dict) else c, "crop_size")
+        crop = square([c["height"], c["width"]] if isinstance(c, dict) else c, "crop_size")
         size = pre.get("size", {"shortest_edge": 256})
         if not isinstance(size, dict) or "shortest_edge" not in size:
             raise CheckpointError(f"preprocessor_config.json: size {size!r} is not a "
                                   "shortest_edge resize")
         resize = int(size["shortest_edge"])
-        resample = int(pre.get("resample", 3))
-        if resample not in (2, 3):
-            raise CheckpointError(f"preprocessor_config.json: resample {resample} (only 2 = "
-                                  "bilinear, 3 = bicubic)")
-        interp = "bicubic" if resample == 3 else "bilinear"
-        mean = tuple(float(x) for x in pre.get("image_mean", IMAGENET_MEAN))
-        std = tuple(float(x) for x in pre.get("image_std", IMAGENET_STD))
-        if abs(float(pre.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-            raise CheckpointError("preprocessor_config.json: rescale_factor other than 1/255")
+        interp, mean, std = processor_normalisation(pre, 3, IMAGENET_MEAN, IMAGENET_STD)
     mult = 2 if pooling == "cls+mean" else 1
     return DINOv2Config(
         name=name, embed_dim=width * mult,
@@ -282,29 +193,13 @@ _SHAPE_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ra
 
 def architecture_diff(a: DINOv2Config, b: DINOv2Config) -> list[str]:
     """``"field: a vs b"`` for every shape difference (pooling and preprocessing aside)."""
-    diffs = [f"vision.{f}: {getattr(a.vision, f)} vs {getattr(b.vision, f)}"
-             for f in _SHAPE_FIELDS if getattr(a.vision, f) != getattr(b.vision, f)]
-    diffs += [f"{f}: {getattr(a, f)} vs {getattr(b, f)}"
-              for f in ("position_grid", "layer_norm_eps") if getattr(a, f) != getattr(b, f)]
-    return diffs
+    return (field_diffs(a, b, towers={"vision": _SHAPE_FIELDS})
+            + field_diffs(a, b, ("position_grid", "layer_norm_eps")))
 
 
-def registered_match(config: DINOv2Config) -> str | None:
-    """The registered DINOv2 architecture equal to ``config`` in shapes and pooling."""
-    for n in list_architectures():
-        c = get_config(n)
-        if (isinstance(c, DINOv2Config) and c.pooling == config.pooling
-                and not architecture_diff(c, config)):
-            return n
-    return None
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
+def _same(config: DINOv2Config):
+    return lambda c: (isinstance(c, DINOv2Config) and c.pooling == config.pooling
+                      and not architecture_diff(c, config))
 
 
 def is_dinov2_checkpoint(source: str) -> bool:
@@ -321,18 +216,6 @@ def is_dinov2_checkpoint(source: str) -> bool:
             return False
     repo = str(source).removeprefix("hf-hub:").partition("@")[0]
     return not os.path.exists(path) and repo in PRETRAINED.values()
-
-
-def _hub_files(repo: str) -> str:
-    """Fetch ``config.json``, ``preprocessor_config.json`` (optional) and the weights of a
-    hub repo through the package's hub machinery (Hugging Face cache, offline mode); the
-    directory holding them."""
-
-    weights = " or ".join(_WEIGHT_FILES)
-    _, cfg_path = _hub_fetch(repo, ("config.json",), then=(weights,))
-    _hub_fetch(repo, ("preprocessor_config.json",), optional=True)
-    _hub_fetch(repo, _WEIGHT_FILES, then=())
-    return os.path.dirname(cfg_path)
 
 
 def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = False
@@ -355,37 +238,18 @@ def read_dinov2(arch: DINOv2Config | None, source: Any, *, allow_pickle: bool = 
         CheckpointError: not a DINOv2 directory, or no release for ``arch``.
     """
 
-    if arch is not None and (source is None or source == "dinov2"):
-        base = arch.name.removesuffix(CLSMEAN_SUFFIX)
-        if (base, "dinov2") not in PRETRAINED:
-            raise CheckpointError(f"no released DINOv2 weights for {arch.name!r}; pass "
-                                  "checkpoint= a Dinov2Model directory or a hub id")
-        source = PRETRAINED[(base, "dinov2")]
-    origin = "local"
-    path = os.path.expanduser(str(source))
-    repo = str(source).removeprefix("hf-hub:")
-    if not os.path.exists(path) and HUB_ID.match(repo):
-        path, origin = _hub_files(repo), "hf-hub"
+    source = release_source(arch, source, PRETRAINED, "dinov2", label="DINOv2",
+                            fix="a Dinov2Model directory or a hub id", suffix=CLSMEAN_SUFFIX)
+    path, origin = local_or_hub(source)
     if not os.path.isdir(path):
         if os.path.exists(path):
             raise CheckpointError(f"{source}: not a DINOv2 checkpoint (expected a "
                                   "transformers Dinov2Model directory with config.json)")
         raise CheckpointNotFoundError(f"no such DINOv2 checkpoint: {source}", target=path)
-    cfg_file = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_file):
-        raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
-                                      "Dinov2Model directory)", target=path)
-    pre_file = os.path.join(path, "preprocessor_config.json")
-    declared = config_from_hf(_read_json(cfg_file),
-                              _read_json(pre_file) if os.path.isfile(pre_file) else None,
-                              pooling=arch.pooling if arch else "cls")
-    weights = next((os.path.join(path, f) for f in _WEIGHT_FILES
-                    if os.path.isfile(os.path.join(path, f))), None)
-    if weights is None:
-        raise CheckpointNotFoundError(f"{path}: no {' / '.join(_WEIGHT_FILES)}", target=path)
-    sd, fmt, _ = read_state_dict(weights, allow_pickle=allow_pickle)
-    return {"tensors": sd, "format": fmt, "path": weights, "declared": declared,
-            "declared_by": cfg_file, "origin": origin, "source": source}
+    d = read_dir(path, "Dinov2Model", allow_pickle=allow_pickle)
+    declared = config_from_hf(d.config, d.preprocessor, pooling=arch.pooling if arch else "cls")
+    return {"tensors": d.tensors, "format": d.fmt, "path": d.weights, "declared": declared,
+            "declared_by": d.config_file, "origin": origin, "source": source}
 
 
 def adopt(requested: DINOv2Config, declared: DINOv2Config) -> DINOv2Config:
@@ -425,12 +289,4 @@ def convert_tensors(read_result: Any, config: DINOv2Config) -> Any:
 
 def match_registered(config: DINOv2Config, prefer: str | None = None) -> str | None:
     """The registered name of an identical DINOv2 architecture (``prefer`` first)."""
-    if prefer is not None:
-        try:
-            c = get_config(prefer)
-        except KeyError:
-            c = None
-        if (isinstance(c, DINOv2Config) and c.pooling == config.pooling
-                and not architecture_diff(c, config)):
-            return prefer
-    return registered_match(config)
+    return registered_like(_same(config), prefer)

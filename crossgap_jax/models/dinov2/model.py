@@ -45,7 +45,14 @@ import numpy as np
 
 from crossgap_jax.models import image_only
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.layers._module_fns import ModuleFns
+from crossgap_jax.models.image_only import IMAGENET_MEAN, IMAGENET_STD
+from crossgap_jax.models.image_only import (  # the text side: refused (re-exported)
+    embed_tokens as embed_tokens,
+)
+from crossgap_jax.models.image_only import encode_text as encode_text
+from crossgap_jax.models.image_only import encode_text_embeddings as encode_text_embeddings
+from crossgap_jax.models.image_only import get_tokenizer as get_tokenizer
+from crossgap_jax.models.image_only import projection_matrices as projection_matrices
 from crossgap_jax.models.layers.attention import attention
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
@@ -55,12 +62,8 @@ from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
 CAUSAL_TEXT = False
 HAS_TEXT_TOWER = False
 
-Params = Any
 Dtype = Any
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-POOLINGS = ("cls", "cls+mean")
 # Torch's bicubic convolution coefficient (aten/src/ATen/native/UpSample.h); PIL and
 # jax.image.resize use the Keys value -0.5.
 TORCH_CUBIC_A = -0.75
@@ -102,29 +105,15 @@ class DINOv2Config(CLIPConfig):
     interpolation: str = "bicubic"
 
     def __post_init__(self):
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"DINOv2 pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        want = self.vision.width * (2 if self.pooling == "cls+mean" else 1)
-        if self.embed_dim != want:
-            raise ValueError(f"DINOv2 {self.name}: embed_dim {self.embed_dim} does not match "
-                             f"pooling {self.pooling!r} of width {self.vision.width} "
-                             f"(expected {want})")
-        if self.vision.image_size % self.vision.patch_size:
-            raise ValueError(f"DINOv2 {self.name}: image_size {self.vision.image_size} is not "
-                             f"a multiple of the patch size {self.vision.patch_size}")
+        image_only.check_pooling(self, "DINOv2")
 
     def with_pooling(self, pooling: str) -> DINOv2Config:
         """The same model with another image embedding (``"cls"`` / ``"cls+mean"``); a
         registered name gets the ``-clsmean`` suffix for ``"cls+mean"``."""
-        base = self.name.removesuffix(CLSMEAN_SUFFIX)
-        name = base + (CLSMEAN_SUFFIX if pooling == "cls+mean" else "")
-        mult = 2 if pooling == "cls+mean" else 1
-        return dataclasses.replace(self, name=name, pooling=pooling,
-                                   embed_dim=self.vision.width * mult)
+        return image_only.with_pooling(self, pooling)
 
 
 CONFIG_CLASS = DINOv2Config
-CLSMEAN_SUFFIX = "-clsmean"
 
 
 def dinov2_config(name: str, width: int, layers: int, heads: int, *, image_size: int = 224,
@@ -132,7 +121,7 @@ def dinov2_config(name: str, width: int, layers: int, heads: int, *, image_size:
                   **kw: Any) -> DINOv2Config:
     """A :class:`DINOv2Config` from a few numbers (MLP ratio 4)."""
     return DINOv2Config(
-        name=name, embed_dim=width * (2 if pooling == "cls+mean" else 1),
+        name=name, embed_dim=image_only.pooled_dim(width, pooling),
         vision=VisionConfig(image_size=image_size, patch_size=patch_size, width=width,
                             layers=layers, heads=heads),
         position_grid=position_grid, pooling=pooling, **kw)
@@ -148,11 +137,7 @@ def _architectures() -> dict[str, DINOv2Config]:
         "dinov2-tiny": dinov2_config("dinov2-tiny", 32, 2, 2, image_size=32, patch_size=8,
                                      position_grid=6, resize_size=36),
     }
-    out = dict(base)
-    for cfg in base.values():
-        clsmean = cfg.with_pooling("cls+mean")
-        out[clsmean.name] = clsmean
-    return out
+    return image_only.with_clsmean(base)
 
 
 ARCHITECTURES: dict[str, DINOv2Config] = _architectures()
@@ -312,9 +297,9 @@ class Embeddings(nn.Module):
         return x + pos.astype(self.dtype)
 
 
-class DINOv2Module(nn.Module):
+class DINOv2Module(image_only.ImageOnlyViT):
     """transformers' ``Dinov2Model`` with its top-level names (``embeddings``, ``encoder``,
-    ``layernorm``)."""
+    ``layernorm``); the pooling and entry methods are :class:`~.image_only.ImageOnlyViT`'s."""
 
     config: DINOv2Config
     dtype: Dtype = jnp.float32
@@ -333,26 +318,6 @@ class DINOv2Module(nn.Module):
         x = self.embeddings(tokens, grid_h, grid_w)
         return self.layernorm(self.encoder(x)).astype(jnp.float32)
 
-    def last_hidden_state(self, pixels: jax.Array) -> jax.Array:
-        p = self.config.vision.patch_size
-        return self.hidden_states_from_tokens(self.embed_image_patches(pixels),
-                                              pixels.shape[1] // p, pixels.shape[2] // p)
-
-    def pool(self, x: jax.Array) -> jax.Array:
-        if self.config.pooling == "cls":
-            return x[:, 0]
-        return jnp.concatenate([x[:, 0], jnp.mean(x[:, 1:], axis=1)], axis=-1)
-
-    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
-        g = self.config.vision.grid_size
-        return self.pool(self.hidden_states_from_tokens(tokens, g, g))
-
-    def encode_image(self, pixels: jax.Array) -> jax.Array:
-        return self.pool(self.last_hidden_state(pixels))
-
-    def __call__(self, pixels: jax.Array) -> jax.Array:
-        return self.encode_image(pixels)
-
 
 class Encoder(nn.Module):
     config: DINOv2Config
@@ -365,76 +330,11 @@ class Encoder(nn.Module):
         return x
 
 
-class _DINOv2Fns(ModuleFns):
-    @staticmethod
-    def dummy_inputs(config: Any) -> tuple[jax.Array]:
-        s = config.vision.image_size
-        return (jnp.zeros((1, s, s, 3), jnp.float32),)
-
-
-_FNS = _DINOv2Fns(DINOv2Module)
-_apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
-
-
-# ---------------------------------------------------------------------------------------
-# The family's pure functions
-# ---------------------------------------------------------------------------------------
-def _check_pixels(pixels: Any, config: DINOv2Config) -> None:
-    p = config.vision.patch_size
-    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.shape[1] % p or pixels.shape[2] % p:
-        raise ValueError(f"DINOv2 pixels must be (B, H, W, 3) NHWC with H and W multiples of "
-                         f"the patch size {p}, got {tuple(pixels.shape)}")
-
-
-def last_hidden_state(params: Params, pixels: jax.Array, *, config: DINOv2Config,
-                      dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, 1 + (H/p)(W/p), width)`` float32: the
-    final-layernormed tokens (transformers' ``last_hidden_state``). ``H``, ``W``: any
-    multiples of the patch size (positions resampled to that grid).
-
-    Raises:
-        ValueError: pixels not NHWC or not a multiple of the patch size.
-    """
-    _check_pixels(pixels, config)
-    return _apply("last_hidden_state", params, pixels, config=config, dtype=dtype)
-
-
-def embed_image_patches(params: Params, pixels: jax.Array, *, config: DINOv2Config,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, N, width)`` patch-conv output (with bias)."""
-    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_tokens(params: Params, tokens: jax.Array, *, config: DINOv2Config,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, grid**2, width)`` patch tokens of a ``config.vision.image_size`` input ->
-    ``(B, embed_dim)`` (class token, positions, encoder, layernorm, pooling)."""
-    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
-
-
-def encode_image(params: Params, pixels: jax.Array, *, config: DINOv2Config,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` float32 image embedding
-    (``"cls"``: transformers' ``pooler_output``; ``"cls+mean"``: ``[cls, mean patch]``).
-    Not normalised."""
-    _check_pixels(pixels, config)
-    return _apply("encode_image", params, pixels, config=config, dtype=dtype).astype(
-        jnp.float32)
-
-
-# There is no projection: the features "before the image head" are the embedding.
-encode_image_preproj = encode_image
-
-
-# The text side: refused (models/image_only.py); the identity image head.
-projection_matrices = image_only.projection_matrices
-embed_tokens = image_only.embed_tokens
-encode_text_embeddings = image_only.encode_text_embeddings
-encode_text = image_only.encode_text
-encode_text_preproj = image_only.encode_text
-get_tokenizer = image_only.get_tokenizer
+# The family's pure functions: the image side (models/image_only.py) ...
+(init_params, param_shapes, last_hidden_state, embed_image_patches, encode_image_tokens,
+ encode_image, encode_image_preproj) = image_only.vit_functions(DINOv2Module, __name__, "DINOv2")
+# ... and the text side: refused; the identity image head.
+encode_text_preproj = encode_text
 
 
 def preprocess_options(config: DINOv2Config) -> dict:

@@ -39,26 +39,28 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.checkpoint.formats import read_state_dict
-from crossgap_jax.models.checkpoint.hooks import Converted, Read
-from crossgap_jax.models.checkpoint.hub import HUB_ID
-from crossgap_jax.models.checkpoint.hub import hub_fetch as _hub_fetch
-from crossgap_jax.models.configs import VisionConfig, get_config, list_architectures
+from crossgap_jax.models.checkpoint.hf_dir import (
+    local_or_hub,
+    processor_normalisation,
+    read_dir,
+    release_source,
+    square,
+)
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, field_diffs, registered_like
+from crossgap_jax.models.checkpoint.torch_names import split_fused, to_flax, to_state_dict
+from crossgap_jax.models.configs import VisionConfig, get_config
 from crossgap_jax.models.dinov3.model import (
-    CLSMEAN_SUFFIX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     META_FILES,
     PRETRAINED,
     DINOv3Config,
 )
+from crossgap_jax.models.image_only import CLSMEAN_SUFFIX, IMAGENET_MEAN, IMAGENET_STD
 
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _IGNORED = re.compile(r"^(embeddings\.mask_token|mask_token|rope_embeddings\.inv_freq|"
                       r"rope_embed\.periods)$")
 _HF_LAYER = {"attention.q_proj": ("attention", "q_proj"),
@@ -78,13 +80,10 @@ def layout_of(sd: Mapping[str, Any]) -> str:
 
 
 def _put(flat, names, path, a, key, kind):
-    if kind == "linear" and path[-1] == "kernel":
-        a = a.T
-    elif kind == "conv" and path[-1] == "kernel":
-        a = a.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    elif kind == "norm" and path[-1] == "kernel":
+    if kind == "norm" and path[-1] == "kernel":
         path = path[:-1] + ("scale",)
-    flat[path], names[path] = np.ascontiguousarray(a, np.float32), key
+    how = kind if kind in ("linear", "conv") and path[-1] == "kernel" else "none"
+    flat[path], names[path] = np.ascontiguousarray(to_flax(a, how)), key
 
 
 def _split_qkv(prefix: tuple[str, ...], key: str, sd: Mapping[str, Any], flat, names,
@@ -100,7 +99,7 @@ def _split_qkv(prefix: tuple[str, ...], key: str, sd: Mapping[str, Any], flat, n
                 problems.append(f"{mask_key}: not finite (an uninitialised LinearKMaskedBias)")
                 return
             a = a * mask
-    q, k, v = np.split(a, 3, axis=0)
+    q, k, v = split_fused(a)
     if leaf == "bias":
         if np.any(k != 0):
             problems.append(f"{key}: a non-zero key bias (transformers' DINOv3 and this port "
@@ -185,35 +184,21 @@ def params_to_hf_state_dict(params: Mapping[str, Any], *, prefix: str = "layer."
     """Inverse of the ``"hf"`` mapping (float32, torch layouts). ``prefix``: ``"layer."``
     (the hub files, transformers 4.56) or ``"model.layer."`` (transformers 5's modules)."""
     inv = {v: k for k, v in _HF_LAYER.items()}
-    out: dict[str, np.ndarray] = {}
-    for path, value in traverse_util.flatten_dict(dict(params)).items():
-        a = np.asarray(value, np.float32)
-        leaf = path[-1]
-        if path[0].startswith("layer_"):
-            i = path[0].removeprefix("layer_")
-            if path[1].startswith("layer_scale"):
-                out[f"{prefix}{i}.{path[1]}.lambda1"] = a
-                continue
-            name = f"{prefix}{i}.{inv[path[1:-1]]}"
-        elif path[:2] == ("embeddings", "patch_embeddings"):
-            name = "embeddings.patch_embeddings"
-        elif path[0] == "embeddings":
-            out[f"embeddings.{leaf}"] = a
-            continue
-        else:
-            name = path[0]
-        if leaf == "kernel":
-            a = a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T
-        out[f"{name}.{'bias' if leaf == 'bias' else 'weight'}"] = np.ascontiguousarray(a)
-    return out
 
+    def own(path: tuple[str, ...], v: np.ndarray) -> tuple[str, np.ndarray] | None:
+        kernel = path[-1] == "kernel"
+        if path[:2] == ("embeddings", "patch_embeddings"):  # the file has no ".proj"
+            return (f"embeddings.patch_embeddings.{'weight' if kernel else 'bias'}",
+                    v.transpose(3, 2, 0, 1) if kernel else v)
+        if not path[0].startswith("layer_"):
+            return None  # the class and register tokens, norm: the usual rules
+        i = path[0].removeprefix("layer_")
+        if path[1].startswith("layer_scale"):
+            return f"{prefix}{i}.{path[1]}.lambda1", v
+        leaf = "bias" if path[-1] == "bias" else "weight"
+        return f"{prefix}{i}.{inv[path[1:-1]]}.{leaf}", v.T if kernel else v
 
-def _square(v: Any, what: str) -> int:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2 or v[0] != v[1]:
-            raise CheckpointError(f"non-square {what} {v} is not supported")
-        v = v[0]
-    return int(v)
+    return {k: np.ascontiguousarray(v) for k, v in to_state_dict(params, (), own).items()}
 
 
 def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | None = None, *,
@@ -247,13 +232,13 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
                               "biases: q, v, o and MLP with bias, k without)")
     if int(cfg.get("num_channels", 3)) != 3:
         raise CheckpointError(f"config.json: num_channels {cfg['num_channels']} (RGB only)")
-    patch = _square(cfg.get("patch_size", 16), "patch_size")
+    patch = square(cfg.get("patch_size", 16), "patch_size")
     width = int(cfg.get("hidden_size", 384))
     heads = int(cfg.get("num_attention_heads", 6))
     if width % (4 * heads):
         raise CheckpointError(f"config.json: hidden_size {width} is not a multiple of 4 x "
                               f"num_attention_heads {heads} (the RoPE splits each head in 4)")
-    size, interp = _square(cfg.get("image_size", 224), "image_size"), "bilinear"
+    size, interp = square(cfg.get("image_size", 224), "image_size"), "bilinear"
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     pre = dict(preprocessor or {})
     if pre:
@@ -264,16 +249,8 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
         if not isinstance(s, dict) or "height" not in s:
             raise CheckpointError(f"preprocessor_config.json: size {s!r} is not a "
                                   "{height, width} resize")
-        size = _square([s["height"], s["width"]], "preprocessor size")
-        resample = int(pre.get("resample", 2))
-        if resample not in (2, 3):
-            raise CheckpointError(f"preprocessor_config.json: resample {resample} (only 2 = "
-                                  "bilinear, 3 = bicubic)")
-        interp = "bicubic" if resample == 3 else "bilinear"
-        mean = tuple(float(x) for x in pre.get("image_mean", IMAGENET_MEAN))
-        std = tuple(float(x) for x in pre.get("image_std", IMAGENET_STD))
-        if abs(float(pre.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-            raise CheckpointError("preprocessor_config.json: rescale_factor other than 1/255")
+        size = square([s["height"], s["width"]], "preprocessor size")
+        interp, mean, std = processor_normalisation(pre, 2, IMAGENET_MEAN, IMAGENET_STD)
     if size % patch:
         raise CheckpointError(f"input size {size} is not a multiple of the patch size {patch}")
     inter = int(cfg.get("intermediate_size", 1536))
@@ -298,24 +275,14 @@ def architecture_diff(a: DINOv3Config, b: DINOv3Config) -> list[str]:
     aside)."""
     if not isinstance(b, DINOv3Config):
         return [f"family: dinov3 vs {getattr(b, 'family', 'clip')}"]
-    diffs = [f"vision.{f}: {getattr(a.vision, f)} vs {getattr(b.vision, f)}"
-             for f in _SHAPE_FIELDS if getattr(a.vision, f) != getattr(b.vision, f)]
-    return diffs + [f"{f}: {getattr(a, f)} vs {getattr(b, f)}"
-                    for f in _MODEL_FIELDS if getattr(a, f) != getattr(b, f)]
+    return field_diffs(a, b, towers={"vision": _SHAPE_FIELDS}) + field_diffs(a, b, _MODEL_FIELDS)
 
 
 def match_registered(config: DINOv3Config, prefer: str | None = None) -> str | None:
     """The registered DINOv3 architecture equal to ``config`` in shapes and pooling
     (``prefer`` first)."""
-    for n in ([prefer] if prefer else []) + list_architectures():
-        try:
-            c = get_config(n)
-        except KeyError:
-            continue
-        if (isinstance(c, DINOv3Config) and c.pooling == config.pooling
-                and not architecture_diff(c, config)):
-            return n
-    return None
+    return registered_like(lambda c: (isinstance(c, DINOv3Config) and c.pooling == config.pooling
+                                      and not architecture_diff(c, config)), prefer)
 
 
 def adopt(requested: DINOv3Config, declared: DINOv3Config) -> DINOv3Config:
@@ -324,14 +291,6 @@ def adopt(requested: DINOv3Config, declared: DINOv3Config) -> DINOv3Config:
     return requested.replace(mean=declared.mean, std=declared.std,
                              interpolation=declared.interpolation,
                              layerscale_value=declared.layerscale_value)
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
 
 
 def _meta_arch(path: str) -> str | None:
@@ -359,14 +318,6 @@ def claims(source: str) -> bool:
     return repo in PRETRAINED.values()
 
 
-def _hub_files(repo: str) -> str:
-    weights = " or ".join(_WEIGHT_FILES)
-    _, cfg_path = _hub_fetch(repo, ("config.json",), then=(weights,))
-    _hub_fetch(repo, ("preprocessor_config.json",), optional=True)
-    _hub_fetch(repo, _WEIGHT_FILES, then=())
-    return os.path.dirname(cfg_path)
-
-
 def read(request: Any) -> Read:
     """``hooks.Read`` of a DINOv3 request: a ``DINOv3ViTModel`` directory, a hub id
     (``hf-hub:`` / ``@revision`` accepted), a Meta ``.pth`` file, ``"dinov3"`` / None (the
@@ -380,19 +331,10 @@ def read(request: Any) -> Read:
     arch = request.arch
     if arch is not None and not isinstance(arch, DINOv3Config):
         raise CheckpointError(f"{arch.name!r} is not a DINOv3 architecture")
-    source = request.source
-    if arch is not None and (source is None or source == "dinov3"):
-        base = arch.name.removesuffix(CLSMEAN_SUFFIX)
-        if (base, "dinov3") not in PRETRAINED:
-            raise CheckpointError(f"no released DINOv3 weights for {arch.name!r}; pass "
-                                  "checkpoint= a DINOv3ViTModel directory, a hub id or "
-                                  "Meta's .pth")
-        source = PRETRAINED[(base, "dinov3")]
-    origin = "local"
-    path = os.path.expanduser(str(source))
-    repo = str(source).removeprefix("hf-hub:")
-    if not os.path.exists(path) and HUB_ID.match(repo):
-        path, origin = _hub_files(repo), "hf-hub"
+    source = release_source(arch, request.source, PRETRAINED, "dinov3", label="DINOv3",
+                            fix="a DINOv3ViTModel directory, a hub id or Meta's .pth",
+                            suffix=CLSMEAN_SUFFIX)
+    path, origin = local_or_hub(source)
     pooling = arch.pooling if arch else "cls"
     if os.path.isfile(path):  # Meta's original checkpoint
         sd, fmt, _ = read_state_dict(path, allow_pickle=request.allow_pickle)
@@ -406,21 +348,10 @@ def read(request: Any) -> Read:
                     extra={"origin": origin})
     if not os.path.isdir(path):
         raise CheckpointNotFoundError(f"no such DINOv3 checkpoint: {source}", target=path)
-    cfg_file = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_file):
-        raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
-                                      "DINOv3ViTModel directory)", target=path)
-    pre_file = os.path.join(path, "preprocessor_config.json")
-    declared = config_from_hf(_read_json(cfg_file),
-                              _read_json(pre_file) if os.path.isfile(pre_file) else None,
-                              pooling=pooling)
-    weights = next((os.path.join(path, f) for f in _WEIGHT_FILES
-                    if os.path.isfile(os.path.join(path, f))), None)
-    if weights is None:
-        raise CheckpointNotFoundError(f"{path}: no {' / '.join(_WEIGHT_FILES)}", target=path)
-    sd, fmt, _ = read_state_dict(weights, allow_pickle=request.allow_pickle)
-    return Read(tensors=sd, fmt=fmt, paths=[weights], layout=layout_of(sd), declared=declared,
-                declared_by=cfg_file, extra={"origin": origin})
+    d = read_dir(path, "DINOv3ViTModel", allow_pickle=request.allow_pickle)
+    declared = config_from_hf(d.config, d.preprocessor, pooling=pooling)
+    return Read(tensors=d.tensors, fmt=d.fmt, paths=[d.weights], layout=layout_of(d.tensors),
+                declared=declared, declared_by=d.config_file, extra={"origin": origin})
 
 
 def convert_tensors(read_result: Any, config: DINOv3Config) -> Converted:

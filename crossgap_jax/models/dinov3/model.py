@@ -55,7 +55,14 @@ import numpy as np
 
 from crossgap_jax.models import image_only
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.layers._module_fns import ModuleFns
+from crossgap_jax.models.image_only import IMAGENET_MEAN, IMAGENET_STD
+from crossgap_jax.models.image_only import (  # the text side: refused (re-exported)
+    embed_tokens as embed_tokens,
+)
+from crossgap_jax.models.image_only import encode_text as encode_text
+from crossgap_jax.models.image_only import encode_text_embeddings as encode_text_embeddings
+from crossgap_jax.models.image_only import get_tokenizer as get_tokenizer
+from crossgap_jax.models.image_only import projection_matrices as projection_matrices
 from crossgap_jax.models.layers.attention import attention
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
@@ -63,13 +70,8 @@ from crossgap_jax.models.layers.vit_layers import LayerScale, Mlp, PatchEmbed
 CAUSAL_TEXT = False
 HAS_TEXT_TOWER = False
 
-Params = Any
 Dtype = Any
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-POOLINGS = ("cls", "cls+mean")
-CLSMEAN_SUFFIX = "-clsmean"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,28 +110,16 @@ class DINOv3Config(CLIPConfig):
     interpolation: str = "bilinear"
 
     def __post_init__(self):
+        image_only.check_pooling(self, "DINOv3")
         v = self.vision
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"DINOv3 pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        want = v.width * (2 if self.pooling == "cls+mean" else 1)
-        if self.embed_dim != want:
-            raise ValueError(f"DINOv3 {self.name}: embed_dim {self.embed_dim} does not match "
-                             f"pooling {self.pooling!r} of width {v.width} (expected {want})")
         if v.width % (4 * v.heads):
             raise ValueError(f"DINOv3 {self.name}: the RoPE needs a head size divisible by 4, "
                              f"got width {v.width} / {v.heads} heads")
-        if v.image_size % v.patch_size:
-            raise ValueError(f"DINOv3 {self.name}: image_size {v.image_size} is not a "
-                             f"multiple of the patch size {v.patch_size}")
 
     def with_pooling(self, pooling: str) -> DINOv3Config:
-        """The same model with another image embedding; a registered name gets the
-        ``-clsmean`` suffix for ``"cls+mean"``."""
-        base = self.name.removesuffix(CLSMEAN_SUFFIX)
-        name = base + (CLSMEAN_SUFFIX if pooling == "cls+mean" else "")
-        mult = 2 if pooling == "cls+mean" else 1
-        return dataclasses.replace(self, name=name, pooling=pooling,
-                                   embed_dim=self.vision.width * mult)
+        """The same model with another image embedding (``"cls"`` / ``"cls+mean"``); a
+        registered name gets the ``-clsmean`` suffix for ``"cls+mean"``."""
+        return image_only.with_pooling(self, pooling)
 
 
 CONFIG_CLASS = DINOv3Config
@@ -140,7 +130,7 @@ def dinov3_config(name: str, width: int, layers: int, heads: int, intermediate: 
                   pooling: str = "cls", **kw: Any) -> DINOv3Config:
     """A :class:`DINOv3Config` from a few numbers."""
     return DINOv3Config(
-        name=name, embed_dim=width * (2 if pooling == "cls+mean" else 1),
+        name=name, embed_dim=image_only.pooled_dim(width, pooling),
         vision=VisionConfig(image_size=image_size, patch_size=patch_size, width=width,
                             layers=layers, heads=heads, mlp_ratio=intermediate / width),
         num_register_tokens=registers, intermediate_size=intermediate, pooling=pooling, **kw)
@@ -157,11 +147,7 @@ def _architectures() -> dict[str, DINOv3Config]:
         "dinov3-tiny": dinov3_config("dinov3-tiny", 32, 2, 4, 64, image_size=32,
                                      patch_size=8, registers=2),
     }
-    out = dict(base)
-    for cfg in base.values():
-        clsmean = cfg.with_pooling("cls+mean")
-        out[clsmean.name] = clsmean
-    return out
+    return image_only.with_clsmean(base)
 
 
 ARCHITECTURES: dict[str, DINOv3Config] = _architectures()
@@ -290,8 +276,9 @@ class Embeddings(nn.Module):
         return jnp.concatenate([head, tokens.astype(self.dtype)], axis=1)
 
 
-class DINOv3Module(nn.Module):
-    """transformers' ``DINOv3ViTModel`` (``embeddings``, the encoder's ``layer_i``, ``norm``)."""
+class DINOv3Module(image_only.ImageOnlyViT):
+    """transformers' ``DINOv3ViTModel`` (``embeddings``, the encoder's ``layer_i``, ``norm``);
+    the pooling and entry methods are :class:`~.image_only.ImageOnlyViT`'s."""
 
     config: DINOv3Config
     dtype: Dtype = jnp.float32
@@ -301,6 +288,10 @@ class DINOv3Module(nn.Module):
         self.embeddings = Embeddings(c, self.dtype)
         self.layers = [Layer(c, self.dtype, name=f"layer_{i}") for i in range(c.vision.layers)]
         self.norm = LayerNorm(c.layer_norm_eps, self.dtype)
+
+    @property
+    def prefix_tokens(self) -> int:
+        return 1 + self.config.num_register_tokens  # the class and register tokens
 
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
         return self.embeddings.embed_patches(pixels)
@@ -315,102 +306,12 @@ class DINOv3Module(nn.Module):
             x = layer(x, cos, sin)
         return self.norm(x).astype(jnp.float32)
 
-    def last_hidden_state(self, pixels: jax.Array) -> jax.Array:
-        p = self.config.vision.patch_size
-        return self.hidden_states_from_tokens(self.embed_image_patches(pixels),
-                                              pixels.shape[1] // p, pixels.shape[2] // p)
 
-    def pool(self, x: jax.Array) -> jax.Array:
-        if self.config.pooling == "cls":
-            return x[:, 0]
-        patches = x[:, 1 + self.config.num_register_tokens:]
-        return jnp.concatenate([x[:, 0], jnp.mean(patches, axis=1)], axis=-1)
-
-    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
-        g = self.config.vision.grid_size
-        return self.pool(self.hidden_states_from_tokens(tokens, g, g))
-
-    def encode_image(self, pixels: jax.Array) -> jax.Array:
-        return self.pool(self.last_hidden_state(pixels))
-
-    def __call__(self, pixels: jax.Array) -> jax.Array:
-        return self.encode_image(pixels)
-
-
-class _DINOv3Fns(ModuleFns):
-    @staticmethod
-    def dummy_inputs(config: Any) -> tuple[jax.Array]:
-        s = config.vision.image_size
-        return (jnp.zeros((1, s, s, 3), jnp.float32),)
-
-
-_FNS = _DINOv3Fns(DINOv3Module)
-_apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
-
-
-# ---------------------------------------------------------------------------------------
-# The family's pure functions
-# ---------------------------------------------------------------------------------------
-def _check_pixels(pixels: Any, config: DINOv3Config) -> None:
-    p = config.vision.patch_size
-    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.shape[1] % p or pixels.shape[2] % p:
-        raise ValueError(f"DINOv3 pixels must be (B, H, W, 3) NHWC with H and W multiples of "
-                         f"the patch size {p}, got {tuple(pixels.shape)}")
-
-
-def last_hidden_state(params: Params, pixels: jax.Array, *, config: DINOv3Config,
-                      dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, 1 + R + (H/p)(W/p), width)`` float32:
-    the final-normed tokens (transformers' ``last_hidden_state``: class, registers,
-    patches). ``H``, ``W``: any multiples of the patch size (the RoPE follows the grid).
-
-    Raises:
-        ValueError: pixels not NHWC or not a multiple of the patch size.
-    """
-    _check_pixels(pixels, config)
-    return _apply("last_hidden_state", params, pixels, config=config, dtype=dtype)
-
-
-def embed_image_patches(params: Params, pixels: jax.Array, *, config: DINOv3Config,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, N, width)`` patch-conv output (with bias)."""
-    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_tokens(params: Params, tokens: jax.Array, *, config: DINOv3Config,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, grid**2, width)`` patch tokens of a ``config.vision.image_size`` input ->
-    ``(B, embed_dim)`` (class and register tokens, RoPE blocks, norm, pooling)."""
-    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
-
-
-def encode_image(params: Params, pixels: jax.Array, *, config: DINOv3Config,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` float32 image embedding
-    (``"cls"``: transformers' ``pooler_output``; ``"cls+mean"``: ``[cls, mean patch]``).
-    Not normalised.
-
-    Raises:
-        ValueError: pixels not NHWC or not a multiple of the patch size.
-    """
-    _check_pixels(pixels, config)
-    return _apply("encode_image", params, pixels, config=config, dtype=dtype).astype(
-        jnp.float32)
-
-
-# No projection: the features "before the image head" are the embedding.
-encode_image_preproj = encode_image
-
-
-# The text side: refused (models/image_only.py); the identity image head.
-projection_matrices = image_only.projection_matrices
-embed_tokens = image_only.embed_tokens
-encode_text_embeddings = image_only.encode_text_embeddings
-encode_text = image_only.encode_text
-encode_text_preproj = image_only.encode_text
-get_tokenizer = image_only.get_tokenizer
+# The family's pure functions: the image side (models/image_only.py) ...
+(init_params, param_shapes, last_hidden_state, embed_image_patches, encode_image_tokens,
+ encode_image, encode_image_preproj) = image_only.vit_functions(DINOv3Module, __name__, "DINOv3")
+# ... and the text side: refused; the identity image head.
+encode_text_preproj = encode_text
 
 
 def preprocess_options(config: DINOv3Config) -> dict:

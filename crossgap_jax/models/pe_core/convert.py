@@ -29,7 +29,6 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
-import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
@@ -40,14 +39,21 @@ from crossgap_jax.models.checkpoint.formats import (
     read_safetensors,
     sniff_format,
 )
-from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
+from crossgap_jax.models.checkpoint.hooks import (
+    Converted,
+    Read,
+    Request,
+    field_diffs,
+    registered_like,
+)
 from crossgap_jax.models.checkpoint.hub import HUB_ID, hub_fetch
 from crossgap_jax.models.checkpoint.pretrained import (
     PE_CORE_DEFAULT_TAG,
     PE_CORE_PRETRAINED,
     resolve_family_tag,
 )
-from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
+from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
+from crossgap_jax.models.configs import TextConfig, VisionConfig
 from crossgap_jax.models.pe_core.model import PECoreConfig
 
 Flat = dict[tuple[str, ...], np.ndarray]
@@ -133,73 +139,29 @@ def pe_to_open_clip(sd: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[
 # ---------------------------------------------------------------------------------------
 # open_clip names <-> Flax paths
 # ---------------------------------------------------------------------------------------
-def _flax_path(name: str) -> tuple[tuple[str, ...], str] | None:
+_STACKS = ("blocks", "resblocks")
+
+
+def _flax_path(name: str) -> Mapped:
     """open_clip tensor name -> (Flax path, transform: none | linear | conv)."""
-    parts = re.sub(r"\.(blocks|resblocks)\.(\d+)\.", r".\1_\2.", name).split(".")
-    *mod, leaf = parts
-    if not mod and leaf == "logit_scale":
-        return (leaf,), "none"
-    if not mod or mod[0] not in ("visual", "text"):
+    if name.split(".")[0] not in ("visual", "text", "logit_scale"):
         return None
-    if leaf in _PARAMS:
-        return (*mod, leaf), "none"
-    if leaf in ("in_proj_weight", "in_proj_bias"):
-        return ((*mod, "in_proj", "kernel"), "linear") if leaf == "in_proj_weight" else \
-            ((*mod, "in_proj", "bias"), "none")
-    if leaf == "bias":
-        return (*mod, "bias"), "none"
-    if leaf != "weight":
-        return None
-    if mod[-1] in _LAYER_NORMS:
-        return (*mod, "scale"), "none"
-    if mod[-1] == "token_embedding":
-        return (*mod, "embedding"), "none"
-    if mod[-1] == "proj" and mod[-2] == "patch_embed":
-        return (*mod, "kernel"), "conv"
-    return (*mod, "kernel"), "linear"
+    return torch_path(name, stacks=_STACKS, norms=_LAYER_NORMS, embeddings=("token_embedding",),
+                      convs=("patch_embed.proj",), plain=_PARAMS)
 
 
 def state_dict_to_flat(sd: Mapping[str, Any]) -> tuple[Flat, dict[tuple[str, ...], str],
                                                        list[str]]:
     """open_clip ``PE-Core`` names -> Flax paths (unchecked): ``(flat, names, unexpected)``."""
-    flat: Flat = {}
-    names: dict[tuple[str, ...], str] = {}
-    unexpected: list[str] = []
-    for name, value in sd.items():
-        mapped = _flax_path(name)
-        if mapped is None:
-            unexpected.append(name)
-            continue
-        path, how = mapped
-        v = np.asarray(value, np.float32)
-        if how == "linear":
-            v = v.T
-        elif how == "conv":
-            v = v.transpose(2, 3, 1, 0)
-        elif path == ("logit_scale",) and v.size == 1:
-            v = v.reshape(())  # a scalar; some writers store it as (1,)
-        flat[path] = v
-        names[path] = name
+    flat, names, unexpected, _ = rename(sd, _flax_path)
+    if ("logit_scale",) in flat and flat[("logit_scale",)].size == 1:
+        flat[("logit_scale",)] = flat[("logit_scale",)].reshape(())  # some writers store (1,)
     return flat, names, unexpected
 
 
 def params_to_open_clip_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Inverse of :func:`state_dict_to_flat` (float32 NumPy, open_clip's names)."""
-    out = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        v = np.asarray(value, np.float32)
-        *mod, leaf = path
-        mod = [re.sub(r"^(blocks|resblocks)_(\d+)$", r"\1.\2", m) for m in mod]
-        if mod and mod[-1] == "in_proj":
-            out[".".join(mod[:-1]) + (".in_proj_weight" if leaf == "kernel" else ".in_proj_bias")
-                ] = v.T if leaf == "kernel" else v
-        elif leaf == "kernel":
-            out[".".join(mod) + ".weight"] = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
-        elif leaf in ("scale", "embedding"):
-            out[".".join(mod) + ".weight"] = v
-        else:
-            out[".".join([*mod, leaf])] = v
-    return out
+    return to_state_dict(params, _STACKS)
 
 
 def detect_layout(sd: Mapping[str, Any]) -> str | None:
@@ -249,27 +211,20 @@ def infer_config(sd: Mapping[str, Any], name: str = "custom-pe-core") -> PECoreC
 _FIELDS = ("embed_dim", "pool_heads", "pool_mlp_ratio", "class_token", "rope_theta")
 
 
+_TOWER_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio",
+                 "context_length", "vocab_size")
+
+
 def architecture_diff(a: PECoreConfig, b: PECoreConfig) -> list[str]:
     """``"field: a vs b"`` for every shape difference."""
-    diffs = [f"{f}: {getattr(a, f, None)} vs {getattr(b, f, None)}" for f in _FIELDS
-             if getattr(a, f, None) != getattr(b, f, None)]
-    for tower in ("vision", "text"):
-        for f in ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio",
-                  "context_length", "vocab_size"):
-            x, y = getattr(getattr(a, tower), f, None), getattr(getattr(b, tower), f, None)
-            if x != y:
-                diffs.append(f"{tower}.{f}: {x} vs {y}")
-    return diffs
+    return field_diffs(a, b, _FIELDS, {"vision": _TOWER_FIELDS, "text": _TOWER_FIELDS})
 
 
 def match_registered(config: PECoreConfig, prefer: str | None = None) -> str | None:
     """The first registered PE-Core architecture with ``config``'s shapes, or None."""
     del prefer
-    for name in list_architectures():
-        c = get_config(name)
-        if isinstance(c, PECoreConfig) and not architecture_diff(c, config):
-            return name
-    return None
+    return registered_like(lambda c: isinstance(c, PECoreConfig)
+                           and not architecture_diff(c, config))
 
 
 def adopt(requested: PECoreConfig, declared: PECoreConfig) -> PECoreConfig:

@@ -70,15 +70,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models.clip.model import (
-    Transformer,
-    causal_text_features,
-    causal_text_prefix,
-)
 from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows
-from crossgap_jax.models.layers.attention import KV, attention, self_attention
+from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
+from crossgap_jax.models.layers.attention import attention, self_attention
+from crossgap_jax.models.layers.causal_text import (
+    CausalTextMethods,
+    causal_text_functions,
+    setup_text_tower,
+)
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import Mlp, PatchEmbed
 from crossgap_jax.models.pe_core.rope import apply_rope, rope_2d_angles
@@ -302,20 +302,12 @@ class TextTower(nn.Module):
     dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, t = self.config, self.config.text
-        self.token_embedding = nn.Embed(t.vocab_size, t.width,
-                                        embedding_init=nn.initializers.normal(0.02))
-        self.positional_embedding = self.param(
-            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width))
-        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, False,
-                                       c.layer_norm_eps, self.dtype)
-        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
-        self.text_projection = self.param(
-            "text_projection", nn.initializers.normal(t.width**-0.5), (t.width, c.embed_dim))
+        setup_text_tower(self, self.config, self.dtype)  # quick_gelu: always False for PE
 
 
-class PECoreModule(nn.Module):
-    """Both towers with open_clip's top-level names (``visual``, ``text``, ``logit_scale``)."""
+class PECoreModule(CausalTextMethods):
+    """Both towers with open_clip's top-level names (``visual``, ``text``, ``logit_scale``);
+    the text methods are :class:`CausalTextMethods`' over ``text``."""
 
     config: PECoreConfig
     dtype: Dtype = jnp.float32
@@ -326,34 +318,18 @@ class PECoreModule(nn.Module):
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)),
                                       ())
 
-    # --- text ---------------------------------------------------------------------------
-    def text_prefix(self, embeddings: jax.Array) -> tuple[KV, ...]:
-        return causal_text_prefix(self.text, embeddings)
-
-    def text_preproj(self, embeddings: jax.Array, eot_index: jax.Array,
-                     prefix: tuple[KV, ...] | None = None, pooled_only: bool = False
-                     ) -> jax.Array:
-        return causal_text_features(self.text, embeddings, eot_index, prefix, pooled_only)
-
-    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
-                               prefix: tuple[KV, ...] | None = None,
-                               pooled_only: bool = False) -> jax.Array:
-        x = self.text_preproj(embeddings, eot_index, prefix, pooled_only)
-        return (x @ self.text.text_projection.astype(self.dtype)).astype(jnp.float32)
-
-    def encode_text_preproj(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        emb = embed_rows(self.text.token_embedding.embedding, ids)
-        return self.text_preproj(emb, eot_index, pooled_only=True).astype(jnp.float32)
-
-    def encode_text(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        emb = embed_rows(self.text.token_embedding.embedding, ids)
-        return self.encode_text_embeddings(emb, eot_index, pooled_only=True)
+    @property
+    def text_tower(self) -> nn.Module:
+        return self.text
 
     # --- image --------------------------------------------------------------------------
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
         return self.visual.trunk.embed_patches(pixels)
 
-    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
+    def encode_image_tokens(self, tokens: jax.Array, pooled_only: bool = False) -> jax.Array:
+        # ``pooled_only`` has no effect: the attention pool reads every token's last-block
+        # output, so no row of the last block can be skipped.
+        del pooled_only
         return self.visual.trunk(tokens).astype(jnp.float32)
 
     def encode_image_preproj(self, pixels: jax.Array) -> jax.Array:
@@ -369,88 +345,18 @@ class PECoreModule(nn.Module):
 
 
 _FNS = ModuleFns(PECoreModule)
-_module = _FNS.module
-_apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
+init_params, param_shapes = _FNS.init_params, _FNS.param_shapes
 
-
-# ---------------------------------------------------------------------------------------
-# The family's pure functions (same signatures as crossgap_jax.models.clip.model)
-# ---------------------------------------------------------------------------------------
-def embed_tokens(params: Params, ids: jax.Array, *, config: PECoreConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions).
-
-    An id outside ``[0, vocab_size)`` (negative ones included) gives a row of NaN; the bundle
-    refuses such ids on the host (:func:`~crossgap_jax.models.inputs.check_text_inputs`).
-    """
-    del config, dtype
-    return embed_rows(params["text"]["token_embedding"]["embedding"], ids)
-
-
-def text_prefix(params: Params, embeddings: jax.Array, *, config: PECoreConfig,
-                dtype: Dtype = jnp.float32) -> tuple[KV, ...]:
-    """As :func:`crossgap_jax.models.clip.model.text_prefix` (same causal text tower)."""
-    return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
-
-
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: PECoreConfig, dtype: Dtype = jnp.float32,
-                           prefix: tuple[KV, ...] | None = None,
-                           pooled_only: bool = False) -> jax.Array:
-    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)``.
-
-    ``L`` may stop after the last EOT (causal mask: exact). ``prefix`` / ``pooled_only``: as
-    :func:`crossgap_jax.models.clip.model.encode_text_embeddings`.
-    """
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, prefix,
-                  pooled_only, config=config, dtype=dtype)
-
-
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                config: PECoreConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` (not normalised)."""
-    return _apply("encode_text", params, ids, eot_index, config=config, dtype=dtype)
-
-
-def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                        config: PECoreConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, text_width)`` ``ln_final`` output at EOT (before
-    ``text_projection``)."""
-    return _apply("encode_text_preproj", params, ids, eot_index, config=config, dtype=dtype)
-
-
-def embed_image_patches(params: Params, pixels: jax.Array, *, config: PECoreConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch-conv output (no bias)."""
-    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_tokens(params: Params, tokens: jax.Array, *, config: PECoreConfig,
-                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
-    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (class token, positions
-    and RoPE added here).
-
-    ``pooled_only`` has no effect (accepted for the common signature): the attention pool
-    reads every token's last-block output, so no row of the last block can be skipped.
-    """
-    del pooled_only
-    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
-
-
-def encode_image(params: Params, pixels: jax.Array, *, config: PECoreConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
-    return _apply("encode_image", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_preproj(params: Params, pixels: jax.Array, *, config: PECoreConfig,
-                         dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` -> ``(B, vision_width)``: the attention pool's output before its
-    MLP residual (IsoCLIP's ``encode_attention_module``), or with
-    ``config.preproj_pool_mlp`` the full pooled vector before ``head``."""
-    return _apply("encode_image_preproj", params, pixels, config=config, dtype=dtype)
+# The family's pure functions over a params pytree (``config`` and ``dtype`` static): the
+# causal text tower's (models/layers/causal_text.py) and the image tower's.
+# encode_image_preproj: the attention pool's output before its MLP residual (IsoCLIP's
+# ``encode_attention_module``), or with ``config.preproj_pool_mlp`` the full pooled vector
+# before ``head``.
+(embed_tokens, text_prefix, encode_text_embeddings, encode_text,
+ encode_text_preproj) = causal_text_functions(_FNS, __name__,
+                                              ("text", "token_embedding", "embedding"))
+embed_image_patches, encode_image_tokens, encode_image, encode_image_preproj = \
+    image_functions(_FNS, __name__)
 
 
 def projection_matrices(params: Params, config: PECoreConfig) -> tuple[jax.Array, jax.Array]:

@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
@@ -34,15 +33,16 @@ from crossgap_jax.models.checkpoint.formats import (
     npz_names,
     read_json,
     read_npz,
-    read_state_dict,
 )
-from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
+from crossgap_jax.models.checkpoint.hf_dir import RESAMPLE, read_dir, square
+from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request, field_diffs
 from crossgap_jax.models.checkpoint.hub import hub_snapshot
 from crossgap_jax.models.checkpoint.pretrained import (
     SIGLIP_DEFAULT_TAG,
     SIGLIP_PRETRAINED,
     resolve_family_tag,
 )
+from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
 from crossgap_jax.models.siglip.big_vision import _big_vision_flat, config_from_big_vision
 from crossgap_jax.models.siglip.gemma_tokenizer import find_gemma_file
@@ -72,37 +72,10 @@ def _finish(flat: Flat, config: SigLIPConfig, unexpected: list[str], layout: str
 # ---------------------------------------------------------------------------------------
 # transformers SiglipModel layout
 # ---------------------------------------------------------------------------------------
-def _hf_path(name: str) -> tuple[tuple[str, ...], str] | None:
+def _hf_path(name: str) -> Mapped:
     """HF tensor name -> (Flax path, transform: none | linear | conv)."""
-    parts = name.split(".")
-    fixed: list[str] = []
-    i = 0
-    while i < len(parts):
-        if parts[i] == "layers" and i + 1 < len(parts) and parts[i + 1].isdigit():
-            fixed.append(f"layers_{parts[i + 1]}")
-            i += 2
-        else:
-            fixed.append(parts[i])
-            i += 1
-    *mod, leaf = fixed
-    if not mod:
-        return (leaf,), "none"  # logit_scale, logit_bias
-    if leaf == "probe":
-        return (*mod, "probe"), "none"
-    if leaf in ("in_proj_weight", "in_proj_bias"):
-        return ((*mod, "in_proj", "kernel"), "linear") if leaf == "in_proj_weight" else \
-            ((*mod, "in_proj", "bias"), "none")
-    if leaf == "bias":
-        return (*mod, "bias"), "none"
-    if leaf != "weight":
-        return None
-    if mod[-1] in _LAYER_NORMS:
-        return (*mod, "scale"), "none"
-    if mod[-1] in _EMBEDDINGS:
-        return (*mod, "embedding"), "none"
-    if mod[-1] == "patch_embedding":
-        return (*mod, "kernel"), "conv"
-    return (*mod, "kernel"), "linear"
+    return torch_path(name, stacks=("layers",), norms=_LAYER_NORMS, embeddings=_EMBEDDINGS,
+                      convs=("patch_embedding",), plain=("logit_scale", "logit_bias", "probe"))
 
 
 def hf_state_dict_to_params(sd: Mapping[str, Any], config: SigLIPConfig) -> dict:
@@ -117,44 +90,13 @@ def hf_state_dict_to_params(sd: Mapping[str, Any], config: SigLIPConfig) -> dict
 
 def _hf_flat(sd: Mapping[str, Any]) -> tuple[Flat, dict[tuple[str, ...], str], list[str]]:
     """HF names -> Flax paths (unchecked): ``(flat, names, unexpected)``."""
-    flat: Flat = {}
-    names: dict[tuple[str, ...], str] = {}
-    unexpected: list[str] = []
-    for name, value in sd.items():
-        if _HF_IGNORED.match(name):
-            continue
-        mapped = _hf_path(name)
-        if mapped is None:
-            unexpected.append(name)
-            continue
-        path, how = mapped
-        names[path] = name
-        v = np.asarray(value, np.float32)
-        if how == "linear":
-            v = v.T
-        elif how == "conv":
-            v = v.transpose(2, 3, 1, 0)
-        flat[path] = v
+    flat, names, unexpected, _ = rename(sd, _hf_path, _HF_IGNORED)
     return flat, names, unexpected
 
 
 def params_to_hf_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Inverse of :func:`hf_state_dict_to_params` (float32 NumPy, transformers names)."""
-    out = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        v = np.asarray(value, np.float32)
-        *mod, leaf = path
-        mod = [re.sub(r"^layers_(\d+)$", r"layers.\1", m) for m in mod]
-        if mod and mod[-1] == "in_proj":
-            out[".".join(mod[:-1]) + (".in_proj_weight" if leaf == "kernel" else ".in_proj_bias")
-                ] = v.T if leaf == "kernel" else v
-        elif leaf == "kernel":
-            out[".".join(mod) + ".weight"] = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
-        elif leaf in ("scale", "embedding"):
-            out[".".join(mod) + ".weight"] = v
-        else:
-            out[".".join([*mod, leaf])] = v
-    return out
+    return to_state_dict(params, ("layers",))
 
 
 _HF_TEXT = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -163,15 +105,6 @@ _HF_TEXT = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_h
 _HF_VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                   num_attention_heads=12, image_size=224, patch_size=16,
                   hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=True)
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}
-
-
-def _square(v: Any, what: str) -> int:
-    if isinstance(v, (list, tuple)):
-        if len(set(v)) != 1:
-            raise CheckpointError(f"non-square {what} {v} is not supported")
-        v = v[0]
-    return int(v)
 
 
 def _text_fields(vocab_size: int, tokenizer_class: str | None) -> dict[str, Any]:
@@ -217,14 +150,14 @@ def config_from_hf(cfg: Mapping[str, Any], preprocessor: Mapping[str, Any] | Non
     if "image_mean" in pre:
         kw["mean"] = tuple(float(x) for x in pre["image_mean"])
         kw["std"] = tuple(float(x) for x in pre["image_std"])
-    if pre.get("resample") in _RESAMPLE:
-        kw["interpolation"] = _RESAMPLE[pre["resample"]]
-    image_size = _square(v["image_size"], "image_size")
+    if pre.get("resample") in RESAMPLE:
+        kw["interpolation"] = RESAMPLE[pre["resample"]]
+    image_size = square(v["image_size"], "image_size")
     vh, th = int(v["hidden_size"]), int(t["hidden_size"])
     return SigLIPConfig(
         name=name,
         embed_dim=proj,
-        vision=VisionConfig(image_size=image_size, patch_size=_square(v["patch_size"], "patch"),
+        vision=VisionConfig(image_size=image_size, patch_size=square(v["patch_size"], "patch"),
                             width=vh, layers=int(v["num_hidden_layers"]),
                             heads=int(v["num_attention_heads"]),
                             mlp_ratio=int(v["intermediate_size"]) / vh),
@@ -267,18 +200,14 @@ def is_siglip_checkpoint(source: str) -> bool:
 claims = is_siglip_checkpoint
 
 
+_TOWER_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio",
+                 "context_length", "vocab_size")
+
+
 def architecture_diff(a: SigLIPConfig, b: SigLIPConfig) -> list[str]:
     """``"field: a vs b"`` for every shape / activation difference."""
-    diffs = [f"{f}: {getattr(a, f)} vs {getattr(b, f)}"
-             for f in ("embed_dim", "hidden_act", "layer_norm_eps")
-             if getattr(a, f) != getattr(b, f)]
-    for tower in ("vision", "text"):
-        for f in ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio",
-                  "context_length", "vocab_size"):
-            x, y = getattr(getattr(a, tower), f, None), getattr(getattr(b, tower), f, None)
-            if x != y:
-                diffs.append(f"{tower}.{f}: {x} vs {y}")
-    return diffs
+    return field_diffs(a, b, ("embed_dim", "hidden_act", "layer_norm_eps"),
+                       {"vision": _TOWER_FIELDS, "text": _TOWER_FIELDS})
 
 
 def _same_tokenizer(a: SigLIPConfig, b: SigLIPConfig) -> bool:
@@ -338,24 +267,12 @@ def read(req: Request) -> Read:
         extra["origin"] = "hf-hub"
     tokenizer = req.tokenizer
     if os.path.isdir(path):
-        cfg_file = os.path.join(path, "config.json")
-        if not os.path.isfile(cfg_file):
-            raise CheckpointNotFoundError(f"{path}: no config.json (expected a transformers "
-                                          f"SiglipModel directory)", target=path)
-        pre_file = os.path.join(path, "preprocessor_config.json")
+        d = read_dir(path, "SiglipModel", allow_pickle=req.allow_pickle)
         tok_file = os.path.join(path, "tokenizer_config.json")
         tok_class = read_json(tok_file).get("tokenizer_class") if os.path.isfile(tok_file) \
             else None
-        declared = config_from_hf(read_json(cfg_file),
-                                  read_json(pre_file) if os.path.isfile(pre_file) else None,
-                                  tokenizer_class=tok_class)
-        weights = next((os.path.join(path, f) for f in ("model.safetensors", "pytorch_model.bin")
-                        if os.path.isfile(os.path.join(path, f))), None)
-        if weights is None:
-            raise CheckpointNotFoundError(f"{path}: no model.safetensors / pytorch_model.bin",
-                                          target=path)
-        sd, fmt, _ = read_state_dict(weights, allow_pickle=req.allow_pickle)
-        layout, declared_by = "hf", cfg_file
+        declared = config_from_hf(d.config, d.preprocessor, tokenizer_class=tok_class)
+        sd, fmt, weights, layout, declared_by = d.tensors, d.fmt, d.weights, "hf", d.config_file
         tokenizer = tokenizer or _find_tokenizer(path, arch or declared)
     elif _is_npz(path):
         sd = read_npz(path)

@@ -43,7 +43,7 @@ import numpy as np
 import sentencepiece as spm
 from tokenizers import Tokenizer
 
-from crossgap_jax.models.siglip.tokenizer import canonicalize_text
+from crossgap_jax.models.siglip.tokenizer import LastPositionTokenizer, canonicalize_text
 
 CLEAN_MODES = ("canonicalize", "lower")
 GEMMA_FILES = ("tokenizer.json", "tokenizer.model")
@@ -95,7 +95,7 @@ class _SentencePieceBackend:
         return int(self.sp.get_piece_size())
 
 
-class GemmaTokenizer:
+class GemmaTokenizer(LastPositionTokenizer):
     """Gemma-vocabulary tokenizer producing fixed-length ``int32`` ids (SigLIP 2).
 
     Args:
@@ -139,37 +139,9 @@ class GemmaTokenizer:
         """Gemma ids of one cleaned text, no BOS / EOS."""
         return self.backend.encode([clean_text(text, self.clean)])[0]
 
-    def _finish(self, ids: Sequence[int]) -> np.ndarray:
-        row = np.full((self.context_length,), self.pad_token_id, np.int32)
-        ids = list(ids)[: self.context_length - 1] + [self.eot_token_id]
-        row[: len(ids)] = ids
-        return row
-
-    def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Texts -> ``(N, context_length)`` int32 ids: pieces, ``<eos>``, ``<pad>`` padding.
-
-        Raises:
-            TypeError: an item that is not a string.
-        """
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for t in texts:
-            if not isinstance(t, str):
-                raise TypeError(f"tokenizer expects strings, got {type(t).__name__}: {t!r}")
-        out = np.full((len(texts), self.context_length), self.pad_token_id, np.int32)
-        if texts:
-            for i, ids in enumerate(self.backend.encode([clean_text(t, self.clean)
-                                                         for t in texts])):
-                out[i] = self._finish(ids)
-        return out
-
-    def pool_indices(self, ids: np.ndarray) -> np.ndarray:
-        """``(N, L)`` -> ``(N,)``: the last position, ``L - 1``."""
-        ids = np.asarray(ids)
-        return np.full((ids.shape[0],), ids.shape[-1] - 1, np.int32)
-
-    eot_indices = pool_indices
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Gemma ids of each cleaned text, no BOS / EOS."""
+        return self.backend.encode([clean_text(t, self.clean) for t in texts]) if texts else []
 
     def placeholder_id(self, placeholder: str) -> int:
         """The one piece for ``placeholder``: ``▁£`` if the vocabulary has it, else ``£``.
@@ -214,11 +186,7 @@ class GemmaTokenizer:
                 ids += full[len(anchor):]
             if i < len(parts) - 1:
                 ids.append(pid)
-        if len(ids) + 1 > self.context_length:
-            raise ValueError(f"template does not fit the context ({len(ids) + 1} > "
-                             f"{self.context_length} tokens): {text!r}")
-        positions = [i for i, t in enumerate(ids) if t == pid]
-        return self._finish(ids), positions, self.context_length - 1
+        return self._template(ids, pid, text)
 
 
 @functools.lru_cache(maxsize=8)

@@ -56,7 +56,6 @@ every position influences it, so OTI never truncates the context).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -65,9 +64,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, pool_rows
+from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows, image_functions, pool_rows
 from crossgap_jax.models.layers.attention import attention, select_rows, self_attention
 from crossgap_jax.models.layers.norm import LayerNorm
+from crossgap_jax.models.layers.vit_layers import Mlp
 from crossgap_jax.models.siglip.gemma_tokenizer import CLEAN_MODES, load_gemma_tokenizer
 from crossgap_jax.models.siglip.tokenizer import load_siglip_tokenizer
 
@@ -203,12 +203,6 @@ ALIASES: dict[str, str] = {"ViT-B-16-SigLIP": "SigLIP-ViT-B-16",
 # ---------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------
-def _act(name: str):
-    if name == "gelu_pytorch_tanh":
-        return functools.partial(jax.nn.gelu, approximate=True)
-    return functools.partial(jax.nn.gelu, approximate=False)
-
-
 class SelfAttention(nn.Module):
     """Non-causal self-attention with separate q/k/v projections (HF ``SiglipAttention``)."""
 
@@ -224,17 +218,10 @@ class SelfAttention(nn.Module):
         return dense("out_proj")(out)
 
 
-class MLP(nn.Module):
-    width: int
-    hidden: int
-    act: str
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
-        x = _act(self.act)(x)
-        return nn.Dense(self.width, dtype=self.dtype, name="fc2")(x)
+def _mlp(width: int, hidden: int, act: str, dtype: Dtype) -> Mlp:
+    """The ``mlp`` (``fc1 -> act -> fc2``) of a layer or the MAP head; ``act`` is
+    ``"gelu_pytorch_tanh"`` (tanh approximation) or ``"gelu"`` (exact)."""
+    return Mlp(width, hidden, False, dtype, tanh_gelu=act == "gelu_pytorch_tanh", name="mlp")
 
 
 class EncoderLayer(nn.Module):
@@ -253,7 +240,7 @@ class EncoderLayer(nn.Module):
             self.width, self.heads, self.dtype, name="self_attn")(ln("layer_norm1")(x),
                                                                  pool_index)
         hidden = int(round(self.width * self.mlp_ratio))
-        return x + MLP(self.width, hidden, self.act, self.dtype, name="mlp")(ln("layer_norm2")(x))
+        return x + _mlp(self.width, hidden, self.act, self.dtype)(ln("layer_norm2")(x))
 
 
 class Encoder(nn.Module):
@@ -304,7 +291,7 @@ class MAPHead(nn.Module):
         _, k, v = attn.project(x)
         y = attn.out(attention(q, k, v, heads=self.heads, dtype=self.dtype))
         hidden = int(round(w * self.mlp_ratio))
-        y = y + MLP(w, hidden, self.act, self.dtype, name="mlp")(
+        y = y + _mlp(w, hidden, self.act, self.dtype)(
             LayerNorm(self.eps, self.dtype, name="layernorm")(y))
         return y[:, 0]
 
@@ -461,11 +448,17 @@ class SigLIPModule(nn.Module):
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
         return self.vision_model.embed_patches(pixels)
 
-    def encode_image_tokens(self, tokens: jax.Array) -> jax.Array:
+    def encode_image_tokens(self, tokens: jax.Array, pooled_only: bool = False) -> jax.Array:
+        # ``pooled_only`` has no effect: the MAP head attends over every token's last-layer
+        # output, so no row of the last layer can be skipped.
+        del pooled_only
         return self.vision_model.encode_tokens(tokens)
 
     def encode_image(self, pixels: jax.Array) -> jax.Array:
         return self.vision_model(pixels)
+
+    def encode_image_preproj(self, pixels: jax.Array) -> jax.Array:
+        return self.vision_model(pixels)  # no image projection: the embedding itself
 
     def __call__(self, pixels: jax.Array, ids: jax.Array, pool_index: jax.Array):
         return (self.encode_image(pixels), self.encode_text(ids, pool_index), self.logit_scale,
@@ -473,10 +466,8 @@ class SigLIPModule(nn.Module):
 
 
 _FNS = ModuleFns(SigLIPModule)
-_module = _FNS.module
 _apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
+init_params, param_shapes = _FNS.init_params, _FNS.param_shapes
 
 
 # ---------------------------------------------------------------------------------------
@@ -520,40 +511,15 @@ def encode_text(params: Params, ids: jax.Array, pool_index: jax.Array, *,
                                   config=config, dtype=dtype)
 
 
-def encode_text_preproj(params: Params, ids: jax.Array, pool_index: jax.Array, *,
-                        config: SigLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, text_width)`` pooled feature before
-    the text ``head``."""
-    return _apply("encode_text_preproj", params, ids, pool_index, config=config, dtype=dtype)
+encode_text_preproj = _FNS.function(
+    "encode_text_preproj", "ids pool_index",
+    "``(B, L)`` ids + ``(B,)`` pool positions -> ``(B, text_width)`` pooled feature before "
+    "the text ``head``.", module=__name__)
 
 
-def embed_image_patches(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch-conv output (with bias)."""
-    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_tokens(params: Params, tokens: jax.Array, *, config: SigLIPConfig,
-                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
-    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (positions added here).
-
-    ``pooled_only`` has no effect (accepted for the common signature): the MAP head attends
-    over every token's last-layer output, so no row of the last layer can be skipped.
-    """
-    del pooled_only
-    return _apply("encode_image_tokens", params, tokens, config=config, dtype=dtype)
-
-
-def encode_image(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
-    return _apply("encode_image", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_preproj(params: Params, pixels: jax.Array, *, config: SigLIPConfig,
-                         dtype: Dtype = jnp.float32) -> jax.Array:
-    """SigLIP has no image projection: the same as :func:`encode_image`."""
-    return encode_image(params, pixels, config=config, dtype=dtype)
+# No image projection: encode_image_preproj is encode_image.
+embed_image_patches, encode_image_tokens, encode_image, encode_image_preproj = \
+    image_functions(_FNS, __name__)
 
 
 def projection_matrices(params: Params, config: SigLIPConfig) -> tuple[jax.Array, jax.Array]:

@@ -40,6 +40,8 @@ import ftfy
 import numpy as np
 import sentencepiece as spm
 
+from crossgap_jax.models.clip.tokenizer import text_list
+
 _PUNCT = str.maketrans("", "", string.punctuation)
 _SPIECE_FILES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 
@@ -64,7 +66,60 @@ def canonicalize_text(text: str, lowercase: bool = True) -> str:
     return " ".join(text.split())
 
 
-class SigLIPTokenizer:
+class LastPositionTokenizer:
+    """What the tokenizers of SigLIP's non-causal, last-position-pooled text tower share:
+    pieces cut to ``context_length - 1``, the EOS id appended, ``pad_token_id`` padding to
+    the full context; the pooled position is always ``L - 1``. A subclass sets
+    ``context_length``, ``eot_token_id``, ``pad_token_id`` and provides ``encode_batch``
+    (ids without EOS, one list per text)."""
+
+    context_length: int
+    eot_token_id: int
+    pad_token_id: int
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _finish(self, ids: Sequence[int]) -> np.ndarray:
+        row = np.full((self.context_length,), self.pad_token_id, np.int32)
+        ids = list(ids)[: self.context_length - 1] + [self.eot_token_id]
+        row[: len(ids)] = ids
+        return row
+
+    def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Texts -> ``(N, context_length)`` int32 ids: pieces, EOS, pad-id padding.
+
+        Raises:
+            TypeError: an item that is not a string.
+        """
+        texts = text_list(texts)
+        out = np.full((len(texts), self.context_length), self.pad_token_id, np.int32)
+        for i, ids in enumerate(self.encode_batch(texts)):
+            out[i] = self._finish(ids)
+        return out
+
+    def pool_indices(self, ids: np.ndarray) -> np.ndarray:
+        """``(N, L)`` -> ``(N,)``: the last position, ``L - 1``."""
+        ids = np.asarray(ids)
+        return np.full((ids.shape[0],), ids.shape[-1] - 1, np.int32)
+
+    eot_indices = pool_indices
+
+    def _template(self, ids: list[int], pid: int, text: str
+                  ) -> tuple[np.ndarray, list[int], int]:
+        """``template_ids``' result from a template's ids (placeholders as ``pid``).
+
+        Raises:
+            ValueError: the template does not fit the context with its EOS.
+        """
+        if len(ids) + 1 > self.context_length:
+            raise ValueError(f"template does not fit the context ({len(ids) + 1} > "
+                             f"{self.context_length} tokens): {text!r}")
+        positions = [i for i, t in enumerate(ids) if t == pid]
+        return self._finish(ids), positions, self.context_length - 1
+
+
+class SigLIPTokenizer(LastPositionTokenizer):
     """SentencePiece tokenizer producing fixed-length ``int32`` id arrays.
 
     Args:
@@ -101,32 +156,6 @@ class SigLIPTokenizer:
         return [list(x) for x in self.sp.encode([canonicalize_text(t, self.lowercase)
                                                  for t in texts])]
 
-    def _finish(self, ids: Sequence[int]) -> np.ndarray:
-        row = np.full((self.context_length,), self.pad_token_id, np.int32)
-        ids = list(ids)[: self.context_length - 1] + [self.eot_token_id]
-        row[: len(ids)] = ids
-        return row
-
-    def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Texts -> ``(N, context_length)`` int32 ids: pieces, EOS, EOS-id padding."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for t in texts:
-            if not isinstance(t, str):
-                raise TypeError(f"tokenizer expects strings, got {type(t).__name__}: {t!r}")
-        out = np.full((len(texts), self.context_length), self.pad_token_id, np.int32)
-        for i, ids in enumerate(self.encode_batch(texts)):
-            out[i] = self._finish(ids)
-        return out
-
-    def pool_indices(self, ids: np.ndarray) -> np.ndarray:
-        """``(N, L)`` -> ``(N,)``: SigLIP pools the last position, ``L - 1``."""
-        ids = np.asarray(ids)
-        return np.full((ids.shape[0],), ids.shape[-1] - 1, np.int32)
-
-    eot_indices = pool_indices
-
     def placeholder_id(self, placeholder: str) -> int:
         """The single piece that stands for ``placeholder`` (``▁£`` if the vocabulary has it,
         else ``£``).
@@ -162,11 +191,7 @@ class SigLIPTokenizer:
             ids += self.encode(part) if canonicalize_text(part, self.lowercase) else []
             if i < len(parts) - 1:
                 ids.append(pid)
-        if len(ids) + 1 > self.context_length:
-            raise ValueError(f"template does not fit the context ({len(ids) + 1} > "
-                             f"{self.context_length} tokens): {text!r}")
-        positions = [i for i, t in enumerate(ids) if t == pid]
-        return self._finish(ids), positions, self.context_length - 1
+        return self._template(ids, pid, text)
 
 
 @functools.lru_cache(maxsize=8)

@@ -19,83 +19,49 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
-import flax.traverse_util as traverse_util
 import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.checkpoint.formats import read_safetensors, sniff_format
-from crossgap_jax.models.checkpoint.hooks import Converted, Read, Request
+from crossgap_jax.models.checkpoint.hooks import (
+    Converted,
+    Read,
+    Request,
+    field_diffs,
+    registered_like,
+)
 from crossgap_jax.models.checkpoint.hub import default_cache_dir, download_url
 from crossgap_jax.models.checkpoint.pretrained import (
     SLIP_DEFAULT_TAG,
     SLIP_PRETRAINED,
     resolve_family_tag,
 )
+from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
 from crossgap_jax.models.clip.convert import strip_prefixes
-from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
+from crossgap_jax.models.configs import TextConfig, VisionConfig
 from crossgap_jax.models.slip.model import SLIPConfig
 
 _IGNORED = re.compile(r"^(image_mlp\..*|.*attn_mask|.*position_ids|.*num_batches_tracked)$")
 _NORMS = {"norm1", "norm2", "norm", "ln_1", "ln_2", "ln_final"}
-_PLAIN = {"visual.cls_token", "visual.pos_embed", "image_projection", "text_projection",
+_PLAIN = {"cls_token", "pos_embed", "image_projection", "text_projection",
           "positional_embedding", "logit_scale"}
 
 
-def _path(name: str) -> tuple[tuple[str, ...], str] | None:
+_STACKS = ("blocks", "resblocks")
+
+
+def _path(name: str) -> Mapped:
     """SLIP tensor name -> (Flax path, transform: none | linear | conv)."""
-    if name in _PLAIN:
-        return tuple(name.split(".")), "none"
-    if name == "token_embedding.weight":
-        return ("token_embedding", "embedding"), "none"
-    if name == "visual.patch_embed.proj.weight":
-        return ("visual", "patch_embed", "proj", "kernel"), "conv"
-    parts = name.split(".")
-    fixed: list[str] = []
-    i = 0
-    while i < len(parts) - 1:
-        if parts[i] in ("blocks", "resblocks") and parts[i + 1].isdigit():
-            fixed.append(f"{parts[i]}_{parts[i + 1]}")
-            i += 2
-        else:
-            fixed.append(parts[i])
-            i += 1
-    leaf = parts[-1]
-    if leaf in ("in_proj_weight", "in_proj_bias"):
-        return ((*fixed, "in_proj", "kernel"), "linear") if leaf == "in_proj_weight" else \
-            ((*fixed, "in_proj", "bias"), "none")
-    if not fixed:
-        return None
-    if leaf == "bias":
-        return (*fixed, "bias"), "none"
-    if leaf == "weight":
-        if fixed[-1] in _NORMS:
-            return (*fixed, "scale"), "none"
-        return (*fixed, "kernel"), "linear"
-    return None
+    return torch_path(name, stacks=_STACKS, norms=_NORMS, embeddings=("token_embedding",),
+                      convs=("visual.patch_embed.proj",), plain=_PLAIN)
 
 
 def state_dict_to_flat(sd: Mapping[str, Any]
                        ) -> tuple[dict[tuple[str, ...], np.ndarray], dict[tuple[str, ...], str],
                                   list[str], list[str]]:
     """SLIP names -> Flax paths (unchecked): ``(flat, names, unexpected, ignored)``."""
-    sd = strip_prefixes(sd)
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    names: dict[tuple[str, ...], str] = {}
-    ignored, unexpected = [], []
-    for name, value in sd.items():
-        if _IGNORED.match(name):
-            ignored.append(name)
-            continue
-        mapped = _path(name)
-        if mapped is None:
-            unexpected.append(name)
-            continue
-        path, how = mapped
-        v = np.asarray(value, np.float32)
-        flat[path] = v.T if how == "linear" else v.transpose(2, 3, 1, 0) if how == "conv" else v
-        names[path] = name
-    return flat, names, unexpected, sorted(ignored)
+    return rename(strip_prefixes(sd), _path, _IGNORED)
 
 
 def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
@@ -112,23 +78,7 @@ def state_dict_to_params(sd: Mapping[str, Any], config: SLIPConfig
 
 def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Inverse of :func:`state_dict_to_params` (SLIP names without ``module.``)."""
-    out = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        v = np.asarray(value, np.float32)
-        *mod, leaf = path
-        mod = [re.sub(r"^(blocks|resblocks)_(\d+)$", r"\1.\2", m) for m in mod]
-        if path == ("token_embedding", "embedding"):
-            out["token_embedding.weight"] = v
-        elif mod and mod[-1] == "in_proj":
-            out[".".join(mod[:-1]) + (".in_proj_weight" if leaf == "kernel" else ".in_proj_bias")
-                ] = v.T if leaf == "kernel" else v
-        elif leaf == "kernel":
-            out[".".join(mod) + ".weight"] = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
-        elif leaf == "scale":
-            out[".".join(mod) + ".weight"] = v
-        else:
-            out[".".join([*mod, leaf])] = v
-    return out
+    return to_state_dict(params, _STACKS)
 
 
 def infer_config(sd: Mapping[str, Any], name: str = "custom-slip") -> SLIPConfig:
@@ -159,26 +109,20 @@ def infer_config(sd: Mapping[str, Any], name: str = "custom-slip") -> SLIPConfig
     )
 
 
+_TOWER_FIELDS = ("image_size", "patch_size", "width", "layers", "mlp_ratio", "context_length",
+                 "vocab_size")
+
+
 def architecture_diff(a: SLIPConfig, b: SLIPConfig) -> list[str]:
     """``"field: a vs b"`` for every shape difference (the activation is not in the file)."""
-    diffs = [f"embed_dim: {a.embed_dim} vs {b.embed_dim}"] if a.embed_dim != b.embed_dim else []
-    for tower in ("vision", "text"):
-        for f in ("image_size", "patch_size", "width", "layers", "mlp_ratio", "context_length",
-                  "vocab_size"):
-            x, y = getattr(getattr(a, tower), f, None), getattr(getattr(b, tower), f, None)
-            if x != y:
-                diffs.append(f"{tower}.{f}: {x} vs {y}")
-    return diffs
+    return field_diffs(a, b, ("embed_dim",), {"vision": _TOWER_FIELDS, "text": _TOWER_FIELDS})
 
 
 def match_registered(config: SLIPConfig, prefer: str | None = None) -> str | None:
     """The first registered SLIP architecture with ``config``'s shapes, or None."""
     del prefer
-    for name in list_architectures():
-        c = get_config(name)
-        if isinstance(c, SLIPConfig) and not architecture_diff(c, config):
-            return name
-    return None
+    return registered_like(lambda c: isinstance(c, SLIPConfig)
+                           and not architecture_diff(c, config))
 
 
 def is_slip_checkpoint(source: str) -> bool:

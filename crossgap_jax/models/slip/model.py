@@ -44,15 +44,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossgap_jax.models.clip.model import (
-    Transformer,
-    causal_text_features,
-    causal_text_prefix,
-)
 from crossgap_jax.models.clip.tokenizer import get_tokenizer as _get
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
-from crossgap_jax.models.layers._module_fns import ModuleFns, embed_rows
-from crossgap_jax.models.layers.attention import KV, select_rows, self_attention
+from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
+from crossgap_jax.models.layers.attention import select_rows, self_attention
+from crossgap_jax.models.layers.causal_text import (
+    CausalTextMethods,
+    causal_text_functions,
+    setup_text_tower,
+)
 from crossgap_jax.models.layers.norm import LayerNorm
 from crossgap_jax.models.layers.vit_layers import Mlp as TimmMlp
 from crossgap_jax.models.layers.vit_layers import PatchEmbed
@@ -199,56 +199,22 @@ class TimmViT(nn.Module):
         return self.encode_tokens(self.embed_patches(pixels))
 
 
-class SLIPModule(nn.Module):
-    """SLIP's image-text model with the checkpoint's top-level names."""
+class SLIPModule(CausalTextMethods):
+    """SLIP's image-text model with the checkpoint's top-level names (the text methods:
+    :class:`CausalTextMethods`)."""
 
     config: SLIPConfig
     dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, t, v = self.config, self.config.text, self.config.vision
+        c, v = self.config, self.config.vision
         self.visual = TimmViT(c, self.dtype)
         self.image_projection = self.param("image_projection",
                                            nn.initializers.normal(v.width**-0.5),
                                            (v.width, c.embed_dim))
-        self.token_embedding = nn.Embed(t.vocab_size, t.width,
-                                        embedding_init=nn.initializers.normal(0.02))
-        self.positional_embedding = self.param(
-            "positional_embedding", nn.initializers.normal(0.01), (t.context_length, t.width))
-        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, c.quick_gelu,
-                                       c.layer_norm_eps, self.dtype)
-        self.ln_final = LayerNorm(c.layer_norm_eps, self.dtype)
-        self.text_projection = self.param("text_projection",
-                                          nn.initializers.normal(t.width**-0.5),
-                                          (t.width, c.embed_dim))
+        setup_text_tower(self, c, self.dtype)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)),
                                       ())
-
-    # --- text ---------------------------------------------------------------------------
-    def embed_tokens(self, ids: jax.Array) -> jax.Array:
-        return embed_rows(self.token_embedding.embedding, ids)
-
-    def text_preproj(self, embeddings: jax.Array, eot_index: jax.Array,
-                     prefix: tuple[KV, ...] | None = None, pooled_only: bool = False
-                     ) -> jax.Array:
-        return causal_text_features(self, embeddings, eot_index, prefix, pooled_only)
-
-    def text_prefix(self, embeddings: jax.Array) -> tuple[KV, ...]:
-        return causal_text_prefix(self, embeddings)
-
-    def encode_text_embeddings(self, embeddings: jax.Array, eot_index: jax.Array,
-                               prefix: tuple[KV, ...] | None = None,
-                               pooled_only: bool = False) -> jax.Array:
-        x = self.text_preproj(embeddings, eot_index, prefix, pooled_only)
-        return (x @ self.text_projection.astype(self.dtype)).astype(jnp.float32)
-
-    # Whole-sentence / whole-image encoders: the last block at the pooled row only (exact).
-    def encode_text_preproj(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        return self.text_preproj(self.embed_tokens(ids), eot_index,
-                                 pooled_only=True).astype(jnp.float32)
-
-    def encode_text(self, ids: jax.Array, eot_index: jax.Array) -> jax.Array:
-        return self.encode_text_embeddings(self.embed_tokens(ids), eot_index, pooled_only=True)
 
     # --- image --------------------------------------------------------------------------
     def embed_image_patches(self, pixels: jax.Array) -> jax.Array:
@@ -270,82 +236,14 @@ class SLIPModule(nn.Module):
 
 
 _FNS = ModuleFns(SLIPModule)
-_module = _FNS.module
-_apply = _FNS.apply
-init_params = _FNS.init_params
-param_shapes = _FNS.param_shapes
+init_params, param_shapes = _FNS.init_params, _FNS.param_shapes
 
-
-# ---------------------------------------------------------------------------------------
-# The family's pure functions (same signatures as crossgap_jax.models.clip.model)
-# ---------------------------------------------------------------------------------------
-def embed_tokens(params: Params, ids: jax.Array, *, config: SLIPConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, L, text_width)`` token embeddings (float32, no positions).
-
-    An id outside ``[0, vocab_size)`` (negative ones included) gives a row of NaN; the bundle
-    refuses such ids on the host (:func:`~crossgap_jax.models.inputs.check_text_inputs`).
-    """
-    del config, dtype
-    return embed_rows(params["token_embedding"]["embedding"], ids)
-
-
-def text_prefix(params: Params, embeddings: jax.Array, *, config: SLIPConfig,
-                dtype: Dtype = jnp.float32) -> tuple[KV, ...]:
-    """As :func:`crossgap_jax.models.clip.model.text_prefix` (same causal text tower)."""
-    return _apply("text_prefix", params, embeddings, config=config, dtype=dtype)
-
-
-def encode_text_embeddings(params: Params, embeddings: jax.Array, eot_index: jax.Array, *,
-                           config: SLIPConfig, dtype: Dtype = jnp.float32,
-                           prefix: tuple[KV, ...] | None = None,
-                           pooled_only: bool = False) -> jax.Array:
-    """``(B, L, text_width)`` embeddings + ``(B,)`` EOT index -> ``(B, embed_dim)``.
-
-    ``L`` may stop after the last EOT (causal mask: exact). ``prefix`` / ``pooled_only``: as
-    :func:`crossgap_jax.models.clip.model.encode_text_embeddings`.
-    """
-    return _apply("encode_text_embeddings", params, embeddings, eot_index, prefix,
-                  pooled_only, config=config, dtype=dtype)
-
-
-def encode_text(params: Params, ids: jax.Array, eot_index: jax.Array, *, config: SLIPConfig,
-                dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids + ``(B,)`` EOT index -> ``(B, embed_dim)`` (not normalised)."""
-    return encode_text_embeddings(params, embed_tokens(params, ids, config=config), eot_index,
-                                  config=config, dtype=dtype, pooled_only=True)
-
-
-def encode_text_preproj(params: Params, ids: jax.Array, eot_index: jax.Array, *,
-                        config: SLIPConfig, dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, L)`` ids -> ``(B, text_width)`` EOT feature before ``text_projection``."""
-    return _apply("encode_text_preproj", params, ids, eot_index, config=config, dtype=dtype)
-
-
-def embed_image_patches(params: Params, pixels: jax.Array, *, config: SLIPConfig,
-                        dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` pixels -> ``(B, N, vision_width)`` patch-conv output (with bias)."""
-    return _apply("embed_image_patches", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_tokens(params: Params, tokens: jax.Array, *, config: SLIPConfig,
-                        dtype: Dtype = jnp.float32, pooled_only: bool = False) -> jax.Array:
-    """``(B, N, vision_width)`` patch tokens -> ``(B, embed_dim)`` (class token prepended and
-    positions added here; ``pooled_only``: last block at the class token only, exact)."""
-    return _apply("encode_image_tokens", params, tokens, pooled_only, config=config,
-                  dtype=dtype)
-
-
-def encode_image(params: Params, pixels: jax.Array, *, config: SLIPConfig,
-                 dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` normalised pixels -> ``(B, embed_dim)`` features (not normalised)."""
-    return _apply("encode_image", params, pixels, config=config, dtype=dtype)
-
-
-def encode_image_preproj(params: Params, pixels: jax.Array, *, config: SLIPConfig,
-                         dtype: Dtype = jnp.float32) -> jax.Array:
-    """``(B, H, W, 3)`` -> ``(B, vision_width)`` class token before ``image_projection``."""
-    return _apply("encode_image_preproj", params, pixels, config=config, dtype=dtype)
+# The family's pure functions over a params pytree (``config`` and ``dtype`` static): the
+# causal text tower's (models/layers/causal_text.py) and the image tower's.
+(embed_tokens, text_prefix, encode_text_embeddings, encode_text,
+ encode_text_preproj) = causal_text_functions(_FNS, __name__, ("token_embedding", "embedding"))
+embed_image_patches, encode_image_tokens, encode_image, encode_image_preproj = \
+    image_functions(_FNS, __name__)
 
 
 def projection_matrices(params: Params, config: SLIPConfig) -> tuple[jax.Array, jax.Array]:
