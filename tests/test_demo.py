@@ -187,7 +187,7 @@ def test_quick_demo_numbers_are_the_pipelines(quick_demo):
 
     from crossgap_jax import retrieval
     from crossgap_jax.pipeline.measure import evaluate_task
-    from crossgap_jax.pipeline.tasks import _classnames_split
+    from crossgap_jax.pipeline.tasks import classnames_split
 
     out, d = quick_demo
     with open(out["json"]) as f:
@@ -211,7 +211,7 @@ def test_quick_demo_numbers_are_the_pipelines(quick_demo):
     images = run.task(demo.IMAGE_DATASET).query
     fi = run.features(images)
     prompts = run.features(
-        _classnames_split(demo.IMAGE_DATASET, images.classnames),
+        classnames_split(demo.IMAGE_DATASET, images.classnames),
         template=js["zero_shot"]["prompt"])
     w = retrieval.build_classifier(prompts.features)
     acc = retrieval.zero_shot_accuracy(fi.features, w, images.labels)["top1"]

@@ -67,7 +67,8 @@ def cli_words(message: str) -> str:
     return message
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """``e``'s message on one line in the CLI's words (a KeyError without its quotes)."""
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     return cli_words(msg)
 
@@ -87,7 +88,9 @@ def default_preset(args) -> str:
     return DEFAULT_PRESET
 
 
-def _source_option(args) -> str:
+def source_option(args) -> str:
+    """The option that named the weights (``--checkpoint X`` / ``--pretrained X`` / ...), for
+    messages."""
     if getattr(args, "checkpoint", None):
         return f"--checkpoint {args.checkpoint}"
     if getattr(args, "pretrained", None):
@@ -121,7 +124,9 @@ def data_roots(values: Sequence[str] | str | None, datasets: Sequence[str] = ()
     return default, per
 
 
-def _check_root(root: str | None, option: str) -> str:
+def check_root(root: str | None, option: str) -> str:
+    """The resolved data root of ``option`` (or the environment); a CLIError naming it when it
+    does not exist."""
     try:
         r = resolve_root(root)
     except ValueError:
@@ -147,17 +152,17 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         info = dataset_info(name)
     except KeyError as e:
         hint = did_you_mean(name, [d.name for d in list_datasets(None)])
-        raise CLIError(f"{option} {name}: {_one_line(e)}{hint}") from None
+        raise CLIError(f"{option} {name}: {one_line(e)}{hint}") from None
     try:
         check_options(info, parse_dataset_name(name)[1])
     except ValueError as e:
-        raise CLIError(f"{option} {name}: {_one_line(e)}") from None
+        raise CLIError(f"{option} {name}: {one_line(e)}") from None
     if info.packaged:  # shipped inside the package: no data root involved
         if split is not None and split not in info.splits and split not in ("query", "gallery"):
             raise CLIError(f"{split_option} {split}: {info.name} has no such split; valid: "
                            f"{', '.join(info.splits)}")
         return
-    r = _check_root(root, "--data-root")
+    r = check_root(root, "--data-root")
     if info.generic:
         splits = (imagefolder_splits(r) if info.name == "imagefolder" and os.path.isdir(r)
                   else list(info.splits))
@@ -171,7 +176,7 @@ def _check_dataset(name: str, root: str | None, option: str, split: str | None =
         try:  # the reader's own message lists what it looked for
             info.load(r, info.query_split if info.query_split in splits else splits[0])
         except (FileNotFoundError, ValueError) as e:
-            raise CLIError(f"{option} {name}: {_one_line(e)}") from None
+            raise CLIError(f"{option} {name}: {one_line(e)}") from None
     if split is not None and split not in splits and split not in ("query", "gallery"):
         raise CLIError(f"{split_option} {split}: {info.name} has no such split; valid: "
                        f"{', '.join(splits)}")
@@ -194,7 +199,7 @@ def _check_tag(args, model: str, source: str | None) -> None:
     except KeyError as e:
         opt = (f"--model {model}" if args.model
                else f"--preset {args.preset or default_preset(args)}")
-        raise CLIError(f"{opt}: {_one_line(e)}{did_you_mean(model, list_architectures())}"
+        raise CLIError(f"{opt}: {one_line(e)}{did_you_mean(model, list_architectures())}"
                        ) from None
     if getattr(config, "family", "clip") != "clip" or (source and not re.fullmatch(
             r"[a-z0-9_]+", source)) or (source and os.path.exists(source)):
@@ -203,7 +208,7 @@ def _check_tag(args, model: str, source: str | None) -> None:
         _resolve_named(config.name, source)
     except ValueError as e:
         names = ", ".join(pretrained_aliases())
-        raise CLIError(f"{_source_option(args)}: {_one_line(e)}; packaged models (any "
+        raise CLIError(f"{source_option(args)}: {one_line(e)}; packaged models (any "
                        f"architecture): {names}") from None
 
 
@@ -213,7 +218,7 @@ def _check_source(args, cfg: dict) -> None:
     try:
         source, native = resolve_source(cfg.get("pretrained"), args.checkpoint)
     except (ValueError, FileNotFoundError) as e:
-        raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
+        raise CLIError(f"{source_option(args)}: {one_line(e)}") from None
     if args.tokenizer and not os.path.exists(args.tokenizer):
         raise CLIError(f"--tokenizer {args.tokenizer}: no such file")
     if native is None:
@@ -232,12 +237,12 @@ def _check_source(args, cfg: dict) -> None:
             same = False
         if not same:
             opt = f"--model {want}" if args.model else f"--preset {args.preset} (model {want})"
-            raise CLIError(f"{_source_option(args)} holds architecture {native.name!r}, but "
+            raise CLIError(f"{source_option(args)} holds architecture {native.name!r}, but "
                            f"{opt} asks for another; drop "
                            f"{'--model' if args.model else '--preset'} to use the file's")
 
 
-def _process_ids(args) -> tuple[int | None, int | None]:
+def process_ids(args) -> tuple[int | None, int | None]:
     """``(--num-processes, --process-id)``, else the environment; checked together."""
     def env_int(name: str) -> int | None:
         v = os.environ.get(name)
@@ -280,7 +285,7 @@ def baseline_settings(args) -> BaselineSettings:
             raise ValueError("few-shot feature type pca needs --pca-k K[,K...] (or leave pca "
                              "out of --fewshot-types)")
     except (ValueError, FileNotFoundError) as e:
-        msg = _one_line(e)
+        msg = one_line(e)
         if "span class list" in msg:
             msg = f"--span-classes: {msg}"
         raise CLIError(msg) from None
@@ -300,14 +305,14 @@ def validate(args) -> list[tuple[str, dict]]:
     """
     if getattr(args, "distributed", False):
         try:
-            _process_ids(args)
+            process_ids(args)
         except ValueError as e:
             raise CLIError(str(e)) from None
     if getattr(args, "authors_assets", None):
         try:
             find_summaries_dir(args.authors_assets)  # its messages name --authors-assets
         except (ValueError, OSError) as e:
-            raise CLIError(_one_line(e)) from None
+            raise CLIError(one_line(e)) from None
     baseline_settings(args)  # checked before any work
     presets = (args.presets if getattr(args, "presets", None)
                else [args.preset or default_preset(args)])
@@ -320,16 +325,16 @@ def validate(args) -> list[tuple[str, dict]]:
         except KeyError as e:
             opt = "--presets" if getattr(args, "presets", None) else "--preset"
             hint = did_you_mean(name, list(PRESETS)) if name not in PRESETS else ""
-            raise CLIError(f"{opt} {name}: {_one_line(e)}{hint}") from None
+            raise CLIError(f"{opt} {name}: {one_line(e)}{hint}") from None
         except (TypeError, ValueError) as e:
-            raise CLIError(_one_line(e)) from None
+            raise CLIError(one_line(e)) from None
         _check_source(args, typed.as_dict())
         out.append((name, typed))
     if args.command == "compare":
         try:
             check_methods(args.methods or default_methods(args.layout), args.layout)
         except ValueError as e:
-            raise CLIError(f"--methods: {_one_line(e)}") from None
+            raise CLIError(f"--methods: {one_line(e)}") from None
     if args.command in ("reproduce", "compare"):
         default, per = data_roots(args.data_root, args.datasets)
         for ds in args.datasets:
@@ -339,7 +344,7 @@ def validate(args) -> list[tuple[str, dict]]:
                 check_authors_assets([canonical_name(ds) for ds in args.datasets],
                                      args.authors_assets)
             except (ValueError, OSError) as e:
-                raise CLIError(_one_line(e)) from None
+                raise CLIError(one_line(e)) from None
     else:
         split = getattr(args, "split", None)
         if args.command in ("oti", "ovi") and split in ("query", "gallery"):

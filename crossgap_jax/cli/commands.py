@@ -12,13 +12,13 @@ from crossgap_jax import demo
 from crossgap_jax.baselines import DEFAULT_SPAN_REDUCE, read_span_classes
 from crossgap_jax.bench import full_settings, run_bench, smoke_settings
 from crossgap_jax.cli.checks import (
-    _check_root,
-    _one_line,
-    _process_ids,
-    _source_option,
     baseline_settings,
+    check_root,
     cli_words,
     data_roots,
+    one_line,
+    process_ids,
+    source_option,
     validate,
 )
 from crossgap_jax.cli.options import (
@@ -61,7 +61,7 @@ def _init_distributed(args) -> None:
     """``jax.distributed.initialize`` from the options, else the environment, else JAX's
     cluster detection (TPU pods, SLURM, Open MPI)."""
 
-    num, pid = _process_ids(args)
+    num, pid = process_ids(args)
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=num, process_id=pid)
 
@@ -92,7 +92,7 @@ def _make_run(args, cfg: Preset | None = None, record_steps: Sequence[int] = (),
                        data_root=data_root, progress=not args.quiet,
                        shard_size=getattr(args, "shard_size", 256))
     except (ValueError, FileNotFoundError, KeyError) as e:
-        raise CLIError(f"{_source_option(args)}: {_one_line(e)}") from None
+        raise CLIError(f"{source_option(args)}: {one_line(e)}") from None
     args.run_dir_resolved = run.run_dir
     return run
 
@@ -110,7 +110,7 @@ def _write_outputs(run, args, results: dict, key: dict, table: str | None = None
 
 def cmd_list(args) -> int:
     if args.data_root is not None:
-        _check_root(args.data_root, "--data-root")
+        check_root(args.data_root, "--data-root")
     print("presets:", ", ".join(list_presets()))
     print("architectures:", ", ".join(list_architectures()))
     print("pretrained names (--pretrained NAME):")
@@ -137,7 +137,7 @@ def cmd_convert(args) -> int:
         else:
             clip = load_clip(args.source, allow_pickle=args.allow_pickle)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        raise CLIError(f"{args.source}: {_one_line(e)}".replace(
+        raise CLIError(f"{args.source}: {one_line(e)}".replace(
             "convert it once with `crossgap-jax convert --allow-pickle SRC OUT.safetensors`",
             "pass --allow-pickle")) from None
     save_native(args.out, clip.config, clip.params, metadata={"converted_from": args.source})
@@ -288,7 +288,7 @@ def cmd_fewshot(args) -> int:
         if args.span_classes is not None:
             names = read_span_classes(args.span_classes).names
     except (ValueError, OSError) as e:
-        raise CLIError(_one_line(e)) from None
+        raise CLIError(one_line(e)) from None
     run = _make_run(args)
     res = hw_few_shot(run, args.dataset, settings, span_classnames=names)
     prov = provenance(run)

@@ -25,8 +25,8 @@ from crossgap_jax.cli.options import (
     PROG,
     RUN_COMMANDS,
     CLIError,
-    _add_options,
-    _add_quiet,
+    add_options,
+    add_quiet,
     did_you_mean,
 )
 from crossgap_jax.fileio import OutputWriteError
@@ -60,14 +60,14 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=DESCRIPTION)
-    _add_quiet(p, False)
+    add_quiet(p, False)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def parser(name: str, help: str, fn: str, **defaults: Any) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
-        _add_quiet(s, argparse.SUPPRESS)  # after the command name too
-        _add_options(s, name)
+        add_quiet(s, argparse.SUPPRESS)  # after the command name too
+        add_options(s, name)
         s.set_defaults(fn=fn, **defaults)  # the name of its function in cli.commands
         return s
 
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(130)
         return 130
     except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"{PROG} {args.command}: error: {checks._one_line(e)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {checks.one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
 

@@ -383,7 +383,8 @@ OPTIONS: list[Option] = [
 ]
 
 
-def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+def add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """Add every :data:`OPTIONS` entry of ``command`` to its parser, grouped."""
     groups: dict[str, Any] = {}
     for o in OPTIONS:
         if command not in o.commands:
@@ -393,6 +394,7 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
         groups[o.group].add_argument(*o.flags, **o.kwargs)
 
 
-def _add_quiet(p: argparse.ArgumentParser, default: Any) -> None:
+def add_quiet(p: argparse.ArgumentParser, default: Any) -> None:
+    """``--quiet`` / ``-q`` (before or after the command name)."""
     p.add_argument("--quiet", "-q", action="store_true", default=default,
                    help="no progress bars, warnings only")

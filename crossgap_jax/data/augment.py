@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from crossgap_jax.data.decoding import to_rgb
-from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD, _resample
+from crossgap_jax.data.preprocess import OPENAI_MEAN, OPENAI_STD, pil_resample
 
 #: Herzog & Wang's crop area range and torchvision's default aspect-ratio range.
 HW_CROP_SCALE = (0.5, 1.0)
@@ -71,7 +71,7 @@ def augmented_view(image: Image.Image, rng: np.random.Generator, image_size: int
     image = to_rgb(image)
     top, left, h, w = crop_box(image.size[0], image.size[1], rng, scale)
     view = image.crop((left, top, left + w, top + h)).resize((image_size, image_size),
-                                                            _resample(interpolation))
+                                                            pil_resample(interpolation))
     if rng.uniform() < flip_p:
         view = view.transpose(Image.FLIP_LEFT_RIGHT)
     x = np.asarray(view, np.float32) / 255.0

@@ -139,10 +139,11 @@ def load_image(path: str | os.PathLike, exif_transpose: bool = False) -> Image.I
         with Image.open(path) as im:
             return _decode(im, exif_transpose)
     except _DECODE_ERRORS as e:
-        raise _decode_error(path, e) from e
+        raise decode_error(path, e) from e
 
 
-def _decode_error(name: str, err: Exception) -> ImageDecodeError:
+def decode_error(name: str, err: Exception) -> ImageDecodeError:
+    """The one-line :class:`ImageDecodeError` for image ``name`` that PIL failed on."""
     return ImageDecodeError(f"cannot decode image {name}: {_error_text(err)}")
 
 
@@ -262,7 +263,7 @@ def _open_image(
                 im.draft("RGB", (req, req))
             out = _decode(im, exif_transpose)  # 16-bit / float greyscale scaled by depth
     except _DECODE_ERRORS as e:
-        raise _decode_error(label, e) from e
+        raise decode_error(label, e) from e
     if exif_transpose and out.info.get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
         original = original[::-1]  # turned by a quarter: the long side changed axis
     if draft_size is not None and out.size != original:

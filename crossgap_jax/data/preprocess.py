@@ -25,7 +25,9 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
 
-def _resample(interpolation: str) -> int:
+def pil_resample(interpolation: str) -> int:
+    """PIL's resampling filter for ``interpolation`` (a :data:`RESAMPLE` key); ValueError
+    otherwise."""
     if interpolation not in RESAMPLE:
         raise ValueError(f"interpolation must be one of {sorted(RESAMPLE)}, got {interpolation!r}")
     return RESAMPLE[interpolation]
@@ -43,7 +45,7 @@ def resize_shortest_side(image: Image.Image, size: int,
         return image
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return image.resize((new_w, new_h), _resample(interpolation))
+    return image.resize((new_w, new_h), pil_resample(interpolation))
 
 
 CROP_OFFSETS = ("round", "floor")
@@ -80,7 +82,7 @@ def resize_float_image(x: np.ndarray, size_wh: tuple[int, int], interpolation: s
     same algorithm: processors that rescale to [0, 1] *before* resizing (DINOv3's) are
     reproduced this way, not by a uint8 resize."""
     chans = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c], np.float32), mode="F")
-                        .resize(size_wh, _resample(interpolation)), np.float32)
+                        .resize(size_wh, pil_resample(interpolation)), np.float32)
              for c in range(x.shape[-1])]
     return np.stack(chans, axis=-1)
 
@@ -126,7 +128,7 @@ def preprocess_image(
         return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     elif resize == "squash":
         if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), _resample(interpolation))
+            image = image.resize((image_size, image_size), pil_resample(interpolation))
     else:
         raise ValueError(f"resize must be 'shortest' or 'squash', got {resize!r}")
     x = np.asarray(image, dtype=np.float32) / 255.0

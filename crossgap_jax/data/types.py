@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkab
 import numpy as np
 from PIL import Image
 
-from crossgap_jax.data.decoding import ImageDecodeError, _decode_error, open_image, to_rgb
+from crossgap_jax.data.decoding import ImageDecodeError, decode_error, open_image, to_rgb
 
 __all__ = [
     "DataFileError",
@@ -192,7 +192,7 @@ class ImageSplit:
                 try:
                     img = to_rgb(img)
                 except ValueError as e:
-                    raise _decode_error(self.describe(index), e) from e
+                    raise decode_error(self.describe(index), e) from e
             else:
                 img = open_image(data, draft_size=draft_size, draft_margin=draft_margin,
                                  name=self.describe(index), exif_transpose=self.exif_transpose)

@@ -16,7 +16,7 @@ from crossgap_jax.fileio import atomic_write_json, ensure_dir, jsonable, save_fi
 from crossgap_jax.pipeline.measure import evaluate_task
 from crossgap_jax.pipeline.prompts import class_prompt
 from crossgap_jax.pipeline.run import Run
-from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
+from crossgap_jax.pipeline.tasks import classnames_split, labels_for
 
 
 def default_record_steps(steps: int, points: int = 12) -> tuple[int, ...]:
@@ -68,8 +68,8 @@ def analyze(run: Run, dataset: str, num_tokens: Sequence[int] = (1, 4),
         if last_inv is None:
             last_inv = inv
     # Similarity distributions and the modality gap on the queries.
-    labels = _labels_for(task.query, qf.items)
-    prompts = run.features(_classnames_split(dataset, task.query.classnames),
+    labels = labels_for(task.query, qf.items)
+    prompts = run.features(classnames_split(dataset, task.query.classnames),
                            template=class_prompt(dataset))
     paired_text = prompts.features[labels]
     dists = retrieval.similarity_distributions(qf.features, paired_text, last_inv.features)

@@ -38,10 +38,10 @@ from crossgap_jax.pipeline.settings import (
     BaselineSettings,
 )
 from crossgap_jax.pipeline.tasks import (
-    _classnames_split,
-    _labels_for,
-    _per_class_subset,
+    classnames_split,
     default_classify_split,
+    labels_for,
+    per_class_sample,
 )
 from crossgap_jax.retrieval import (
     FewShotSkip,
@@ -159,8 +159,13 @@ def labelled_images(run: Run, dataset: str, split: str | None = None) -> Any:
     return images
 
 
-def _train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
+def load_train_split(run: Run, dataset: str, images: Any, train_split: str) -> Any:
+    """The labelled ``train_split`` of ``dataset`` (the NCM / few-shot support pool); its
+    class names must equal those of ``images`` (the evaluated split).
 
+    Raises:
+        ValueError: the dataset has no such split, or its classes differ from ``images``'.
+    """
     try:
         train = get_dataset(dataset, run.root_for(dataset), train_split)
     except (KeyError, ValueError, FileNotFoundError) as e:
@@ -189,13 +194,13 @@ def fitted_ncm(run: Run, dataset: str, images: Any, variants: Sequence[str],
     """
 
     s = run.baselines
-    train = _train_split(run, dataset, images, train_split)
+    train = load_train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     if run.settings.max_gallery:
-        train = _per_class_subset(train, max(1, run.settings.max_gallery // num_classes),
+        train = per_class_sample(train, max(1, run.settings.max_gallery // num_classes),
                                   seed=run.preset.seed)
     ftr, fte = run.features(train), run.features(images)
-    ytr, yte = _labels_for(train, ftr.items), _labels_for(images, fte.items)
+    ytr, yte = labels_for(train, ftr.items), labels_for(images, fte.items)
     out: dict[str, Any] = {"fitted_ncm_train": {"split": train_split, "num_images": len(ftr)}}
     if "pca-ncm" in variants:
         m = fit_pca(_fit_set(s, fte.features, ftr.features), s.single_pca_k(),
@@ -267,7 +272,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
     """
 
     s = fewshot_settings(run)
-    train = _train_split(run, dataset, images, train_split)
+    train = load_train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     ytr_all = np.asarray(train.labels)
     # every training image any (k, seed) draws (Dassl's sampler, per seed the shots in turn)
@@ -288,7 +293,7 @@ def few_shot(run: Run, dataset: str, images: Any, train_split: str = "train") ->
         return rows
 
     fi = run.features(images)
-    yq = _labels_for(images, fi.items)
+    yq = labels_for(images, fi.items)
     results: dict[str, Any] = {}
     pre_tr = pre_te = None
     if {"image", "isoclip"} & set(s.fewshot_types):
@@ -388,11 +393,11 @@ def indicators(run: Run, dataset: str, split: str | None = None,
                          f"build N x N similarity matrices, at most {MAX_INDICATOR_IMAGES}: "
                          "pass --max-queries N")
     fi = run.features(images)
-    labels = _labels_for(images, fi.items)
+    labels = labels_for(images, fi.items)
     kw: dict[str, Any] = {}
     if "text-image" in pairs:
         prompt = class_prompt(dataset)
-        ft = run.features(_classnames_split(dataset, images.classnames), template=prompt)
+        ft = run.features(classnames_split(dataset, images.classnames), template=prompt)
         kw.update(text=ft.features, text_labels=np.arange(len(images.classnames)))
     if "oti-image" in pairs:
         kw["inverted"] = run.inverted(fi, "oti").align(list(fi.items))[0]

@@ -34,10 +34,10 @@ from crossgap_jax.baselines import (
     span_project,
 )
 from crossgap_jax.data import TextSplit, augmented_view, get_dataset, open_image
-from crossgap_jax.pipeline.baselines import _train_split, labelled_images
+from crossgap_jax.pipeline.baselines import labelled_images, load_train_split
 from crossgap_jax.pipeline.layouts import hw_fewshot_block
 from crossgap_jax.pipeline.prompts import IMAGENET_TEMPLATES, class_prompt
-from crossgap_jax.pipeline.tasks import _classnames_split, _labels_for
+from crossgap_jax.pipeline.tasks import classnames_split, labels_for
 from crossgap_jax.retrieval import (
     DEFAULT_SEEDS,
     DEFAULT_SHOTS,
@@ -98,7 +98,7 @@ class HWFewShotSettings:
 def _names_split(names: Sequence[str], clean: bool) -> TextSplit:
     """The span's class names as a text split (``clean``: ``_`` -> space, as in prompts)."""
     if clean:
-        return _classnames_split("imagenet", list(names))
+        return classnames_split("imagenet", list(names))
     return TextSplit(name="imagenet-span-names", split="classes",
                      items=[f"class{i:05d}" for i in range(len(names))], texts=list(names),
                      labels=np.arange(len(names)))
@@ -173,7 +173,7 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
         else:
             names = imagenet_classnames(run)
     images = labelled_images(run, dataset, "test")
-    train = _train_split(run, dataset, images, "train")
+    train = load_train_split(run, dataset, images, "train")
     num_classes = len(images.classnames)
     ytr = np.asarray(train.labels)
     draws = {seed: support_sets(ytr, s.shots, seed) for seed in s.seeds}
@@ -193,7 +193,7 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
     xtr = retrieval.l2_normalize(np.asarray(rows, np.float64), "support features")
     ft = run.features(images)
     xte = retrieval.l2_normalize(np.asarray(ft.features, np.float64), "test features")
-    yte = _labels_for(images, ft.items)
+    yte = labels_for(images, ft.items)
     out: dict[str, Any] = {"dataset": dataset, "classifier": s.classifier,
                            "use_text": s.use_text, "project": s.project,
                            "shots": [int(k) for k in s.shots], "seeds": [int(x) for x in s.seeds],
@@ -207,7 +207,7 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
     text = None
     if s.use_text:
         prompt = class_prompt(dataset)
-        fc = run.features(_classnames_split(dataset, images.classnames), template=prompt)
+        fc = run.features(classnames_split(dataset, images.classnames), template=prompt)
         text = np.asarray(retrieval.build_classifier(fc.features), np.float64)
         out["prompt"] = prompt
     if s.project:

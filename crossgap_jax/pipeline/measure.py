@@ -20,13 +20,13 @@ from crossgap_jax.data import RetrievalTask
 from crossgap_jax.models import has_text_tower
 from crossgap_jax.pipeline.baselines import (
     FITTED_NCM_VARIANTS,
-    _train_split,
     apply_fitted,
     check_fitted_pair,
     few_shot,
     fewshot_settings,
     fitted_ncm,
     labelled_images,
+    load_train_split,
 )
 from crossgap_jax.pipeline.compare import (
     COMPARISONS,
@@ -42,9 +42,9 @@ from crossgap_jax.pipeline.presets import isoclip_k
 from crossgap_jax.pipeline.prompts import OVI_CLASS_TEMPLATE, class_prompt
 from crossgap_jax.pipeline.store import FeatureSet
 from crossgap_jax.pipeline.tasks import (
-    _classnames_split,
-    _labels_for,
-    _per_class_subset,
+    classnames_split,
+    labels_for,
+    per_class_sample,
 )
 from crossgap_jax.retrieval import class_means, ncm_accuracy
 
@@ -144,9 +144,9 @@ def classify(run: Run, dataset: str, variants: Sequence[str] = ("inter", "oti", 
     _check_classify(run, dataset, images, variants)  # every option / name, before any work
     split = images.split
     fi = run.features(images)
-    labels = _labels_for(images, fi.items)
+    labels = labels_for(images, fi.items)
     prompt = class_prompt(dataset)
-    classes = _classnames_split(dataset, images.classnames)
+    classes = classnames_split(dataset, images.classnames)
     classifier = None  # image-only backbone: only NCM variants get here (checked above)
     if has_text_tower(run.clip.config):
         ft = run.features(classes, template=prompt)
@@ -203,7 +203,7 @@ def _check_classify(run: Run, dataset: str, images: Any, variants: Sequence[str]
     if "span-ncm" in variants:
         read_span_classes(run.baselines.span_classes)  # a bad --span-classes file: now
     if {"ncm", "isoclip-ncm", "fewshot", *FITTED_NCM_VARIANTS} & set(variants):
-        _train_split(run, dataset, images, "train")
+        load_train_split(run, dataset, images, "train")
 
 
 def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isoclip-ncm"),
@@ -218,15 +218,15 @@ def ncm(run: Run, dataset: str, images, variants: Sequence[str] = ("ncm", "isocl
     split is cut to ``max(1, max_gallery // C)`` seeded random images per class.
     """
 
-    train = _train_split(run, dataset, images, train_split)
+    train = load_train_split(run, dataset, images, train_split)
     num_classes = len(images.classnames)
     if run.settings.max_gallery:
-        train = _per_class_subset(train, max(1, run.settings.max_gallery // num_classes),
+        train = per_class_sample(train, max(1, run.settings.max_gallery // num_classes),
                                   seed=run.preset.seed)
     xtr = run.features(train, project=False)
     xte = run.features(images, project=False)
-    means = class_means(xtr.features, _labels_for(train, xtr.items), num_classes)
-    yte = _labels_for(images, xte.items)
+    means = class_means(xtr.features, labels_for(train, xtr.items), num_classes)
+    yte = labels_for(images, xte.items)
     out: dict[str, Any] = {"ncm_train": {"split": train_split, "num_images": len(xtr)}}
     if "ncm" in variants:
         head = projection_heads(run.clip)[0]

@@ -66,9 +66,9 @@ from crossgap_jax.pipeline.settings import BaselineSettings, RunSettings
 from crossgap_jax.pipeline.store import FeatureSet, meta_key
 from crossgap_jax.pipeline.tasks import limit_task, with_revisitop1m
 from crossgap_jax.pipeline.weights import (
-    _claimed_by_family,
-    _is_tag,
     checkpoint_sha256,
+    claimed_by_family,
+    is_tag,
     resolve_source,
 )
 
@@ -447,7 +447,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
                                  f"{p.model!r}")
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
         model = clip.config.name if not model_explicit else p.model
-    elif not model_explicit and checkpoint is not None and _claimed_by_family(source):
+    elif not model_explicit and checkpoint is not None and claimed_by_family(source):
         # A checkpoint that names its own family (a DINOv2 / SigLIP directory, a SLIP .pt):
         # its architecture comes from the files, not from the default preset's model.
         clip = load_clip(source, dtype=dtype, tokenizer=tokenizer)
@@ -456,7 +456,7 @@ def make_run(run_dir: str | None, settings: RunSettings | Preset, *,
         clip = load_clip(p.model, source, dtype=dtype, tokenizer=tokenizer)
         model = p.model
     requested = checkpoint or p.pretrained
-    pretrained = requested if _is_tag(requested) else None
+    pretrained = requested if is_tag(requested) else None
     settings = settings.replace(preset=dataclasses.replace(p, model=model,
                                                            pretrained=pretrained))
     return Run(run_dir or default_run_dir(settings.preset), settings, clip,

@@ -104,7 +104,7 @@ def with_revisitop1m(task: RetrievalTask, distractor_dir: str | None) -> Retriev
     return dataclasses.replace(task, gallery=gallery)
 
 
-def _classnames_split(dataset: str, classnames: Sequence[str]):
+def classnames_split(dataset: str, classnames: Sequence[str]):
     """The class names as a text split, ``_`` replaced by a space (as in every prompt)."""
 
     return TextSplit(name=f"{dataset}-classnames", split="classes",
@@ -113,7 +113,7 @@ def _classnames_split(dataset: str, classnames: Sequence[str]):
                      labels=np.arange(len(classnames)))
 
 
-def _per_class_subset(split, per_class: int, seed: int = 0):
+def per_class_sample(split, per_class: int, seed: int = 0):
     """At most ``per_class`` seeded random items of each class (smoke runs)."""
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(split.labels == c))[:per_class]
@@ -121,7 +121,8 @@ def _per_class_subset(split, per_class: int, seed: int = 0):
     return split.subset(np.sort(np.concatenate(keep)))
 
 
-def _labels_for(split, items: Sequence[str]) -> np.ndarray:
+def labels_for(split, items: Sequence[str]) -> np.ndarray:
+    """``(len(items),)`` labels of ``items`` (ids of ``split``) in the order given."""
     pos = {it: i for i, it in enumerate(split.items)}
     return np.asarray([split.labels[pos[it]] for it in items])
 

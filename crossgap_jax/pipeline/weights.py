@@ -12,7 +12,7 @@ from crossgap_jax.models import CLIP, detect_family, native_config
 from crossgap_jax.pipeline.presets import DEMO_CHECKPOINT
 
 
-def _claimed_by_family(source: Any) -> bool:
+def claimed_by_family(source: Any) -> bool:
     """Whether a non-CLIP family recognises ``source`` (``loader.detect_family``)."""
     return isinstance(source, str) and detect_family(source) != "clip"
 
@@ -60,7 +60,8 @@ def resolve_source(pretrained: str | None, checkpoint: str | None = None
     return source, None
 
 
-def _is_tag(source: str | None) -> bool:
+def is_tag(source: str | None) -> bool:
+    """Whether ``source`` reads as a pretrained tag (``openai``, ``webli``) rather than a path."""
     return (isinstance(source, str) and re.fullmatch(r"[a-z0-9_]+", source) is not None
             and (source in pretrained_aliases() or not os.path.exists(source)))
 

@@ -54,7 +54,7 @@ def sniff_format(path: str) -> str:
 _MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header (100 MB)
 
 
-def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
+def safetensors_header(path: str) -> tuple[dict[str, Any], int]:
     """The JSON header of a safetensors file and the byte offset where the data starts.
 
     Raises:
@@ -88,7 +88,7 @@ _REFETCH = "the download or copy was probably interrupted: fetch or copy the fil
 
 
 def _safetensors_metadata(path: str) -> dict[str, str]:
-    return _safetensors_header(path)[0].get("__metadata__") or {}
+    return safetensors_header(path)[0].get("__metadata__") or {}
 
 
 def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -97,7 +97,7 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     bfloat16 tensors (which NumPy cannot hold) are widened to float32 exactly.
     """
 
-    header, base = _safetensors_header(path)
+    header, base = safetensors_header(path)
     metadata = header.pop("__metadata__", None) or {}
     size = os.path.getsize(path)
     try:
@@ -128,7 +128,7 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return out, dict(metadata)
 
 
-def _torch_to_numpy(obj: Any) -> tuple[dict[str, np.ndarray], bool]:
+def torch_to_numpy(obj: Any) -> tuple[dict[str, np.ndarray], bool]:
     """A loaded torch object (state dict, wrapper dict, module) -> (name -> NumPy array,
     whether it was a ``{"state_dict": ...}`` training-checkpoint wrapper)."""
     import torch
@@ -170,7 +170,7 @@ def read_torch(path: str, *, allow_pickle: bool = False
         with warnings.catch_warnings():  # torch >= 2.9 deprecates jit.load; still the reader
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is")
             module = torch.jit.load(path, map_location="cpu")
-        sd, _ = _torch_to_numpy(module.state_dict())
+        sd, _ = torch_to_numpy(module.state_dict())
         return sd, "openai-torchscript", False
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle,
@@ -182,7 +182,7 @@ def read_torch(path: str, *, allow_pickle: bool = False
                 f"tensors. If you trust the file, pass allow_pickle=True (this runs its "
                 f"pickled code). Original error: {e}") from e
         raise CheckpointError(f"cannot read {path} with torch.load: {e}") from e
-    sd, wrapped = _torch_to_numpy(obj)
+    sd, wrapped = torch_to_numpy(obj)
     return sd, "torch-state-dict", wrapped
 
 

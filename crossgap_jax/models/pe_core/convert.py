@@ -33,11 +33,11 @@ import numpy as np
 
 from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from crossgap_jax.models.checkpoint.formats import (
-    _safetensors_header,
-    _torch_to_numpy,
     read_json,
     read_safetensors,
+    safetensors_header,
     sniff_format,
+    torch_to_numpy,
 )
 from crossgap_jax.models.checkpoint.hooks import (
     Converted,
@@ -245,7 +245,7 @@ def _tensor_names(path: str) -> bytes:
     try:
         kind = sniff_format(path)
         if kind == "safetensors":
-            return " ".join(_safetensors_header(path)[0]).encode()
+            return " ".join(safetensors_header(path)[0]).encode()
         if kind == "torch-zip":
             with zipfile.ZipFile(path) as z:
                 pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -298,7 +298,7 @@ def _read_weights(path: str, allow_pickle: bool) -> tuple[dict[str, np.ndarray],
                               f"allow_pickle=True.") from e
     if isinstance(obj, Mapping):
         obj = _unwrap(obj)
-    sd, _ = _torch_to_numpy(obj)
+    sd, _ = torch_to_numpy(obj)
     return sd, "torch-state-dict"
 
 

@@ -71,11 +71,11 @@ def big_vision_to_params(arrays: Mapping[str, Any], config: SigLIPConfig) -> dic
     Raises:
         CheckpointError: shape mismatches (named), missing or unexpected tensors (listed).
     """
-    flat, unexpected = _big_vision_flat(arrays)
+    flat, unexpected = big_vision_flat(arrays)
     return check_fit(flat, config, layout="big_vision", unexpected=unexpected)
 
 
-def _big_vision_flat(arrays: Mapping[str, Any]) -> tuple[Flat, list[str]]:
+def big_vision_flat(arrays: Mapping[str, Any]) -> tuple[Flat, list[str]]:
     """big_vision names -> Flax paths (unchecked): ``(flat, unexpected)``."""
     a = _strip_bv(arrays)
     flat: Flat = {}

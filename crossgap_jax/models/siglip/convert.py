@@ -44,7 +44,7 @@ from crossgap_jax.models.checkpoint.pretrained import (
 )
 from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
 from crossgap_jax.models.configs import TextConfig, VisionConfig, get_config, list_architectures
-from crossgap_jax.models.siglip.big_vision import _big_vision_flat, config_from_big_vision
+from crossgap_jax.models.siglip.big_vision import big_vision_flat, config_from_big_vision
 from crossgap_jax.models.siglip.gemma_tokenizer import find_gemma_file
 from crossgap_jax.models.siglip.model import (
     GEMMA_PAD_ID,
@@ -295,5 +295,5 @@ def convert_tensors(read: Read, config: SigLIPConfig) -> Converted:
     if read.layout == "hf":
         flat, names, unexpected = _hf_flat(read.tensors)
         return Converted(flat, names, unexpected)
-    flat, unexpected = _big_vision_flat(read.tensors)
+    flat, unexpected = big_vision_flat(read.tensors)
     return Converted(flat, {}, unexpected)
