@@ -30,22 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.retrieval import l2_normalize
-
-
-def as_matrix(x: Any, name: str) -> np.ndarray:
-    """``x`` as a float64 ``(N, D)`` array; ValueError (naming ``name``) when it is empty, not
-    2-D or not finite."""
-    a = np.asarray(x, np.float64)
-    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) matrix, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return a
+from crossgap_jax.retrieval import features_numpy, l2_normalize
 
 
 def _prepare(x: Any, normalize_input: bool, name: str) -> np.ndarray:
-    a = as_matrix(x, name)
+    a = features_numpy(x, name, np.float64)
     if normalize_input:
         a = l2_normalize(a, name=name)
     return a

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.baselines.pca import as_matrix
 from crossgap_jax.data import open_text
+from crossgap_jax.retrieval import features_numpy
 
 #: The shipped class list (pytorch/hub ``imagenet_classes.txt``, unchanged) and its notice.
 IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -56,7 +56,7 @@ def span_basis(text_features: Any, reduce: int = DEFAULT_SPAN_REDUCE) -> np.ndar
             ``1 .. d``, or a covariance of rank below ``d // reduce`` (fewer than
             ``d // reduce + 1`` distinct texts: the basis would not be determined).
     """
-    t = as_matrix(text_features, "text_features")
+    t = features_numpy(text_features, "text_features", np.float64)
     n, d = t.shape
     if n < 2:
         raise ValueError(f"the span needs at least 2 text features for a covariance, got {n}")
@@ -87,8 +87,8 @@ def span_project(x: Any, basis: Any) -> np.ndarray:
     Raises:
         ValueError: shapes disagree or values are not finite.
     """
-    a = as_matrix(x, "features")
-    u = as_matrix(basis, "span basis")
+    a = features_numpy(x, "features", np.float64)
+    u = features_numpy(basis, "span basis", np.float64)
     if a.shape[1] != u.shape[1]:
         raise ValueError(f"features have dimension {a.shape[1]} but the span basis "
                          f"{u.shape[1]}: fit the span with the same model")

@@ -18,7 +18,7 @@ Main entry points (see docs/retrieval.md):
   the holds / does not hold / inconclusive verdict it supports.
 """
 
-from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant
+from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, features_numpy
 from crossgap_jax.retrieval.engine import cosine_similarity, evaluate, evaluate_per_query
 from crossgap_jax.retrieval.fewshot import (
     DEFAULT_SEEDS,
@@ -82,6 +82,7 @@ from crossgap_jax.retrieval.zeroshot import (
 )
 
 __all__ = [
+    "features_numpy",
     "LabelRelevance", "MaskRelevance", "Relevance", "SparseRelevance", "as_relevance",
     "qrels_relevance", "qrels_to_csr", "class_means", "l2_normalize", "l2_normalize_traceable",
     "DEFAULT_SEEDS", "DEFAULT_SHOTS", "INDICATOR_FIELDS", "misalignment_indicators",

@@ -89,8 +89,9 @@ def default_num_threads() -> int:
     return max(1, min(8, n))
 
 
-def features_numpy(x: ArrayLike, name: str) -> np.ndarray:
-    """``x`` as a finite float32 (N, D) NumPy matrix; clear ValueError otherwise."""
+def features_numpy(x: ArrayLike, name: str, dtype: Any = np.float32) -> np.ndarray:
+    """``x`` as a finite ``dtype`` (float32 unless given) (N, D) NumPy matrix; a ValueError
+    naming ``name`` when it is not 2-D, empty, not numeric or not finite."""
     a = np.asarray(x)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {a.shape}")
@@ -98,7 +99,7 @@ def features_numpy(x: ArrayLike, name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty: shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{name} must be a float array, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    a = np.ascontiguousarray(a, dtype=dtype)
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return a

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from crossgap_jax.retrieval._common import features_numpy
+
 #: ``prototype`` and ``gda`` (their ``--classifier`` choices).
 HW_CLASSIFIERS = ("prototype", "gda")
 #: Their blend weight of the text classifier (no validation search).
@@ -44,17 +46,8 @@ DEGENERATE_GDA = ("gda: no within-class spread in the support (one distinct imag
                   "Herzog & Wang's runs: chance accuracy). Not patched.")
 
 
-def _matrix(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x, np.float64)
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) matrix, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return a
-
-
 def _support(support: Any, labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    x = _matrix(support, "support features")
+    x = features_numpy(support, "support features", np.float64)
     y = np.asarray(labels)
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"support labels must be ({x.shape[0]},) integers, got {y.shape} "
@@ -123,7 +116,7 @@ def hw_scores(classifier: str, support: Any, labels: Any, test: Any, num_classes
     """
     if classifier not in HW_CLASSIFIERS:
         raise ValueError(f"classifier must be one of {HW_CLASSIFIERS}, got {classifier!r}")
-    x = _matrix(test, "test features")
+    x = features_numpy(test, "test features", np.float64)
     info: dict[str, Any] = {"degenerate": None}
     if classifier == "prototype":
         p = class_prototypes(support, labels, num_classes)
@@ -137,7 +130,7 @@ def hw_scores(classifier: str, support: Any, labels: Any, test: Any, num_classes
             info["degenerate"] = DEGENERATE_GDA
     if text is None:
         return few, info
-    t = _matrix(text, "text classifier")
+    t = features_numpy(text, "text classifier", np.float64)
     if t.shape[0] != num_classes:
         raise ValueError(f"the text classifier has {t.shape[0]} rows for {num_classes} "
                          "classes")
