@@ -15,12 +15,14 @@ import pytest
 from support.run_oracles import (
     cached_features,
     caltech_split,
+    inverted_features,
     k_shot,
     labels_of,
     ncm_top1,
     ref_isoclip,
     ref_retrieval,
     ref_side,
+    stack_rows,
     unit,
 )
 from support.tiny_models import tiny_clip
@@ -35,20 +37,6 @@ def heads():
 
     clip = tiny_clip(3)  # the model of the tiny_ckpt fixture
     return tuple(np.asarray(a, np.float64) for a in clip.projection_matrices())
-
-
-def _inverted(run_dir, method, ds, split):
-    from crossgap_jax.inversion.resumable import load_inverted
-
-    out = {}
-    for d in (run_dir / "inversions" / method / ds).glob(f"{split}-*/"):
-        names, arrays = load_inverted(str(d))
-        out.update(zip(names, np.asarray(arrays["features"], np.float64), strict=True))
-    return out
-
-
-def _stack(d, items):
-    return np.stack([d[i] for i in items])
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +95,14 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads, span_o
     qi, gi = sorted(q_d), sorted(g_d)
     yq = labels_of(caltech_split(shared_data, "test"), qi)
     yg = labels_of(caltech_split(shared_data, "train"), gi)
-    q, g = _stack(q_d, qi), _stack(g_d, gi)
-    qp = _stack(cached_features(run_dir, "caltech101", "test", False), qi)
-    gp = _stack(cached_features(run_dir, "caltech101", "train", False, 40), gi)
+    q, g = stack_rows(q_d, qi), stack_rows(g_d, gi)
+    qp = stack_rows(cached_features(run_dir, "caltech101", "test", False), qi)
+    gp = stack_rows(cached_features(run_dir, "caltech101", "train", False, 40), gi)
     uq, ug = unit(q), unit(g)
     mu = ug.mean(0)
     vt = np.linalg.svd(ug - mu, full_matrices=False)[2][:PCA_K]
-    want = {"image": (q, g), "oti": (_stack(_inverted(run_dir, "oti", "caltech101", "test"),
-                                            qi), g),
+    oti_q = stack_rows(inverted_features(run_dir, "oti", "caltech101", "test"), qi)
+    want = {"image": (q, g), "oti": (oti_q, g),
             "isoclip": (ref_isoclip(qp, wi, wt, *ISO, "image"),
                         ref_isoclip(gp, wi, wt, *ISO, "image")),
             f"pca-{PCA_K}": ((uq - mu) @ vt.T, (ug - mu) @ vt.T), "centered": (uq - mu, ug - mu),
@@ -132,10 +120,10 @@ def test_compare_retrieval_cells_recomputed(compared, shared_data, heads, span_o
     qi, gi = sorted(q_d), sorted(g_d)
     yq = np.array([int(i.split("#")[0]) for i in qi])
     yg = np.array([int(i.split("#")[0]) for i in gi])
-    q, g = _stack(q_d, qi), _stack(g_d, gi)
-    qp = _stack(cached_features(run_dir, "coco_text", "test_queries", False), qi)
-    gp = _stack(cached_features(run_dir, "coco_text", "test_gallery", False), gi)
-    want = {"text": (q, g), "ovi": (_stack(_inverted(run_dir, "ovi", "coco_text",
+    q, g = stack_rows(q_d, qi), stack_rows(g_d, gi)
+    qp = stack_rows(cached_features(run_dir, "coco_text", "test_queries", False), qi)
+    gp = stack_rows(cached_features(run_dir, "coco_text", "test_gallery", False), gi)
+    want = {"text": (q, g), "ovi": (stack_rows(inverted_features(run_dir, "ovi", "coco_text",
                                                     "test_queries"), qi), g),
             "isoclip": (ref_isoclip(qp, wi, wt, *ISO, "text"),
                         ref_isoclip(gp, wi, wt, *ISO, "text")),
@@ -174,8 +162,8 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads,
         fs = load_features(str(p))
         (tr_emb if fs.meta["projected"] else tr_pre).update(
             zip(fs.items, np.asarray(fs.features, np.float64), strict=True))
-    oti_tr = _inverted(run_dir, "oti", "caltech101", "train")
-    oti_q = _inverted(run_dir, "oti", "caltech101", "test")
+    oti_tr = inverted_features(run_dir, "oti", "caltech101", "train")
+    oti_q = inverted_features(run_dir, "oti", "caltech101", "test")
     e = ref_side(wi, wt, "image")[0]
     ek = e[:, ISO[0]:e.shape[1] - ISO[1]]  # prototypes: means of the unnormalised mapped rows
     maps = {"image": (tr_pre, pre_q, lambda x: x @ wi),
@@ -189,7 +177,7 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads,
             accs = []
             for seed in SEEDS:
                 idx = k_shot(ytr, nc, k, seed)
-                sup, qry = _stack(tr_d, [train.items[i] for i in idx]), _stack(q_d, qi)
+                sup, qry = stack_rows(tr_d, [train.items[i] for i in idx]), stack_rows(q_d, qi)
                 if callable(fn):
                     sup, qry = fn(sup), fn(qry)
                 else:
@@ -209,7 +197,7 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads,
     for row in ("i0t", "gr-clip"):  # their means are fitted on the evaluated sets
         assert "no few-shot NCM form" in cells[row]["skipped"], row
     # indicators: image-image AUROC and the fraction closer to another class
-    x = unit(_stack(emb_q, qi))
+    x = unit(stack_rows(emb_q, qi))
     iu = np.triu_indices(len(x), 1)
     same = (yq[:, None] == yq[None, :])[iu]
     summ = cal["indicators"]["summary"]
@@ -221,7 +209,7 @@ def test_compare_fewshot_and_indicators_recomputed(compared, shared_data, heads,
             for i in range(len(x)) if ((yq == yq[i]).sum() > 1)]
     if frac:
         assert summ["closer_to_other_class"] == pytest.approx(np.mean(frac))
-    ox = unit(_stack(oti_q, qi))
+    ox = unit(stack_rows(oti_q, qi))
     assert summ["modality_gap"]["oti-image"] == pytest.approx(
         np.linalg.norm(ox.mean(0) - x.mean(0)), abs=1e-5)
 

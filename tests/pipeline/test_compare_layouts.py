@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from support.run_oracles import ref_isoclip
+from support.run_oracles import cached_features, inverted_features, ref_isoclip, stack_rows
 
 ISO = (3, 40)
 # IsoCLIP's summary.csv header (simomagi/IsoCLIP src/retrieval.py: its parser's arguments in
@@ -24,33 +24,6 @@ ISOCLIP_HEADER = (
      "mAP_easy", "mAP_medium", "mAP_hard", "mP@1_easy", "mP@1_medium", "mP@1_hard",
      "mP@5_easy", "mP@5_medium", "mP@5_hard", "mP@10_easy", "mP@10_medium", "mP@10_hard",
      "folder_path", "timestamp"] + ["method"])
-
-
-def _cached(run_dir, ds, split, projected):
-    """{item: feature} of the one cached feature file of ``split`` (projected or not)."""
-    from crossgap_jax.pipeline.store import load_features
-
-    found = []
-    for p in (run_dir / "features" / ds).glob(f"{split}-*.npz"):
-        fs = load_features(str(p))
-        if fs.meta["projected"] is projected:
-            found.append(dict(zip(fs.items, np.asarray(fs.features, np.float64), strict=True)))
-    assert len(found) == 1, (ds, split, projected, len(found))
-    return found[0]
-
-
-def _inverted(run_dir, method, ds, split):
-    from crossgap_jax.inversion.resumable import load_inverted
-
-    out = {}
-    for d in (run_dir / "inversions" / method / ds).glob(f"{split}-*/"):
-        names, arrays = load_inverted(str(d))
-        out.update(zip(names, np.asarray(arrays["features"], np.float64), strict=True))
-    return out
-
-
-def _stack(d, items):
-    return np.stack([d[i] for i in items])
 
 
 def _jpeg(path, rgb, seed):
@@ -127,14 +100,16 @@ def test_compare_isoclip_layout_recomputed(tiny_ckpt, tmp_path):
     split = {"places365": "val", "inaturalist2021": "train_mini"}
     want: dict[str, dict[str, dict[str, float]]] = {}
     for ds, labels in truth.items():
-        emb, pre = _cached(run_dir, ds, split[ds], True), _cached(run_dir, ds, split[ds], False)
+        emb = cached_features(run_dir, ds, split[ds], True)
+        pre = cached_features(run_dir, ds, split[ds], False)
         items = sorted(labels)
         assert sorted(emb) == items  # every image is a query and the gallery
         y = np.array([labels[i] for i in items])
-        x = _stack(emb, items)
+        x = stack_rows(emb, items)
         u = x / np.linalg.norm(x, axis=1, keepdims=True)
-        feats = {"image": x, "oti": _stack(_inverted(run_dir, "oti", ds, split[ds]), items),
-                 "isoclip": ref_isoclip(_stack(pre, items), wi, wt, *ISO, "image"),
+        oti = stack_rows(inverted_features(run_dir, "oti", ds, split[ds]), items)
+        feats = {"image": x, "oti": oti,
+                 "isoclip": ref_isoclip(stack_rows(pre, items), wi, wt, *ISO, "image"),
                  "centered": u - u.mean(0)}
         want[ds] = {}
         for row, f in feats.items():

@@ -118,3 +118,19 @@ def cached_features(run_dir, ds, split, projected, num=None):
             found.append(dict(zip(fs.items, np.asarray(fs.features, np.float64), strict=True)))
     assert len(found) == 1, (ds, split, projected, num, len(found))
     return found[0]
+
+
+def inverted_features(run_dir, method, ds, split):
+    """{item: inverted feature} over the inversion folders of ``method`` for ``split``."""
+    from crossgap_jax.inversion.resumable import load_inverted
+
+    out = {}
+    for d in (run_dir / "inversions" / method / ds).glob(f"{split}-*/"):
+        names, arrays = load_inverted(str(d))
+        out.update(zip(names, np.asarray(arrays["features"], np.float64), strict=True))
+    return out
+
+
+def stack_rows(d, items):
+    """``np.stack`` of ``d[item]`` in the order of ``items``."""
+    return np.stack([d[i] for i in items])
