@@ -12,55 +12,25 @@
 Nearest-class-mean prototypes and the L2 normalisations the maps use live with the metrics
 (:mod:`crossgap_jax.retrieval.ncm`, :mod:`crossgap_jax.retrieval.normalize`). See
 docs/baselines.md.
+
+The names load on first use (``lazy_loader``): the command line reads a span class list
+(:mod:`~crossgap_jax.baselines.span`, JAX-free) before JAX is imported.
 """
 
-from crossgap_jax.baselines.isoclip import (
-    IsoCLIPMap,
-    ProjectionHead,
-    inter_modal_svd,
-    isoclip_features,
-    isoclip_image_features,
-    isoclip_map,
-    isoclip_map_for,
-    isoclip_similarity,
-    isoclip_text_features,
-    kept_components,
-    projection_heads,
-)
-from crossgap_jax.baselines.pca import (
-    CenterMap,
-    PCAMap,
-    center_features,
-    fit_center,
-    fit_pca,
-    max_pca_components,
-    pca_features,
-)
-from crossgap_jax.baselines.span import (
-    DEFAULT_SPAN_REDUCE,
-    IMAGENET_CLASSES_FILE,
-    IMAGENET_CLASSES_SOURCE,
-    SpanClasses,
-    read_span_classes,
-    span_basis,
-    span_project,
-)
-from crossgap_jax.baselines.window import (
-    WindowBasis,
-    isotropic_window,
-    window_basis,
-    window_basis_for,
-    window_features,
-)
+import lazy_loader
 
-__all__ = [
-    "isoclip_image_features", "isoclip_text_features", "window_basis_for", "window_features",
-    "max_pca_components",
-    "CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca", "pca_features",
-    "IsoCLIPMap", "ProjectionHead", "WindowBasis", "inter_modal_svd",
-    "isoclip_features", "isoclip_map", "isoclip_map_for", "isoclip_similarity",
-    "isotropic_window", "kept_components",
-    "projection_heads", "window_basis",
-    "DEFAULT_SPAN_REDUCE", "IMAGENET_CLASSES_FILE", "IMAGENET_CLASSES_SOURCE", "SpanClasses",
-    "read_span_classes", "span_basis", "span_project",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "isoclip": ["IsoCLIPMap", "ProjectionHead", "inter_modal_svd", "isoclip_features",
+                    "isoclip_image_features", "isoclip_map", "isoclip_map_for",
+                    "isoclip_similarity", "isoclip_text_features", "kept_components",
+                    "projection_heads"],
+        "pca": ["CenterMap", "PCAMap", "center_features", "fit_center", "fit_pca",
+                "max_pca_components", "pca_features"],
+        "span": ["DEFAULT_SPAN_REDUCE", "IMAGENET_CLASSES_FILE", "IMAGENET_CLASSES_SOURCE",
+                 "SpanClasses", "read_span_classes", "span_basis", "span_project"],
+        "window": ["WindowBasis", "isotropic_window", "window_basis", "window_basis_for",
+                   "window_features"],
+    },
+)

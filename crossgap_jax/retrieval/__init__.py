@@ -16,102 +16,34 @@ Main entry points (see docs/retrieval.md):
   different-class similarity overlap and AUROC, closer-to-another-class fraction).
 * :func:`paired_bootstrap_ci` / :func:`verdict`: the interval of a paired difference and
   the holds / does not hold / inconclusive verdict it supports.
+
+The names load on first use (``lazy_loader``): importing a JAX-free module of this package
+(:mod:`~crossgap_jax.retrieval.relevance`, :mod:`~crossgap_jax.retrieval.fewshot`) does not
+import JAX, so the data layer (which builds a task's relevance) stays light.
 """
 
-from crossgap_jax.retrieval._common import auto_chunk_size, check_metric_variant, features_numpy
-from crossgap_jax.retrieval.engine import cosine_similarity, evaluate, evaluate_per_query
-from crossgap_jax.retrieval.fewshot import (
-    DEFAULT_SEEDS,
-    DEFAULT_SHOTS,
-    FewShotSkip,
-    draw_support,
-    few_shot_ncm_accuracy,
-    few_shot_sweep,
-    support_sets,
-)
-from crossgap_jax.retrieval.fewshot_hw import (
-    DEGENERATE_GDA,
-    HW_CLASSIFIERS,
-    HW_TEXT_WEIGHT,
-    class_prototypes,
-    gda_fit,
-    hw_scores,
-    top1_accuracy,
-)
-from crossgap_jax.retrieval.gap import (
-    modality_gap,
-    paired_similarities,
-    similarity_distributions,
-    similarity_statistics,
-)
-from crossgap_jax.retrieval.indicators import (
-    INDICATOR_FIELDS,
-    misalignment_indicators,
-    plot_indicators,
-)
-from crossgap_jax.retrieval.metrics import (
-    JAX_BLOCK_ELEMENTS,
-    average_precision,
-    per_query_metrics,
-    summarize,
-)
-from crossgap_jax.retrieval.ncm import class_means, ncm_accuracy
-from crossgap_jax.retrieval.normalize import l2_normalize, l2_normalize_traceable
-from crossgap_jax.retrieval.relevance import (
-    LabelRelevance,
-    MaskRelevance,
-    Relevance,
-    SparseRelevance,
-    as_relevance,
-    qrels_relevance,
-    qrels_to_csr,
-)
-from crossgap_jax.retrieval.revisitop import (
-    REVISITOP_PROTOCOLS,
-    load_revisitop_gnd,
-    revisitop_evaluate,
-    revisitop_gnd_list,
-    revisitop_metrics,
-)
-from crossgap_jax.retrieval.stats import VERDICTS, paired_bootstrap_ci, verdict
-from crossgap_jax.retrieval.zeroshot import (
-    build_classifier,
-    class_ranks,
-    zero_shot_accuracy,
-    zero_shot_predict,
-)
+import lazy_loader
 
-__all__ = [
-    "features_numpy",
-    "LabelRelevance", "MaskRelevance", "Relevance", "SparseRelevance", "as_relevance",
-    "qrels_relevance", "qrels_to_csr", "class_means", "l2_normalize", "l2_normalize_traceable",
-    "DEFAULT_SEEDS", "DEFAULT_SHOTS", "INDICATOR_FIELDS", "misalignment_indicators",
-    "plot_indicators",
-    "JAX_BLOCK_ELEMENTS", "auto_chunk_size", "check_metric_variant",
-    "FewShotSkip", "draw_support", "few_shot_ncm_accuracy", "few_shot_sweep", "support_sets",
-    "ncm_accuracy",
-    "DEGENERATE_GDA", "HW_CLASSIFIERS", "HW_TEXT_WEIGHT", "class_prototypes", "gda_fit",
-    "hw_scores", "top1_accuracy",
-    "REVISITOP_PROTOCOLS",
-    "VERDICTS",
-    "average_precision",
-    "build_classifier",
-    "class_ranks",
-    "cosine_similarity",
-    "evaluate",
-    "evaluate_per_query",
-    "load_revisitop_gnd",
-    "modality_gap",
-    "paired_similarities",
-    "paired_bootstrap_ci",
-    "per_query_metrics",
-    "revisitop_evaluate",
-    "revisitop_gnd_list",
-    "revisitop_metrics",
-    "similarity_distributions",
-    "similarity_statistics",
-    "summarize",
-    "verdict",
-    "zero_shot_accuracy",
-    "zero_shot_predict",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_common": ["auto_chunk_size", "check_metric_variant", "features_numpy"],
+        "engine": ["cosine_similarity", "evaluate", "evaluate_per_query"],
+        "fewshot": ["DEFAULT_SEEDS", "DEFAULT_SHOTS", "FewShotSkip", "draw_support",
+                    "few_shot_ncm_accuracy", "few_shot_sweep", "support_sets"],
+        "fewshot_hw": ["DEGENERATE_GDA", "HW_CLASSIFIERS", "HW_TEXT_WEIGHT", "class_prototypes",
+                       "gda_fit", "hw_scores", "top1_accuracy"],
+        "gap": ["modality_gap", "paired_similarities", "similarity_distributions",
+                "similarity_statistics"],
+        "indicators": ["INDICATOR_FIELDS", "misalignment_indicators", "plot_indicators"],
+        "metrics": ["JAX_BLOCK_ELEMENTS", "average_precision", "per_query_metrics", "summarize"],
+        "ncm": ["class_means", "ncm_accuracy"],
+        "normalize": ["l2_normalize", "l2_normalize_traceable"],
+        "relevance": ["LabelRelevance", "MaskRelevance", "Relevance", "SparseRelevance",
+                      "as_relevance", "qrels_relevance", "qrels_to_csr"],
+        "revisitop": ["REVISITOP_PROTOCOLS", "load_revisitop_gnd", "revisitop_evaluate",
+                      "revisitop_gnd_list", "revisitop_metrics"],
+        "stats": ["VERDICTS", "paired_bootstrap_ci", "verdict"],
+        "zeroshot": ["build_classifier", "class_ranks", "zero_shot_accuracy", "zero_shot_predict"],
+    },
+)
