@@ -291,7 +291,7 @@ def cmd_fewshot(args) -> int:
             augment_seed=args.augment_seed)
         names = None
         if args.span_classes is not None:
-            names = read_span_classes(args.span_classes).names
+            names = read_span_classes(args.span_classes)
     except (ValueError, OSError) as e:
         raise CLIError(_one_line(e)) from None
     run = _make_run(args)
