@@ -14,13 +14,13 @@ from typing import Any, NoReturn
 import jax
 import jax.numpy as jnp
 
-from crossgap_jax.models.families import NoTextTowerError
+from crossgap_jax.models.families import TEXT_BACKBONES, NoTextTowerError
 
 
 def _refuse(what: str, config: Any) -> NoReturn:
     raise NoTextTowerError(
         f"{what}: {config.name} ({config.family}) is an image-only backbone with no text "
-        f"tower; use a CLIP-family model (CLIP, SigLIP, SLIP) for text features, OTI/OVI and "
+        f"tower; use a model with a text tower ({TEXT_BACKBONES}) for text features, OTI/OVI and "
         f"zero-shot classification")
 
 
