@@ -36,6 +36,9 @@ _CAUSES = {
     errno.EDQUOT: ("disk quota exceeded", "free some space or choose another output folder"),
     errno.EFBIG: ("file too large for this file system", "choose an output folder on "
                   "another file system"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another output "
+                    "path"),
+    errno.EISDIR: ("it is a folder", "give a file name (e.g. <folder>/results.json)"),
 }
 
 
@@ -87,7 +90,9 @@ def ensure_dir(path: str | os.PathLike) -> str:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        if isinstance(e, FileExistsError) or not _is_write_error(e):
+        if isinstance(e, FileExistsError):  # ``path`` (or a parent) exists as a file
+            e = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not _is_write_error(e):
             raise
         raise write_error(path, e) from e
     return path
@@ -122,6 +127,8 @@ def atomic_path(path: str | os.PathLike, tag: str = "") -> Iterator[str]:
         OutputWriteError: the folder or file could not be created or written.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise write_error(path, OSError(errno.EISDIR, os.strerror(errno.EISDIR)))
     folder = os.path.dirname(os.path.abspath(path))
     ensure_dir(folder)
     try:

@@ -566,3 +566,31 @@ def test_weights_hash_follows_the_params_object():
     assert clip.with_dtype("bfloat16").weights_sha256 == h0
     clip.params = create_clip("tiny", seed=1).params
     assert clip.weights_sha256 != h0
+
+
+def test_write_to_a_folder_or_under_a_file_is_an_output_error(tmp_path):
+    blocker = _write(tmp_path / "model.safetensors", b"keep")
+    with pytest.raises(fileio.OutputWriteError, match="a file, not a folder"):
+        fileio.atomic_write_json(os.path.join(blocker, "out.json"), {"a": 1})
+    folder = tmp_path / "results"
+    folder.mkdir()
+    with pytest.raises(fileio.OutputWriteError, match="it is a folder"):
+        fileio.atomic_write_json(str(folder), {"a": 1})
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert open(blocker, "rb").read() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "results"]
+
+
+@pytest.mark.parametrize("where", ["under_file", "folder"])
+def test_cli_unusable_output_path_is_refused_before_any_work(tmp_path, capsys, where):
+    from crossgap_jax.cli import main
+
+    ckpt = _native(tmp_path)
+    data = _write(tmp_path / "t.jsonl", '{"text": "a"}\n{"text": "b"}\n')
+    out = os.path.join(ckpt, "out.json") if where == "under_file" else str(tmp_path)
+    rc = main(["--quiet", "retrieve", "--dataset", "jsonl", "--checkpoint", ckpt,
+               "--data-root", data, "--run-dir", str(tmp_path / "run"), "--output", out])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and f"--output {out}:" in err
+    assert ("is a file, not a folder" if where == "under_file" else "is a folder") in err
+    assert not (tmp_path / "run").exists()

@@ -292,6 +292,22 @@ def baseline_settings(args) -> BaselineSettings:
     return s
 
 
+def _check_output(target: str | None) -> None:
+    """``--output FILE`` must name a file whose nearest existing parent is a folder (so the
+    results are not computed and then lost)."""
+    if not target:
+        return
+    if os.path.isdir(target):
+        raise CLIError(f"--output {target}: is a folder; give a file name "
+                       "(e.g. <folder>/results.json)")
+    parent = os.path.dirname(os.path.abspath(target))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CLIError(f"--output {target}: {parent} is a file, not a folder; choose "
+                       "another output path")
+
+
 def validate(args) -> list[tuple[str, dict]]:
     """Check every preset, dataset, data root, split and checkpoint of a run command before
     anything is loaded or computed.
@@ -314,6 +330,7 @@ def validate(args) -> list[tuple[str, dict]]:
         except (ValueError, OSError) as e:
             raise CLIError(one_line(e)) from None
     baseline_settings(args)  # checked before any work
+    _check_output(getattr(args, "output", None))
     presets = (args.presets if getattr(args, "presets", None)
                else [args.preset or default_preset(args)])
     # Parsed once: the typed options become one frozen Preset per preset name.

@@ -277,16 +277,21 @@ def cmd_compare(args) -> int:
 
 
 def cmd_fewshot(args) -> int:
+    unused = [o for o, v in (("--span-source", args.span_source), ("--span-classes",
+              args.span_classes), ("--span-reduce", args.span_reduce)) if v is not None]
+    if unused and args.project is None:
+        raise CLIError(f"{', '.join(unused)} only apply with --project span: add "
+                       "--project span or drop them")
     try:
         settings = HWFewShotSettings(
             classifier=args.classifier, use_text=args.use_text, project=args.project,
-            span_source=args.span_source,
+            span_source=args.span_source or "zeroshot",
             span_reduce=args.span_reduce or DEFAULT_SPAN_REDUCE,
             shots=tuple(args.shots or DEFAULT_SHOTS), seeds=tuple(args.seeds),
             augment_seed=args.augment_seed)
         names = None
         if args.span_classes is not None:
-            names = read_span_classes(args.span_classes).names
+            names = read_span_classes(args.span_classes)
     except (ValueError, OSError) as e:
         raise CLIError(one_line(e)) from None
     run = _make_run(args)

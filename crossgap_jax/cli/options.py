@@ -350,7 +350,7 @@ OPTIONS: list[Option] = [
     _opt("--project", ("fewshot",), "command", choices=["span"], default=None,
          help="span: Herzog & Wang's span projection of support and test features"),
     _opt("--span-source", ("fewshot",), "command", choices=["zeroshot", "names"],
-         default="zeroshot",
+         default=None,
          help="zeroshot: the span of the ImageNet zero-shot classifier (their few-shot script, "
               "default); names: of the raw class names (their retrieval script)"),
     _opt("--seeds", ("fewshot",), "command", type=non_negative_int_list, default=(1, 2, 3),

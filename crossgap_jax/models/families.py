@@ -67,6 +67,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 )}
 
 
+#: The backbones with a text tower, as refusals name them (keep in step with FAMILIES).
+TEXT_BACKBONES = "CLIP, OpenCLIP, SigLIP, SigLIP 2, SLIP, PE-Core"
+
+
 class NoTextTowerError(ValueError):
     """A text-side operation (text features, OTI/OVI, zero-shot, IsoCLIP) was asked of an
     image-only backbone (a family whose ``HAS_TEXT_TOWER`` is False, e.g. DINOv2)."""
@@ -88,7 +92,7 @@ def require_text_tower(config: Any, what: str) -> None:
         raise NoTextTowerError(
             f"{what} needs a text tower, but {config.name} ({family}) is an image-only "
             f"backbone: use it for image features (encode, image-image retrieve, classify "
-            f"--variants ncm) or choose a CLIP-family model (CLIP, SigLIP, SLIP)")
+            f"--variants ncm) or choose a model with a text tower ({TEXT_BACKBONES})")
 
 
 def register_family(family: Family) -> None:

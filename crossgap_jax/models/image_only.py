@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossgap_jax.models.families import NoTextTowerError
+from crossgap_jax.models.families import TEXT_BACKBONES, NoTextTowerError
 from crossgap_jax.models.layers._module_fns import ModuleFns, image_functions
 from crossgap_jax.models.layers.vit_layers import cls_pool
 
@@ -150,7 +150,7 @@ def vit_functions(module_cls: type, module: str, label: str) -> ViTFunctions:
 def _refuse(what: str, config: Any) -> NoReturn:
     raise NoTextTowerError(
         f"{what}: {config.name} ({config.family}) is an image-only backbone with no text "
-        f"tower; use a CLIP-family model (CLIP, SigLIP, SLIP) for text features, OTI/OVI and "
+        f"tower; use a model with a text tower ({TEXT_BACKBONES}) for text features, OTI/OVI and "
         f"zero-shot classification")
 
 

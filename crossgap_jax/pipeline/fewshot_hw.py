@@ -21,6 +21,7 @@ ImageNet class names' unnormalised text embeddings (``"names"``, their retrieval
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ import numpy as np
 from crossgap_jax import retrieval
 from crossgap_jax.baselines import (
     DEFAULT_SPAN_REDUCE,
+    SpanClasses,
     read_span_classes,
     span_basis,
     span_project,
@@ -132,7 +134,7 @@ def imagenet_classnames(run: Run) -> list[str]:
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise ValueError("the few-shot span needs the ImageNet class names: pass "
                          "--span-classes FILE (one name per line) or a data root with "
-                         f"CoOp's imagenet/classnames.txt ({' '.join(str(e).split())[:200]})"
+                         f"CoOp's imagenet/classnames.txt ({' '.join(str(e).split())})"
                          ) from None
     if not names or all(n.startswith("n") and n[1:].isdigit() for n in names):
         raise ValueError("ImageNet was found without CoOp's classnames.txt (only WordNet ids): "
@@ -141,15 +143,17 @@ def imagenet_classnames(run: Run) -> list[str]:
 
 
 def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
-                span_classnames: Sequence[str] | None = None) -> dict[str, Any]:
+                span_classnames: SpanClasses | Sequence[str] | None = None) -> dict[str, Any]:
     """Herzog & Wang's few-shot accuracy of ``dataset`` (CoOp ``test`` vs ``train``).
 
     Args:
         run: the run (model, caches, ``max_queries`` subsets the test images).
         dataset: a CoOp-format image dataset with ``train`` and ``test`` splits.
         settings: :class:`HWFewShotSettings`.
-        span_classnames: the span's class names (``--span-classes``); None: the ImageNet
-            class names of the data root (``"zeroshot"``), required for ``"names"``.
+        span_classnames: the span's class names (``--span-classes``: a
+            :class:`~crossgap_jax.baselines.SpanClasses`, whose file and sha256 the result
+            names, or a list); None: the ImageNet class names of the data root
+            (``"zeroshot"``) or the shipped ImageNet list (``"names"``).
 
     Returns:
         ``{"per_seed": {"<seed>": [acc per shot]}, "mean": [per shot], "shots", "seeds",
@@ -166,12 +170,15 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
         run.require_text_tower("text")
     if s.project:
         run.require_text_tower("text")
-        if span_classnames is not None:
-            names = list(span_classnames)
-        elif s.span_source == "names":   # the retrieval script's raw names: the shipped list
-            names = list(read_span_classes().names)
+        if span_classnames is None and s.span_source == "names":
+            span_classnames = read_span_classes()  # the retrieval script's raw names
+        if isinstance(span_classnames, SpanClasses):
+            names, classes = list(span_classnames.names), span_classnames.info()
+        elif span_classnames is not None:
+            names, classes = list(span_classnames), {"classes": "given"}
         else:
             names = imagenet_classnames(run)
+            classes = {"classes": f"imagenet classnames under {run.root_for('imagenet')}"}
     images = labelled_images(run, dataset, "test")
     train = load_train_split(run, dataset, images, "train")
     num_classes = len(images.classnames)
@@ -213,7 +220,8 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
     if s.project:
         basis = span_basis(span_text_features(run, s.span_source, names), s.span_reduce)
         xtr, xte = span_project(xtr, basis), span_project(xte, basis)
-        out["span"] = {"source": s.span_source, "num_classes": len(names),
+        out["span"] = {"source": s.span_source, **classes, "num_classes": len(names),
+                       "names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
                        "reduce": int(s.span_reduce), "dims": int(basis.shape[0]),
                        "templates": list(IMAGENET_TEMPLATES) if s.span_source == "zeroshot"
                        else None, "renormalised": False}

@@ -85,7 +85,11 @@ def isoclip_table(res: dict, header: str = "") -> str:
     lines += ["", f"Averages over {len(dss)} dataset(s); percent. ROxford5k / RParis6k: mAP "
               "is the Easy mAP (IsoCLIP's summary.csv) and mAP@R, P@R, R@1 are not reported."]
     if hidden:
-        lines.append(f"Rows without a value on any dataset (left out): {', '.join(hidden)}.")
+        lines.append("Rows without a value on any dataset (left out):")
+        for r in hidden:  # why, in the cells' own words (each distinct reason once)
+            why = dict.fromkeys(str(res["datasets"][ds]["cells"][r].get("skipped", "no value"))
+                                for ds in dss)
+            lines.append(f"- {r}: {' / '.join(why)}")
     return "\n".join(lines) + "\n"
 
 

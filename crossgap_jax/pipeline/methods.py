@@ -287,7 +287,7 @@ def _hw_fewshot(run: Run, datasets: Sequence[str], rows: Sequence[str]) -> dict[
     s = run.baselines
     base = HWFewShotSettings(shots=tuple(s.shots), seeds=tuple(s.seeds),
                              span_reduce=s.span_reduce)
-    names = None if s.span_classes is None else read_span_classes(s.span_classes).names
+    names = None if s.span_classes is None else read_span_classes(s.span_classes)
     out: dict[str, Any] = {"provenance": None, "config": run.config, "methods": list(rows),
                            "rows": list(rows), "shots": list(base.shots),
                            "seeds": list(base.seeds), "datasets": {}}

@@ -176,3 +176,40 @@ def test_fewshot_bad_input(tiny_ckpt, coop_root, tmp_path, capsys):
     assert main(["--quiet", "fewshot", "--project", "span", "--span-source", "names",
                  "--span-classes", str(blank), *common]) == 2
     assert f"span class list {blank}: line 2 is blank" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--span-source", "names"], ["--span-reduce", "4"],
+                                   ["--span-classes", "span.txt"]])
+def test_fewshot_span_options_without_project_are_refused(tiny_ckpt, coop_root, tmp_path,
+                                                          capsys, extra):
+    from crossgap_jax.cli import main
+
+    extra = [str(coop_root / e) if e.endswith(".txt") else e for e in extra]
+    rc = main(["--quiet", "fewshot", "--dataset", "dtd", "--model", "tiny", "--checkpoint",
+               tiny_ckpt, "--data-root", str(coop_root), "--run-dir", str(tmp_path / "run"),
+               *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert f"{extra[0]} only apply with --project span" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fewshot_span_result_names_its_class_list(tiny_ckpt, coop_root, tmp_path, capsys):
+    import hashlib
+
+    from crossgap_jax.cli import main
+
+    names = coop_root / "span.txt"
+    res = _run(tiny_ckpt, coop_root, tmp_path, "--classifier", "prototype", "--project",
+               "span", "--span-source", "names", "--span-classes", str(names))
+    assert res["span"]["classes"] == str(names)
+    assert res["span"]["classes_sha256"] == hashlib.sha256(names.read_bytes()).hexdigest()
+    assert res["span"]["names_sha256"] == hashlib.sha256(
+        "\n".join(SPAN_NAMES).encode()).hexdigest()
+    # zeroshot span without ImageNet under the root: the layout error in full, not cut
+    rc = main(["--quiet", "fewshot", "--dataset", "dtd", "--model", "tiny", "--checkpoint",
+               tiny_ckpt, "--data-root", str(coop_root), "--run-dir", str(tmp_path / "r2"),
+               "--project", "span"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "the few-shot span needs the ImageNet class names" in err
+    assert err.count("{") == err.count("}") and err.endswith(")")

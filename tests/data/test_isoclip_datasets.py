@@ -215,6 +215,12 @@ def test_inaturalist_bad_input(tmp_path):
         (lambda d: d["annotations"].pop(0), "1 images have no annotation"),
         (lambda d: d["annotations"][0].update(category_id=9), r"category ids \[9\] absent"),
         (lambda d: d["images"][0].pop("file_name"), r"images\[0\] lacks id, file_name"),
+        (lambda d: d["images"][1].update(id=d["images"][0]["id"]),
+         "image ids listed more than once"),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0], category_id=1 - d[
+            "annotations"][0]["category_id"])), "annotated with two categories"),
+        (lambda d: d["annotations"][0].update(image_id=-7), r"1 annotations name image ids "
+         r"absent from 'images', e.g. \[-7\]"),
     ):
         bad = json.loads(json.dumps(doc))
         change(bad)

@@ -401,3 +401,18 @@ def test_cli_refuses_text_tower_tasks(tiny, folder, tmp_path, capsys, argv, what
     assert rc == 2
     assert f"{what} needs a text tower, but dinov3-tiny (dinov3) is an image-only" in err
     assert not list(run.rglob("*.npz"))  # refused before any features were computed
+
+
+def test_refusals_name_every_backbone_with_a_text_tower():
+    import jax.numpy as jnp
+
+    from crossgap_jax.models import create_clip
+    from crossgap_jax.models.families import NoTextTowerError, require_text_tower
+
+    dino = create_clip("dinov3-tiny")
+    with pytest.raises(NoTextTowerError) as e1:
+        require_text_tower(dino.config, "OTI")
+    with pytest.raises(NoTextTowerError) as e2:
+        dino.fns.encode_text(dino.params, jnp.zeros((1, 4), jnp.int32), jnp.zeros((1,), jnp.int32))
+    for e in (e1, e2):
+        assert "(CLIP, OpenCLIP, SigLIP, SigLIP 2, SLIP, PE-Core)" in str(e.value)

@@ -128,7 +128,7 @@ def test_compare_isoclip_layout_recomputed(tiny_ckpt, tmp_path):
         vals = [f"{want[ds][row][k]:.2f}" for ds in truth for k in keys]
         avg = [f"{np.mean([want[ds][row][k] for ds in truth]):.2f}" for k in keys]
         assert f"| {row} | " + " | ".join(vals + avg) + " |" in table, row
-    assert "| text |" not in table and "left out): text." in table
+    assert "| text |" not in table and "left out):\n- text: text-side method; " in table
     assert "| method | places365 mAP | places365 mAP@R | places365 P@R | places365 R@1 |" in table
     # summary.csv: IsoCLIP's columns, one row per dataset and method
     with open(run_dir / "compare" / "summary.csv", newline="") as f:
@@ -162,3 +162,22 @@ def test_isoclip_values_revisitop_and_bad_layout():
     check_methods(["image", "isotropic-window"])  # any feature type is a method
     with pytest.raises(ValueError, match="unknown method 'isoclp'; did you mean 'isoclip'"):
         check_methods(["isoclp"])
+
+
+def test_isoclip_table_says_why_rows_are_left_out():
+    from crossgap_jax.pipeline.layouts import isoclip_table
+
+    metrics = {"mAP": 50.0, "mAP@R": 40.0, "P@R": 45.0, "R@1": 60.0}
+    cells = {"image": {"value": 50.0, "metrics": metrics},
+             "pca": {"skipped": "pca needs --pca-k K[,K...]"},
+             "text": {"skipped": "text-side method; a is an image retrieval task"}}
+    other = dict(cells, text={"skipped": "text-side method; b is an image retrieval task"})
+    res = {"rows": ["image", "pca", "text"],
+           "datasets": {"a": {"cells": cells}, "b": {"cells": other}}}
+    table = isoclip_table(res)
+    assert "| image | 50.00 | 40.00 | 45.00 | 60.00 | 50.00 | 40.00 | 45.00 | 60.00 | 50.00 " \
+        "| 40.00 | 45.00 | 60.00 |" in table
+    assert table.endswith("Rows without a value on any dataset (left out):\n"
+                          "- pca: pca needs --pca-k K[,K...]\n"
+                          "- text: text-side method; a is an image retrieval task / "
+                          "text-side method; b is an image retrieval task\n")

@@ -107,7 +107,21 @@ def load_inaturalist(root: str, split: str = "train_mini") -> ImageSplit:
     images = _records(path, doc, "images", ("id", "file_name"))
     anns = _records(path, doc, "annotations", ("image_id", "category_id"))
     cats = _records(path, doc, "categories", ("id",))
-    category = {a["image_id"]: a["category_id"] for a in anns}
+    seen: set = set()
+    twice = [im["id"] for im in images if im["id"] in seen or seen.add(im["id"])]
+    if twice:
+        raise DataFileError(f"{path}: image ids listed more than once in 'images', e.g. "
+                            f"{twice[:3]} (each image needs its own id)")
+    category: dict = {}
+    for a in anns:
+        if category.setdefault(a["image_id"], a["category_id"]) != a["category_id"]:
+            raise DataFileError(f"{path}: image id {a['image_id']!r} is annotated with two "
+                                f"categories ({category[a['image_id']]!r}, "
+                                f"{a['category_id']!r})")
+    orphans = sorted(set(category) - seen, key=str)
+    if orphans:
+        raise DataFileError(f"{path}: {len(orphans)} annotations name image ids absent from "
+                            f"'images', e.g. {orphans[:3]}")
     unlabelled = [im["file_name"] for im in images if im["id"] not in category]
     if unlabelled:
         raise DataFileError(f"{path}: {len(unlabelled)} images have no annotation, e.g. "
