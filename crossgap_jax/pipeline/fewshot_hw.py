@@ -158,8 +158,9 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
     Returns:
         ``{"per_seed": {"<seed>": [acc per shot]}, "mean": [per shot], "shots", "seeds",
         "degenerate": {"<seed>": {"<k>": why}}, "support": {"<seed>": {"<k>": [train
-        items]}}, ...}``; accuracies in percent as their float32 ``cls_acc``, the mean in
-        float32 as their ``torch.tensor(...).mean(0)``.
+        items]}}, "short_classes": {"<k>": [class names with fewer than k training
+        images, whose support repeats images]}, ...}``; accuracies in percent as their
+        float32 ``cls_acc``, the mean in float32 as their ``torch.tensor(...).mean(0)``.
 
     Raises:
         ValueError: an image-only backbone with ``use_text`` / ``project``, a dataset
@@ -184,6 +185,9 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
     num_classes = len(images.classnames)
     ytr = np.asarray(train.labels)
     draws = {seed: support_sets(ytr, s.shots, seed) for seed in s.seeds}
+    counts = np.bincount(ytr, minlength=num_classes)
+    short = {str(k): [images.classnames[c] for c in range(num_classes) if counts[c] < int(k)]
+             for k in s.shots}
     union = np.array(sorted({int(i) for d in draws.values() for v in d.values() for i in v}),
                      np.int64)
     row_of = {int(i): r for r, i in enumerate(union)}
@@ -207,6 +211,7 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
                            "num_classes": num_classes, "num_test": len(ft.items),
                            "test_split": images.split, "train_split": "train",
                            "num_train_images_encoded": len(union),
+                           "short_classes": {k: v for k, v in short.items() if v},
                            "support_preprocessing": "eval" if s.augment_seed is None else
                            {"augment": "RandomResizedCrop(224, scale=(0.5, 1), bicubic) + "
                                        "horizontal flip p=0.5, one view per image",
@@ -279,12 +284,25 @@ def hw_printout(res: dict) -> str:
 def hw_table(res: dict, method: str | None = None) -> str:
     """Markdown of one ``fewshot`` result: one row (the method: classifier [+ text] [+ span]),
     one column per shot, the mean over the seeds, degenerate cells flagged and explained
-    under the table (:func:`~crossgap_jax.pipeline.layouts.hw_fewshot_block`)."""
+    under the table (:func:`~crossgap_jax.pipeline.layouts.hw_fewshot_block`); then one
+    line naming, per shot, the classes with fewer training images than shots (their
+    support repeats images, as Dassl's sampler does)."""
     name = method or hw_method_name(res)
     title = (f"Herzog & Wang few-shot ({res['dataset']}, {res['test_split']}: "
              f"{res['num_test']} images; supports from {res['train_split']}; seeds "
              f"{res['seeds']}): top-1 % (mean over seeds).")
-    return "\n" + hw_fewshot_block(title, res["shots"], {name: res}) + "\n"
+    block = hw_fewshot_block(title, res["shots"], {name: res})
+    short = res.get("short_classes") or {}
+    if short:
+        block += ("\n\nFewer training images than shots (drawn with replacement): "
+                  + "; ".join(f"{k}-shot: {_name_list(v)}" for k, v in short.items()))
+    return "\n" + block + "\n"
+
+
+def _name_list(names: Sequence[str], most: int = 10) -> str:
+    """``a, b, c`` or, past ``most`` names, the first ``most`` and ``+N more``."""
+    more = f" +{len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def hw_method_name(res: dict) -> str:

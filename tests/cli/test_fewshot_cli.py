@@ -213,3 +213,18 @@ def test_fewshot_span_result_names_its_class_list(tiny_ckpt, coop_root, tmp_path
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "the few-shot span needs the ImageNet class names" in err
     assert err.count("{") == err.count("}") and err.endswith(")")
+
+
+def test_fewshot_names_classes_short_of_a_shot(tiny_ckpt, coop_root, tmp_path, capsys):
+    from crossgap_jax.pipeline import hw_table
+
+    res = _run(tiny_ckpt, coop_root, tmp_path, "--classifier", "prototype")
+    # training counts per class in coop_root: banded 5, blotchy_dots 5, cracked 3
+    assert res["short_classes"] == {"4": ["cracked"]}
+    out = capsys.readouterr().out
+    assert "Fewer training images than shots (drawn with replacement): 4-shot: cracked\n" \
+        in out
+    many = {**res, "short_classes": {"16": [f"c{i}" for i in range(13)], "8": ["c0"]}}
+    assert hw_table(many).rstrip().splitlines()[-1] == (
+        "Fewer training images than shots (drawn with replacement): 16-shot: "
+        + ", ".join(f"c{i}" for i in range(10)) + " +3 more; 8-shot: c0")
