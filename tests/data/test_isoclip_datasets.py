@@ -232,3 +232,14 @@ def test_inaturalist_bad_input(tmp_path):
         cgd.get_dataset("inaturalist2021", tmp_path)
     with pytest.raises(ValueError, match="unknown split 'mini'"):
         cgd.get_dataset("inaturalist2021", tmp_path, "mini")
+
+
+def test_places365_size_warning_once_per_root_and_split(tmp_path, caplog):
+    for name in ("a", "b"):
+        _places_official(str(tmp_path / name / "Places365_val"), n=5)
+    with caplog.at_level("WARNING", logger="crossgap_jax.data.sources.places365"):
+        for _ in range(3):
+            cgd.get_dataset("places365", tmp_path / "a", "val")
+        cgd.get_dataset("places365", tmp_path / "b", "val")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["places365/val: 5 images, IsoCLIP's protocol has 36500"] * 2

@@ -57,6 +57,17 @@ PLACES_LAYOUT = (
 )
 
 
+_WARNED: set[tuple[str, ...]] = set()  # (image folder, split, what): warned in this process
+
+
+def _warn_once(key: tuple[str, ...], msg: str, *args: object) -> None:
+    """Log a layout warning once per image folder, split and kind in this process (one
+    ``compare`` run loads the split several times)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(msg, *args)
+
+
 def _find_file(d: str, name: str) -> str | None:
     for sub in _FILELIST_DIRS:
         p = child_ci(d, f"{sub}/{name}" if sub else name)
@@ -141,11 +152,13 @@ def _from_list(d: str, split: str, list_file: str, img_dir: str) -> tuple[list[s
                 f"{unlabelled[:3]}; is the list file the one of this image folder?")
         missing = len(labels) - len(items)
         if missing > 0:
-            log.warning("places365: %d images listed in %s are not in %s (left out)",
-                        missing, list_file, img_dir)
+            _warn_once((img_dir, split, "missing"),
+                       "places365: %d images listed in %s are not in %s (left out)",
+                       missing, list_file, img_dir)
         if len(items) != PLACES_VAL_SIZE:
-            log.warning("places365/val: %d images, IsoCLIP's protocol has %d",
-                        len(items), PLACES_VAL_SIZE)
+            _warn_once((img_dir, split, "size"),
+                       "places365/val: %d images, IsoCLIP's protocol has %d",
+                       len(items), PLACES_VAL_SIZE)
     else:
         items = list(labels)
     return items, [labels[i] for i in items]
