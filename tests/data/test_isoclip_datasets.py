@@ -227,6 +227,14 @@ def test_inaturalist_bad_input(tmp_path):
         path.write_text(json.dumps(bad))
         with pytest.raises(DataFileError, match=match):
             cgd.get_dataset("inaturalist2021", tmp_path)
+    for nameless in (None, ""):
+        bad = json.loads(json.dumps(doc))
+        bad["images"][1]["file_name"] = nameless
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DataFileError) as e:
+            cgd.get_dataset("inaturalist2021", tmp_path)
+        assert str(e.value) == (f"{path}: 1 entries of 'images' have no file_name (null or "
+                                f"empty), e.g. image id(s) [{doc['images'][1]['id']}]")
     path.write_text('{"images": [')
     with pytest.raises(DataFileError, match="not valid JSON"):
         cgd.get_dataset("inaturalist2021", tmp_path)

@@ -107,6 +107,11 @@ def load_inaturalist(root: str, split: str = "train_mini") -> ImageSplit:
     images = _records(path, doc, "images", ("id", "file_name"))
     anns = _records(path, doc, "annotations", ("image_id", "category_id"))
     cats = _records(path, doc, "categories", ("id",))
+    nameless = [im["id"] for im in images
+                if not isinstance(im["file_name"], str) or not im["file_name"]]
+    if nameless:
+        raise DataFileError(f"{path}: {len(nameless)} entries of 'images' have no file_name "
+                            f"(null or empty), e.g. image id(s) {nameless[:3]}")
     seen: set = set()
     twice = [im["id"] for im in images if im["id"] in seen or seen.add(im["id"])]
     if twice:
