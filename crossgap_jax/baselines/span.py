@@ -123,7 +123,8 @@ def read_span_classes(path: str | os.PathLike | None = None) -> SpanClasses:
 
     Raises:
         FileNotFoundError: no such file (named).
-        ValueError: not UTF-8, a blank line (named by number), or fewer than 2 names.
+        ValueError: not UTF-8, an empty file, a blank line (named by number), or fewer
+            than 2 names.
     """
     file = IMAGENET_CLASSES_FILE if path is None else os.path.abspath(
         os.path.expanduser(os.fspath(path)))
@@ -138,6 +139,9 @@ def read_span_classes(path: str | os.PathLike | None = None) -> SpanClasses:
     except UnicodeDecodeError as e:
         raise ValueError(f"span class list {file}: not UTF-8 text ({e.reason} at byte "
                          f"{e.start})") from None
+    if not text.strip():
+        raise ValueError(f"span class list {file}: the file is empty; give one class name "
+                         "per line")
     text = text[:-1] if text.endswith("\n") else text
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
     for i, line in enumerate(lines, 1):

@@ -102,6 +102,10 @@ def test_span_classes_file(tmp_path):
     p.write_text("a\n   \n")
     with pytest.raises(ValueError, match="line 2 is blank"):
         read_span_classes(p)
+    for empty in ("", "\n", "\ufeff"):
+        p.write_text(empty)
+        with pytest.raises(ValueError, match=r"names.txt: the file is empty; give one"):
+            read_span_classes(p)
     p.write_text("only\n")
     with pytest.raises(ValueError, match="1 name"):
         read_span_classes(p)
