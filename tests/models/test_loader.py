@@ -333,3 +333,25 @@ def test_model_files_import_no_reader_or_converter(model_file):
     mods = _imported_modules(ROOT / "crossgap_jax" / "models" / model_file)
     bad = sorted(m for m in mods if m.startswith("crossgap_jax.models.") and _is_loading(m))
     assert not bad, f"{model_file} imports loading code: {bad}"
+
+
+@pytest.mark.parametrize("config_name,config", [
+    ("config.json", {"model_type": "dinov2"}), ("config.json", {"model_type": "siglip"}),
+    ("config.json", {"model_type": "dinov3_vit"})])
+def test_weights_file_inside_a_model_folder_names_the_folder(tmp_path, config_name, config):
+    import json
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / config_name).write_text(json.dumps(config))
+    weights = folder / "model.safetensors"
+    save_file({"embeddings.cls_token": np.zeros((1, 1, 8), np.float32)}, str(weights))
+    with pytest.raises(CheckpointError) as e:
+        loader.load(str(weights))
+    assert str(e.value) == ("unrecognised checkpoint layout; first tensor names: "
+                            f"embeddings.cls_token; pass the folder ({folder}), not the "
+                            "weights file inside it")
+    (folder / config_name).unlink()  # a plain folder: no hint
+    with pytest.raises(CheckpointError) as e:
+        loader.load(str(weights))
+    assert "pass the folder" not in str(e.value)

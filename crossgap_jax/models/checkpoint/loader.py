@@ -153,13 +153,31 @@ def load(model: str | CLIPConfig, checkpoint: str | None = None, *,
     else:
         fam = family or (getattr(arch, "family", "clip") if arch is not None
                          else detect_family(str(source)))
-        config, params, info = _load_family(loader_hooks(fam), req)
+        try:
+            config, params, info = _load_family(loader_hooks(fam), req)
+        except CheckpointError as e:
+            folder = _claimed_folder(source)
+            if folder is None:
+                raise
+            raise CheckpointError(f"{e}; pass the folder ({folder}), not the weights file "
+                                  "inside it") from None
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     info["params_sha256"] = params_fingerprint(params)  # once per load, on the host copy
     # device_put copies: jnp.asarray would alias the NumPy buffers on CPU, and those may be
     # memory maps of the checkpoint file (torch.load(mmap=True)).
     params = jax.tree.map(jax.device_put, params)
     return config, params, info
+
+
+def _claimed_folder(source: Any) -> str | None:
+    """The folder of a weights file ``source`` when a family's ``claims`` recognises that
+    folder (a transformers / open_clip model directory: its config sits beside the file and
+    the reader needs both), else None."""
+    path = os.path.expanduser(source) if isinstance(source, str) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    return folder if detect_family(folder) != "clip" else None
 
 
 def _one_of(checkpoint: str | None, pretrained: str | None) -> str | None:
