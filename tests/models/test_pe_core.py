@@ -225,3 +225,145 @@ def test_native_roundtrip(bundle, tmp_path):
     assert again.config == bundle.config
     pixels, _ = _inputs(bundle)
     np.testing.assert_array_equal(again.encode_image(pixels), bundle.encode_image(pixels))
+
+
+# A user's open_clip file, built from the names in docs/backbones.md ("PE-Core open_clip
+# tensor names"): B/16's patch 16 and 64-dim heads, a few small layers.
+USER = dict(image_size=64, patch=16, width=128, layers=2, heads=2, pool_heads=8, embed_dim=64,
+            context=32, text_width=128, text_layers=2, text_heads=2)
+_BLOCK = {"ln_1": "norm1", "ln_2": "norm2", "attn.in_proj_weight": "attn.qkv.weight",
+          "attn.in_proj_bias": "attn.qkv.bias", "attn.out_proj": "attn.proj",
+          "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+_POOL = {"attn.out_proj": "proj", "layernorm": "norm", "mlp.c_fc": "mlp.fc1",
+         "mlp.c_proj": "mlp.fc2"}
+
+
+def _sub(rest, table):
+    for old, new in table.items():
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    raise KeyError(rest)
+
+
+def _user_open_clip(pe: dict, width: int) -> dict:
+    """perception_models names (the torch reference's) -> open_clip's, by the docs table."""
+    v, t = "visual.", "visual.trunk."
+    out = {}
+    for k, x in pe.items():
+        if not k.startswith(v):
+            out[k if k == "logit_scale" else "text." + k] = x
+            continue
+        r = k[len(v):]
+        if r.startswith("transformer.resblocks."):
+            i, rest = r[len("transformer.resblocks."):].split(".", 1)
+            out[f"{t}blocks.{i}.{_sub(rest, _BLOCK)}"] = x
+        elif r in ("attn_pool.attn.in_proj_weight", "attn_pool.attn.in_proj_bias"):
+            end = r.rsplit("_", 1)[1]
+            out[f"{t}attn_pool.q.{end}"], out[f"{t}attn_pool.kv.{end}"] = x[:width], x[width:]
+        elif r == "attn_pool.probe":
+            out[t + "attn_pool.latent"] = x
+        elif r.startswith("attn_pool."):
+            out[t + "attn_pool." + _sub(r[len("attn_pool."):], _POOL)] = x
+        elif r == "proj":
+            out[t + "head.weight"], out[t + "head.bias"] = x.T, torch.zeros(x.shape[1])
+        else:
+            name, shape = {"conv1.weight": ("patch_embed.proj.weight", x.shape),
+                           "class_embedding": ("cls_token", (1, 1, width)),
+                           "positional_embedding": ("pos_embed", (1, *x.shape)),
+                           "ln_pre.weight": ("norm_pre.weight", x.shape),
+                           "ln_pre.bias": ("norm_pre.bias", x.shape),
+                           "ln_post.weight": ("norm.weight", x.shape),
+                           "ln_post.bias": ("norm.bias", x.shape)}[r]
+            out[t + name] = x.reshape(shape)
+    return {k: x.contiguous() for k, x in out.items()}
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """The reference at USER size and its open_clip folders: ``bin`` (torch.save) and
+    ``st`` (safetensors), each with an open_clip_config.json as the hub's."""
+    from safetensors.torch import save_file
+
+    ref = randomize(PECoreTorch(**USER), seed=5).eval()
+    sd = _user_open_clip(ref.state_dict(), USER["width"])
+    base = tmp_path_factory.mktemp("user")
+    cfg = {"model_cfg": {"embed_dim": 64, "vision_cfg": {
+        "timm_model_name": "vit_pe_core_base_patch16_224"}}, "preprocess_cfg": {
+        "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"}}
+    for kind, name in (("bin", "open_clip_pytorch_model.bin"),
+                       ("st", "open_clip_model.safetensors")):
+        (base / kind).mkdir()
+        (torch.save if kind == "bin" else save_file)(sd, str(base / kind / name))
+        (base / kind / "open_clip_config.json").write_text(json.dumps(cfg))
+    return ref, base
+
+
+def test_user_open_clip_files_match_the_reference(user_files):
+    ref, base = user_files
+    pixels = np.random.default_rng(4).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    for src in ("bin", "st", "bin/open_clip_pytorch_model.bin",
+                "st/open_clip_model.safetensors"):
+        b = load_clip(str(base / src))
+        assert b.info["layout"] == "open_clip" and b.config.family == "pe_core", src
+        ids = b.tokenize(["a photo of a dog", "two cats on a red sofa"])
+        with torch.no_grad():
+            want_img = ref.encode_image(torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()))
+            want_txt = ref.encode_text(torch.from_numpy(np.asarray(ids, np.int64)))
+        assert rel_err(b.encode_image(pixels), want_img.numpy()) < RTOL, src
+        assert rel_err(b.encode_text(ids), want_txt.numpy()) < RTOL, src
+
+
+def test_user_open_clip_folder_through_the_encode_command(user_files, tmp_path):
+    from PIL import Image
+
+    from crossgap_jax.cli import main
+
+    ref, base = user_files
+    rng = np.random.default_rng(6)
+    split = {"train": [], "val": [], "test": []}
+    for part in split:
+        for i in range(3):
+            rel = f"c{i % 2}/{part}_{i}.png"
+            (tmp_path / "dtd" / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(
+                tmp_path / "dtd" / "images" / rel)
+            split[part].append([rel, i % 2, f"c{i % 2}"])
+    (tmp_path / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
+    assert main(["--quiet", "encode", "--checkpoint", str(base / "st"), "--dataset", "dtd",
+                 "--split", "test", "--data-root", str(tmp_path), "--run-dir",
+                 str(tmp_path / "run")]) == 0
+    (cached,) = (tmp_path / "run" / "features" / "dtd").glob("test-image-*.npz")
+    got = np.load(cached)
+    b = load_clip(str(base / "st"))
+    from crossgap_jax.data.decoding import load_image
+
+    pixels = b.preprocess([load_image(tmp_path / "dtd" / "images" / r)
+                           for r in got["items"]])
+    with torch.no_grad():
+        want = ref.encode_image(torch.from_numpy(np.asarray(pixels).transpose(0, 3, 1, 2)
+                                                 .copy())).numpy()
+    assert rel_err(got["features"], want) < RTOL
+
+
+def test_user_files_truncated_and_wrong_family(user_files, tmp_path):
+    _, base = user_files
+    for kind, name, says in (
+            ("bin", "open_clip_pytorch_model.bin", "damaged zip archive (torch.save files "
+             "are zips; its index at the end is missing): the download or copy was probably "
+             "interrupted"),
+            ("st", "open_clip_model.safetensors", "truncated safetensors file")):
+        cut = tmp_path / kind
+        cut.mkdir()
+        data = (base / kind / name).read_bytes()
+        (cut / name).write_bytes(data[: len(data) // 2])
+        (cut / "open_clip_config.json").write_bytes(
+            (base / kind / "open_clip_config.json").read_bytes())
+        for src in (cut, cut / name):
+            with pytest.raises(CheckpointError) as e:
+                load_clip(str(src))
+            assert says in str(e.value) and "pass the folder" not in str(e.value), src
+    for src in (base / "st", base / "st" / "open_clip_model.safetensors"):
+        with pytest.raises(CheckpointError) as e:
+            load("ViT-B-16", str(src))
+        assert str(e.value).endswith("; it looks like a pe_core checkpoint: load it without "
+                                     "an architecture name (--model), or with a pe_core one")

@@ -5,6 +5,8 @@
 - :class:`CheckpointNotFoundError` (also a ``FileNotFoundError``): weights are not local
   and cannot be fetched; the message says what to fetch and where to put it.
 - :class:`ChecksumError`: downloaded bytes differ from the published sha256.
+- :class:`CheckpointLayoutError`: the tensors were read, but their names fit no layout of
+  the reader (another family's file, a file taken out of its model folder).
 """
 
 from __future__ import annotations
@@ -33,3 +35,8 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class ChecksumError(CheckpointError):
     """A downloaded file's sha256 differs from the published one."""
+
+
+class CheckpointLayoutError(CheckpointError):
+    """A weights file was read, but its tensor names fit no layout the family's reader knows
+    (the loader adds which other family recognises the file or its folder)."""

@@ -196,9 +196,19 @@ def read_state_dict(path: str, *, allow_pickle: bool = False
         return sd, ("native" if meta.get("format") == NATIVE_FORMAT else "safetensors"), False
     if kind in ("torchscript", "torch-zip", "torch-pickle"):
         return read_torch(path, allow_pickle=allow_pickle)
-    raise CheckpointError(
-        f"{path}: unrecognised checkpoint file (not safetensors, a TorchScript archive or a "
-        f"torch.save file)")
+    raise unrecognised_file(path)
+
+
+def unrecognised_file(path: str) -> CheckpointError:
+    """The error for a weights file of no known format; a zip archive whose index cannot be
+    read (a ``torch.save`` file cut short: the index sits at the end) is named as such."""
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if zipped and not zipfile.is_zipfile(path):
+        return CheckpointError(f"{path}: damaged zip archive (torch.save files are zips; its "
+                               f"index at the end is missing): {_REFETCH}")
+    return CheckpointError(f"{path}: unrecognised checkpoint file (not safetensors, a "
+                           f"TorchScript archive or a torch.save file)")
 
 
 def read_index(index_path: str, fetch=None) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -50,7 +50,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointLayoutError
 from crossgap_jax.models.checkpoint.fingerprint import params_fingerprint
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.checkpoint.hooks import Read, Request
@@ -155,12 +155,11 @@ def load(model: str | CLIPConfig, checkpoint: str | None = None, *,
                          else detect_family(str(source)))
         try:
             config, params, info = _load_family(loader_hooks(fam), req)
-        except CheckpointError as e:
-            folder = _claimed_folder(source)
-            if folder is None:
+        except CheckpointLayoutError as e:
+            hint = _other_family_hint(source, fam)
+            if hint is None:
                 raise
-            raise CheckpointError(f"{e}; pass the folder ({folder}), not the weights file "
-                                  "inside it") from None
+            raise CheckpointError(f"{e}; {hint}") from None
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     info["params_sha256"] = params_fingerprint(params)  # once per load, on the host copy
     # device_put copies: jnp.asarray would alias the NumPy buffers on CPU, and those may be
@@ -169,15 +168,22 @@ def load(model: str | CLIPConfig, checkpoint: str | None = None, *,
     return config, params, info
 
 
-def _claimed_folder(source: Any) -> str | None:
-    """The folder of a weights file ``source`` when a family's ``claims`` recognises that
-    folder (a transformers / open_clip model directory: its config sits beside the file and
-    the reader needs both), else None."""
+def _other_family_hint(source: Any, family: str) -> str | None:
+    """Why a local ``source`` failed as ``family`` when another family recognises it: its
+    own files (a PE-Core file named as a CLIP architecture), or - for a weights file - its
+    folder (a transformers / open_clip model directory, whose reader needs the config
+    beside the file). None when nothing else claims it."""
     path = os.path.expanduser(source) if isinstance(source, str) else None
-    if path is None or not os.path.isfile(path):
+    if path is None or not os.path.exists(path):
         return None
+    other = detect_family(path)
+    if other not in ("clip", family):
+        return (f"it looks like a {other} checkpoint: load it without an architecture name "
+                f"(--model), or with a {other} one")
     folder = os.path.dirname(os.path.abspath(path))
-    return folder if detect_family(folder) != "clip" else None
+    if os.path.isfile(path) and detect_family(folder) != "clip":
+        return f"pass the folder ({folder}), not the weights file inside it"
+    return None
 
 
 def _one_of(checkpoint: str | None, pretrained: str | None) -> str | None:

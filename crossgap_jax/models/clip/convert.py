@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.models.checkpoint.errors import CheckpointError
+from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointLayoutError
 from crossgap_jax.models.checkpoint.fit import check_fit
 from crossgap_jax.models.checkpoint.torch_names import Mapped, rename, to_state_dict, torch_path
 from crossgap_jax.models.configs import CLIPConfig, TextConfig, VisionConfig
@@ -56,7 +56,7 @@ def detect_layout(sd: Mapping[str, Any]) -> str:
             "standard CLIP text transformer is supported"
         )
     sample = ", ".join(sorted(keys)[:8])
-    raise CheckpointError(f"unrecognised checkpoint layout; first tensor names: {sample}")
+    raise CheckpointLayoutError(f"unrecognised checkpoint layout; first tensor names: {sample}")
 
 
 def infer_config(sd: Mapping[str, Any], name: str = "custom", quick_gelu: bool = True,

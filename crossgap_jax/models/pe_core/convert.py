@@ -31,13 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from crossgap_jax.models.checkpoint.errors import CheckpointError, CheckpointNotFoundError
+from crossgap_jax.models.checkpoint.errors import (
+    CheckpointError,
+    CheckpointLayoutError,
+    CheckpointNotFoundError,
+)
 from crossgap_jax.models.checkpoint.formats import (
     read_json,
     read_safetensors,
     safetensors_header,
     sniff_format,
     torch_to_numpy,
+    unrecognised_file,
 )
 from crossgap_jax.models.checkpoint.hooks import (
     Converted,
@@ -285,7 +290,7 @@ def _read_weights(path: str, allow_pickle: bool) -> tuple[dict[str, np.ndarray],
     if kind == "safetensors":
         return read_safetensors(path)[0], "safetensors"
     if kind not in ("torch-zip", "torch-pickle"):
-        raise CheckpointError(f"{path}: not a safetensors or torch.save file")
+        raise unrecognised_file(path)
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is a test dependency
@@ -358,7 +363,7 @@ def read(req: Request) -> Read:
     raw, fmt = _read_weights(weights, req.allow_pickle)
     layout = detect_layout(raw)
     if layout is None:
-        raise CheckpointError(
+        raise CheckpointLayoutError(
             f"{weights}: not a PE-Core image-text checkpoint (expected open_clip's "
             f"visual.trunk.* / text.* names or perception_models' visual.conv1 / "
             f"visual.attn_pool.probe / text_projection)")
