@@ -33,25 +33,6 @@ from crossgap_jax.models.configs import get_config  # noqa: E402
 OTI_STEPS, OVI_STEPS = 20, 8
 
 
-def _tiny_openai(model_module, seed: int = 0):
-    """OpenAI ``CLIP`` with the shapes of our ``tiny`` config, perturbed like the B/32 one."""
-    torch.manual_seed(seed)
-    model = model_module.CLIP(embed_dim=32, image_resolution=32, vision_layers=2,
-                              vision_width=128, vision_patch_size=8, context_length=77,
-                              vocab_size=49408, transformer_width=64, transformer_heads=4,
-                              transformer_layers=2).float().eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-            elif "ln_" in name and name.endswith("weight"):
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Eager torch on one thread: on a shared 2-core machine OpenMP's barriers made the
@@ -67,7 +48,7 @@ def pair(request, openai_model_module, openai_tokenizer_module):
     """(torch model, JAX CLIP bundle with the converted weights, template ids, placeholder)."""
     arch = request.param
     if arch == "tiny":
-        model = _tiny_openai(openai_model_module)
+        model = ref.tiny_openai_clip(openai_model_module)
     else:
         model = ref.random_openai_vit_b32(openai_model_module, seed=0)
     config = get_config(arch)

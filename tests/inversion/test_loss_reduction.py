@@ -16,7 +16,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from support import inversion_reference as ref  # noqa: E402
-from test_inversion_parity import _tiny_openai  # noqa: E402
 
 from crossgap_jax.inversion import ExecutionSettings, OTISettings, oti, ovi  # noqa: E402
 from crossgap_jax.inversion.core import loss_weights  # noqa: E402
@@ -33,7 +32,7 @@ OTI_STEPS, OVI_STEPS = 12, 6
 def pair(openai_model_module, openai_tokenizer_module):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    model = _tiny_openai(openai_model_module)
+    model = ref.tiny_openai_clip(openai_model_module)
     config = get_config("tiny")
     clip = CLIP(config, convert.state_dict_to_params(ref.state_dict_numpy(model), config))
     ids, placeholder = ref.template_ids(openai_tokenizer_module)

@@ -174,3 +174,22 @@ def invert(feature_fn: Callable[[torch.Tensor], torch.Tensor], targets: np.ndarr
     with torch.no_grad():
         final = feature_fn(v)
     return v.detach().numpy(), final.numpy(), torch.stack(losses).numpy()
+
+
+def tiny_openai_clip(model_module, seed: int = 0):
+    """OpenAI ``CLIP`` with the shapes of our ``tiny`` config, perturbed like the B/32 one."""
+    torch.manual_seed(seed)
+    model = model_module.CLIP(embed_dim=32, image_resolution=32, vision_layers=2,
+                              vision_width=128, vision_patch_size=8, context_length=77,
+                              vocab_size=49408, transformer_width=64, transformer_heads=4,
+                              transformer_layers=2).float().eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+            elif "ln_" in name and name.endswith("weight"):
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
