@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from crossgap_jax import retrieval
 from crossgap_jax.baselines import (
@@ -35,7 +36,7 @@ from crossgap_jax.baselines import (
     span_basis,
     span_project,
 )
-from crossgap_jax.data import TextSplit, augmented_view, get_dataset, open_image
+from crossgap_jax.data import augmented_view, get_dataset
 from crossgap_jax.pipeline.baselines import labelled_images, load_train_split
 from crossgap_jax.pipeline.layouts import hw_fewshot_block
 from crossgap_jax.pipeline.prompts import IMAGENET_TEMPLATES, class_prompt
@@ -97,26 +98,13 @@ class HWFewShotSettings:
             raise ValueError("seeds must be one or more non-negative integers")
 
 
-def _names_split(names: Sequence[str], clean: bool) -> TextSplit:
-    """The span's class names as a text split (``clean``: ``_`` -> space, as in prompts)."""
-    if clean:
-        return classnames_split("imagenet", list(names))
-    return TextSplit(name="imagenet-span-names", split="classes",
-                     items=[f"class{i:05d}" for i in range(len(names))], texts=list(names),
-                     labels=np.arange(len(names)))
-
-
-def span_text_features(run: Run, source: str, names: Sequence[str]) -> np.ndarray:
-    """The text features the span is fitted on.
-
-    - ``"zeroshot"``: the ImageNet zero-shot classifier of their ``preextract_text_features``
-      (each name with ``_`` -> space in the seven :data:`IMAGENET_TEMPLATES`, each prompt
-      embedding normalised, averaged, normalised): ``(C, d)`` unit rows.
-    - ``"names"``: the unnormalised text embeddings of the raw names (no template).
-    """
-    if source == "names":
-        return np.asarray(run.features(_names_split(names, clean=False)).features, np.float64)
-    split = _names_split(names, clean=True)
+def zeroshot_span_features(run: Run, names: Sequence[str]) -> np.ndarray:
+    """The text features their few-shot script fits the span on: the ImageNet zero-shot
+    classifier of their ``preextract_text_features`` (each name with ``_`` -> space in the
+    seven :data:`IMAGENET_TEMPLATES`, each prompt embedding normalised, averaged,
+    normalised): ``(C, d)`` unit rows. (The raw-names span of their retrieval script is
+    :meth:`Run.span_map <crossgap_jax.pipeline.run.Run.span_map>`.)"""
+    split = classnames_split("imagenet", list(names))
     per_template = [np.asarray(run.features(split, template=t).features)
                     for t in IMAGENET_TEMPLATES]
     return np.asarray(retrieval.build_classifier(np.stack(per_template, axis=1)), np.float64)
@@ -173,10 +161,12 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
         run.require_text_tower("text")
         if span_classnames is None and s.span_source == "names":
             span_classnames = read_span_classes()  # the retrieval script's raw names
-        if isinstance(span_classnames, SpanClasses):
+        if span_classnames is not None and not isinstance(span_classnames, SpanClasses):
+            given = list(span_classnames)
+            span_classnames = SpanClasses(tuple(given), "given", hashlib.sha256(
+                "\n".join(given).encode()).hexdigest())
+        if span_classnames is not None:
             names, classes = list(span_classnames.names), span_classnames.info()
-        elif span_classnames is not None:
-            names, classes = list(span_classnames), {"classes": "given"}
         else:
             names = imagenet_classnames(run)
             classes = {"classes": f"imagenet classnames under {run.root_for('imagenet')}"}
@@ -223,7 +213,10 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
         text = np.asarray(retrieval.build_classifier(fc.features), np.float64)
         out["prompt"] = prompt
     if s.project:
-        basis = span_basis(span_text_features(run, s.span_source, names), s.span_reduce)
+        if s.span_source == "names":
+            basis = run.span_map(span_classnames, s.span_reduce)[0]
+        else:
+            basis = span_basis(zeroshot_span_features(run, names), s.span_reduce)
         xtr, xte = span_project(xtr, basis), span_project(xte, basis)
         out["span"] = {"source": s.span_source, **classes, "num_classes": len(names),
                        "names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
@@ -253,18 +246,25 @@ def hw_few_shot(run: Run, dataset: str, settings: HWFewShotSettings,
 
 def augmented_support_features(run: Run, split: Any, indices: np.ndarray, seed: int
                                ) -> np.ndarray:
-    """Image embeddings of ``split`` with Herzog & Wang's training augmentation, one view per
-    image, the view of training image ``i`` drawn from ``numpy.random.default_rng([seed,
-    i])`` (so a view does not depend on which draws use it). Not cached.
+    """Image embeddings ``(len(split), d)`` of ``split`` (item ``j`` is training image
+    ``indices[j]``) with Herzog & Wang's training augmentation, one view per image, the view
+    of training image ``i`` drawn from ``numpy.random.default_rng([seed, i])`` (so a view does
+    not depend on which draws use it); decoded through ``split.open_image`` (crop boxes,
+    readers) and encoded in batches of the preset's batch size. Not cached.
 
     Raises:
         ValueError: an image that cannot be read.
     """
-    views = []
-    for path, i in zip(split.paths, indices, strict=True):
-        rng = np.random.default_rng([int(seed), int(i)])
-        views.append(augmented_view(open_image(path), rng, **run.clip.preprocess_options))
-    return np.asarray(run.clip.encode_image(np.stack(views)), np.float64)
+    batch = run.preset.batch_size
+    out = []
+    for start in tqdm(range(0, len(indices), batch), desc=f"augment {split.name}/train",
+                      unit="batch", disable=not run.progress):
+        views = [augmented_view(split.open_image(j), np.random.default_rng([int(seed), int(i)]),
+                                **run.clip.preprocess_options)
+                 for j, i in enumerate(indices[start:start + batch], start)]
+        out.append(np.asarray(run.clip.encode_image(np.stack(views), batch_size=batch,
+                                                    progress=False), np.float64))
+    return np.concatenate(out)
 
 
 def hw_printout(res: dict) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from crossgap_jax.baselines import (
+    SpanClasses,
     isoclip_features,
     isoclip_map,
     projection_heads,
@@ -220,28 +221,30 @@ class Run:
         return dataclasses.replace(pre, features=np.asarray(isoclip_features(pre.features, m)),
                                    meta=dict(pre.meta, isoclip=info))
 
-    def span_map(self) -> tuple[np.ndarray, dict]:
+    def span_map(self, classes: SpanClasses | None = None, reduce: int | None = None
+                 ) -> tuple[np.ndarray, dict]:
         """Herzog & Wang's span basis ``U`` ``(d // r, d)`` (:func:`span_basis`) and its
         settings: the text features are the model's unnormalised ``encode_text`` of the raw
-        class names of ``baselines.span_classes`` (default: the shipped ImageNet list; no
-        template), cached like every text split (keyed by the names); the basis is kept in
-        memory per (class-list sha256, ``span_reduce``). Returns ``(U, info)``.
+        class names of ``classes`` (default: ``baselines.span_classes``, else the shipped
+        ImageNet list; no template), cached like every text split (keyed by the names); the
+        basis is kept in memory per (class-list sha256, ``reduce``; default
+        ``baselines.span_reduce``). Returns ``(U, info)``.
 
         Raises:
             NoTextTowerError: an image-only backbone.
             FileNotFoundError, ValueError: a bad ``--span-classes`` file.
         """
         self.require_text_tower("span")
-        s = self.baselines
-        classes = read_span_classes(s.span_classes)
-        key = ("span", classes.sha256, s.span_reduce)
+        classes = classes or read_span_classes(self.baselines.span_classes)
+        reduce = reduce or self.baselines.span_reduce
+        key = ("span", classes.sha256, reduce)
         if key not in self._baseline_cache:
             names = list(classes.names)
             split = TextSplit(name="span-classes", split=classes.sha256[:12],
                               items=[f"class{i:05d}" for i in range(len(names))], texts=names)
             ft = self.features(split)
-            basis = span_basis(ft.features, s.span_reduce)
-            info = dict(classes.info(), reduce=s.span_reduce, dim=int(basis.shape[1]),
+            basis = span_basis(ft.features, reduce)
+            info = dict(classes.info(), reduce=reduce, dim=int(basis.shape[1]),
                         kept=int(basis.shape[0]), template="{}",
                         source="Herzog & Wang, cvpr26-suppl/span_projection.py")
             self._baseline_cache[key] = (basis, info)

@@ -56,6 +56,13 @@ def random_openai_vit_b32(model_module: Any, seed: int = 0) -> torch.nn.Module:
         vision_patch_size=32, context_length=77, vocab_size=49408, transformer_width=512,
         transformer_heads=8, transformer_layers=12,
     ).float().eval()
+    return _perturbed(model, seed)
+
+
+def _perturbed(model: Any, seed: int) -> Any:
+    """``model`` with biases ~ 0.02 N(0, 1) and LayerNorm weights + 0.1 N(0, 1) (generator
+    ``seed + 1``), gradients off: OpenAI's init leaves them at 0 / identity, which would hide a
+    conversion bug in any of them."""
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -183,13 +190,4 @@ def tiny_openai_clip(model_module, seed: int = 0):
                               vision_width=128, vision_patch_size=8, context_length=77,
                               vocab_size=49408, transformer_width=64, transformer_heads=4,
                               transformer_layers=2).float().eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-            elif "ln_" in name and name.endswith("weight"):
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return _perturbed(model, seed)
