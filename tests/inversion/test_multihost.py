@@ -68,7 +68,11 @@ def _workers(out_dir: str, nproc: int, steps: int = STEPS) -> list[subprocess.Po
 
 
 def _summaries(outs: list[str]) -> list[dict]:
-    return [json.loads(o.split("SUMMARY ")[-1].splitlines()[0]) for o in outs]
+    """Each worker's ``SUMMARY {json}``. The JSON object is decoded up to its closing brace:
+    the collectives' C++ logging (``[Gloo] Rank 0 is connected ...``) writes to the same
+    stdout and can land on the summary's line."""
+    decode = json.JSONDecoder().raw_decode
+    return [decode(o.split("SUMMARY ")[-1])[0] for o in outs]
 
 
 def _shard_names(out_dir: str) -> list[list[str]]:
